@@ -1,0 +1,167 @@
+"""The ``eegloop`` command line. Thin: parse, call one function, print.
+
+Errors meant for the user (:class:`~eegloop.errors.EegloopError`) are printed
+as one line ``eegloop: error: ...`` with exit status 2; anything else is a bug
+and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__, set_log_level
+from .errors import EegloopError
+
+EXIT_USER_ERROR = 2
+
+
+def _db(args):
+    from .database import Database
+
+    return Database(args.db, data_dir=args.data)
+
+
+# -- protocol ---------------------------------------------------------------------
+def cmd_protocol_check(args) -> int:
+    from .protocol import load_protocol
+    from .stimuli import load_stimuli
+
+    proto = load_protocol(args.file)
+    if args.design_only:
+        if not proto.stimuli.classes:
+            from .errors import ProtocolError
+
+            raise ProtocolError(f"{args.file}: stimuli.classes: --design-only needs the class list in the protocol")
+        design = proto.design()
+        print(f"{args.file}: valid (design only; stimulus files not checked)")
+        print(design.describe(proto.stimuli.classes))
+        return 0
+    stim = load_stimuli(proto)
+    design = proto.design(len(stim.classes))
+    print(f"{args.file}: valid; {len(stim.images)} images in {len(stim.classes)} classes under {stim.root}")
+    print(design.describe(stim.classes))
+    return 0
+
+
+def cmd_protocol_schema(args) -> int:
+    from .protocol import describe_schema
+
+    print(describe_schema())
+    return 0
+
+
+def cmd_protocol_show(args) -> int:
+    from .protocol import load_protocol
+
+    print(load_protocol(args.file).to_yaml(), end="")
+    return 0
+
+
+# -- stimuli ------------------------------------------------------------------------
+def cmd_stimuli_synth(args) -> int:
+    from .stimuli import synthesize_stimuli
+
+    st = synthesize_stimuli(args.out, args.classes, args.per_class, size=args.size, seed=args.seed)
+    print(f"drew {len(st.images)} images of {len(st.classes)} classes into {args.out}: "
+          + ", ".join(f"{c} ({n})" for c, n in st.classes.items()))
+    return 0
+
+
+# -- database -----------------------------------------------------------------------
+def cmd_db(args) -> int:
+    db = _db(args)
+    print(f"database {db.safe_url}: schema at revision {db.revision()} (head {db.head_revision()}); "
+          f"tables: {', '.join(t for t in db.table_names() if t != 'alembic_version')}")
+    return 0
+
+
+def cmd_subject_add(args) -> int:
+    subj = _db(args).add_subject(args.code)
+    print(f"added subject {subj.code} (id {subj.id})")
+    return 0
+
+
+def cmd_subject_list(args) -> int:
+    subjects = _db(args).list_subjects()
+    if not subjects:
+        print("no subjects yet (add one with: eegloop subject add CODE)")
+    for s in subjects:
+        print(f"{s.code}\t{s.n_sessions} session(s)\tadded {s.created_at:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eegloop",
+        description="Closed-loop EEG visual-decoding experiments: protocol -> paradigm + recorder -> "
+                    "database -> decoder -> feedback.",
+    )
+    parser.add_argument("--version", action="version", version=f"eegloop {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=None, help="SQLAlchemy URL (default: $EEGLOOP_DB or sqlite in --data)")
+    common.add_argument("--data", default=None, type=Path,
+                        help="data folder (default: $EEGLOOP_DATA or ./eegloop-data)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("protocol", help="check or describe protocol files")
+    psub = p.add_subparsers(dest="action", metavar="ACTION")
+    psub.required = True
+    c = psub.add_parser("check", parents=[common], help="validate a protocol (and its stimulus files)")
+    c.add_argument("file", type=Path)
+    c.add_argument("--design-only", action="store_true",
+                   help="validate everything but the stimulus files and print the implied design")
+    c.set_defaults(func=cmd_protocol_check)
+    c = psub.add_parser("schema", parents=[common], help="print every protocol field with its default")
+    c.set_defaults(func=cmd_protocol_schema)
+    c = psub.add_parser("show", parents=[common], help="print a protocol with all defaults filled in")
+    c.add_argument("file", type=Path)
+    c.set_defaults(func=cmd_protocol_show)
+
+    p = sub.add_parser("stimuli", help="stimulus sets")
+    ssub = p.add_subparsers(dest="action", metavar="ACTION")
+    ssub.required = True
+    c = ssub.add_parser("synth", parents=[common], help="draw distinct procedural images per class")
+    c.add_argument("--classes", type=int, default=4, help="number of classes (2-12)")
+    c.add_argument("--per-class", type=int, default=20, help="images per class")
+    c.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per class)")
+    c.add_argument("--size", type=int, default=256, help="image edge in pixels")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=cmd_stimuli_synth)
+
+    p = sub.add_parser("db", help="create or upgrade the database schema")
+    dsub = p.add_subparsers(dest="action", metavar="ACTION")
+    dsub.required = True
+    for name, text in (("init", "create the schema"), ("upgrade", "upgrade the schema to this version")):
+        c = dsub.add_parser(name, parents=[common], help=text)
+        c.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("subject", help="subjects (pseudonymous codes only)")
+    sbs = p.add_subparsers(dest="action", metavar="ACTION")
+    sbs.required = True
+    c = sbs.add_parser("add", parents=[common], help="add a subject by code")
+    c.add_argument("code")
+    c.set_defaults(func=cmd_subject_add)
+    c = sbs.add_parser("list", parents=[common], help="list subjects")
+    c.set_defaults(func=cmd_subject_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    set_log_level("info" if getattr(args, "verbose", False) else "warning")
+    try:
+        return int(args.func(args) or 0)
+    except EegloopError as exc:
+        print(f"eegloop: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("eegloop: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""ORM tables (SQLAlchemy 2). Other packages use :mod:`eegloop.database` instead.
+
+The schema itself is created and upgraded by the Alembic migrations in
+``eegloop/database/migrations``; a test checks that they match these classes.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class SubjectRow(Base):
+    __tablename__ = "subjects"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sessions: Mapped[list["SessionRow"]] = relationship(back_populates="subject")
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="recorded")  # recorded | imported
+    protocol_name: Mapped[str] = mapped_column(String(128))
+    protocol_yaml: Mapped[str] = mapped_column(Text)
+    protocol_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="created")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
+    software_version: Mapped[str] = mapped_column(String(32))
+    notes: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    subject: Mapped[SubjectRow] = relationship(back_populates="sessions")
+    runs: Mapped[list["RunRow"]] = relationship(back_populates="session", order_by="RunRow.index")
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("session_id", "index", name="uq_runs_session_index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)  # 1-based
+    status: Mapped[str] = mapped_column(String(16), default="created")
+    raw_path: Mapped[Optional[str]] = mapped_column(String(512), nullable=True)  # relative to the data folder
+    started_lsl: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    ended_lsl: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    samples_received: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    samples_expected: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    lost_samples: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    session: Mapped[SessionRow] = relationship(back_populates="runs")
+    blocks: Mapped[list["BlockRow"]] = relationship(back_populates="run", order_by="BlockRow.index")
+
+
+class BlockRow(Base):
+    __tablename__ = "blocks"
+    __table_args__ = (UniqueConstraint("run_id", "index", name="uq_blocks_run_index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)  # 1-based over the session
+    status: Mapped[str] = mapped_column(String(16), default="created")
+    classes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    started_lsl: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    ended_lsl: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    run: Mapped[RunRow] = relationship(back_populates="blocks")
+
+
+class StimulusRow(Base):
+    __tablename__ = "stimuli"
+    __table_args__ = (UniqueConstraint("sha256", "path", name="uq_stimuli_sha256_path"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    class_id: Mapped[str] = mapped_column(String(128))
+    class_name: Mapped[str] = mapped_column(String(256))
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=True)
+    block_id: Mapped[Optional[int]] = mapped_column(ForeignKey("blocks.id", ondelete="CASCADE"), nullable=True)
+    stimulus_id: Mapped[Optional[int]] = mapped_column(ForeignKey("stimuli.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    lsl_time: Mapped[float] = mapped_column(Float)
+    trial: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    class_id: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class TrialTimingRow(Base):
+    __tablename__ = "trial_timings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), unique=True)
+    intended_onset_lsl: Mapped[float] = mapped_column(Float)
+    actual_onset_lsl: Mapped[float] = mapped_column(Float)
+    intended_frames: Mapped[int] = mapped_column(Integer)
+    actual_frames: Mapped[int] = mapped_column(Integer)
+    duration_s: Mapped[float] = mapped_column(Float)
+    dropped_frames: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class EpochRow(Base):
+    __tablename__ = "epochs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[Optional[int]] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), nullable=True)
+    run_index: Mapped[int] = mapped_column(Integer)
+    block_index: Mapped[int] = mapped_column(Integer)
+    trial: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    label: Mapped[str] = mapped_column(String(128))
+    onset_lsl: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    tmin: Mapped[float] = mapped_column(Float)  # time of the first sample relative to onset, s
+    sfreq: Mapped[float] = mapped_column(Float)
+    n_channels: Mapped[int] = mapped_column(Integer)
+    n_times: Mapped[int] = mapped_column(Integer)
+    channel_names: Mapped[list[str]] = mapped_column(JSON)
+    data: Mapped[bytes] = mapped_column(LargeBinary)  # zlib(float32 C-order)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the uncompressed float32 bytes
+
+
+class ModelRow(Base):
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
+    session_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    kind: Mapped[str] = mapped_column(String(32), default="kd_stft")
+    checkpoint_path: Mapped[str] = mapped_column(String(1024))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FeedbackTrialRow(Base):
+    __tablename__ = "feedback_trials"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[Optional[int]] = mapped_column(ForeignKey("models.id"), nullable=True)
+    event_id: Mapped[Optional[int]] = mapped_column(ForeignKey("events.id"), nullable=True)
+    trial: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(16))
+    probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
+    predicted_class: Mapped[str] = mapped_column(String(128))
+    true_class: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
+    image_path: Mapped[Optional[str]] = mapped_column(String(1024), nullable=True)
+    seed: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    latencies: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)

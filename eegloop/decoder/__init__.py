@@ -1,0 +1,1 @@
+"""eegloop.decoder (see the module docstrings inside)."""

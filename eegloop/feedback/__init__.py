@@ -1,0 +1,1 @@
+"""eegloop.feedback (see the module docstrings inside)."""

@@ -1,0 +1,1 @@
+"""eegloop.paradigm (see the module docstrings inside)."""

@@ -1,0 +1,604 @@
+"""Protocol files: one validated YAML schema with defaults for every section.
+
+A protocol describes a whole visit: which images (``stimuli``), how they are
+shown (``paradigm``), where the EEG comes from (``amplifier``), how it is cut
+(``epochs``), filtered (``preprocessing``) and decoded (``teacher``,
+``training``), and what the subject sees in closed loop (``feedback``).
+
+Every field has a default, so a protocol only states what differs. Loading is
+strict: an unknown key, a wrong type, an out-of-range value or an inconsistent
+design raises :class:`~eegloop.errors.ProtocolError` whose message names the
+file and the field path, e.g.::
+
+    protocols/x.yaml: paradigm.image_s: must be > 0, got -0.5
+
+Use :func:`load_protocol` to read a file, :meth:`Protocol.to_yaml` to write
+the complete, self-describing protocol back (round-trips), and
+:func:`protocol_from_dict` for protocols built in code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .errors import ProtocolError
+
+__all__ = [
+    "Protocol",
+    "StimuliConfig",
+    "ScreenConfig",
+    "ParadigmConfig",
+    "SimulateConfig",
+    "AmplifierConfig",
+    "EpochsConfig",
+    "PreprocessingConfig",
+    "TeacherConfig",
+    "TrainingConfig",
+    "FeedbackConfig",
+    "Design",
+    "load_protocol",
+    "protocol_from_dict",
+]
+
+
+def _f(default=dataclasses.MISSING, *, doc: str = "", ge=None, gt=None, le=None, lt=None, factory=None):
+    """A dataclass field with a description and numeric bounds."""
+    meta = {"doc": doc, "ge": ge, "gt": gt, "le": le, "lt": lt}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class StimuliConfig:
+    """Where the images are and what the classes are called."""
+
+    folder: Optional[str] = _f(None, doc="folder with one sub-folder per class (relative to the protocol file)")
+    manifest: Optional[str] = _f(None, doc="CSV with columns path,class (alternative to folder)")
+    classes: dict[str, str] = _f(
+        factory=dict, doc="class id -> display name used in prompts; empty: every sub-folder, named after it"
+    )
+    synthesize: bool = _f(False, doc="draw procedural images into `folder` when it is missing (demo)")
+    synth_size_px: int = _f(256, ge=16, le=2048, doc="size of procedurally drawn images")
+    extensions: list[str] = _f(
+        factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"],
+        doc="image file extensions (case-insensitive)",
+    )
+
+
+@dataclass(frozen=True)
+class ScreenConfig:
+    """PsychoPy window and monitor."""
+
+    fullscreen: bool = _f(True, doc="full screen window")
+    size: list[int] = _f(factory=lambda: [1280, 1024], doc="window size in pixels [width, height]")
+    screen: int = _f(0, ge=0, doc="screen index")
+    monitor: str = _f("testMonitor", doc="PsychoPy monitor name (calibration)")
+    background: list[float] = _f(factory=lambda: [0.0, 0.0, 0.0], doc="background colour, rgb in -1..1")
+    image_size_px: int = _f(400, ge=8, doc="edge of the shown image in pixels")
+    refresh_measure_frames: int = _f(60, ge=10, doc="frames used to measure the refresh rate at start")
+
+
+@dataclass(frozen=True)
+class ParadigmConfig:
+    """The block RSVP design (Ferrante et al. 2023 by default timings)."""
+
+    block_s: float = _f(25.0, gt=0, doc="length of a block of images, seconds")
+    image_s: float = _f(0.5, gt=0, doc="time each image is on screen, seconds")
+    pause_s: float = _f(10.0, ge=0, doc="pause after each block, seconds")
+    images_per_class: int = _f(50, ge=1, doc="distinct images used per class")
+    repeats: int = _f(1, ge=1, doc="how often each image is shown in the session")
+    runs: int = _f(4, ge=1, doc="number of runs (one raw file each)")
+    blocks_per_run: Optional[int] = _f(None, ge=1, doc="blocks per run; null: total blocks / runs")
+    order: Literal["blocked", "interleaved"] = _f(
+        "interleaved", doc="blocked: one class per block (the paper); interleaved: classes mixed (honest)"
+    )
+    seed: int = _f(0, doc="seed of the schedule (image choice and order)")
+    fixation: bool = _f(True, doc="fixation cross during blocks and pauses")
+    photodiode: bool = _f(False, doc="white patch in a corner on each onset, for timing validation")
+    photodiode_size_px: int = _f(60, ge=4, doc="edge of the photodiode patch in pixels")
+    instructions: str = _f(
+        "Look at the images. Keep your eyes on the centre.\n\nPress space to start.", doc="first screen"
+    )
+    wait_for_space: bool = _f(True, doc="space continues after instructions and pauses")
+    screen: ScreenConfig = _f(factory=ScreenConfig, doc="window settings")
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """The virtual amplifier's simulated subject."""
+
+    snr: float = _f(1.0, ge=0, doc="amplitude of class responses relative to the background")
+    class_signal: float = _f(1.0, ge=0, le=1, doc="0: no class information at all (control)")
+    erp_uv: float = _f(4.0, ge=0, doc="ERP amplitude (below 30 Hz), microvolts")
+    block_drift: float = _f(0.0, ge=0, doc="per-block slow offset independent of class, microvolts (confound)")
+    trial_jitter_ms: float = _f(10.0, ge=0, doc="per-trial latency jitter of responses")
+    noise_uv: float = _f(10.0, ge=0, doc="1/f background amplitude, microvolts")
+    alpha_uv: float = _f(5.0, ge=0, doc="10 Hz alpha amplitude, microvolts")
+    line_noise_uv: float = _f(20.0, ge=0, doc="50 Hz line noise amplitude, microvolts")
+    drift_uv: float = _f(20.0, ge=0, doc="slow drift amplitude, microvolts")
+    onset_channel: bool = _f(False, doc="add a channel 'STIM' that is 1 at each onset sample (alignment tests)")
+    chunk_ms: float = _f(10.0, gt=0, le=200, doc="pushes every chunk_ms milliseconds")
+    seed: int = _f(0, doc="seed of the simulated subject")
+
+
+@dataclass(frozen=True)
+class AmplifierConfig:
+    """The EEG source: an LSL stream, or the virtual amplifier."""
+
+    stream_name: str = _f("eegloop-sim", doc="LSL name of the EEG stream")
+    stream_type: str = _f("EEG", doc="LSL type of the EEG stream")
+    marker_stream_name: str = _f("eegloop-markers", doc="LSL name of the marker stream eegloop pushes")
+    channels: int = _f(128, ge=1, le=1024, doc="expected number of EEG channels")
+    sfreq: float = _f(1000.0, gt=0, doc="expected sampling rate, Hz")
+    channel_names: list[str] = _f(factory=list, doc="channel labels; empty: taken from the stream")
+    resolve_timeout_s: float = _f(5.0, gt=0, doc="how long to look for a stream")
+    lsl_scope: Literal["machine", "link", "site", "organization", "global"] = _f(
+        "machine", doc="LSL discovery scope: machine for one PC, link for an amplifier PC on the lab network"
+    )
+    simulate: Optional[SimulateConfig] = _f(None, doc="use the virtual amplifier with these settings")
+
+
+@dataclass(frozen=True)
+class EpochsConfig:
+    """How epochs are cut around each stimulus onset."""
+
+    tmin: float = _f(0.0, doc="start of the analysis window relative to onset, seconds")
+    tmax: float = _f(0.5, doc="end of the analysis window relative to onset, seconds")
+    margin_s: float = _f(0.25, ge=0, doc="extra signal kept on both sides for filtering")
+    baseline: Optional[list[float]] = _f(None, doc="[start, end] seconds to subtract, or null")
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """Paper-exact preprocessing by default (§3.2)."""
+
+    notch_hz: Optional[float] = _f(50.0, gt=0, doc="notch centre, Hz, or null for none")
+    notch_width_hz: float = _f(2.0, gt=0, doc="notch width, Hz (49–51 Hz for 50 Hz)")
+    bandpass_hz: list[float] = _f(factory=lambda: [14.0, 70.0], doc="[low, high] Butterworth band, Hz")
+    bandpass_order: int = _f(2, ge=1, le=10, doc="Butterworth order")
+    standardize: bool = _f(True, doc="per-channel standardisation")
+    representation: Literal["stft", "wavelet", "time"] = _f("stft", doc="input of the student network")
+    stft_window_ms: float = _f(40.0, gt=0, doc="STFT window, ms")
+    stft_hop_ms: float = _f(20.0, gt=0, doc="STFT hop, ms")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The CLIP image teacher (open_clip)."""
+
+    enabled: bool = _f(True, doc="use knowledge distillation; false: plain cross-entropy")
+    model: str = _f("ViT-B-32", doc="open_clip model name, or 'local-dir:PATH'")
+    pretrained: Optional[str] = _f("openai", doc="open_clip pretrained tag or a local checkpoint path")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Student training (§3.5–3.6)."""
+
+    alpha: float = _f(0.5, ge=0, le=1, doc="weight of cross-entropy; 1 - alpha on distillation")
+    temperature: float = _f(1.0, gt=0, doc="distillation temperature T")
+    lr: float = _f(3e-4, gt=0, doc="Adam learning rate")
+    batch_size: int = _f(64, ge=1, doc="batch size")
+    grad_clip: float = _f(1.0, gt=0, doc="gradient norm clip")
+    patience: int = _f(10, ge=1, doc="early-stopping patience on validation loss, epochs")
+    max_epochs: int = _f(50, ge=1, doc="maximum training epochs")
+    split: Literal["block", "run"] = _f("block", doc="cross-validation folds by whole block or whole run")
+    n_folds: int = _f(5, ge=2, doc="number of folds")
+    quick_train_after_min: Optional[float] = _f(
+        None, gt=0, doc="start the quick-train after this many minutes of data; null: after the recording runs"
+    )
+    seed: int = _f(0, doc="training seed")
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """Closed-loop feedback with generated images."""
+
+    trials: int = _f(20, ge=1, doc="feedback trials")
+    prompt: str = _f("an image of a {class}", doc="prompt template; {class} is the display name")
+    generator: str = _f("stabilityai/sd-turbo", doc="diffusers model: cached hub id or local folder")
+    steps: int = _f(1, ge=1, doc="inference steps")
+    guidance: float = _f(0.0, ge=0, doc="classifier-free guidance scale")
+    size_px: int = _f(512, ge=8, doc="generated image edge, pixels")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = _f("auto", doc="auto: fp16 on CUDA, fp32 on CPU")
+    mode: Literal["live", "bank", "stimulus"] = _f(
+        "bank", doc="live: generate per trial; bank: pre-generate per class; stimulus: show a held-out image"
+    )
+    bank_per_class: int = _f(4, ge=1, doc="images per class in bank mode")
+    display_s: float = _f(1.5, gt=0, doc="how long the feedback image stays on screen")
+    seed: int = _f(0, doc="generation seed")
+
+
+@dataclass(frozen=True)
+class Design:
+    """The design a protocol implies: what will be shown and for how long."""
+
+    n_classes: int
+    images_per_class: int
+    repeats: int
+    trials_per_block: int
+    n_blocks: int
+    runs: int
+    blocks_per_run: int
+    order: str
+    n_trials: int
+    total_s: float
+
+    @property
+    def total_min(self) -> float:
+        return self.total_s / 60.0
+
+    def describe(self, classes: dict[str, str] | None = None) -> str:
+        lines = [
+            f"order:            {self.order}",
+            f"classes:          {self.n_classes}",
+            f"images per class: {self.images_per_class} (each shown {self.repeats}x)",
+            f"trials:           {self.n_trials} ({self.trials_per_block} per block)",
+            f"blocks:           {self.n_blocks} in {self.runs} runs of {self.blocks_per_run}",
+            f"total time:       {self.total_s:.0f} s = {self.total_min:.1f} min (blocks + pauses)",
+        ]
+        if classes:
+            shown = ", ".join(f"{k} ({v})" if v != k else k for k, v in list(classes.items())[:8])
+            more = f", ... (+{len(classes) - 8})" if len(classes) > 8 else ""
+            lines.append(f"class list:       {shown}{more}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A complete, validated protocol. Immutable; build with :func:`load_protocol`."""
+
+    name: str = _f("unnamed", doc="short name of the protocol")
+    description: str = _f("", doc="free text")
+    stimuli: StimuliConfig = _f(factory=StimuliConfig)
+    paradigm: ParadigmConfig = _f(factory=ParadigmConfig)
+    amplifier: AmplifierConfig = _f(factory=AmplifierConfig)
+    epochs: EpochsConfig = _f(factory=EpochsConfig)
+    preprocessing: PreprocessingConfig = _f(factory=PreprocessingConfig)
+    teacher: TeacherConfig = _f(factory=TeacherConfig)
+    training: TrainingConfig = _f(factory=TrainingConfig)
+    feedback: FeedbackConfig = _f(factory=FeedbackConfig)
+    source: Optional[str] = field(default=None, compare=False, metadata={"internal": True})
+
+    # -- paths -----------------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        """Folder relative paths in the protocol are resolved against."""
+        return Path(self.source).resolve().parent if self.source else Path.cwd()
+
+    def resolve_path(self, p: str | None) -> Path | None:
+        if p is None:
+            return None
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    # -- conversions -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, defaults included (the self-describing form)."""
+        d = _to_plain(self)
+        d.pop("source", None)
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the complete protocol (defaults included), for the database."""
+        return hashlib.sha256(self.to_yaml().encode()).hexdigest()
+
+    def replace(self, **sections: Any) -> "Protocol":
+        """A copy with whole sections or top-level fields replaced."""
+        return dataclasses.replace(self, **sections)
+
+    # -- design ----------------------------------------------------------------
+    def design(self, n_classes: int | None = None) -> Design:
+        """The design implied by the paradigm for ``n_classes`` classes.
+
+        Raises :class:`ProtocolError` if the numbers do not fit together.
+        """
+        p = self.paradigm
+        if n_classes is None:
+            n_classes = len(self.stimuli.classes)
+        if n_classes < 2:
+            raise ProtocolError(
+                f"{self._where()}stimuli.classes: the design needs at least 2 classes, got {n_classes}"
+            )
+        return _design(p, n_classes, self._where())
+
+    def _where(self) -> str:
+        return f"{self.source}: " if self.source else ""
+
+
+def _design(p: ParadigmConfig, n_classes: int, where: str) -> Design:
+    ratio = p.block_s / p.image_s
+    tpb = round(ratio)
+    if abs(ratio - tpb) > 1e-6:
+        raise ProtocolError(
+            f"{where}paradigm.block_s: {p.block_s} s is not a whole number of images of {p.image_s} s"
+        )
+    n_trials = n_classes * p.images_per_class * p.repeats
+    if p.order == "blocked" and p.images_per_class % tpb:
+        raise ProtocolError(
+            f"{where}paradigm.images_per_class: blocked order needs a multiple of the {tpb} images per block, "
+            f"got {p.images_per_class}"
+        )
+    if n_trials % tpb:
+        raise ProtocolError(
+            f"{where}paradigm.block_s: {n_trials} trials do not fill whole blocks of {tpb} images"
+        )
+    n_blocks = n_trials // tpb
+    bpr = p.blocks_per_run if p.blocks_per_run is not None else n_blocks // p.runs
+    if bpr * p.runs != n_blocks:
+        field_name = "blocks_per_run" if p.blocks_per_run is not None else "runs"
+        raise ProtocolError(
+            f"{where}paradigm.{field_name}: {p.runs} runs x {bpr} blocks != {n_blocks} blocks "
+            f"({n_classes} classes x {p.images_per_class} images x {p.repeats} repeats / {tpb} per block)"
+        )
+    total = n_blocks * (tpb * p.image_s + p.pause_s)
+    return Design(
+        n_classes=n_classes,
+        images_per_class=p.images_per_class,
+        repeats=p.repeats,
+        trials_per_block=tpb,
+        n_blocks=n_blocks,
+        runs=p.runs,
+        blocks_per_run=bpr,
+        order=p.order,
+        n_trials=n_trials,
+        total_s=total,
+    )
+
+
+# ---------------------------------------------------------------------------
+# generic validation of nested frozen dataclasses
+# ---------------------------------------------------------------------------
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if tp in _TYPE_NAMES:
+        return _TYPE_NAMES[tp]
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list,):
+        return "a list"
+    if origin in (dict,):
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping (section)"
+    return str(tp)
+
+
+def _convert(value: Any, tp: Any, path: str, meta: dict) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, non_none[0], path, meta)
+    if value is None:
+        raise ProtocolError(f"{path}: must be {_type_name(tp)}, got null")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{path}: must be a mapping (section), got {value!r}")
+        return _build(tp, value, path)
+    if origin is Literal:
+        if value not in args:
+            raise ProtocolError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ProtocolError(f"{path}: must be a list, got {value!r}")
+        return [_convert(v, args[0], f"{path}[{i}]", {}) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{path}: must be a mapping, got {value!r}")
+        return {
+            str(_convert(k, args[0], f"{path}", {}) if not isinstance(k, (int, float)) else k): _convert(
+                v, args[1], f"{path}.{k}", {}
+            )
+            for k, v in value.items()
+        }
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ProtocolError(f"{path}: must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ProtocolError(f"{path}: must be an integer, got {value!r}")
+        _check_range(value, path, meta)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ProtocolError(f"{path}: must be a number, got {value!r}")
+        _check_range(float(value), path, meta)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            raise ProtocolError(f"{path}: must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported protocol type {tp} at {path}")  # pragma: no cover - schema bug
+
+
+def _check_range(v, path: str, meta: dict) -> None:
+    for key, op, ok in (
+        ("ge", ">=", lambda a, b: a >= b),
+        ("gt", ">", lambda a, b: a > b),
+        ("le", "<=", lambda a, b: a <= b),
+        ("lt", "<", lambda a, b: a < b),
+    ):
+        bound = meta.get(key)
+        if bound is not None and not ok(v, bound):
+            raise ProtocolError(f"{path}: must be {op} {bound}, got {v}")
+
+
+def _build(cls, data: dict, path: str):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
+            raise ProtocolError(f"{_join(path, key)}: unknown field{hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            value = data[name]
+            tp = hints[name]
+            # a section given as `simulate: {}` or `simulate: true` means "defaults"
+            if value is True and _optional_dataclass(tp):
+                value = {}
+            kwargs[name] = _convert(value, tp, _join(path, name), dict(f.metadata))
+    return cls(**kwargs)
+
+
+def _optional_dataclass(tp) -> bool:
+    return any(dataclasses.is_dataclass(a) for a in typing.get_args(tp))
+
+
+def _join(path: str, key) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _to_plain(obj):
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _cross_checks(p: Protocol) -> None:
+    where = p._where()
+    if p.stimuli.folder is None and p.stimuli.manifest is None:
+        raise ProtocolError(f"{where}stimuli: give a folder (one sub-folder per class) or a manifest CSV")
+    if p.stimuli.folder is not None and p.stimuli.manifest is not None:
+        raise ProtocolError(f"{where}stimuli.manifest: give either folder or manifest, not both")
+    if p.stimuli.synthesize and p.stimuli.folder is None:
+        raise ProtocolError(f"{where}stimuli.synthesize: needs stimuli.folder to draw into")
+    if p.stimuli.synthesize and len(p.stimuli.classes) < 2:
+        raise ProtocolError(f"{where}stimuli.classes: synthesize needs the class list (at least 2 classes)")
+    if len(p.paradigm.screen.size) != 2 or min(p.paradigm.screen.size) < 1:
+        raise ProtocolError(f"{where}paradigm.screen.size: must be [width, height], got {p.paradigm.screen.size}")
+    if len(p.paradigm.screen.background) != 3:
+        raise ProtocolError(f"{where}paradigm.screen.background: must be [r, g, b]")
+    if p.amplifier.channel_names and len(p.amplifier.channel_names) != p.amplifier.channels:
+        raise ProtocolError(
+            f"{where}amplifier.channel_names: {len(p.amplifier.channel_names)} names for "
+            f"{p.amplifier.channels} channels"
+        )
+    e = p.epochs
+    if e.tmax <= e.tmin:
+        raise ProtocolError(f"{where}epochs.tmax: must be > epochs.tmin ({e.tmin}), got {e.tmax}")
+    if e.baseline is not None:
+        if len(e.baseline) != 2 or not (e.tmin <= e.baseline[0] < e.baseline[1] <= e.tmax):
+            raise ProtocolError(
+                f"{where}epochs.baseline: must be [start, end] inside [{e.tmin}, {e.tmax}], got {e.baseline}"
+            )
+    pp = p.preprocessing
+    nyq = p.amplifier.sfreq / 2
+    if len(pp.bandpass_hz) != 2 or not (0 < pp.bandpass_hz[0] < pp.bandpass_hz[1]):
+        raise ProtocolError(f"{where}preprocessing.bandpass_hz: must be [low, high] with 0 < low < high")
+    if pp.bandpass_hz[1] >= nyq:
+        raise ProtocolError(
+            f"{where}preprocessing.bandpass_hz: high edge {pp.bandpass_hz[1]} Hz must be below Nyquist "
+            f"({nyq:g} Hz at amplifier.sfreq {p.amplifier.sfreq:g})"
+        )
+    if pp.notch_hz is not None and pp.notch_hz + pp.notch_width_hz / 2 >= nyq:
+        raise ProtocolError(f"{where}preprocessing.notch_hz: {pp.notch_hz} Hz is at or above Nyquist ({nyq:g} Hz)")
+    win_len = e.tmax - e.tmin
+    if pp.stft_window_ms / 1000 > win_len:
+        raise ProtocolError(
+            f"{where}preprocessing.stft_window_ms: {pp.stft_window_ms} ms is longer than the epoch ({win_len * 1000:g} ms)"
+        )
+    if pp.stft_hop_ms > pp.stft_window_ms:
+        raise ProtocolError(f"{where}preprocessing.stft_hop_ms: must be <= stft_window_ms ({pp.stft_window_ms})")
+    if "{class}" not in p.feedback.prompt:
+        raise ProtocolError(f"{where}feedback.prompt: must contain '{{class}}', got {p.feedback.prompt!r}")
+    if p.stimuli.classes:
+        _design(p.paradigm, len(p.stimuli.classes), where)
+
+
+def protocol_from_dict(data: dict | None, source: str | None = None) -> Protocol:
+    """Validate a mapping (as read from YAML) into a :class:`Protocol`.
+
+    Parameters
+    ----------
+    data : dict | None
+        The protocol's contents; missing fields take their defaults.
+    source : str | None
+        File name used in error messages and to resolve relative paths.
+    """
+    where = f"{source}: " if source else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{where}the protocol must be a YAML mapping of sections, got {type(data).__name__}")
+    try:
+        proto = _build(Protocol, data, "")
+    except ProtocolError as exc:
+        raise ProtocolError(f"{where}{exc}") from None
+    proto = dataclasses.replace(proto, source=source)
+    _cross_checks(proto)
+    return proto
+
+
+def load_protocol(path: str | Path) -> Protocol:
+    """Read and validate a protocol YAML file.
+
+    Raises
+    ------
+    ProtocolError
+        With one line naming the file, the field path and what is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ProtocolError(f"{path}: protocol file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        loc = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProtocolError(f"{path}: {loc}not valid YAML ({problem})") from None
+    return protocol_from_dict(data, source=str(path))
+
+
+def describe_schema() -> str:
+    """Every section and field with its default and meaning (the self-describing file)."""
+    lines: list[str] = []
+
+    def walk(cls, indent: int) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            tp = hints[f.name]
+            sub = [a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a)]
+            pad = "  " * indent
+            if sub:
+                lines.append(f"{pad}{f.name}:  # {f.metadata.get('doc', '')}".rstrip(" #"))
+                walk(sub[0], indent + 1)
+            else:
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                lines.append(f"{pad}{f.name}: {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}"
+                             f"  # {f.metadata.get('doc', '')}")
+    walk(Protocol, 0)
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""eegloop.recorder (see the module docstrings inside)."""

@@ -1,0 +1,122 @@
+"""Small typed objects that carry data between the boxes.
+
+``Epoch`` (one cut trial) and ``EpochSet`` (many, with the group ids needed
+for honest cross-validation) are what the recorder produces and the decoder
+consumes. ``EpochSet.to_mne()`` gives an :class:`mne.EpochsArray`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["Epoch", "EpochSet"]
+
+
+@dataclass
+class Epoch:
+    """One trial's signal, ``data`` of shape (n_channels, n_times), float32.
+
+    ``tmin`` is the time of the first sample relative to the stimulus onset
+    (negative when the epoch keeps a margin before the onset).
+    """
+
+    data: np.ndarray
+    label: str
+    sfreq: float
+    tmin: float
+    channel_names: list[str]
+    run: int
+    block: int
+    trial: Optional[int] = None
+    onset_lsl: Optional[float] = None
+    event_id: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        self.data = np.ascontiguousarray(self.data, dtype=np.float32)
+        if self.data.ndim != 2:
+            raise ValueError(f"epoch data must be 2-D (channels, times), got shape {self.data.shape}")
+        if len(self.channel_names) != self.data.shape[0]:
+            raise ValueError(f"{len(self.channel_names)} channel names for {self.data.shape[0]} channels")
+
+
+@dataclass
+class EpochSet:
+    """Epochs of equal shape with labels and group ids (session, run, block)."""
+
+    data: np.ndarray  # (n, channels, times) float32
+    labels: np.ndarray  # (n,) str class ids
+    sfreq: float
+    tmin: float
+    channel_names: list[str]
+    runs: np.ndarray  # (n,) int, unique over sessions (see ``groups``)
+    blocks: np.ndarray  # (n,) int
+    sessions: np.ndarray  # (n,) int
+    classes: dict[str, str] = field(default_factory=dict)  # id -> display name, fixed order
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels).astype(str)
+        for name in ("runs", "blocks", "sessions"):
+            setattr(self, name, np.asarray(getattr(self, name), dtype=np.int64))
+        if not self.classes:
+            self.classes = {c: c for c in sorted(set(self.labels.tolist()))}
+        n = len(self.labels)
+        if self.data.shape[0] != n or any(len(getattr(self, a)) != n for a in ("runs", "blocks", "sessions")):
+            raise ValueError("data, labels and group ids must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def from_epochs(cls, epochs: list[Epoch], sessions: list[int] | None = None,
+                    classes: dict[str, str] | None = None) -> "EpochSet":
+        if not epochs:
+            raise ValueError("no epochs")
+        shapes = {e.data.shape for e in epochs}
+        if len(shapes) != 1:
+            raise ValueError(f"epochs differ in shape: {sorted(shapes)}")
+        return cls(
+            data=np.stack([e.data for e in epochs]),
+            labels=np.array([e.label for e in epochs]),
+            sfreq=epochs[0].sfreq,
+            tmin=epochs[0].tmin,
+            channel_names=list(epochs[0].channel_names),
+            runs=np.array([e.run for e in epochs]),
+            blocks=np.array([e.block for e in epochs]),
+            sessions=np.array(sessions if sessions is not None else [0] * len(epochs)),
+            classes=dict(classes or {}),
+        )
+
+    @property
+    def class_ids(self) -> list[str]:
+        return list(self.classes)
+
+    @property
+    def y(self) -> np.ndarray:
+        """Labels as integer indices into :attr:`class_ids`."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        return np.array([index[c] for c in self.labels], dtype=np.int64)
+
+    def groups(self, split: str) -> np.ndarray:
+        """Group id per epoch for folds that leave whole blocks or runs out."""
+        if split == "run":
+            return self.sessions * 100_000 + self.runs
+        if split == "block":
+            return self.sessions * 100_000 + self.runs * 1000 + self.blocks
+        raise ValueError(f"split must be 'block' or 'run', got {split!r}")
+
+    def subset(self, idx) -> "EpochSet":
+        return EpochSet(self.data[idx], self.labels[idx], self.sfreq, self.tmin, list(self.channel_names),
+                        self.runs[idx], self.blocks[idx], self.sessions[idx], dict(self.classes))
+
+    def to_mne(self):
+        """An :class:`mne.EpochsArray` (data in volts assumed microvolts here, scaled by 1e-6)."""
+        import mne
+
+        info = mne.create_info(list(self.channel_names), self.sfreq, ch_types="eeg")
+        codes = {c: i + 1 for i, c in enumerate(self.classes)}
+        events = np.column_stack([np.arange(len(self)) * 10_000, np.zeros(len(self), int),
+                                  [codes[c] for c in self.labels]]).astype(int)
+        return mne.EpochsArray(self.data.astype(np.float64) * 1e-6, info, events=events, tmin=self.tmin,
+                               event_id=codes, verbose=False)

@@ -1,0 +1,77 @@
+"""Shared fixtures: offline hub, LSL on this machine only, a real PostgreSQL when it can start."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+# before anything imports huggingface_hub or pylsl
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.pop("EEGLOOP_DB", None)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throw-away PostgreSQL server on 127.0.0.1 (Debian's postgresql package)."""
+    initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not initdbs:
+        pytest.skip("PostgreSQL server not installed (apt-get install postgresql); .ci/run installs it")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg not installed (pip install 'psycopg[binary]')")
+    bindir = Path(initdbs[-1]).parent
+    tmp = Path(tempfile.mkdtemp(prefix="eegloop-pg-"))
+    datadir = tmp / "data"
+    as_pg: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL as the postgres user")
+        shutil.chown(tmp, "postgres")
+        tmp.chmod(0o700)
+        as_pg = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    subprocess.run(as_pg + [str(bindir / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync=off"
+    subprocess.run(as_pg + [str(bindir / "pg_ctl"), "-D", str(datadir), "-o", opts, "-l", str(tmp / "log"),
+                            "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_pg + [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_postgres_db(postgres_url):
+    """A new, empty database on the session's server."""
+    import psycopg
+
+    name = f"t{int(time.time() * 1e6)}"
+    with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'eegloop.db'}"
