@@ -91,6 +91,48 @@ def cmd_subject_list(args) -> int:
     return 0
 
 
+# -- simulate ----------------------------------------------------------------------
+def cmd_simulate(args) -> int:
+    import dataclasses
+    import time
+
+    from .lsl import configure_lsl
+    from .protocol import AmplifierConfig, SimulateConfig, load_protocol
+    from .recorder.simulator import VirtualAmplifier
+
+    if args.protocol:
+        proto = load_protocol(args.protocol)
+        amp, sim = proto.amplifier, proto.amplifier.simulate or SimulateConfig()
+    else:
+        amp, sim = AmplifierConfig(), SimulateConfig()
+    over = {k: v for k, v in dict(stream_name=args.name, channels=args.channels, sfreq=args.sfreq,
+                                  lsl_scope=args.scope).items() if v is not None}
+    amp = dataclasses.replace(amp, **over)
+    sover = {k: v for k, v in dict(snr=args.snr, class_signal=args.class_signal, block_drift=args.block_drift,
+                                   seed=args.seed, onset_channel=args.onset_channel or None).items() if v is not None}
+    sim = dataclasses.replace(sim, **sover)
+    configure_lsl(amp.lsl_scope)
+    va = VirtualAmplifier(amp, sim).start(duration=args.duration)
+    print(f"virtual amplifier '{amp.stream_name}': {amp.channels} ch at {amp.sfreq:g} Hz, snr {sim.snr}, "
+          f"class_signal {sim.class_signal}, block_drift {sim.block_drift}, seed {sim.seed}; "
+          f"following markers on '{amp.marker_stream_name}'"
+          + (f"; stops after {args.duration:g} s" if args.duration else "; Ctrl-C stops"), flush=True)
+    try:
+        t0 = time.monotonic()
+        while va._thread.is_alive():
+            va._thread.join(1.0)
+            if args.verbose:
+                print(f"  {time.monotonic() - t0:6.1f} s, {va.samples_pushed} samples, {va.markers_seen} markers",
+                      flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        va.stop()
+    print(f"stopped after {va.samples_pushed} samples ({va.samples_pushed / amp.sfreq:.1f} s), "
+          f"{va.markers_seen} markers seen")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eegloop",
@@ -130,6 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--size", type=int, default=256, help="image edge in pixels")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=cmd_stimuli_synth)
+
+    c = sub.add_parser("simulate", parents=[common], help="run the virtual amplifier (a simulated subject on LSL)")
+    c.add_argument("--protocol", type=Path, help="take amplifier and amplifier.simulate settings from a protocol")
+    c.add_argument("--name", help="LSL stream name (default eegloop-sim)")
+    c.add_argument("--channels", type=int, help="EEG channels (default 128)")
+    c.add_argument("--sfreq", type=float, help="sampling rate, Hz (default 1000)")
+    c.add_argument("--snr", type=float, help="class response amplitude relative to background")
+    c.add_argument("--class-signal", type=float, help="0 removes all class information")
+    c.add_argument("--block-drift", type=float, help="per-block offset independent of class, µV (confound)")
+    c.add_argument("--onset-channel", action="store_true", help="add a STIM channel marking each onset sample")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--scope", choices=["machine", "link", "site", "organization", "global"],
+                   help="LSL scope (default machine)")
+    c.add_argument("--duration", type=float, help="stop after this many seconds")
+    c.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("db", help="create or upgrade the database schema")
     dsub = p.add_subparsers(dest="action", metavar="ACTION")

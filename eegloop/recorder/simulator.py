@@ -1,0 +1,329 @@
+"""The virtual amplifier: a simulated subject behind a real LSL outlet.
+
+It pushes float32 EEG in small chunks on the real clock, like an amplifier,
+with standard channel labels in the stream's XML description. The background
+looks like EEG (1/f noise, alpha, 50 Hz line noise, slow drift). It listens to
+eegloop's marker stream and, for each ``stim_on`` marker, adds a
+class-specific response at the marker's time: a spatial pattern with a
+time-frequency signature inside 14-70 Hz plus an ERP below 30 Hz, with
+per-trial variability. ``class_signal: 0`` removes all class information;
+``block_drift`` adds a per-block signal independent of class (the confound of
+block designs).
+
+Samples are made in fixed internal blocks from a seeded generator, so the
+background is a deterministic function of the seed; responses are added to
+samples that are still in the outgoing buffer (``latency_ms``), so a marker
+reaching the simulator a few milliseconds after its flip still lands at the
+right sample.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from scipy.signal import butter, lfilter, lfilter_zi, sosfilt
+
+from .._logging import logger
+from ..lsl import ensure_configured, parse_marker
+from ..protocol import AmplifierConfig, SimulateConfig
+
+__all__ = ["VirtualAmplifier", "channel_labels", "class_response"]
+
+_BIOSEMI64 = ("Fp1 AF7 AF3 F1 F3 F5 F7 FT7 FC5 FC3 FC1 C1 C3 C5 T7 TP7 CP5 CP3 CP1 P1 P3 P5 P7 P9 PO7 PO3 O1 Iz Oz "
+              "POz Pz CPz Fpz Fp2 AF8 AF4 AFz Fz F2 F4 F6 F8 FT8 FC6 FC4 FC2 FCz Cz C2 C4 C6 T8 TP8 CP6 CP4 CP2 P2 "
+              "P4 P6 P8 P10 PO8 PO4 O2").split()
+_EXTRA_1005 = ("AFp1 AFp2 AFF5h AFF1h AFF2h AFF6h FFT9h FFT7h FFC5h FFC3h FFC1h FFC2h FFC4h FFC6h FFT8h FFT10h "
+               "FTT9h FTT7h FCC5h FCC3h FCC1h FCC2h FCC4h FCC6h FTT8h FTT10h TTP7h CCP5h CCP3h CCP1h CCP2h CCP4h "
+               "CCP6h TTP8h TPP9h TPP7h CPP5h CPP3h CPP1h CPP2h CPP4h CPP6h TPP8h TPP10h PPO9h PPO5h PPO1h PPO2h "
+               "PPO6h PPO10h POO9h POO1 POO2 POO10h OI1h OI2h I1 I2 AF9 AF10 F9 F10 FT9 FT10").split()
+
+
+def channel_labels(n: int) -> list[str]:
+    """Standard 10-20/10-10/10-5 labels for ``n`` channels (E1.. beyond 128)."""
+    names = _BIOSEMI64 + _EXTRA_1005
+    return names[:n] + [f"E{i + 1}" for i in range(len(names), n)]
+
+
+def _class_seed(class_id: str, seed: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{class_id}".encode()).digest()[:8], "little")
+
+
+@dataclass
+class _Response:
+    onset: float  # LSL time
+    class_id: str
+    trial: int
+
+
+@functools.lru_cache(maxsize=128)
+def class_response(class_id: str, n_chans: int, sfreq: float, cfg: SimulateConfig, trial: int,
+                   amplitude_uv: float) -> np.ndarray:
+    """The simulated response to one image of ``class_id``: (n_chans, n_times), 0.6 s.
+
+    The class fixes a spatial pattern, two carrier frequencies in 14-70 Hz,
+    a latency and an ERP topography; the trial varies amplitude, latency and
+    phase. Deterministic in (class_id, seed, trial).
+    """
+    crng = np.random.default_rng(_class_seed(class_id, cfg.seed))
+    trng = np.random.default_rng([_class_seed(class_id, cfg.seed) % (2**32), trial, 7])
+    n = int(round(0.6 * sfreq))
+    t = np.arange(n) / sfreq
+    # class-fixed properties
+    spatial = crng.standard_normal((2, n_chans))
+    spatial /= np.linalg.norm(spatial, axis=1, keepdims=True) / np.sqrt(n_chans)
+    freqs = crng.choice([17.0, 21.0, 25.0, 30.0, 36.0, 42.0, 58.0, 64.0], size=2, replace=False)
+    latency = crng.uniform(0.12, 0.32)
+    erp_topo = crng.standard_normal(n_chans)
+    erp_topo /= np.linalg.norm(erp_topo) / np.sqrt(n_chans)
+    # per-trial variability
+    jitter = trng.normal(0, cfg.trial_jitter_ms / 1000)
+    gain = np.clip(trng.normal(1.0, 0.35), 0.2, 2.0)
+    phase = trng.uniform(0, 2 * np.pi, 2)
+    env = np.exp(-0.5 * ((t - latency - jitter) / 0.06) ** 2)
+    osc = np.stack([np.sin(2 * np.pi * f * t + ph) for f, ph in zip(freqs, phase)]) * env
+    out = amplitude_uv * gain * (spatial.T @ osc)
+    erp = np.sin(2 * np.pi * 6.0 * (t - 0.1 - jitter)) * np.exp(-0.5 * ((t - 0.17 - jitter) / 0.07) ** 2)
+    out += cfg.erp_uv * gain * np.outer(erp_topo, erp)
+    return out.astype(np.float32)
+
+
+class VirtualAmplifier:
+    """A simulated subject pushing EEG on an LSL outlet.
+
+    Parameters
+    ----------
+    amplifier : AmplifierConfig
+        Stream name/type, channel count, sfreq, marker stream name.
+    simulate : SimulateConfig
+        The subject: snr, class signal, block drift, noise levels, seed.
+    latency_ms : float
+        How long samples stay in the outgoing buffer (markers arriving within
+        this time still shape them). Real amplifiers have similar latency.
+    listen_markers : bool
+        Follow the marker stream (off for a pure background stream).
+    """
+
+    BLOCK_S = 0.1  # internal generation block
+
+    def __init__(self, amplifier: AmplifierConfig, simulate: Optional[SimulateConfig] = None,
+                 latency_ms: float = 40.0, listen_markers: bool = True):
+        self.amp = amplifier
+        self.cfg = simulate or amplifier.simulate or SimulateConfig()
+        self.sfreq = float(amplifier.sfreq)
+        self.n_eeg = int(amplifier.channels)
+        self.labels = list(amplifier.channel_names) or channel_labels(self.n_eeg)
+        if self.cfg.onset_channel:
+            self.labels = self.labels + ["STIM"]
+        self.n_out = len(self.labels)
+        self.latency = latency_ms / 1000
+        self.listen_markers = listen_markers
+        self._rng = np.random.default_rng(self.cfg.seed)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._marker_thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        self.markers_connected = threading.Event()
+        self._responses: list[_Response] = []
+        self._block_changes: list[tuple[float, int]] = []  # (LSL time, block number)
+        self.samples_pushed = 0
+        self.markers_seen = 0
+        self.t0: Optional[float] = None
+        self._init_background()
+
+    # -- background --------------------------------------------------------------
+    def _init_background(self) -> None:
+        c, sf = self.n_eeg, self.sfreq
+        rng = np.random.default_rng(self.cfg.seed + 1)
+        # pink (1/f) noise by Kellet's filter, mixed to give spatial correlation
+        self._pink_b = np.array([0.049922035, -0.095993537, 0.050612699, -0.004408786])
+        self._pink_a = np.array([1, -2.494956002, 2.017265875, -0.522189400])
+        self._pink_zi = np.zeros((c, 3))
+        k = min(c, 8)
+        self._mix = (0.6 * np.eye(c) + 0.4 * rng.standard_normal((c, k)) @ rng.standard_normal((k, c)) / np.sqrt(k))
+        self._mix /= np.linalg.norm(self._mix, axis=1, keepdims=True)
+        self._alpha_topo = np.abs(rng.standard_normal(c)) * 0.5 + 0.5
+        self._line_topo = rng.uniform(0.5, 1.5, c)
+        self._line_phase = rng.uniform(0, 2 * np.pi, c)
+        self._drift_topo = rng.standard_normal(c)
+        self._drift_f = rng.uniform(0.02, 0.08)
+        # band-limited (14-70 Hz) noise source for block drift
+        hi = min(70.0, 0.45 * sf)
+        self._band_sos = butter(2, [14.0, hi], btype="band", fs=sf, output="sos")
+        self._band_zi = np.zeros((self._band_sos.shape[0], 2, 1))
+        self._alpha_env_zi = None
+        self._n_made = 0
+
+    def _make_block(self, n: int) -> np.ndarray:
+        """The next n background samples (n_eeg, n) in microvolts."""
+        cfg, c, sf = self.cfg, self.n_eeg, self.sfreq
+        white = self._rng.standard_normal((c, n))
+        pink, self._pink_zi = lfilter(self._pink_b, self._pink_a, white, axis=1, zi=self._pink_zi)
+        x = cfg.noise_uv * 4.0 * (self._mix @ pink)
+        t = (self._n_made + np.arange(n)) / sf
+        alpha_amp = 1 + 0.5 * np.sin(2 * np.pi * 0.1 * t)
+        x += cfg.alpha_uv * np.outer(self._alpha_topo, alpha_amp * np.sin(2 * np.pi * 10.0 * t))
+        x += cfg.line_noise_uv * self._line_topo[:, None] * np.sin(2 * np.pi * 50.0 * t[None] + self._line_phase[:, None])
+        x += cfg.drift_uv * np.outer(self._drift_topo, np.sin(2 * np.pi * self._drift_f * t))
+        self._n_made += n
+        return x
+
+    # -- markers -------------------------------------------------------------------
+    def add_marker(self, marker: dict, lsl_time: float) -> None:
+        """Feed one marker (as the marker thread does); public for in-process use."""
+        ev = marker.get("event")
+        with self._lock:
+            self.markers_seen += 1
+            if ev == "stim_on" and "class" in marker:
+                self._responses.append(_Response(lsl_time, str(marker["class"]), int(marker.get("trial", 0))))
+            elif ev == "block_start" and "block" in marker:
+                self._block_changes.append((lsl_time, int(marker["block"])))
+
+    def _marker_loop(self) -> None:
+        import pylsl
+
+        inlet = None
+        while not self._stop.is_set() and inlet is None:
+            found = pylsl.resolve_byprop("name", self.amp.marker_stream_name, minimum=1, timeout=0.5)
+            if found:
+                inlet = pylsl.StreamInlet(found[0], processing_flags=pylsl.proc_clocksync)
+        if inlet is None:
+            return
+        inlet.open_stream(timeout=5.0)
+        inlet.time_correction(timeout=5.0)  # the first estimate takes ~0.6 s; not while markers arrive
+        self.markers_connected.set()
+        logger.info("simulator: following marker stream %r", self.amp.marker_stream_name)
+        while not self._stop.is_set():
+            sample, ts = inlet.pull_sample(timeout=0.1)
+            if sample is not None:
+                self.add_marker(parse_marker(sample[0]), ts)
+        inlet.close_stream()
+
+    # -- output --------------------------------------------------------------------
+    def _apply_events(self, data: np.ndarray, t_first: float) -> None:
+        """Add responses, onset pulses and block drift to samples starting at t_first."""
+        cfg, sf, c = self.cfg, self.sfreq, self.n_eeg
+        n = data.shape[1]
+        amp = cfg.snr * cfg.noise_uv * cfg.class_signal
+        with self._lock:
+            responses = list(self._responses)
+            blocks = list(self._block_changes)
+        keep = []
+        for r in responses:
+            i0 = int(round((r.onset - t_first) * sf))
+            resp_len = int(round(0.6 * sf))
+            if i0 + resp_len <= 0:
+                continue  # fully in the past
+            keep.append(r)
+            if i0 >= n:
+                continue
+            if self.cfg.onset_channel and 0 <= i0 < n:
+                data[c, i0] = 1.0
+            if amp > 0:
+                resp = class_response(r.class_id, c, sf, cfg, r.trial, amp)  # cached, read-only
+                a, b = max(i0, 0), min(i0 + resp_len, n)
+                data[:c, a:b] += resp[:, a - i0:b - i0]
+        with self._lock:
+            self._responses = [r for r in self._responses if r in keep or r.onset > t_first]
+        if cfg.block_drift > 0 and blocks:
+            times = t_first + np.arange(n) / sf
+            block_of = np.full(n, -1)
+            for bt, b in sorted(blocks):
+                block_of[times >= bt] = b
+            band = self._band_noise(n)
+            for b in np.unique(block_of):
+                if b < 0:
+                    continue
+                m = block_of == b
+                brng = np.random.default_rng([self.cfg.seed, int(b), 11])
+                topo = brng.standard_normal(c)
+                offset = brng.standard_normal(c)
+                data[:c, m] += cfg.block_drift * (offset[:, None] + topo[:, None] * band[None, m])
+
+    def _band_noise(self, n: int) -> np.ndarray:
+        y, self._band_zi = sosfilt(self._band_sos, self._rng.standard_normal((1, n)), axis=1, zi=self._band_zi)
+        return 3.0 * y[0]
+
+    def _run(self) -> None:
+        import pylsl
+
+        info = pylsl.StreamInfo(self.amp.stream_name, self.amp.stream_type, self.n_out, self.sfreq,
+                                pylsl.cf_float32, f"eegloop-sim-{self.amp.stream_name}-{self.cfg.seed}")
+        chans = info.desc().append_child("channels")
+        for i, lab in enumerate(self.labels):
+            ch = chans.append_child("channel")
+            ch.append_child_value("label", lab)
+            ch.append_child_value("unit", "microvolts" if i < self.n_eeg else "none")
+            ch.append_child_value("type", "EEG" if i < self.n_eeg else "STIM")
+        info.desc().append_child("acquisition").append_child_value("manufacturer", "eegloop virtual amplifier")
+        outlet = pylsl.StreamOutlet(info, chunk_size=max(1, int(self.sfreq * self.cfg.chunk_ms / 1000)))
+        self._outlet_ready.set()
+        blk = max(1, int(round(self.BLOCK_S * self.sfreq)))
+        pending = np.zeros((self.n_out, 0), np.float32)
+        pending_start = 0  # sample index of pending[:, 0]
+        self.t0 = pylsl.local_clock() + self.latency
+        made = 0
+        period = self.cfg.chunk_ms / 1000
+        next_wake = time.perf_counter()
+        while not self._stop.is_set():
+            now = pylsl.local_clock()
+            due = int((now - self.latency - self.t0) * self.sfreq)  # samples whose time has come
+            if self._duration is not None and due >= int(self._duration * self.sfreq):
+                due = int(self._duration * self.sfreq)
+                self._stop.set()
+            while made < due + int(self.latency * self.sfreq) + blk:
+                bg = np.zeros((self.n_out, blk), np.float32)
+                bg[:self.n_eeg] = self._make_block(blk)
+                pending = np.concatenate([pending, bg], axis=1)
+                made += blk
+            n_push = due - self.samples_pushed
+            if n_push > 0:
+                chunk = pending[:, :n_push].copy()
+                self._apply_events(chunk, self.t0 + self.samples_pushed / self.sfreq)
+                ts_last = self.t0 + (self.samples_pushed + n_push - 1) / self.sfreq
+                outlet.push_chunk(np.ascontiguousarray(chunk.T), timestamp=ts_last)
+                pending = pending[:, n_push:]
+                pending_start += n_push
+                self.samples_pushed += n_push
+            next_wake += period
+            delay = next_wake - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_wake = time.perf_counter()
+        del outlet
+
+    def start(self, duration: float | None = None) -> "VirtualAmplifier":
+        """Start streaming in background threads; returns once the outlet exists."""
+        ensure_configured()
+        self._duration = duration
+        self._outlet_ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="eegloop-simulator", daemon=True)
+        self._thread.start()
+        if self.listen_markers:
+            self._marker_thread = threading.Thread(target=self._marker_loop, name="eegloop-sim-markers",
+                                                   daemon=True)
+            self._marker_thread.start()
+        self._outlet_ready.wait(10)
+        return self
+
+    def wait(self) -> None:
+        """Block until the stream ends (``duration`` reached or :meth:`stop`)."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in (self._thread, self._marker_thread):
+            if t is not None:
+                t.join(5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
