@@ -133,6 +133,30 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+# -- record ------------------------------------------------------------------------
+def cmd_record(args) -> int:
+    from .database import Database
+    from .protocol import load_protocol
+    from .session import record_session
+
+    proto = load_protocol(args.protocol)
+    if args.simulate and proto.amplifier.simulate is None:
+        from .protocol import SimulateConfig
+
+        proto = proto.replace(amplifier=__import__("dataclasses").replace(proto.amplifier, simulate=SimulateConfig()))
+    db = Database(args.db, data_dir=args.data)
+    res = record_session(proto, args.subject, db, simulate=args.simulate,
+                         progress=lambda m: print(m, flush=True))
+    state = "ABORTED" if res.aborted else "done"
+    print(f"recording {state}: session {res.session_id}, {res.epochs}/{res.expected_epochs} epochs, "
+          f"{res.samples_received} samples ({res.lost_samples} lost), {res.dropped_frames} dropped frames, "
+          f"image duration median {res.stim_duration_ms_median:.1f} ms (max error "
+          f"{res.stim_duration_ms_max_abs_error:.1f} ms) at {res.frame_rate_hz:.2f} Hz")
+    for f in res.raw_files:
+        print(f"raw: {f}")
+    return 1 if res.aborted else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eegloop",
@@ -187,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LSL scope (default machine)")
     c.add_argument("--duration", type=float, help="stop after this many seconds")
     c.set_defaults(func=cmd_simulate)
+
+    c = sub.add_parser("record", parents=[common], help="run the paradigm and record EEG + markers")
+    c.add_argument("--protocol", type=Path, required=True)
+    c.add_argument("--subject", required=True, help="pseudonymous subject code")
+    c.add_argument("--simulate", action="store_true", help="start the virtual amplifier in this process")
+    c.set_defaults(func=cmd_record)
 
     p = sub.add_parser("db", help="create or upgrade the database schema")
     dsub = p.add_subparsers(dest="action", metavar="ACTION")

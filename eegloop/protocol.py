@@ -86,6 +86,10 @@ class ScreenConfig:
     background: list[float] = _f(factory=lambda: [0.0, 0.0, 0.0], doc="background colour, rgb in -1..1")
     image_size_px: int = _f(400, ge=8, doc="edge of the shown image in pixels")
     refresh_measure_frames: int = _f(60, ge=10, doc="frames used to measure the refresh rate at start")
+    no_vsync_pace_hz: float = _f(
+        60.0, gt=0, le=240,
+        doc="if the measured rate is above 240 Hz there is no vertical sync (e.g. Xvfb): flips are paced in "
+            "software at this rate so frames have one duration")
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,15 @@ def fresh_postgres_db(postgres_url):
 @pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'eegloop.db'}"
+
+
+@pytest.fixture(scope="session")
+def display():
+    """An X display for PsychoPy: the real one, or Xvfb started for the test session."""
+    from eegloop.errors import EegloopError
+    from eegloop.paradigm.display import ensure_display
+
+    try:
+        return ensure_display()
+    except EegloopError as exc:
+        pytest.skip(str(exc))

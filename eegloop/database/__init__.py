@@ -400,6 +400,20 @@ class Database:
         with self.session() as s:
             s.add_all([TrialTimingRow(**t) for t in timings])
 
+    def add_trial_timings_by_trial(self, session_id: int, timings: Sequence[dict]) -> int:
+        """Store timings keyed by ``trial``; each is linked to that trial's ``stim_on`` event."""
+        with self.session() as s:
+            ev = dict(s.execute(select(EventRow.trial, EventRow.id).where(
+                EventRow.session_id == session_id, EventRow.kind == "stim_on")).all())
+            rows = []
+            for t in timings:
+                t = dict(t)
+                eid = ev.get(t.pop("trial"))
+                if eid is not None:
+                    rows.append(TrialTimingRow(event_id=eid, **t))
+            s.add_all(rows)
+            return len(rows)
+
     def get_trial_timings(self, session_id: int) -> list[TrialTimingRow]:
         with self.session() as s:
             q = (select(TrialTimingRow).join(EventRow).where(EventRow.session_id == session_id)

@@ -225,6 +225,8 @@ class Recorder:
                 self._raw = BrainVisionWriter(self.raw_dir / name, self.ch_names, self.sfreq,
                                               units=["µV" if i in self.eeg_idx else "V" for i in range(len(self.ch_names))])
             self._run_first_sample = self._abs0 + self._w
+            s = self.stats
+            self._run_snapshot = (s.samples_received, s.samples_expected, s.lost_samples)
             if self.db is not None:
                 self._run_id = self.db.add_run(self.session_id, run, raw_path=self._raw.vhdr if self._raw else None,
                                                status="recording")
@@ -246,8 +248,9 @@ class Recorder:
             if self._raw is not None:
                 self._raw.close()
             s = self.stats
-            run_stats = dict(samples_received=s.samples_received, samples_expected=s.samples_expected,
-                             lost_samples=s.lost_samples)
+            r0, e0, l0 = getattr(self, "_run_snapshot", (0, 0, 0))
+            run_stats = dict(samples_received=s.samples_received - r0, samples_expected=s.samples_expected - e0,
+                             lost_samples=s.lost_samples - l0)
             if self.db is not None and self._run_id is not None:
                 run_id, loose = self._run_id, list(self._loose_events)
                 self._loose_events.clear()
