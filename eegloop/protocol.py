@@ -121,7 +121,7 @@ class ParadigmConfig:
 class SimulateConfig:
     """The virtual amplifier's simulated subject."""
 
-    snr: float = _f(1.0, ge=0, doc="amplitude of class responses relative to the background")
+    snr: float = _f(0.15, ge=0, doc="amplitude of class responses relative to the background")
     class_signal: float = _f(1.0, ge=0, le=1, doc="0: no class information at all (control)")
     erp_uv: float = _f(4.0, ge=0, doc="ERP amplitude (below 30 Hz), microvolts")
     block_drift: float = _f(0.0, ge=0, doc="per-block slow offset independent of class, microvolts (confound)")

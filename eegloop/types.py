@@ -32,6 +32,7 @@ class Epoch:
     trial: Optional[int] = None
     onset_lsl: Optional[float] = None
     event_id: Optional[int] = None
+    image: Optional[str] = None  # sha256 of the stimulus image, when known
 
     def __post_init__(self) -> None:
         self.data = np.ascontiguousarray(self.data, dtype=np.float32)
@@ -54,9 +55,12 @@ class EpochSet:
     blocks: np.ndarray  # (n,) int
     sessions: np.ndarray  # (n,) int
     classes: dict[str, str] = field(default_factory=dict)  # id -> display name, fixed order
+    images: Optional[np.ndarray] = None  # (n,) sha256 of each epoch's stimulus image ('' if unknown)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels).astype(str)
+        self.images = (np.asarray(self.images).astype(str) if self.images is not None
+                       else np.full(len(self.labels), "", dtype=object).astype(str))
         for name in ("runs", "blocks", "sessions"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=np.int64))
         if not self.classes:
@@ -86,6 +90,7 @@ class EpochSet:
             blocks=np.array([e.block for e in epochs]),
             sessions=np.array(sessions if sessions is not None else [0] * len(epochs)),
             classes=dict(classes or {}),
+            images=np.array([e.image or "" for e in epochs]),
         )
 
     @property
@@ -108,7 +113,7 @@ class EpochSet:
 
     def subset(self, idx) -> "EpochSet":
         return EpochSet(self.data[idx], self.labels[idx], self.sfreq, self.tmin, list(self.channel_names),
-                        self.runs[idx], self.blocks[idx], self.sessions[idx], dict(self.classes))
+                        self.runs[idx], self.blocks[idx], self.sessions[idx], dict(self.classes), self.images[idx])
 
     def to_mne(self):
         """An :class:`mne.EpochsArray` (data in volts assumed microvolts here, scaled by 1e-6)."""

@@ -461,8 +461,17 @@ class Database:
                 raise DatabaseError(f"--sessions: session {bad[0]} does not belong to subject {subject!r}")
             sessions = [x for x in sessions if x.id in set(session_ids)]
         epochs, sess, classes = [], [], {}
+        with self.session() as s:
+            sha_by_name = {(r.class_id, Path(r.path).name): r.sha256 for r in s.scalars(select(StimulusRow))}
         for info in sessions:
             es = self.get_epochs(info.id)
+            with self.session() as s:
+                images = {r.id: (r.payload or {}).get("image") for r in s.scalars(
+                    select(EventRow).where(EventRow.session_id == info.id, EventRow.kind == "stim_on"))}
+            for e in es:
+                name = images.get(e.event_id)
+                if name:
+                    e.image = sha_by_name.get((e.label, name))
             epochs += es
             sess += [info.id] * len(es)
             classes.update(_classes_of(info.protocol_yaml))

@@ -154,7 +154,7 @@ class VirtualAmplifier:
         # band-limited (14-70 Hz) noise source for block drift
         hi = min(70.0, 0.45 * sf)
         self._band_sos = butter(2, [14.0, hi], btype="band", fs=sf, output="sos")
-        self._band_zi = np.zeros((self._band_sos.shape[0], 2, 1))
+        self._band_zi = np.zeros((self._band_sos.shape[0], 1, 2))
         self._alpha_env_zi = None
         self._n_made = 0
 
@@ -327,3 +327,55 @@ class VirtualAmplifier:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def simulate_epochs(protocol, schedule=None, trials=None, simulate: Optional[SimulateConfig] = None,
+                    pre_s: float = 1.0):
+    """Epochs the virtual amplifier would produce for a schedule, rendered offline (no LSL, no waiting).
+
+    The same background generator and class responses as the live simulator;
+    blocks are rendered one at a time with their pauses skipped.
+
+    Parameters
+    ----------
+    protocol : Protocol
+        ``amplifier`` (channels, sfreq, simulate), ``paradigm.image_s`` and ``epochs``.
+    schedule : Schedule | None
+        What was shown; or ``trials``: a list of (run, block, trial, class_id).
+    """
+    from ..types import EpochSet
+
+    va = VirtualAmplifier(protocol.amplifier, simulate, listen_markers=False)
+    sf, c = va.sfreq, va.n_eeg
+    e = protocol.epochs
+    margin = int(round(e.margin_s * sf))
+    start_off = int(round(e.tmin * sf)) - margin
+    length = int(round((e.tmax - e.tmin) * sf)) + 2 * margin
+    if trials is None:
+        trials = [(t.run, t.block, t.trial, t.class_id) for t in schedule.trials]
+    blocks: dict[tuple[int, int], list] = {}
+    for tr in trials:
+        blocks.setdefault((tr[0], tr[1]), []).append(tr)
+    soa = protocol.paradigm.image_s
+    data, labels, runs, blks = [], [], [], []
+    t = 10.0
+    for (run, block), trs in blocks.items():
+        va.add_marker({"event": "block_start", "block": block}, t)
+        onsets = [t + k * soa for k in range(len(trs))]
+        for (_r, _b, trial, cls), on in zip(trs, onsets):
+            va.add_marker({"event": "stim_on", "class": cls, "trial": trial}, on)
+        t_first = t - pre_s
+        n = int(round((len(trs) * soa + pre_s + 1.0 + e.tmax + e.margin_s) * sf))
+        x = np.zeros((va.n_out, n), np.float32)
+        x[:c] = va._make_block(n)
+        va._apply_events(x, t_first)
+        for (_r, _b, trial, cls), on in zip(trs, onsets):
+            a = int(round((on - t_first) * sf)) + start_off
+            data.append(x[:c, a:a + length])
+            labels.append(cls)
+            runs.append(run)
+            blks.append(block)
+        t = t_first + n / sf + 5.0
+    return EpochSet(data=np.stack(data), labels=np.array(labels), sfreq=sf, tmin=start_off / sf,
+                    channel_names=va.labels[:c], runs=np.array(runs), blocks=np.array(blks),
+                    sessions=np.zeros(len(labels), int))

@@ -1,0 +1,176 @@
+"""Preprocessing: one code path for training, evaluation and live decoding.
+
+Per epoch (the recorder cuts epochs with margins on both sides so that
+zero-phase filters have context): notch (``notch_hz`` ± ``notch_width_hz``/2),
+Butterworth band-pass (``bandpass_hz``, ``bandpass_order``), both zero-phase;
+crop to the analysis window [``tmin``, ``tmax``]; per-channel standardisation
+(each channel of each epoch to zero mean, unit variance — needs no statistics
+from other epochs, so one epoch online gives exactly the numbers it gives
+offline); then the representation the student expects:
+
+- ``stft``: magnitude of the short-time Fourier transform, Hann windows of
+  ``stft_window_ms`` every ``stft_hop_ms``, frequency bins up to the band-pass
+  high edge -> (channels, freqs, times). At 1 kHz, 40 ms windows give 25 Hz
+  bins: only 0, 25, 50, 75 Hz (see papers/README: keep the paper's setting
+  reproducible, do not treat it as the best one).
+- ``wavelet``: db4 wavelet decomposition (PyWavelets), each level's
+  coefficients magnitude resampled to a common length -> (channels, levels, times).
+- ``time``: the filtered, standardised signal -> (channels, times).
+
+:func:`preprocess` takes (n, channels, times) and returns float32 features;
+:func:`preprocess_one` is the same function on a single epoch.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.signal import butter, iirnotch, sosfiltfilt, tf2sos
+
+from ..protocol import EpochsConfig, PreprocessingConfig
+
+__all__ = ["Preprocessor", "preprocess"]
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Everything needed to turn an epoch into the student's input; saved with each model."""
+
+    sfreq: float
+    epoch_tmin: float  # time of the epoch's first sample relative to onset (negative with margins)
+    tmin: float
+    tmax: float
+    notch_hz: float | None
+    notch_width_hz: float
+    bandpass_hz: tuple
+    bandpass_order: int
+    standardize: bool
+    representation: str
+    stft_window_ms: float
+    stft_hop_ms: float
+
+    @classmethod
+    def from_protocol(cls, pre: PreprocessingConfig, epochs: EpochsConfig, sfreq: float,
+                      epoch_tmin: float) -> "Preprocessor":
+        return cls(sfreq=float(sfreq), epoch_tmin=float(epoch_tmin), tmin=epochs.tmin, tmax=epochs.tmax,
+                   notch_hz=pre.notch_hz, notch_width_hz=pre.notch_width_hz, bandpass_hz=tuple(pre.bandpass_hz),
+                   bandpass_order=pre.bandpass_order, standardize=pre.standardize,
+                   representation=pre.representation, stft_window_ms=pre.stft_window_ms,
+                   stft_hop_ms=pre.stft_hop_ms)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bandpass_hz"] = list(self.bandpass_hz)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessor":
+        d = dict(d)
+        d["bandpass_hz"] = tuple(d["bandpass_hz"])
+        return cls(**d)
+
+    def with_representation(self, rep: str) -> "Preprocessor":
+        return Preprocessor.from_dict({**self.to_dict(), "representation": rep})
+
+    # -- filters ------------------------------------------------------------------
+    def _sos(self) -> np.ndarray:
+        parts = []
+        nyq = self.sfreq / 2
+        if self.notch_hz is not None and self.notch_hz < nyq:
+            b, a = iirnotch(self.notch_hz, self.notch_hz / self.notch_width_hz, fs=self.sfreq)
+            parts.append(tf2sos(b, a))
+        lo, hi = self.bandpass_hz
+        hi = min(hi, 0.99 * nyq)
+        parts.append(butter(self.bandpass_order, [lo, hi], btype="band", fs=self.sfreq, output="sos"))
+        return np.concatenate(parts)
+
+    def window_slice(self, n_times: int) -> slice:
+        a = int(round((self.tmin - self.epoch_tmin) * self.sfreq))
+        b = a + int(round((self.tmax - self.tmin) * self.sfreq))
+        if a < 0 or b > n_times:
+            raise ValueError(f"analysis window [{self.tmin}, {self.tmax}] s is outside the epoch "
+                             f"({self.epoch_tmin} s + {n_times} samples)")
+        return slice(a, b)
+
+    @property
+    def stft_params(self) -> tuple[int, int]:
+        win = max(2, int(round(self.stft_window_ms / 1000 * self.sfreq)))
+        hop = max(1, int(round(self.stft_hop_ms / 1000 * self.sfreq)))
+        return win, hop
+
+    def stft_freqs(self) -> np.ndarray:
+        win, _ = self.stft_params
+        f = np.fft.rfftfreq(win, 1 / self.sfreq)
+        df = f[1] - f[0]
+        return f[f <= self.bandpass_hz[1] + df * 0.999]
+
+    def output_shape(self, n_chans: int, n_times: int) -> tuple:
+        sl = self.window_slice(n_times)
+        L = sl.stop - sl.start
+        if self.representation == "stft":
+            win, hop = self.stft_params
+            return (n_chans, len(self.stft_freqs()), 1 + (L - win) // hop)
+        if self.representation == "wavelet":
+            return (n_chans, _wavelet_levels(L) + 1, _wavelet_len(L))
+        return (n_chans, L)
+
+    # -- the one path -------------------------------------------------------------
+    def __call__(self, data: np.ndarray, chunk: int = 128) -> np.ndarray:
+        """(n, channels, times) or (channels, times) -> float32 features."""
+        single = data.ndim == 2
+        x = data[None] if single else data
+        sos = self._sos()
+        sl = self.window_slice(x.shape[-1])
+        out = None
+        for i in range(0, len(x), chunk):
+            part = sosfiltfilt(sos, np.asarray(x[i:i + chunk], dtype=np.float64), axis=-1)[..., sl]
+            if self.standardize:
+                part = part - part.mean(-1, keepdims=True)
+                part /= part.std(-1, keepdims=True) + 1e-8
+            feat = self._represent(part)
+            if out is None:
+                out = np.empty((len(x),) + feat.shape[1:], np.float32)
+            out[i:i + chunk] = feat
+        return out[0] if single else out
+
+    def _represent(self, x: np.ndarray) -> np.ndarray:
+        if self.representation == "time":
+            return x.astype(np.float32)
+        if self.representation == "stft":
+            win, hop = self.stft_params
+            L = x.shape[-1]
+            n_frames = 1 + (L - win) // hop
+            idx = np.arange(win)[None, :] + hop * np.arange(n_frames)[:, None]
+            frames = x[..., idx] * np.hanning(win + 2)[1:-1]  # (n, ch, frames, win)
+            spec = np.abs(np.fft.rfft(frames, axis=-1))[..., :len(self.stft_freqs())]
+            return np.ascontiguousarray(np.swapaxes(spec, -1, -2), dtype=np.float32)  # (n, ch, freqs, frames)
+        if self.representation == "wavelet":
+            import pywt
+
+            L = x.shape[-1]
+            level = _wavelet_levels(L)
+            coeffs = pywt.wavedec(x, "db4", level=level, axis=-1)
+            n_out = _wavelet_len(L)
+            rows = []
+            for c in coeffs:
+                src = np.linspace(0, 1, c.shape[-1])
+                dst = np.linspace(0, 1, n_out)
+                a = np.abs(c)
+                rows.append(np.apply_along_axis(lambda v: np.interp(dst, src, v), -1, a) if a.shape[-1] != n_out else a)
+            return np.stack(rows, axis=-2).astype(np.float32)  # (n, ch, levels+1, n_out)
+        raise ValueError(f"unknown representation {self.representation!r}")
+
+
+def _wavelet_levels(L: int) -> int:
+    import pywt
+
+    return max(1, min(5, pywt.dwt_max_level(L, pywt.Wavelet("db4").dec_len)))
+
+
+def _wavelet_len(L: int) -> int:
+    return max(8, L // 16)
+
+
+def preprocess(data: np.ndarray, pre: Preprocessor) -> np.ndarray:
+    """Apply ``pre`` to epochs (n, channels, times); see :class:`Preprocessor`."""
+    return pre(data)

@@ -1,0 +1,156 @@
+"""Training the student: alpha*CE + (1-alpha)*KD, Adam, clipping, early stopping.
+
+Settings come from the protocol's ``training`` section (paper §3.5-3.6: alpha
+0.5, T 1, Adam 3e-4, batch 64, gradient clip 1.0, patience 10 on validation
+loss, at most 50 epochs). With no teacher, alpha is 1 (plain cross-entropy).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._logging import logger
+from ..protocol import TrainingConfig
+
+__all__ = ["distillation_loss", "fit", "TrainResult", "pick_device", "predict_proba"]
+
+
+def pick_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def set_threads() -> int:
+    """Use every core for intra-op work (2 here); returns the count."""
+    n = max(1, os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def distillation_loss(logits: torch.Tensor, y: torch.Tensor, teacher_logits: Optional[torch.Tensor],
+                      alpha: float, T: float) -> torch.Tensor:
+    """alpha * CE(student, y) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T))."""
+    ce = F.cross_entropy(logits, y)
+    if teacher_logits is None or alpha >= 1.0:
+        return ce
+    kd = F.kl_div(F.log_softmax(logits / T, dim=1), F.softmax(teacher_logits / T, dim=1),
+                  reduction="batchmean") * (T * T)
+    return alpha * ce + (1.0 - alpha) * kd
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list = field(default_factory=list)  # per epoch: train_loss, val_loss, train_acc, val_acc
+    best_epoch: int = 0
+    epochs_run: int = 0
+    seconds: float = 0.0
+    device: str = "cpu"
+    threads: int = 1
+    alpha: float = 1.0
+
+
+def _batches(n: int, bs: int, rng: np.random.Generator):
+    order = rng.permutation(n)
+    for i in range(0, n, bs):
+        yield order[i:i + bs]
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, X: np.ndarray, device: str = "cpu", batch: int = 256) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(X), batch):
+        xb = torch.as_tensor(X[i:i + batch], device=device)
+        out.append(torch.softmax(model(xb), 1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_val: np.ndarray, y_val: np.ndarray,
+        teacher_logits: Optional[np.ndarray] = None, progress: bool | Callable[[dict], None] = False,
+        device: str | None = None, seed: int | None = None, max_epochs: int | None = None) -> TrainResult:
+    """Train ``model`` on (X, y), early-stopping on the validation loss (cross-entropy).
+
+    Parameters
+    ----------
+    teacher_logits : array (n, n_classes) | None
+        Teacher logits per training sample; None trains with alpha = 1.
+    progress : bool | callable
+        True shows a progress bar; a callable receives each epoch's record.
+    """
+    device = device or pick_device()
+    threads = set_threads()
+    seed = cfg.seed if seed is None else seed
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = model.to(device)
+    alpha = cfg.alpha if teacher_logits is not None else 1.0
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    Xt = torch.as_tensor(X, device=device)
+    yt = torch.as_tensor(y, device=device, dtype=torch.long)
+    Tt = torch.as_tensor(teacher_logits, device=device) if teacher_logits is not None else None
+    Xv = torch.as_tensor(X_val, device=device)
+    yv = torch.as_tensor(y_val, device=device, dtype=torch.long)
+    best, best_state, bad = float("inf"), copy.deepcopy(model.state_dict()), 0
+    res = TrainResult(model=model, device=device, threads=threads, alpha=alpha)
+    n_epochs = max_epochs or cfg.max_epochs
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_epochs, desc="training", unit="epoch", leave=False)
+    t0 = time.perf_counter()
+    for ep in range(1, n_epochs + 1):
+        model.train()
+        tot, correct, n = 0.0, 0, 0
+        for idx in _batches(len(X), cfg.batch_size, rng):
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            it = torch.as_tensor(idx, device=device)
+            logits = model(Xt[it])
+            loss = distillation_loss(logits, yt[it], Tt[it] if Tt is not None else None, alpha, cfg.temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            tot += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == yt[it]).sum())
+            n += len(idx)
+        model.eval()
+        with torch.no_grad():
+            vl, vc = 0.0, 0
+            for i in range(0, len(Xv), 512):
+                lo = model(Xv[i:i + 512])
+                vl += float(F.cross_entropy(lo, yv[i:i + 512], reduction="sum"))
+                vc += int((lo.argmax(1) == yv[i:i + 512]).sum())
+        rec = dict(epoch=ep, train_loss=tot / max(n, 1), train_acc=correct / max(n, 1),
+                   val_loss=vl / max(len(Xv), 1), val_acc=vc / max(len(Xv), 1))
+        res.history.append(rec)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['train_loss']:.3f}", val_loss=f"{rec['val_loss']:.3f}",
+                            val_acc=f"{rec['val_acc']:.2f}")
+        elif callable(progress):
+            progress(rec)
+        if rec["val_loss"] < best - 1e-6:
+            best, bad, res.best_epoch = rec["val_loss"], 0, ep
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                logger.info("early stop at epoch %d (best %d)", ep, res.best_epoch)
+                break
+    if bar is not None:
+        bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    res.epochs_run = len(res.history)
+    res.seconds = time.perf_counter() - t0
+    return res
