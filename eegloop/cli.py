@@ -157,6 +157,90 @@ def cmd_record(args) -> int:
     return 1 if res.aborted else 0
 
 
+# -- decoder ------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from .database import Database
+    from .decoder import quick_train
+
+    db = Database(args.db, data_dir=args.data)
+    res = quick_train(db, args.subject, args.sessions, progress=True, use_teacher=not args.no_teacher)
+    m = res.metrics
+    held = m["heldout"]
+    extra = f", auc {held['auc']:.3f} (chance 0.500)" if "auc" in held else ""
+    teacher = f"teacher accuracy {m['teacher_top1']:.3f}" if m.get("teacher_top1") is not None else "no teacher (alpha 1)"
+    print(f"model {res.model_id}: {res.path}")
+    print(f"trained in {m['seconds']:.1f} s on {m['n_train']} epochs ({m['epochs_run']} epochs run, best "
+          f"{m['best_epoch']}; {m['device']}, {m['threads']} threads; {teacher})")
+    print(f"held-out whole {m['split']}s ({m['n_heldout']} epochs): top1 {held['top1']:.3f} "
+          f"(chance {m['chance_top1']:.3f}){extra}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import json
+    from datetime import datetime
+
+    from .database import Database
+    from .decoder import evaluate, fit_teacher, subject_protocol
+    from .decoder.evaluation import BASELINES, main_method
+    from .errors import ModelNotAvailableError
+
+    db = Database(args.db, data_dir=args.data)
+    proto, sids = subject_protocol(db, args.subject, args.sessions)
+    es = db.load_epochs(args.subject, sids)
+    methods = [main_method(proto)]
+    if args.baselines:
+        methods += [m for m in BASELINES if m not in methods]
+    if args.methods:
+        methods = args.methods.split(",")
+    teacher = None
+    if any(m.startswith("kd") for m in methods):
+        try:
+            teacher = fit_teacher(db, proto, es)
+        except ModelNotAvailableError as exc:
+            print(f"eegloop: warning: {exc}", file=sys.stderr)
+    say = None if args.json else (lambda m: print(m, flush=True))
+    rep = evaluate(es, proto, methods=methods, split=args.split, n_folds=args.folds,
+                   shuffle_labels=args.shuffle_labels, teacher=teacher, progress=say)
+    out = db.data_dir / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    full = {**rep.to_json(), "subject": args.subject, "sessions": sids, "summary": rep.summary(),
+            "folds": rep.methods, "confusion": rep.confusion, "classes": rep.classes, "chance": rep.chance,
+            "notes": rep.notes}
+    (out / f"evaluation-{args.subject}-{stamp}.json").write_text(json.dumps(full, indent=1))
+    if args.json:
+        print(json.dumps(rep.to_json()))
+    else:
+        print(rep.table())
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .database import Database
+    from .protocol import load_protocol
+    from .recorder.importers import import_recordings, parse_events
+
+    if args.protocol is None:
+        from .errors import EegloopError
+
+        raise EegloopError("--protocol: needed to import (channels, sampling rate, epochs, preprocessing); "
+                           "see protocols/n170.yaml")
+    proto = load_protocol(args.protocol)
+    db = Database(args.db, data_dir=args.data)
+    channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
+    sid = import_recordings(db, args.subject, proto, args.files, args.format, parse_events(args.events), channels,
+                            args.eeg_stream, args.marker_stream)
+    es = db.get_epochs(sid)
+    from collections import Counter
+
+    counts = Counter(e.label for e in es)
+    print(f"imported {len(args.files)} file(s) as session {sid} of {args.subject}: {len(es)} epochs "
+          f"({', '.join(f'{c} {n}' for c, n in counts.items())}) in {len(db.get_runs(sid))} runs, "
+          f"{len(db.get_blocks(sid))} blocks")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eegloop",
@@ -217,6 +301,35 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--subject", required=True, help="pseudonymous subject code")
     c.add_argument("--simulate", action="store_true", help="start the virtual amplifier in this process")
     c.set_defaults(func=cmd_record)
+
+    c = sub.add_parser("train", parents=[common], help="quick-train the subject's decoder and register it")
+    c.add_argument("--subject", required=True)
+    c.add_argument("--sessions", type=int, nargs="+", help="session ids (default: all of the subject's)")
+    c.add_argument("--no-teacher", action="store_true", help="plain cross-entropy, no CLIP distillation")
+    c.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("evaluate", parents=[common], help="cross-validate by whole blocks/runs, chance beside")
+    c.add_argument("--subject", required=True)
+    c.add_argument("--sessions", type=int, nargs="+")
+    c.add_argument("--split", choices=["block", "run", "random"], default=None,
+                   help="folds leave whole blocks/runs out (default: the protocol's); random is INFLATED")
+    c.add_argument("--folds", type=int, default=None)
+    c.add_argument("--shuffle-labels", action="store_true", help="permutation control: should score at chance")
+    c.add_argument("--baselines", action="store_true", help="also the paper's baselines (Table 1)")
+    c.add_argument("--methods", help="comma-separated methods instead (e.g. kd_stft,logreg_windowed)")
+    c.add_argument("--json", action="store_true", help="print the results as one JSON line")
+    c.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("import", parents=[common], help="import recordings (XDF, MNE formats, CSV) as a session")
+    c.add_argument("files", nargs="+")
+    c.add_argument("--subject", required=True)
+    c.add_argument("--format", choices=["xdf", "mne", "csv"])
+    c.add_argument("--events", help="marker value -> class: '1=house,2=face' or a YAML file")
+    c.add_argument("--channels", help="comma-separated channels to keep (e.g. TP9,AF7,AF8,TP10)")
+    c.add_argument("--protocol", type=Path, help="protocol describing the recording (channels, sfreq, epochs)")
+    c.add_argument("--eeg-stream", help="XDF: EEG stream name or type")
+    c.add_argument("--marker-stream", help="XDF: marker stream name or type")
+    c.set_defaults(func=cmd_import)
 
     p = sub.add_parser("db", help="create or upgrade the database schema")
     dsub = p.add_subparsers(dest="action", metavar="ACTION")

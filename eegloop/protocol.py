@@ -171,7 +171,10 @@ class PreprocessingConfig:
     bandpass_hz: list[float] = _f(factory=lambda: [14.0, 70.0], doc="[low, high] Butterworth band, Hz")
     bandpass_order: int = _f(2, ge=1, le=10, doc="Butterworth order")
     standardize: bool = _f(True, doc="per-channel standardisation")
-    representation: Literal["stft", "wavelet", "time"] = _f("stft", doc="input of the student network")
+    representation: Literal["stft", "wavelet", "erp"] = _f(
+        "stft", doc="input of the student: stft (paper), wavelet (db4), erp (signal averaged in erp_bin_ms bins, "
+                    "for slow evoked responses)")
+    erp_bin_ms: float = _f(50.0, gt=0, doc="bin width of the erp representation, ms")
     stft_window_ms: float = _f(40.0, gt=0, doc="STFT window, ms")
     stft_hop_ms: float = _f(20.0, gt=0, doc="STFT hop, ms")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import create_engine, event, func, inspect, select
+from sqlalchemy import create_engine, delete, event, func, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -298,6 +298,11 @@ class Database:
                 row.ended_at = datetime.now().astimezone()
             if info:
                 row.info = {**(row.info or {}), **info}
+
+    def delete_session(self, session_id: int) -> None:
+        """Remove a session and everything recorded in it (runs, blocks, events, epochs, feedback)."""
+        with self.session() as s:
+            s.execute(delete(SessionRow).where(SessionRow.id == session_id))
 
     def _session_info(self, row: SessionRow, code: str) -> SessionInfo:
         return SessionInfo(row.id, code, row.kind, row.protocol_name, row.protocol_yaml, row.protocol_sha256,

@@ -26,7 +26,8 @@ from .preprocessing import Preprocessor
 
 __all__ = ["NoHonestFoldError", "make_folds", "scores", "evaluate", "EvalReport", "METHODS", "PAPER_NAMES"]
 
-METHODS = ("kd_stft", "cnn_stft", "kd_wavelet", "logreg_power", "logreg_windowed", "lstm", "conv1d")
+METHODS = ("kd_stft", "kd_erp", "cnn_stft", "kd_wavelet", "logreg_power", "logreg_windowed", "lstm", "conv1d")
+BASELINES = ("logreg_power", "logreg_windowed", "lstm", "conv1d", "cnn_stft", "kd_wavelet")
 PAPER_NAMES = {
     "logreg_power": "Logistic regression, averaged squared signal",
     "logreg_windowed": "Logistic regression, windowed signal",
@@ -35,7 +36,19 @@ PAPER_NAMES = {
     "cnn_stft": "CNN on STFT (no distillation)",
     "kd_wavelet": "Knowledge distillation on db4 wavelets",
     "kd_stft": "Knowledge distillation on STFT",
+    "kd_erp": "Residual CNN on binned ERP (KD when a teacher exists)",
 }
+
+
+def main_method(protocol: Protocol) -> str:
+    """The student the protocol trains: kd_<representation>."""
+    return f"kd_{protocol.preprocessing.representation}"
+
+
+def _rep_of(method: str) -> str | None:
+    if method.startswith(("kd_", "cnn_")):
+        return method.split("_", 1)[1]
+    return None
 
 
 class NoHonestFoldError(EegloopError):
@@ -209,8 +222,8 @@ def _fit_predict(method: str, es: EpochSet, feats: dict, tr, va, te, protocol: P
     from .models import Conv1DNet, LSTMNet, ResidualCNN
     from .training import fit, predict_proba
 
-    if method in ("kd_stft", "cnn_stft", "kd_wavelet"):
-        X = feats["wavelet" if method == "kd_wavelet" else "stft"]
+    if _rep_of(method):
+        X = feats[_rep_of(method)]
         model = ResidualCNN(X.shape[1], n_classes, X.shape[2], X.shape[3])
     elif method == "lstm":
         X = feats["time"]
@@ -231,7 +244,7 @@ def features_for(es: EpochSet, protocol: Protocol, methods) -> dict:
     feats = {}
     need = set()
     for m in methods:
-        need.add({"kd_stft": "stft", "cnn_stft": "stft", "kd_wavelet": "wavelet"}.get(m, "time"))
+        need.add(_rep_of(m) or "time")
     for rep in need:
         feats[rep] = pre.with_representation(rep)(es.data)
     if "logreg_power" in methods:
@@ -244,7 +257,7 @@ def features_for(es: EpochSet, protocol: Protocol, methods) -> dict:
     return feats
 
 
-def evaluate(es: EpochSet, protocol: Protocol, methods=("kd_stft",), split: str | None = None,
+def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None = None,
              n_folds: int | None = None, shuffle_labels: bool = False, teacher=None,
              progress: Callable[[str], None] | None = None, seed: int = 0) -> EvalReport:
     """Cross-validate ``methods`` on ``es`` with folds by block, run or (inflated) random split.
@@ -257,6 +270,7 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=("kd_stft",), split: str 
     """
     split = split or protocol.training.split
     n_folds = n_folds or protocol.training.n_folds
+    methods = tuple(methods or (main_method(protocol),))
     if shuffle_labels:
         rng = np.random.default_rng(seed + 99)
         es = es.subset(np.arange(len(es)))

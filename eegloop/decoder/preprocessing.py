@@ -15,7 +15,9 @@ offline); then the representation the student expects:
   reproducible, do not treat it as the best one).
 - ``wavelet``: db4 wavelet decomposition (PyWavelets), each level's
   coefficients magnitude resampled to a common length -> (channels, levels, times).
-- ``time``: the filtered, standardised signal -> (channels, times).
+- ``erp``: the filtered signal averaged in bins of ``erp_bin_ms`` -> (channels, 1, bins):
+  slow evoked responses (N170, P300) that a magnitude spectrum would lose.
+- ``time``: the filtered, standardised signal -> (channels, times) (time-domain baselines).
 
 :func:`preprocess` takes (n, channels, times) and returns float32 features;
 :func:`preprocess_one` is the same function on a single epoch.
@@ -48,6 +50,7 @@ class Preprocessor:
     representation: str
     stft_window_ms: float
     stft_hop_ms: float
+    erp_bin_ms: float = 50.0
 
     @classmethod
     def from_protocol(cls, pre: PreprocessingConfig, epochs: EpochsConfig, sfreq: float,
@@ -56,7 +59,7 @@ class Preprocessor:
                    notch_hz=pre.notch_hz, notch_width_hz=pre.notch_width_hz, bandpass_hz=tuple(pre.bandpass_hz),
                    bandpass_order=pre.bandpass_order, standardize=pre.standardize,
                    representation=pre.representation, stft_window_ms=pre.stft_window_ms,
-                   stft_hop_ms=pre.stft_hop_ms)
+                   stft_hop_ms=pre.stft_hop_ms, erp_bin_ms=pre.erp_bin_ms)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -112,7 +115,12 @@ class Preprocessor:
             return (n_chans, len(self.stft_freqs()), 1 + (L - win) // hop)
         if self.representation == "wavelet":
             return (n_chans, _wavelet_levels(L) + 1, _wavelet_len(L))
+        if self.representation == "erp":
+            return (n_chans, 1, L // self._bin())
         return (n_chans, L)
+
+    def _bin(self) -> int:
+        return max(1, int(round(self.erp_bin_ms / 1000 * self.sfreq)))
 
     # -- the one path -------------------------------------------------------------
     def __call__(self, data: np.ndarray, chunk: int = 128) -> np.ndarray:
@@ -136,6 +144,10 @@ class Preprocessor:
     def _represent(self, x: np.ndarray) -> np.ndarray:
         if self.representation == "time":
             return x.astype(np.float32)
+        if self.representation == "erp":
+            b = self._bin()
+            n = x.shape[-1] // b
+            return x[..., :n * b].reshape(x.shape[:-1] + (n, b)).mean(-1)[..., None, :].astype(np.float32)
         if self.representation == "stft":
             win, hop = self.stft_params
             L = x.shape[-1]

@@ -1,0 +1,61 @@
+"""import -> evaluate -> train through the CLI, as the README and the issues write them."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+N170 = REPO.parent / "shared" / "data" / "n170"
+
+
+def eegloop(*args, cwd=REPO, env=None):
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "eegloop", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=e, timeout=600)
+
+
+@pytest.mark.skipif(not N170.is_dir(), reason="shared/data/n170 not beside the checkout")
+def test_import_evaluate_train_n170(tmp_path):
+    env = {"EEGLOOP_DATA": str(tmp_path)}
+    files = sorted(str(p) for p in (N170 / "subject2" / "session1").glob("*.csv"))
+    r = eegloop("import", *files, "--subject", "n170-s2", "--format", "csv", "--events", "1=house,2=face",
+                "--channels", "TP9,AF7,AF8,TP10", "--protocol", "protocols/n170.yaml", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "as session 1 of n170-s2" in r.stdout and "2 runs" in r.stdout
+
+    r = eegloop("evaluate", "--subject", "n170-s2", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["split"] == "block" and res["n_folds"] == 5 and res["n_epochs"] > 350
+    assert res["chance_top1"] == pytest.approx(0.5, abs=0.05)
+    kd = res["methods"]["kd_erp"]
+    assert set(kd) == {"top1", "f1", "kappa", "auc"}  # no top-3/top-5 with two classes
+    print(f"\nn170 via CLI: AUC {kd['auc']:.3f} (chance 0.5)")
+
+    r = eegloop("evaluate", "--subject", "n170-s2", "--split", "random", "--methods", "logreg_windowed", env=env)
+    assert r.returncode == 0 and "INFLATED" in r.stdout
+
+    r = eegloop("train", "--subject", "n170-s2", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "model 1:" in r.stdout and "chance" in r.stdout
+    model = next((tmp_path / "models" / "sub-n170-s2").glob("*.safetensors"))
+    meta = json.loads(model.with_suffix(".json").read_text())
+    assert meta["preprocessing"]["bandpass_hz"] == [1.0, 30.0] and meta["model"]["n_chans"] == 4
+
+
+def test_import_bad_events_leaves_database_unchanged(tmp_path):
+    if not N170.is_dir():
+        pytest.skip("shared/data/n170 not beside the checkout")
+    env = {"EEGLOOP_DATA": str(tmp_path)}
+    files = sorted(str(p) for p in (N170 / "subject2" / "session1").glob("*.csv"))
+    r = eegloop("import", *files, "--subject", "s", "--format", "csv", "--events", "1=house",
+                "--channels", "TP9,AF7,AF8,TP10", "--protocol", "protocols/n170.yaml", env=env)
+    assert r.returncode == 2
+    assert "unknown marker value '2'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = eegloop("subject", "list", env=env)
+    assert "no subjects yet" in r.stdout

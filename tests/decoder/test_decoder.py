@@ -1,0 +1,217 @@
+"""Decoder: preprocessing, model shapes, loss, teacher, training and honest evaluation."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eegloop.decoder import OnlineDecoder, save_model
+from eegloop.decoder.evaluation import NoHonestFoldError, evaluate, make_folds
+from eegloop.decoder.models import ResidualCNN, build_model, count_params
+from eegloop.decoder.preprocessing import Preprocessor
+from eegloop.decoder.teacher import ClipTeacher, load_clip
+from eegloop.decoder.training import distillation_loss, predict_proba
+from eegloop.errors import ModelNotAvailableError
+from eegloop.paradigm.schedule import make_schedule
+from eegloop.protocol import PreprocessingConfig, EpochsConfig, TeacherConfig, protocol_from_dict
+from eegloop.recorder.simulator import simulate_epochs
+from eegloop.stimuli import Stimulus, StimulusSet, synthesize_stimuli
+
+REPO = Path(__file__).resolve().parents[2]
+N170 = REPO.parent / "shared" / "data" / "n170"
+
+
+def fake_set(n_classes, per_class):
+    classes = {f"c{i}": f"class {i}" for i in range(n_classes)}
+    return StimulusSet(classes, tuple(Stimulus(Path(f"/x/{c}/{k}.png"), c, f"{c}-{k}") for c in classes
+                                      for k in range(per_class)))
+
+
+def sim_protocol(order="interleaved", **kw):
+    d = {"stimuli": {"folder": "x", "classes": {f"c{i}": f"class {i}" for i in range(4)}},
+         "paradigm": {"block_s": 5, "image_s": 0.5, "images_per_class": 30, "runs": 3, "order": order},
+         "amplifier": {"channels": 16, "sfreq": 250, "simulate": {"snr": 0.3}},
+         "training": {"max_epochs": 25, "n_folds": 3}, "teacher": {"enabled": False}}
+    for k, v in kw.items():
+        d.setdefault(k, {}).update(v)
+    return protocol_from_dict(d)
+
+
+def test_paper_stft_shape_and_param_count():
+    pre = Preprocessor.from_protocol(PreprocessingConfig(), EpochsConfig(), 1000.0, -0.25)
+    assert pre.output_shape(128, 1000) == (128, 4, 24)  # 25 Hz bins up to 75 Hz; 40 ms windows every 20 ms
+    x = np.random.default_rng(0).standard_normal((3, 128, 1000)).astype(np.float32)
+    assert pre(x).shape == (3, 128, 4, 24)
+    m = ResidualCNN(128, 40, 4, 24)
+    assert 1.0e6 < count_params(m) < 1.2e6
+    small = ResidualCNN(4, 2, 7, 12)
+    assert small(torch.zeros(2, 4, 7, 12)).shape == (2, 2)
+    assert count_params(build_model(m.get_config())) == count_params(m)
+
+
+@pytest.mark.parametrize("rep", ["stft", "wavelet", "erp", "time"])
+def test_online_equals_offline(rep):
+    pp = PreprocessingConfig(representation="stft" if rep == "time" else rep)
+    pre = Preprocessor.from_protocol(pp, EpochsConfig(tmin=0.0, tmax=0.5, margin_s=0.25), 500.0, -0.25)
+    pre = pre.with_representation(rep)
+    x = np.random.default_rng(1).standard_normal((20, 8, 500)).astype(np.float32) * 20
+    batch = pre(x)
+    for i in (0, 7, 19):
+        np.testing.assert_allclose(pre(x[i]), batch[i], rtol=1e-6, atol=1e-6)
+
+
+def test_notch_and_band_remove_line_noise():
+    pre = Preprocessor.from_protocol(PreprocessingConfig(standardize=False), EpochsConfig(), 1000.0, -0.25)
+    t = np.arange(1000) / 1000
+    x = (np.sin(2 * np.pi * 50 * t) * 100 + np.sin(2 * np.pi * 30 * t))[None, None].astype(np.float32)
+    y = pre.with_representation("time")(x)[0, 0]
+    f = np.fft.rfftfreq(len(y), 1 / 1000)
+    p = np.abs(np.fft.rfft(y))
+    assert p[np.argmin(np.abs(f - 50))] < 0.05 * 100 * len(y) / 2  # 50 Hz down by > 20x
+    assert p[np.argmin(np.abs(f - 30))] > 0.5 * len(y) / 2  # 30 Hz passes
+
+
+def test_distillation_loss():
+    torch.manual_seed(0)
+    logits, y = torch.randn(8, 5), torch.randint(0, 5, (8,))
+    t = torch.randn(8, 5)
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    assert torch.isclose(distillation_loss(logits, y, None, 0.5, 1.0), ce)
+    assert torch.isclose(distillation_loss(logits, y, t, 1.0, 1.0), ce)
+    # pure KD is zero when the student already matches the teacher
+    assert float(distillation_loss(t, y, t, 0.0, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    mixed = distillation_loss(logits, y, t, 0.5, 1.0)
+    kd = distillation_loss(logits, y, t, 0.0, 1.0)
+    assert torch.isclose(mixed, 0.5 * ce + 0.5 * kd)
+
+
+def test_student_beats_chance_with_block_folds():
+    proto = sim_protocol()
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
+    rep = evaluate(es, proto, split="block")
+    s = rep.summary()["kd_stft"]
+    print(f"\nsimulated, block-wise folds: top1 {s['top1']:.3f} (chance {rep.chance['chance_top1']:.3f})")
+    assert s["top1"] > rep.chance["chance_top1"] + 0.2
+
+
+def test_shuffled_labels_sit_at_chance():
+    proto = sim_protocol()
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
+    rep = evaluate(es, proto, split="block", shuffle_labels=True, methods=["logreg_windowed"])
+    assert rep.shuffled and "shuffled" in rep.table()
+    assert rep.summary()["logreg_windowed"]["top1"] < 0.42
+
+
+def test_block_design_confound_run_folds_at_chance_random_split_inflated():
+    """class_signal 0 + block drift, blocked design with every class in each run."""
+    proto = sim_protocol(order="blocked", paradigm={"block_s": 10, "images_per_class": 20, "repeats": 3},
+                         amplifier={"simulate": {"class_signal": 0.0, "block_drift": 2.0}},
+                         training={"max_epochs": 15})
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 20)))
+    run = evaluate(es, proto, split="run").summary()["kd_stft"]["top1"]
+    rnd_rep = evaluate(es, proto, split="random")
+    rnd = rnd_rep.summary()["kd_stft"]["top1"]
+    print(f"\nno class signal, block drift: run-wise top1 {run:.3f}, random split {rnd:.3f} (chance 0.25)")
+    assert run < 0.37
+    assert rnd > 0.45
+    assert rnd_rep.inflated and "INFLATED" in rnd_rep.table()
+
+
+def test_paper_design_has_no_honest_fold():
+    proto = sim_protocol(order="blocked", paradigm={"block_s": 10, "images_per_class": 20, "runs": 2})
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 20)))
+    with pytest.raises(NoHonestFoldError, match="class c0, c1, c2, c3 occurs in a single block.*interleaved"):
+        make_folds(es, "block", 5)
+    assert len(make_folds(es, "random", 5)) == 5  # possible, but labelled inflated by evaluate
+
+
+def test_saved_model_decodes_online_like_offline(tmp_path):
+    proto = sim_protocol()
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
+    pre = Preprocessor.from_protocol(proto.preprocessing, proto.epochs, es.sfreq, es.tmin)
+    X = pre(es.data)
+    model = ResidualCNN(X.shape[1], 4, X.shape[2], X.shape[3]).eval()
+    path = save_model(model, pre, es.classes, es.channel_names, tmp_path / "m.safetensors", {"top1": 0.5})
+    dec = OnlineDecoder(path)
+    offline = predict_proba(model, X[:5])
+    for i in range(5):
+        p = dec.predict(es.data[i])
+        assert list(p) == list(es.classes)
+        np.testing.assert_allclose(list(p.values()), offline[i], rtol=1e-4, atol=1e-6)
+
+
+def test_teacher_on_tiny_open_clip(tmp_path, tiny_clip_dir):
+    import shutil
+
+    st = synthesize_stimuli(tmp_path / "img", 3, per_class=6, size=48)
+    clip_dir = tmp_path / "clip"
+    shutil.copytree(tiny_clip_dir, clip_dir)
+    cfg = TeacherConfig(model=f"local-dir:{clip_dir}", pretrained=None)
+    imgs = [(str(s.path), s.sha256, s.class_id) for s in st.images]
+    teacher = ClipTeacher.fit(cfg, imgs, list(st.classes), cache_dir=tmp_path / "cache")
+    assert 0.0 <= teacher.accuracy <= 1.0 and teacher.n_images == 18
+    cached = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(cached) == 18
+    logits = teacher.logits_for([s.sha256 for s in st.images])
+    assert logits.shape == (18, 3)
+    # features come from the cache the second time: the model folder is not even needed
+    shutil.rmtree(clip_dir)
+    again = ClipTeacher.fit(cfg, imgs, list(st.classes), cache_dir=tmp_path / "cache")
+    assert again.n_images == 18
+    np.testing.assert_allclose(again.logits_for([s.sha256 for s in st.images]), logits, rtol=1e-5)
+
+
+def test_missing_clip_weights_one_line_and_fast():
+    t0 = time.monotonic()
+    with pytest.raises(ModelNotAvailableError) as exc:
+        load_clip("ViT-B-32", "openai")
+    assert time.monotonic() - t0 < 20
+    msg = str(exc.value)
+    assert "ViT-B-32" in msg and "teacher.pretrained" in msg and "\n" not in msg
+    with pytest.raises(ModelNotAvailableError, match="not found"):
+        load_clip("ViT-B-32", "/nonexistent/clip.safetensors")
+
+
+@pytest.mark.skipif(not N170.is_dir(), reason="shared/data/n170 not beside the checkout")
+def test_n170_real_data_above_chance(tmp_path):
+    from eegloop.database import Database
+    from eegloop.protocol import load_protocol
+    from eegloop.recorder.importers import import_recordings, parse_events
+
+    db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
+    proto = load_protocol(REPO / "protocols" / "n170.yaml")
+    files = sorted((N170 / "subject2" / "session1").glob("*.csv"))
+    import_recordings(db, "n170-s2", proto, files, "csv", parse_events("1=house,2=face"), ["TP9", "AF7", "AF8", "TP10"])
+    es = db.load_epochs("n170-s2")
+    rep = evaluate(es, proto, split="block", methods=["kd_erp", "logreg_windowed"])
+    s = rep.summary()
+    print(f"\nn170 subject2, block-wise folds: eegloop student AUC {s['kd_erp']['auc']:.3f}, "
+          f"logistic regression {s['logreg_windowed']['auc']:.3f} (chance 0.5)")
+    assert s["kd_erp"]["auc"] > 0.53
+    assert s["logreg_windowed"]["auc"] > 0.6
+
+
+def test_eeg_imagenet_reader(tmp_path):
+    from eegloop.recorder.importers import read_eeg_imagenet
+
+    rng = np.random.default_rng(0)
+    labels = ["n02106662", "n02124075", "n02281787"]
+    ds = [{"eeg": torch.tensor(rng.standard_normal((128, 500)), dtype=torch.float32), "label": i % 3,
+           "image": i, "subject": 1 + i % 2} for i in range(12)]
+    torch.save({"dataset": ds, "labels": labels, "images": [f"{labels[i % 3]}_{i}" for i in range(12)]},
+               tmp_path / "eeg.pth")
+    torch.save({"splits": [{"train": list(range(8)), "val": [8, 9], "test": [10, 11]}]}, tmp_path / "splits.pth")
+    es, folds = read_eeg_imagenet(tmp_path / "eeg.pth", tmp_path / "splits.pth", subject=1)
+    assert es.data.shape == (6, 128, 500) and set(es.labels) <= set(labels)
+    assert list(es.classes) == labels  # the file's own label order
+    assert es.images[0] == "n02106662_0"
+    assert folds and sorted(folds[0]["train"] + folds[0]["val"] + folds[0]["test"]) == list(range(6))
+    with pytest.raises(NoHonestFoldError):  # a block design: one class per block
+        make_folds(es, "block", 3)
