@@ -241,6 +241,31 @@ def cmd_import(args) -> int:
     return 0
 
 
+# -- feedback ------------------------------------------------------------------------
+def cmd_feedback(args) -> int:
+    import dataclasses
+
+    from .database import Database
+    from .feedback.loop import run_feedback
+    from .protocol import SimulateConfig, load_protocol
+
+    proto = load_protocol(args.protocol)
+    if args.simulate and proto.amplifier.simulate is None:
+        proto = proto.replace(amplifier=dataclasses.replace(proto.amplifier, simulate=SimulateConfig()))
+    if args.generator:
+        proto = proto.replace(feedback=dataclasses.replace(proto.feedback, generator=args.generator))
+    db = Database(args.db, data_dir=args.data)
+    res = run_feedback(proto, args.subject, db, simulate=args.simulate, mode=args.mode, trials=args.trials,
+                       progress=lambda m: print(m, flush=True))
+    lat = res.latency_ms
+    print(f"feedback ({res.mode}): {res.correct}/{res.trials} decoded as shown "
+          f"(chance {1 / len(proto.stimuli.classes or {0: 0, 1: 1}):.2f}); {res.missing} trials missing; "
+          f"latency from epoch complete: decode {lat['decode_ms']['median']:.1f} ms, image "
+          f"{lat['image_ready_ms']['median']:.1f} ms, on screen {lat['to_screen_ms']['median']:.1f} ms "
+          f"(p95 {lat['to_screen_ms']['p95']:.1f}); session {res.session_id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eegloop",
@@ -330,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--eeg-stream", help="XDF: EEG stream name or type")
     c.add_argument("--marker-stream", help="XDF: marker stream name or type")
     c.set_defaults(func=cmd_import)
+
+    c = sub.add_parser("feedback", parents=[common], help="closed-loop block: decode each epoch, show its image")
+    c.add_argument("--protocol", type=Path, required=True)
+    c.add_argument("--subject", required=True)
+    c.add_argument("--simulate", action="store_true", help="start the virtual amplifier in this process")
+    c.add_argument("--mode", choices=["live", "bank", "stimulus"], help="default: the protocol's feedback.mode")
+    c.add_argument("--trials", type=int, help="default: the protocol's feedback.trials")
+    c.add_argument("--generator", help="diffusers model folder or cached hub id (overrides feedback.generator)")
+    c.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("db", help="create or upgrade the database schema")
     dsub = p.add_subparsers(dest="action", metavar="ACTION")

@@ -201,6 +201,8 @@ class TrainingConfig:
     max_epochs: int = _f(50, ge=1, doc="maximum training epochs")
     split: Literal["block", "run"] = _f("block", doc="cross-validation folds by whole block or whole run")
     n_folds: int = _f(5, ge=2, doc="number of folds")
+    precision: Literal["auto", "fp32", "bf16"] = _f(
+        "auto", doc="auto: bfloat16 autocast where the hardware has it (CUDA, CPUs with AMX/AVX512-BF16), else fp32")
     quick_train_after_min: Optional[float] = _f(
         None, gt=0, doc="start the quick-train after this many minutes of data; null: after the recording runs"
     )

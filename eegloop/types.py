@@ -33,6 +33,7 @@ class Epoch:
     onset_lsl: Optional[float] = None
     event_id: Optional[int] = None
     image: Optional[str] = None  # sha256 of the stimulus image, when known
+    ready_lsl: Optional[float] = None  # LSL time the recorder had the epoch's last sample (online use)
 
     def __post_init__(self) -> None:
         self.data = np.ascontiguousarray(self.data, dtype=np.float32)

@@ -125,6 +125,7 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
                "n_heldout": int(len(va)), "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
                "alpha": res.alpha, "teacher_top1": teacher.accuracy if teacher else None,
                "seconds": round(time.perf_counter() - t0, 2), "device": res.device, "threads": res.threads,
+               "precision": res.precision,
                "history": res.history}
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = db.data_dir / "models" / f"sub-{subject}" / f"model-{stamp}.safetensors"

@@ -27,6 +27,19 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def use_bf16(precision: str, device: str) -> bool:
+    """Whether to train under bfloat16 autocast."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def set_threads() -> int:
     """Use every core for intra-op work (2 here); returns the count."""
     n = max(1, os.cpu_count() or 1)
@@ -55,6 +68,7 @@ class TrainResult:
     device: str = "cpu"
     threads: int = 1
     alpha: float = 1.0
+    precision: str = "fp32"
 
 
 def _batches(n: int, bs: int, rng: np.random.Generator):
@@ -100,6 +114,12 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
     yv = torch.as_tensor(y_val, device=device, dtype=torch.long)
     best, best_state, bad = float("inf"), copy.deepcopy(model.state_dict()), 0
     res = TrainResult(model=model, device=device, threads=threads, alpha=alpha)
+    bf16 = use_bf16(cfg.precision, device)
+    res.precision = "bf16" if bf16 else "fp32"
+
+    def autocast():
+        return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
+
     n_epochs = max_epochs or cfg.max_epochs
     bar = None
     if progress is True:
@@ -114,7 +134,9 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
             it = torch.as_tensor(idx, device=device)
-            logits = model(Xt[it])
+            with autocast():
+                logits = model(Xt[it])
+            logits = logits.float()
             loss = distillation_loss(logits, yt[it], Tt[it] if Tt is not None else None, alpha, cfg.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -127,7 +149,8 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
         with torch.no_grad():
             vl, vc = 0.0, 0
             for i in range(0, len(Xv), 512):
-                lo = model(Xv[i:i + 512])
+                with autocast():
+                    lo = model(Xv[i:i + 512]).float()
                 vl += float(F.cross_entropy(lo, yv[i:i + 512], reduction="sum"))
                 vc += int((lo.argmax(1) == yv[i:i + 512]).sum())
         rec = dict(epoch=ep, train_loss=tot / max(n, 1), train_acc=correct / max(n, 1),

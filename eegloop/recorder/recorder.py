@@ -24,7 +24,7 @@ import numpy as np
 
 from .._logging import logger
 from ..errors import StreamError
-from ..lsl import ensure_configured, parse_marker, resolve_stream
+from ..lsl import ensure_configured, local_clock, parse_marker, resolve_stream
 from ..protocol import Protocol
 from ..types import Epoch
 from .rawfile import BrainVisionWriter
@@ -453,7 +453,8 @@ class Recorder:
             m = p.marker
             ep = Epoch(data=data[self.eeg_idx].copy(), label=str(m.get("class", "")), sfreq=sf,
                        tmin=start_off / sf, channel_names=list(self.eeg_names), run=int(m.get("run", p.run)),
-                       block=int(m.get("block", 0)), trial=m.get("trial"), onset_lsl=p.onset)
+                       block=int(m.get("block", 0)), trial=m.get("trial"), onset_lsl=p.onset,
+                       ready_lsl=local_clock())
             self.stats.epochs += 1
             self.epochs.put(ep)
             key = (ep.run, ep.block)

@@ -1,0 +1,78 @@
+"""Full quick-train on simulated epochs of the paper's size.
+
+    python benchmarks/bench_quick_train.py [--epochs-data 2000] [--channels 128] [--classes 40]
+
+Epochs come from the virtual amplifier rendered offline (interleaved design,
+1 kHz, 0.5 s + margins); preprocessing is the paper's (notch, 14-70 Hz, STFT
+40/20 ms); the student is the ~1.1 M-parameter residual CNN trained with the
+protocol's settings (Adam 3e-4, batch 64, clip 1.0, patience 10, <= 50 epochs)
+on whole blocks, early-stopping on held-out blocks. Teacher logits are random
+stand-ins of the right shape (the CLIP forward pass is per image, cached, and
+not part of this timing). Last line: JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs-data", type=int, default=2000)
+    ap.add_argument("--channels", type=int, default=128)
+    ap.add_argument("--classes", type=int, default=40)
+    ap.add_argument("--sfreq", type=float, default=1000.0)
+    ap.add_argument("--max-epochs", type=int, default=None, help="override training.max_epochs")
+    args = ap.parse_args()
+
+    from eegloop.decoder.evaluation import inner_validation
+    from eegloop.decoder.models import ResidualCNN, count_params
+    from eegloop.decoder.preprocessing import Preprocessor
+    from eegloop.decoder.training import fit
+    from eegloop.paradigm.schedule import make_schedule
+    from eegloop.protocol import protocol_from_dict
+    from eegloop.recorder.simulator import simulate_epochs
+    from eegloop.stimuli import Stimulus, StimulusSet
+
+    per_class = args.epochs_data // args.classes
+    classes = {f"c{i:02d}": f"class {i}" for i in range(args.classes)}
+    st = StimulusSet(classes, tuple(Stimulus(Path(f"/x/{c}/{k}"), c, f"{c}{k}") for c in classes
+                                    for k in range(per_class)))
+    tpb = 50 if (args.classes * per_class) % 50 == 0 else per_class
+    n_blocks = args.classes * per_class // tpb
+    runs = 4 if n_blocks % 4 == 0 else 1
+    proto = protocol_from_dict({
+        "stimuli": {"folder": "x", "classes": classes},
+        "paradigm": {"block_s": tpb * 0.5, "image_s": 0.5, "images_per_class": per_class, "runs": runs},
+        "amplifier": {"channels": args.channels, "sfreq": args.sfreq, "simulate": {}},
+        **({"training": {"max_epochs": args.max_epochs}} if args.max_epochs else {}),
+    })
+    t0 = time.perf_counter()
+    es = simulate_epochs(proto, make_schedule(proto, st))
+    t_sim = time.perf_counter() - t0
+    print(f"simulated {es.data.shape} in {t_sim:.1f} s", flush=True)
+    t0 = time.perf_counter()
+    pre = Preprocessor.from_protocol(proto.preprocessing, proto.epochs, es.sfreq, es.tmin)
+    X = pre(es.data)
+    t_pre = time.perf_counter() - t0
+    print(f"preprocessed to {X.shape} in {t_pre:.2f} s", flush=True)
+    tr, va = inner_validation(es, np.arange(len(es)), "block")
+    teacher = np.random.default_rng(0).standard_normal((len(es), len(classes))).astype(np.float32)
+    model = ResidualCNN(X.shape[1], len(classes), X.shape[2], X.shape[3])
+    t0 = time.perf_counter()
+    res = fit(model, X[tr], es.y[tr], proto.training, X[va], es.y[va], teacher_logits=teacher[tr], progress=True)
+    t_fit = time.perf_counter() - t0
+    out = {"seconds": round(t_pre + t_fit, 2), "preprocess_seconds": round(t_pre, 2),
+           "train_seconds": round(t_fit, 2), "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
+           "seconds_per_epoch": round(t_fit / max(res.epochs_run, 1), 3), "params": count_params(model),
+           "device": res.device, "threads": res.threads, "precision": res.precision, "n_train": int(len(tr)), "n_val": int(len(va)),
+           "val_top1_last": round(res.history[-1]["val_acc"], 3), "input_shape": list(X.shape[1:])}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""The closed loop: stimulus -> epoch -> decode -> image of the decoded class on screen.
+
+Each feedback trial shows a stimulus (a ``stim_on`` marker with
+``"feedback": true``), takes its epoch from the recorder the moment its last
+sample is in, decodes it with the subject's latest model, gets an image of the
+decoded class (generated live in a worker thread, from a pre-generated bank, or
+a held-out stimulus image), shows it at the next flip, and logs the trial with
+every stage's LSL time. The display keeps flipping at its frame rate while it
+waits: nothing in the loop blocks on the generator.
+
+Latencies, from the moment the epoch was complete: ``decode_ms`` (probabilities
+ready), ``image_ready_ms`` (image available), ``to_screen_ms`` (the flip that
+showed it).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .._logging import logger
+from ..errors import EegloopError
+from ..lsl import configure_lsl, local_clock
+from ..protocol import Protocol
+
+__all__ = ["FeedbackResult", "run_feedback"]
+
+
+@dataclass
+class FeedbackResult:
+    session_id: int
+    model_id: int
+    mode: str
+    trials: int
+    correct: int
+    missing: int
+    latency_ms: dict = field(default_factory=dict)  # stage -> {"median", "p95"}
+    warmup_s: float = 0.0
+    frame_rate_hz: float = 0.0
+    rows: list = field(default_factory=list)
+
+
+def _choose_trials(stimuli, n: int, seed: int, trial_offset: int):
+    """Class-balanced stimuli for the feedback trials, seeded, no class twice in a row where possible."""
+    rng = np.random.default_rng(seed + 17)
+    classes = list(stimuli.classes)
+    by = stimuli.by_class()
+    seq = []
+    while len(seq) < n:
+        order = list(rng.permutation(classes))
+        if seq and order[0] == seq[-1][0] and len(order) > 1:
+            order[0], order[1] = order[1], order[0]
+        seq += [(c, by[c][rng.integers(len(by[c]))]) for c in order]
+    return [(trial_offset + i + 1, c, s) for i, (c, s) in enumerate(seq[:n])]
+
+
+def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, session_id: int | None = None,
+                 mode: str | None = None, trials: int | None = None, progress: Callable[[str], None] | None = print,
+                 trial_offset: int = 0, run_index: int | None = None, presenter=None) -> FeedbackResult:
+    """Run one feedback block with the subject's latest model.
+
+    Parameters
+    ----------
+    mode : str | None
+        ``live``, ``bank`` or ``stimulus`` (default: ``feedback.mode``).
+    session_id : int | None
+        Add the block to this session (default: a new session of kind ``feedback``).
+    presenter : Presenter | None
+        An open window to reuse (a whole visit keeps one window).
+    """
+    from ..decoder import load_decoder
+    from ..paradigm.markers import make_marker_outlet
+    from ..paradigm.presentation import Aborted, Presenter
+    from ..recorder.recorder import Recorder
+    from ..recorder.simulator import VirtualAmplifier
+    from ..stimuli import load_stimuli
+    from .generator import DiffusionGenerator, GeneratorWorker, ImageBank, StimulusPicker
+
+    say = progress or (lambda _m: None)
+    fb = protocol.feedback
+    mode = mode or fb.mode
+    n_trials = trials or fb.trials
+    amp = protocol.amplifier
+    configure_lsl(amp.lsl_scope)
+    stimuli = load_stimuli(protocol)
+    decoder, model_id = load_decoder(db, subject)
+    missing_cls = [c for c in stimuli.classes if c not in decoder.classes]
+    if missing_cls:
+        raise EegloopError(f"the model of {subject!r} was trained without class {missing_cls[0]}; retrain first")
+    db.get_or_add_subject(subject)
+    if session_id is None:
+        session_id = db.create_session(subject, protocol, kind="feedback")
+    img_dir = db.data_dir / "images" / f"sub-{subject}" / f"ses-{session_id:04d}"
+    img_dir.mkdir(parents=True, exist_ok=True)
+
+    # the generator comes first: a missing model fails before anything starts
+    gen = worker = bank = picker = None
+    warm = 0.0
+    if mode in ("live", "bank"):
+        gen = DiffusionGenerator(fb, stimuli.classes)
+        warm = gen.warmup()
+        say(f"generator {fb.generator} on {gen.device} ({gen.dtype}): warm-up {warm:.2f} s")
+        if mode == "bank":
+            bank = ImageBank(gen, list(stimuli.classes), fb.bank_per_class, fb.seed, img_dir / "bank",
+                             progress=progress is not None)
+        else:
+            worker = GeneratorWorker(gen.generate)
+    else:
+        picker = StimulusPicker(stimuli)
+        say("feedback mode: stimulus (no generator: a stimulus image of the decoded class is shown)")
+
+    own_window = presenter is None
+    outlet = presenter.outlet if presenter is not None else make_marker_outlet(amp.marker_stream_name)
+    sim = None
+    if simulate:
+        sim = VirtualAmplifier(amp, amp.simulate).start()
+        sim.markers_connected.wait(10)
+    runs = db.get_runs(session_id)
+    run_index = run_index or (max((r.index for r in runs), default=0) + 1)
+    raw_dir = db.data_dir / "raw" / f"sub-{subject}" / f"ses-{session_id:04d}"
+    rec = Recorder(protocol, db=db, session_id=session_id, raw_dir=raw_dir,
+                   raw_prefix=f"sub-{subject}_ses-{session_id:04d}_run").connect()
+    rec.start()
+    pres = presenter or Presenter(protocol, outlet)
+    rows = []
+    block = 10_000 + run_index  # feedback blocks are numbered apart from the recording's
+    try:
+        if own_window:
+            pres.open()
+        rec.begin_run(run_index)
+        from psychopy import visual
+
+        plan = _choose_trials(stimuli, n_trials, fb.seed, trial_offset)
+        n_img = pres.frames_per_image
+        n_show = max(1, int(round(fb.display_s * pres.frame_rate)))
+        timeout = protocol.epochs.tmax + protocol.epochs.margin_s + 3.0
+        px = protocol.paradigm.screen.image_size_px
+        pres.push_on_flip("block_start", run=run_index, block=block, feedback=True, mode=mode)
+        pres.flip()
+        for k, (trial, cls, stim) in enumerate(plan):
+            # the cue: a stimulus image, marked like any stimulus
+            cue = visual.ImageStim(pres.win, image=str(stim.path), size=(px, px), units="pix")
+            for f in range(n_img):
+                cue.draw()
+                pres.fixation.draw()
+                if f == 0:
+                    pres.push_on_flip("stim_on", run=run_index, block=block, trial=trial, **{"class": cls},
+                                      image=stim.path.name, feedback=True)
+                pres.flip()
+            # wait for the epoch, keep flipping
+            t_wait = time.monotonic()
+            epoch = None
+            got = None
+            t_probs = None
+            probs = None
+            while True:
+                pres.fixation.draw()
+                while epoch is None:
+                    try:
+                        e = rec.epochs.get_nowait()
+                    except Exception:
+                        break
+                    if e.trial == trial:
+                        epoch = e
+                if epoch is not None and probs is None:
+                    probs = decoder.predict(epoch)
+                    t_probs = local_clock()
+                    pred = max(probs, key=probs.get)
+                    seed = fb.seed + trial
+                    if bank is not None:
+                        got = bank.get(pred)
+                    elif picker is not None:
+                        got = picker.get(pred)
+                    else:
+                        worker.submit(trial, pred, seed)
+                if worker is not None and probs is not None and got is None and not worker.results.empty():
+                    _key, res = worker.results.get_nowait()
+                    if isinstance(res, Exception):
+                        raise EegloopError(f"generation failed: {res}")
+                    got = res
+                if got is not None:
+                    break
+                if time.monotonic() - t_wait > timeout + (60 if worker is not None else 0):
+                    break
+                pres.flip()
+                pres._check_keys()
+            if epoch is None or got is None:
+                logger.warning("feedback trial %d: no %s in time; skipped", trial, "epoch" if epoch is None else "image")
+                rows.append(dict(trial=trial, true_class=cls, missing=True))
+                continue
+            # show the image of the decoded class at the next flip
+            pred = max(probs, key=probs.get)
+            if got.source == "generated":
+                got.path = str(img_dir / f"trial-{trial:04d}_{pred}.png")
+                got.image.save(got.path)
+            fbim = visual.ImageStim(pres.win, image=got.image, size=(px, px), units="pix")
+            fbim.draw()
+            pres.push_on_flip("fb_image_on", trial=trial, predicted=pred, **{"class": cls}, source=got.source)
+            t_on = pres.flip()
+            for _ in range(n_show - 1):
+                fbim.draw()
+                pres.flip()
+            pres.fixation.draw()
+            pres.flip()
+            t0 = epoch.ready_lsl
+            lat = {"epoch_complete_lsl": t0, "probs_lsl": t_probs, "image_ready_lsl": got.ready_lsl,
+                   "on_screen_lsl": t_on, "decode_ms": (t_probs - t0) * 1000,
+                   "image_ready_ms": (max(got.ready_lsl, t_probs) - t0) * 1000, "to_screen_ms": (t_on - t0) * 1000}
+            row = dict(trial=trial, true_class=cls, predicted=pred, probabilities=probs, image_path=got.path,
+                       seed=got.seed, latencies=lat, missing=False)
+            rows.append(row)
+            db.add_feedback_trial(session_id, model_id=model_id, trial=trial, mode=mode, probabilities=probs,
+                                  predicted_class=pred, true_class=cls,
+                                  image_path=db.relpath(got.path) if got.path else None, seed=got.seed,
+                                  latencies=lat)
+            say(f"feedback {k + 1}/{n_trials}: shown {cls}, decoded {pred} (p={probs[pred]:.2f}) "
+                f"{'✓' if pred == cls else '✗'}  decode {lat['decode_ms']:.1f} ms, image {lat['image_ready_ms']:.1f} ms,"
+                f" on screen {lat['to_screen_ms']:.1f} ms")
+        pres.push_on_flip("block_end", run=run_index, block=block, feedback=True)
+        pres.flip()
+    except Aborted:
+        say("feedback aborted by the operator; trials so far are kept")
+    finally:
+        rec.end_run()
+        if own_window:
+            pres.close()
+        rec.stop()
+        if sim is not None:
+            sim.stop()
+        if worker is not None:
+            worker.close()
+    done = [r for r in rows if not r["missing"]]
+
+    def stat(key):
+        v = np.array([r["latencies"][key] for r in done]) if done else np.array([np.nan])
+        return {"median": float(np.median(v)), "p95": float(np.percentile(v, 95))}
+
+    res = FeedbackResult(session_id=session_id, model_id=model_id, mode=mode, trials=len(done),
+                         correct=sum(r["predicted"] == r["true_class"] for r in done),
+                         missing=len(rows) - len(done),
+                         latency_ms={k: stat(k) for k in ("decode_ms", "image_ready_ms", "to_screen_ms")},
+                         warmup_s=warm, frame_rate_hz=pres.frame_rate, rows=rows)
+    db.set_session_status(session_id, "feedback-done",
+                          feedback={"mode": mode, "trials": res.trials, "correct": res.correct,
+                                    "latency_ms": res.latency_ms, "model_id": model_id})
+    return res

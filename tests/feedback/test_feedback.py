@@ -1,0 +1,103 @@
+"""Closed loop on a tiny random Stable Diffusion pipeline, the virtual amplifier and a real window."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eegloop.errors import ModelNotAvailableError
+from eegloop.feedback.generator import DiffusionGenerator, GeneratorWorker, generator_available
+from eegloop.protocol import FeedbackConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    from eegloop.feedback.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))
+
+
+def test_generator_loads_through_from_pretrained(tiny_sd):
+    assert generator_available(str(tiny_sd))
+    gen = DiffusionGenerator(FeedbackConfig(generator=str(tiny_sd), size_px=64), {"circle": "red circle"})
+    assert gen.prompt_for("circle") == "an image of a red circle"
+    gen.warmup()
+    a, b = gen.generate("circle", 5), gen.generate("circle", 5)
+    assert a.image.size == (64, 64) and a.prompt == "an image of a red circle"
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))  # seeded
+    assert not np.array_equal(np.asarray(a.image), np.asarray(gen.generate("circle", 6).image))
+
+
+def test_worker_does_not_block(tiny_sd):
+    gen = DiffusionGenerator(FeedbackConfig(generator=str(tiny_sd), size_px=64), {"circle": "red circle"})
+    w = GeneratorWorker(gen.generate)
+    t0 = time.perf_counter()
+    w.submit(1, "circle", 1)
+    assert time.perf_counter() - t0 < 0.01  # submitting returns at once
+    key, img = w.results.get(timeout=60)
+    assert key == 1 and img.image.size == (64, 64)
+    w.close()
+
+
+def test_missing_generator_is_one_line_and_fast():
+    t0 = time.monotonic()
+    with pytest.raises(ModelNotAvailableError) as exc:
+        DiffusionGenerator(FeedbackConfig(generator="stabilityai/sd-turbo"), {"a": "a"})
+    assert time.monotonic() - t0 < 20
+    msg = str(exc.value)
+    assert "stabilityai/sd-turbo" in msg and "feedback.generator" in msg and "\n" not in msg
+    assert not generator_available("stabilityai/sd-turbo")
+    with pytest.raises(ModelNotAvailableError, match="not found"):
+        DiffusionGenerator(FeedbackConfig(generator="/nonexistent/model"), {"a": "a"})
+
+
+@pytest.mark.parametrize("mode", ["bank", "live"])
+def test_closed_loop_block(tmp_path, display, tiny_sd, mode):
+    import uuid
+
+    from eegloop.database import Database
+    from eegloop.decoder import quick_train
+    from eegloop.feedback.loop import run_feedback
+    from eegloop.protocol import protocol_from_dict
+    from eegloop.session import record_session
+
+    tag = uuid.uuid4().hex[:8]
+    proto = protocol_from_dict({
+        "stimuli": {"folder": str(tmp_path / "stim"), "synthesize": True, "synth_size_px": 64,
+                    "classes": {"circle": "red circle", "square": "blue square"}},
+        "paradigm": {"block_s": 1.0, "image_s": 0.1, "pause_s": 0.1, "images_per_class": 10, "runs": 2,
+                     "wait_for_space": False, "instructions": "",
+                     "screen": {"fullscreen": False, "size": [320, 240], "image_size_px": 128}},
+        "amplifier": {"stream_name": f"eeg-{tag}", "marker_stream_name": f"mk-{tag}", "channels": 8,
+                      "sfreq": 250, "simulate": {"seed": 2, "snr": 0.6}},
+        "epochs": {"tmin": 0.0, "tmax": 0.3, "margin_s": 0.1},
+        "teacher": {"enabled": False},
+        "training": {"max_epochs": 8, "patience": 4},
+        "feedback": {"trials": 4, "generator": str(tiny_sd), "size_px": 64, "mode": mode, "bank_per_class": 2,
+                     "display_s": 0.1},
+    })
+    db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
+    rec = record_session(proto, "S1", db, simulate=True, progress=None)
+    quick_train(db, "S1", progress=False)
+    lines = []
+    res = run_feedback(proto, "S1", db, simulate=True, session_id=rec.session_id, progress=lines.append,
+                       trial_offset=100)
+    assert res.mode == mode and res.trials == 4 and res.missing == 0
+    rows = db.get_feedback_trials(rec.session_id)
+    assert [r.trial for r in rows] == [101, 102, 103, 104]
+    for r in rows:
+        assert set(r.probabilities) == {"circle", "square"}
+        assert abs(sum(r.probabilities.values()) - 1) < 1e-5
+        assert r.predicted_class == max(r.probabilities, key=r.probabilities.get)
+        assert r.true_class in ("circle", "square")
+        assert (tmp_path / r.image_path).is_file()
+        lat = r.latencies
+        assert 0 <= lat["decode_ms"] <= lat["image_ready_ms"] <= lat["to_screen_ms"]
+        assert lat["decode_ms"] < 200
+    if mode == "bank":
+        # bank images exist before the loop: on screen within a refresh or two of the decode
+        frame_ms = 1000 / res.frame_rate_hz
+        assert all(r.latencies["to_screen_ms"] - r.latencies["decode_ms"] <= 2 * frame_ms + 5 for r in rows)
+    assert any(line.startswith("generator") for line in lines)
