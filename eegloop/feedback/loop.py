@@ -14,6 +14,8 @@ showed it).
 """
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +136,33 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
         from psychopy import visual
 
         plan = _choose_trials(stimuli, n_trials, fb.seed, trial_offset)
+        wanted = {t for t, _, _ in plan}
+        decoded: "queue.Queue" = queue.Queue()
+        stop = threading.Event()
+
+        def decode_loop():
+            # epoch -> probabilities -> image request, off the display thread
+            while not stop.is_set():
+                try:
+                    ep = rec.epochs.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if ep.trial not in wanted:
+                    continue
+                p = decoder.predict(ep)
+                t_p = local_clock()
+                pr = max(p, key=p.get)
+                img = None
+                if bank is not None:
+                    img = bank.get(pr)
+                elif picker is not None:
+                    img = picker.get(pr)
+                else:
+                    worker.submit(ep.trial, pr, fb.seed + ep.trial)
+                decoded.put((ep.trial, ep, p, t_p, img))
+
+        decoder_thread = threading.Thread(target=decode_loop, name="eegloop-decode", daemon=True)
+        decoder_thread.start()
         n_img = pres.frames_per_image
         n_show = max(1, int(round(fb.display_s * pres.frame_rate)))
         timeout = protocol.epochs.tmax + protocol.epochs.margin_s + 3.0
@@ -150,32 +179,17 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
                     pres.push_on_flip("stim_on", run=run_index, block=block, trial=trial, **{"class": cls},
                                       image=stim.path.name, feedback=True)
                 pres.flip()
-            # wait for the epoch, keep flipping
+            # wait for the epoch (decoded in a worker the moment it is complete); keep flipping
             t_wait = time.monotonic()
-            epoch = None
-            got = None
-            t_probs = None
-            probs = None
+            epoch = probs = t_probs = got = None
             while True:
+                pres.wait_for_frame_or(lambda: not decoded.empty() or (
+                    worker is not None and not worker.results.empty()))
                 pres.fixation.draw()
-                while epoch is None:
-                    try:
-                        e = rec.epochs.get_nowait()
-                    except Exception:
-                        break
-                    if e.trial == trial:
-                        epoch = e
-                if epoch is not None and probs is None:
-                    probs = decoder.predict(epoch)
-                    t_probs = local_clock()
-                    pred = max(probs, key=probs.get)
-                    seed = fb.seed + trial
-                    if bank is not None:
-                        got = bank.get(pred)
-                    elif picker is not None:
-                        got = picker.get(pred)
-                    else:
-                        worker.submit(trial, pred, seed)
+                while not decoded.empty():
+                    d_trial, d_epoch, d_probs, d_t, d_got = decoded.get_nowait()
+                    if d_trial == trial:
+                        epoch, probs, t_probs, got = d_epoch, d_probs, d_t, d_got
                 if worker is not None and probs is not None and got is None and not worker.results.empty():
                     _key, res = worker.results.get_nowait()
                     if isinstance(res, Exception):
@@ -224,6 +238,9 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
     except Aborted:
         say("feedback aborted by the operator; trials so far are kept")
     finally:
+        if "stop" in locals():
+            stop.set()
+            decoder_thread.join(2)
         rec.end_run()
         if own_window:
             pres.close()

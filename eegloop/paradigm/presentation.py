@@ -204,6 +204,23 @@ class Presenter:
             del self.flip_times[:50_000]
         return t
 
+    def time_to_next_frame(self) -> float:
+        """Seconds until the next frame can be shown (paced tick or next vertical blank)."""
+        if self.paced and self._next_tick is not None:
+            return self._next_tick - self._core.getTime()
+        if not self.flip_times:
+            return 0.0
+        return self.flip_times[-1] + self.frame_s - local_clock()
+
+    def wait_for_frame_or(self, ready: Callable[[], bool], margin_s: float = 0.006) -> None:
+        """Sleep until ``margin_s`` before the next frame, returning early once ``ready()``.
+
+        Lets a loop decide what to draw as late as possible, so an image that
+        becomes ready mid-frame is on screen at the very next flip.
+        """
+        while self.time_to_next_frame() > margin_s and not ready():
+            time.sleep(0.0005)
+
     def push_on_flip(self, event: str, **fields) -> None:
         """Push a marker stamped at the next flip."""
         self.win.callOnFlip(self._push, event, fields)
