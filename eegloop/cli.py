@@ -266,6 +266,68 @@ def cmd_feedback(args) -> int:
     return 0
 
 
+# -- the visit ----------------------------------------------------------------------
+def cmd_session(args) -> int:
+    import dataclasses
+
+    from .database import Database
+    from .protocol import SimulateConfig, load_protocol
+    from .session import run_visit
+
+    proto = load_protocol(args.protocol)
+    if args.simulate and proto.amplifier.simulate is None:
+        proto = proto.replace(amplifier=dataclasses.replace(proto.amplifier, simulate=SimulateConfig()))
+    db = Database(args.db, data_dir=args.data)
+    res = run_visit(proto, args.subject, db, simulate=args.simulate, resume=args.resume,
+                    progress=lambda m: print(m, flush=True), feedback_mode=args.mode)
+    if res.report is None:
+        return 1
+    print(f"session {res.session_id} completed; report: {res.report}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, quick=args.quick, progress=lambda m: print(m, flush=True))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .database import Database
+    from .report import write_report
+
+    db = Database(args.db, data_dir=args.data)
+    path = write_report(db, args.session, args.out)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from .lsl import configure_lsl
+    from .protocol import load_protocol
+    from .recorder.importers import parse_events, read_recording
+    from .recorder.player import Player
+
+    proto = load_protocol(args.protocol) if args.protocol else None
+    configure_lsl(args.scope or (proto.amplifier.lsl_scope if proto else "machine"))
+    channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
+    rec = read_recording(args.file, args.format, channels)
+    name = args.name or (proto.amplifier.stream_name if proto else "eegloop-replay")
+    markers = args.marker_name or (proto.amplifier.marker_stream_name if proto else "eegloop-markers")
+    sfreq = proto.amplifier.sfreq if proto and abs(proto.amplifier.sfreq - rec.sfreq) < 0.01 * rec.sfreq else None
+    pl = Player(rec, name, markers, parse_events(args.events), speed=args.speed, sfreq=sfreq,
+                block_s=proto.paradigm.block_s if proto else 25.0).start(wait_for_consumers=args.wait)
+    print(f"replaying {args.file}: {len(rec.ch_names)} ch at {pl.sfreq:g} Hz as '{name}' + markers '{markers}', "
+          f"{rec.duration / args.speed:.0f} s at speed {args.speed:g} (Ctrl-C stops)", flush=True)
+    try:
+        pl.wait()
+    except KeyboardInterrupt:
+        pl.stop()
+    print(f"done: {pl.samples_pushed} samples, {pl.markers_pushed} markers")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eegloop",
@@ -364,6 +426,37 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trials", type=int, help="default: the protocol's feedback.trials")
     c.add_argument("--generator", help="diffusers model folder or cached hub id (overrides feedback.generator)")
     c.set_defaults(func=cmd_feedback)
+
+    c = sub.add_parser("session", parents=[common], help="a whole visit: record, quick-train, feedback, report")
+    c.add_argument("--protocol", type=Path, required=True)
+    c.add_argument("--subject", required=True)
+    c.add_argument("--simulate", action="store_true", help="start the virtual amplifier in this process")
+    c.add_argument("--resume", action="store_true", help="continue the subject's interrupted session")
+    c.add_argument("--mode", choices=["live", "bank", "stimulus"], help="feedback mode (default: the protocol's)")
+    c.set_defaults(func=cmd_session)
+
+    c = sub.add_parser("demo", parents=[common], help="the whole visit on the simulator, SQLite, in a few minutes")
+    c.add_argument("--out", type=Path, default=Path("eegloop-demo"), help="output folder (default ./eegloop-demo)")
+    c.add_argument("--quick", action="store_true", help="an even shorter variant (used by the tests)")
+    c.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("report", parents=[common], help="write a session's self-contained HTML report")
+    c.add_argument("--session", type=int, required=True)
+    c.add_argument("--out", type=Path, help="folder (default: DATA/reports/session-NNNN)")
+    c.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("replay", parents=[common], help="stream a recording as live LSL EEG + markers")
+    c.add_argument("file")
+    c.add_argument("--speed", type=float, default=1.0, help="1.0 is real time")
+    c.add_argument("--format", choices=["xdf", "mne", "csv"])
+    c.add_argument("--events", help="marker value -> class ('1=house,2=face'): sent as stim_on markers")
+    c.add_argument("--channels", help="comma-separated channels to stream")
+    c.add_argument("--protocol", type=Path, help="take stream names, sfreq and block length from a protocol")
+    c.add_argument("--name", help="EEG stream name")
+    c.add_argument("--marker-name", help="marker stream name")
+    c.add_argument("--scope", choices=["machine", "link", "site", "organization", "global"])
+    c.add_argument("--wait", type=float, default=0.0, help="wait up to this many seconds for a recorder to connect")
+    c.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("db", help="create or upgrade the database schema")
     dsub = p.add_subparsers(dest="action", metavar="ACTION")

@@ -58,7 +58,8 @@ def local_clock() -> float:
     return pylsl.local_clock()
 
 
-def resolve_stream(name: str | None, stype: str | None, timeout: float, what: str, how: str):
+def resolve_stream(name: str | None, stype: str | None, timeout: float, what: str, how: str,
+                   source_id: str | None = None):
     """Find one stream by name (and type); raise one clear StreamError if absent.
 
     Parameters
@@ -76,7 +77,9 @@ def resolve_stream(name: str | None, stype: str | None, timeout: float, what: st
     import pylsl
 
     timeout = max(timeout, 1.0)
-    if name:
+    if source_id:
+        found = pylsl.resolve_byprop("source_id", source_id, minimum=1, timeout=timeout)
+    elif name:
         found = pylsl.resolve_byprop("name", name, minimum=1, timeout=timeout)
     else:
         found = pylsl.resolve_byprop("type", stype, minimum=1, timeout=timeout)

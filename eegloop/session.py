@@ -15,6 +15,7 @@ import numpy as np
 
 from ._logging import logger
 from .database import Database
+from .errors import EegloopError
 from .lsl import configure_lsl
 from .protocol import Protocol
 
@@ -48,7 +49,8 @@ def _fmt(s: float) -> str:
 
 def record_session(protocol: Protocol, subject: str, db: Database, simulate: bool = False,
                    progress: Callable[[str], None] | None = print, session_id: int | None = None,
-                   runs: Optional[list[int]] = None, capture_trials=(), presenter_hook=None) -> RecordResult:
+                   runs: Optional[list[int]] = None, capture_trials=(), presenter_hook=None,
+                   skip_blocks=frozenset(), after_run=None) -> RecordResult:
     """Run the paradigm and the recorder for the protocol's runs.
 
     Parameters
@@ -65,6 +67,11 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
         Continue this session instead of creating one.
     runs : list of int | None
         Only these runs (1-based); default all.
+    skip_blocks : set of int
+        Blocks already recorded (``--resume``): not shown again.
+    after_run : callable | None
+        Called as ``after_run(run_number, presenter)`` after each completed run
+        (the visit uses it to start the quick-train during a rest).
     """
     from .paradigm.markers import make_marker_outlet
     from .paradigm.presentation import Presenter
@@ -83,16 +90,23 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
         session_id = db.create_session(subject, protocol)
     db.add_stimuli(stimuli)
     raw_dir = db.data_dir / "raw" / f"sub-{subject}" / f"ses-{session_id:04d}"
-    todo = [r for r in schedule.runs if runs is None or r.run in runs]
+    from .paradigm.schedule import Run
+
+    todo = [Run(run=r.run, blocks=tuple(b for b in r.blocks if b.block not in skip_blocks))
+            for r in schedule.runs if runs is None or r.run in runs]
+    todo = [r for r in todo if r.blocks]
+    if not todo:
+        raise EegloopError(f"session {session_id}: every block is already recorded; nothing to resume")
 
     outlet = make_marker_outlet(amp.marker_stream_name)
+    marker_id = outlet.get_info().source_id()
     sim = None
     if simulate:
-        sim = VirtualAmplifier(amp, amp.simulate).start()
+        sim = VirtualAmplifier(amp, amp.simulate, marker_source_id=marker_id).start()
         if not sim.markers_connected.wait(10):
             logger.warning("the simulator did not connect to the marker stream")
     rec = Recorder(protocol, db=db, session_id=session_id, raw_dir=raw_dir,
-                   raw_prefix=f"sub-{subject}_ses-{session_id:04d}_run").connect()
+                   raw_prefix=f"sub-{subject}_ses-{session_id:04d}_run").connect(marker_source_id=marker_id)
     rec.start()
     pres = Presenter(protocol, outlet, capture_trials=capture_trials)
     if presenter_hook:
@@ -132,9 +146,12 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
             db.add_trial_timings_by_trial(session_id, [dict(trial=t.trial, **t.as_db()) for t in result.timings])
             if result.aborted:
                 aborted = True
-                say(f"run {run.run} aborted by the operator; everything recorded so far is kept")
+                say(f"run {run.run} aborted by the operator; everything recorded so far is kept "
+                    f"(continue with --resume)")
                 break
             runs_done += 1
+            if after_run is not None:
+                after_run(run.run, pres)
         pres.push_now("session_end", status="aborted" if aborted else "completed")
     finally:
         time.sleep(0.05)
@@ -142,6 +159,8 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
         stats = rec.stop()
         if sim is not None:
             sim.stop()
+        pres.outlet = None
+        del outlet  # the marker stream disappears with the recording
     db.set_session_status(session_id, "aborted" if aborted else "recorded", ended=aborted,
                           recording={"runs_done": runs_done, "frame_rate_hz": pres.frame_rate,
                                      "paced": pres.paced, "samples_received": stats.samples_received,
@@ -160,3 +179,119 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
         marker_minus_flip_ms_max=float(np.max(mmf) * 1000),
         raw_files=sorted(str(p) for p in raw_dir.glob("*.vhdr")),
     )
+
+
+@dataclass
+class VisitResult:
+    session_id: int
+    record: Optional[RecordResult]
+    model_id: Optional[int]
+    train_seconds: float
+    evaluation: Optional[dict]
+    feedback: Optional[object]
+    report: Optional[Path]
+
+
+def _resumable_session(db: Database, subject: str, protocol: Protocol) -> tuple[int, set]:
+    for s in reversed(db.list_sessions(subject)):
+        if s.kind == "recorded" and s.status in ("created", "recording", "aborted") \
+                and s.protocol_sha256 == protocol.sha256:
+            done = {b.index for b in db.get_blocks(s.id) if b.status == "done"}
+            return s.id, done
+    raise EegloopError(f"--resume: subject {subject!r} has no interrupted session of protocol "
+                       f"'{protocol.name}' (same protocol file contents) to continue")
+
+
+def _evaluate_for_report(db: Database, subject: str, session_id: int, protocol: Protocol, say) -> dict:
+    from .decoder import evaluate, fit_teacher
+    from .decoder.evaluation import NoHonestFoldError, main_method
+    from .errors import ModelNotAvailableError
+
+    es = db.load_epochs(subject, [session_id])
+    es = es.subset(np.flatnonzero(es.blocks < 10_000))  # recording blocks only, not feedback cues
+    teacher = None
+    try:
+        teacher = fit_teacher(db, protocol, es)
+    except ModelNotAvailableError as exc:
+        say(f"teacher unavailable: {exc}")
+    try:
+        rep = evaluate(es, protocol, teacher=teacher, progress=say)
+    except NoHonestFoldError as exc:
+        say(str(exc))
+        return {"error": str(exc)}
+    return {**rep.to_json(), "main_method": main_method(protocol), "summary": rep.summary(),
+            "confusion": rep.confusion, "classes": rep.classes, "chance": rep.chance, "notes": rep.notes,
+            "folds": rep.methods}
+
+
+def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = False, resume: bool = False,
+              progress: Callable[[str], None] | None = print, feedback_mode: str | None = None,
+              report_dir: Path | None = None) -> VisitResult:
+    """A subject's visit: record -> quick-train (automatic, while the subject rests) -> feedback -> report."""
+    from .decoder import quick_train
+    from .feedback.generator import generator_available
+    from .feedback.loop import run_feedback
+    from .report import write_report
+
+    say = progress or (lambda _m: None)
+    session_id, done = (None, set())
+    if resume:
+        session_id, done = _resumable_session(db, subject, protocol)
+        say(f"resuming session {session_id}: {len(done)} block(s) already recorded are kept")
+    trained = {"model": None, "seconds": 0.0}
+    minutes_per_run = None
+
+    def train_now(pres=None):
+        if pres is not None:
+            pres.show_text("Rest for a moment.\n\nThe decoder is training.", wait_space=False, duration=0.5)
+        say("quick-train: starting")
+        t0 = time.monotonic()
+        tm = quick_train(db, subject, [sid_box[0]], protocol=protocol, progress=progress is not None)
+        trained["model"], trained["seconds"] = tm, time.monotonic() - t0
+        held = tm.metrics["heldout"]
+        say(f"quick-train: model {tm.model_id} in {trained['seconds']:.1f} s; held-out whole "
+            f"{tm.metrics['split']}s top-1 {held['top1']:.3f} (chance {tm.metrics['chance_top1']:.3f})")
+
+    sid_box = [session_id]
+    after = protocol.training.quick_train_after_min
+    p = protocol.paradigm
+
+    def after_run(run_no, pres):
+        recorded_min = run_no * minutes_per_run
+        if after is not None and trained["model"] is None and recorded_min >= after:
+            train_now(pres)
+
+    if session_id is None:
+        db.get_or_add_subject(subject)
+        session_id = db.create_session(subject, protocol)
+        sid_box[0] = session_id
+    from .stimuli import load_stimuli
+
+    design = protocol.design(len(load_stimuli(protocol, hash_files=False).classes))
+    minutes_per_run = design.blocks_per_run * (p.block_s + p.pause_s) / 60
+    rec = record_session(protocol, subject, db, simulate=simulate, progress=progress, session_id=session_id,
+                         skip_blocks=done, after_run=after_run)
+    if rec.aborted:
+        say(f"session {session_id} aborted during recording: continue later with --resume")
+        return VisitResult(session_id, rec, None, 0.0, None, None, None)
+    if trained["model"] is None:
+        train_now()
+    tm = trained["model"]
+    db.set_session_status(session_id, "trained", model_id=tm.model_id, train_seconds=trained["seconds"])
+    say("cross-validating (whole blocks left out) for the report")
+    ev = _evaluate_for_report(db, subject, session_id, protocol, say)
+    db.set_session_status(session_id, "trained", evaluation=ev)
+    mode = feedback_mode or protocol.feedback.mode
+    if mode in ("live", "bank") and not generator_available(protocol.feedback.generator):
+        say(f"generator '{protocol.feedback.generator}' is not available locally: feedback uses mode 'stimulus' "
+            "(held-out stimulus images of the decoded class); download the model or point feedback.generator at "
+            "a folder to see generated images")
+        mode = "stimulus"
+    max_trial = max((e.trial or 0 for e in db.get_events(session_id, "stim_on")), default=0)
+    fb = run_feedback(protocol, subject, db, simulate=simulate, session_id=session_id, mode=mode,
+                      progress=progress, trial_offset=max_trial)
+    db.set_session_status(session_id, "completed", ended=True, model_id=tm.model_id,
+                          train_seconds=trained["seconds"], evaluation=ev)
+    report = write_report(db, session_id, report_dir)
+    say(f"report: {report}")
+    return VisitResult(session_id, rec, tm.model_id, trained["seconds"], ev, fb, report)

@@ -332,6 +332,10 @@ class Database:
             s.flush()
             return row.id
 
+    def find_run(self, session_id: int, index: int) -> Optional[int]:
+        with self.session() as s:
+            return s.scalar(select(RunRow.id).where(RunRow.session_id == session_id, RunRow.index == index))
+
     def update_run(self, run_id: int, **fields: Any) -> None:
         with self.session() as s:
             row = s.get(RunRow, run_id)

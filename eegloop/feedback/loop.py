@@ -116,15 +116,16 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
 
     own_window = presenter is None
     outlet = presenter.outlet if presenter is not None else make_marker_outlet(amp.marker_stream_name)
+    marker_id = outlet.get_info().source_id()
     sim = None
     if simulate:
-        sim = VirtualAmplifier(amp, amp.simulate).start()
+        sim = VirtualAmplifier(amp, amp.simulate, marker_source_id=marker_id).start()
         sim.markers_connected.wait(10)
     runs = db.get_runs(session_id)
     run_index = run_index or (max((r.index for r in runs), default=0) + 1)
     raw_dir = db.data_dir / "raw" / f"sub-{subject}" / f"ses-{session_id:04d}"
     rec = Recorder(protocol, db=db, session_id=session_id, raw_dir=raw_dir,
-                   raw_prefix=f"sub-{subject}_ses-{session_id:04d}_run").connect()
+                   raw_prefix=f"sub-{subject}_ses-{session_id:04d}_run").connect(marker_source_id=marker_id)
     rec.start()
     pres = presenter or Presenter(protocol, outlet)
     rows = []

@@ -41,6 +41,10 @@ def make_marker_outlet(name: str, source_id: str | None = None):
     ensure_configured()
     import pylsl
 
-    info = pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, source_id or f"eegloop-{name}")
+    import uuid
+
+    # a unique source id: an in-process consumer resolves exactly this outlet, never a stale one of the same name
+    source_id = source_id or f"eegloop-{name}-{uuid.uuid4().hex[:12]}"
+    info = pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, source_id)
     info.desc().append_child_value("schema", "eegloop markers v1 (JSON)")
     return pylsl.StreamOutlet(info)

@@ -63,6 +63,20 @@ class RunResult:
     aborted: bool = False
 
 
+def _preload_llvm_users() -> None:
+    """Load torch's compiler stack (triton bundles LLVM) before the GL driver does.
+
+    Mesa's llvmpipe (Xvfb, VMs) loads its own LLVM into the process when the
+    window opens; triton's LLVM loaded afterwards crashes the process (a
+    segmentation fault the first time an optimizer is built). Loaded first,
+    both coexist.
+    """
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # pragma: no cover - torch without dynamo/triton: nothing to protect
+        pass
+
+
 class Presenter:
     """Show a schedule in a PsychoPy window and push flip-locked markers.
 
@@ -103,6 +117,7 @@ class Presenter:
 
         scr = self.p.screen
         ensure_display(tuple(scr.size))
+        _preload_llvm_users()
         from psychopy import logging as plog
 
         plog.console.setLevel(plog.ERROR)

@@ -82,6 +82,29 @@ def _pick_channels(rec: Recording, channels: Optional[Sequence[str]]) -> Recordi
     return Recording(rec.data[idx], rec.times, rec.sfreq, list(channels), rec.markers, rec.source)
 
 
+def _dejitter(t: np.ndarray, src: str, max_jitter_s: float = 0.1) -> np.ndarray:
+    """Regular timestamps for a stream whose samples are contiguous but stamped with jitter.
+
+    Consumer devices (e.g. a Bluetooth headband) stamp chunks, not samples: times
+    go backwards and jump by tens of ms while no sample is lost. When a straight
+    line through (sample index, time) explains every timestamp within
+    ``max_jitter_s``, the line is used (as LSL's dejitter does); otherwise the
+    times are kept and epochs over real gaps are dropped later.
+    """
+    d = np.diff(t)
+    if len(t) < 3 or (d.min() > 0 and d.max() < 1.5 * np.median(d)):
+        return t
+    i = np.arange(len(t))
+    slope, icpt = np.polyfit(i, t, 1)
+    fit = icpt + slope * i
+    jitter = float(np.max(np.abs(t - fit)))
+    if jitter < max_jitter_s:
+        logger.info("%s: timestamps jitter by up to %.0f ms with no sample lost: using regular times", src,
+                    jitter * 1000)
+        return fit
+    return t
+
+
 def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_column: str = "timestamps",
              marker_column: Optional[str] = None) -> Recording:
     """CSV with a timestamp column, channel columns and a marker column (0 = no marker)."""
@@ -101,7 +124,7 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
         raise ImportError_(f"{path}: not numeric CSV ({exc})") from None
     if arr.shape[0] < 2:
         raise ImportError_(f"{path}: no samples")
-    t = arr[:, header.index(time_column)]
+    t = _dejitter(arr[:, header.index(time_column)], str(path))
     mk = arr[:, header.index(marker_column)]
     data_cols = [h for h in header if h not in (time_column, marker_column)]
     data = arr[:, [header.index(h) for h in data_cols]].T.astype(np.float32)

@@ -158,8 +158,12 @@ class Recorder:
         self.error: Optional[BaseException] = None
 
     # -- connection ------------------------------------------------------------------
-    def connect(self, markers: bool = True, timeout: float | None = None) -> "Recorder":
-        """Resolve the EEG (and marker) stream; check channels and sfreq against the protocol."""
+    def connect(self, markers: bool = True, timeout: float | None = None,
+                marker_source_id: str | None = None) -> "Recorder":
+        """Resolve the EEG (and marker) stream; check channels and sfreq against the protocol.
+
+        ``marker_source_id`` pins the marker stream to one outlet (the paradigm's in this process).
+        """
         import pylsl
 
         amp = self.protocol.amplifier
@@ -195,7 +199,8 @@ class Recorder:
         self.eeg_names = [labels[i] for i in self.eeg_idx]
         if markers:
             minfo = resolve_stream(amp.marker_stream_name, None, timeout, "marker stream",
-                                   "the paradigm (eegloop record) creates it; check amplifier.marker_stream_name")
+                                   "the paradigm (eegloop record) creates it; check amplifier.marker_stream_name",
+                                   source_id=marker_source_id)
             self._marker_inlet = pylsl.StreamInlet(minfo, max_buflen=360,
                                                    processing_flags=pylsl.proc_clocksync | pylsl.proc_monotonize)
         # open the connections now, so nothing pushed from here on is missed
@@ -222,14 +227,26 @@ class Recorder:
             self._run = run
             if self.raw_dir is not None:
                 name = raw_name or f"{self.raw_prefix}-{run:02d}_eeg.vhdr"
+                k = 2
+                while (self.raw_dir / name).exists():  # a resumed run never overwrites what was recorded
+                    name = f"{self.raw_prefix}-{run:02d}_part{k}_eeg.vhdr"
+                    k += 1
                 self._raw = BrainVisionWriter(self.raw_dir / name, self.ch_names, self.sfreq,
                                               units=["µV" if i in self.eeg_idx else "V" for i in range(len(self.ch_names))])
             self._run_first_sample = self._abs0 + self._w
             s = self.stats
             self._run_snapshot = (s.samples_received, s.samples_expected, s.lost_samples)
             if self.db is not None:
-                self._run_id = self.db.add_run(self.session_id, run, raw_path=self._raw.vhdr if self._raw else None,
-                                               status="recording")
+                raw = self._raw.vhdr if self._raw else None
+                existing = self.db.find_run(self.session_id, run)
+                if existing is None:
+                    self._run_id = self.db.add_run(self.session_id, run, raw_path=raw, status="recording")
+                else:  # a resumed run: same row, a further raw file
+                    self._run_id = existing
+                    old = [r for r in self.db.get_runs(self.session_id) if r.id == existing][0]
+                    parts = list((old.info or {}).get("raw_parts", [])) + ([old.raw_path] if old.raw_path else [])
+                    self.db.update_run(existing, status="recording", raw_path=raw,
+                                       info={**(old.info or {}), "raw_parts": parts})
                 self._run_ids[run] = self._run_id
 
     def end_run(self, wait: bool = True) -> dict:

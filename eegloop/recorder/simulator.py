@@ -111,7 +111,7 @@ class VirtualAmplifier:
     BLOCK_S = 0.1  # internal generation block
 
     def __init__(self, amplifier: AmplifierConfig, simulate: Optional[SimulateConfig] = None,
-                 latency_ms: float = 40.0, listen_markers: bool = True):
+                 latency_ms: float = 40.0, listen_markers: bool = True, marker_source_id: Optional[str] = None):
         self.amp = amplifier
         self.cfg = simulate or amplifier.simulate or SimulateConfig()
         self.sfreq = float(amplifier.sfreq)
@@ -122,6 +122,7 @@ class VirtualAmplifier:
         self.n_out = len(self.labels)
         self.latency = latency_ms / 1000
         self.listen_markers = listen_markers
+        self.marker_source_id = marker_source_id
         self._rng = np.random.default_rng(self.cfg.seed)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -188,7 +189,10 @@ class VirtualAmplifier:
 
         inlet = None
         while not self._stop.is_set() and inlet is None:
-            found = pylsl.resolve_byprop("name", self.amp.marker_stream_name, minimum=1, timeout=0.5)
+            if self.marker_source_id:
+                found = pylsl.resolve_byprop("source_id", self.marker_source_id, minimum=1, timeout=0.5)
+            else:
+                found = pylsl.resolve_byprop("name", self.amp.marker_stream_name, minimum=1, timeout=0.5)
             if found:
                 inlet = pylsl.StreamInlet(found[0], processing_flags=pylsl.proc_clocksync)
         if inlet is None:

@@ -1,0 +1,224 @@
+"""A self-contained HTML report of a session: everything a lab looks at after a visit.
+
+Plots are PNGs embedded as base64 (one file to mail or archive): confusion
+matrix, per-class accuracy with the chance line, training curves, baselines
+table, stimulus timing histogram and dropped frames, recorder sample
+accounting, feedback latency per stage, and a grid of feedback trials.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .database import Database
+
+__all__ = ["write_report"]
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _img_uri(path: Path, size: int = 128) -> Optional[str]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.thumbnail((size, size))
+            buf = io.BytesIO()
+            im.save(buf, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    except OSError:
+        return None
+
+
+def _fig(uri: str, caption: str) -> str:
+    return f"<figure><img src='{uri}' alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def _table(rows: list[list], head: list[str]) -> str:
+    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in head)
+    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>"
+
+
+def write_report(db: Database, session_id: int, out: str | Path | None = None) -> Path:
+    """Write ``report.html`` for a session; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    info = db.get_session(session_id)
+    out = Path(out) if out is not None else db.data_dir / "reports" / f"session-{session_id:04d}"
+    out.mkdir(parents=True, exist_ok=True)
+    sec: list[str] = []
+    ev = info.info.get("evaluation")
+    rec = info.info.get("recording", {})
+
+    # -- decoding --------------------------------------------------------------------
+    if ev and "error" in ev:
+        sec.append(f"<h2>Decoding</h2><p class='warn'>No cross-validated score: {html.escape(ev['error'])}</p>")
+    elif ev:
+        main = ev["main_method"]
+        classes = list(ev["classes"])
+        names = [ev["classes"][c] for c in classes]
+        s = ev["summary"][main]
+        banner = ""
+        if ev.get("inflated"):
+            banner = "<p class='warn'>RANDOM SPLIT — trials of one block in train and test: scores INFLATED.</p>"
+        sec.append(f"<h2>Decoding ({html.escape(ev['split'])}-wise cross-validation, {ev['n_folds']} folds, "
+                   f"{ev['n_epochs']} epochs)</h2>{banner}"
+                   f"<p class='big'>top-1 {s['top1']:.3f} ± {s['top1_std']:.3f} — chance {ev['chance']['chance_top1']:.3f}"
+                   + (f" — AUC {s['auc']:.3f} (chance 0.5)" if "auc" in s else "") + "</p>")
+        cm = np.array(ev["confusion"][main], float)
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        im = ax.imshow(norm, vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_xlabel("decoded")
+        ax.set_ylabel("shown")
+        for i in range(len(names)):
+            for j in range(len(names)):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="w" if norm[i, j] < 0.6 else "k", fontsize=7)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_title("confusion matrix (all folds)")
+        cm_png = _png(fig)
+        acc = np.diag(cm) / np.maximum(cm.sum(1), 1)
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.bar(range(len(names)), acc, color="#4477aa")
+        ax.axhline(ev["chance"]["chance_top1"], color="r", ls="--", label="chance")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy")
+        ax.legend()
+        ax.set_title("per-class accuracy")
+        sec.append(f"<div class='row'>{_fig(cm_png, 'confusion matrix (all folds, counts)')}"
+                   f"{_fig(_png(fig), 'per-class accuracy, chance dashed')}</div>")
+        if len(ev["summary"]) > 1:
+            from .decoder.evaluation import PAPER_NAMES
+
+            metrics = [k for k in ("top1", "top3", "top5", "f1", "kappa", "auc") if k in s]
+            rows = [[PAPER_NAMES.get(m, m)] + [f"{v[k]:.3f} ({v[k + '_std']:.3f})" for k in metrics]
+                    for m, v in ev["summary"].items()]
+            ch = ev["chance"]
+            rows.append(["chance"] + [f"{ch['chance_' + k]:.3f}" if "chance_" + k in ch
+                                      else ("0.000" if k == "kappa" else "") for k in metrics])
+            sec.append("<h3>Baselines (mean (std) over folds)</h3>" + _table(rows, ["method"] + metrics))
+        for n in ev.get("notes", []):
+            sec.append(f"<p class='note'>{html.escape(n)}</p>")
+
+    # -- model and training curves ---------------------------------------------------
+    model_id = info.info.get("model_id")
+    if model_id:
+        m = db.get_model(model_id)
+        meta_path = db.abspath(m.checkpoint_path).with_suffix(".json")
+        hist = []
+        if meta_path.is_file():
+            hist = json.loads(meta_path.read_text()).get("metrics", {}).get("history", [])
+        held = m.metrics.get("heldout", {})
+        sec.append(f"<h2>Quick-train (model {m.id})</h2><p>{m.metrics.get('seconds', 0):.1f} s on "
+                   f"{m.metrics.get('n_train')} epochs, {m.metrics.get('device')} ({m.metrics.get('precision', 'fp32')}),"
+                   f" {m.metrics.get('epochs_run')} epochs run (best {m.metrics.get('best_epoch')}); held-out whole "
+                   f"{m.metrics.get('split')}s: top-1 {held.get('top1', float('nan')):.3f} (chance "
+                   f"{m.metrics.get('chance_top1', float('nan')):.3f}); teacher "
+                   f"{'%.3f' % m.metrics['teacher_top1'] if m.metrics.get('teacher_top1') is not None else 'none (alpha 1)'}"
+                   "</p>")
+        if hist:
+            ep = [h["epoch"] for h in hist]
+            fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3))
+            a1.plot(ep, [h["train_loss"] for h in hist], label="train")
+            a1.plot(ep, [h["val_loss"] for h in hist], label="validation")
+            a1.set_xlabel("epoch")
+            a1.set_ylabel("loss")
+            a1.legend()
+            a2.plot(ep, [h["train_acc"] for h in hist], label="train")
+            a2.plot(ep, [h["val_acc"] for h in hist], label="validation")
+            a2.axhline(m.metrics.get("chance_top1", 0), color="r", ls="--", label="chance")
+            a2.set_xlabel("epoch")
+            a2.set_ylabel("accuracy")
+            a2.legend()
+            fig.suptitle("training curves")
+            sec.append(_fig(_png(fig), "training curves: loss and accuracy, train and held-out blocks"))
+
+    # -- timing ----------------------------------------------------------------------------
+    tt = db.get_trial_timings(session_id)
+    if tt:
+        durs = np.array([t.duration_s for t in tt]) * 1000
+        dropped = int(sum(t.dropped_frames for t in tt))
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.hist(durs, bins=40, color="#228833")
+        ax.set_xlabel("stimulus duration (ms)")
+        ax.set_ylabel("trials")
+        ax.set_title(f"stimulus timing: {dropped} dropped frames")
+        sec.append(f"<h2>Stimulus timing</h2><p>{len(tt)} stimuli at {rec.get('frame_rate_hz', float('nan')):.2f} Hz"
+                   f"{' (software-paced: no vsync on this display)' if rec.get('paced') else ''}: median "
+                   f"{np.median(durs):.2f} ms, max |error| vs intended "
+                   f"{np.max(np.abs(durs - np.array([t.intended_frames for t in tt]) * 1000 / max(rec.get('frame_rate_hz', 60), 1))):.2f} ms,"
+                   f" dropped frames {dropped}</p>" + _fig(_png(fig), "stimulus timing: duration histogram"))
+
+    # -- recorder accounting -------------------------------------------------------------
+    runs = db.get_runs(session_id)
+    if runs:
+        rows = [[r.index, r.status, r.samples_received, r.samples_expected, r.lost_samples,
+                 (r.info or {}).get("gaps", ""), len((r.info or {}).get("stalls", []) or []), r.raw_path or ""]
+                for r in runs]
+        n_ep = db.count_epochs(session_id)
+        sec.append(f"<h2>Recording</h2><p>{n_ep} epochs stored</p>" + _table(
+            rows, ["run", "status", "samples received", "expected", "lost", "gaps", "stalls", "raw file"]))
+
+    # -- feedback ---------------------------------------------------------------------------
+    fts = db.get_feedback_trials(session_id)
+    if fts:
+        modes = sorted({f.mode for f in fts})
+        correct = sum(f.predicted_class == f.true_class for f in fts)
+        stages = ["decode_ms", "image_ready_ms", "to_screen_ms"]
+        data = [[f.latencies.get(k, np.nan) for f in fts] for k in stages]
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.boxplot(data)
+        ax.set_xticks([1, 2, 3], ["probabilities", "image ready", "on screen"])
+        ax.set_ylabel("ms after epoch complete")
+        ax.set_title("feedback latency per stage")
+        n_classes = len(fts[0].probabilities)
+        sec.append(f"<h2>Feedback ({', '.join(modes)} mode)</h2><p>{correct}/{len(fts)} decoded as shown "
+                   f"(chance {1 / n_classes:.2f}). Median latency from epoch complete: "
+                   + ", ".join(f"{k.replace('_ms', '')} {np.nanmedian(d):.1f} ms" for k, d in zip(stages, data))
+                   + "</p>" + _fig(_png(fig), "feedback latency per stage (ms after the epoch was complete)"))
+        cells = []
+        for f in fts:
+            uri = _img_uri(db.abspath(f.image_path)) if f.image_path else None
+            ok = "ok" if f.predicted_class == f.true_class else "bad"
+            img = f"<img src='{uri}'>" if uri else "<div class='noimg'>no image</div>"
+            cells.append(f"<div class='cell {ok}'>{img}<br>trial {f.trial}<br>shown <b>{html.escape(str(f.true_class))}"
+                         f"</b><br>decoded <b>{html.escape(f.predicted_class)}</b> "
+                         f"({f.probabilities[f.predicted_class]:.2f})</div>")
+        sec.append("<div class='grid'>" + "".join(cells) + "</div>")
+
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>eegloop session {session_id}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+h1{{font-size:1.5em}} h2{{border-bottom:1px solid #ccc;margin-top:1.6em}} .big{{font-size:1.3em}}
+.warn{{background:#fdd;padding:.5em;font-weight:bold}} .note{{color:#666}}
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
+.row{{display:flex}} figure{{margin:0 1em 1em 0}} figcaption{{color:#555;font-size:.85em}} .grid{{display:flex;flex-wrap:wrap}} .cell{{width:150px;margin:4px;font-size:.8em;
+text-align:center;padding:4px}} .ok{{background:#e6f4e6}} .bad{{background:#fbe9e9}} .noimg{{height:128px}}</style>
+</head><body><h1>eegloop — session {session_id}, subject {html.escape(info.subject)}</h1>
+<p>protocol <b>{html.escape(info.protocol_name)}</b> (sha256 {info.protocol_sha256[:12]}…), status {html.escape(info.status)},
+started {info.started_at:%Y-%m-%d %H:%M}, eegloop {html.escape(info.software_version)}</p>
+{''.join(sec)}
+</body></html>"""
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,111 @@
+"""The whole visit: demo end to end (shorter variant), summary.json against the database, --resume."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eegloop.database import Database
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = {
+    "subject": None, "session_id": None, "protocol": None,
+    "epochs": {"recorded", "expected"}, "samples": {"received", "lost"},
+    "timing": {"frame_rate_hz", "stim_duration_ms_median", "stim_duration_ms_max_abs_error", "dropped_frames"},
+    "training": {"seconds", "split", "top1", "top5", "chance_top1", "teacher_top1"},
+    "feedback": {"mode", "trials", "correct", "latency_ms"}, "report": None,
+}
+
+
+def test_demo_end_to_end(tmp_path, display):
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "eegloop", "demo", "--quick", "--out", str(out)], capture_output=True,
+                       text=True, timeout=600, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"report: {out / 'report.html'}" in r.stdout
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s) == set(KEYS)
+    for k, sub in KEYS.items():
+        if sub:
+            assert set(s[k]) == sub, k
+    assert set(s["feedback"]["latency_ms"]) == {"decode_median", "image_ready_median", "to_screen_median"}
+
+    db = Database(f"sqlite:///{out / 'eegloop.db'}", data_dir=out)
+    sid = s["session_id"]
+    info = db.get_session(sid)
+    assert info.subject == s["subject"] and info.protocol_name == s["protocol"] == "demo"
+    assert info.status == "completed"
+    epochs = [e for e in db.get_epochs(sid) if e.block < 10_000]
+    assert s["epochs"]["recorded"] == len(epochs) == s["epochs"]["expected"] == 40
+    runs = db.get_runs(sid)
+    assert s["samples"]["received"] == sum(r.samples_received for r in runs) > 0
+    assert s["samples"]["lost"] == sum(r.lost_samples for r in runs) == 0
+    tt = db.get_trial_timings(sid)
+    assert s["timing"]["stim_duration_ms_median"] == pytest.approx(np.median([t.duration_s for t in tt]) * 1000,
+                                                                   abs=1e-3)
+    assert s["timing"]["dropped_frames"] == sum(t.dropped_frames for t in tt)
+    assert s["timing"]["stim_duration_ms_max_abs_error"] < 1000 / s["timing"]["frame_rate_hz"]
+    ev = info.info["evaluation"]
+    assert s["training"]["split"] == ev["split"] == "block"
+    assert s["training"]["top1"] == pytest.approx(ev["summary"]["kd_stft"]["top1"], abs=1e-4)
+    assert s["training"]["chance_top1"] == pytest.approx(0.25)
+    fts = db.get_feedback_trials(sid)
+    assert s["feedback"]["trials"] == len(fts) == 4
+    assert s["feedback"]["correct"] == sum(f.predicted_class == f.true_class for f in fts)
+    assert s["feedback"]["mode"] == fts[0].mode
+    assert s["feedback"]["latency_ms"]["to_screen_median"] == pytest.approx(
+        np.median([f.latencies["to_screen_ms"] for f in fts]))
+    page = (out / "report.html").read_text()
+    for needle in ("confusion matrix", "per-class accuracy", "training curves", "stimulus timing",
+                   "Recording", "feedback latency", "decoded"):
+        assert needle in page or needle in page.lower(), needle
+    assert page.count("data:image/png;base64,") >= 6  # self-contained: images embedded
+    assert (out / "raw").is_dir() and list((out / "raw").rglob("*.vhdr"))
+
+
+def test_resume_continues_at_next_block(tmp_path, display):
+    from eegloop.protocol import protocol_from_dict
+    from eegloop.session import record_session, run_visit
+
+    tag = uuid.uuid4().hex[:8]
+    proto = protocol_from_dict({
+        "stimuli": {"folder": str(tmp_path / "stim"), "synthesize": True, "synth_size_px": 64,
+                    "classes": {"circle": "red circle", "square": "blue square"}},
+        "paradigm": {"block_s": 0.6, "image_s": 0.1, "pause_s": 0.1, "images_per_class": 6, "runs": 2,
+                     "wait_for_space": False, "instructions": "",
+                     "screen": {"fullscreen": False, "size": [320, 240], "image_size_px": 128}},
+        "amplifier": {"stream_name": f"eeg-{tag}", "marker_stream_name": f"mk-{tag}", "channels": 8,
+                      "sfreq": 250, "simulate": {"seed": 2, "snr": 0.6}},
+        "epochs": {"tmin": 0.0, "tmax": 0.3, "margin_s": 0.1},
+        "teacher": {"enabled": False}, "training": {"max_epochs": 5, "n_folds": 2},
+        "feedback": {"trials": 2, "mode": "stimulus", "display_s": 0.1},
+    })
+    db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
+
+    def abort_after_first_block(pres):
+        orig = pres.run_block
+
+        def run_block(block):
+            out = orig(block)
+            pres.request_abort()
+            return out
+        pres.run_block = run_block
+
+    first = record_session(proto, "R1", db, simulate=True, progress=None, presenter_hook=abort_after_first_block)
+    assert first.aborted and db.count_epochs(first.session_id) == 6
+    lines = []
+    visit = run_visit(proto, "R1", db, simulate=True, resume=True, progress=lines.append)
+    assert visit.session_id == first.session_id
+    assert any("resuming session" in line for line in lines)
+    epochs = [e for e in db.get_epochs(visit.session_id) if e.block < 10_000]
+    assert sorted(e.trial for e in epochs) == list(range(1, 13))  # nothing lost, nothing twice
+    assert [b.index for b in db.get_blocks(visit.session_id) if b.index < 10_000] == [1, 2]
+    assert db.get_session(visit.session_id).status == "completed" and visit.report.is_file()
+    with pytest.raises(Exception, match="no interrupted session"):
+        run_visit(proto, "R1", db, simulate=True, resume=True, progress=None)
