@@ -215,3 +215,18 @@ def test_eeg_imagenet_reader(tmp_path):
     assert folds and sorted(folds[0]["train"] + folds[0]["val"] + folds[0]["test"]) == list(range(6))
     with pytest.raises(NoHonestFoldError):  # a block design: one class per block
         make_folds(es, "block", 3)
+
+
+def test_every_baseline_runs_on_the_same_folds():
+    from eegloop.decoder.evaluation import BASELINES
+
+    proto = sim_protocol(training={"max_epochs": 2, "n_folds": 2})
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
+    rep = evaluate(es, proto, split="run", methods=["kd_stft", *BASELINES])
+    s = rep.summary()
+    assert set(s) == {"kd_stft", *BASELINES}
+    assert all(len(folds) == rep.n_folds == 2 for folds in rep.methods.values())
+    table = rep.table()
+    assert "Knowledge distillation on db4 wavelets" in table and "LSTM" in table and "chance" in table
+    out = rep.to_json()
+    assert set(out["methods"]["lstm"]) == {"top1", "top3", "f1", "kappa"}  # top-5 undefined for 4 classes
