@@ -22,6 +22,18 @@ def _db(args):
     return Database(args.db, data_dir=args.data)
 
 
+def _protocol_for_run(args):
+    """The protocol of a command that streams; ``--simulate`` gives it default simulator settings if it has none."""
+    import dataclasses
+
+    from .protocol import SimulateConfig, load_protocol
+
+    proto = load_protocol(args.protocol)
+    if getattr(args, "simulate", False) and proto.amplifier.simulate is None:
+        proto = proto.replace(amplifier=dataclasses.replace(proto.amplifier, simulate=SimulateConfig()))
+    return proto
+
+
 # -- protocol ---------------------------------------------------------------------
 def cmd_protocol_check(args) -> int:
     from .protocol import load_protocol
@@ -136,14 +148,9 @@ def cmd_simulate(args) -> int:
 # -- record ------------------------------------------------------------------------
 def cmd_record(args) -> int:
     from .database import Database
-    from .protocol import load_protocol
     from .session import record_session
 
-    proto = load_protocol(args.protocol)
-    if args.simulate and proto.amplifier.simulate is None:
-        from .protocol import SimulateConfig
-
-        proto = proto.replace(amplifier=__import__("dataclasses").replace(proto.amplifier, simulate=SimulateConfig()))
+    proto = _protocol_for_run(args)
     db = Database(args.db, data_dir=args.data)
     res = record_session(proto, args.subject, db, simulate=args.simulate,
                          progress=lambda m: print(m, flush=True))
@@ -247,11 +254,8 @@ def cmd_feedback(args) -> int:
 
     from .database import Database
     from .feedback.loop import run_feedback
-    from .protocol import SimulateConfig, load_protocol
 
-    proto = load_protocol(args.protocol)
-    if args.simulate and proto.amplifier.simulate is None:
-        proto = proto.replace(amplifier=dataclasses.replace(proto.amplifier, simulate=SimulateConfig()))
+    proto = _protocol_for_run(args)
     if args.generator:
         proto = proto.replace(feedback=dataclasses.replace(proto.feedback, generator=args.generator))
     db = Database(args.db, data_dir=args.data)
@@ -259,7 +263,7 @@ def cmd_feedback(args) -> int:
                        progress=lambda m: print(m, flush=True))
     lat = res.latency_ms
     print(f"feedback ({res.mode}): {res.correct}/{res.trials} decoded as shown "
-          f"(chance {1 / len(proto.stimuli.classes or {0: 0, 1: 1}):.2f}); {res.missing} trials missing; "
+          f"(chance {1 / res.n_classes:.2f}); {res.missing} trials missing; "
           f"latency from epoch complete: decode {lat['decode_ms']['median']:.1f} ms, image "
           f"{lat['image_ready_ms']['median']:.1f} ms, on screen {lat['to_screen_ms']['median']:.1f} ms "
           f"(p95 {lat['to_screen_ms']['p95']:.1f}); session {res.session_id}")
@@ -268,15 +272,10 @@ def cmd_feedback(args) -> int:
 
 # -- the visit ----------------------------------------------------------------------
 def cmd_session(args) -> int:
-    import dataclasses
-
     from .database import Database
-    from .protocol import SimulateConfig, load_protocol
     from .session import run_visit
 
-    proto = load_protocol(args.protocol)
-    if args.simulate and proto.amplifier.simulate is None:
-        proto = proto.replace(amplifier=dataclasses.replace(proto.amplifier, simulate=SimulateConfig()))
+    proto = _protocol_for_run(args)
     db = Database(args.db, data_dir=args.data)
     res = run_visit(proto, args.subject, db, simulate=args.simulate, resume=args.resume,
                     progress=lambda m: print(m, flush=True), feedback_mode=args.mode)

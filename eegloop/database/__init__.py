@@ -30,11 +30,9 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, Ope
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import __version__
-from .._logging import logger
 from ..errors import DatabaseError
 from ..types import Epoch, EpochSet
 from .models import (
-    Base,
     BlockRow,
     EpochRow,
     EventRow,

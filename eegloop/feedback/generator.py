@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .._logging import logger
 from ..errors import ModelNotAvailableError
 from ..lsl import local_clock
 from ..protocol import FeedbackConfig
@@ -182,8 +181,6 @@ class StimulusPicker:
     """Mode ``stimulus``: a held-out stimulus image of the decoded class (no generator)."""
 
     def __init__(self, stimuli, exclude: set[str] = frozenset()):
-        from PIL import Image  # noqa: F401 - fail early if Pillow is missing
-
         self.by_class = {c: [s for s in v if s.sha256 not in exclude] or v for c, v in stimuli.by_class().items()}
         self._next = {c: 0 for c in self.by_class}
 

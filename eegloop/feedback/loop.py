@@ -18,7 +18,6 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -42,6 +41,7 @@ class FeedbackResult:
     latency_ms: dict = field(default_factory=dict)  # stage -> {"median", "p95"}
     warmup_s: float = 0.0
     frame_rate_hz: float = 0.0
+    n_classes: int = 0
     rows: list = field(default_factory=list)
 
 
@@ -260,7 +260,8 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
                          correct=sum(r["predicted"] == r["true_class"] for r in done),
                          missing=len(rows) - len(done),
                          latency_ms={k: stat(k) for k in ("decode_ms", "image_ready_ms", "to_screen_ms")},
-                         warmup_s=warm, frame_rate_hz=pres.frame_rate, rows=rows)
+                         warmup_s=warm, frame_rate_hz=pres.frame_rate, n_classes=len(decoder.classes),
+                         rows=rows)
     db.set_session_status(session_id, "feedback-done",
                           feedback={"mode": mode, "trials": res.trials, "correct": res.correct,
                                     "latency_ms": res.latency_ms, "model_id": model_id})

@@ -24,7 +24,7 @@ from ..errors import EegloopError
 from ..lsl import local_clock
 from ..protocol import Protocol
 from .markers import marker_json
-from .schedule import Block, Run, Trial
+from .schedule import Block, Run
 
 __all__ = ["Presenter", "TrialTiming", "RunResult", "Aborted"]
 

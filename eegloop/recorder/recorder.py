@@ -12,7 +12,6 @@ gaps, stalls) is kept in :class:`RecorderStats`.
 """
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from scipy.signal import butter, lfilter, lfilter_zi, sosfilt
+from scipy.signal import butter, lfilter, sosfilt
 
 from .._logging import logger
 from ..lsl import ensure_configured, parse_marker

@@ -1,10 +1,6 @@
 """Decoder: preprocessing, model shapes, loss, teacher, training and honest evaluation."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 

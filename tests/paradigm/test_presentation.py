@@ -6,7 +6,6 @@ import time
 import uuid
 
 import numpy as np
-import pytest
 
 from eegloop.lsl import configure_lsl
 
