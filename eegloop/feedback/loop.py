@@ -168,11 +168,19 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
         n_show = max(1, int(round(fb.display_s * pres.frame_rate)))
         timeout = protocol.epochs.tmax + protocol.epochs.margin_s + 3.0
         px = protocol.paradigm.screen.image_size_px
+        # every cue is loaded before the block and every bank image uploaded once: no disk access
+        # or texture upload sits between an epoch and its feedback image
+        cues = [visual.ImageStim(pres.win, image=str(stim.path), size=(px, px), units="pix") for _, _, stim in plan]
+        shown_stims: dict[int, object] = {}
+        if bank is not None:
+            for imgs in bank.images.values():
+                for gi in imgs:
+                    shown_stims[id(gi.image)] = visual.ImageStim(pres.win, image=gi.image, size=(px, px), units="pix")
         pres.push_on_flip("block_start", run=run_index, block=block, feedback=True, mode=mode)
         pres.flip()
         for k, (trial, cls, stim) in enumerate(plan):
             # the cue: a stimulus image, marked like any stimulus
-            cue = visual.ImageStim(pres.win, image=str(stim.path), size=(px, px), units="pix")
+            cue = cues[k]
             for f in range(n_img):
                 cue.draw()
                 pres.fixation.draw()
@@ -211,7 +219,8 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
             if got.source == "generated":
                 got.path = str(img_dir / f"trial-{trial:04d}_{pred}.png")
                 got.image.save(got.path)
-            fbim = visual.ImageStim(pres.win, image=got.image, size=(px, px), units="pix")
+            fbim = shown_stims.get(id(got.image)) or visual.ImageStim(pres.win, image=got.image, size=(px, px),
+                                                                      units="pix")
             fbim.draw()
             pres.push_on_flip("fb_image_on", trial=trial, predicted=pred, **{"class": cls}, source=got.source)
             t_on = pres.flip()
