@@ -16,6 +16,13 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.pop("EEGLOOP_DB", None)
+os.environ.pop("EEGLOOP_DATA", None)
+# belt and braces: any LSL use in the tests stays on this machine, even one that forgot configure_lsl()
+from eegloop.lsl import lsl_config_text  # noqa: E402 (imports no LSL library)
+
+_cfg = Path(tempfile.gettempdir()) / "eegloop-tests-lsl_api.cfg"
+_cfg.write_text(lsl_config_text("machine"))
+os.environ["LSLAPICFG"] = str(_cfg)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
