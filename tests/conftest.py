@@ -94,3 +94,37 @@ def display():
         return ensure_display()
     except EegloopError as exc:
         pytest.skip(str(exc))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.fixture
+def short_protocol(tmp_path):
+    """A tiny real-time protocol (drawn stimuli, short blocks, small window, unique LSL names);
+    call it with section overrides, merged key by key."""
+    import uuid
+
+    from eegloop.protocol import protocol_from_dict
+
+    def make(**sections):
+        tag = uuid.uuid4().hex[:8]
+        base = {
+            "name": "short",
+            "stimuli": {"folder": str(tmp_path / "stim"), "synthesize": True, "synth_size_px": 64,
+                        "classes": {"circle": "red circle", "square": "blue square"}},
+            "paradigm": {"block_s": 0.6, "image_s": 0.1, "pause_s": 0.1, "images_per_class": 6, "runs": 2,
+                         "order": "interleaved", "wait_for_space": False, "instructions": "",
+                         "screen": {"fullscreen": False, "size": [320, 240], "image_size_px": 128}},
+            "amplifier": {"stream_name": f"eeg-{tag}", "marker_stream_name": f"mk-{tag}", "channels": 8,
+                          "sfreq": 250, "simulate": {"seed": 2, "snr": 0.6}},
+            "epochs": {"tmin": 0.0, "tmax": 0.3, "margin_s": 0.1},
+            "teacher": {"enabled": False},
+        }
+        return protocol_from_dict(_merge(base, sections), source=str(tmp_path / "short.yaml"))
+
+    return make

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -69,23 +68,11 @@ def test_demo_end_to_end(tmp_path, display):
     assert (out / "raw").is_dir() and list((out / "raw").rglob("*.vhdr"))
 
 
-def test_resume_continues_at_next_block(tmp_path, display):
-    from eegloop.protocol import protocol_from_dict
+def test_resume_continues_at_next_block(tmp_path, display, short_protocol):
     from eegloop.session import record_session, run_visit
 
-    tag = uuid.uuid4().hex[:8]
-    proto = protocol_from_dict({
-        "stimuli": {"folder": str(tmp_path / "stim"), "synthesize": True, "synth_size_px": 64,
-                    "classes": {"circle": "red circle", "square": "blue square"}},
-        "paradigm": {"block_s": 0.6, "image_s": 0.1, "pause_s": 0.1, "images_per_class": 6, "runs": 2,
-                     "wait_for_space": False, "instructions": "",
-                     "screen": {"fullscreen": False, "size": [320, 240], "image_size_px": 128}},
-        "amplifier": {"stream_name": f"eeg-{tag}", "marker_stream_name": f"mk-{tag}", "channels": 8,
-                      "sfreq": 250, "simulate": {"seed": 2, "snr": 0.6}},
-        "epochs": {"tmin": 0.0, "tmax": 0.3, "margin_s": 0.1},
-        "teacher": {"enabled": False}, "training": {"max_epochs": 5, "n_folds": 2},
-        "feedback": {"trials": 2, "mode": "stimulus", "display_s": 0.1},
-    })
+    proto = short_protocol(training={"max_epochs": 5, "n_folds": 2},
+                           feedback={"trials": 2, "mode": "stimulus", "display_s": 0.1})
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
 
     def abort_after_first_block(pres):

@@ -53,30 +53,16 @@ def test_missing_generator_is_one_line_and_fast():
 
 
 @pytest.mark.parametrize("mode", ["bank", "live"])
-def test_closed_loop_block(tmp_path, display, tiny_sd, mode):
-    import uuid
-
+def test_closed_loop_block(tmp_path, display, tiny_sd, mode, short_protocol):
     from eegloop.database import Database
     from eegloop.decoder import quick_train
     from eegloop.feedback.loop import run_feedback
-    from eegloop.protocol import protocol_from_dict
     from eegloop.session import record_session
 
-    tag = uuid.uuid4().hex[:8]
-    proto = protocol_from_dict({
-        "stimuli": {"folder": str(tmp_path / "stim"), "synthesize": True, "synth_size_px": 64,
-                    "classes": {"circle": "red circle", "square": "blue square"}},
-        "paradigm": {"block_s": 1.0, "image_s": 0.1, "pause_s": 0.1, "images_per_class": 10, "runs": 2,
-                     "wait_for_space": False, "instructions": "",
-                     "screen": {"fullscreen": False, "size": [320, 240], "image_size_px": 128}},
-        "amplifier": {"stream_name": f"eeg-{tag}", "marker_stream_name": f"mk-{tag}", "channels": 8,
-                      "sfreq": 250, "simulate": {"seed": 2, "snr": 0.6}},
-        "epochs": {"tmin": 0.0, "tmax": 0.3, "margin_s": 0.1},
-        "teacher": {"enabled": False},
-        "training": {"max_epochs": 8, "patience": 4},
-        "feedback": {"trials": 4, "generator": str(tiny_sd), "size_px": 64, "mode": mode, "bank_per_class": 2,
-                     "display_s": 0.1},
-    })
+    proto = short_protocol(paradigm={"block_s": 1.0, "images_per_class": 10},
+                           training={"max_epochs": 8, "patience": 4},
+                           feedback={"trials": 4, "generator": str(tiny_sd), "size_px": 64, "mode": mode,
+                                     "bank_per_class": 2, "display_s": 0.1})
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
     rec = record_session(proto, "S1", db, simulate=True, progress=None)
     quick_train(db, "S1", progress=False)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import numpy as np
 
@@ -16,29 +15,18 @@ from eegloop.database import Database  # noqa: E402
 from eegloop.paradigm.markers import make_marker_outlet  # noqa: E402
 from eegloop.paradigm.presentation import Presenter  # noqa: E402
 from eegloop.paradigm.schedule import make_schedule  # noqa: E402
-from eegloop.protocol import protocol_from_dict  # noqa: E402
 from eegloop.session import record_session  # noqa: E402
 from eegloop.stimuli import load_stimuli  # noqa: E402
 
 
-def short_protocol(tmp_path, **paradigm):
-    tag = uuid.uuid4().hex[:8]
-    return protocol_from_dict({
-        "name": "short",
-        "stimuli": {"folder": str(tmp_path / "stim"), "synthesize": True, "synth_size_px": 64,
-                    "classes": {"circle": "red circle", "square": "blue square", "triangle": "green triangle"}},
-        "paradigm": {"block_s": 0.6, "image_s": 0.1, "pause_s": 0.2, "images_per_class": 4, "runs": 2,
-                     "order": "interleaved", "wait_for_space": False, "instructions": "",
-                     "screen": {"fullscreen": False, "size": [320, 240], "image_size_px": 160}, **paradigm},
-        "amplifier": {"stream_name": f"eeg-{tag}", "marker_stream_name": f"mk-{tag}", "channels": 8,
-                      "sfreq": 250, "simulate": {"seed": 2, "onset_channel": True}},
-        "epochs": {"tmin": 0.0, "tmax": 0.2, "margin_s": 0.05},
-        "preprocessing": {"bandpass_hz": [14, 70], "stft_window_ms": 40, "stft_hop_ms": 20},
-    }, source=str(tmp_path / "short.yaml"))
+THREE = {"stimuli": {"classes": {"circle": "red circle", "square": "blue square", "triangle": "green triangle"}},
+         "paradigm": {"images_per_class": 4, "pause_s": 0.2, "screen": {"image_size_px": 160}},
+         "amplifier": {"simulate": {"onset_channel": True}},
+         "epochs": {"tmax": 0.2, "margin_s": 0.05}}
 
 
-def test_markers_timing_and_pixels(tmp_path, display):
-    proto = short_protocol(tmp_path, photodiode=True)
+def test_markers_timing_and_pixels(tmp_path, display, short_protocol):
+    proto = short_protocol(**{**THREE, "paradigm": {**THREE["paradigm"], "photodiode": True}})
     stim = load_stimuli(proto)
     sched = make_schedule(proto, stim)
     outlet = make_marker_outlet(proto.amplifier.marker_stream_name)
@@ -99,8 +87,8 @@ def test_markers_timing_and_pixels(tmp_path, display):
         assert a[h - 5, 5].mean() > 250
 
 
-def test_record_with_simulator_stores_everything(tmp_path, display):
-    proto = short_protocol(tmp_path)
+def test_record_with_simulator_stores_everything(tmp_path, display, short_protocol):
+    proto = short_protocol(**THREE)
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
     lines = []
     res = record_session(proto, "S1", db, simulate=True, progress=lines.append)
@@ -119,8 +107,8 @@ def test_record_with_simulator_stores_everything(tmp_path, display):
     assert "block 2/2" in lines[-1] and "~0:00 left" in lines[-1]
 
 
-def test_escape_aborts_and_keeps_data(tmp_path, display):
-    proto = short_protocol(tmp_path)
+def test_escape_aborts_and_keeps_data(tmp_path, display, short_protocol):
+    proto = short_protocol(**THREE)
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
 
     def hook(pres):
