@@ -107,9 +107,9 @@ class EpochSet:
     def groups(self, split: str) -> np.ndarray:
         """Group id per epoch for folds that leave whole blocks or runs out."""
         if split == "run":
-            return self.sessions * 100_000 + self.runs
-        if split == "block":
-            return self.sessions * 100_000 + self.runs * 1000 + self.blocks
+            return self.sessions * 10**9 + self.runs
+        if split == "block":  # block numbers reach 10 000+ (feedback blocks): keep the fields apart
+            return self.sessions * 10**12 + self.runs * 10**6 + self.blocks
         raise ValueError(f"split must be 'block' or 'run', got {split!r}")
 
     def subset(self, idx) -> "EpochSet":
