@@ -228,13 +228,23 @@ def cmd_import(args) -> int:
     from .protocol import load_protocol
     from .recorder.importers import import_recordings, parse_events
 
-    if args.protocol is None:
-        from .errors import EegloopError
+    from .errors import EegloopError
 
+    if args.protocol is None:
         raise EegloopError("--protocol: needed to import (channels, sampling rate, epochs, preprocessing); "
                            "see protocols/n170.yaml")
     proto = load_protocol(args.protocol)
     db = Database(args.db, data_dir=args.data)
+    if args.format == "eeg-imagenet":
+        from .recorder.importers import import_epochset, read_eeg_imagenet
+
+        if len(args.files) != 1:
+            raise EegloopError("--format eeg-imagenet: give one .pth file")
+        es, _ = read_eeg_imagenet(args.files[0], subject=args.eeg_subject, sfreq=proto.amplifier.sfreq)
+        sid = import_epochset(db, args.subject, proto, es, source=str(Path(args.files[0]).resolve()))
+        print(f"imported {len(es)} EEG-ImageNet trials ({len(es.classes)} classes) as session {sid} of "
+              f"{args.subject}; recorded one class per block: only --split random (inflated) can score it")
+        return 0
     channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
     sid = import_recordings(db, args.subject, proto, args.files, args.format, parse_events(args.events), channels,
                             args.eeg_stream, args.marker_stream)
@@ -409,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("import", parents=[common], help="import recordings (XDF, MNE formats, CSV) as a session")
     c.add_argument("files", nargs="+")
     c.add_argument("--subject", required=True)
-    c.add_argument("--format", choices=["xdf", "mne", "csv"])
+    c.add_argument("--format", choices=["xdf", "mne", "csv", "eeg-imagenet"])
+    c.add_argument("--eeg-subject", type=int, help="eeg-imagenet: keep this subject's trials only")
     c.add_argument("--events", help="marker value -> class: '1=house,2=face' or a YAML file")
     c.add_argument("--channels", help="comma-separated channels to keep (e.g. TP9,AF7,AF8,TP10)")
     c.add_argument("--protocol", type=Path, help="protocol describing the recording (channels, sfreq, epochs)")

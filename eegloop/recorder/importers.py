@@ -407,3 +407,35 @@ def read_eeg_imagenet(path: str | Path, splits: str | Path | None = None, subjec
         for f in s.get("splits", []):
             folds.append({k: [keep[int(i)] for i in v if int(i) in keep] for k, v in f.items()})
     return es, folds
+
+
+def import_epochset(db, subject: str, protocol: Protocol, es, source: str = "") -> int:
+    """Store an :class:`~eegloop.types.EpochSet` read from a file (e.g. EEG-ImageNet) as an imported session."""
+    db.get_or_add_subject(subject)
+    sid = db.create_session(subject, protocol, kind="imported", info={"files": [source]})
+    try:
+        trial = 0
+        for run in np.unique(es.runs):
+            in_run = es.runs == run
+            run_id = db.add_run(sid, int(run), status="imported", info={"source": source})
+            for block in np.unique(es.blocks[in_run]):
+                idx = np.flatnonzero(in_run & (es.blocks == block))
+                bid = db.add_block(run_id, int(block), classes=sorted(set(es.labels[idx].tolist())),
+                                   status="imported")
+                evs, eps = [], []
+                for i in idx:
+                    trial += 1
+                    evs.append(dict(kind="stim_on", lsl_time=float(trial), run_id=run_id, block_id=bid, trial=trial,
+                                    class_id=str(es.labels[i]),
+                                    payload={"event": "stim_on", "class": str(es.labels[i]), "image": str(es.images[i]),
+                                             "trial": trial}))
+                    eps.append(Epoch(data=es.data[i], label=str(es.labels[i]), sfreq=es.sfreq, tmin=es.tmin,
+                                     channel_names=list(es.channel_names), run=int(run), block=int(block), trial=trial))
+                for ep, eid in zip(eps, db.add_events(sid, evs)):
+                    ep.event_id = eid
+                db.add_epochs(sid, eps)
+    except BaseException:
+        db.delete_session(sid)
+        raise
+    db.set_session_status(sid, "imported", ended=True)
+    return sid

@@ -59,3 +59,30 @@ def test_import_bad_events_leaves_database_unchanged(tmp_path):
     assert "unknown marker value '2'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = eegloop("subject", "list", env=env)
     assert "no subjects yet" in r.stdout
+
+
+def test_eeg_imagenet_import_and_honest_refusal(tmp_path):
+    import numpy as np
+    import torch
+    import yaml
+
+    rng = np.random.default_rng(0)
+    labels = ["n02106662", "n02124075", "n02281787"]
+    ds = [{"eeg": torch.tensor(rng.standard_normal((8, 500)), dtype=torch.float32), "label": i % 3, "image": i,
+           "subject": 1} for i in range(30)]
+    torch.save({"dataset": ds, "labels": labels, "images": [f"{labels[i % 3]}_{i}" for i in range(30)]},
+               tmp_path / "eeg.pth")
+    proto = {"stimuli": {"folder": "x", "classes": {c: c for c in labels}},
+             "paradigm": {"block_s": 5, "images_per_class": 10, "runs": 1, "order": "blocked"},
+             "amplifier": {"channels": 8, "sfreq": 1000}, "epochs": {"tmin": 0.02, "tmax": 0.44, "margin_s": 0.02},
+             "teacher": {"enabled": False}, "training": {"max_epochs": 2, "n_folds": 2}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(proto))
+    env = {"EEGLOOP_DATA": str(tmp_path / "data")}
+    r = eegloop("import", tmp_path / "eeg.pth", "--format", "eeg-imagenet", "--subject", "ei1",
+                "--protocol", tmp_path / "p.yaml", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "30 EEG-ImageNet trials (3 classes)" in r.stdout
+    r = eegloop("evaluate", "--subject", "ei1", env=env)
+    assert r.returncode == 2 and "no honest block-wise fold exists" in r.stderr
+    r = eegloop("evaluate", "--subject", "ei1", "--split", "random", "--methods", "logreg_windowed", env=env)
+    assert r.returncode == 0 and "INFLATED" in r.stdout
