@@ -349,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--data", default=None, type=Path,
                         help="data folder (default: $EEGLOOP_DATA or ./eegloop-data)")
     common.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    visit = argparse.ArgumentParser(add_help=False)  # commands that run a protocol with a subject
+    visit.add_argument("--protocol", type=Path, required=True)
+    visit.add_argument("--subject", required=True, help="pseudonymous subject code")
+    visit.add_argument("--simulate", action="store_true", help="start the virtual amplifier in this process")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -392,10 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--duration", type=float, help="stop after this many seconds")
     c.set_defaults(func=cmd_simulate)
 
-    c = sub.add_parser("record", parents=[common], help="run the paradigm and record EEG + markers")
-    c.add_argument("--protocol", type=Path, required=True)
-    c.add_argument("--subject", required=True, help="pseudonymous subject code")
-    c.add_argument("--simulate", action="store_true", help="start the virtual amplifier in this process")
+    c = sub.add_parser("record", parents=[common, visit], help="run the paradigm and record EEG + markers")
     c.set_defaults(func=cmd_record)
 
     c = sub.add_parser("train", parents=[common], help="quick-train the subject's decoder and register it")
@@ -428,19 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--marker-stream", help="XDF: marker stream name or type")
     c.set_defaults(func=cmd_import)
 
-    c = sub.add_parser("feedback", parents=[common], help="closed-loop block: decode each epoch, show its image")
-    c.add_argument("--protocol", type=Path, required=True)
-    c.add_argument("--subject", required=True)
-    c.add_argument("--simulate", action="store_true", help="start the virtual amplifier in this process")
+    c = sub.add_parser("feedback", parents=[common, visit], help="closed-loop block: decode each epoch, show its image")
     c.add_argument("--mode", choices=["live", "bank", "stimulus"], help="default: the protocol's feedback.mode")
     c.add_argument("--trials", type=int, help="default: the protocol's feedback.trials")
     c.add_argument("--generator", help="diffusers model folder or cached hub id (overrides feedback.generator)")
     c.set_defaults(func=cmd_feedback)
 
-    c = sub.add_parser("session", parents=[common], help="a whole visit: record, quick-train, feedback, report")
-    c.add_argument("--protocol", type=Path, required=True)
-    c.add_argument("--subject", required=True)
-    c.add_argument("--simulate", action="store_true", help="start the virtual amplifier in this process")
+    c = sub.add_parser("session", parents=[common, visit], help="a whole visit: record, quick-train, feedback, report")
     c.add_argument("--resume", action="store_true", help="continue the subject's interrupted session")
     c.add_argument("--mode", choices=["live", "bank", "stimulus"], help="feedback mode (default: the protocol's)")
     c.set_defaults(func=cmd_session)

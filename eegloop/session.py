@@ -238,37 +238,33 @@ def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = F
     if resume:
         session_id, done = _resumable_session(db, subject, protocol)
         say(f"resuming session {session_id}: {len(done)} block(s) already recorded are kept")
+    if session_id is None:
+        db.get_or_add_subject(subject)
+        session_id = db.create_session(subject, protocol)
+    from .stimuli import load_stimuli
+
+    p = protocol.paradigm
+    design = protocol.design(len(load_stimuli(protocol, hash_files=False).classes))
+    minutes_per_run = design.blocks_per_run * (p.block_s + p.pause_s) / 60
+    after = protocol.training.quick_train_after_min
     trained = {"model": None, "seconds": 0.0}
-    minutes_per_run = None
 
     def train_now(pres=None):
         if pres is not None:
             pres.show_text("Rest for a moment.\n\nThe decoder is training.", wait_space=False, duration=0.5)
         say("quick-train: starting")
         t0 = time.monotonic()
-        tm = quick_train(db, subject, [sid_box[0]], protocol=protocol, progress=progress is not None)
+        tm = quick_train(db, subject, [session_id], protocol=protocol, progress=progress is not None)
         trained["model"], trained["seconds"] = tm, time.monotonic() - t0
         held = tm.metrics["heldout"]
         say(f"quick-train: model {tm.model_id} in {trained['seconds']:.1f} s; held-out whole "
             f"{tm.metrics['split']}s top-1 {held['top1']:.3f} (chance {tm.metrics['chance_top1']:.3f})")
-
-    sid_box = [session_id]
-    after = protocol.training.quick_train_after_min
-    p = protocol.paradigm
 
     def after_run(run_no, pres):
         recorded_min = run_no * minutes_per_run
         if after is not None and trained["model"] is None and recorded_min >= after:
             train_now(pres)
 
-    if session_id is None:
-        db.get_or_add_subject(subject)
-        session_id = db.create_session(subject, protocol)
-        sid_box[0] = session_id
-    from .stimuli import load_stimuli
-
-    design = protocol.design(len(load_stimuli(protocol, hash_files=False).classes))
-    minutes_per_run = design.blocks_per_run * (p.block_s + p.pause_s) / 60
     rec = record_session(protocol, subject, db, simulate=simulate, progress=progress, session_id=session_id,
                          skip_blocks=done, after_run=after_run)
     if rec.aborted:
@@ -290,8 +286,7 @@ def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = F
     max_trial = max((e.trial or 0 for e in db.get_events(session_id, "stim_on")), default=0)
     fb = run_feedback(protocol, subject, db, simulate=simulate, session_id=session_id, mode=mode,
                       progress=progress, trial_offset=max_trial)
-    db.set_session_status(session_id, "completed", ended=True, model_id=tm.model_id,
-                          train_seconds=trained["seconds"], evaluation=ev)
+    db.set_session_status(session_id, "completed", ended=True)  # info (model, evaluation) was merged above
     report = write_report(db, session_id, report_dir)
     say(f"report: {report}")
     return VisitResult(session_id, rec, tm.model_id, trained["seconds"], ev, fb, report)

@@ -139,7 +139,6 @@ class Recorder:
         self.buffer_s = buffer_s
         self.stats = RecorderStats()
         self.epochs: "queue.Queue[Epoch]" = queue.Queue()
-        self.markers_log: list[tuple[dict, float]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -153,7 +152,7 @@ class Recorder:
         self._run_ids: dict[int, int] = {}
         self._pending: list[_Pending] = []
         self._blocks: dict[tuple[int, int], _OpenBlock] = {}
-        self._loose_events: list[tuple[dict, float, int]] = []
+        self._loose_events: list[tuple[dict, float]] = []  # markers outside any block
         self.error: Optional[BaseException] = None
 
     # -- connection ------------------------------------------------------------------
@@ -250,9 +249,8 @@ class Recorder:
 
     def end_run(self, wait: bool = True) -> dict:
         """Finish the current run: wait for its last epochs, close the raw file, store the accounting."""
-        amp_lat = self.protocol.epochs.tmax + self.protocol.epochs.margin_s + 0.3
-        if wait:
-            deadline = time.monotonic() + amp_lat + 2.0
+        if wait:  # the last epoch needs tmax + margin of signal after its onset, plus transport latency
+            deadline = time.monotonic() + self.protocol.epochs.tmax + self.protocol.epochs.margin_s + 2.3
             while time.monotonic() < deadline:
                 with self._lock:
                     busy = any(p.run == self._run for p in self._pending)
@@ -275,7 +273,7 @@ class Recorder:
                 def write():
                     db.add_events(sid, [dict(kind=m.get("event", "marker"), lsl_time=t, run_id=run_id,
                                              trial=m.get("trial"), class_id=m.get("class"), payload=m)
-                                        for m, t, _ in loose])
+                                        for m, t in loose])
                     db.update_run(run_id, status="done", **run_stats, info={"gaps": s.gaps, "stalls": s.stalls,
                                                                             "max_gap_ms": s.max_gap_ms})
                 self._writer.submit(write)
@@ -400,7 +398,6 @@ class Recorder:
         """Handle one marker at LSL time ``t`` (called by the pull thread)."""
         with self._lock:
             self.stats.markers += 1
-            self.markers_log.append((m, t))
             ev = m.get("event")
             run = self._run
             if self._raw is not None:
@@ -415,7 +412,7 @@ class Recorder:
                 if ev == "block_end":
                     blk.ended_at = t
             else:
-                self._loose_events.append((m, t, run or 0))
+                self._loose_events.append((m, t))
             if ev == "stim_on":
                 self._pending.append(_Pending(m, t, run or 0))
                 if blk is not None:

@@ -156,7 +156,6 @@ class VirtualAmplifier:
         hi = min(70.0, 0.45 * sf)
         self._band_sos = butter(2, [14.0, hi], btype="band", fs=sf, output="sos")
         self._band_zi = np.zeros((self._band_sos.shape[0], 1, 2))
-        self._alpha_env_zi = None
         self._n_made = 0
 
     def _make_block(self, n: int) -> np.ndarray:
@@ -268,7 +267,6 @@ class VirtualAmplifier:
         self._outlet_ready.set()
         blk = max(1, int(round(self.BLOCK_S * self.sfreq)))
         pending = np.zeros((self.n_out, 0), np.float32)
-        pending_start = 0  # sample index of pending[:, 0]
         self.t0 = pylsl.local_clock() + self.latency
         made = 0
         period = self.cfg.chunk_ms / 1000
@@ -291,7 +289,6 @@ class VirtualAmplifier:
                 ts_last = self.t0 + (self.samples_pushed + n_push - 1) / self.sfreq
                 outlet.push_chunk(np.ascontiguousarray(chunk.T), timestamp=ts_last)
                 pending = pending[:, n_push:]
-                pending_start += n_push
                 self.samples_pushed += n_push
             next_wake += period
             delay = next_wake - time.perf_counter()
