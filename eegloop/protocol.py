@@ -30,7 +30,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .errors import ProtocolError
+from .errors import ProtocolError, short_repr
 
 __all__ = [
     "Protocol",
@@ -80,12 +80,12 @@ class ScreenConfig:
     """PsychoPy window and monitor."""
 
     fullscreen: bool = _f(True, doc="full screen window")
-    size: list[int] = _f(factory=lambda: [1280, 1024], doc="window size in pixels [width, height]")
-    screen: int = _f(0, ge=0, doc="screen index")
+    size: list[int] = _f(factory=lambda: [1280, 1024], ge=1, le=16384, doc="window size in pixels [width, height]")
+    screen: int = _f(0, ge=0, le=64, doc="screen index")
     monitor: str = _f("testMonitor", doc="PsychoPy monitor name (calibration)")
-    background: list[float] = _f(factory=lambda: [0.0, 0.0, 0.0], doc="background colour, rgb in -1..1")
-    image_size_px: int = _f(400, ge=8, doc="edge of the shown image in pixels")
-    refresh_measure_frames: int = _f(60, ge=10, doc="frames used to measure the refresh rate at start")
+    background: list[float] = _f(factory=lambda: [0.0, 0.0, 0.0], ge=-1, le=1, doc="background colour, rgb in -1..1")
+    image_size_px: int = _f(400, ge=8, le=16384, doc="edge of the shown image in pixels")
+    refresh_measure_frames: int = _f(60, ge=10, le=10_000, doc="frames used to measure the refresh rate at start")
     no_vsync_pace_hz: float = _f(
         60.0, gt=0, le=240,
         doc="if the measured rate is above 240 Hz there is no vertical sync (e.g. Xvfb): flips are paced in "
@@ -96,20 +96,20 @@ class ScreenConfig:
 class ParadigmConfig:
     """The block RSVP design (Ferrante et al. 2023 by default timings)."""
 
-    block_s: float = _f(25.0, gt=0, doc="length of a block of images, seconds")
-    image_s: float = _f(0.5, gt=0, doc="time each image is on screen, seconds")
-    pause_s: float = _f(10.0, ge=0, doc="pause after each block, seconds")
-    images_per_class: int = _f(50, ge=1, doc="distinct images used per class")
-    repeats: int = _f(1, ge=1, doc="how often each image is shown in the session")
-    runs: int = _f(4, ge=1, doc="number of runs (one raw file each)")
-    blocks_per_run: Optional[int] = _f(None, ge=1, doc="blocks per run; null: total blocks / runs")
+    block_s: float = _f(25.0, gt=0, le=600, doc="length of a block of images, seconds")
+    image_s: float = _f(0.5, gt=0, le=60, doc="time each image is on screen, seconds")
+    pause_s: float = _f(10.0, ge=0, le=3600, doc="pause after each block, seconds")
+    images_per_class: int = _f(50, ge=1, le=100_000, doc="distinct images used per class")
+    repeats: int = _f(1, ge=1, le=1000, doc="how often each image is shown in the session")
+    runs: int = _f(4, ge=1, le=1000, doc="number of runs (one raw file each)")
+    blocks_per_run: Optional[int] = _f(None, ge=1, le=100_000, doc="blocks per run; null: total blocks / runs")
     order: Literal["blocked", "interleaved"] = _f(
         "interleaved", doc="blocked: one class per block (the paper); interleaved: classes mixed (honest)"
     )
-    seed: int = _f(0, doc="seed of the schedule (image choice and order)")
+    seed: int = _f(0, ge=0, lt=2**32, doc="seed of the schedule (image choice and order)")
     fixation: bool = _f(True, doc="fixation cross during blocks and pauses")
     photodiode: bool = _f(False, doc="white patch in a corner on each onset, for timing validation")
-    photodiode_size_px: int = _f(60, ge=4, doc="edge of the photodiode patch in pixels")
+    photodiode_size_px: int = _f(60, ge=4, le=16384, doc="edge of the photodiode patch in pixels")
     instructions: str = _f(
         "Look at the images. Keep your eyes on the centre.\n\nPress space to start.", doc="first screen"
     )
@@ -121,18 +121,18 @@ class ParadigmConfig:
 class SimulateConfig:
     """The virtual amplifier's simulated subject."""
 
-    snr: float = _f(0.15, ge=0, doc="amplitude of class responses relative to the background")
+    snr: float = _f(0.15, ge=0, le=1000, doc="amplitude of class responses relative to the background")
     class_signal: float = _f(1.0, ge=0, le=1, doc="0: no class information at all (control)")
-    erp_uv: float = _f(4.0, ge=0, doc="ERP amplitude (below 30 Hz), microvolts")
-    block_drift: float = _f(0.0, ge=0, doc="per-block slow offset independent of class, microvolts (confound)")
-    trial_jitter_ms: float = _f(10.0, ge=0, doc="per-trial latency jitter of responses")
-    noise_uv: float = _f(10.0, ge=0, doc="1/f background amplitude, microvolts")
-    alpha_uv: float = _f(5.0, ge=0, doc="10 Hz alpha amplitude, microvolts")
-    line_noise_uv: float = _f(20.0, ge=0, doc="50 Hz line noise amplitude, microvolts")
-    drift_uv: float = _f(20.0, ge=0, doc="slow drift amplitude, microvolts")
+    erp_uv: float = _f(4.0, ge=0, le=1e6, doc="ERP amplitude (below 30 Hz), microvolts")
+    block_drift: float = _f(0.0, ge=0, le=1e6, doc="per-block slow offset independent of class, microvolts (confound)")
+    trial_jitter_ms: float = _f(10.0, ge=0, le=1000, doc="per-trial latency jitter of responses")
+    noise_uv: float = _f(10.0, ge=0, le=1e6, doc="1/f background amplitude, microvolts")
+    alpha_uv: float = _f(5.0, ge=0, le=1e6, doc="10 Hz alpha amplitude, microvolts")
+    line_noise_uv: float = _f(20.0, ge=0, le=1e6, doc="50 Hz line noise amplitude, microvolts")
+    drift_uv: float = _f(20.0, ge=0, le=1e6, doc="slow drift amplitude, microvolts")
     onset_channel: bool = _f(False, doc="add a channel 'STIM' that is 1 at each onset sample (alignment tests)")
-    chunk_ms: float = _f(10.0, gt=0, le=200, doc="pushes every chunk_ms milliseconds")
-    seed: int = _f(0, doc="seed of the simulated subject")
+    chunk_ms: float = _f(10.0, ge=1, le=200, doc="pushes every chunk_ms milliseconds")
+    seed: int = _f(0, ge=0, lt=2**32, doc="seed of the simulated subject")
 
 
 @dataclass(frozen=True)
@@ -143,9 +143,14 @@ class AmplifierConfig:
     stream_type: str = _f("EEG", doc="LSL type of the EEG stream")
     marker_stream_name: str = _f("eegloop-markers", doc="LSL name of the marker stream eegloop pushes")
     channels: int = _f(128, ge=1, le=1024, doc="expected number of EEG channels")
-    sfreq: float = _f(1000.0, gt=0, doc="expected sampling rate, Hz")
+    sfreq: float = _f(1000.0, gt=0, le=100_000, doc="expected sampling rate, Hz")
     channel_names: list[str] = _f(factory=list, doc="channel labels; empty: taken from the stream")
-    resolve_timeout_s: float = _f(5.0, gt=0, doc="how long to look for a stream")
+    resolve_timeout_s: float = _f(5.0, gt=0, le=600, doc="how long to look for a stream")
+    source_id: Optional[str] = _f(
+        None, doc="pin the EEG stream to this LSL source id (when several streams match name/type)")
+    hostname: Optional[str] = _f(None, doc="pin the EEG stream to this host (when several streams match)")
+    buffer_s: float = _f(30.0, gt=1, le=600, doc="seconds of signal the recorder keeps in memory for cutting epochs")
+    stall_timeout_s: float = _f(5.0, gt=0, le=600, doc="no EEG samples for this long stops the visit (stream lost)")
     lsl_scope: Literal["machine", "link", "site", "organization", "global"] = _f(
         "machine", doc="LSL discovery scope: machine for one PC, link for an amplifier PC on the lab network"
     )
@@ -156,27 +161,27 @@ class AmplifierConfig:
 class EpochsConfig:
     """How epochs are cut around each stimulus onset."""
 
-    tmin: float = _f(0.0, doc="start of the analysis window relative to onset, seconds")
-    tmax: float = _f(0.5, doc="end of the analysis window relative to onset, seconds")
-    margin_s: float = _f(0.25, ge=0, doc="extra signal kept on both sides for filtering")
-    baseline: Optional[list[float]] = _f(None, doc="[start, end] seconds to subtract, or null")
+    tmin: float = _f(0.0, ge=-10, le=10, doc="start of the analysis window relative to onset, seconds")
+    tmax: float = _f(0.5, ge=-10, le=10, doc="end of the analysis window relative to onset, seconds")
+    margin_s: float = _f(0.25, ge=0, le=10, doc="extra signal kept on both sides for filtering")
+    baseline: Optional[list[float]] = _f(None, ge=-10, le=10, doc="[start, end] seconds to subtract, or null")
 
 
 @dataclass(frozen=True)
 class PreprocessingConfig:
     """Paper-exact preprocessing by default (§3.2)."""
 
-    notch_hz: Optional[float] = _f(50.0, gt=0, doc="notch centre, Hz, or null for none")
-    notch_width_hz: float = _f(2.0, gt=0, doc="notch width, Hz (49–51 Hz for 50 Hz)")
-    bandpass_hz: list[float] = _f(factory=lambda: [14.0, 70.0], doc="[low, high] Butterworth band, Hz")
+    notch_hz: Optional[float] = _f(50.0, gt=0, le=50_000, doc="notch centre, Hz, or null for none")
+    notch_width_hz: float = _f(2.0, gt=0, le=50_000, doc="notch width, Hz (49–51 Hz for 50 Hz)")
+    bandpass_hz: list[float] = _f(factory=lambda: [14.0, 70.0], gt=0, le=50_000, doc="[low, high] Butterworth band, Hz")
     bandpass_order: int = _f(2, ge=1, le=10, doc="Butterworth order")
     standardize: bool = _f(True, doc="per-channel standardisation")
     representation: Literal["stft", "wavelet", "erp"] = _f(
         "stft", doc="input of the student: stft (paper), wavelet (db4), erp (signal averaged in erp_bin_ms bins, "
                     "for slow evoked responses)")
-    erp_bin_ms: float = _f(50.0, gt=0, doc="bin width of the erp representation, ms")
-    stft_window_ms: float = _f(40.0, gt=0, doc="STFT window, ms")
-    stft_hop_ms: float = _f(20.0, gt=0, doc="STFT hop, ms")
+    erp_bin_ms: float = _f(50.0, gt=0, le=20_000, doc="bin width of the erp representation, ms")
+    stft_window_ms: float = _f(40.0, gt=0, le=20_000, doc="STFT window, ms")
+    stft_hop_ms: float = _f(20.0, gt=0, le=20_000, doc="STFT hop, ms")
 
 
 @dataclass(frozen=True)
@@ -193,39 +198,39 @@ class TrainingConfig:
     """Student training (§3.5–3.6)."""
 
     alpha: float = _f(0.5, ge=0, le=1, doc="weight of cross-entropy; 1 - alpha on distillation")
-    temperature: float = _f(1.0, gt=0, doc="distillation temperature T")
-    lr: float = _f(3e-4, gt=0, doc="Adam learning rate")
-    batch_size: int = _f(64, ge=1, doc="batch size")
-    grad_clip: float = _f(1.0, gt=0, doc="gradient norm clip")
-    patience: int = _f(10, ge=1, doc="early-stopping patience on validation loss, epochs")
-    max_epochs: int = _f(50, ge=1, doc="maximum training epochs")
+    temperature: float = _f(1.0, gt=0, le=100, doc="distillation temperature T")
+    lr: float = _f(3e-4, gt=0, le=10, doc="Adam learning rate")
+    batch_size: int = _f(64, ge=1, le=65536, doc="batch size")
+    grad_clip: float = _f(1.0, gt=0, le=1e6, doc="gradient norm clip")
+    patience: int = _f(10, ge=1, le=100_000, doc="early-stopping patience on validation loss, epochs")
+    max_epochs: int = _f(50, ge=1, le=100_000, doc="maximum training epochs")
     split: Literal["block", "run"] = _f("block", doc="cross-validation folds by whole block or whole run")
-    n_folds: int = _f(5, ge=2, doc="number of folds")
+    n_folds: int = _f(5, ge=2, le=1000, doc="number of folds")
     precision: Literal["auto", "fp32", "bf16"] = _f(
         "auto", doc="auto: bfloat16 autocast where the hardware has it (CUDA, CPUs with AMX/AVX512-BF16), else fp32")
     quick_train_after_min: Optional[float] = _f(
-        None, gt=0, doc="start the quick-train after this many minutes of data; null: after the recording runs"
+        None, gt=0, le=1440, doc="start the quick-train after this many minutes of data; null: after the recording runs"
     )
-    seed: int = _f(0, doc="training seed")
+    seed: int = _f(0, ge=0, lt=2**32, doc="training seed")
 
 
 @dataclass(frozen=True)
 class FeedbackConfig:
     """Closed-loop feedback with generated images."""
 
-    trials: int = _f(20, ge=1, doc="feedback trials")
+    trials: int = _f(20, ge=1, le=100_000, doc="feedback trials")
     prompt: str = _f("an image of a {class}", doc="prompt template; {class} is the display name")
     generator: str = _f("stabilityai/sd-turbo", doc="diffusers model: cached hub id or local folder")
-    steps: int = _f(1, ge=1, doc="inference steps")
-    guidance: float = _f(0.0, ge=0, doc="classifier-free guidance scale")
-    size_px: int = _f(512, ge=8, doc="generated image edge, pixels")
+    steps: int = _f(1, ge=1, le=1000, doc="inference steps")
+    guidance: float = _f(0.0, ge=0, le=100, doc="classifier-free guidance scale")
+    size_px: int = _f(512, ge=8, le=16384, doc="generated image edge, pixels")
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = _f("auto", doc="auto: fp16 on CUDA, fp32 on CPU")
     mode: Literal["live", "bank", "stimulus"] = _f(
         "bank", doc="live: generate per trial; bank: pre-generate per class; stimulus: show a held-out image"
     )
-    bank_per_class: int = _f(4, ge=1, doc="images per class in bank mode")
-    display_s: float = _f(1.5, gt=0, doc="how long the feedback image stays on screen")
-    seed: int = _f(0, doc="generation seed")
+    bank_per_class: int = _f(4, ge=1, le=1000, doc="images per class in bank mode")
+    display_s: float = _f(1.5, gt=0, le=60, doc="how long the feedback image stays on screen")
+    seed: int = _f(0, ge=0, lt=2**32, doc="generation seed")
 
 
 @dataclass(frozen=True)
@@ -326,17 +331,30 @@ class Protocol:
         return _design(p, n_classes, self._where())
 
     def _where(self) -> str:
-        return f"{self.source}: " if self.source else ""
+        return f"{_clip(self.source, 1000)}: " if self.source else ""
+
+
+_MAX_TRIALS = 10_000_000  # about 6 days of images at 20 per second
 
 
 def _design(p: ParadigmConfig, n_classes: int, where: str) -> Design:
     ratio = p.block_s / p.image_s
+    if not 0.5 <= ratio <= 1_000_000:
+        raise ProtocolError(
+            f"{where}paradigm.image_s: a block of {p.block_s:g} s must hold 1 to 1000000 images of "
+            f"{p.image_s:g} s, got {p.image_s:g}"
+        )
     tpb = round(ratio)
     if abs(ratio - tpb) > 1e-6:
         raise ProtocolError(
             f"{where}paradigm.block_s: {p.block_s} s is not a whole number of images of {p.image_s} s"
         )
     n_trials = n_classes * p.images_per_class * p.repeats
+    if n_trials > _MAX_TRIALS:  # a schedule of this many trials would not fit in memory
+        raise ProtocolError(
+            f"{where}paradigm.images_per_class: {n_classes} classes x {p.images_per_class} images x {p.repeats} "
+            f"repeats = {n_trials} trials, at most {_MAX_TRIALS}"
+        )
     if p.order == "blocked" and p.images_per_class % tpb:
         raise ProtocolError(
             f"{where}paradigm.images_per_class: blocked order needs a multiple of the {tpb} images per block, "
@@ -402,44 +420,49 @@ def _convert(value: Any, tp: Any, path: str, meta: dict) -> Any:
         raise ProtocolError(f"{path}: must be {_type_name(tp)}, got null")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ProtocolError(f"{path}: must be a mapping (section), got {value!r}")
+            raise ProtocolError(f"{path}: must be a mapping (section), got {short_repr(value)}")
         return _build(tp, value, path)
     if origin is Literal:
         if value not in args:
-            raise ProtocolError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+            raise ProtocolError(f"{path}: must be {_type_name(tp)}, got {short_repr(value)}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise ProtocolError(f"{path}: must be a list, got {value!r}")
-        return [_convert(v, args[0], f"{path}[{i}]", {}) for i, v in enumerate(value)]
+            raise ProtocolError(f"{path}: must be a list, got {short_repr(value)}")
+        # numeric bounds of a list field apply to each element
+        return [_convert(v, args[0], f"{path}[{i}]", meta) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ProtocolError(f"{path}: must be a mapping, got {value!r}")
+            raise ProtocolError(f"{path}: must be a mapping, got {short_repr(value)}")
         return {
             str(_convert(k, args[0], f"{path}", {}) if not isinstance(k, (int, float)) else k): _convert(
-                v, args[1], f"{path}.{k}", {}
+                v, args[1], _join(path, k), {}
             )
             for k, v in value.items()
         }
     if tp is bool:
         if not isinstance(value, bool):
-            raise ProtocolError(f"{path}: must be true or false, got {value!r}")
+            raise ProtocolError(f"{path}: must be true or false, got {short_repr(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ProtocolError(f"{path}: must be an integer, got {value!r}")
+            raise ProtocolError(f"{path}: must be an integer, got {short_repr(value)}")
         _check_range(value, path, meta)
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ProtocolError(f"{path}: must be a number, got {value!r}")
+        try:
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        except OverflowError:  # an integer too large for a float
+            ok = False
+        if not ok:
+            raise ProtocolError(f"{path}: must be a number, got {short_repr(value)}")
         _check_range(float(value), path, meta)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return str(value)
-            raise ProtocolError(f"{path}: must be a string, got {value!r}")
+            raise ProtocolError(f"{path}: must be a string, got {short_repr(value)}")
         return value
     raise TypeError(f"unsupported protocol type {tp} at {path}")  # pragma: no cover - schema bug
 
@@ -453,7 +476,7 @@ def _check_range(v, path: str, meta: dict) -> None:
     ):
         bound = meta.get(key)
         if bound is not None and not ok(v, bound):
-            raise ProtocolError(f"{path}: must be {op} {bound}, got {v}")
+            raise ProtocolError(f"{path}: must be {op} {bound}, got {short_repr(v)}")
 
 
 def _build(cls, data: dict, path: str):
@@ -461,7 +484,7 @@ def _build(cls, data: dict, path: str):
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            close = difflib.get_close_matches(key, list(fields), n=1) if isinstance(key, str) and len(key) < 100 else []
             hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
             raise ProtocolError(f"{_join(path, key)}: unknown field{hint}")
     kwargs = {}
@@ -481,7 +504,9 @@ def _optional_dataclass(tp) -> bool:
 
 
 def _join(path: str, key) -> str:
-    return f"{path}.{key}" if path else str(key)
+    if not (isinstance(key, str) and len(key) <= 64 and key.isprintable()):
+        key = short_repr(key, 40)  # a key from the file: bounded, one line
+    return f"{path}.{key}" if path else key
 
 
 def _to_plain(obj):
@@ -505,9 +530,11 @@ def _cross_checks(p: Protocol) -> None:
     if p.stimuli.synthesize and len(p.stimuli.classes) < 2:
         raise ProtocolError(f"{where}stimuli.classes: synthesize needs the class list (at least 2 classes)")
     if len(p.paradigm.screen.size) != 2 or min(p.paradigm.screen.size) < 1:
-        raise ProtocolError(f"{where}paradigm.screen.size: must be [width, height], got {p.paradigm.screen.size}")
+        raise ProtocolError(
+            f"{where}paradigm.screen.size: must be [width, height], got {short_repr(p.paradigm.screen.size)}")
     if len(p.paradigm.screen.background) != 3:
-        raise ProtocolError(f"{where}paradigm.screen.background: must be [r, g, b]")
+        raise ProtocolError(
+            f"{where}paradigm.screen.background: must be [r, g, b], got {short_repr(p.paradigm.screen.background)}")
     if p.amplifier.channel_names and len(p.amplifier.channel_names) != p.amplifier.channels:
         raise ProtocolError(
             f"{where}amplifier.channel_names: {len(p.amplifier.channel_names)} names for "
@@ -516,10 +543,25 @@ def _cross_checks(p: Protocol) -> None:
     e = p.epochs
     if e.tmax <= e.tmin:
         raise ProtocolError(f"{where}epochs.tmax: must be > epochs.tmin ({e.tmin}), got {e.tmax}")
+    amp = p.amplifier
+    sf = amp.sfreq
+    span = (e.tmax - e.tmin) + 2 * e.margin_s
+    if span >= amp.buffer_s:
+        raise ProtocolError(
+            f"{where}epochs.tmax: the epoch {e.tmin:g}..{e.tmax:g} s plus 2 x epochs.margin_s {e.margin_s:g} s "
+            f"({span:g} s) must be shorter than amplifier.buffer_s ({amp.buffer_s:g} s), got {e.tmax:g}"
+        )
+    n_win = int(round((e.tmax - e.tmin) * sf))
+    if n_win < 2:
+        raise ProtocolError(
+            f"{where}epochs.tmax: the window {e.tmin:g}..{e.tmax:g} s holds {n_win} samples at amplifier.sfreq "
+            f"{sf:g} Hz; it needs at least 2, got {e.tmax:g}"
+        )
     if e.baseline is not None:
         if len(e.baseline) != 2 or not (e.tmin <= e.baseline[0] < e.baseline[1] <= e.tmax):
             raise ProtocolError(
-                f"{where}epochs.baseline: must be [start, end] inside [{e.tmin}, {e.tmax}], got {e.baseline}"
+                f"{where}epochs.baseline: must be [start, end] inside [{e.tmin}, {e.tmax}], "
+                f"got {short_repr(e.baseline)}"
             )
     pp = p.preprocessing
     nyq = p.amplifier.sfreq / 2
@@ -530,8 +572,18 @@ def _cross_checks(p: Protocol) -> None:
             f"{where}preprocessing.bandpass_hz: high edge {pp.bandpass_hz[1]} Hz must be below Nyquist "
             f"({nyq:g} Hz at amplifier.sfreq {p.amplifier.sfreq:g})"
         )
+    if pp.bandpass_hz[0] >= 0.99 * nyq:  # the high edge is clipped to 0.99 x Nyquist when filtering
+        raise ProtocolError(
+            f"{where}preprocessing.bandpass_hz: low edge {pp.bandpass_hz[0]} Hz must be below 0.99 x Nyquist "
+            f"({0.99 * nyq:g} Hz at amplifier.sfreq {p.amplifier.sfreq:g})"
+        )
     if pp.notch_hz is not None and pp.notch_hz + pp.notch_width_hz / 2 >= nyq:
         raise ProtocolError(f"{where}preprocessing.notch_hz: {pp.notch_hz} Hz is at or above Nyquist ({nyq:g} Hz)")
+    if pp.notch_hz is not None and pp.notch_hz - pp.notch_width_hz / 2 <= 0:
+        raise ProtocolError(
+            f"{where}preprocessing.notch_width_hz: a {pp.notch_width_hz:g} Hz wide notch at {pp.notch_hz:g} Hz "
+            f"reaches 0 Hz, got {pp.notch_width_hz:g}"
+        )
     win_len = e.tmax - e.tmin
     if pp.stft_window_ms / 1000 > win_len:
         raise ProtocolError(
@@ -539,8 +591,20 @@ def _cross_checks(p: Protocol) -> None:
         )
     if pp.stft_hop_ms > pp.stft_window_ms:
         raise ProtocolError(f"{where}preprocessing.stft_hop_ms: must be <= stft_window_ms ({pp.stft_window_ms})")
+    n_stft = max(2, int(round(pp.stft_window_ms / 1000 * sf)))  # as the preprocessor rounds it
+    if n_stft > n_win:
+        raise ProtocolError(
+            f"{where}preprocessing.stft_window_ms: {n_stft} samples at {sf:g} Hz is longer than the epoch "
+            f"({n_win} samples), got {pp.stft_window_ms:g}"
+        )
+    n_bin = max(1, int(round(pp.erp_bin_ms / 1000 * sf)))
+    if pp.representation == "erp" and n_bin > n_win:
+        raise ProtocolError(
+            f"{where}preprocessing.erp_bin_ms: one bin ({n_bin} samples at {sf:g} Hz) is longer than the epoch "
+            f"({n_win} samples), got {pp.erp_bin_ms:g}"
+        )
     if "{class}" not in p.feedback.prompt:
-        raise ProtocolError(f"{where}feedback.prompt: must contain '{{class}}', got {p.feedback.prompt!r}")
+        raise ProtocolError(f"{where}feedback.prompt: must contain '{{class}}', got {short_repr(p.feedback.prompt)}")
     if p.stimuli.classes:
         _design(p.paradigm, len(p.stimuli.classes), where)
 
@@ -555,7 +619,7 @@ def protocol_from_dict(data: dict | None, source: str | None = None) -> Protocol
     source : str | None
         File name used in error messages and to resolve relative paths.
     """
-    where = f"{source}: " if source else ""
+    where = f"{_clip(source, 1000)}: " if source else ""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -578,16 +642,174 @@ def load_protocol(path: str | Path) -> Protocol:
         With one line naming the file, the field path and what is wrong.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ProtocolError(f"{path}: protocol file not found")
+    data = read_yaml_file(path, _clip(str(path), 1000), "protocol file")
+    return protocol_from_dict(data, source=str(path))
+
+
+# ---------------------------------------------------------------------------
+# reading YAML from untrusted bytes: bounded in size, time, memory and message
+# ---------------------------------------------------------------------------
+MAX_YAML_BYTES = 1 << 20  # 1 MiB: a protocol is a few kB
+_MAX_INT_DIGITS = 4300  # Python's own limit for str <-> int conversion
+_MAX_EXPANDED = 4_000_000  # values + characters after YAML aliases are followed
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """``text`` on one line (non-printable characters escaped), at most ``limit`` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose cost stays linear in the size of the text.
+
+    Integers are limited to 4300 digits (as Python's ``int(str)``, also for hex,
+    octal and sexagesimal forms), merge keys (``<<``) keep one entry per key (so
+    chains of merges cannot grow exponentially), and with ``unique_keys`` a key
+    given twice in one mapping is an error.
+    """
+
+    unique_keys = False
+
+    def construct_yaml_int(self, node):
+        if len(node.value) > _MAX_INT_DIGITS + 10:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of more than {_MAX_INT_DIGITS} digits", node.start_mark)
+        try:
+            value = super().construct_yaml_int(node)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not an integer or one of more than {_MAX_INT_DIGITS} digits", node.start_mark) from None
+        if value.bit_length() > 14_000:  # ~4200 decimal digits: str() of it stays possible
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of more than {_MAX_INT_DIGITS} digits", node.start_mark)
+        return value
+
+    def flatten_mapping(self, node):
+        """PyYAML's merge (``<<``) with one entry per key and a bound on the total work."""
+        if self.unique_keys:
+            seen = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    key = str(self.construct_object(key_node))
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {short_repr(key, 60)}", key_node.start_mark)
+                    seen.add(key)
+        merge, own = [], []
+        for key_node, value_node in node.value:
+            if key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.tag == "tag:yaml.org,2002:value":
+                    key_node.tag = "tag:yaml.org,2002:str"
+                own.append((key_node, value_node))
+                continue
+            if isinstance(value_node, yaml.MappingNode):
+                subs = [value_node]
+            elif isinstance(value_node, yaml.SequenceNode):
+                subs = value_node.value[::-1]  # the first mapping listed wins
+                for sub in subs:
+                    if not isinstance(sub, yaml.MappingNode):
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"expected a mapping for merging, but found {sub.id}", sub.start_mark)
+            else:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"expected a mapping or list of mappings for merging, but found {value_node.id}",
+                    value_node.start_mark)
+            for sub in subs:
+                self.flatten_mapping(sub)
+                self._merge_work = getattr(self, "_merge_work", 0) + len(sub.value)
+                if self._merge_work > _MAX_EXPANDED:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "merge keys (<<) expand to too many entries", key_node.start_mark)
+                merge.extend(sub.value)
+        if not merge:
+            node.value = own
+            return
+        # later entries win when the mapping is built: keep only the last of each key
+        out, seen_keys = [], set()
+        for key_node, value_node in reversed(merge + own):
+            ident = (key_node.tag, key_node.value) if isinstance(key_node, yaml.ScalarNode) else id(key_node)
+            if ident not in seen_keys:
+                seen_keys.add(ident)
+                out.append((key_node, value_node))
+        out.reverse()
+        node.value = out
+
+
+_SafeLoader.add_constructor("tag:yaml.org,2002:int", _SafeLoader.construct_yaml_int)
+
+
+def _expands_within(data: Any, budget: int) -> bool:
+    """Whether ``data`` has at most ``budget`` values and characters, aliases followed (iteratively)."""
+    stack, n = [data], 0
+    while stack:
+        x = stack.pop()
+        n += 1
+        if isinstance(x, (str, bytes)):
+            n += len(x)
+        elif isinstance(x, dict):
+            n += len(x)
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            n += len(x)
+            stack.extend(x)
+        if n > budget:
+            return False
+    return True
+
+
+def parse_yaml_text(text: str, where: str, error: type = ProtocolError, unique_keys: bool = False) -> Any:
+    """The YAML document in ``text`` (safe tags only); any problem raises ``error`` with one line.
+
+    ``where`` starts every message (a file name, ``--events: FILE``).
+    """
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = _SafeLoader(text)  # the reader refuses control characters right here
+        loader.unique_keys = unique_keys
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         loc = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ProtocolError(f"{path}: {loc}not valid YAML ({problem})") from None
-    return protocol_from_dict(data, source=str(path))
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise error(f"{where}: {loc}not valid YAML ({_clip(problem)})") from None
+    except RecursionError:
+        raise error(f"{where}: not valid YAML (nested too deeply)") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date like 2024-02-30
+        raise error(f"{where}: not valid YAML ({_clip(str(exc) or type(exc).__name__)})") from None
+    if not _expands_within(data, _MAX_EXPANDED):
+        raise error(f"{where}: the YAML document expands to more than {_MAX_EXPANDED:,} values and characters "
+                    "(aliases?)")
+    return data
+
+
+def read_yaml_file(path: str | Path, where: str, what: str = "file", error: type = ProtocolError,
+                   unique_keys: bool = False) -> Any:
+    """Read the YAML document in ``path``: at most 1 MiB of UTF-8; any problem raises ``error`` with one line."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise error(f"{where}: is a folder, not a file")
+        if not path.is_file():
+            if path.exists():
+                raise error(f"{where}: is not a regular file")
+            raise error(f"{where}: {what} not found")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise error(f"{where}: cannot read the {what} ({_clip(exc.strerror or type(exc).__name__, 100)})") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise error(f"{where}: {what} is larger than 1 MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{where}: {what} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    return parse_yaml_text(text, where, error, unique_keys)
 
 
 def describe_schema() -> str:
