@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["Epoch", "EpochSet"]
+__all__ = ["Epoch", "EpochSet", "RejectedEpoch", "BlockRecord"]
 
 
 @dataclass
@@ -41,6 +41,74 @@ class Epoch:
             raise ValueError(f"epoch data must be 2-D (channels, times), got shape {self.data.shape}")
         if len(self.channel_names) != self.data.shape[0]:
             raise ValueError(f"{len(self.channel_names)} channel names for {self.data.shape[0]} channels")
+
+
+@dataclass
+class RejectedEpoch:
+    """A stimulus whose epoch is not valid, and why.
+
+    ``reason`` is one of ``gap`` (a timestamp gap > 1.5 sample periods inside
+    the window), ``non-finite`` (NaN/inf samples), ``not-buffered`` (its start
+    had left the recorder's buffer), ``edge`` (the recording starts or ends
+    inside the window), ``stopped`` (the recording stopped before its end).
+    """
+
+    label: str
+    run: int
+    block: int
+    reason: str
+    trial: Optional[int] = None
+    onset_lsl: Optional[float] = None
+    detail: str = ""
+
+
+@dataclass
+class BlockRecord:
+    """Everything one block produced, stored in one transaction by :meth:`Database.store_block`.
+
+    A block is ``done`` only when it ended (its ``block_end`` marker, or the
+    end of an imported file's block) and stored epochs + rejected epochs =
+    stimuli shown = stimuli planned; otherwise it is ``incomplete`` with a reason.
+    """
+
+    run: int
+    block: int
+    events: list = field(default_factory=list)  # [(marker dict, lsl time)]; kind = marker["event"]
+    epochs: list = field(default_factory=list)  # [Epoch]
+    rejected: list = field(default_factory=list)  # [RejectedEpoch]
+    timings: list = field(default_factory=list)  # [dict(trial=..., **TrialTiming.as_db())]
+    n_planned: Optional[int] = None  # stimuli the schedule had for the block (None: as many as shown)
+    ended: bool = False
+    reason: Optional[str] = None  # why the block is incomplete, when known (abort, failure)
+
+    @property
+    def n_stimuli(self) -> int:
+        return sum(1 for m, _ in self.events if m.get("event") == "stim_on")
+
+    def accounting(self) -> tuple[str, Optional[str]]:
+        """``("done", None)`` or ``("incomplete", reason)``."""
+        shown, kept, rej = self.n_stimuli, len(self.epochs), len(self.rejected)
+        planned = self.n_planned if self.n_planned is not None else shown
+        stopped = sum(1 for r in self.rejected if r.reason == "stopped")
+        if stopped:  # the recording ended inside the block: record it again rather than keep a hole
+            return "incomplete", self.reason or f"the recording stopped before {stopped} epochs were complete"
+        if self.ended and shown == planned and kept + rej == shown and (shown > 0 or self.n_planned is None):
+            return "done", None
+        if self.reason:
+            return "incomplete", self.reason
+        if not self.ended or shown < planned:
+            return "incomplete", f"stopped after {shown} of {planned} images"
+        return "incomplete", f"{shown - kept - rej} of {shown} epochs missing"
+
+    @property
+    def started_lsl(self) -> Optional[float]:
+        ts = [t for m, t in self.events if m.get("event") == "block_start"]
+        return ts[0] if ts else (self.events[0][1] if self.events else None)
+
+    @property
+    def ended_lsl(self) -> Optional[float]:
+        ts = [t for m, t in self.events if m.get("event") == "block_end"]
+        return ts[-1] if ts else (self.events[-1][1] if self.events else None)
 
 
 @dataclass

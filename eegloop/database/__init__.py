@@ -24,22 +24,26 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, inspect, select
+from sqlalchemy import create_engine, delete, event, func, inspect, or_, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 
 from .. import __version__
 from ..errors import DatabaseError
-from ..types import Epoch, EpochSet
+from ..types import BlockRecord, Epoch, EpochSet
 from .models import (
     BlockRow,
     EpochRow,
     EventRow,
     FeedbackTrialRow,
     ModelRow,
+    RejectedEpochRow,
     RunRow,
     SessionRow,
+    SourceFileRow,
     StimulusRow,
     SubjectRow,
     TrialTimingRow,
@@ -52,12 +56,37 @@ __all__ = [
     "SubjectInfo",
     "SessionInfo",
     "ModelRecord",
+    "SessionClaimedError",
+    "CLAIM_OWNER",
     "encode_array",
     "decode_array",
 ]
 
-_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_CODE = re.compile(r"\A[A-Za-z0-9]{1,64}\Z")  # letters and digits: a valid BIDS label ("sub-<label>")
+_URL_SHOWN_MAX = 200  # characters of a URL or path echoed in a message
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class SessionClaimedError(DatabaseError):
+    """Another process is recording this session (its claim is fresh)."""
+
+
+# who this process is, in session claims: host, pid and a random part (pids are reused)
+CLAIM_OWNER = f"{__import__('socket').gethostname()[:64]}:{os.getpid()}:{__import__('uuid').uuid4().hex[:8]}"
+DONE_STATUSES = ("done", "imported")  # 'imported': blocks of databases from before revision 0002
+
+
+def check_subject_code(code: str) -> str:
+    """``code`` if it is a valid subject code (1-64 ASCII letters and digits, a valid BIDS label), else
+    :class:`DatabaseError` with a one-line message."""
+    if not isinstance(code, str) or not _CODE.match(code):
+        from ..errors import short_repr
+
+        raise DatabaseError(
+            f"subject code {short_repr(code, 70)}: use a pseudonymous code of 1-64 letters and digits only "
+            "(A-Z, a-z, 0-9, e.g. S01 or P007: no spaces, '-', '_' or '.'; never the subject's name)"
+        )
+    return code
 
 
 def default_data_dir() -> Path:
@@ -122,11 +151,70 @@ class ModelRecord:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # per connection, and none of them writes to the file: WAL mode (persistent, a write to the file's header)
+    # is switched on by Database.upgrade, once the file is known to be an eegloop database or a new one
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _shown(text: str, limit: int = _URL_SHOWN_MAX) -> str:
+    """``text`` (a URL or a path) for a one-line message: non-printable characters escaped, cut to ``limit``."""
+    s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text)[: limit + 1])
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _masked_url(raw: str) -> str:
+    """A URL that did not parse, for a message: anything that could be a password hidden, length bounded."""
+    s = str(raw)
+    at = s.rfind("@")
+    if at >= 0:  # whatever stands before the last '@' (after a scheme) may hold the password
+        scheme = s.find("://", 0, at)
+        s = (s[: scheme + 3] if scheme >= 0 else "") + "***" + s[at:]
+    s = re.sub(r"(?i)((?:password|passwd|pwd)=)[^&]*", r"\1***", s)
+    return _shown(s)
+
+
+def _safe_url(url) -> str:
+    """A parsed URL for a message: password hidden (also a ``?password=`` option), length bounded."""
+    if any(k.lower() in ("password", "passwd", "pwd") for k in url.query):
+        url = url.set(query={k: ("***" if k.lower() in ("password", "passwd", "pwd") else v)
+                             for k, v in url.query.items()})
+    return _shown(url.render_as_string(hide_password=True))
+
+
+def _one_line(exc: BaseException, secret: str | None = None, limit: int = 300) -> str:
+    """A driver's error message on one line (psycopg's span several), without ``secret``, bounded."""
+    text = "; ".join(" ".join(line.split()) for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    if secret:
+        text = text.replace(secret, "***")
+    return _shown(text, limit)
+
+
+_DRIVER_HINTS = {
+    "postgresql": "pip install 'psycopg[binary]' and use a postgresql+psycopg:// URL",
+    "mysql": "pip install pymysql and use a mysql+pymysql:// URL",
+    "mariadb": "pip install pymysql and use a mariadb+pymysql:// URL",
+    "mssql": "pip install pyodbc and use a mssql+pyodbc:// URL",
+    "oracle": "pip install oracledb and use an oracle+oracledb:// URL",
+}
+
+
+def _remove_created(created: Sequence[Path]) -> None:
+    """Undo a failed open: the SQLite file it created (with SQLite's side files), then its new empty folders."""
+    for p in reversed(created):
+        try:
+            if p.is_dir():
+                p.rmdir()  # only if empty
+            else:
+                for side in ("", "-wal", "-shm", "-journal"):
+                    Path(f"{p}{side}").unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 class Database:
@@ -142,27 +230,175 @@ class Database:
         :func:`default_data_dir`.
     upgrade : bool
         Create or upgrade the schema to the newest migration on open.
+    create : bool
+        ``False`` for commands that only use an existing database: nothing is
+        created (no SQLite file, no folder) and nothing is migrated; a missing
+        database, or one whose schema is not this eegloop's, is a one-line
+        :class:`DatabaseError` saying what to run.
+    busy_timeout_s : float
+        SQLite: how long a statement waits for another program's write lock
+        before failing with "database ... is locked".
+
+    Every failure to open (bad URL, missing driver, not a database, server
+    unreachable, locked) is a one-line :class:`DatabaseError` whose URL hides
+    the password, and leaves an existing file as it was.
     """
 
-    def __init__(self, url: str | None = None, data_dir: str | Path | None = None, upgrade: bool = True):
+    def __init__(self, url: str | None = None, data_dir: str | Path | None = None, upgrade: bool = True,
+                 create: bool = True, busy_timeout_s: float = 5.0):
         self.url = url or default_url(data_dir)
+        self.create = create
+        self.busy_timeout_s = float(busy_timeout_s)
+        self.sqlite_path: Optional[Path] = None  # the SQLite file, when the database is one
+        self._password: Optional[str] = None
+        created: list[Path] = []  # folders and the file this open made: removed again if it fails
+        self.engine: Engine = self._open_engine()
         try:
-            if self.url.startswith("sqlite:///"):
-                path = Path(self.url[len("sqlite:///"):])
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.engine: Engine = create_engine(self.url, connect_args={"check_same_thread": False,
-                                                                            "timeout": 30})
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-                default_dir = path.parent
-            else:
-                self.engine = create_engine(self.url, pool_pre_ping=True)
-                default_dir = default_data_dir()
-        except (ArgumentError, NoSuchModuleError) as exc:
-            raise DatabaseError(f"--db: cannot use database URL {self.url!r} ({exc})") from None
-        self.data_dir = Path(data_dir) if data_dir is not None else default_dir
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        if upgrade:
-            self.upgrade()
+            if self.sqlite_path is not None:
+                self._check_sqlite_file(created)
+            default_dir = self.sqlite_path.parent if self.sqlite_path is not None else default_data_dir()
+            self.data_dir = Path(data_dir) if data_dir is not None else default_dir
+            self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+            if not create:
+                self.check_schema()
+            elif upgrade:
+                self.upgrade()
+            elif self.sqlite_path is not None:
+                self._prepare_sqlite(self.revision())
+        except BaseException:
+            self.engine.dispose()
+            _remove_created(created)
+            raise
+
+    def _open_engine(self) -> Engine:
+        try:
+            u = make_url(self.url)
+        except (ArgumentError, ValueError):
+            raise DatabaseError(f"--db: cannot use database URL {_masked_url(self.url)}: not a URL like "
+                                "sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE") from None
+        self._password = u.password
+        shown = _safe_url(u)
+        backend = u.get_backend_name()
+        kw: dict = {}
+        if backend == "sqlite":
+            kw["connect_args"] = {"check_same_thread": False, "timeout": self.busy_timeout_s}
+            if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
+                self.sqlite_path = Path(u.database)
+        else:
+            kw["pool_pre_ping"] = True
+            if backend == "postgresql" and "connect_timeout" not in u.query:
+                kw["connect_args"] = {"connect_timeout": 10}  # an unreachable server fails in seconds, not minutes
+        try:
+            engine = create_engine(u, **kw)
+        except NoSuchModuleError:
+            raise DatabaseError(f"--db: cannot use database URL {shown}: SQLAlchemy knows no database "
+                                f"'{_shown(u.drivername, 40)}' (e.g. sqlite:///PATH, "
+                                "postgresql+psycopg://USER@HOST/DATABASE)") from None
+        except ImportError as exc:
+            missing = exc.name or _one_line(exc)
+            hint = _DRIVER_HINTS.get(backend, f"pip install {missing}")
+            raise DatabaseError(f"--db: cannot use database URL {shown}: its driver, the Python package "
+                                f"'{_shown(missing, 40)}', is not installed ({hint})") from None
+        except ArgumentError as exc:
+            raise DatabaseError(f"--db: cannot use database URL {shown}: {_one_line(exc, self._password)}") from None
+        if backend == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+
+    def _check_sqlite_file(self, created: list) -> None:
+        """Before SQLite touches it: the file is a SQLite database (or is created, 0600, when allowed)."""
+        path = self.sqlite_path
+        where = _shown(path)
+        hint = "create one with: eegloop db init, or give --db/--data"
+        try:
+            if path.is_dir():
+                raise DatabaseError(f"--db: {where} is a folder, not a database file")
+            if not path.exists():
+                if not self.create:
+                    raise DatabaseError(f"no eegloop database at {where} ({hint})")
+                from .._files import FILE_MODE, private_dir
+
+                private_dir(path.parent, created)
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+                except FileExistsError:  # another process made it meanwhile: it is theirs
+                    return
+                created.append(path)
+                os.chmod(path, FILE_MODE)  # SQLite gives its -wal and -shm files the same mode
+                return
+            with open(path, "rb") as fh:
+                head = fh.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise DatabaseError(f"cannot open database {where}: {exc.strerror or _one_line(exc)}") from None
+        if not head:
+            if not self.create:
+                raise DatabaseError(f"no eegloop database at {where}: the file is empty ({hint})")
+        elif head != _SQLITE_MAGIC:
+            raise DatabaseError(f"--db: {where} is not a SQLite database (it does not begin with 'SQLite format 3'); "
+                                "give --db/--data an eegloop database or a new path")
+
+    def _prepare_sqlite(self, current: str | None) -> None:
+        """Refuse another program's SQLite database; then WAL mode (kept by the file) -- the first write."""
+        with self._db_errors():
+            if current is None:
+                tables = sorted(t for t in inspect(self.engine).get_table_names() if t != "alembic_version")
+                if tables:
+                    raise DatabaseError(
+                        f"--db: {_shown(self.sqlite_path)} is the SQLite database of another program (tables "
+                        f"{_shown(', '.join(tables), 80)}), not an eegloop one; give --db/--data a new path")
+            raw = self.engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.close()
+            finally:
+                raw.close()
+
+    def user_error(self, exc: BaseException, opening: bool = False) -> Optional[str]:
+        """A one-line message (password hidden) for a database failure the user can act on: locked,
+        unreachable, not a database, damaged, read-only, full, permission denied; ``None`` for anything
+        else, which is a bug and keeps its traceback. ``opening``: any driver error while opening counts."""
+        if not isinstance(exc, sa_exc.DBAPIError):
+            return None
+        orig = exc.orig if exc.orig is not None else exc
+        text = _one_line(orig, self._password)
+        low = text.lower()
+        where = f"database {self.safe_url}"
+        if "database is locked" in low or "database table is locked" in low:
+            return (f"{where} is locked by another program (a write has held it for more than "
+                    f"{self.busy_timeout_s:g} s: another eegloop, a database browser, a backup?); "
+                    "try again once it is done")
+        if "file is not a database" in low:
+            return f"{where} is not a SQLite database ({text})"
+        if "malformed" in low:
+            return f"{where} is damaged ({text}); restore it from a backup"
+        if "readonly database" in low:
+            return f"{where} is read-only for this user ({text}): check the permissions of the file and its folder"
+        if "disk is full" in low or "disk full" in low:
+            return f"{where}: the disk is full ({text})"
+        if "unable to open database file" in low:
+            return f"cannot open {where} ({text}): does its folder exist, and may this user write there?"
+        sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+        if sqlstate == "42501" or sqlstate.startswith("28"):  # insufficient privilege, authorization
+            return f"{where}: permission denied ({text})"
+        driver_level = isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or \
+            type(exc) is sa_exc.DatabaseError
+        lost = driver_level and (exc.connection_invalidated or any(
+            k in low for k in ("connection", "server closed", "terminating", "could not connect", "timeout expired",
+                               "timed out")))
+        if lost or (opening and driver_level):
+            return f"cannot use {where}: {text}"
+        return None
+
+    @contextmanager
+    def _db_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sa_exc.DBAPIError as exc:
+            msg = self.user_error(exc, opening=True)
+            if msg is None:
+                raise
+            raise DatabaseError(msg) from None
 
     # -- schema ----------------------------------------------------------------
     def _alembic_config(self):
@@ -172,24 +408,61 @@ class Database:
         cfg.set_main_option("script_location", str(MIGRATIONS))
         return cfg
 
+    def _known_revision(self, rev: str) -> bool:
+        from alembic.script import ScriptDirectory
+        from alembic.script.revision import RevisionError
+        from alembic.util import CommandError
+
+        try:
+            return ScriptDirectory.from_config(self._alembic_config()).get_revision(rev) is not None
+        except (CommandError, RevisionError, KeyError, ValueError):
+            return False
+
+    def _unknown_revision_error(self, rev: str) -> DatabaseError:
+        return DatabaseError(
+            f"database {self.safe_url} has schema revision '{_shown(rev, 40)}', which eegloop {__version__} does "
+            f"not know (its newest is {self.head_revision()}): it was written by a newer eegloop; upgrade eegloop")
+
+    def check_schema(self) -> str:
+        """The schema revision if it is this eegloop's newest; else a one-line :class:`DatabaseError` saying
+        what to run. Reads only (the check of read-only opens)."""
+        rev = self.revision()
+        head = self.head_revision()
+        if rev == head:
+            return rev
+        if rev is None:
+            raise DatabaseError(f"database {self.safe_url} has no eegloop tables (create them with: eegloop db init, "
+                                "with the same --db/--data)")
+        if not self._known_revision(rev):
+            raise self._unknown_revision_error(rev)
+        raise DatabaseError(f"database {self.safe_url} has schema revision {_shown(rev, 40)}, older than this "
+                            f"eegloop's {head}: run eegloop db upgrade (with the same --db/--data) first")
+
     def upgrade(self, revision: str = "head") -> str:
-        """Create the schema or upgrade it (Alembic); returns the revision reached."""
+        """Create the schema or upgrade it (Alembic); returns the revision reached.
+
+        A database of a newer eegloop, or (SQLite) of another program, is refused before anything is written.
+        """
         from alembic import command
 
+        current = self.revision()
+        if current is not None and not self._known_revision(current):
+            raise self._unknown_revision_error(current)
+        if self.sqlite_path is not None:
+            self._prepare_sqlite(current)
         cfg = self._alembic_config()
-        try:
+        with self._db_errors():
             with self.engine.begin() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
-        except OperationalError as exc:
-            raise DatabaseError(f"cannot open database {self.safe_url}: {exc.orig}") from None
         return self.revision()
 
     def revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
 
-        with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+        with self._db_errors():
+            with self.engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
 
     def head_revision(self) -> str:
         from alembic.script import ScriptDirectory
@@ -201,8 +474,8 @@ class Database:
 
     @property
     def safe_url(self) -> str:
-        """The URL with any password hidden."""
-        return self.engine.url.render_as_string(hide_password=True)
+        """The URL for messages: any password hidden, at most 200 characters."""
+        return _safe_url(self.engine.url)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -235,12 +508,8 @@ class Database:
 
     # -- subjects --------------------------------------------------------------
     def add_subject(self, code: str) -> SubjectInfo:
-        """Add a subject by pseudonymous code (letters, digits, ``_.-``; no names)."""
-        if not _CODE.match(code):
-            raise DatabaseError(
-                f"subject code {code!r}: use a pseudonymous code of letters, digits, '_', '.', '-' "
-                "(max 64, no spaces, never the subject's name)"
-            )
+        """Add a subject by pseudonymous code (1-64 letters and digits; no names)."""
+        check_subject_code(code)
         try:
             with self.session() as s:
                 row = SubjectRow(code=code)
@@ -249,6 +518,17 @@ class Database:
                 return SubjectInfo(row.id, row.code, row.created_at, 0)
         except IntegrityError:
             raise DatabaseError(f"subject {code!r} already exists") from None
+
+    def check_new_subject(self, code: str) -> None:
+        """Raise the one-line code error unless ``code`` is valid or already in the database (codes added
+        before the letters-and-digits rule stay usable). Writes nothing."""
+        try:
+            check_subject_code(code)
+        except DatabaseError as exc:
+            try:
+                self.get_subject(code)
+            except DatabaseError:
+                raise exc from None
 
     def get_or_add_subject(self, code: str) -> SubjectInfo:
         try:
@@ -302,6 +582,44 @@ class Database:
         with self.session() as s:
             s.execute(delete(SessionRow).where(SessionRow.id == session_id))
 
+    # -- claims: one visit, one owner ----------------------------------------------------
+    def claim_session(self, session_id: int, owner: str = CLAIM_OWNER, ttl_s: float = 10.0) -> None:
+        """Claim ``session_id`` for ``owner``; raise :class:`SessionClaimedError` if another owner holds a
+        claim renewed less than ``ttl_s`` ago (a crashed owner's claim expires). One atomic UPDATE, so two
+        processes racing for the same session cannot both win."""
+        import time as _time
+
+        now = _time.time()
+        with self.session() as s:
+            res = s.execute(update(SessionRow).where(
+                SessionRow.id == session_id,
+                or_(SessionRow.claim_owner.is_(None), SessionRow.claim_owner == owner,
+                    SessionRow.claim_heartbeat.is_(None), SessionRow.claim_heartbeat < now - ttl_s))
+                .values(claim_owner=owner, claim_heartbeat=now))
+            if res.rowcount == 1:
+                return
+            row = s.get(SessionRow, session_id)
+            if row is None:
+                raise DatabaseError(f"unknown session {session_id}")
+            host, pid = (row.claim_owner or "?:?").split(":")[:2]
+            age = now - (row.claim_heartbeat or now)
+        raise SessionClaimedError(
+            f"session {session_id} is being recorded by another process (host {host}, pid {pid}, alive "
+            f"{age:.0f} s ago); wait for it to end, or stop it; a crashed process's claim expires after {ttl_s:g} s")
+
+    def renew_claim(self, session_id: int, owner: str = CLAIM_OWNER) -> bool:
+        import time as _time
+
+        with self.session() as s:
+            res = s.execute(update(SessionRow).where(SessionRow.id == session_id, SessionRow.claim_owner == owner)
+                            .values(claim_heartbeat=_time.time()))
+            return res.rowcount == 1
+
+    def release_claim(self, session_id: int, owner: str = CLAIM_OWNER) -> None:
+        with self.session() as s:
+            s.execute(update(SessionRow).where(SessionRow.id == session_id, SessionRow.claim_owner == owner)
+                      .values(claim_owner=None, claim_heartbeat=None))
+
     def _session_info(self, row: SessionRow, code: str) -> SessionInfo:
         return SessionInfo(row.id, code, row.kind, row.protocol_name, row.protocol_yaml, row.protocol_sha256,
                            row.status, row.started_at, row.ended_at, row.software_version, dict(row.info or {}))
@@ -352,6 +670,112 @@ class Database:
             s.add(row)
             s.flush()
             return row.id
+
+    def store_block(self, session_id: int, run_id: int, record: BlockRecord) -> tuple[int, str, Optional[str]]:
+        """Store a whole block in ONE transaction: its row, events, epochs, rejected epochs and trial timings.
+
+        A block already stored under the same (run, index) — an incomplete one being re-recorded after
+        ``--resume`` — is replaced in the same transaction. The status is ``done`` only when the record's
+        accounting adds up (:meth:`BlockRecord.accounting`); otherwise ``incomplete`` with the reason.
+
+        Returns
+        -------
+        block_id, status, reason
+        """
+        with self.session() as s:
+            return self._store_block(s, session_id, run_id, record)
+
+    def _store_block(self, s: Session, session_id: int, run_id: int, rec: BlockRecord):
+        status, reason = rec.accounting()
+        old = s.scalar(select(BlockRow.id).where(BlockRow.run_id == run_id, BlockRow.index == rec.block))
+        if old is not None:  # the database cascades to its events, epochs, rejected epochs and timings
+            s.execute(delete(EpochRow).where(EpochRow.block_id == old))
+            s.execute(delete(RejectedEpochRow).where(RejectedEpochRow.block_id == old))
+            s.execute(delete(TrialTimingRow).where(TrialTimingRow.event_id.in_(
+                select(EventRow.id).where(EventRow.block_id == old))))
+            s.execute(delete(EventRow).where(EventRow.block_id == old))
+            s.execute(delete(BlockRow).where(BlockRow.id == old))
+            s.flush()
+        classes = sorted({str(m["class"]) for m, _ in rec.events if m.get("event") == "stim_on" and "class" in m})
+        block = BlockRow(run_id=run_id, index=rec.block, classes=classes, status=status, reason=reason,
+                         started_lsl=rec.started_lsl, ended_lsl=rec.ended_lsl, n_stimuli=rec.n_stimuli,
+                         n_epochs=len(rec.epochs), n_rejected=len(rec.rejected))
+        s.add(block)
+        s.flush()
+        events = [EventRow(session_id=session_id, run_id=run_id, block_id=block.id, kind=str(m.get("event", "marker")),
+                           lsl_time=float(t), trial=m.get("trial"),
+                           class_id=str(m["class"]) if m.get("class") is not None else None, payload=m)
+                  for m, t in rec.events]
+        s.add_all(events)
+        s.flush()
+        by_trial = {ev.trial: ev.id for ev in events if ev.kind == "stim_on" and ev.trial is not None}
+        for e in rec.epochs:
+            e.event_id = by_trial.get(e.trial)
+        s.add_all(self._epoch_rows(session_id, rec.epochs, block.id))
+        s.add_all([RejectedEpochRow(session_id=session_id, block_id=block.id, event_id=by_trial.get(r.trial),
+                                    run_index=r.run, block_index=r.block, trial=r.trial, label=r.label,
+                                    onset_lsl=r.onset_lsl, reason=r.reason, detail=(r.detail or "")[:500])
+                   for r in rec.rejected])
+        timings = []
+        for t in rec.timings:
+            t = dict(t)
+            eid = by_trial.get(t.pop("trial"))
+            if eid is not None:
+                timings.append(TrialTimingRow(event_id=eid, **t))
+        s.add_all(timings)
+        s.flush()
+        return block.id, status, reason
+
+    def get_rejected(self, session_id: int) -> list[RejectedEpochRow]:
+        with self.session() as s:
+            q = select(RejectedEpochRow).where(RejectedEpochRow.session_id == session_id)
+            return list(s.scalars(q.order_by(RejectedEpochRow.id)))
+
+    def rejected_by_reason(self, session_id: int) -> dict[str, int]:
+        with self.session() as s:
+            q = (select(RejectedEpochRow.reason, func.count(RejectedEpochRow.id))
+                 .where(RejectedEpochRow.session_id == session_id).group_by(RejectedEpochRow.reason))
+            return {r: int(n) for r, n in s.execute(q)}
+
+    # -- imports ---------------------------------------------------------------------
+    def find_source_file(self, sha256: str) -> Optional[tuple[int, str]]:
+        """(session id, path) of an imported file with this content hash, if any."""
+        with self.session() as s:
+            row = s.scalar(select(SourceFileRow).where(SourceFileRow.sha256 == sha256).limit(1))
+            return (row.session_id, row.path) if row is not None else None
+
+    def import_session(self, subject: str, protocol, runs: Sequence[tuple[int, dict, Sequence[BlockRecord]]],
+                       files: Sequence[tuple[str, str, int]] = (), info: dict | None = None) -> int:
+        """Store an imported session in ONE transaction: nothing is written unless everything is.
+
+        Parameters
+        ----------
+        runs : list of (run index, run row fields, block records)
+        files : list of (path, sha256, size) of the imported files
+        """
+        with self.session() as s:
+            subj = s.scalar(select(SubjectRow).where(SubjectRow.code == subject))
+            if subj is None:
+                if not _CODE.match(subject):
+                    self.add_subject(subject)  # raises the one-line error about the code
+                subj = SubjectRow(code=subject)
+                s.add(subj)
+                s.flush()
+            sess = SessionRow(subject_id=subj.id, kind="imported", protocol_name=protocol.name,
+                              protocol_yaml=protocol.to_yaml(), protocol_sha256=protocol.sha256, status="imported",
+                              software_version=__version__, info=dict(info or {}),
+                              ended_at=datetime.now().astimezone())
+            s.add(sess)
+            s.flush()
+            for path, digest, size in files:
+                s.add(SourceFileRow(session_id=sess.id, sha256=digest, path=str(path)[:1024], size=int(size)))
+            for index, fields, blocks in runs:
+                run = RunRow(session_id=sess.id, index=index, **fields)
+                s.add(run)
+                s.flush()
+                for rec in blocks:
+                    self._store_block(s, sess.id, run.id, rec)
+            return sess.id
 
     def update_block(self, block_id: int, **fields: Any) -> None:
         with self.session() as s:
@@ -428,17 +852,22 @@ class Database:
             return list(s.scalars(q))
 
     # -- epochs ----------------------------------------------------------------
-    def add_epochs(self, session_id: int, epochs: Sequence[Epoch]) -> list[int]:
-        """Store epochs (compressed float32 + checksum) in one transaction."""
+    @staticmethod
+    def _epoch_rows(session_id: int, epochs: Sequence[Epoch], block_id: int | None = None) -> list[EpochRow]:
+        rows = []
+        for e in epochs:
+            blob, digest = encode_array(e.data)
+            rows.append(EpochRow(
+                session_id=session_id, event_id=e.event_id, block_id=block_id, run_index=e.run, block_index=e.block,
+                trial=e.trial, label=e.label, onset_lsl=e.onset_lsl, tmin=e.tmin, sfreq=e.sfreq,
+                n_channels=e.data.shape[0], n_times=e.data.shape[1], channel_names=list(e.channel_names),
+                data=blob, sha256=digest))
+        return rows
+
+    def add_epochs(self, session_id: int, epochs: Sequence[Epoch], block_id: int | None = None) -> list[int]:
+        """Store epochs (compressed float32 + checksum) in one transaction (blocks use :meth:`store_block`)."""
         with self.session() as s:
-            rows = []
-            for e in epochs:
-                blob, digest = encode_array(e.data)
-                rows.append(EpochRow(
-                    session_id=session_id, event_id=e.event_id, run_index=e.run, block_index=e.block,
-                    trial=e.trial, label=e.label, onset_lsl=e.onset_lsl, tmin=e.tmin, sfreq=e.sfreq,
-                    n_channels=e.data.shape[0], n_times=e.data.shape[1], channel_names=list(e.channel_names),
-                    data=blob, sha256=digest))
+            rows = self._epoch_rows(session_id, epochs, block_id)
             s.add_all(rows)
             s.flush()
             return [r.id for r in rows]
@@ -447,9 +876,13 @@ class Database:
         with self.session() as s:
             return s.scalar(select(func.count(EpochRow.id)).where(EpochRow.session_id == session_id))
 
-    def get_epochs(self, session_id: int) -> list[Epoch]:
+    def get_epochs(self, session_id: int, done_only: bool = False) -> list[Epoch]:
+        """A session's stored epochs; ``done_only``: only those of blocks whose accounting is complete
+        (what training and evaluation use)."""
         with self.session() as s:
             q = select(EpochRow).where(EpochRow.session_id == session_id).order_by(EpochRow.id)
+            if done_only:
+                q = q.join(BlockRow, BlockRow.id == EpochRow.block_id).where(BlockRow.status.in_(DONE_STATUSES))
             return [self._epoch(r) for r in s.scalars(q)]
 
     @staticmethod
@@ -471,7 +904,7 @@ class Database:
         with self.session() as s:
             sha_by_name = {(r.class_id, Path(r.path).name): r.sha256 for r in s.scalars(select(StimulusRow))}
         for info in sessions:
-            es = self.get_epochs(info.id)
+            es = self.get_epochs(info.id, done_only=True)
             with self.session() as s:
                 images = {r.id: (r.payload or {}).get("image") for r in s.scalars(
                     select(EventRow).where(EventRow.session_id == info.id, EventRow.kind == "stim_on"))}

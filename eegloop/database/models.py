@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -61,6 +62,9 @@ class SessionRow(Base):
     software_version: Mapped[str] = mapped_column(String(32))
     notes: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # one visit, one owner: the process recording the session holds this claim and renews it (heartbeat)
+    claim_owner: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
+    claim_heartbeat: Mapped[Optional[float]] = mapped_column(Float, nullable=True)  # unix time of the last renewal
     subject: Mapped[SubjectRow] = relationship(back_populates="sessions")
     runs: Mapped[list["RunRow"]] = relationship(back_populates="session", order_by="RunRow.index")
 
@@ -93,6 +97,11 @@ class BlockRow(Base):
     classes: Mapped[list[str]] = mapped_column(JSON, default=list)
     started_lsl: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     ended_lsl: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    # the accounting that decides `done`: n_epochs + n_rejected == n_stimuli, else `incomplete` with a reason
+    n_stimuli: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    n_epochs: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    n_rejected: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    reason: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     run: Mapped[RunRow] = relationship(back_populates="blocks")
 
 
@@ -137,6 +146,8 @@ class EpochRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
     event_id: Mapped[Optional[int]] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), nullable=True)
+    block_id: Mapped[Optional[int]] = mapped_column(ForeignKey("blocks.id", ondelete="CASCADE"), nullable=True,
+                                                    index=True)
     run_index: Mapped[int] = mapped_column(Integer)
     block_index: Mapped[int] = mapped_column(Integer)
     trial: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
@@ -149,6 +160,35 @@ class EpochRow(Base):
     channel_names: Mapped[list[str]] = mapped_column(JSON)
     data: Mapped[bytes] = mapped_column(LargeBinary)  # zlib(float32 C-order)
     sha256: Mapped[str] = mapped_column(String(64))  # of the uncompressed float32 bytes
+
+
+class RejectedEpochRow(Base):
+    """A stimulus whose epoch was not stored as valid, and why (gap, non-finite, not buffered, edge...)."""
+
+    __tablename__ = "rejected_epochs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    block_id: Mapped[Optional[int]] = mapped_column(ForeignKey("blocks.id", ondelete="CASCADE"), nullable=True,
+                                                    index=True)
+    event_id: Mapped[Optional[int]] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), nullable=True)
+    run_index: Mapped[int] = mapped_column(Integer)
+    block_index: Mapped[int] = mapped_column(Integer)
+    trial: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    label: Mapped[str] = mapped_column(String(128))
+    onset_lsl: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    reason: Mapped[str] = mapped_column(String(32))  # gap | non-finite | not-buffered | edge | ...
+    detail: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+
+
+class SourceFileRow(Base):
+    """A file imported into a session, by content hash (the same file is not imported twice)."""
+
+    __tablename__ = "source_files"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
 
 
 class ModelRow(Base):

@@ -71,7 +71,8 @@ def test_round_trip_every_table(db, tmp_path):
     run_id = db.add_run(sid, 1, raw_path=raw)
     assert db.get_runs(sid)[0].raw_path == "raw/run1.vhdr"
     db.update_run(run_id, samples_received=1000, samples_expected=1000, lost_samples=0, status="done")
-    block_id = db.add_block(run_id, 1, classes=["circle", "square"], started_lsl=1.0, ended_lsl=6.0)
+    block_id = db.add_block(run_id, 1, classes=["circle", "square"], started_lsl=1.0, ended_lsl=6.0,
+                            status="done")
 
     st = synthesize_stimuli(tmp_path / "stim", {"circle": "red circle", "square": "blue square"}, 2, size=16)
     ids = db.add_stimuli(st)
@@ -93,7 +94,7 @@ def test_round_trip_every_table(db, tmp_path):
     names = [f"E{i}" for i in range(128)]
     ep = Epoch(data=data, label="circle", sfreq=1000.0, tmin=-0.25, channel_names=names, run=1, block=1,
                trial=1, onset_lsl=12.5, event_id=ev)
-    db.add_epochs(sid, [ep])
+    db.add_epochs(sid, [ep], block_id=block_id)
     back = db.get_epochs(sid)[0]
     assert back.data.tobytes() == data.tobytes()  # bytes identical
     assert (back.label, back.sfreq, back.tmin, back.channel_names, back.event_id) == \
