@@ -21,7 +21,10 @@ _configured: str | None = None
 
 def lsl_config_text(scope: str = "machine") -> str:
     """The ``lsl_api.cfg`` content eegloop uses for ``scope``."""
-    return f"[ports]\nIPv6 = disable\n\n[multicast]\nResolveScope = {scope}\n\n[log]\nlevel = -2\n"
+    # machine scope: the multicast (discovery) listener binds to loopback too; liblsl's unicast UDP and TCP
+    # data ports still listen on all interfaces (liblsl has no setting for them: a lab network needs a firewall)
+    listen = "ListenAddress = 127.0.0.1\n" if scope == "machine" else ""
+    return f"[ports]\nIPv6 = disable\n\n[multicast]\nResolveScope = {scope}\n{listen}\n[log]\nlevel = -2\n"
 
 
 def configure_lsl(scope: str = "machine") -> None:
@@ -59,7 +62,7 @@ def local_clock() -> float:
 
 
 def resolve_stream(name: str | None, stype: str | None, timeout: float, what: str, how: str,
-                   source_id: str | None = None):
+                   source_id: str | None = None, hostname: str | None = None, unique: bool = False):
     """Find one stream by name (and type); raise one clear StreamError if absent.
 
     Parameters
@@ -72,23 +75,47 @@ def resolve_stream(name: str | None, stype: str | None, timeout: float, what: st
         Description used in the error ("EEG stream", "marker stream").
     how : str
         How to start it, shown in the error.
+    source_id, hostname : str | None
+        Pin the stream to this source id / host.
+    unique : bool
+        When several streams match, refuse with one line listing them (name, type, host, source id)
+        instead of taking the first: recording another process's stream would be silent data corruption.
     """
     ensure_configured()
     import pylsl
 
     timeout = max(timeout, 1.0)
-    if source_id:
-        found = pylsl.resolve_byprop("source_id", source_id, minimum=1, timeout=timeout)
-    elif name:
-        found = pylsl.resolve_byprop("name", name, minimum=1, timeout=timeout)
-    else:
-        found = pylsl.resolve_byprop("type", stype, minimum=1, timeout=timeout)
-    if stype and name:
-        found = [s for s in found if s.type() == stype] or found
+
+    def matching(found):
+        out = [s for s in found if (not name or s.name() == name) and (not stype or s.type() == stype or not name)]
+        if source_id:
+            out = [s for s in out if s.source_id() == source_id]
+        if hostname:
+            out = [s for s in out if s.hostname() == hostname]
+        return out
+
+    def query(minimum, wait):
+        if source_id:
+            return pylsl.resolve_byprop("source_id", source_id, minimum=minimum, timeout=wait)
+        if name:
+            return pylsl.resolve_byprop("name", name, minimum=minimum, timeout=wait)
+        return pylsl.resolve_byprop("type", stype, minimum=minimum, timeout=wait)
+
+    found = matching(query(1, timeout))
+    if unique and found and not source_id:
+        # the first answer ends the query: listen a moment longer for others of the same name
+        found = matching(query(len(found) + 1, 1.0)) or found
     if not found:
         ident = f"name '{name}'" if name else f"type '{stype}'"
-        raise StreamError(f"no {what} with {ident} found on LSL within {timeout:g} s; {how}")
+        pins = "".join(f", {k} '{v}'" for k, v in (("source id", source_id), ("host", hostname)) if v)
+        raise StreamError(f"no {what} with {ident}{pins} found on LSL within {timeout:g} s; {how}")
     if len(found) > 1:
+        uniq = {s.uid() for s in found}  # one outlet may answer more than once
+        if unique and len(uniq) > 1:
+            listed = "; ".join(f"'{s.name()}' ({s.type()}) on {s.hostname()}, source id '{s.source_id()}'"
+                               for s in found[:6])
+            raise StreamError(f"{len(found)} {what}s match name '{name}' type '{stype}': {listed}; pin one with "
+                              "amplifier.source_id or amplifier.hostname in the protocol")
         logger.warning("%d %ss named %r found; using the first (%s)", len(found), what, name, found[0].hostname())
     return found[0]
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from .._worker import Worker
 from ..errors import ModelNotAvailableError
 from ..lsl import local_clock
 from ..protocol import FeedbackConfig
@@ -119,17 +119,19 @@ class DiffusionGenerator:
         return local_clock() - t0
 
 
-class GeneratorWorker:
+class GeneratorWorker(Worker):
     """Generation in a background thread: requests in, finished images out, the display never waits."""
 
+    thread_name = "eegloop-generator"
+
     def __init__(self, generate: Callable[[str, int], GeneratedImage]):
+        super().__init__()
         self._generate = generate
         self.requests: "queue.Queue" = queue.Queue()
         self.results: "queue.Queue" = queue.Queue()
-        self._t = threading.Thread(target=self._loop, name="eegloop-generator", daemon=True)
-        self._t.start()
+        self.start()
 
-    def _loop(self) -> None:
+    def run(self) -> None:
         while True:
             req = self.requests.get()
             if req is None:
@@ -145,7 +147,7 @@ class GeneratorWorker:
 
     def close(self) -> None:
         self.requests.put(None)
-        self._t.join(30)
+        self.join(30)
 
 
 class ImageBank:

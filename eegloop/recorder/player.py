@@ -12,13 +12,13 @@ spacing (divided by ``speed``), each marker on the time of its sample.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Optional
 
 import numpy as np
 
 from .._logging import logger
+from .._worker import Worker
 from ..lsl import ensure_configured
 from .importers import Recording, _marker_class
 
@@ -52,8 +52,7 @@ class Player:
         self.sfreq = float(sfreq if sfreq is not None else round(rec.sfreq, 2))
         self.block_s = block_s
         self.chunk = max(1, int(round(chunk_s * self.sfreq)))
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._worker: Optional[Worker] = None
         self.samples_pushed = 0
         self.markers_pushed = 0
         # each marker on the sample nearest its time
@@ -97,8 +96,7 @@ class Player:
         minfo = pylsl.StreamInfo(self.marker_name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string,
                                  f"eegloop-replay-markers-{self.marker_name}")
         self._mk = pylsl.StreamOutlet(minfo)
-        self._thread = threading.Thread(target=self._run, name="eegloop-player", daemon=True)
-        self._thread.start()
+        self._worker = Worker.of(self._run, "eegloop-player").start()
         return self
 
     def wait_for_consumers(self, timeout: float = 10.0) -> bool:
@@ -117,7 +115,7 @@ class Player:
         t0 = pylsl.local_clock() + 0.1
         m = 0
         i = 0
-        while i < n and not self._stop.is_set():
+        while i < n and not self._worker.stopping:
             j = min(n, i + self.chunk)
             due = t0 + (j - 1) * step
             delay = due - pylsl.local_clock()
@@ -135,10 +133,11 @@ class Player:
                     self.markers_pushed)
 
     def wait(self) -> None:
-        while self._thread is not None and self._thread.is_alive():
-            self._thread.join(0.2)
+        while self._worker is not None and self._worker.alive:
+            self._worker.join(0.2)
+        if self._worker is not None and self._worker.error is not None:
+            raise self._worker.error
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._worker is not None:
+            self._worker.stop(5)

@@ -36,8 +36,10 @@ class BrainVisionWriter:
 
     def __init__(self, vhdr: str | Path, ch_names: list[str], sfreq: float, units: list[str] | None = None,
                  flush_s: float = 1.0):
+        from .._files import private_dir
+
         self.vhdr = Path(vhdr)
-        self.vhdr.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.vhdr.parent)  # raw/...: 0700 when eegloop creates it
         self.eeg = self.vhdr.with_suffix(".eeg")
         self.vmrk = self.vhdr.with_suffix(".vmrk")
         self.n_channels = len(ch_names)

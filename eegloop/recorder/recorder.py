@@ -1,222 +1,156 @@
-"""The recorder: LSL inlets for EEG and markers, raw files, epochs, database.
+"""The recorder: EEG + markers from LSL into raw files, epochs and the database.
 
-One thread pulls both streams (clock-corrected into this machine's LSL clock),
-appends the EEG to the run's raw BrainVision file as it arrives, cuts an epoch
-around each ``stim_on`` marker as soon as its last sample is in, hands it to
-:attr:`Recorder.epochs` (a queue, for online decoding) and, when a block ends,
-passes the block's markers and epochs to a single database writer thread. It
-never waits on the screen or the database.
+It joins three parts, each in its own module:
 
-Sample accounting (received vs expected from the stream's own timestamps,
-gaps, stalls) is kept in :class:`RecorderStats`.
+- :class:`~eegloop.recorder.acquisition.Acquisition`: the LSL inlets, clock
+  correction, the sample counts, a lost stream detected;
+- :class:`~eegloop.recorder.epocher.Epocher`: the buffer, the epoch window,
+  cutting (rejecting epochs over gaps or non-finite samples), block bookkeeping;
+- :class:`~eegloop.recorder.store.BlockStore`: one database transaction per block.
+
+One thread pulls both streams, appends the EEG to the run's raw BrainVision
+file as it arrives, cuts epochs as soon as their last sample is in, and queues
+every finished block for the store. It never waits on the screen or the
+database. Epochs reach online decoding only through :meth:`Recorder.subscribe`
+(a bounded queue): nobody subscribed, nothing is kept, so memory stays flat
+however long a visit runs.
+
+If the thread dies (disk full, stream lost, database error), :attr:`Recorder.failure`
+says why at once; the paradigm checks it every frame and stops the visit.
 """
 from __future__ import annotations
 
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
-
-import numpy as np
+from typing import Optional
 
 from .._logging import logger
-from ..errors import StreamError
-from ..lsl import ensure_configured, local_clock, parse_marker, resolve_stream
+from .._worker import Worker
 from ..protocol import Protocol
 from ..types import Epoch
+from .acquisition import Acquisition, RecorderStats
+from .epocher import Epocher
 from .rawfile import BrainVisionWriter
+from .store import BlockStore
 
-__all__ = ["Recorder", "RecorderStats", "DbWriter"]
-
-
-@dataclass
-class RecorderStats:
-    """What arrived, what was expected, and what went wrong."""
-
-    samples_received: int = 0
-    samples_expected: int = 0
-    lost_samples: int = 0
-    gaps: int = 0
-    max_gap_ms: float = 0.0
-    max_pull_interval_ms: float = 0.0
-    stalls: list = field(default_factory=list)  # [(lsl_time, seconds)]
-    markers: int = 0
-    epochs: int = 0
-    epochs_skipped: int = 0
-    alignment_errors: list = field(default_factory=list)  # samples, when a STIM channel exists
-    cpu_seconds: float = 0.0
-    wall_seconds: float = 0.0
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["alignment_errors"] = list(map(int, self.alignment_errors))
-        return d
+__all__ = ["Recorder", "RecorderStats", "EpochQueue"]
 
 
-class DbWriter:
-    """The one thread that writes to the database, fed by a queue of callables."""
+class EpochQueue(queue.Queue):
+    """A bounded queue of online epochs: when full, the oldest epoch is dropped and counted."""
 
-    def __init__(self):
-        self._q: "queue.Queue[Optional[Callable[[], None]]]" = queue.Queue()
-        self.errors: list[BaseException] = []
-        self._t = threading.Thread(target=self._loop, name="eegloop-db-writer", daemon=True)
-        self._t.start()
+    def __init__(self, maxsize: int = 64):
+        super().__init__(maxsize=maxsize)
+        self.dropped = 0
 
-    def submit(self, fn: Callable[[], None]) -> None:
-        self._q.put(fn)
-
-    def _loop(self) -> None:
+    def offer(self, ep: Epoch) -> bool:
+        """Put without blocking; returns False when an older epoch had to be dropped."""
+        dropped = False
         while True:
-            fn = self._q.get()
             try:
-                if fn is None:
-                    return
-                fn()
-            except BaseException as exc:  # keep writing the rest; report at flush
-                logger.error("database write failed: %s", exc)
-                self.errors.append(exc)
-            finally:
-                self._q.task_done()
-
-    def flush(self) -> None:
-        """Wait until everything submitted is written; re-raise the first error."""
-        self._q.join()
-        if self.errors:
-            raise self.errors[0]
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._t.join(30)
+                self.put_nowait(ep)
+                return not dropped
+            except queue.Full:
+                try:
+                    self.get_nowait()
+                    self.dropped += 1
+                    dropped = True
+                except queue.Empty:
+                    pass
 
 
-@dataclass
-class _Pending:
-    marker: dict
-    onset: float
-    run: int
-
-
-@dataclass
-class _OpenBlock:
-    run: int
-    block: int
-    events: list = field(default_factory=list)  # (marker dict, lsl time)
-    epochs: list = field(default_factory=list)
-    n_stim: int = 0
-    n_skipped: int = 0
-    ended_at: Optional[float] = None
-
-
-class Recorder:
+class Recorder(Worker):
     """Record EEG + markers from LSL into raw files, epochs and the database.
 
     Parameters
     ----------
     protocol : Protocol
-        ``amplifier`` (stream names, channels, sfreq, LSL scope) and ``epochs``.
+        ``amplifier`` (stream names and pins, channels, sfreq, buffer, stall timeout) and ``epochs``.
     db : Database | None
         Where blocks, events and epochs go; None records without a database.
     session_id : int | None
-        The session rows belong to (required with ``db``).
+        The session rows belong to (required with ``db``; may be set after :meth:`connect`, so a
+        session is only created once the amplifier is found).
     raw_dir : path | None
         Folder of the raw files (one per run); None writes none.
-    stall_s : float
-        No samples for this long counts as a stall (logged at once).
-    buffer_s : float
-        Seconds of signal kept in memory for cutting epochs.
+    expect_timings : bool
+        Blocks are stored once the paradigm has also handed over their trial timings
+        (:meth:`add_timings`), so timings and epochs land in the block's one transaction.
     """
 
+    thread_name = "eegloop-recorder"
+
     def __init__(self, protocol: Protocol, db=None, session_id: int | None = None, raw_dir: str | Path | None = None,
-                 stall_s: float = 1.0, buffer_s: float = 30.0, raw_prefix: str = "run"):
+                 raw_prefix: str = "run", expect_timings: bool = False, buffer_s: float | None = None):
+        super().__init__()
         self.protocol = protocol
         self.db = db
         self.session_id = session_id
         self.raw_dir = Path(raw_dir) if raw_dir is not None else None
         self.raw_prefix = raw_prefix
-        self.stall_s = stall_s
-        self.buffer_s = buffer_s
-        self.stats = RecorderStats()
-        self.epochs: "queue.Queue[Epoch]" = queue.Queue()
+        self.expect_timings = expect_timings
+        self.buffer_s = buffer_s or getattr(protocol.amplifier, "buffer_s", 30.0)
+        self.acq = Acquisition(protocol.amplifier)
+        self.epocher: Optional[Epocher] = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._writer = DbWriter() if db is not None else None
-        self._eeg_inlet = None
-        self._marker_inlet = None
+        self._store = BlockStore(db) if db is not None else None
+        self._subscribers: list[EpochQueue] = []
         self._raw: Optional[BrainVisionWriter] = None
         self._run: Optional[int] = None
         self._run_id: Optional[int] = None
         self._run_first_sample: int = 0
         self._run_ids: dict[int, int] = {}
-        self._pending: list[_Pending] = []
-        self._blocks: dict[tuple[int, int], _OpenBlock] = {}
-        self._loose_events: list[tuple[dict, float]] = []  # markers outside any block
-        self.error: Optional[BaseException] = None
+        self._run_snapshot = (0, 0, 0)
+        self.raw_files: list[Path] = []
 
     # -- connection ------------------------------------------------------------------
-    def connect(self, markers: bool = True, timeout: float | None = None,
-                marker_source_id: str | None = None) -> "Recorder":
+    @property
+    def stats(self) -> RecorderStats:
+        return self.acq.stats
+
+    def connect(self, markers: bool = True, timeout: float | None = None, marker_source_id: str | None = None,
+                eeg_source_id: str | None = None) -> "Recorder":
         """Resolve the EEG (and marker) stream; check channels and sfreq against the protocol.
 
-        ``marker_source_id`` pins the marker stream to one outlet (the paradigm's in this process).
+        ``marker_source_id`` pins the marker stream to one outlet (the paradigm's in this process),
+        ``eeg_source_id`` the EEG stream (the virtual amplifier's in this process).
         """
-        import pylsl
-
-        amp = self.protocol.amplifier
-        ensure_configured()
-        timeout = timeout or amp.resolve_timeout_s
-        info = resolve_stream(amp.stream_name, amp.stream_type, timeout, "EEG stream",
-                              "start the amplifier's LSL app, or the virtual amplifier: eegloop simulate "
-                              f"--name {amp.stream_name}")
-        self._eeg_inlet = pylsl.StreamInlet(info, max_buflen=60, processing_flags=pylsl.proc_clocksync
-                                            | pylsl.proc_dejitter | pylsl.proc_monotonize)
-        full = self._eeg_inlet.info(timeout=5.0)
-        labels, types = [], []
-        ch = full.desc().child("channels").child("channel")
-        while not ch.empty():
-            labels.append(ch.child_value("label"))
-            types.append(ch.child_value("type") or "EEG")
-            ch = ch.next_sibling()
-        n = full.channel_count()
-        if len(labels) != n:
-            labels, types = [f"Ch{i + 1}" for i in range(n)], ["EEG"] * n
-        self.ch_names = labels
-        self.eeg_idx = [i for i, t in enumerate(types) if t.upper() != "STIM"]
-        self.stim_idx = [i for i, t in enumerate(types) if t.upper() == "STIM"]
-        if len(self.eeg_idx) != amp.channels:
-            raise StreamError(
-                f"EEG stream '{full.name()}' has {len(self.eeg_idx)} EEG channels, the protocol expects "
-                f"{amp.channels} (amplifier.channels); fix the protocol or the amplifier montage")
-        if abs(full.nominal_srate() - amp.sfreq) > 1e-6:
-            raise StreamError(
-                f"EEG stream '{full.name()}' runs at {full.nominal_srate():g} Hz, the protocol expects "
-                f"{amp.sfreq:g} Hz (amplifier.sfreq)")
-        self.sfreq = full.nominal_srate()
-        self.eeg_names = [labels[i] for i in self.eeg_idx]
-        if markers:
-            minfo = resolve_stream(amp.marker_stream_name, None, timeout, "marker stream",
-                                   "the paradigm (eegloop record) creates it; check amplifier.marker_stream_name",
-                                   source_id=marker_source_id)
-            self._marker_inlet = pylsl.StreamInlet(minfo, max_buflen=360,
-                                                   processing_flags=pylsl.proc_clocksync | pylsl.proc_monotonize)
-        # open the connections now, so nothing pushed from here on is missed
-        self._eeg_inlet.open_stream(timeout=5.0)
-        if self._marker_inlet is not None:
-            self._marker_inlet.open_stream(timeout=5.0)
-        # the first clock-offset estimate takes ~0.6 s: get it now, not inside the pull loop
-        self._eeg_inlet.time_correction(timeout=5.0)
-        if self._marker_inlet is not None:
-            self._marker_inlet.time_correction(timeout=5.0)
-        cap = int(self.buffer_s * 2 * self.sfreq)
-        self._buf = np.zeros((n, cap), np.float32)
-        self._ts = np.zeros(cap, np.float64)
-        self._w = 0  # write position in the buffer
-        self._abs0 = 0  # absolute sample index of buffer[0]
-        logger.info("recorder: EEG %r (%d ch, %g Hz)%s", full.name(), n, self.sfreq,
-                    f", markers {amp.marker_stream_name!r}" if markers else "")
+        a = self.acq.connect(markers=markers, timeout=timeout, marker_source_id=marker_source_id,
+                             eeg_source_id=eeg_source_id)
+        self.ch_names, self.eeg_idx, self.stim_idx = a.ch_names, a.eeg_idx, a.stim_idx
+        self.eeg_names, self.sfreq = a.eeg_names, a.sfreq
+        self.epocher = Epocher(self.protocol.epochs, a.sfreq, a.n_channels, a.eeg_idx, a.stim_idx, a.eeg_names,
+                               buffer_s=self.buffer_s, expect_timings=self.expect_timings)
         return self
+
+    def subscribe(self, maxsize: int = 64) -> EpochQueue:
+        """A queue that receives every valid epoch cut from now on (online decoding).
+
+        Bounded: a consumer that falls behind loses the oldest epochs (counted in
+        :attr:`EpochQueue.dropped` and ``stats.online_dropped``), never the recording.
+        """
+        q = EpochQueue(maxsize)
+        with self._lock:
+            self._subscribers.append(q)
+        return q
+
+    def unsubscribe(self, q: EpochQueue) -> None:
+        with self._lock:
+            if q in self._subscribers:
+                self._subscribers.remove(q)
+
+    @property
+    def failure(self) -> Optional[BaseException]:
+        """Why the recording cannot go on (the pull thread died, or the database refused a block), or None."""
+        if self.error is not None:
+            return self.error
+        if self._store is not None and self._store.error is not None:
+            return self._store.error
+        if self._thread is not None and not self.alive and not self.stopping:
+            return RuntimeError("the recorder thread ended unexpectedly")
+        return None
 
     # -- runs ----------------------------------------------------------------------
     def begin_run(self, run: int, raw_name: str | None = None) -> None:
@@ -224,14 +158,21 @@ class Recorder:
         with self._lock:
             self._run = run
             if self.raw_dir is not None:
+                from .._files import private_dir, private_file
+
+                private_dir(self.raw_dir)
                 name = raw_name or f"{self.raw_prefix}-{run:02d}_eeg.vhdr"
                 k = 2
                 while (self.raw_dir / name).exists():  # a resumed run never overwrites what was recorded
                     name = f"{self.raw_prefix}-{run:02d}_part{k}_eeg.vhdr"
                     k += 1
                 self._raw = BrainVisionWriter(self.raw_dir / name, self.ch_names, self.sfreq,
-                                              units=["µV" if i in self.eeg_idx else "V" for i in range(len(self.ch_names))])
-            self._run_first_sample = self._abs0 + self._w
+                                              units=["µV" if i in self.eeg_idx else "V"
+                                                     for i in range(len(self.ch_names))])
+                for f in (self._raw.vhdr, self._raw.eeg, self._raw.vmrk):
+                    private_file(f)
+                self.raw_files.append(self._raw.vhdr)
+            self._run_first_sample = self.epocher.position
             s = self.stats
             self._run_snapshot = (s.samples_received, s.samples_expected, s.lost_samples)
             if self.db is not None:
@@ -247,245 +188,150 @@ class Recorder:
                                        info={**(old.info or {}), "raw_parts": parts})
                 self._run_ids[run] = self._run_id
 
-    def end_run(self, wait: bool = True) -> dict:
-        """Finish the current run: wait for its last epochs, close the raw file, store the accounting."""
-        if wait:  # the last epoch needs tmax + margin of signal after its onset, plus transport latency
+    def add_timings(self, run: int, block: int, timings: list[dict]) -> None:
+        """The paradigm's timings of a block's trials (stored in the block's transaction)."""
+        with self._lock:
+            if self.epocher is not None:
+                self.epocher.add_timings(run, block, timings)
+
+    def end_run(self, wait: bool = True, status: str = "done", reason: str | None = None) -> dict:
+        """Finish the current run: wait for its last epochs, close the raw file, store the accounting.
+
+        ``status``/``reason`` describe how the run ended (``aborted``, ``failed``); blocks still open
+        are stored as ``incomplete`` with ``reason``.
+        """
+        if wait and self.failure is None:  # the last epoch needs tmax + margin of signal after onset, plus transport
             deadline = time.monotonic() + self.protocol.epochs.tmax + self.protocol.epochs.margin_s + 2.3
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and self.failure is None:
                 with self._lock:
-                    busy = any(p.run == self._run for p in self._pending)
+                    busy = self._run is not None and self.epocher.pending_in_run(self._run)
                 if not busy:
                     break
                 time.sleep(0.02)
         with self._lock:
-            self._flush_blocks(force=True)
-            if self._raw is not None:
-                self._raw.close()
+            try:
+                if self._run is not None:
+                    self._queue_blocks(self.epocher.finished_blocks(force_run=self._run, reason=reason))
+            finally:
+                raw, self._raw = self._raw, None
+                if raw is not None:
+                    try:
+                        raw.close()
+                    except OSError as exc:
+                        logger.error("closing the raw file %s: %s", raw.vhdr, exc)
+                        self.error = self.error or exc
             s = self.stats
-            r0, e0, l0 = getattr(self, "_run_snapshot", (0, 0, 0))
+            r0, e0, l0 = self._run_snapshot
             run_stats = dict(samples_received=s.samples_received - r0, samples_expected=s.samples_expected - e0,
                              lost_samples=s.lost_samples - l0)
             if self.db is not None and self._run_id is not None:
-                run_id, loose = self._run_id, list(self._loose_events)
-                self._loose_events.clear()
+                run_id, loose = self._run_id, list(self.epocher.loose_events)
+                self.epocher.loose_events.clear()
                 db, sid = self.db, self.session_id
+                info = {"gaps": s.gaps, "stalls": s.stalls[:100], "max_gap_ms": s.max_gap_ms,
+                        **({"reason": reason} if reason else {})}
 
                 def write():
                     db.add_events(sid, [dict(kind=m.get("event", "marker"), lsl_time=t, run_id=run_id,
                                              trial=m.get("trial"), class_id=m.get("class"), payload=m)
                                         for m, t in loose])
-                    db.update_run(run_id, status="done", **run_stats, info={"gaps": s.gaps, "stalls": s.stalls,
-                                                                            "max_gap_ms": s.max_gap_ms})
-                self._writer.submit(write)
-            self._raw = None
+                    old = [r for r in db.get_runs(sid) if r.id == run_id]
+                    prev = (old[0].info or {}) if old else {}
+                    db.update_run(run_id, status=status, **run_stats, info={**prev, **info})
+                self._store.submit(write, f"run {self._run}")
             self._run = None
             self._run_id = None
         return run_stats
 
+    def _queue_blocks(self, records) -> None:
+        if self.db is None:
+            return
+        for rec in records:
+            run_id = self._run_ids.get(rec.run, self._run_id)
+            self._store.submit_block(self.session_id, run_id, rec)
+
     # -- thread ----------------------------------------------------------------------
     def start(self) -> "Recorder":
-        if self._eeg_inlet is None:
+        if self.epocher is None:
             self.connect()
-        self._thread = threading.Thread(target=self._loop, name="eegloop-recorder", daemon=True)
-        self._thread.start()
+        super().start()
         return self
 
-    def stop(self) -> RecorderStats:
-        """Stop pulling, finish the open run, write everything; returns the statistics."""
-        if self._run is not None:
-            self.end_run()
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-        if self._writer is not None:
-            self._writer.flush()
-            self._writer.close()
-        for inlet in (self._eeg_inlet, self._marker_inlet):
-            if inlet is not None:
-                inlet.close_stream()
-        if self.error is not None:
-            raise self.error
+    def stop(self, status: str = "done", reason: str | None = None) -> RecorderStats:
+        """Stop pulling, finish the open run, write everything; returns the statistics.
+
+        Every step runs even when an earlier one fails (the open run is closed, the raw file flushed,
+        the store drained); the first failure is raised at the end.
+        """
+        try:
+            if self._run is not None:
+                self.end_run(wait=self.failure is None, status=status, reason=reason)
+        finally:
+            try:
+                super().stop(10)
+            finally:
+                try:
+                    if self._store is not None:
+                        self._store.flush(timeout=self._store.retry_s + 10)
+                        self._store.close()
+                finally:
+                    self.acq.close()
+        err = self.failure if self.error is not None or (self._store and self._store.error) else None
+        if err is not None:
+            raise err
         return self.stats
 
     def flush(self) -> None:
-        """Wait until the database writer has written everything submitted."""
-        if self._writer is not None:
-            self._writer.flush()
+        """Wait until the store has written everything submitted."""
+        if self._store is not None:
+            self._store.flush()
 
-    def _loop(self) -> None:
-        try:
-            self._pull_loop()
-        except BaseException as exc:  # surfaced by stop()
-            logger.error("recorder stopped: %s", exc)
-            self.error = exc
+    @property
+    def blocks_stored(self) -> list:
+        """(block index, block id, status, reason) of every block written so far."""
+        return list(self._store.stored) if self._store is not None else []
 
-    def _pull_loop(self) -> None:
-        n = self._buf.shape[0]
-        chunk = np.zeros((int(self.sfreq * 2) + 1, n), np.float32)
-        first_ts: Optional[float] = None
-        last_ts: Optional[float] = None
-        last_arrival = time.monotonic()
-        stalled = False
+    def run(self) -> None:
         cpu0, wall0 = time.thread_time(), time.monotonic()
-        max_samples = chunk.shape[0]
-        while not self._stop.is_set():
-            samples, ts = self._eeg_inlet.pull_chunk(timeout=0.0, max_samples=max_samples, dest_obj=chunk)
-            now = time.monotonic()
-            if not ts:
+        st = self.stats
+        while not self.stopping:
+            data, ts = self.acq.pull()
+            if data is None:
                 time.sleep(0.004)  # poll at ~250 Hz: epochs are ready within a few ms of their last sample
-            if ts:
-                k = len(ts)
-                ts = np.asarray(ts)
-                interval = (now - last_arrival) * 1000
-                if first_ts is not None and interval > self.stats.max_pull_interval_ms:
-                    self.stats.max_pull_interval_ms = interval
-                    logger.debug("pull interval %.1f ms at sample %d", interval, self.stats.samples_received)
-                if stalled:
-                    logger.warning("EEG stream resumed after %.1f s", now - last_arrival)
-                    stalled = False
-                last_arrival = now
+            else:
                 with self._lock:
-                    self._append(chunk[:k].T, ts)
-                    st = self.stats
-                    st.samples_received += k
-                    if first_ts is None:
-                        first_ts = ts[0]
-                    prev = last_ts if last_ts is not None else ts[0]
-                    diffs = np.diff(np.concatenate([[prev], ts]))
-                    big = diffs > 1.5 / self.sfreq
-                    if big.any():
-                        st.gaps += int(big.sum())
-                    st.max_gap_ms = max(st.max_gap_ms, float(diffs.max()) * 1000)
-                    last_ts = ts[-1]
-                    st.samples_expected = int(round((last_ts - first_ts) * self.sfreq)) + 1
-                    st.lost_samples = max(0, st.samples_expected - st.samples_received)
-            elif first_ts is not None and not stalled and now - last_arrival > self.stall_s:
-                stalled = True
-                msg = f"EEG stream stalled: no samples for {now - last_arrival:.1f} s"
-                logger.warning(msg)
-                self.stats.stalls.append((float(last_ts or 0.0), round(now - last_arrival, 3)))
-            self._pull_markers()
+                    self.epocher.append(data, ts)
+                    if self._raw is not None:
+                        self._raw.write(data)
+            markers = self.acq.pull_markers()
             with self._lock:
-                self._cut_ready()
-                self._flush_blocks()
-            self.stats.cpu_seconds = time.thread_time() - cpu0
-            self.stats.wall_seconds = time.monotonic() - wall0
-
-    def _append(self, data: np.ndarray, ts: np.ndarray) -> None:
-        k = data.shape[1]
-        cap = self._buf.shape[1]
-        if self._w + k > cap:  # keep the last buffer_s seconds
-            keep = min(self._w, int(self.buffer_s * self.sfreq))
-            drop = self._w - keep
-            self._buf[:, :keep] = self._buf[:, drop:self._w]
-            self._ts[:keep] = self._ts[drop:self._w]
-            self._abs0 += drop
-            self._w = keep
-        self._buf[:, self._w:self._w + k] = data
-        self._ts[self._w:self._w + k] = ts
-        self._w += k
-        if self._raw is not None:
-            self._raw.write(data)
-
-    def _pull_markers(self) -> None:
-        if self._marker_inlet is None:
-            return
-        samples, ts = self._marker_inlet.pull_chunk(timeout=0.0)
-        for s, t in zip(samples, ts):
-            self.add_marker(parse_marker(s[0]), t)
+                for m, t in markers:
+                    self._on_marker(m, t)
+                new = self.epocher.cut_ready()
+                if new:
+                    st.epochs = self.epocher.n_epochs
+                    for q in self._subscribers:
+                        for e in new:
+                            q.offer(e)
+                    st.online_dropped = sum(q.dropped for q in self._subscribers)
+                st.epochs_rejected = dict(self.epocher.rejected)
+                st.alignment_errors = self.epocher.alignment_errors
+                self._queue_blocks(self.epocher.finished_blocks())
+            st.cpu_seconds = time.thread_time() - cpu0
+            st.wall_seconds = time.monotonic() - wall0
 
     def add_marker(self, m: dict, t: float) -> None:
-        """Handle one marker at LSL time ``t`` (called by the pull thread)."""
+        """Handle one marker at LSL time ``t`` (as if it came from the marker stream)."""
         with self._lock:
             self.stats.markers += 1
-            ev = m.get("event")
-            run = self._run
-            if self._raw is not None:
-                idx = self._sample_at(t) - self._run_first_sample
-                self._raw.marker(max(idx, 0), _describe(m), "Stimulus" if ev == "stim_on" else "Comment")
-            key = (int(m.get("run", run or 0)), int(m["block"])) if "block" in m else None
-            if ev == "block_start" and key:
-                self._blocks[key] = _OpenBlock(run=key[0], block=key[1])
-            blk = self._blocks.get(key) if key else None
-            if blk is not None:
-                blk.events.append((m, t))
-                if ev == "block_end":
-                    blk.ended_at = t
-            else:
-                self._loose_events.append((m, t))
-            if ev == "stim_on":
-                self._pending.append(_Pending(m, t, run or 0))
-                if blk is not None:
-                    blk.n_stim += 1
+            self._on_marker(m, t)
 
-    def _sample_at(self, t: float) -> int:
-        """Absolute index of the sample nearest LSL time ``t`` (extrapolated if not yet in)."""
-        if self._w == 0:
-            return self._abs0
-        ts = self._ts[:self._w]
-        if t > ts[-1]:
-            return self._abs0 + self._w - 1 + int(round((t - ts[-1]) * self.sfreq))
-        if t < ts[0]:
-            return self._abs0 + int(round((t - ts[0]) * self.sfreq))
-        i = int(np.searchsorted(ts, t))
-        if i > 0 and (i == len(ts) or abs(ts[i - 1] - t) <= abs(ts[i] - t)):
-            i -= 1
-        return self._abs0 + i
-
-    def _cut_ready(self) -> None:
-        e = self.protocol.epochs
-        sf = self.sfreq
-        margin = int(round(e.margin_s * sf))
-        start_off = int(round(e.tmin * sf)) - margin
-        length = int(round((e.tmax - e.tmin) * sf)) + 2 * margin
-        still = []
-        for p in self._pending:
-            if self._w == 0 or self._ts[self._w - 1] < p.onset:
-                still.append(p)
-                continue
-            onset_abs = self._sample_at(p.onset)
-            a = onset_abs + start_off - self._abs0
-            b = a + length
-            if b > self._w:
-                still.append(p)
-                continue
-            if a < 0:
-                self.stats.epochs_skipped += 1
-                blk = self._blocks.get((int(p.marker.get("run", p.run)), int(p.marker.get("block", 0))))
-                if blk is not None:
-                    blk.n_skipped += 1
-                logger.warning("epoch of trial %s skipped: its start is no longer buffered", p.marker.get("trial"))
-                continue
-            data = self._buf[:, a:b]
-            if self.stim_idx:  # the simulator's onset channel: where is the pulse vs where we put the onset?
-                onset_pos = -start_off
-                pulse = np.flatnonzero(data[self.stim_idx[0]] > 0.5)
-                if len(pulse):
-                    nearest = pulse[np.argmin(np.abs(pulse - onset_pos))]
-                    self.stats.alignment_errors.append(int(nearest - onset_pos))
-            m = p.marker
-            ep = Epoch(data=data[self.eeg_idx].copy(), label=str(m.get("class", "")), sfreq=sf,
-                       tmin=start_off / sf, channel_names=list(self.eeg_names), run=int(m.get("run", p.run)),
-                       block=int(m.get("block", 0)), trial=m.get("trial"), onset_lsl=p.onset,
-                       ready_lsl=local_clock())
-            self.stats.epochs += 1
-            self.epochs.put(ep)
-            key = (ep.run, ep.block)
-            if key in self._blocks:
-                self._blocks[key].epochs.append(ep)
-        self._pending = still
-
-    def _flush_blocks(self, force: bool = False) -> None:
-        done = [k for k, b in self._blocks.items()
-                if (b.ended_at is not None and len(b.epochs) + b.n_skipped >= b.n_stim)
-                or (force and b.run == self._run)]
-        for k in done:
-            blk = self._blocks.pop(k)
-            if self.db is None:
-                continue
-            run_id = self._run_ids.get(blk.run, self._run_id)
-            self._writer.submit(_block_writer(self.db, self.session_id, run_id, blk,
-                                              "done" if blk.ended_at is not None else "aborted"))
+    def _on_marker(self, m: dict, t: float) -> None:
+        ev = m.get("event")
+        if self._raw is not None:
+            idx = self.epocher.sample_at(t) - self._run_first_sample
+            self._raw.marker(max(idx, 0), _describe(m), "Stimulus" if ev == "stim_on" else "Comment")
+        self.epocher.add_marker(m, t, self._run)
 
 
 def _describe(m: dict) -> str:
@@ -494,22 +340,5 @@ def _describe(m: dict) -> str:
         return f"stim_on/{m.get('class', '')}/trial{m.get('trial', '')}"
     if ev == "marker":
         return str(m.get("value", ""))
-    parts = [ev] + [f"{k}{m[k]}" for k in ("run", "block") if k in m]
+    parts = [str(ev)] + [f"{k}{m[k]}" for k in ("run", "block") if k in m]
     return "/".join(parts)
-
-
-def _block_writer(db, session_id: int, run_id: int, blk: _OpenBlock, status: str):
-    def write():
-        starts = [t for m, t in blk.events if m.get("event") == "block_start"]
-        classes = sorted({str(m["class"]) for m, _ in blk.events if m.get("event") == "stim_on" and "class" in m})
-        block_id = db.add_block(run_id, blk.block, classes=classes, status=status,
-                                started_lsl=starts[0] if starts else None, ended_lsl=blk.ended_at)
-        ids = db.add_events(session_id, [dict(kind=m.get("event", "marker"), lsl_time=t, run_id=run_id,
-                                              block_id=block_id, trial=m.get("trial"), class_id=m.get("class"),
-                                              payload=m) for m, t in blk.events])
-        by_trial = {m.get("trial"): i for (m, _), i in zip(blk.events, ids) if m.get("event") == "stim_on"}
-        for ep in blk.epochs:
-            ep.event_id = by_trial.get(ep.trial)
-        db.add_epochs(session_id, blk.epochs)
-        logger.info("block %d: %d epochs stored", blk.block, len(blk.epochs))
-    return write

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
+import uuid
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -29,6 +30,7 @@ import numpy as np
 from scipy.signal import butter, lfilter, sosfilt
 
 from .._logging import logger
+from .._worker import Worker
 from ..lsl import ensure_configured, parse_marker
 from ..protocol import AmplifierConfig, SimulateConfig
 
@@ -123,10 +125,11 @@ class VirtualAmplifier:
         self.latency = latency_ms / 1000
         self.listen_markers = listen_markers
         self.marker_source_id = marker_source_id
+        # unique per amplifier: a recorder in this process pins its EEG stream to it
+        self.source_id = f"eegloop-sim-{amplifier.stream_name}-{uuid.uuid4().hex[:12]}"
         self._rng = np.random.default_rng(self.cfg.seed)
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._marker_thread: Optional[threading.Thread] = None
+        self._out = Worker.of(self._run, "eegloop-simulator")
+        self._mk = Worker.of(self._marker_loop, "eegloop-sim-markers")
         self._lock = threading.Lock()
         self.markers_connected = threading.Event()
         self._responses: list[_Response] = []
@@ -187,7 +190,7 @@ class VirtualAmplifier:
         import pylsl
 
         inlet = None
-        while not self._stop.is_set() and inlet is None:
+        while not self._mk.stopping and inlet is None:
             if self.marker_source_id:
                 found = pylsl.resolve_byprop("source_id", self.marker_source_id, minimum=1, timeout=0.5)
             else:
@@ -200,7 +203,7 @@ class VirtualAmplifier:
         inlet.time_correction(timeout=5.0)  # the first estimate takes ~0.6 s; not while markers arrive
         self.markers_connected.set()
         logger.info("simulator: following marker stream %r", self.amp.marker_stream_name)
-        while not self._stop.is_set():
+        while not self._mk.stopping:
             sample, ts = inlet.pull_sample(timeout=0.1)
             if sample is not None:
                 self.add_marker(parse_marker(sample[0]), ts)
@@ -255,7 +258,7 @@ class VirtualAmplifier:
         import pylsl
 
         info = pylsl.StreamInfo(self.amp.stream_name, self.amp.stream_type, self.n_out, self.sfreq,
-                                pylsl.cf_float32, f"eegloop-sim-{self.amp.stream_name}-{self.cfg.seed}")
+                                pylsl.cf_float32, self.source_id)
         chans = info.desc().append_child("channels")
         for i, lab in enumerate(self.labels):
             ch = chans.append_child("channel")
@@ -271,12 +274,12 @@ class VirtualAmplifier:
         made = 0
         period = self.cfg.chunk_ms / 1000
         next_wake = time.perf_counter()
-        while not self._stop.is_set():
+        while not self._out.stopping:
             now = pylsl.local_clock()
             due = int((now - self.latency - self.t0) * self.sfreq)  # samples whose time has come
             if self._duration is not None and due >= int(self._duration * self.sfreq):
                 due = int(self._duration * self.sfreq)
-                self._stop.set()
+                self._out.request_stop()
             while made < due + int(self.latency * self.sfreq) + blk:
                 bg = np.zeros((self.n_out, blk), np.float32)
                 bg[:self.n_eeg] = self._make_block(blk)
@@ -303,25 +306,27 @@ class VirtualAmplifier:
         ensure_configured()
         self._duration = duration
         self._outlet_ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="eegloop-simulator", daemon=True)
-        self._thread.start()
+        self._out.start()
         if self.listen_markers:
-            self._marker_thread = threading.Thread(target=self._marker_loop, name="eegloop-sim-markers",
-                                                   daemon=True)
-            self._marker_thread.start()
+            self._mk.start()
         self._outlet_ready.wait(10)
         return self
 
-    def wait(self) -> None:
-        """Block until the stream ends (``duration`` reached or :meth:`stop`)."""
-        while self._thread is not None and self._thread.is_alive():
-            self._thread.join(0.2)
+    @property
+    def alive(self) -> bool:
+        """True while the stream is being pushed."""
+        return self._out.alive
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the stream ends (``duration`` reached or :meth:`stop`), or ``timeout`` s."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while self._out.alive and (end is None or time.monotonic() < end):
+            self._out.join(0.2)
 
     def stop(self) -> None:
-        self._stop.set()
-        for t in (self._thread, self._marker_thread):
-            if t is not None:
-                t.join(5)
+        self._mk.request_stop()
+        self._out.stop(5)
+        self._mk.stop(5)
 
     def __enter__(self):
         return self.start()
@@ -345,13 +350,13 @@ def simulate_epochs(protocol, schedule=None, trials=None, simulate: Optional[Sim
         What was shown; or ``trials``: a list of (run, block, trial, class_id).
     """
     from ..types import EpochSet
+    from .epocher import epoch_window
 
     va = VirtualAmplifier(protocol.amplifier, simulate, listen_markers=False)
     sf, c = va.sfreq, va.n_eeg
     e = protocol.epochs
-    margin = int(round(e.margin_s * sf))
-    start_off = int(round(e.tmin * sf)) - margin
-    length = int(round((e.tmax - e.tmin) * sf)) + 2 * margin
+    win = epoch_window(e, sf)
+    start_off, length = win.start, win.length
     if trials is None:
         trials = [(t.run, t.block, t.trial, t.class_id) for t in schedule.trials]
     blocks: dict[tuple[int, int], list] = {}

@@ -1,0 +1,200 @@
+"""Acquisition: the LSL inlets for EEG and markers, the clock, and the sample accounting.
+
+:class:`Acquisition` resolves the EEG stream (pinned: when several streams
+match the protocol's name/type it refuses, listing them, unless
+``amplifier.source_id`` or ``amplifier.hostname`` picks one), checks it
+against the protocol, opens clock-corrected inlets and pulls chunks. It keeps
+the counts (received vs expected from the stream's own timestamps, gaps,
+stalls) in :class:`RecorderStats`, and raises :class:`~eegloop.errors.StreamError`
+when no sample arrived for ``amplifier.stall_timeout_s``: a stream lost for
+that long stops the visit rather than silently recording nothing.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .._logging import logger
+from ..errors import StreamError
+from ..lsl import ensure_configured, parse_marker, resolve_stream
+
+__all__ = ["Acquisition", "RecorderStats"]
+
+
+@dataclass
+class RecorderStats:
+    """What arrived, what was expected, and what went wrong."""
+
+    samples_received: int = 0
+    samples_expected: int = 0
+    lost_samples: int = 0
+    gaps: int = 0
+    max_gap_ms: float = 0.0
+    max_pull_interval_ms: float = 0.0
+    stalls: list = field(default_factory=list)  # [(lsl_time, seconds)], at most 1000 kept
+    markers: int = 0
+    epochs: int = 0
+    epochs_rejected: dict = field(default_factory=dict)  # reason -> count
+    online_dropped: int = 0  # epochs a slow online consumer never took (its queue is bounded)
+    alignment_errors: list = field(default_factory=list)  # samples, when a STIM channel exists
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def epochs_skipped(self) -> int:
+        return int(sum(self.epochs_rejected.values()))
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["alignment_errors"] = list(map(int, self.alignment_errors))
+        return d
+
+
+class Acquisition:
+    """Inlets, clock correction and counts for one EEG stream (and the marker stream)."""
+
+    def __init__(self, amplifier):
+        self.amp = amplifier
+        self.stats = RecorderStats()
+        self.eeg_inlet = None
+        self.marker_inlet = None
+        self._first_ts: Optional[float] = None
+        self._last_ts: Optional[float] = None
+        self._last_arrival = time.monotonic()
+        self._stalled = False
+        self._chunk: Optional[np.ndarray] = None
+
+    def connect(self, markers: bool = True, timeout: float | None = None, marker_source_id: str | None = None,
+                eeg_source_id: str | None = None) -> "Acquisition":
+        import pylsl
+
+        amp = self.amp
+        ensure_configured()
+        timeout = timeout or amp.resolve_timeout_s
+        info = resolve_stream(amp.stream_name, amp.stream_type, timeout, "EEG stream",
+                              "start the amplifier's LSL app, or the virtual amplifier: eegloop simulate "
+                              f"--name {amp.stream_name}",
+                              source_id=eeg_source_id or getattr(amp, "source_id", None),
+                              hostname=getattr(amp, "hostname", None), unique=True)
+        self.eeg_inlet = pylsl.StreamInlet(info, max_buflen=60, processing_flags=pylsl.proc_clocksync
+                                           | pylsl.proc_dejitter | pylsl.proc_monotonize)
+        full = self.eeg_inlet.info(timeout=5.0)
+        labels, types = [], []
+        ch = full.desc().child("channels").child("channel")
+        while not ch.empty():
+            labels.append(ch.child_value("label"))
+            types.append(ch.child_value("type") or "EEG")
+            ch = ch.next_sibling()
+        n = full.channel_count()
+        if len(labels) != n:
+            labels, types = [f"Ch{i + 1}" for i in range(n)], ["EEG"] * n
+        self.ch_names = labels
+        self.eeg_idx = [i for i, t in enumerate(types) if t.upper() != "STIM"]
+        self.stim_idx = [i for i, t in enumerate(types) if t.upper() == "STIM"]
+        if len(self.eeg_idx) != amp.channels:
+            raise StreamError(
+                f"EEG stream '{full.name()}' has {len(self.eeg_idx)} EEG channels, the protocol expects "
+                f"{amp.channels} (amplifier.channels); fix the protocol or the amplifier montage")
+        if abs(full.nominal_srate() - amp.sfreq) > 1e-6:
+            raise StreamError(
+                f"EEG stream '{full.name()}' runs at {full.nominal_srate():g} Hz, the protocol expects "
+                f"{amp.sfreq:g} Hz (amplifier.sfreq)")
+        self.sfreq = full.nominal_srate()
+        self.eeg_names = [labels[i] for i in self.eeg_idx]
+        self.stream_name, self.source_id, self.hostname = full.name(), full.source_id(), full.hostname()
+        if markers:
+            minfo = resolve_stream(amp.marker_stream_name, None, timeout, "marker stream",
+                                   "the paradigm (eegloop record) creates it; check amplifier.marker_stream_name",
+                                   source_id=marker_source_id)
+            self.marker_inlet = pylsl.StreamInlet(minfo, max_buflen=360,
+                                                  processing_flags=pylsl.proc_clocksync | pylsl.proc_monotonize)
+        # open the connections now, so nothing pushed from here on is missed
+        self.eeg_inlet.open_stream(timeout=5.0)
+        if self.marker_inlet is not None:
+            self.marker_inlet.open_stream(timeout=5.0)
+        # the first clock-offset estimate takes ~0.6 s: get it now, not inside the pull loop
+        self.eeg_inlet.time_correction(timeout=5.0)
+        if self.marker_inlet is not None:
+            self.marker_inlet.time_correction(timeout=5.0)
+        # the pull buffer has the stream's own sample type (pylsl writes the stream's values into it raw: a
+        # float32 buffer breaks on a float64 stream); the recorder stores float32
+        fmt = full.channel_format()
+        dtypes = {pylsl.cf_float32: np.float32, pylsl.cf_double64: np.float64, pylsl.cf_int32: np.int32,
+                  pylsl.cf_int16: np.int16, pylsl.cf_int8: np.int8, getattr(pylsl, "cf_int64", 7): np.int64}
+        if fmt not in dtypes:
+            raise StreamError(f"EEG stream '{full.name()}' carries strings (channel format {fmt}), not samples")
+        self._chunk = np.zeros((int(self.sfreq * 2) + 1, n), dtypes[fmt])
+        self._last_arrival = time.monotonic()
+        logger.info("recorder: EEG %r (%d ch, %g Hz, source %s on %s)%s", full.name(), n, self.sfreq,
+                    self.source_id, self.hostname, f", markers {amp.marker_stream_name!r}" if markers else "")
+        return self
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.ch_names)
+
+    def pull(self) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        """One non-blocking pull: ``(data (n_channels, k) float32, timestamps)`` or ``(None, None)``.
+
+        Updates the counts; raises :class:`StreamError` once the stream has been silent for
+        ``amplifier.stall_timeout_s``.
+        """
+        chunk = self._chunk
+        samples, ts = self.eeg_inlet.pull_chunk(timeout=0.0, max_samples=chunk.shape[0], dest_obj=chunk)
+        now = time.monotonic()
+        st = self.stats
+        if not ts:
+            silent = now - self._last_arrival
+            if self._first_ts is not None and not self._stalled and silent > 1.0:
+                self._stalled = True
+                logger.warning("EEG stream stalled: no samples for %.1f s", silent)
+                if len(st.stalls) < 1000:
+                    st.stalls.append((float(self._last_ts or 0.0), round(silent, 3)))
+            limit = getattr(self.amp, "stall_timeout_s", 5.0)
+            if self._first_ts is not None and silent > limit:
+                raise StreamError(f"EEG stream '{self.stream_name}' lost: no samples for {silent:.1f} s "
+                                  f"(amplifier.stall_timeout_s {limit:g}); check the amplifier and its LSL app")
+            return None, None
+        k = len(ts)
+        ts = np.asarray(ts, dtype=np.float64)
+        interval = (now - self._last_arrival) * 1000
+        if self._first_ts is not None and interval > st.max_pull_interval_ms:
+            st.max_pull_interval_ms = interval
+        if self._stalled:
+            logger.warning("EEG stream resumed after %.1f s", now - self._last_arrival)
+            if st.stalls:
+                st.stalls[-1] = (st.stalls[-1][0], round(now - self._last_arrival, 3))
+            self._stalled = False
+        self._last_arrival = now
+        st.samples_received += k
+        if self._first_ts is None:
+            self._first_ts = float(ts[0])
+        prev = self._last_ts if self._last_ts is not None else ts[0]
+        diffs = np.diff(np.concatenate([[prev], ts]))
+        big = diffs > 1.5 / self.sfreq
+        if big.any():
+            st.gaps += int(big.sum())
+        st.max_gap_ms = max(st.max_gap_ms, float(diffs.max()) * 1000)
+        self._last_ts = float(ts[-1])
+        st.samples_expected = int(round((self._last_ts - self._first_ts) * self.sfreq)) + 1
+        st.lost_samples = max(0, st.samples_expected - st.samples_received)
+        return chunk[:k].T.astype(np.float32), ts
+
+    def pull_markers(self) -> list[tuple[dict, float]]:
+        if self.marker_inlet is None:
+            return []
+        samples, ts = self.marker_inlet.pull_chunk(timeout=0.0)
+        out = [(parse_marker(s[0]), float(t)) for s, t in zip(samples, ts)]
+        self.stats.markers += len(out)
+        return out
+
+    def close(self) -> None:
+        for inlet in (self.eeg_inlet, self.marker_inlet):
+            if inlet is not None:
+                try:
+                    inlet.close_stream()
+                except Exception as exc:  # closing must never hide the reason we are closing
+                    logger.debug("closing an inlet: %s", exc)
