@@ -15,11 +15,12 @@ import numpy as np
 
 from ._logging import logger
 from .database import Database
+from .database.claim import SessionClaim
 from .errors import EegloopError
 from .lsl import configure_lsl
 from .protocol import Protocol
 
-__all__ = ["RecordResult", "record_session"]
+__all__ = ["RecordResult", "record_session", "run_visit", "RecordingError"]
 
 
 @dataclass
@@ -47,17 +48,28 @@ def _fmt(s: float) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
+NEUTRAL_MESSAGE = "The recording has stopped.\n\nPlease stay seated; the experimenter will be with you."
+
+
 def record_session(protocol: Protocol, subject: str, db: Database, simulate: bool = False,
                    progress: Callable[[str], None] | None = print, session_id: int | None = None,
                    runs: Optional[list[int]] = None, capture_trials=(), presenter_hook=None,
-                   skip_blocks=frozenset(), after_run=None) -> RecordResult:
+                   skip_blocks=frozenset(), after_run=None, on_session=None) -> RecordResult:
     """Run the paradigm and the recorder for the protocol's runs.
+
+    Nothing is written to the database before the amplifier is found and the
+    session is claimed. Each block is stored (events, epochs, rejected epochs,
+    trial timings) in one transaction as soon as its last epoch is cut. If the
+    recorder fails (disk full, stream lost, database error) the paradigm stops
+    at the next frame, the subject sees a neutral message, every completed
+    block stays stored, session and run get status ``failed`` with the reason,
+    and :class:`RecordingError` is raised.
 
     Parameters
     ----------
     protocol : Protocol
     subject : str
-        Pseudonymous code; added to the database if new.
+        Pseudonymous code (letters and digits); added to the database if new.
     db : Database
     simulate : bool
         Start the virtual amplifier in this process (``amplifier.simulate`` settings).
@@ -68,30 +80,25 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
     runs : list of int | None
         Only these runs (1-based); default all.
     skip_blocks : set of int
-        Blocks already recorded (``--resume``): not shown again.
+        Blocks already recorded completely (``--resume``): not shown again.
     after_run : callable | None
         Called as ``after_run(run_number, presenter)`` after each completed run
         (the visit uses it to start the quick-train during a rest).
+    on_session : callable | None
+        Called with the session id once the session exists (after the amplifier was found).
     """
     from .paradigm.markers import make_marker_outlet
-    from .paradigm.presentation import Presenter
-    from .paradigm.schedule import make_schedule
+    from .paradigm.schedule import Run, make_schedule
     from .recorder.recorder import Recorder
     from .recorder.simulator import VirtualAmplifier
     from .stimuli import load_stimuli
 
     say = progress or (lambda _m: None)
     amp = protocol.amplifier
+    db.check_new_subject(subject)
     configure_lsl(amp.lsl_scope)
     stimuli = load_stimuli(protocol)
     schedule = make_schedule(protocol, stimuli)
-    db.get_or_add_subject(subject)
-    if session_id is None:
-        session_id = db.create_session(subject, protocol)
-    db.add_stimuli(stimuli)
-    raw_dir = db.data_dir / "raw" / f"sub-{subject}" / f"ses-{session_id:04d}"
-    from .paradigm.schedule import Run
-
     todo = [Run(run=r.run, blocks=tuple(b for b in r.blocks if b.block not in skip_blocks))
             for r in schedule.runs if runs is None or r.run in runs]
     todo = [r for r in todo if r.blocks]
@@ -100,25 +107,63 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
 
     outlet = make_marker_outlet(amp.marker_stream_name)
     marker_id = outlet.get_info().source_id()
-    sim = None
-    if simulate:
-        sim = VirtualAmplifier(amp, amp.simulate, marker_source_id=marker_id).start()
-        if not sim.markers_connected.wait(10):
-            logger.warning("the simulator did not connect to the marker stream")
-    rec = Recorder(protocol, db=db, session_id=session_id, raw_dir=raw_dir,
-                   raw_prefix=f"sub-{subject}_ses-{session_id:04d}_run").connect(marker_source_id=marker_id)
+    sim = rec = None
+    try:
+        if simulate:
+            sim = VirtualAmplifier(amp, amp.simulate, marker_source_id=marker_id).start()
+            if not sim.markers_connected.wait(10):
+                logger.warning("the simulator did not connect to the marker stream")
+        rec = Recorder(protocol, db=db, expect_timings=True).connect(
+            marker_source_id=marker_id, eeg_source_id=sim.source_id if sim is not None else None)
+        # the amplifier is there: now the session may exist
+        db.get_or_add_subject(subject)
+        if session_id is None:
+            session_id = db.create_session(subject, protocol)
+        if on_session is not None:
+            on_session(session_id)
+        with SessionClaim(db, session_id):
+            return _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, rec, say,
+                           capture_trials, presenter_hook, after_run)
+    finally:
+        if rec is not None and rec.alive:  # _record stops it; this is for failures before it started
+            try:
+                rec.stop()
+            except Exception:
+                pass
+        if sim is not None:
+            sim.stop()
+        del outlet  # the marker stream disappears with the recording
+
+
+class RecordingError(EegloopError):
+    """The recording failed during a visit; what was recorded before is stored."""
+
+
+def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, rec, say, capture_trials,
+            presenter_hook, after_run) -> RecordResult:
+    from .paradigm.presentation import Presenter, RecordingFailed
+
+    db.add_stimuli(stimuli)
+    raw_dir = db.data_dir / "raw" / f"sub-{subject}" / f"ses-{session_id:04d}"
+    rec.session_id = session_id
+    rec.raw_dir = raw_dir
+    rec.raw_prefix = f"sub-{subject}_ses-{session_id:04d}_task-{_task(protocol)}_run"
     rec.start()
     pres = Presenter(protocol, outlet, capture_trials=capture_trials)
+    pres.health = lambda: rec.failure
     if presenter_hook:
         presenter_hook(pres)
     db.set_session_status(session_id, "recording")
     timings = []
     aborted = False
+    failure: Optional[str] = None
     runs_done = 0
     t_start = time.monotonic()
     total_blocks = sum(len(r.blocks) for r in todo)
     blocks_done = 0
     block_cost = protocol.paradigm.block_s + protocol.paradigm.pause_s
+    stats = rec.stats
+    current_run = None
     try:
         pres.open()
         say(f"display: {pres.frame_rate:.2f} Hz" + (f" (software-paced; measured {pres.measured_rate:.0f} Hz, no vsync)"
@@ -132,39 +177,71 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
         def on_block(block, tt):
             nonlocal blocks_done
             blocks_done += 1
+            rec.add_timings(block.run, block.block, [dict(trial=t.trial, **t.as_db()) for t in tt])
             left = (total_blocks - blocks_done) * block_cost
+            rej = sum(rec.stats.epochs_rejected.values())
             say(f"run {block.run}/{len(schedule.runs)}  block {block.block}/{len(schedule.blocks)}  "
                 f"({len(tt)} images)  elapsed {_fmt(time.monotonic() - t_start)}  ~{_fmt(left)} left  "
-                f"epochs {rec.stats.epochs}  lost samples {rec.stats.lost_samples}")
+                f"epochs {rec.stats.epochs}" + (f" (+{rej} rejected)" if rej else "")
+                + f"  lost samples {rec.stats.lost_samples}")
 
         for run in todo:
+            current_run = run.run
             rec.begin_run(run.run)
             result = pres.run(run, on_block=on_block)
-            rec.end_run()
-            rec.flush()
             timings += result.timings
-            db.add_trial_timings_by_trial(session_id, [dict(trial=t.trial, **t.as_db()) for t in result.timings])
             if result.aborted:
                 aborted = True
-                say(f"run {run.run} aborted by the operator; everything recorded so far is kept "
-                    f"(continue with --resume)")
+                if result.partial_block is not None:
+                    shown = [t for t in result.timings if t.block == result.partial_block]
+                    rec.add_timings(run.run, result.partial_block, [dict(trial=t.trial, **t.as_db()) for t in shown])
+                rec.end_run(status="aborted", reason="aborted by the operator (Escape)")
+                current_run = None
+                rec.flush()
+                say(f"run {run.run} aborted by the operator; every completed block is stored "
+                    f"(continue with --resume: unfinished blocks are shown again)")
                 break
+            rec.end_run()
+            current_run = None
+            rec.flush()
+            if rec.failure is not None:
+                raise RecordingFailed(f"the recording failed: {rec.failure}")
             runs_done += 1
             if after_run is not None:
                 after_run(run.run, pres)
         pres.push_now("session_end", status="aborted" if aborted else "completed")
+    except RecordingFailed as exc:
+        failure = str(rec.failure or exc)
+        timings += getattr(exc, "timings", [])
+        logger.error("%s", failure)
+        try:
+            if pres.win is not None:
+                pres.show_text(NEUTRAL_MESSAGE, duration=2.0)
+        except Exception as e:  # the window must not hide the failure
+            logger.warning("could not show the neutral message: %s", e)
     finally:
-        time.sleep(0.05)
-        pres.close()
-        stats = rec.stop()
-        if sim is not None:
-            sim.stop()
-        pres.outlet = None
-        del outlet  # the marker stream disappears with the recording
+        # every step runs even if one before it raises: the store is always drained
+        try:
+            time.sleep(0.05)
+            pres.close()
+        finally:
+            try:
+                stats = rec.stop(status="failed" if failure else "done",
+                                 reason=f"recording failed: {failure}" if failure else None)
+            except Exception as exc:
+                failure = failure or str(exc)
+                logger.error("stopping the recorder: %s", exc)
+            pres.outlet = None
+    if failure is not None:
+        _mark_failed(db, session_id, current_run, rec, failure)
+        raise RecordingError(f"session {session_id}: {failure}; completed blocks are stored "
+                             f"(continue with: eegloop record/session --resume)")
     db.set_session_status(session_id, "aborted" if aborted else "recorded", ended=aborted,
                           recording={"runs_done": runs_done, "frame_rate_hz": pres.frame_rate,
                                      "paced": pres.paced, "samples_received": stats.samples_received,
-                                     "lost_samples": stats.lost_samples})
+                                     "lost_samples": stats.lost_samples,
+                                     "epochs_rejected": dict(stats.epochs_rejected),
+                                     "online_dropped": stats.online_dropped})
     durs = np.array([t.duration_s for t in timings]) if timings else np.array([np.nan])
     err = np.abs(durs - protocol.paradigm.image_s)
     mmf = [abs(t.marker_lsl - t.actual_onset_lsl) for t in timings] or [np.nan]
@@ -181,6 +258,24 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
     )
 
 
+def _mark_failed(db: Database, session_id: int, run: Optional[int], rec, reason: str) -> None:
+    """Session (and the run that was recording) -> ``failed`` with the reason; best effort, the
+    database itself may be what failed."""
+    try:
+        for r in db.get_runs(session_id):
+            if r.status == "recording" or r.index == run:
+                db.update_run(r.id, status="failed", info={**(r.info or {}), "reason": reason})
+        db.set_session_status(session_id, "failed", ended=True, failure=reason)
+    except Exception as exc:
+        logger.error("could not mark session %d failed: %s", session_id, exc)
+
+
+def _task(protocol: Protocol) -> str:
+    """The protocol's name as a BIDS ``task-`` label (letters and digits)."""
+    label = "".join(ch for ch in protocol.name if ch.isascii() and ch.isalnum())
+    return label or "eegloop"
+
+
 @dataclass
 class VisitResult:
     session_id: int
@@ -194,7 +289,7 @@ class VisitResult:
 
 def _resumable_session(db: Database, subject: str, protocol: Protocol) -> tuple[int, set]:
     for s in reversed(db.list_sessions(subject)):
-        if s.kind == "recorded" and s.status in ("created", "recording", "aborted") \
+        if s.kind == "recorded" and s.status in ("created", "recording", "aborted", "failed") \
                 and s.protocol_sha256 == protocol.sha256:
             done = {b.index for b in db.get_blocks(s.id) if b.status == "done"}
             return s.id, done
@@ -228,20 +323,32 @@ def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = F
               progress: Callable[[str], None] | None = print, feedback_mode: str | None = None,
               report_dir: Path | None = None) -> VisitResult:
     """A subject's visit: record -> quick-train (automatic, while the subject rests) -> feedback -> report."""
+
+    import contextlib
+
+    say = progress or (lambda _m: None)
+    db.check_new_subject(subject)
+    with contextlib.ExitStack() as claims:
+        session_id, done = (None, set())
+        if resume:
+            session_id, done = _resumable_session(db, subject, protocol)
+            claims.enter_context(SessionClaim(db, session_id))  # a second --resume of it refuses here
+            say(f"resuming session {session_id}: {len(done)} complete block(s) are kept; the others are shown again")
+        return _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir, say, session_id, done,
+                      claims)
+
+
+def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir, say, session_id, done, claims):
     from .decoder import quick_train
     from .feedback.generator import generator_available
     from .feedback.loop import run_feedback
     from .report import write_report
-
-    say = progress or (lambda _m: None)
-    session_id, done = (None, set())
-    if resume:
-        session_id, done = _resumable_session(db, subject, protocol)
-        say(f"resuming session {session_id}: {len(done)} block(s) already recorded are kept")
-    if session_id is None:
-        db.get_or_add_subject(subject)
-        session_id = db.create_session(subject, protocol)
     from .stimuli import load_stimuli
+
+    state = {"session": session_id}
+
+    def on_session(sid):
+        state["session"] = sid
 
     p = protocol.paradigm
     design = protocol.design(len(load_stimuli(protocol, hash_files=False).classes))
@@ -254,7 +361,7 @@ def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = F
             pres.show_text("Rest for a moment.\n\nThe decoder is training.", wait_space=False, duration=0.5)
         say("quick-train: starting")
         t0 = time.monotonic()
-        tm = quick_train(db, subject, [session_id], protocol=protocol, progress=progress is not None)
+        tm = quick_train(db, subject, [state["session"]], protocol=protocol, progress=progress is not None)
         trained["model"], trained["seconds"] = tm, time.monotonic() - t0
         held = tm.metrics["heldout"]
         say(f"quick-train: model {tm.model_id} in {trained['seconds']:.1f} s; held-out whole "
@@ -266,7 +373,9 @@ def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = F
             train_now(pres)
 
     rec = record_session(protocol, subject, db, simulate=simulate, progress=progress, session_id=session_id,
-                         skip_blocks=done, after_run=after_run)
+                         skip_blocks=done, after_run=after_run, on_session=on_session)
+    session_id = rec.session_id
+    claims.enter_context(SessionClaim(db, session_id))  # train, feedback and report: still this process's visit
     if rec.aborted:
         say(f"session {session_id} aborted during recording: continue later with --resume")
         return VisitResult(session_id, rec, None, 0.0, None, None, None)

@@ -74,12 +74,7 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
         An open window to reuse (a whole visit keeps one window).
     """
     from ..decoder import load_decoder
-    from ..paradigm.markers import make_marker_outlet
-    from ..paradigm.presentation import Aborted, Presenter
-    from ..recorder.recorder import Recorder
-    from ..recorder.simulator import VirtualAmplifier
     from ..stimuli import load_stimuli
-    from .generator import DiffusionGenerator, GeneratorWorker, ImageBank, StimulusPicker
 
     say = progress or (lambda _m: None)
     fb = protocol.feedback
@@ -95,8 +90,27 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
     db.get_or_add_subject(subject)
     if session_id is None:
         session_id = db.create_session(subject, protocol, kind="feedback")
+    from ..database.claim import SessionClaim
+
+    with SessionClaim(db, session_id):
+        return _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, progress, trial_offset,
+                         run_index, presenter, stimuli, decoder, model_id)
+
+
+def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, progress, trial_offset, run_index,
+              presenter, stimuli, decoder, model_id):
+    from ..paradigm.markers import make_marker_outlet
+    from ..paradigm.presentation import Aborted, Presenter
+    from ..recorder.recorder import Recorder
+    from ..recorder.simulator import VirtualAmplifier
+    from .generator import DiffusionGenerator, GeneratorWorker, ImageBank, StimulusPicker
+
+    fb = protocol.feedback
+    amp = protocol.amplifier
     img_dir = db.data_dir / "images" / f"sub-{subject}" / f"ses-{session_id:04d}"
-    img_dir.mkdir(parents=True, exist_ok=True)
+    from .._files import private_dir
+
+    private_dir(img_dir)  # images/...: 0700 when eegloop creates it
 
     # the generator comes first: a missing model fails before anything starts
     gen = worker = bank = picker = None
@@ -125,7 +139,9 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
     run_index = run_index or (max((r.index for r in runs), default=0) + 1)
     raw_dir = db.data_dir / "raw" / f"sub-{subject}" / f"ses-{session_id:04d}"
     rec = Recorder(protocol, db=db, session_id=session_id, raw_dir=raw_dir,
-                   raw_prefix=f"sub-{subject}_ses-{session_id:04d}_run").connect(marker_source_id=marker_id)
+                   raw_prefix=f"sub-{subject}_ses-{session_id:04d}_task-feedback_run").connect(
+        marker_source_id=marker_id, eeg_source_id=sim.source_id if sim is not None else None)
+    online = rec.subscribe(maxsize=256)  # bounded: a stalled decoder never grows memory
     rec.start()
     pres = presenter or Presenter(protocol, outlet)
     rows = []
@@ -145,7 +161,7 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
             # epoch -> probabilities -> image request, off the display thread
             while not stop.is_set():
                 try:
-                    ep = rec.epochs.get(timeout=0.05)
+                    ep = online.get(timeout=0.05)
                 except queue.Empty:
                     continue
                 if ep.trial not in wanted:
@@ -248,17 +264,21 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
     except Aborted:
         say("feedback aborted by the operator; trials so far are kept")
     finally:
-        if "stop" in locals():
-            stop.set()
-            decoder_thread.join(2)
-        rec.end_run()
-        if own_window:
-            pres.close()
-        rec.stop()
-        if sim is not None:
-            sim.stop()
-        if worker is not None:
-            worker.close()
+        # each step runs even if one before it raises: the recording is always flushed
+        try:
+            if "stop" in locals():
+                stop.set()
+                decoder_thread.join(2)
+            if own_window:
+                pres.close()
+        finally:
+            try:
+                rec.stop()
+            finally:
+                if sim is not None:
+                    sim.stop()
+                if worker is not None:
+                    worker.close()
     done = [r for r in rows if not r["missing"]]
 
     def stat(key):

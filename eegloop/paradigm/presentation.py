@@ -26,13 +26,24 @@ from ..protocol import Protocol
 from .markers import marker_json
 from .schedule import Block, Run
 
-__all__ = ["Presenter", "TrialTiming", "RunResult", "Aborted"]
+__all__ = ["Presenter", "TrialTiming", "RunResult", "Aborted", "RecordingFailed"]
 
 VSYNC_MAX_HZ = 240.0
 
 
 class Aborted(EegloopError):
-    """The operator pressed Escape (or :meth:`Presenter.request_abort` was called)."""
+    """The operator pressed Escape (or :meth:`Presenter.request_abort` was called).
+
+    ``timings`` holds the timings of the trials of the interrupted block that were shown.
+    """
+
+    timings: list = []
+
+
+class RecordingFailed(EegloopError):
+    """The recording behind the paradigm failed (see :attr:`Presenter.health`); the paradigm stops."""
+
+    timings: list = []
 
 
 @dataclass
@@ -61,6 +72,7 @@ class RunResult:
     run: int
     timings: list[TrialTiming] = field(default_factory=list)
     aborted: bool = False
+    partial_block: Optional[int] = None  # the block interrupted by Escape, if any
 
 
 def _preload_llvm_users() -> None:
@@ -109,6 +121,8 @@ class Presenter:
         self._next_tick: Optional[float] = None
         self._preloaded: dict[int, list] = {}
         self.marker_log: list[tuple[dict, float]] = []
+        # checked before every flip: returns why the recording failed (or None); the paradigm then stops
+        self.health: Optional[Callable[[], Optional[BaseException]]] = None
 
     # -- window -------------------------------------------------------------------
     def open(self) -> "Presenter":
@@ -196,7 +210,15 @@ class Presenter:
 
     # -- frames -------------------------------------------------------------------
     def flip(self) -> float:
-        """Flip (paced when there is no vsync); returns the flip time in LSL's clock."""
+        """Flip (paced when there is no vsync); returns the flip time in LSL's clock.
+
+        Raises :class:`RecordingFailed` when :attr:`health` reports a failure.
+        """
+        if self.health is not None:
+            err = self.health()
+            if err is not None:
+                self.health = None  # the neutral screen that follows must still flip
+                raise RecordingFailed(f"the recording failed: {err}")
         if self.paced:
             now = self._core.getTime()
             if self._next_tick is None or now > self._next_tick + self.frame_s:
@@ -335,43 +357,54 @@ class Presenter:
         onsets: list[float] = []
         markers: list[float] = []
         drops: list[int] = []
-        for i, (trial, stim) in enumerate(zip(block.trials, stims)):
-            d0 = self.dropped_frames
-            for f in range(n):
-                stim.draw()
-                if self.p.fixation:
-                    self.fixation.draw()
-                if self.p.photodiode and f < diode_frames:
-                    self.patch.draw()
-                if f == 0:
-                    if i == 0:
-                        self.push_on_flip("block_start", run=block.run, block=block.block)
-                    self.push_on_flip("stim_on", run=block.run, block=block.block, trial=trial.trial,
-                                      **{"class": trial.class_id}, image=trial.image.name)
-                    if trial.trial in self.capture_trials:
-                        self.captured[trial.trial] = self.win.getMovieFrame(buffer="back")
-                t = self.flip()
-                if f == 0:
-                    onsets.append(t)
-                    markers.append(self.marker_log[-1][1])
-                if f % 8 == 7:
-                    self._check_keys()
-            drops.append(self.dropped_frames - d0)
+        def timings_so_far(t_end: float) -> list[TrialTiming]:
+            ends = onsets[1:] + [t_end]
+            out = []
+            for i, trial in enumerate(block.trials[:len(onsets)]):
+                dur = ends[i] - onsets[i]
+                out.append(TrialTiming(
+                    trial=trial.trial, run=block.run, block=block.block,
+                    intended_onset_lsl=onsets[0] + i * n * self.frame_s, actual_onset_lsl=onsets[i],
+                    marker_lsl=markers[i], intended_frames=n, actual_frames=int(round(dur / self.frame_s)),
+                    duration_s=dur, dropped_frames=drops[i] if i < len(drops) else self.dropped_frames - d0))
+            return out
+
+        checks = 0
+        try:
+            for i, (trial, stim) in enumerate(zip(block.trials, stims)):
+                d0 = self.dropped_frames
+                for f in range(n):
+                    stim.draw()
+                    if self.p.fixation:
+                        self.fixation.draw()
+                    if self.p.photodiode and f < diode_frames:
+                        self.patch.draw()
+                    if f == 0:
+                        if i == 0:
+                            self.push_on_flip("block_start", run=block.run, block=block.block,
+                                              trials=len(block.trials))
+                        self.push_on_flip("stim_on", run=block.run, block=block.block, trial=trial.trial,
+                                          **{"class": trial.class_id}, image=trial.image.name)
+                        if trial.trial in self.capture_trials:
+                            self.captured[trial.trial] = self.win.getMovieFrame(buffer="back")
+                    t = self.flip()
+                    if f == 0:
+                        onsets.append(t)
+                        markers.append(self.marker_log[-1][1])
+                    checks += 1
+                    if checks % 8 == 0:  # Escape is looked for every 8 frames, whatever the image length
+                        self._check_keys()
+                drops.append(self.dropped_frames - d0)
+        except (Aborted, RecordingFailed) as exc:
+            # what was shown of the block is timed (up to now) and travels with the exception
+            exc.timings = timings_so_far(local_clock()) if onsets else []
+            raise
         # the flip that removes the last image ends the block
         self.push_on_flip("block_end", run=block.run, block=block.block)
         if self.p.fixation:
             self.fixation.draw()
         t_end = self.flip()
-        ends = onsets[1:] + [t_end]
-        timings = []
-        for i, trial in enumerate(block.trials):
-            dur = ends[i] - onsets[i]
-            timings.append(TrialTiming(
-                trial=trial.trial, run=block.run, block=block.block,
-                intended_onset_lsl=onsets[0] + i * n * self.frame_s, actual_onset_lsl=onsets[i],
-                marker_lsl=markers[i], intended_frames=n, actual_frames=int(round(dur / self.frame_s)),
-                duration_s=dur, dropped_frames=drops[i]))
-        return timings
+        return timings_so_far(t_end)
 
     def run(self, run: Run, on_block: Callable[[Block, list[TrialTiming]], None] | None = None,
             on_pause_tick: Callable[[float], None] | None = None) -> RunResult:
@@ -383,17 +416,23 @@ class Presenter:
         if self.p.fixation:
             self.fixation.draw()
         self.flip()
+        current = None
         try:
             for k, block in enumerate(run.blocks):
+                current = block
                 timings = self.run_block(block)
+                current = None
                 result.timings.extend(timings)
                 if on_block:
                     on_block(block, timings)
                 nxt = run.blocks[k + 1] if k + 1 < len(run.blocks) else None
                 if self.p.pause_s > 0:
                     self.pause(run.run, block.block, self.p.pause_s, nxt, on_pause_tick)
-        except Aborted:
+        except Aborted as exc:
             result.aborted = True
+            if current is not None:
+                result.partial_block = current.block
+                result.timings.extend(exc.timings)
         self.push_on_flip("run_end", run=run.run, **({"status": "aborted"} if result.aborted else {}))
         if self.p.fixation:
             self.fixation.draw()
