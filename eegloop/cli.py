@@ -16,10 +16,31 @@ from .errors import EegloopError
 EXIT_USER_ERROR = 2
 
 
-def _db(args):
+_OPENED: list = []  # the databases this command opened: main() words their lock/connection errors
+
+
+def _db(args, create: bool = True):
+    """The database of ``--db``/``--data``. ``create=False`` for commands that only use an existing one: they
+    never create a database (nor the data folder) and never migrate it."""
     from .database import Database
 
-    return Database(args.db, data_dir=args.data)
+    db = Database(args.db, data_dir=args.data, create=create)
+    _OPENED.append(db)
+    return db
+
+
+def _check_new_subject(args, code: str) -> None:
+    """Before anything is written: a subject code this command may add is letters and digits only. A code
+    already in the database (added before that rule) stays usable."""
+    from .database import check_subject_code
+
+    try:
+        check_subject_code(code)
+    except EegloopError as exc:
+        try:
+            _db(args, create=False).get_subject(code)
+        except EegloopError:
+            raise exc from None
 
 
 def _protocol_for_run(args):
@@ -89,13 +110,16 @@ def cmd_db(args) -> int:
 
 
 def cmd_subject_add(args) -> int:
+    from .database import check_subject_code
+
+    check_subject_code(args.code)  # before the database (and its folder) is created
     subj = _db(args).add_subject(args.code)
     print(f"added subject {subj.code} (id {subj.id})")
     return 0
 
 
 def cmd_subject_list(args) -> int:
-    subjects = _db(args).list_subjects()
+    subjects = _db(args, create=False).list_subjects()
     if not subjects:
         print("no subjects yet (add one with: eegloop subject add CODE)")
     for s in subjects:
@@ -131,8 +155,8 @@ def cmd_simulate(args) -> int:
           + (f"; stops after {args.duration:g} s" if args.duration else "; Ctrl-C stops"), flush=True)
     try:
         t0 = time.monotonic()
-        while va._thread.is_alive():
-            va._thread.join(1.0)
+        while va.alive:
+            va.wait(1.0)
             if args.verbose:
                 print(f"  {time.monotonic() - t0:6.1f} s, {va.samples_pushed} samples, {va.markers_seen} markers",
                       flush=True)
@@ -147,13 +171,27 @@ def cmd_simulate(args) -> int:
 
 # -- record ------------------------------------------------------------------------
 def cmd_record(args) -> int:
-    from .database import Database
     from .session import record_session
 
     proto = _protocol_for_run(args)
-    db = Database(args.db, data_dir=args.data)
-    res = record_session(proto, args.subject, db, simulate=args.simulate,
-                         progress=lambda m: print(m, flush=True))
+    _check_new_subject(args, args.subject)
+    db = _db(args)
+    if args.resume:
+        import contextlib
+
+        from .database.claim import SessionClaim
+        from .session import _resumable_session
+
+        sid, done = _resumable_session(db, args.subject, proto)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(SessionClaim(db, sid))  # a second --resume of the same session refuses here
+            print(f"resuming session {sid}: {len(done)} complete block(s) kept; the others are shown again",
+                  flush=True)
+            res = record_session(proto, args.subject, db, simulate=args.simulate, session_id=sid, skip_blocks=done,
+                                 progress=lambda m: print(m, flush=True))
+    else:
+        res = record_session(proto, args.subject, db, simulate=args.simulate,
+                             progress=lambda m: print(m, flush=True))
     state = "ABORTED" if res.aborted else "done"
     print(f"recording {state}: session {res.session_id}, {res.epochs}/{res.expected_epochs} epochs, "
           f"{res.samples_received} samples ({res.lost_samples} lost), {res.dropped_frames} dropped frames, "
@@ -166,10 +204,9 @@ def cmd_record(args) -> int:
 
 # -- decoder ------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from .database import Database
     from .decoder import quick_train
 
-    db = Database(args.db, data_dir=args.data)
+    db = _db(args, create=False)
     res = quick_train(db, args.subject, args.sessions, progress=True, use_teacher=not args.no_teacher)
     m = res.metrics
     held = m["heldout"]
@@ -187,12 +224,12 @@ def cmd_evaluate(args) -> int:
     import json
     from datetime import datetime
 
-    from .database import Database
+    from ._files import private_dir, write_private_text
     from .decoder import evaluate, fit_teacher, subject_protocol
     from .decoder.evaluation import BASELINES, main_method
     from .errors import ModelNotAvailableError
 
-    db = Database(args.db, data_dir=args.data)
+    db = _db(args, create=False)
     proto, sids = subject_protocol(db, args.subject, args.sessions)
     es = db.load_epochs(args.subject, sids)
     methods = [main_method(proto)]
@@ -209,13 +246,12 @@ def cmd_evaluate(args) -> int:
     say = None if args.json else (lambda m: print(m, flush=True))
     rep = evaluate(es, proto, methods=methods, split=args.split, n_folds=args.folds,
                    shuffle_labels=args.shuffle_labels, teacher=teacher, progress=say)
-    out = db.data_dir / "reports"
-    out.mkdir(parents=True, exist_ok=True)
+    out = private_dir(db.data_dir / "reports")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     full = {**rep.to_json(), "subject": args.subject, "sessions": sids, "summary": rep.summary(),
             "folds": rep.methods, "confusion": rep.confusion, "classes": rep.classes, "chance": rep.chance,
             "notes": rep.notes}
-    (out / f"evaluation-{args.subject}-{stamp}.json").write_text(json.dumps(full, indent=1))
+    write_private_text(out / f"evaluation-{args.subject}-{stamp}.json", json.dumps(full, indent=1))
     if args.json:
         print(json.dumps(rep.to_json()))
     else:
@@ -224,9 +260,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .database import Database
     from .protocol import load_protocol
-    from .recorder.importers import import_recordings, parse_events
+    from .recorder.importers import parse_events
 
     from .errors import EegloopError
 
@@ -234,27 +269,35 @@ def cmd_import(args) -> int:
         raise EegloopError("--protocol: needed to import (channels, sampling rate, epochs, preprocessing); "
                            "see protocols/n170.yaml")
     proto = load_protocol(args.protocol)
-    db = Database(args.db, data_dir=args.data)
+    _check_new_subject(args, args.subject)
     if args.format == "eeg-imagenet":
         from .recorder.importers import import_epochset, read_eeg_imagenet
 
         if len(args.files) != 1:
             raise EegloopError("--format eeg-imagenet: give one .pth file")
         es, _ = read_eeg_imagenet(args.files[0], subject=args.eeg_subject, sfreq=proto.amplifier.sfreq)
-        sid = import_epochset(db, args.subject, proto, es, source=str(Path(args.files[0]).resolve()))
+        db = _db(args)  # the file was read first: a bad one leaves the database (and its folder) as it was
+        sid = import_epochset(db, args.subject, proto, es, source=str(Path(args.files[0]).resolve()),
+                              force=args.force)
         print(f"imported {len(es)} EEG-ImageNet trials ({len(es.classes)} classes) as session {sid} of "
               f"{args.subject}; recorded one class per block: only --split random (inflated) can score it")
         return 0
+    from .recorder.importers import prepare_import, store_import
+
     channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
-    sid = import_recordings(db, args.subject, proto, args.files, args.format, parse_events(args.events), channels,
-                            args.eeg_stream, args.marker_stream)
+    prepared = prepare_import(args.subject, proto, args.files, args.format, parse_events(args.events), channels,
+                              args.eeg_stream, args.marker_stream)
+    db = _db(args)  # every file was read and cut first: a bad one leaves the database (and its folder) as it was
+    sid = store_import(db, prepared, force=args.force)
     es = db.get_epochs(sid)
     from collections import Counter
 
     counts = Counter(e.label for e in es)
+    rejected = db.rejected_by_reason(sid)
     print(f"imported {len(args.files)} file(s) as session {sid} of {args.subject}: {len(es)} epochs "
           f"({', '.join(f'{c} {n}' for c, n in counts.items())}) in {len(db.get_runs(sid))} runs, "
-          f"{len(db.get_blocks(sid))} blocks")
+          f"{len(db.get_blocks(sid))} blocks"
+          + (f"; rejected: {', '.join(f'{n} {why}' for why, n in rejected.items())}" if rejected else ""))
     return 0
 
 
@@ -262,13 +305,12 @@ def cmd_import(args) -> int:
 def cmd_feedback(args) -> int:
     import dataclasses
 
-    from .database import Database
     from .feedback.loop import run_feedback
 
     proto = _protocol_for_run(args)
     if args.generator:
         proto = proto.replace(feedback=dataclasses.replace(proto.feedback, generator=args.generator))
-    db = Database(args.db, data_dir=args.data)
+    db = _db(args, create=False)  # needs the subject's model: an existing, up-to-date database
     res = run_feedback(proto, args.subject, db, simulate=args.simulate, mode=args.mode, trials=args.trials,
                        progress=lambda m: print(m, flush=True))
     lat = res.latency_ms
@@ -282,11 +324,11 @@ def cmd_feedback(args) -> int:
 
 # -- the visit ----------------------------------------------------------------------
 def cmd_session(args) -> int:
-    from .database import Database
     from .session import run_visit
 
     proto = _protocol_for_run(args)
-    db = Database(args.db, data_dir=args.data)
+    _check_new_subject(args, args.subject)
+    db = _db(args)
     res = run_visit(proto, args.subject, db, simulate=args.simulate, resume=args.resume,
                     progress=lambda m: print(m, flush=True), feedback_mode=args.mode)
     if res.report is None:
@@ -303,10 +345,9 @@ def cmd_demo(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .database import Database
     from .report import write_report
 
-    db = Database(args.db, data_dir=args.data)
+    db = _db(args, create=False)
     path = write_report(db, args.session, args.out)
     print(f"report: {path}")
     return 0
@@ -397,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_simulate)
 
     c = sub.add_parser("record", parents=[common, visit], help="run the paradigm and record EEG + markers")
+    c.add_argument("--resume", action="store_true",
+                   help="continue the subject's interrupted session: every block not completely stored is shown again")
     c.set_defaults(func=cmd_record)
 
     c = sub.add_parser("train", parents=[common], help="quick-train the subject's decoder and register it")
@@ -427,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--protocol", type=Path, help="protocol describing the recording (channels, sfreq, epochs)")
     c.add_argument("--eeg-stream", help="XDF: EEG stream name or type")
     c.add_argument("--marker-stream", help="XDF: marker stream name or type")
+    c.add_argument("--force", action="store_true",
+                   help="import a file even if the same bytes were imported before (copies inflate scores)")
     c.set_defaults(func=cmd_import)
 
     c = sub.add_parser("feedback", parents=[common, visit], help="closed-loop block: decode each epoch, show its image")
@@ -481,18 +526,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_error(msg: str) -> None:
+    """``eegloop: error: ...`` on ONE line, whatever the message holds."""
+    line = "; ".join(part.strip() for part in msg.splitlines() if part.strip())
+    print(f"eegloop: error: {line}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_log_level("info" if getattr(args, "verbose", False) else "warning")
+    _OPENED.clear()
     try:
         return int(args.func(args) or 0)
     except EegloopError as exc:
-        print(f"eegloop: error: {exc}", file=sys.stderr)
+        _print_error(str(exc))
+        return EXIT_USER_ERROR
+    except Exception as exc:
+        # a database that became locked or unreachable mid-command is the user's to fix, not a bug
+        msg = _OPENED[-1].user_error(exc) if _OPENED else None
+        if msg is None:
+            raise
+        _print_error(msg)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("eegloop: interrupted", file=sys.stderr)
         return 130
+    finally:
+        for db in _OPENED:  # close the connections: SQLite folds its WAL back into the file
+            db.close()
+        _OPENED.clear()
 
 
 if __name__ == "__main__":  # pragma: no cover

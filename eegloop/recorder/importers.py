@@ -23,11 +23,13 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .._logging import logger
-from ..errors import EegloopError
-from ..protocol import Protocol
-from ..types import Epoch
+from ..errors import EegloopError, short_repr
+from ..protocol import Protocol, _clip, read_yaml_file
+from ..types import BlockRecord, Epoch, RejectedEpoch
+from .epocher import GAP_PERIODS
 
 __all__ = ["Recording", "ImportError_", "parse_events", "read_csv", "read_xdf", "read_mne", "read_recording",
+           "PreparedImport", "prepare_import", "store_import", "file_digest",
            "cut_epochs", "import_recordings"]
 
 
@@ -51,24 +53,63 @@ class Recording:
         return float(self.times[-1] - self.times[0]) if len(self.times) else 0.0
 
 
+_MAX_CLASS_NAME = 128
+_MAX_MARKER = 256
+
+
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
 def parse_events(spec: str | None) -> dict[str, str]:
-    """``"1=house,2=face"`` or a YAML file mapping marker value -> class."""
+    """``"1=house,2=face"`` or a YAML file mapping marker value -> class.
+
+    Raises :class:`EegloopError` naming ``--events`` (one line) for an empty or
+    repeated marker value, an empty, over-long or control-character class name,
+    and a YAML file that is missing, unreadable, over 1 MiB, not UTF-8, not
+    valid YAML or not a flat mapping of scalars.
+    """
     if not spec:
         return {}
     p = Path(spec)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        import yaml
-
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise EegloopError(f"--events: {p} must map marker values to classes")
-        return {str(k): str(v) for k, v in data.items()}
-    out = {}
-    for part in spec.split(","):
-        if "=" not in part:
-            raise EegloopError(f"--events: '{part}' is not VALUE=CLASS (e.g. 1=house,2=face)")
-        k, v = part.split("=", 1)
-        out[k.strip()] = v.strip()
+    pairs: list[tuple[str, str, str]] = []  # (marker, class, what to show in a message)
+    if p.suffix.lower() in (".yaml", ".yml") and ("=" not in spec or _exists(p)):
+        where = f"--events: {_clip(spec, 200)}"
+        data = read_yaml_file(p, where, "events file", EegloopError, unique_keys=True)
+        if not isinstance(data, dict) or not data:
+            got = "an empty file" if data is None else f"{short_repr(data, 60)}"
+            raise EegloopError(f"{where}: must map marker values to classes (e.g. 1: house), got {got}")
+        for k, v in data.items():
+            for x in (k, v):
+                if isinstance(x, bool) or not isinstance(x, (str, int, float)):
+                    raise EegloopError(f"{where}: must map marker values to class names (plain values, e.g. "
+                                       f"1: house), got {short_repr(k, 40)}: {short_repr(v, 40)}")
+            pairs.append((str(k), str(v), f"{short_repr(k, 40)}: {short_repr(v, 40)}"))
+    else:
+        where = "--events"
+        for part in spec.split(","):
+            if "=" not in part:
+                what = "an empty entry (two commas?)" if not part.strip() else short_repr(part, 60)
+                raise EegloopError(f"--events: {what} is not VALUE=CLASS (e.g. 1=house,2=face)")
+            k, v = part.split("=", 1)
+            pairs.append((k.strip(), v.strip(), short_repr(part, 60)))
+    out: dict[str, str] = {}
+    for k, v, shown in pairs:
+        if not k:
+            raise EegloopError(f"{where}: empty marker value in {shown}")
+        if not v:
+            raise EegloopError(f"{where}: empty class name in {shown}")
+        for what, x, most in (("marker value", k, _MAX_MARKER), ("class name", v, _MAX_CLASS_NAME)):
+            if len(x) > most:
+                raise EegloopError(f"{where}: {what} {short_repr(x, 40)} is longer than {most} characters")
+            if not x.isprintable():
+                raise EegloopError(f"{where}: {what} {short_repr(x, 40)} has control characters")
+        if k in out:
+            raise EegloopError(f"{where}: marker value {short_repr(k, 40)} is given twice")
+        out[k] = v
     return out
 
 
@@ -77,7 +118,8 @@ def _pick_channels(rec: Recording, channels: Optional[Sequence[str]]) -> Recordi
         return rec
     missing = [c for c in channels if c not in rec.ch_names]
     if missing:
-        raise ImportError_(f"{rec.source}: channel {missing[0]} not found (has: {', '.join(rec.ch_names)})")
+        raise ImportError_(f"{_clip(rec.source, 300)}: channel {_clip(str(missing[0]), 60)} not found "
+                           f"(has: {_names(rec.ch_names)})")
     idx = [rec.ch_names.index(c) for c in channels]
     return Recording(rec.data[idx], rec.times, rec.sfreq, list(channels), rec.markers, rec.source)
 
@@ -105,30 +147,147 @@ def _dejitter(t: np.ndarray, src: str, max_jitter_s: float = 0.1) -> np.ndarray:
     return t
 
 
+def _names(names: Sequence, n: int = 12) -> str:
+    """Column or channel names for a message: at most ``n``, each clipped."""
+    shown = ", ".join(_clip(str(x), 40) for x in list(names[:n]))
+    return shown + (f", … (+{len(names) - n})" if len(names) > n else "")
+
+
+_MAX_CSV_COLUMNS = 4096
+_MAX_HEADER_BYTES = 4 << 20
+
+
+def _csv_problem(text: str, ncols: int, header: list[str]) -> str | None:
+    """The first ragged row or non-numeric cell of the CSV body (the slow path, for the message)."""
+    for lineno, line in enumerate(text.split("\n"), start=2):
+        line = line.split("#", 1)[0]  # np.loadtxt's comments
+        if not line.strip():
+            continue
+        cells = line.split(",")
+        if len(cells) != ncols:
+            return f"line {lineno} has {len(cells)} cells, the header has {ncols} columns"
+        for name, cell in zip(header, cells):
+            try:
+                float(cell)
+            except ValueError:
+                return f"line {lineno}, column {_clip(name, 40)}: not a number: {short_repr(cell.strip(), 40)}"
+    return None
+
+
 def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_column: str = "timestamps",
              marker_column: Optional[str] = None) -> Recording:
-    """CSV with a timestamp column, channel columns and a marker column (0 = no marker)."""
+    """CSV with a timestamp column, channel columns and a marker column (0 = no marker).
+
+    Any file gives a :class:`Recording` or an :class:`ImportError_` with one
+    line naming the file: not UTF-8, NUL bytes, an empty or duplicate header,
+    more than 4096 columns, ragged rows, non-numeric cells, NaN/inf values
+    (column and row named), fewer than 2 rows, timestamps that do not increase.
+    """
+    import io
+    import warnings
+
     path = Path(path)
-    with open(path, newline="") as fh:
-        header = next(csv.reader(fh), None)
-    if not header:
-        raise ImportError_(f"{path}: empty file")
+    name = _clip(str(path), 300)
+    try:
+        if not path.is_file():  # a folder, a FIFO (which would block), nothing
+            raise ImportError_(f"{name}: {'is not a regular file' if _exists(path) else 'file not found'}")
+        with open(path, "rb") as fh:
+            head = fh.readline(_MAX_HEADER_BYTES)
+            body = fh.read()
+    except ValueError:  # a NUL byte in the name
+        raise ImportError_(f"{name}: file not found") from None
+    except OSError as exc:
+        raise ImportError_(f"{name}: cannot read the file ({_clip(exc.strerror or type(exc).__name__, 100)})") from None
+    if len(head) >= _MAX_HEADER_BYTES and not head.endswith(b"\n"):
+        raise ImportError_(f"{name}: the header line is longer than {_MAX_HEADER_BYTES >> 20} MiB")
+    raw = head + body
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise ImportError_(f"{name}: NUL bytes at line {line}: not a text CSV file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ImportError_(f"{name}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line})") from None
+    del raw
+    head_text, _, text = text.partition("\n")
+    try:
+        header = next(csv.reader([head_text.rstrip("\r")]), [])
+    except csv.Error as exc:
+        raise ImportError_(f"{name}: the header is not a CSV line ({_clip(str(exc), 100)})") from None
+    header = [h.strip() for h in header]
+    if not header or header == [""]:
+        raise ImportError_(f"{name}: empty file" if not head_text.strip() and not text.strip()
+                           else f"{name}: empty header line")
+    if len(header) > _MAX_CSV_COLUMNS:
+        raise ImportError_(f"{name}: {len(header)} columns in the header, at most {_MAX_CSV_COLUMNS}")
+    if "" in header:
+        raise ImportError_(f"{name}: column {header.index('') + 1} of the header has no name")
+    seen: set[str] = set()
+    for h in header:
+        if h in seen:
+            raise ImportError_(f"{name}: column {short_repr(h, 40)} appears twice in the header")
+        seen.add(h)
     if time_column not in header:
-        raise ImportError_(f"{path}: no '{time_column}' column (columns: {', '.join(header)})")
+        raise ImportError_(f"{name}: no '{_clip(time_column, 40)}' column (columns: {_names(header)})")
     marker_column = marker_column or next((h for h in header if h.lower().startswith("marker")), None)
     if marker_column is None:
-        raise ImportError_(f"{path}: no marker column (a column named Marker...)")
-    try:
-        arr = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
-    except ValueError as exc:
-        raise ImportError_(f"{path}: not numeric CSV ({exc})") from None
-    if arr.shape[0] < 2:
-        raise ImportError_(f"{path}: no samples")
-    t = _dejitter(arr[:, header.index(time_column)], str(path))
-    mk = arr[:, header.index(marker_column)]
+        raise ImportError_(f"{name}: no marker column (a column named Marker...)")
+    if marker_column not in header:
+        raise ImportError_(f"{name}: no '{_clip(marker_column, 40)}' column (columns: {_names(header)})")
     data_cols = [h for h in header if h not in (time_column, marker_column)]
-    data = arr[:, [header.index(h) for h in data_cols]].T.astype(np.float32)
+    if not data_cols:
+        raise ImportError_(f"{name}: no channel columns besides '{_clip(time_column, 40)}' and "
+                           f"'{_clip(marker_column, 40)}'")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data"
+            arr = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        problem = _csv_problem(text, len(header), header) or f"not numeric CSV ({_clip(str(exc), 120)})"
+        raise ImportError_(f"{name}: {problem}") from None
+    if arr.shape[0] < 2:
+        raise ImportError_(f"{name}: no samples (fewer than 2 rows)")
+    if arr.shape[1] != len(header):
+        raise ImportError_(f"{name}: rows have {arr.shape[1]} cells, the header has {len(header)} columns")
+    del text
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])  # in reading order
+        col = first % bad.shape[1]
+        rows = np.flatnonzero(bad[:, col])
+        what = "timestamps" if header[col] == time_column else (
+            "markers" if header[col] == marker_column else f"channel {_clip(header[col], 40)}")
+        raise ImportError_(f"{name}: {len(rows)} non-finite value{'s' if len(rows) > 1 else ''} (NaN/inf) in "
+                           f"{what}, first at row {int(rows[0]) + 1}; clean or interpolate them first")
+    t_raw = arr[:, header.index(time_column)]
+    with np.errstate(over="ignore"):
+        duration = float(t_raw[-1] - t_raw[0])
+    if not duration > 0:
+        raise ImportError_(f"{name}: timestamps do not increase (first {t_raw[0]:g}, last {t_raw[-1]:g}): "
+                           "no sampling rate")
+    if not np.isfinite(duration):
+        raise ImportError_(f"{name}: timestamps span no finite duration (first {t_raw[0]:g}, last {t_raw[-1]:g})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = _dejitter(t_raw, str(path))
+    except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+        t = t_raw
+    if not np.all(np.isfinite(t)) or not t[-1] > t[0]:
+        t = t_raw
+    mk = arr[:, header.index(marker_column)]
+    with np.errstate(over="ignore"):
+        data = arr[:, [header.index(h) for h in data_cols]].T.astype(np.float32)
+    if not np.isfinite(data).all():
+        ch = int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
+        raise ImportError_(f"{name}: channel {_clip(data_cols[ch], 40)} has values beyond the float32 range "
+                           "(±3.4e38)")
     sfreq = float((len(t) - 1) / (t[-1] - t[0]))  # timestamps may be rounded: use the mean rate
+    if not (np.isfinite(sfreq) and sfreq > 0):
+        raise ImportError_(f"{name}: timestamps give no finite sampling rate ({len(t)} samples in "
+                           f"{float(t[-1] - t[0]):g} s)")
     nz = np.flatnonzero(mk != 0)
     markers = [(float(t[i]), f"{mk[i]:g}") for i in nz]
     rec = Recording(data, t, sfreq, data_cols, markers, str(path))
@@ -149,7 +308,7 @@ def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str]
         streams, _ = pyxdf.load_xdf(str(path), synchronize_clocks=True, handle_clock_resets=True,
                                     dejitter_timestamps=True)
     except Exception as exc:  # pyxdf raises many kinds on damaged files
-        raise ImportError_(f"{path}: not a readable XDF file ({type(exc).__name__}: {exc})") from None
+        raise ImportError_(f"{path}: not a readable XDF file ({type(exc).__name__}: {_clip(str(exc), 200)})") from None
 
     def name(s):
         return s["info"]["name"][0]
@@ -164,7 +323,7 @@ def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str]
     else:
         cand = [s for s in numeric if typ(s).upper() == "EEG"] or numeric
     if not cand:
-        raise ImportError_(f"{path}: no EEG stream{f' named {eeg!r}' if eeg else ''} "
+        raise ImportError_(f"{path}: no EEG stream{f' named {short_repr(eeg, 60)}' if eeg else ''} "
                            f"(streams: {', '.join(f'{name(s)} ({typ(s)})' for s in streams)})")
     es = cand[0]
     if len(es["time_stamps"]) == 0:
@@ -175,7 +334,7 @@ def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str]
         mcand = [s for s in strings if typ(s).lower() in ("markers", "stringmarker", "marker")] or strings
     mcand = [s for s in mcand if len(s["time_stamps"])]
     if not mcand:
-        raise ImportError_(f"{path}: no marker stream with samples{f' named {markers!r}' if markers else ''}")
+        raise ImportError_(f"{path}: no marker stream with samples{f' named {short_repr(markers, 60)}' if markers else ''}")
     ms = mcand[0]
     data = np.asarray(es["time_series"], dtype=np.float32).T
     labels = []
@@ -200,7 +359,7 @@ def read_mne(path: str | Path, channels: Optional[Sequence[str]] = None) -> Reco
     try:
         raw = mne.io.read_raw(str(path), preload=True, verbose=False)
     except Exception as exc:
-        raise ImportError_(f"{path}: MNE cannot read it ({type(exc).__name__}: {exc})") from None
+        raise ImportError_(f"{path}: MNE cannot read it ({type(exc).__name__}: {_clip(str(exc), 200)})") from None
     sf = raw.info["sfreq"]
     t = raw.times + (raw.first_samp / sf)
     markers = [(float(a["onset"] + raw.first_samp / sf), str(a["description"])) for a in raw.annotations]
@@ -223,12 +382,29 @@ def read_recording(path: str | Path, fmt: Optional[str] = None, channels=None, e
         raise ImportError_(f"{path}: file not found")
     fmt = fmt or {".xdf": "xdf", ".csv": "csv"}.get(path.suffix.lower(), "mne")
     if fmt == "xdf":
-        return read_xdf(path, eeg_stream, marker_stream, channels)
-    if fmt == "csv":
-        return read_csv(path, channels)
-    if fmt == "mne":
-        return read_mne(path, channels)
-    raise EegloopError(f"--format: must be xdf, mne or csv, got {fmt!r}")
+        rec = read_xdf(path, eeg_stream, marker_stream, channels)
+    elif fmt == "csv":
+        rec = read_csv(path, channels)
+    elif fmt == "mne":
+        rec = read_mne(path, channels)
+    else:
+        raise EegloopError(f"--format: must be xdf, mne or csv, got {short_repr(fmt)}")
+    _check_finite(rec)
+    return rec
+
+
+def _check_finite(rec: Recording) -> None:
+    """Refuse NaN/inf samples or timestamps, in any format (training would die on them much later)."""
+    bad_t = ~np.isfinite(rec.times)
+    if bad_t.any():
+        raise ImportError_(f"{rec.source}: {int(bad_t.sum())} non-finite timestamps (NaN/inf), first at sample "
+                           f"{int(np.flatnonzero(bad_t)[0])}")
+    bad = ~np.isfinite(rec.data)
+    if bad.any():
+        ch = int(np.flatnonzero(bad.any(axis=1))[0])
+        first = int(np.flatnonzero(bad[ch])[0])
+        raise ImportError_(f"{rec.source}: {int(bad.sum())} non-finite samples (NaN/inf), first in channel "
+                           f"{short_repr(rec.ch_names[ch], 40)} at sample {first}; clean or interpolate them first")
 
 
 def _marker_class(value: str, events: dict[str, str]) -> Optional[str]:
@@ -245,9 +421,17 @@ def _marker_class(value: str, events: dict[str, str]) -> Optional[str]:
 
 
 def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: int, block_offset: int = 0,
-               check_rate: bool = True, trial_offset: int = 0) -> tuple[list[Epoch], list[dict], int]:
-    """Cut epochs around mapped markers like the recorder does; returns (epochs, events, n_blocks)."""
-    amp, e, p = protocol.amplifier, protocol.epochs, protocol.paradigm
+               check_rate: bool = True, trial_offset: int = 0) -> tuple[list[BlockRecord], int]:
+    """Cut epochs around mapped markers exactly as the recorder does; returns (blocks, n_blocks).
+
+    Each stretch of ``paradigm.block_s`` seconds is a block (:class:`~eegloop.types.BlockRecord`). The
+    window is :func:`~eegloop.recorder.epocher.epoch_window` and the integrity rule
+    :func:`~eegloop.recorder.epocher.check_epoch`, shared with the recorder: an epoch over a gap or a clock
+    reset, or cut off by the file's edge, is a rejected epoch with its reason, never a valid one.
+    """
+    from .epocher import check_epoch, epoch_window
+
+    amp, p = protocol.amplifier, protocol.paradigm
     src = rec.source
     if rec.data.shape[1] < 2:
         raise ImportError_(f"{src}: the EEG stream has no samples")
@@ -255,105 +439,191 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
         raise ImportError_(f"{src}: sampled at {rec.sfreq:g} Hz, the protocol expects {amp.sfreq:g} Hz "
                            "(amplifier.sfreq); use a protocol for this recording")
     if rec.data.shape[0] != amp.channels:
-        raise ImportError_(f"{src}: {rec.data.shape[0]} channels ({', '.join(rec.ch_names)}), the protocol expects "
+        raise ImportError_(f"{src}: {rec.data.shape[0]} channels ({_names(rec.ch_names)}), the protocol expects "
                            f"{amp.channels} (amplifier.channels); choose them with --channels")
     if not rec.markers:
         raise ImportError_(f"{src}: no markers")
     unknown = sorted({v for _, v in rec.markers if _marker_class(v, events) is None})
     if unknown:
-        known = ", ".join(events) or "none given"
+        known = _names(list(events)) if events else "none given"
         raise ImportError_(f"{src}: unknown marker value{'s' if len(unknown) > 1 else ''} "
-                           f"{', '.join(repr(u) for u in unknown[:5])} (events map has: {known}); "
+                           f"{', '.join(short_repr(u, 40) for u in unknown[:5])} (events map has: {known}); "
                            "map them with --events VALUE=CLASS,...")
     sf = rec.sfreq
-    margin = int(round(e.margin_s * sf))
-    start_off = int(round(e.tmin * sf)) - margin
-    length = int(round((e.tmax - e.tmin) * sf)) + 2 * margin
+    win = epoch_window(protocol.epochs, sf)
     t = rec.times
-    period = 1.0 / sf
     t0 = t[0]
-    epochs, evs = [], []
-    skipped_gap = skipped_edge = 0
+    blocks: dict[int, BlockRecord] = {}
     trial = trial_offset
     for mt, value in rec.markers:
         cls = _marker_class(value, events)
         block = block_offset + int((mt - t0) // p.block_s) + 1
-        evs.append(dict(kind="stim_on" if cls else "marker", lsl_time=mt, trial=None, class_id=cls or None,
-                        payload={"event": "stim_on" if cls else "marker", "value": value, "run": run, "block": block,
-                                 **({"class": cls} if cls else {})}, _block=block))
+        br = blocks.setdefault(block, BlockRecord(run=run, block=block, ended=True))
+        payload = {"event": "stim_on" if cls else "marker", "value": value, "run": run, "block": block,
+                   **({"class": cls} if cls else {})}
+        br.events.append((payload, float(mt)))
         if not cls:
             continue
+        trial += 1
+        payload["trial"] = trial
         i = int(np.searchsorted(t, mt))
         if i > 0 and (i == len(t) or abs(t[i - 1] - mt) <= abs(t[i] - mt)):
             i -= 1
-        a, b = i + start_off, i + start_off + length
+        a, b = i + win.start, i + win.stop
         if a < 0 or b > len(t):
-            skipped_edge += 1
+            br.rejected.append(RejectedEpoch(cls, run, block, "edge", trial, float(mt),
+                                             "the recording starts or ends inside the epoch window"))
             continue
-        seg = t[a:b]
-        if np.max(np.diff(seg)) > 1.5 * period or abs(t[i] - mt) > 1.5 * period:
-            skipped_gap += 1  # a clock reset or a gap inside the epoch
+        problem = check_epoch(rec.data[:, a:b], t[a:b], sf)
+        if problem is None and abs(t[i] - mt) > GAP_PERIODS / sf:
+            problem = ("gap", f"no sample within {GAP_PERIODS:g} periods of the marker")
+        if problem is not None:
+            br.rejected.append(RejectedEpoch(cls, run, block, problem[0], trial, float(mt), problem[1]))
             continue
-        trial += 1
-        evs[-1]["trial"] = trial
-        evs[-1]["payload"]["trial"] = trial
-        epochs.append(Epoch(data=rec.data[:, a:b], label=cls, sfreq=sf, tmin=start_off / sf,
-                            channel_names=list(rec.ch_names), run=run, block=block, trial=trial, onset_lsl=mt))
-    if skipped_gap:
-        logger.warning("%s: %d epochs dropped: a gap or clock reset falls inside them", src, skipped_gap)
-    if skipped_edge:
-        logger.info("%s: %d epochs too close to the file's edges dropped", src, skipped_edge)
-    if not epochs:
+        br.epochs.append(Epoch(data=rec.data[:, a:b], label=cls, sfreq=sf, tmin=win.tmin,
+                               channel_names=list(rec.ch_names), run=run, block=block, trial=trial, onset_lsl=mt))
+    out = [blocks[k] for k in sorted(blocks)]
+    rejected: dict[str, int] = {}
+    for br in out:
+        for r in br.rejected:
+            rejected[r.reason] = rejected.get(r.reason, 0) + 1
+    if rejected:
+        logger.warning("%s: %s epochs rejected", src, ", ".join(f"{n} {why}" for why, n in rejected.items()))
+    if not any(br.epochs for br in out):
+        e = protocol.epochs
         raise ImportError_(f"{src}: no complete epoch could be cut ({len(rec.markers)} markers, "
-                           f"{rec.duration:.1f} s of signal, window {e.tmin}..{e.tmax} s + {e.margin_s} s margins)")
+                           f"{rec.duration:.1f} s of signal, window {e.tmin}..{e.tmax} s + {e.margin_s} s margins"
+                           + (f"; rejected: {', '.join(f'{n} {w}' for w, n in rejected.items())}" if rejected else "")
+                           + ")")
     n_blocks = int((t[-1] - t0) // p.block_s) + 1
-    return epochs, evs, n_blocks
+    return out, n_blocks
+
+
+def file_digest(path: str | Path) -> tuple[str, int]:
+    """SHA-256 of a file's bytes and its size (read in 1 MiB pieces)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        for piece in iter(lambda: fh.read(1 << 20), b""):
+            h.update(piece)
+            size += len(piece)
+    return h.hexdigest(), size
+
+
+@dataclass
+class PreparedImport:
+    """Files read, checked and cut, not yet written (:func:`prepare_import`, then :func:`store_import`)."""
+
+    subject: str
+    protocol: Protocol
+    runs: list  # [(run index, run row fields, [BlockRecord])]
+    files: list  # [(absolute path, sha256, size)]
+    events: dict
+
+    @property
+    def n_epochs(self) -> int:
+        return sum(len(br.epochs) for _, _, blocks in self.runs for br in blocks)
+
+
+def _digests(files: Sequence[str | Path]) -> list[tuple[str, str, int]]:
+    out, seen = [], {}
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise ImportError_(f"{path}: file not found")
+        digest, size = file_digest(path)
+        if digest in seen:
+            raise ImportError_(f"{path}: the same file as {seen[digest]} (identical content) is given twice")
+        seen[digest] = path
+        out.append((str(path.resolve()), digest, size))
+    return out
+
+
+def prepare_import(subject: str, protocol: Protocol, files: Sequence[str | Path], fmt: Optional[str] = None,
+                   events: Optional[dict] = None, channels: Optional[Sequence[str]] = None,
+                   eeg_stream: Optional[str] = None, marker_stream: Optional[str] = None) -> PreparedImport:
+    """Read, check and cut every file (one run per file); nothing is written."""
+    from ..database import check_subject_code
+
+    check_subject_code(subject)
+    events = dict(events or {})
+    sources = _digests(files)
+    runs = []
+    block_offset = trial_offset = 0
+    for run, f in enumerate(files, start=1):
+        rec = read_recording(f, fmt, channels, eeg_stream, marker_stream)
+        blocks, n_blocks = cut_epochs(rec, protocol, events, run, block_offset, trial_offset=trial_offset)
+        fields = dict(status="imported", samples_received=int(rec.data.shape[1]),
+                      samples_expected=int(round(rec.duration * rec.sfreq)) + 1, lost_samples=None,
+                      info={"source": str(Path(f).resolve()), "sfreq": rec.sfreq, "channels": rec.ch_names})
+        runs.append((run, fields, blocks))
+        block_offset += n_blocks
+        trial_offset = max([ev.get("trial") or 0 for br in blocks for ev, _ in br.events] + [trial_offset])
+    return PreparedImport(subject, protocol, runs, sources, events)
+
+
+def store_import(db, prepared: PreparedImport, force: bool = False) -> int:
+    """Write a prepared import as one session in ONE transaction; returns the session id.
+
+    A file already imported (same bytes) is refused unless ``force``: two copies of one recording
+    would fall into different folds and inflate every score.
+    """
+    if not force:
+        for path, digest, _ in prepared.files:
+            prior = db.find_source_file(digest)
+            if prior is not None:
+                raise ImportError_(f"{path}: already imported as session {prior[0]} (identical content, from "
+                                   f"{short_repr(prior[1], 120)}); a second copy would inflate cross-validated "
+                                   "scores; use --force to import it anyway")
+    sid = db.import_session(prepared.subject, prepared.protocol, prepared.runs, files=prepared.files,
+                            info={"files": [f[0] for f in prepared.files], "events": prepared.events})
+    logger.info("imported %d files as session %d (%d epochs)", len(prepared.files), sid, prepared.n_epochs)
+    return sid
 
 
 def import_recordings(db, subject: str, protocol: Protocol, files: Sequence[str | Path], fmt: Optional[str] = None,
                       events: Optional[dict] = None, channels: Optional[Sequence[str]] = None,
-                      eeg_stream: Optional[str] = None, marker_stream: Optional[str] = None) -> int:
+                      eeg_stream: Optional[str] = None, marker_stream: Optional[str] = None,
+                      force: bool = False) -> int:
     """Import ``files`` as one session of ``subject`` (one run per file); returns the session id.
 
-    All files are read and cut first; nothing is written if any fails.
+    All files are read and cut first (:func:`prepare_import`), then the session is written in ONE
+    transaction (:func:`store_import`; blocks stored by the same function the recorder uses): a bad
+    file, or a failure while writing, leaves the database as it was.
     """
-    events = dict(events or {})
-    prepared = []
-    block_offset = trial_offset = 0
-    for run, f in enumerate(files, start=1):
-        rec = read_recording(f, fmt, channels, eeg_stream, marker_stream)
-        eps, evs, n_blocks = cut_epochs(rec, protocol, events, run, block_offset, trial_offset=trial_offset)
-        prepared.append((Path(f), rec, eps, evs))
-        block_offset += n_blocks
-        trial_offset = eps[-1].trial
-    db.get_or_add_subject(subject)
-    sid = db.create_session(subject, protocol, kind="imported",
-                            info={"files": [str(Path(f).resolve()) for f in files], "events": events})
+    return store_import(db, prepare_import(subject, protocol, files, fmt, events, channels, eeg_stream,
+                                           marker_stream), force=force)
+
+
+def _load_pth_safely(path: Path):
+    """A torch file read with torch's weights-only unpickler: tensors and plain containers, numbers and strings
+    only. Nothing in a data file is ever executed: a file that needs anything else (any class, any function
+    -- the way a malicious pickle runs code) is refused with a one-line :class:`ImportError_`."""
+    import pickle
+
+    import torch
+
     try:
-        for run, (f, rec, eps, evs) in enumerate(prepared, start=1):
-            run_id = db.add_run(sid, run, status="imported", samples_received=int(rec.data.shape[1]),
-                                samples_expected=int(round(rec.duration * rec.sfreq)) + 1, lost_samples=None,
-                                info={"source": str(f.resolve()), "sfreq": rec.sfreq, "channels": rec.ch_names})
-            by_block: dict[int, list] = {}
-            for ev in evs:
-                by_block.setdefault(ev["_block"], []).append(ev)
-            for block, bevs in sorted(by_block.items()):
-                classes = sorted({ev["class_id"] for ev in bevs if ev["class_id"]})
-                bid = db.add_block(run_id, block, classes=classes, status="imported",
-                                   started_lsl=bevs[0]["lsl_time"], ended_lsl=bevs[-1]["lsl_time"])
-                ids = db.add_events(sid, [dict({k: v for k, v in ev.items() if k != "_block"}, run_id=run_id,
-                                               block_id=bid) for ev in bevs])
-                by_trial = {ev["trial"]: i for ev, i in zip(bevs, ids) if ev["trial"]}
-                beps = [ep for ep in eps if ep.block == block]
-                for ep in beps:
-                    ep.event_id = by_trial.get(ep.trial)
-                db.add_epochs(sid, beps)
-    except BaseException:
-        db.delete_session(sid)  # leave the database as it was
-        raise
-    db.set_session_status(sid, "imported", ended=True)
-    logger.info("imported %d files as session %d (%d epochs)", len(files), sid, sum(len(p[2]) for p in prepared))
-    return sid
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
+            TypeError, ImportError, IndexError, UnicodeDecodeError, MemoryError) as exc:
+        if isinstance(exc, pickle.UnpicklingError):
+            # torch's message is many lines of advice on re-enabling full unpickling: never done here
+            import re
+
+            glob = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(exc))
+            if glob:
+                why = (f"it holds more than tensors, lists, dicts, numbers and strings: it calls "
+                       f"{glob.group(1)[:80]}, and eegloop never runs code from a data file")
+            else:
+                first = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported" in ln), "")
+                why = f"refused by the safe loader: {first[:120] or 'not a torch file'}"
+        else:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            why = f"{type(exc).__name__}: {first[:160]}"
+        raise ImportError_(f"{path}: not a readable EEG-ImageNet .pth file ({why})") from None
 
 
 def read_eeg_imagenet(path: str | Path, splits: str | Path | None = None, subject: int | None = None,
@@ -376,15 +646,10 @@ def read_eeg_imagenet(path: str | Path, splits: str | Path | None = None, subjec
     splits : list of dict
         The splits file's folds (empty without one).
     """
-    import torch
-
     from ..types import EpochSet
 
     path = Path(path)
-    try:
-        d = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ImportError_(f"{path}: not a readable EEG-ImageNet .pth file ({type(exc).__name__}: {exc})") from None
+    d = _load_pth_safely(path)
     if not isinstance(d, dict) or not {"dataset", "labels", "images"} <= set(d):
         raise ImportError_(f"{path}: expected a dict with 'dataset', 'labels' and 'images'")
     items = [x for x in d["dataset"] if subject is None or int(x["subject"]) == subject]
@@ -401,7 +666,9 @@ def read_eeg_imagenet(path: str | Path, splits: str | Path | None = None, subjec
                   images=np.array([str(d["images"][int(x["image"])]) for x in items]))
     folds = []
     if splits is not None:
-        s = torch.load(str(splits), map_location="cpu", weights_only=False)
+        s = _load_pth_safely(Path(splits))
+        if not isinstance(s, dict):
+            raise ImportError_(f"{splits}: expected a dict with 'splits'")
         keep = {i: k for k, i in enumerate(j for j, x in enumerate(d["dataset"])
                                            if subject is None or int(x["subject"]) == subject)}
         for f in s.get("splits", []):
@@ -409,33 +676,27 @@ def read_eeg_imagenet(path: str | Path, splits: str | Path | None = None, subjec
     return es, folds
 
 
-def import_epochset(db, subject: str, protocol: Protocol, es, source: str = "") -> int:
-    """Store an :class:`~eegloop.types.EpochSet` read from a file (e.g. EEG-ImageNet) as an imported session."""
-    db.get_or_add_subject(subject)
-    sid = db.create_session(subject, protocol, kind="imported", info={"files": [source]})
-    try:
-        trial = 0
-        for run in np.unique(es.runs):
-            in_run = es.runs == run
-            run_id = db.add_run(sid, int(run), status="imported", info={"source": source})
-            for block in np.unique(es.blocks[in_run]):
-                idx = np.flatnonzero(in_run & (es.blocks == block))
-                bid = db.add_block(run_id, int(block), classes=sorted(set(es.labels[idx].tolist())),
-                                   status="imported")
-                evs, eps = [], []
-                for i in idx:
-                    trial += 1
-                    evs.append(dict(kind="stim_on", lsl_time=float(trial), run_id=run_id, block_id=bid, trial=trial,
-                                    class_id=str(es.labels[i]),
-                                    payload={"event": "stim_on", "class": str(es.labels[i]), "image": str(es.images[i]),
-                                             "trial": trial}))
-                    eps.append(Epoch(data=es.data[i], label=str(es.labels[i]), sfreq=es.sfreq, tmin=es.tmin,
-                                     channel_names=list(es.channel_names), run=int(run), block=int(block), trial=trial))
-                for ep, eid in zip(eps, db.add_events(sid, evs)):
-                    ep.event_id = eid
-                db.add_epochs(sid, eps)
-    except BaseException:
-        db.delete_session(sid)
-        raise
-    db.set_session_status(sid, "imported", ended=True)
-    return sid
+def import_epochset(db, subject: str, protocol: Protocol, es, source: str = "", force: bool = False) -> int:
+    """Store an :class:`~eegloop.types.EpochSet` read from a file (e.g. EEG-ImageNet) as an imported session,
+    in one transaction."""
+    from ..database import check_subject_code
+
+    check_subject_code(subject)
+    files = _digests([source]) if source and Path(source).is_file() else []
+    runs, trial = [], 0
+    for run in np.unique(es.runs):
+        in_run = es.runs == run
+        blocks = []
+        for block in np.unique(es.blocks[in_run]):
+            idx = np.flatnonzero(in_run & (es.blocks == block))
+            br = BlockRecord(run=int(run), block=int(block), ended=True)
+            for i in idx:
+                trial += 1
+                br.events.append(({"event": "stim_on", "class": str(es.labels[i]), "image": str(es.images[i]),
+                                   "trial": trial}, float(trial)))
+                br.epochs.append(Epoch(data=es.data[i], label=str(es.labels[i]), sfreq=es.sfreq, tmin=es.tmin,
+                                       channel_names=list(es.channel_names), run=int(run), block=int(block),
+                                       trial=trial))
+            blocks.append(br)
+        runs.append((int(run), dict(status="imported", info={"source": source}), blocks))
+    return store_import(db, PreparedImport(subject, protocol, runs, files, {}), force=force)

@@ -23,12 +23,12 @@ def eegloop(*args, cwd=REPO, env=None):
 def test_import_evaluate_train_n170(tmp_path):
     env = {"EEGLOOP_DATA": str(tmp_path)}
     files = sorted(str(p) for p in (N170 / "subject2" / "session1").glob("*.csv"))
-    r = eegloop("import", *files, "--subject", "n170-s2", "--format", "csv", "--events", "1=house,2=face",
+    r = eegloop("import", *files, "--subject", "n170s2", "--format", "csv", "--events", "1=house,2=face",
                 "--channels", "TP9,AF7,AF8,TP10", "--protocol", "protocols/n170.yaml", env=env)
     assert r.returncode == 0, r.stderr
-    assert "as session 1 of n170-s2" in r.stdout and "2 runs" in r.stdout
+    assert "as session 1 of n170s2" in r.stdout and "2 runs" in r.stdout
 
-    r = eegloop("evaluate", "--subject", "n170-s2", "--json", env=env)
+    r = eegloop("evaluate", "--subject", "n170s2", "--json", env=env)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["split"] == "block" and res["n_folds"] == 5 and res["n_epochs"] > 350
@@ -37,13 +37,13 @@ def test_import_evaluate_train_n170(tmp_path):
     assert set(kd) == {"top1", "f1", "kappa", "auc"}  # no top-3/top-5 with two classes
     print(f"\nn170 via CLI: AUC {kd['auc']:.3f} (chance 0.5)")
 
-    r = eegloop("evaluate", "--subject", "n170-s2", "--split", "random", "--methods", "logreg_windowed", env=env)
+    r = eegloop("evaluate", "--subject", "n170s2", "--split", "random", "--methods", "logreg_windowed", env=env)
     assert r.returncode == 0 and "INFLATED" in r.stdout
 
-    r = eegloop("train", "--subject", "n170-s2", env=env)
+    r = eegloop("train", "--subject", "n170s2", env=env)
     assert r.returncode == 0, r.stderr
     assert "model 1:" in r.stdout and "chance" in r.stdout
-    model = next((tmp_path / "models" / "sub-n170-s2").glob("*.safetensors"))
+    model = next((tmp_path / "models" / "sub-n170s2").glob("*.safetensors"))
     meta = json.loads(model.with_suffix(".json").read_text())
     assert meta["preprocessing"]["bandpass_hz"] == [1.0, 30.0] and meta["model"]["n_chans"] == 4
 
@@ -57,6 +57,12 @@ def test_import_bad_events_leaves_database_unchanged(tmp_path):
                 "--channels", "TP9,AF7,AF8,TP10", "--protocol", "protocols/n170.yaml", env=env)
     assert r.returncode == 2
     assert "unknown marker value '2'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "eegloop.db").exists()  # every file is read before a database is opened
+    eegloop("db", "init", env=env)
+    before = (tmp_path / "eegloop.db").read_bytes()
+    r = eegloop("import", *files, "--subject", "s", "--format", "csv", "--events", "1=house",
+                "--channels", "TP9,AF7,AF8,TP10", "--protocol", "protocols/n170.yaml", env=env)
+    assert r.returncode == 2 and (tmp_path / "eegloop.db").read_bytes() == before
     r = eegloop("subject", "list", env=env)
     assert "no subjects yet" in r.stdout
 

@@ -184,8 +184,8 @@ def test_n170_real_data_above_chance(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
     proto = load_protocol(REPO / "protocols" / "n170.yaml")
     files = sorted((N170 / "subject2" / "session1").glob("*.csv"))
-    import_recordings(db, "n170-s2", proto, files, "csv", parse_events("1=house,2=face"), ["TP9", "AF7", "AF8", "TP10"])
-    es = db.load_epochs("n170-s2")
+    import_recordings(db, "n170s2", proto, files, "csv", parse_events("1=house,2=face"), ["TP9", "AF7", "AF8", "TP10"])
+    es = db.load_epochs("n170s2")
     rep = evaluate(es, proto, split="block", methods=["kd_erp", "logreg_windowed"])
     s = rep.summary()
     print(f"\nn170 subject2, block-wise folds: eegloop student AUC {s['kd_erp']['auc']:.3f}, "

@@ -38,6 +38,8 @@ def test_every_n170_csv_imports(tmp_path, csv):
     proto = load_protocol(REPO / "protocols" / "n170.yaml")
     sid = import_recordings(db, "s", proto, [DATA / csv], "csv", parse_events(N170), CH)
     es = db.load_epochs("s")
+    blocks = db.get_blocks(sid)
+    assert all(b.status == "done" and b.n_epochs + b.n_rejected == b.n_stimuli for b in blocks)
     assert len(es) > 150 and set(es.labels) == {"house", "face"}
     assert es.data.shape[1:] == (4, int(round(0.9 * 256)) + 2 * 128)
     info = db.get_session(sid)
@@ -51,7 +53,8 @@ def test_xdf_clock_resets_imports_with_its_markers(tmp_path):
     values = sorted({v for _, v in rec.markers})
     events = {v: ("a" if k % 2 else "b") for k, v in enumerate(values)}
     proto = xdf_protocol(8, 100)
-    eps, evs, _ = cut_epochs(rec, proto, events, run=1)
+    blocks, _ = cut_epochs(rec, proto, events, run=1)
+    eps = [e for b in blocks for e in b.epochs]
     gap = np.diff(rec.times).max()
     assert gap > 100  # the stream jumps by minutes: pyxdf's clock-reset handling keeps both segments
     assert 100 < len(eps) <= len(rec.markers)
@@ -61,9 +64,15 @@ def test_xdf_clock_resets_imports_with_its_markers(tmp_path):
         a = i + int(round(-0.1 * 100))
         assert np.array_equal(e.data, rec.data[:, a:a + e.data.shape[1]])
         assert np.diff(t[a:a + e.data.shape[1]]).max() < 1.5 / 100
+    # every stimulus is accounted for: a valid epoch, or a rejected one with its reason (the clock reset, the edges)
+    rejected = [r for b in blocks for r in b.rejected]
+    assert len(eps) + len(rejected) == sum(b.n_stimuli for b in blocks)
+    assert {r.reason for r in rejected} <= {"gap", "edge"}
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
-    import_recordings(db, "x", proto, [DATA / "xdf" / "clock_resets.xdf"], events=events)
+    sid = import_recordings(db, "x", proto, [DATA / "xdf" / "clock_resets.xdf"], events=events)
     assert len(db.load_epochs("x")) == len(eps)
+    assert sum(db.rejected_by_reason(sid).values()) == len(rejected)
+    assert all(b.status == "done" and b.n_epochs + b.n_rejected == b.n_stimuli for b in db.get_blocks(sid))
 
 
 @pytest.mark.parametrize("name,needle", [
@@ -118,7 +127,8 @@ def test_mne_formats_import(tmp_path):
     proto = xdf_protocol(2, 250)
     rec = read_recording(tmp_path / "r_raw.fif")
     assert rec.ch_names == ["C3", "C4"] and len(rec.markers) == len(onsets)
-    eps, _, _ = cut_epochs(rec, proto, {"1": "left", "2": "right"}, 1)
+    blocks, _ = cut_epochs(rec, proto, {"1": "left", "2": "right"}, 1)
+    eps = [e for b in blocks for e in b.epochs]
     assert len(eps) == len(onsets)
     np.testing.assert_allclose(eps[0].data, x[:2, onsets[0] - 25:onsets[0] - 25 + eps[0].data.shape[1]] * 1e6,
                                rtol=1e-5)
@@ -140,18 +150,21 @@ def test_replay_records_back_the_imported_epochs(tmp_path):
 
     part = Recording(rec.data[:, :n], rec.times[:n], rec.sfreq, rec.ch_names,
                      [m for m in rec.markers if m[0] < rec.times[n - 1]], rec.source)
-    imported, _, _ = cut_epochs(part, proto, parse_events(N170), 1)
+    blocks, _ = cut_epochs(part, proto, parse_events(N170), 1)
+    imported = [e for b in blocks for e in b.epochs]
     player = Player(part, f"rp-{tag}", f"rpm-{tag}", parse_events(N170), speed=5.0, sfreq=256.0,
                     block_s=proto.paradigm.block_s)
     player.start(wait_for_consumers=10)
     recorder = Recorder(proto).connect(timeout=5)
+    online = recorder.subscribe(maxsize=10_000)
     recorder.start()
     player.wait()
     time.sleep(0.5)
     stats = recorder.stop()
     got = []
-    while not recorder.epochs.empty():
-        got.append(recorder.epochs.get())
+    while not online.empty():
+        got.append(online.get())
+    assert online.dropped == 0
     assert stats.lost_samples == 0
     assert len(got) == len(imported)
     by_label = {}
@@ -159,3 +172,34 @@ def test_replay_records_back_the_imported_epochs(tmp_path):
         by_label.setdefault(e.label, []).append(e.data)
     for e in got:
         assert any(np.array_equal(e.data, d) for d in by_label[e.label]), "a replayed epoch differs from the import"
+
+
+def test_same_file_twice_is_refused_unless_forced(tmp_path):
+    """Two copies of one recording would land in different folds and inflate every score."""
+    proto = load_protocol(REPO / "protocols" / "n170.yaml")
+    f = sorted((DATA / "n170" / "subject2" / "session1").glob("*.csv"))[0]
+    copy = tmp_path / "renamed.csv"
+    copy.write_bytes(f.read_bytes())
+    db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
+    sid = import_recordings(db, "s", proto, [f], "csv", parse_events(N170), CH)
+    n = db.count_epochs(sid)
+    with pytest.raises(ImportError_, match=rf"already imported as session {sid} .*--force"):
+        import_recordings(db, "s", proto, [copy], "csv", parse_events(N170), CH)
+    with pytest.raises(ImportError_, match="given twice"):
+        import_recordings(db, "t", proto, [f, copy], "csv", parse_events(N170), CH)
+    assert [s.id for s in db.list_sessions()] == [sid]
+    sid2 = import_recordings(db, "s", proto, [copy], "csv", parse_events(N170), CH, force=True)
+    assert db.count_epochs(sid2) == n
+
+
+def test_non_finite_samples_refused_in_any_format(tmp_path):
+    import mne
+
+    info = mne.create_info(["C3", "C4", "STI"], 250.0, ["eeg", "eeg", "stim"])
+    x = np.random.default_rng(0).standard_normal((3, 250 * 10)) * 1e-5
+    x[2] = 0
+    x[2, 500] = 1
+    x[1, 700] = np.nan
+    mne.io.RawArray(x, info, verbose=False).save(tmp_path / "n_raw.fif", verbose=False)
+    with pytest.raises(ImportError_, match=r"1 non-finite samples \(NaN/inf\), first in channel 'C4' at sample 700"):
+        read_recording(tmp_path / "n_raw.fif")
