@@ -40,9 +40,11 @@ def run_demo(out: str | Path = "eegloop-demo", quick: bool = False,
     from .protocol import load_protocol
     from .session import run_visit
 
+    from ._files import private_dir
+
     t_start = time.monotonic()
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)  # the demo's data folder: 0700 when eegloop creates it
     ensure_display()
     data = yaml.safe_load(demo_protocol_path().read_text())
     data["stimuli"]["folder"] = "stimuli"  # drawn inside the output folder

@@ -54,33 +54,50 @@ def _table(rows: list[list], head: list[str]) -> str:
     return f"<table><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>"
 
 
+def _e(value) -> str:
+    """Any value from the database or a data file, escaped for HTML text and attributes."""
+    return html.escape(str(value), quote=True)
+
+
 def write_report(db: Database, session_id: int, out: str | Path | None = None) -> Path:
-    """Write ``report.html`` for a session; returns its path."""
+    """Write ``report.html`` for a session (a 0600 file); returns its path.
+
+    Every string that came from the user or a data file (class names, subject,
+    protocol, file names) is HTML-escaped, and drawn literally in the plots
+    (matplotlib's math text and LaTeX off: a class named ``$x^2$`` stays that).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        return _write_report(db, session_id, out)
+
+
+def _write_report(db: Database, session_id: int, out: str | Path | None = None) -> Path:
     import matplotlib.pyplot as plt
+
+    from ._files import private_dir, write_private_text
 
     info = db.get_session(session_id)
     out = Path(out) if out is not None else db.data_dir / "reports" / f"session-{session_id:04d}"
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     sec: list[str] = []
     ev = info.info.get("evaluation")
     rec = info.info.get("recording", {})
 
     # -- decoding --------------------------------------------------------------------
     if ev and "error" in ev:
-        sec.append(f"<h2>Decoding</h2><p class='warn'>No cross-validated score: {html.escape(ev['error'])}</p>")
+        sec.append(f"<h2>Decoding</h2><p class='warn'>No cross-validated score: {_e(ev['error'])}</p>")
     elif ev:
         main = ev["main_method"]
         classes = list(ev["classes"])
-        names = [ev["classes"][c] for c in classes]
+        names = [str(ev["classes"][c]) for c in classes]
         s = ev["summary"][main]
         banner = ""
         if ev.get("inflated"):
             banner = "<p class='warn'>RANDOM SPLIT — trials of one block in train and test: scores INFLATED.</p>"
-        sec.append(f"<h2>Decoding ({html.escape(ev['split'])}-wise cross-validation, {ev['n_folds']} folds, "
-                   f"{ev['n_epochs']} epochs)</h2>{banner}"
+        sec.append(f"<h2>Decoding ({_e(ev['split'])}-wise cross-validation, {_e(ev['n_folds'])} folds, "
+                   f"{_e(ev['n_epochs'])} epochs)</h2>{banner}"
                    f"<p class='big'>top-1 {s['top1']:.3f} ± {s['top1_std']:.3f} — chance {ev['chance']['chance_top1']:.3f}"
                    + (f" — AUC {s['auc']:.3f} (chance 0.5)" if "auc" in s else "") + "</p>")
         cm = np.array(ev["confusion"][main], float)
@@ -119,7 +136,7 @@ def write_report(db: Database, session_id: int, out: str | Path | None = None) -
                                       else ("0.000" if k == "kappa" else "") for k in metrics])
             sec.append("<h3>Baselines (mean (std) over folds)</h3>" + _table(rows, ["method"] + metrics))
         for n in ev.get("notes", []):
-            sec.append(f"<p class='note'>{html.escape(n)}</p>")
+            sec.append(f"<p class='note'>{_e(n)}</p>")
 
     # -- model and training curves ---------------------------------------------------
     model_id = info.info.get("model_id")
@@ -131,9 +148,9 @@ def write_report(db: Database, session_id: int, out: str | Path | None = None) -
             hist = json.loads(meta_path.read_text()).get("metrics", {}).get("history", [])
         held = m.metrics.get("heldout", {})
         sec.append(f"<h2>Quick-train (model {m.id})</h2><p>{m.metrics.get('seconds', 0):.1f} s on "
-                   f"{m.metrics.get('n_train')} epochs, {m.metrics.get('device')} ({m.metrics.get('precision', 'fp32')}),"
-                   f" {m.metrics.get('epochs_run')} epochs run (best {m.metrics.get('best_epoch')}); held-out whole "
-                   f"{m.metrics.get('split')}s: top-1 {held.get('top1', float('nan')):.3f} (chance "
+                   f"{_e(m.metrics.get('n_train'))} epochs, {_e(m.metrics.get('device'))} "
+                   f"({_e(m.metrics.get('precision', 'fp32'))}), {_e(m.metrics.get('epochs_run'))} epochs run (best "
+                   f"{_e(m.metrics.get('best_epoch'))}); held-out whole {_e(m.metrics.get('split'))}s: top-1 {held.get('top1', float('nan')):.3f} (chance "
                    f"{m.metrics.get('chance_top1', float('nan')):.3f}); teacher "
                    f"{'%.3f' % m.metrics['teacher_top1'] if m.metrics.get('teacher_top1') is not None else 'none (alpha 1)'}"
                    "</p>")
@@ -177,8 +194,25 @@ def write_report(db: Database, session_id: int, out: str | Path | None = None) -
                  (r.info or {}).get("gaps", ""), len((r.info or {}).get("stalls", []) or []), r.raw_path or ""]
                 for r in runs]
         n_ep = db.count_epochs(session_id)
-        sec.append(f"<h2>Recording</h2><p>{n_ep} epochs stored</p>" + _table(
-            rows, ["run", "status", "samples received", "expected", "lost", "gaps", "stalls", "raw file"]))
+        rejected = db.rejected_by_reason(session_id)
+        blocks = db.get_blocks(session_id)
+        n_stim = sum(b.n_stimuli or 0 for b in blocks)
+        status = {}
+        for b in blocks:
+            status[b.status] = status.get(b.status, 0) + 1
+        rej_text = (", ".join(f"{n} {_e(why)}" for why, n in sorted(rejected.items())) if rejected else "none")
+        failure = (db.get_session(session_id).info or {}).get("failure")
+        head = (f"<p>{n_stim} stimuli shown: {n_ep} epochs stored, {sum(rejected.values())} rejected "
+                f"(by reason: {rej_text}); blocks: "
+                + ", ".join(f"{n} {_e(st)}" for st, n in sorted(status.items())) + "</p>")
+        if failure:
+            head += f"<p class='warn'>The recording failed: {_e(failure)}</p>"
+        bad = [[b.index, b.status, b.n_stimuli, b.n_epochs, b.n_rejected, b.reason or ""]  # _table escapes
+               for b in blocks if b.status not in ("done", "imported") or (b.n_rejected or 0)]
+        sec.append("<h2>Recording</h2>" + head + _table(
+            rows, ["run", "status", "samples received", "expected", "lost", "gaps", "stalls", "raw file"])
+            + (("<p>Blocks with rejected epochs or not complete:</p>" + _table(
+                bad, ["block", "status", "shown", "stored", "rejected", "reason"])) if bad else ""))
 
     # -- feedback ---------------------------------------------------------------------------
     fts = db.get_feedback_trials(session_id)
@@ -193,7 +227,7 @@ def write_report(db: Database, session_id: int, out: str | Path | None = None) -
         ax.set_ylabel("ms after epoch complete")
         ax.set_title("feedback latency per stage")
         n_classes = len(fts[0].probabilities)
-        sec.append(f"<h2>Feedback ({', '.join(modes)} mode)</h2><p>{correct}/{len(fts)} decoded as shown "
+        sec.append(f"<h2>Feedback ({_e(', '.join(map(str, modes)))} mode)</h2><p>{correct}/{len(fts)} decoded as shown "
                    f"(chance {1 / n_classes:.2f}). Median latency from epoch complete: "
                    + ", ".join(f"{k.replace('_ms', '')} {np.nanmedian(d):.1f} ms" for k, d in zip(stages, data))
                    + "</p>" + _fig(_png(fig), "feedback latency per stage (ms after the epoch was complete)"))
@@ -202,8 +236,8 @@ def write_report(db: Database, session_id: int, out: str | Path | None = None) -
             uri = _img_uri(db.abspath(f.image_path)) if f.image_path else None
             ok = "ok" if f.predicted_class == f.true_class else "bad"
             img = f"<img src='{uri}'>" if uri else "<div class='noimg'>no image</div>"
-            cells.append(f"<div class='cell {ok}'>{img}<br>trial {f.trial}<br>shown <b>{html.escape(str(f.true_class))}"
-                         f"</b><br>decoded <b>{html.escape(f.predicted_class)}</b> "
+            cells.append(f"<div class='cell {ok}'>{img}<br>trial {_e(f.trial)}<br>shown <b>{_e(f.true_class)}"
+                         f"</b><br>decoded <b>{_e(f.predicted_class)}</b> "
                          f"({f.probabilities[f.predicted_class]:.2f})</div>")
         sec.append("<div class='grid'>" + "".join(cells) + "</div>")
 
@@ -214,11 +248,11 @@ h1{{font-size:1.5em}} h2{{border-bottom:1px solid #ccc;margin-top:1.6em}} .big{{
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
 .row{{display:flex}} figure{{margin:0 1em 1em 0}} figcaption{{color:#555;font-size:.85em}} .grid{{display:flex;flex-wrap:wrap}} .cell{{width:150px;margin:4px;font-size:.8em;
 text-align:center;padding:4px}} .ok{{background:#e6f4e6}} .bad{{background:#fbe9e9}} .noimg{{height:128px}}</style>
-</head><body><h1>eegloop — session {session_id}, subject {html.escape(info.subject)}</h1>
-<p>protocol <b>{html.escape(info.protocol_name)}</b> (sha256 {info.protocol_sha256[:12]}…), status {html.escape(info.status)},
-started {info.started_at:%Y-%m-%d %H:%M}, eegloop {html.escape(info.software_version)}</p>
+</head><body><h1>eegloop — session {session_id}, subject {_e(info.subject)}</h1>
+<p>protocol <b>{_e(info.protocol_name)}</b> (sha256 {_e(info.protocol_sha256[:12])}…), status {_e(info.status)},
+started {info.started_at:%Y-%m-%d %H:%M}, eegloop {_e(info.software_version)}</p>
 {''.join(sec)}
 </body></html>"""
     path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
+    write_private_text(path, page)
     return path

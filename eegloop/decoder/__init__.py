@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -75,11 +76,15 @@ def save_model(model, pre: Preprocessor, classes: dict, channel_names: list, out
     """Weights as safetensors + a JSON with the architecture, preprocessing, classes and metrics."""
     from safetensors.torch import save_file
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from .._files import private_dir, private_file, write_private_text
+
+    private_dir(out.parent)  # models/ and models/sub-X/: 0700 when eegloop creates them
+    private_file(out, create=True)  # 0600 before the first byte is written
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out))
+    private_file(out)
     meta = {"model": model.get_config(), "preprocessing": pre.to_dict(), "classes": classes,
             "channel_names": list(channel_names), "metrics": metrics, "format": "eegloop-model-1"}
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    write_private_text(out.with_suffix(".json"), json.dumps(meta, indent=2))
     return out
 
 
@@ -127,7 +132,8 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
                "seconds": round(time.perf_counter() - t0, 2), "device": res.device, "threads": res.threads,
                "precision": res.precision,
                "history": res.history}
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    # unique even for two trainings in the same second (or on two machines sharing a data folder)
+    stamp = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     path = db.data_dir / "models" / f"sub-{subject}" / f"model-{stamp}.safetensors"
     save_model(res.model, pre, dict(es.classes), es.channel_names, path, metrics)
     mid = db.add_model(subject, sids, path, config=json.loads(path.with_suffix(".json").read_text()),
