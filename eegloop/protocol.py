@@ -521,6 +521,10 @@ def _to_plain(obj):
 
 def _cross_checks(p: Protocol) -> None:
     where = p._where()
+    for cid, name in p.stimuli.classes.items():  # the database stores class ids in 128 characters
+        if not cid or len(cid) > 128 or len(name) > 256:
+            raise ProtocolError(f"{where}stimuli.classes: class id {_clip(cid, 40)!r} must be 1-128 characters "
+                                "and its name at most 256")
     if p.stimuli.folder is None and p.stimuli.manifest is None:
         raise ProtocolError(f"{where}stimuli: give a folder (one sub-folder per class) or a manifest CSV")
     if p.stimuli.folder is not None and p.stimuli.manifest is not None:

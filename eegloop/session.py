@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ._logging import logger
-from .database import Database
+from .database import CLAIM_OWNER, Database
 from .database.claim import SessionClaim
 from .errors import EegloopError
 from .lsl import configure_lsl
@@ -113,7 +113,7 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
             sim = VirtualAmplifier(amp, amp.simulate, marker_source_id=marker_id).start()
             if not sim.markers_connected.wait(10):
                 logger.warning("the simulator did not connect to the marker stream")
-        rec = Recorder(protocol, db=db, expect_timings=True).connect(
+        rec = Recorder(protocol, db=db, expect_timings=True, owner=CLAIM_OWNER).connect(
             marker_source_id=marker_id, eeg_source_id=sim.source_id if sim is not None else None)
         # the amplifier is there: now the session may exist
         db.get_or_add_subject(subject)
@@ -150,13 +150,14 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
     rec.raw_prefix = f"sub-{subject}_ses-{session_id:04d}_task-{_task(protocol)}_run"
     rec.start()
     pres = Presenter(protocol, outlet, capture_trials=capture_trials)
-    pres.health = lambda: rec.failure
+    pres.health = lambda: rec.failure or SessionClaim.lost(db, session_id)
     if presenter_hook:
         presenter_hook(pres)
     db.set_session_status(session_id, "recording")
     timings = []
     aborted = False
     failure: Optional[str] = None
+    unexpected: Optional[BaseException] = None
     runs_done = 0
     t_start = time.monotonic()
     total_blocks = sum(len(r.blocks) for r in todo)
@@ -208,17 +209,31 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
                 raise RecordingFailed(f"the recording failed: {rec.failure}")
             runs_done += 1
             if after_run is not None:
-                after_run(run.run, pres)
+                try:
+                    after_run(run.run, pres)
+                except RecordingFailed:
+                    raise
+                except Exception as exc:  # e.g. the quick-train: it must not end the recording
+                    logger.error("after run %d: %s", run.run, exc)
+                    say(f"after run {run.run}: {exc} (the recording goes on)")
         pres.push_now("session_end", status="aborted" if aborted else "completed")
     except RecordingFailed as exc:
-        failure = str(rec.failure or exc)
-        timings += getattr(exc, "timings", [])
+        failure = str(rec.failure or SessionClaim.lost(db, session_id) or exc)
+        shown = getattr(exc, "timings", [])
+        timings += shown
+        if shown:  # what the interrupted block showed is timed, like after Escape
+            rec.add_timings(shown[0].run, shown[0].block, [dict(trial=t.trial, **t.as_db()) for t in shown])
         logger.error("%s", failure)
         try:
             if pres.win is not None:
                 pres.show_text(NEUTRAL_MESSAGE, duration=2.0)
         except Exception as e:  # the window must not hide the failure
             logger.warning("could not show the neutral message: %s", e)
+    except BaseException as exc:  # anything else (Ctrl-C, a window error, a bug): stored as failed, then raised
+        unexpected = exc
+        failure = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else \
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        raise
     finally:
         # every step runs even if one before it raises: the store is always drained
         try:
@@ -232,11 +247,17 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
                 failure = failure or str(exc)
                 logger.error("stopping the recorder: %s", exc)
             pres.outlet = None
+            if unexpected is not None:
+                _mark_failed(db, session_id, current_run, rec, failure)
     if failure is not None:
         _mark_failed(db, session_id, current_run, rec, failure)
         raise RecordingError(f"session {session_id}: {failure}; completed blocks are stored "
                              f"(continue with: eegloop record/session --resume)")
-    db.set_session_status(session_id, "aborted" if aborted else "recorded", ended=aborted,
+    not_done = [(b, reason) for b, _, st, reason in rec.blocks_stored if st != "done"]
+    if not_done and not aborted:
+        say(f"{len(not_done)} block(s) incomplete ({not_done[0][1]}, ...): record them again with --resume")
+    db.set_session_status(session_id, "aborted" if aborted else "incomplete" if not_done else "recorded",
+                          ended=aborted,
                           recording={"runs_done": runs_done, "frame_rate_hz": pres.frame_rate,
                                      "paced": pres.paced, "samples_received": stats.samples_received,
                                      "lost_samples": stats.lost_samples,
@@ -289,7 +310,7 @@ class VisitResult:
 
 def _resumable_session(db: Database, subject: str, protocol: Protocol) -> tuple[int, set]:
     for s in reversed(db.list_sessions(subject)):
-        if s.kind == "recorded" and s.status in ("created", "recording", "aborted", "failed") \
+        if s.kind == "recorded" and s.status in ("created", "recording", "aborted", "failed", "incomplete") \
                 and s.protocol_sha256 == protocol.sha256:
             done = {b.index for b in db.get_blocks(s.id) if b.status == "done"}
             return s.id, done
@@ -372,11 +393,15 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
         if after is not None and trained["model"] is None and recorded_min >= after:
             train_now(pres)
 
-    rec = record_session(protocol, subject, db, simulate=simulate, progress=progress, session_id=session_id,
-                         skip_blocks=done, after_run=after_run, on_session=on_session)
-    session_id = rec.session_id
+    if session_id is not None and len(done) >= design.n_blocks:  # a resume after the recording was complete
+        say(f"session {session_id}: every block is recorded; going on with the quick-train")
+        rec = None
+    else:
+        rec = record_session(protocol, subject, db, simulate=simulate, progress=progress, session_id=session_id,
+                             skip_blocks=done, after_run=after_run, on_session=on_session)
+        session_id = rec.session_id
     claims.enter_context(SessionClaim(db, session_id))  # train, feedback and report: still this process's visit
-    if rec.aborted:
+    if rec is not None and rec.aborted:
         say(f"session {session_id} aborted during recording: continue later with --resume")
         return VisitResult(session_id, rec, None, 0.0, None, None, None)
     if trained["model"] is None:

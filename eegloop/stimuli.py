@@ -131,6 +131,9 @@ def load_stimuli(protocol: Protocol, check_design: bool = True, hash_files: bool
         classes = dict(cfg.classes)
     else:
         classes = {c: c for c in found}
+    long = next((c for c in classes if len(c) > 128), None)
+    if long is not None:  # the database stores class ids in 128 characters
+        raise ProtocolError(f"{where}stimuli: class '{long[:40]}…' is longer than 128 characters; rename it")
     design = protocol.design(len(classes))
     if check_design:
         need = design.images_per_class

@@ -589,20 +589,23 @@ class Database:
         processes racing for the same session cannot both win."""
         import time as _time
 
-        now = _time.time()
-        with self.session() as s:
-            res = s.execute(update(SessionRow).where(
-                SessionRow.id == session_id,
-                or_(SessionRow.claim_owner.is_(None), SessionRow.claim_owner == owner,
-                    SessionRow.claim_heartbeat.is_(None), SessionRow.claim_heartbeat < now - ttl_s))
-                .values(claim_owner=owner, claim_heartbeat=now))
-            if res.rowcount == 1:
-                return
-            row = s.get(SessionRow, session_id)
-            if row is None:
-                raise DatabaseError(f"unknown session {session_id}")
-            host, pid = (row.claim_owner or "?:?").split(":")[:2]
-            age = now - (row.claim_heartbeat or now)
+        for attempt in (1, 2):  # a holder releasing between our UPDATE and our look is not a refusal
+            now = _time.time()
+            with self.session() as s:
+                res = s.execute(update(SessionRow).where(
+                    SessionRow.id == session_id,
+                    or_(SessionRow.claim_owner.is_(None), SessionRow.claim_owner == owner,
+                        SessionRow.claim_heartbeat.is_(None), SessionRow.claim_heartbeat < now - ttl_s))
+                    .values(claim_owner=owner, claim_heartbeat=now))
+                if res.rowcount == 1:
+                    return
+                row = s.get(SessionRow, session_id)
+                if row is None:
+                    raise DatabaseError(f"unknown session {session_id}")
+                if row.claim_owner is not None:
+                    break
+        host, pid = (row.claim_owner or "?:?").split(":")[:2]
+        age = now - (row.claim_heartbeat or now)
         raise SessionClaimedError(
             f"session {session_id} is being recorded by another process (host {host}, pid {pid}, alive "
             f"{age:.0f} s ago); wait for it to end, or stop it; a crashed process's claim expires after {ttl_s:g} s")
@@ -671,19 +674,54 @@ class Database:
             s.flush()
             return row.id
 
-    def store_block(self, session_id: int, run_id: int, record: BlockRecord) -> tuple[int, str, Optional[str]]:
+    def store_block(self, session_id: int, run_id: int, record: BlockRecord,
+                    owner: Optional[str] = None) -> tuple[int, str, Optional[str]]:
         """Store a whole block in ONE transaction: its row, events, epochs, rejected epochs and trial timings.
 
         A block already stored under the same (run, index) — an incomplete one being re-recorded after
         ``--resume`` — is replaced in the same transaction. The status is ``done`` only when the record's
         accounting adds up (:meth:`BlockRecord.accounting`); otherwise ``incomplete`` with the reason.
 
+        With ``owner``, the write is fenced: it happens only while ``owner`` still holds the session's
+        claim (in the same transaction), so a process that lost its claim can never overwrite the blocks
+        of the process that took the session over.
+
         Returns
         -------
         block_id, status, reason
         """
         with self.session() as s:
+            if owner is not None:
+                self._fence(s, session_id, owner)
             return self._store_block(s, session_id, run_id, record)
+
+    @staticmethod
+    def _fence(s: Session, session_id: int, owner: str) -> None:
+        import time as _time
+
+        res = s.execute(update(SessionRow).where(SessionRow.id == session_id, SessionRow.claim_owner == owner)
+                        .values(claim_heartbeat=_time.time()))
+        if res.rowcount != 1:
+            raise SessionClaimedError(f"session {session_id}: this process no longer holds its claim (another "
+                                      "process took the session over); nothing more is written")
+
+    def finish_run(self, session_id: int, run_id: int, events: Sequence[tuple[dict, float]], status: str,
+                   info: dict, owner: Optional[str] = None, **fields: Any) -> None:
+        """A run's markers outside any block and its final accounting, in one transaction (so a retried
+        write never stores the markers twice)."""
+        with self.session() as s:
+            if owner is not None:
+                self._fence(s, session_id, owner)
+            s.add_all([EventRow(session_id=session_id, run_id=run_id, kind=str(m.get("event", "marker")),
+                                lsl_time=float(t), trial=m.get("trial"),
+                                class_id=str(m["class"]) if m.get("class") is not None else None, payload=m)
+                       for m, t in events])
+            if run_id is not None:
+                row = s.get(RunRow, run_id)
+                row.status = status
+                row.info = {**(row.info or {}), **info}
+                for k, v in fields.items():
+                    setattr(row, k, v)
 
     def _store_block(self, s: Session, session_id: int, run_id: int, rec: BlockRecord):
         status, reason = rec.accounting()

@@ -15,8 +15,22 @@ from .._worker import Worker
 
 __all__ = ["SessionClaim", "CLAIM_TTL_S"]
 
-# seconds after its last heartbeat that a claim expires; $EEGLOOP_CLAIM_TTL_S overrides (tests use 3)
-CLAIM_TTL_S = float(os.environ.get("EEGLOOP_CLAIM_TTL_S", "10"))
+
+
+def _ttl_from_env() -> float:
+    """Seconds after its last heartbeat that a claim expires: 15, or $EEGLOOP_CLAIM_TTL_S (1..3600)."""
+    text = os.environ.get("EEGLOOP_CLAIM_TTL_S", "15")
+    try:
+        ttl = float(text)
+    except ValueError:
+        ttl = float("nan")
+    if not 1.0 <= ttl <= 3600.0:  # also refuses nan/inf
+        logger.warning("EEGLOOP_CLAIM_TTL_S=%.20s is not a number of seconds in 1..3600; using 15", text)
+        return 15.0
+    return ttl
+
+
+CLAIM_TTL_S = _ttl_from_env()
 
 
 class SessionClaim(Worker):
@@ -36,28 +50,41 @@ class SessionClaim(Worker):
         self._key = (db.url, session_id)
 
     def __enter__(self) -> "SessionClaim":
-        n = SessionClaim._held.get(self._key, 0)
+        n, owner = SessionClaim._held.get(self._key, (0, self))
         if n == 0:
             self.db.claim_session(self.session_id, ttl_s=self.ttl_s)
             self.start()
-        SessionClaim._held[self._key] = n + 1
+        SessionClaim._held[self._key] = (n + 1, owner)  # the first instance holds the heartbeat thread
         return self
 
     def run(self) -> None:
+        from . import SessionClaimedError
+
         while not self.wait_stop(self.ttl_s / 4):
             try:
                 if not self.db.renew_claim(self.session_id):
-                    logger.warning("the claim on session %d was lost", self.session_id)
+                    # another process took the session over (our heartbeat could not reach the database for
+                    # longer than the claim lives): this process must stop writing to it
+                    raise SessionClaimedError(f"session {self.session_id}: this process lost its claim on the "
+                                              "session to another process; it stops recording into it")
+            except SessionClaimedError:
+                raise
             except Exception as exc:  # a busy database: try again at the next beat
                 logger.warning("renewing the claim on session %d: %s", self.session_id, exc)
 
+    @classmethod
+    def lost(cls, db, session_id: int):
+        """The error of this process's claim on ``session_id`` if its heartbeat found it taken, else None."""
+        holder = cls._held.get((db.url, session_id))
+        return holder[1].error if holder else None
+
     def __exit__(self, *exc) -> None:
-        n = SessionClaim._held.get(self._key, 1) - 1
-        if n > 0:
-            SessionClaim._held[self._key] = n
+        n, owner = SessionClaim._held.get(self._key, (1, self))
+        if n > 1:
+            SessionClaim._held[self._key] = (n - 1, owner)
             return
         SessionClaim._held.pop(self._key, None)
-        self.stop(2)
+        owner.stop(2)
         try:
             self.db.release_claim(self.session_id)
         except Exception as e:  # it expires by itself

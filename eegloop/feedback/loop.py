@@ -88,13 +88,20 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
     if missing_cls:
         raise EegloopError(f"the model of {subject!r} was trained without class {missing_cls[0]}; retrain first")
     db.get_or_add_subject(subject)
-    if session_id is None:
+    created = session_id is None
+    if created:
         session_id = db.create_session(subject, protocol, kind="feedback")
     from ..database.claim import SessionClaim
 
-    with SessionClaim(db, session_id):
-        return _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, progress, trial_offset,
-                         run_index, presenter, stimuli, decoder, model_id)
+    try:
+        with SessionClaim(db, session_id):
+            return _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, progress,
+                             trial_offset, run_index, presenter, stimuli, decoder, model_id)
+    except BaseException:
+        # a feedback session that never got a trial (no amplifier, no generator, ...) is not left behind
+        if created and not db.get_feedback_trials(session_id) and db.count_epochs(session_id) == 0:
+            db.delete_session(session_id)
+        raise
 
 
 def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, progress, trial_offset, run_index,
@@ -138,7 +145,9 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
     runs = db.get_runs(session_id)
     run_index = run_index or (max((r.index for r in runs), default=0) + 1)
     raw_dir = db.data_dir / "raw" / f"sub-{subject}" / f"ses-{session_id:04d}"
-    rec = Recorder(protocol, db=db, session_id=session_id, raw_dir=raw_dir,
+    from ..database import CLAIM_OWNER
+
+    rec = Recorder(protocol, db=db, session_id=session_id, raw_dir=raw_dir, owner=CLAIM_OWNER,
                    raw_prefix=f"sub-{subject}_ses-{session_id:04d}_task-feedback_run").connect(
         marker_source_id=marker_id, eeg_source_id=sim.source_id if sim is not None else None)
     online = rec.subscribe(maxsize=256)  # bounded: a stalled decoder never grows memory

@@ -66,6 +66,7 @@ class Acquisition:
         self._last_arrival = time.monotonic()
         self._stalled = False
         self._chunk: Optional[np.ndarray] = None
+        self.armed = False  # a run is being recorded: a stream silent for stall_timeout_s is then an error
 
     def connect(self, markers: bool = True, timeout: float | None = None, marker_source_id: str | None = None,
                 eeg_source_id: str | None = None) -> "Acquisition":
@@ -154,7 +155,7 @@ class Acquisition:
                 if len(st.stalls) < 1000:
                     st.stalls.append((float(self._last_ts or 0.0), round(silent, 3)))
             limit = getattr(self.amp, "stall_timeout_s", 5.0)
-            if self._first_ts is not None and silent > limit:
+            if self.armed and silent > limit:
                 raise StreamError(f"EEG stream '{self.stream_name}' lost: no samples for {silent:.1f} s "
                                   f"(amplifier.stall_timeout_s {limit:g}); check the amplifier and its LSL app")
             return None, None

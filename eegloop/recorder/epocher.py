@@ -226,6 +226,10 @@ class Epocher:
             if a < 0:
                 self._reject(p, "not-buffered", "its start is no longer in the recorder's buffer")
                 continue
+            near = abs(self._ts[onset_abs - self.abs0] - p.onset) if 0 <= onset_abs - self.abs0 < self._w else 1e9
+            if near > GAP_PERIODS / self.sfreq:  # the onset itself fell into a gap: the window would be shifted
+                self._reject(p, "gap", f"no sample within {near * 1000:.1f} ms of the onset")
+                continue
             data = self._buf[:, a:b]
             problem = check_epoch(data[self.eeg_idx], self._ts[a:b], self.sfreq)
             if problem is not None:

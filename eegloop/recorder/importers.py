@@ -443,6 +443,9 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
                            f"{amp.channels} (amplifier.channels); choose them with --channels")
     if not rec.markers:
         raise ImportError_(f"{src}: no markers")
+    long = next((c for c in (_marker_class(v, events) for _, v in rec.markers) if c and len(c) > 128), None)
+    if long is not None:
+        raise ImportError_(f"{src}: class {short_repr(long, 40)} from a marker is longer than 128 characters")
     unknown = sorted({v for _, v in rec.markers if _marker_class(v, events) is None})
     if unknown:
         known = _names(list(events)) if events else "none given"

@@ -78,12 +78,16 @@ class Recorder(Worker):
     expect_timings : bool
         Blocks are stored once the paradigm has also handed over their trial timings
         (:meth:`add_timings`), so timings and epochs land in the block's one transaction.
+    owner : str | None
+        The owner of the session's claim: every write is fenced by it (a process that lost the claim
+        writes nothing more).
     """
 
     thread_name = "eegloop-recorder"
 
     def __init__(self, protocol: Protocol, db=None, session_id: int | None = None, raw_dir: str | Path | None = None,
-                 raw_prefix: str = "run", expect_timings: bool = False, buffer_s: float | None = None):
+                 raw_prefix: str = "run", expect_timings: bool = False, buffer_s: float | None = None,
+                 owner: str | None = None):
         super().__init__()
         self.protocol = protocol
         self.db = db
@@ -95,7 +99,7 @@ class Recorder(Worker):
         self.acq = Acquisition(protocol.amplifier)
         self.epocher: Optional[Epocher] = None
         self._lock = threading.Lock()
-        self._store = BlockStore(db) if db is not None else None
+        self._store = BlockStore(db, owner=owner) if db is not None else None
         self._subscribers: list[EpochQueue] = []
         self._raw: Optional[BrainVisionWriter] = None
         self._run: Optional[int] = None
@@ -155,38 +159,43 @@ class Recorder(Worker):
     # -- runs ----------------------------------------------------------------------
     def begin_run(self, run: int, raw_name: str | None = None) -> None:
         """Start run ``run`` (1-based): a new raw file and, with a database, a run row."""
+        raw = None
+        if self.raw_dir is not None:
+            from .._files import private_dir, private_file
+
+            private_dir(self.raw_dir)
+            name = raw_name or f"{self.raw_prefix}-{run:02d}_eeg.vhdr"
+            k = 2
+            while (self.raw_dir / name).exists():  # a resumed run never overwrites what was recorded
+                name = f"{self.raw_prefix}-{run:02d}_part{k}_eeg.vhdr"
+                k += 1
+            raw = BrainVisionWriter(self.raw_dir / name, self.ch_names, self.sfreq,
+                                    units=["µV" if i in self.eeg_idx else "V" for i in range(len(self.ch_names))])
+            for f in (raw.vhdr, raw.eeg, raw.vmrk):
+                private_file(f)
+            self.raw_files.append(raw.vhdr)
+        run_id = None
+        if self.db is not None:  # database work outside the lock: the pull thread never waits on it
+            existing = self.db.find_run(self.session_id, run)
+            if existing is None:
+                run_id = self.db.add_run(self.session_id, run, raw_path=raw.vhdr if raw else None,
+                                         status="recording")
+            else:  # a resumed run: same row, a further raw file
+                run_id = existing
+                old = [r for r in self.db.get_runs(self.session_id) if r.id == existing][0]
+                parts = list((old.info or {}).get("raw_parts", [])) + ([old.raw_path] if old.raw_path else [])
+                self.db.update_run(existing, status="recording", raw_path=raw.vhdr if raw else None,
+                                   info={**(old.info or {}), "raw_parts": parts})
         with self._lock:
             self._run = run
-            if self.raw_dir is not None:
-                from .._files import private_dir, private_file
-
-                private_dir(self.raw_dir)
-                name = raw_name or f"{self.raw_prefix}-{run:02d}_eeg.vhdr"
-                k = 2
-                while (self.raw_dir / name).exists():  # a resumed run never overwrites what was recorded
-                    name = f"{self.raw_prefix}-{run:02d}_part{k}_eeg.vhdr"
-                    k += 1
-                self._raw = BrainVisionWriter(self.raw_dir / name, self.ch_names, self.sfreq,
-                                              units=["µV" if i in self.eeg_idx else "V"
-                                                     for i in range(len(self.ch_names))])
-                for f in (self._raw.vhdr, self._raw.eeg, self._raw.vmrk):
-                    private_file(f)
-                self.raw_files.append(self._raw.vhdr)
+            self._raw = raw
             self._run_first_sample = self.epocher.position
             s = self.stats
             self._run_snapshot = (s.samples_received, s.samples_expected, s.lost_samples)
-            if self.db is not None:
-                raw = self._raw.vhdr if self._raw else None
-                existing = self.db.find_run(self.session_id, run)
-                if existing is None:
-                    self._run_id = self.db.add_run(self.session_id, run, raw_path=raw, status="recording")
-                else:  # a resumed run: same row, a further raw file
-                    self._run_id = existing
-                    old = [r for r in self.db.get_runs(self.session_id) if r.id == existing][0]
-                    parts = list((old.info or {}).get("raw_parts", [])) + ([old.raw_path] if old.raw_path else [])
-                    self.db.update_run(existing, status="recording", raw_path=raw,
-                                       info={**(old.info or {}), "raw_parts": parts})
-                self._run_ids[run] = self._run_id
+            self._run_id = run_id
+            if run_id is not None:
+                self._run_ids[run] = run_id
+            self.acq.armed = True  # from now on a silent stream stops the visit
 
     def add_timings(self, run: int, block: int, timings: list[dict]) -> None:
         """The paradigm's timings of a block's trials (stored in the block's transaction)."""
@@ -201,14 +210,17 @@ class Recorder(Worker):
         are stored as ``incomplete`` with ``reason``.
         """
         if wait and self.failure is None:  # the last epoch needs tmax + margin of signal after onset, plus transport
-            deadline = time.monotonic() + self.protocol.epochs.tmax + self.protocol.epochs.margin_s + 2.3
+            t_start = time.monotonic()
+            deadline = t_start + self.protocol.epochs.tmax + self.protocol.epochs.margin_s + 2.3
             while time.monotonic() < deadline and self.failure is None:
                 with self._lock:
                     busy = self._run is not None and self.epocher.pending_in_run(self._run)
-                if not busy:
+                    ended = any(m.get("event") == "run_end" for m, _ in self.epocher.loose_events)
+                if not busy and (ended or time.monotonic() - t_start > 0.5):  # the run_end marker, if one comes
                     break
                 time.sleep(0.02)
         with self._lock:
+            self.acq.armed = False  # between runs (a rest, the quick-train) a silent stream is not a failure
             try:
                 if self._run is not None:
                     self._queue_blocks(self.epocher.finished_blocks(force_run=self._run, reason=reason))
@@ -227,18 +239,11 @@ class Recorder(Worker):
             if self.db is not None and self._run_id is not None:
                 run_id, loose = self._run_id, list(self.epocher.loose_events)
                 self.epocher.loose_events.clear()
-                db, sid = self.db, self.session_id
+                db, sid, owner = self.db, self.session_id, self._store.owner
                 info = {"gaps": s.gaps, "stalls": s.stalls[:100], "max_gap_ms": s.max_gap_ms,
                         **({"reason": reason} if reason else {})}
-
-                def write():
-                    db.add_events(sid, [dict(kind=m.get("event", "marker"), lsl_time=t, run_id=run_id,
-                                             trial=m.get("trial"), class_id=m.get("class"), payload=m)
-                                        for m, t in loose])
-                    old = [r for r in db.get_runs(sid) if r.id == run_id]
-                    prev = (old[0].info or {}) if old else {}
-                    db.update_run(run_id, status=status, **run_stats, info={**prev, **info})
-                self._store.submit(write, f"run {self._run}")
+                self._store.submit(lambda: db.finish_run(sid, run_id, loose, status, info, owner=owner, **run_stats),
+                                   f"run {self._run}")
             self._run = None
             self._run_id = None
         return run_stats
@@ -272,11 +277,21 @@ class Recorder(Worker):
             finally:
                 try:
                     if self._store is not None:
+                        loose = list(self.epocher.loose_events) if self.epocher is not None else []
+                        if loose and self.session_id is not None:  # session_end and the like: no run
+                            db, sid, owner = self.db, self.session_id, self._store.owner
+                            self._store.submit(lambda: db.finish_run(sid, None, loose, "", {}, owner=owner),
+                                               "markers after the last run")
                         self._store.flush(timeout=self._store.retry_s + 10)
                         self._store.close()
                 finally:
                     self.acq.close()
         err = self.failure if self.error is not None or (self._store and self._store.error) else None
+        if err is None and self._store is not None and (self._store.alive or self._store.pending):
+            from ..errors import DatabaseError
+
+            err = DatabaseError(f"{self._store.pending} block(s) or updates could not be written to the database "
+                                "in time (it stayed busy)")
         if err is not None:
             raise err
         return self.stats

@@ -47,10 +47,11 @@ class BlockStore(Worker):
 
     thread_name = "eegloop-db-writer"
 
-    def __init__(self, db, retry_s: float = 60.0):
+    def __init__(self, db, retry_s: float = 60.0, owner: Optional[str] = None):
         super().__init__()
         self.db = db
         self.retry_s = retry_s
+        self.owner = owner  # the session claim's owner: every block write is fenced by it
         self._q: "queue.Queue[Optional[Callable[[], object]]]" = queue.Queue()
         self.stored: list[tuple[int, int, str, Optional[str]]] = []  # (block index, id, status, reason)
         self.start()
@@ -60,7 +61,7 @@ class BlockStore(Worker):
 
     def submit_block(self, session_id: int, run_id: int, record: BlockRecord) -> None:
         def write():
-            bid, status, reason = self.db.store_block(session_id, run_id, record)
+            bid, status, reason = self.db.store_block(session_id, run_id, record, owner=self.owner)
             self.stored.append((record.block, bid, status, reason))
             logger.info("block %d: %s, %d epochs stored, %d rejected%s", record.block, status, len(record.epochs),
                         len(record.rejected), f" ({reason})" if reason else "")
@@ -110,6 +111,11 @@ class BlockStore(Worker):
         end = time.monotonic() + timeout
         while self._q.unfinished_tasks and time.monotonic() < end:
             time.sleep(0.01)
+
+    @property
+    def pending(self) -> int:
+        """Writes submitted and not yet done."""
+        return self._q.unfinished_tasks
 
     def close(self, timeout: float = 30.0) -> None:
         self._q.put(None)

@@ -33,6 +33,10 @@ def upgrade() -> None:
     # epochs stored before this revision reach their block through their stim_on event
     op.execute("UPDATE epochs SET block_id = (SELECT events.block_id FROM events WHERE events.id = epochs.event_id) "
                "WHERE event_id IS NOT NULL")
+    # and those without an event through their (session, run, block) numbers
+    op.execute('UPDATE epochs SET block_id = (SELECT blocks.id FROM blocks JOIN runs ON runs.id = blocks.run_id '
+               'WHERE runs.session_id = epochs.session_id AND runs."index" = epochs.run_index '
+               'AND blocks."index" = epochs.block_index) WHERE block_id IS NULL')
 
     op.create_table('rejected_epochs',
     sa.Column('id', sa.Integer(), nullable=False),
