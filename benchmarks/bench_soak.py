@@ -1,0 +1,131 @@
+"""Soak: a paper-scale visit on the simulator, memory printed after every block.
+
+    python benchmarks/bench_soak.py [--blocks 40] [--channels 128] [--sfreq 1000] [--out DIR]
+
+The protocol is the paper's design (40 classes x 50 images, 25 s blocks of 0.5 s
+images, 10 s pauses, 4 runs; interleaved order, drawn stimuli), recorded for
+real: a PsychoPy window (Xvfb when there is no display), the virtual amplifier
+on LSL, the recorder, raw BrainVision files and a SQLite database, exactly as
+``eegloop record --simulate``. ``--blocks N`` stops after N blocks (all 40 take
+23.3 minutes). After each block it prints the process's resident memory now and
+its peak so far (sampled every 0.25 s); the goal is memory at the last block
+within 10 % of memory at block 5. Last line: JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def draw_stimuli(folder: Path, n_classes: int, per_class: int, size: int = 64) -> dict:
+    """Small distinct PNGs, one folder per class (the soak measures the recording, not image decoding)."""
+    import numpy as np
+    from PIL import Image
+
+    classes = {}
+    rng = np.random.default_rng(0)
+    for c in range(n_classes):
+        cid = f"c{c:02d}"
+        classes[cid] = f"class {c}"
+        d = folder / cid
+        d.mkdir(parents=True, exist_ok=True)
+        base = rng.integers(0, 255, 3)
+        for k in range(per_class):
+            img = np.empty((size, size, 3), np.uint8)
+            img[:] = base
+            img[k % size, :] = 255 - base
+            Image.fromarray(img).save(d / f"{cid}_{k:03d}.png")
+    return classes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--blocks", type=int, default=40, help="stop after this many blocks (paper: 40)")
+    ap.add_argument("--channels", type=int, default=128)
+    ap.add_argument("--sfreq", type=float, default=1000.0)
+    ap.add_argument("--classes", type=int, default=40)
+    ap.add_argument("--out", type=Path, help="keep the database and raw files here (default: a temp folder)")
+    args = ap.parse_args()
+
+    import psutil
+
+    from eegloop.database import Database
+    from eegloop.protocol import protocol_from_dict
+    from eegloop.session import record_session
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="eegloop-soak-"))
+    out.mkdir(parents=True, exist_ok=True)
+    classes = draw_stimuli(out / "stimuli", args.classes, 50)
+    proto = protocol_from_dict({
+        "name": "soak",
+        "stimuli": {"folder": str(out / "stimuli"), "classes": classes},
+        "paradigm": {"block_s": 25.0, "image_s": 0.5, "pause_s": 10.0, "images_per_class": 50, "runs": 4,
+                     "order": "interleaved", "wait_for_space": False, "instructions": "",
+                     "screen": {"fullscreen": False, "size": [640, 480], "image_size_px": 200}},
+        "amplifier": {"channels": args.channels, "sfreq": args.sfreq, "stream_name": f"soak-{time.time_ns()}",
+                      "simulate": {}},
+        "teacher": {"enabled": False},
+    }, source=str(out / "soak.yaml"))
+    n_blocks = proto.design().n_blocks
+    skip = set(range(args.blocks + 1, n_blocks + 1))
+    db = Database(f"sqlite:///{out / 'soak.db'}", data_dir=out)
+    proc = psutil.Process()
+    peak = {"rss": proc.memory_info().rss}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.25):
+            peak["rss"] = max(peak["rss"], proc.memory_info().rss)
+    threading.Thread(target=sample, daemon=True).start()
+    rows = []
+    t0 = time.monotonic()
+    mb = 1 / 2**20
+
+    def progress(line: str) -> None:
+        m = re.match(r"run (\d+)/\d+\s+block (\d+)/\d+", line)
+        if not m:
+            print(line, flush=True)
+            return
+        rss = proc.memory_info().rss
+        peak["rss"] = max(peak["rss"], rss)
+        rows.append({"block": int(m.group(2)), "t_s": round(time.monotonic() - t0, 1), "rss_mb": round(rss * mb, 1),
+                     "peak_mb": round(peak["rss"] * mb, 1)})
+        r = rows[-1]
+        print(f"block {r['block']:3d}  {r['t_s']:7.1f} s  rss {r['rss_mb']:8.1f} MB  peak {r['peak_mb']:8.1f} MB  "
+              f"| {line.split('  ', 2)[-1]}", flush=True)
+
+    print(f"soak: {args.blocks} of {n_blocks} blocks, {args.channels} ch x {args.sfreq:g} Hz, {args.classes} classes; "
+          f"{platform.processor() or platform.machine()}; data in {out}", flush=True)
+    res = record_session(proto, "soak", db, simulate=True, progress=progress, skip_blocks=skip)
+    stop.set()
+    at = {r["block"]: r["rss_mb"] for r in rows}
+    ref = at.get(5) or (rows[min(4, len(rows) - 1)]["rss_mb"] if rows else float("nan"))
+    last = rows[-1]["rss_mb"] if rows else float("nan")
+    summary = {"blocks": len(rows), "channels": args.channels, "sfreq": args.sfreq,
+               "rss_block5_mb": ref, "rss_last_mb": last, "growth_pct": round(100 * (last - ref) / ref, 1),
+               "peak_mb": round(peak["rss"] * mb, 1), "epochs": res.epochs, "expected_epochs": res.expected_epochs,
+               "lost_samples": res.lost_samples, "dropped_frames": res.dropped_frames,
+               "seconds": round(time.monotonic() - t0, 1), "cpu": _cpu_name()}
+    print(f"memory at block {summary['blocks']}: {last:.1f} MB vs {ref:.1f} MB at block 5 "
+          f"({summary['growth_pct']:+.1f} %; goal within 10 %); peak {summary['peak_mb']:.1f} MB")
+    print(json.dumps(summary))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
