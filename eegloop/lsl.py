@@ -103,8 +103,10 @@ def resolve_stream(name: str | None, stype: str | None, timeout: float, what: st
 
     found = matching(query(1, timeout))
     if unique and found and not source_id:
-        # the first answer ends the query: listen a moment longer for others of the same name
-        found = matching(query(len(found) + 1, 1.0)) or found
+        # the first answer ends the query: listen longer for others of the same name. On one machine each
+        # query wave reaches one outlet's discovery socket (measured: a second outlet of the same name answers
+        # the wave sent 0.5 s later), so 1.6 s covers three further waves
+        found = matching(query(len(found) + 1, 1.6)) or found
     if not found:
         ident = f"name '{name}'" if name else f"type '{stype}'"
         pins = "".join(f", {k} '{v}'" for k, v in (("source id", source_id), ("host", hostname)) if v)
