@@ -177,14 +177,11 @@ def cmd_record(args) -> int:
     _check_new_subject(args, args.subject)
     db = _db(args)
     if args.resume:
-        import contextlib
-
         from .database.claim import SessionClaim
         from .session import _resumable_session
 
         sid, done = _resumable_session(db, args.subject, proto)
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(SessionClaim(db, sid))  # a second --resume of the same session refuses here
+        with SessionClaim(db, sid):  # a second --resume of the same session refuses here
             print(f"resuming session {sid}: {len(done)} complete block(s) kept; the others are shown again",
                   flush=True)
             res = record_session(proto, args.subject, db, simulate=args.simulate, session_id=sid, skip_blocks=done,

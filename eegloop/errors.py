@@ -25,6 +25,13 @@ class ModelNotAvailableError(EegloopError):
     """Model weights (CLIP teacher, generator) are not available locally."""
 
 
+def clip_text(text, limit: int = 200) -> str:
+    """``text`` for a one-line message: non-printable characters escaped, at most ``limit`` characters
+    (cut with '…')."""
+    s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text)[: limit + 1])
+    return s if len(s) <= limit else s[: max(limit - 1, 1)] + "…"
+
+
 def short_repr(value, limit: int = 80) -> str:
     """A bounded, one-line ``repr`` of ``value`` for error messages.
 
@@ -54,5 +61,4 @@ def short_repr(value, limit: int = 80) -> str:
         s = r.repr(value)
     except Exception:  # a value whose repr fails: name its type only
         s = f"<{type(value).__name__}>"
-    s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in s[: limit + 1])
-    return s if len(s) <= limit else s[: max(limit - 1, 1)] + "…"
+    return clip_text(s, limit)

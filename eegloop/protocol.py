@@ -30,7 +30,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .errors import ProtocolError, short_repr
+from .errors import ProtocolError, clip_text, short_repr
 
 __all__ = [
     "Protocol",
@@ -331,7 +331,7 @@ class Protocol:
         return _design(p, n_classes, self._where())
 
     def _where(self) -> str:
-        return f"{_clip(self.source, 1000)}: " if self.source else ""
+        return f"{clip_text(self.source, 1000)}: " if self.source else ""
 
 
 _MAX_TRIALS = 10_000_000  # about 6 days of images at 20 per second
@@ -523,7 +523,7 @@ def _cross_checks(p: Protocol) -> None:
     where = p._where()
     for cid, name in p.stimuli.classes.items():  # the database stores class ids in 128 characters
         if not cid or len(cid) > 128 or len(name) > 256:
-            raise ProtocolError(f"{where}stimuli.classes: class id {_clip(cid, 40)!r} must be 1-128 characters "
+            raise ProtocolError(f"{where}stimuli.classes: class id {clip_text(cid, 40)!r} must be 1-128 characters "
                                 "and its name at most 256")
     if p.stimuli.folder is None and p.stimuli.manifest is None:
         raise ProtocolError(f"{where}stimuli: give a folder (one sub-folder per class) or a manifest CSV")
@@ -623,7 +623,7 @@ def protocol_from_dict(data: dict | None, source: str | None = None) -> Protocol
     source : str | None
         File name used in error messages and to resolve relative paths.
     """
-    where = f"{_clip(source, 1000)}: " if source else ""
+    where = f"{clip_text(source, 1000)}: " if source else ""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -646,7 +646,7 @@ def load_protocol(path: str | Path) -> Protocol:
         With one line naming the file, the field path and what is wrong.
     """
     path = Path(path)
-    data = read_yaml_file(path, _clip(str(path), 1000), "protocol file")
+    data = read_yaml_file(path, clip_text(str(path), 1000), "protocol file")
     return protocol_from_dict(data, source=str(path))
 
 
@@ -656,12 +656,6 @@ def load_protocol(path: str | Path) -> Protocol:
 MAX_YAML_BYTES = 1 << 20  # 1 MiB: a protocol is a few kB
 _MAX_INT_DIGITS = 4300  # Python's own limit for str <-> int conversion
 _MAX_EXPANDED = 4_000_000  # values + characters after YAML aliases are followed
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    """``text`` on one line (non-printable characters escaped), at most ``limit`` characters."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class _SafeLoader(yaml.SafeLoader):
@@ -781,11 +775,11 @@ def parse_yaml_text(text: str, where: str, error: type = ProtocolError, unique_k
         mark = getattr(exc, "problem_mark", None)
         loc = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise error(f"{where}: {loc}not valid YAML ({_clip(problem)})") from None
+        raise error(f"{where}: {loc}not valid YAML ({clip_text(problem)})") from None
     except RecursionError:
         raise error(f"{where}: not valid YAML (nested too deeply)") from None
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date like 2024-02-30
-        raise error(f"{where}: not valid YAML ({_clip(str(exc) or type(exc).__name__)})") from None
+        raise error(f"{where}: not valid YAML ({clip_text(str(exc) or type(exc).__name__)})") from None
     if not _expands_within(data, _MAX_EXPANDED):
         raise error(f"{where}: the YAML document expands to more than {_MAX_EXPANDED:,} values and characters "
                     "(aliases?)")
@@ -806,7 +800,7 @@ def read_yaml_file(path: str | Path, where: str, what: str = "file", error: type
         with open(path, "rb") as fh:
             raw = fh.read(MAX_YAML_BYTES + 1)
     except OSError as exc:
-        raise error(f"{where}: cannot read the {what} ({_clip(exc.strerror or type(exc).__name__, 100)})") from None
+        raise error(f"{where}: cannot read the {what} ({clip_text(exc.strerror or type(exc).__name__, 100)})") from None
     if len(raw) > MAX_YAML_BYTES:
         raise error(f"{where}: {what} is larger than 1 MiB")
     try:

@@ -125,11 +125,11 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
             return _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, rec, say,
                            capture_trials, presenter_hook, after_run)
     finally:
-        if rec is not None and rec.alive:  # _record stops it; this is for failures before it started
+        if rec is not None:  # _record stops it; this closes a recorder that never started (claim refused, ...)
             try:
                 rec.stop()
-            except Exception:
-                pass
+            except Exception as exc:
+                logger.warning("closing the recorder: %s", exc)
         if sim is not None:
             sim.stop()
         del outlet  # the marker stream disappears with the recording
@@ -178,7 +178,7 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
         def on_block(block, tt):
             nonlocal blocks_done
             blocks_done += 1
-            rec.add_timings(block.run, block.block, [dict(trial=t.trial, **t.as_db()) for t in tt])
+            rec.add_timings(block.run, block.block, _timing_rows(tt))
             left = (total_blocks - blocks_done) * block_cost
             rej = sum(rec.stats.epochs_rejected.values())
             say(f"run {block.run}/{len(schedule.runs)}  block {block.block}/{len(schedule.blocks)}  "
@@ -195,7 +195,7 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
                 aborted = True
                 if result.partial_block is not None:
                     shown = [t for t in result.timings if t.block == result.partial_block]
-                    rec.add_timings(run.run, result.partial_block, [dict(trial=t.trial, **t.as_db()) for t in shown])
+                    rec.add_timings(run.run, result.partial_block, _timing_rows(shown))
                 rec.end_run(status="aborted", reason="aborted by the operator (Escape)")
                 current_run = None
                 rec.flush()
@@ -222,7 +222,7 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
         shown = getattr(exc, "timings", [])
         timings += shown
         if shown:  # what the interrupted block showed is timed, like after Escape
-            rec.add_timings(shown[0].run, shown[0].block, [dict(trial=t.trial, **t.as_db()) for t in shown])
+            rec.add_timings(shown[0].run, shown[0].block, _timing_rows(shown))
         logger.error("%s", failure)
         try:
             if pres.win is not None:
@@ -248,9 +248,9 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
                 logger.error("stopping the recorder: %s", exc)
             pres.outlet = None
             if unexpected is not None:
-                _mark_failed(db, session_id, current_run, rec, failure)
+                _mark_failed(db, session_id, current_run, failure)
     if failure is not None:
-        _mark_failed(db, session_id, current_run, rec, failure)
+        _mark_failed(db, session_id, current_run, failure)
         raise RecordingError(f"session {session_id}: {failure}; completed blocks are stored "
                              f"(continue with: eegloop record/session --resume)")
     not_done = [(b, reason) for b, _, st, reason in rec.blocks_stored if st != "done"]
@@ -279,7 +279,7 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
     )
 
 
-def _mark_failed(db: Database, session_id: int, run: Optional[int], rec, reason: str) -> None:
+def _mark_failed(db: Database, session_id: int, run: Optional[int], reason: str) -> None:
     """Session (and the run that was recording) -> ``failed`` with the reason; best effort, the
     database itself may be what failed."""
     try:
@@ -289,6 +289,11 @@ def _mark_failed(db: Database, session_id: int, run: Optional[int], rec, reason:
         db.set_session_status(session_id, "failed", ended=True, failure=reason)
     except Exception as exc:
         logger.error("could not mark session %d failed: %s", session_id, exc)
+
+
+def _timing_rows(timings) -> list[dict]:
+    """Trial timings as the block store takes them (keyed by trial)."""
+    return [dict(trial=t.trial, **t.as_db()) for t in timings]
 
 
 def _task(protocol: Protocol) -> str:

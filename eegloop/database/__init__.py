@@ -32,7 +32,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from .. import __version__
-from ..errors import DatabaseError
+from ..errors import DatabaseError, clip_text
 from ..types import BlockRecord, Epoch, EpochSet
 from .models import (
     BlockRow,
@@ -63,7 +63,6 @@ __all__ = [
 ]
 
 _CODE = re.compile(r"\A[A-Za-z0-9]{1,64}\Z")  # letters and digits: a valid BIDS label ("sub-<label>")
-_URL_SHOWN_MAX = 200  # characters of a URL or path echoed in a message
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -162,12 +161,6 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def _shown(text: str, limit: int = _URL_SHOWN_MAX) -> str:
-    """``text`` (a URL or a path) for a one-line message: non-printable characters escaped, cut to ``limit``."""
-    s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text)[: limit + 1])
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
 def _masked_url(raw: str) -> str:
     """A URL that did not parse, for a message: anything that could be a password hidden, length bounded."""
     s = str(raw)
@@ -176,7 +169,7 @@ def _masked_url(raw: str) -> str:
         scheme = s.find("://", 0, at)
         s = (s[: scheme + 3] if scheme >= 0 else "") + "***" + s[at:]
     s = re.sub(r"(?i)((?:password|passwd|pwd)=)[^&]*", r"\1***", s)
-    return _shown(s)
+    return clip_text(s)
 
 
 def _safe_url(url) -> str:
@@ -184,7 +177,7 @@ def _safe_url(url) -> str:
     if any(k.lower() in ("password", "passwd", "pwd") for k in url.query):
         url = url.set(query={k: ("***" if k.lower() in ("password", "passwd", "pwd") else v)
                              for k, v in url.query.items()})
-    return _shown(url.render_as_string(hide_password=True))
+    return clip_text(url.render_as_string(hide_password=True))
 
 
 def _one_line(exc: BaseException, secret: str | None = None, limit: int = 300) -> str:
@@ -192,7 +185,7 @@ def _one_line(exc: BaseException, secret: str | None = None, limit: int = 300) -
     text = "; ".join(" ".join(line.split()) for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
     if secret:
         text = text.replace(secret, "***")
-    return _shown(text, limit)
+    return clip_text(text, limit)
 
 
 _DRIVER_HINTS = {
@@ -215,6 +208,13 @@ def _remove_created(created: Sequence[Path]) -> None:
                     Path(f"{p}{side}").unlink(missing_ok=True)
         except OSError:
             pass
+
+
+def _event_row(session_id: int, run_id: Optional[int], block_id: Optional[int], m: dict, t: float) -> EventRow:
+    """The row of marker ``m`` received at LSL time ``t``."""
+    return EventRow(session_id=session_id, run_id=run_id, block_id=block_id, kind=str(m.get("event", "marker")),
+                    lsl_time=float(t), trial=m.get("trial"),
+                    class_id=str(m["class"]) if m.get("class") is not None else None, payload=m)
 
 
 class Database:
@@ -292,13 +292,13 @@ class Database:
             engine = create_engine(u, **kw)
         except NoSuchModuleError:
             raise DatabaseError(f"--db: cannot use database URL {shown}: SQLAlchemy knows no database "
-                                f"'{_shown(u.drivername, 40)}' (e.g. sqlite:///PATH, "
+                                f"'{clip_text(u.drivername, 40)}' (e.g. sqlite:///PATH, "
                                 "postgresql+psycopg://USER@HOST/DATABASE)") from None
         except ImportError as exc:
             missing = exc.name or _one_line(exc)
             hint = _DRIVER_HINTS.get(backend, f"pip install {missing}")
             raise DatabaseError(f"--db: cannot use database URL {shown}: its driver, the Python package "
-                                f"'{_shown(missing, 40)}', is not installed ({hint})") from None
+                                f"'{clip_text(missing, 40)}', is not installed ({hint})") from None
         except ArgumentError as exc:
             raise DatabaseError(f"--db: cannot use database URL {shown}: {_one_line(exc, self._password)}") from None
         if backend == "sqlite":
@@ -308,7 +308,7 @@ class Database:
     def _check_sqlite_file(self, created: list) -> None:
         """Before SQLite touches it: the file is a SQLite database (or is created, 0600, when allowed)."""
         path = self.sqlite_path
-        where = _shown(path)
+        where = clip_text(path)
         hint = "create one with: eegloop db init, or give --db/--data"
         try:
             if path.is_dir():
@@ -344,8 +344,8 @@ class Database:
                 tables = sorted(t for t in inspect(self.engine).get_table_names() if t != "alembic_version")
                 if tables:
                     raise DatabaseError(
-                        f"--db: {_shown(self.sqlite_path)} is the SQLite database of another program (tables "
-                        f"{_shown(', '.join(tables), 80)}), not an eegloop one; give --db/--data a new path")
+                        f"--db: {clip_text(self.sqlite_path)} is the SQLite database of another program (tables "
+                        f"{clip_text(', '.join(tables), 80)}), not an eegloop one; give --db/--data a new path")
             raw = self.engine.raw_connection()
             try:
                 cur = raw.cursor()
@@ -420,7 +420,7 @@ class Database:
 
     def _unknown_revision_error(self, rev: str) -> DatabaseError:
         return DatabaseError(
-            f"database {self.safe_url} has schema revision '{_shown(rev, 40)}', which eegloop {__version__} does "
+            f"database {self.safe_url} has schema revision '{clip_text(rev, 40)}', which eegloop {__version__} does "
             f"not know (its newest is {self.head_revision()}): it was written by a newer eegloop; upgrade eegloop")
 
     def check_schema(self) -> str:
@@ -435,7 +435,7 @@ class Database:
                                 "with the same --db/--data)")
         if not self._known_revision(rev):
             raise self._unknown_revision_error(rev)
-        raise DatabaseError(f"database {self.safe_url} has schema revision {_shown(rev, 40)}, older than this "
+        raise DatabaseError(f"database {self.safe_url} has schema revision {clip_text(rev, 40)}, older than this "
                             f"eegloop's {head}: run eegloop db upgrade (with the same --db/--data) first")
 
     def upgrade(self, revision: str = "head") -> str:
@@ -611,12 +611,17 @@ class Database:
             f"{age:.0f} s ago); wait for it to end, or stop it; a crashed process's claim expires after {ttl_s:g} s")
 
     def renew_claim(self, session_id: int, owner: str = CLAIM_OWNER) -> bool:
+        with self.session() as s:
+            return self._touch_claim(s, session_id, owner)
+
+    @staticmethod
+    def _touch_claim(s: Session, session_id: int, owner: str) -> bool:
+        """Renew ``owner``'s claim inside transaction ``s``; False if ``owner`` does not hold it."""
         import time as _time
 
-        with self.session() as s:
-            res = s.execute(update(SessionRow).where(SessionRow.id == session_id, SessionRow.claim_owner == owner)
-                            .values(claim_heartbeat=_time.time()))
-            return res.rowcount == 1
+        res = s.execute(update(SessionRow).where(SessionRow.id == session_id, SessionRow.claim_owner == owner)
+                        .values(claim_heartbeat=_time.time()))
+        return res.rowcount == 1
 
     def release_claim(self, session_id: int, owner: str = CLAIM_OWNER) -> None:
         with self.session() as s:
@@ -695,13 +700,9 @@ class Database:
                 self._fence(s, session_id, owner)
             return self._store_block(s, session_id, run_id, record)
 
-    @staticmethod
-    def _fence(s: Session, session_id: int, owner: str) -> None:
-        import time as _time
-
-        res = s.execute(update(SessionRow).where(SessionRow.id == session_id, SessionRow.claim_owner == owner)
-                        .values(claim_heartbeat=_time.time()))
-        if res.rowcount != 1:
+    @classmethod
+    def _fence(cls, s: Session, session_id: int, owner: str) -> None:
+        if not cls._touch_claim(s, session_id, owner):
             raise SessionClaimedError(f"session {session_id}: this process no longer holds its claim (another "
                                       "process took the session over); nothing more is written")
 
@@ -712,10 +713,7 @@ class Database:
         with self.session() as s:
             if owner is not None:
                 self._fence(s, session_id, owner)
-            s.add_all([EventRow(session_id=session_id, run_id=run_id, kind=str(m.get("event", "marker")),
-                                lsl_time=float(t), trial=m.get("trial"),
-                                class_id=str(m["class"]) if m.get("class") is not None else None, payload=m)
-                       for m, t in events])
+            s.add_all([_event_row(session_id, run_id, None, m, t) for m, t in events])
             if run_id is not None:
                 row = s.get(RunRow, run_id)
                 row.status = status
@@ -726,12 +724,7 @@ class Database:
     def _store_block(self, s: Session, session_id: int, run_id: int, rec: BlockRecord):
         status, reason = rec.accounting()
         old = s.scalar(select(BlockRow.id).where(BlockRow.run_id == run_id, BlockRow.index == rec.block))
-        if old is not None:  # the database cascades to its events, epochs, rejected epochs and timings
-            s.execute(delete(EpochRow).where(EpochRow.block_id == old))
-            s.execute(delete(RejectedEpochRow).where(RejectedEpochRow.block_id == old))
-            s.execute(delete(TrialTimingRow).where(TrialTimingRow.event_id.in_(
-                select(EventRow.id).where(EventRow.block_id == old))))
-            s.execute(delete(EventRow).where(EventRow.block_id == old))
+        if old is not None:  # ON DELETE CASCADE takes its events, epochs, rejected epochs and timings along
             s.execute(delete(BlockRow).where(BlockRow.id == old))
             s.flush()
         classes = sorted({str(m["class"]) for m, _ in rec.events if m.get("event") == "stim_on" and "class" in m})
@@ -740,10 +733,7 @@ class Database:
                          n_epochs=len(rec.epochs), n_rejected=len(rec.rejected))
         s.add(block)
         s.flush()
-        events = [EventRow(session_id=session_id, run_id=run_id, block_id=block.id, kind=str(m.get("event", "marker")),
-                           lsl_time=float(t), trial=m.get("trial"),
-                           class_id=str(m["class"]) if m.get("class") is not None else None, payload=m)
-                  for m, t in rec.events]
+        events = [_event_row(session_id, run_id, block.id, m, t) for m, t in rec.events]
         s.add_all(events)
         s.flush()
         by_trial = {ev.trial: ev.id for ev in events if ev.kind == "stim_on" and ev.trial is not None}
@@ -868,20 +858,6 @@ class Database:
     def add_trial_timings(self, timings: Sequence[dict]) -> None:
         with self.session() as s:
             s.add_all([TrialTimingRow(**t) for t in timings])
-
-    def add_trial_timings_by_trial(self, session_id: int, timings: Sequence[dict]) -> int:
-        """Store timings keyed by ``trial``; each is linked to that trial's ``stim_on`` event."""
-        with self.session() as s:
-            ev = dict(s.execute(select(EventRow.trial, EventRow.id).where(
-                EventRow.session_id == session_id, EventRow.kind == "stim_on")).all())
-            rows = []
-            for t in timings:
-                t = dict(t)
-                eid = ev.get(t.pop("trial"))
-                if eid is not None:
-                    rows.append(TrialTimingRow(event_id=eid, **t))
-            s.add_all(rows)
-            return len(rows)
 
     def get_trial_timings(self, session_id: int) -> list[TrialTimingRow]:
         with self.session() as s:

@@ -43,10 +43,6 @@ class RecorderStats:
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
 
-    @property
-    def epochs_skipped(self) -> int:
-        return int(sum(self.epochs_rejected.values()))
-
     def as_dict(self) -> dict:
         d = asdict(self)
         d["alignment_errors"] = list(map(int, self.alignment_errors))

@@ -23,7 +23,7 @@ from .._logging import logger
 from ..lsl import local_clock
 from ..types import BlockRecord, Epoch, RejectedEpoch
 
-__all__ = ["EpochWindow", "epoch_window", "check_epoch", "Epocher", "GAP_PERIODS"]
+__all__ = ["EpochWindow", "epoch_window", "check_epoch", "check_onset", "Epocher", "GAP_PERIODS"]
 
 GAP_PERIODS = 1.5  # a step between timestamps larger than this many sample periods is a gap
 
@@ -77,6 +77,15 @@ def check_epoch(data: np.ndarray, times: np.ndarray, sfreq: float) -> Optional[t
     if bad.any():
         ch = int(np.flatnonzero(bad.any(axis=1))[0])
         return "non-finite", f"{int(bad.sum())} NaN/inf samples (first in channel index {ch})"
+    return None
+
+
+def check_onset(sample_time: float, onset: float, sfreq: float) -> Optional[tuple[str, str]]:
+    """``("gap", detail)`` when the sample nearest the onset is more than :data:`GAP_PERIODS` periods away
+    from it (the onset fell into a gap: the window would be shifted), else None."""
+    near = abs(sample_time - onset)
+    if near > GAP_PERIODS / sfreq:
+        return "gap", f"no sample within {near * 1000:.1f} ms of the onset"
     return None
 
 
@@ -226,12 +235,10 @@ class Epocher:
             if a < 0:
                 self._reject(p, "not-buffered", "its start is no longer in the recorder's buffer")
                 continue
-            near = abs(self._ts[onset_abs - self.abs0] - p.onset) if 0 <= onset_abs - self.abs0 < self._w else 1e9
-            if near > GAP_PERIODS / self.sfreq:  # the onset itself fell into a gap: the window would be shifted
-                self._reject(p, "gap", f"no sample within {near * 1000:.1f} ms of the onset")
-                continue
+            i = onset_abs - self.abs0
             data = self._buf[:, a:b]
-            problem = check_epoch(data[self.eeg_idx], self._ts[a:b], self.sfreq)
+            problem = (check_onset(self._ts[i], p.onset, self.sfreq) if 0 <= i < self._w else
+                       ("gap", "no sample near the onset")) or check_epoch(data[self.eeg_idx], self._ts[a:b], self.sfreq)
             if problem is not None:
                 self._reject(p, *problem)
                 continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -23,13 +24,13 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .._logging import logger
-from ..errors import EegloopError, short_repr
-from ..protocol import Protocol, _clip, read_yaml_file
+from ..errors import EegloopError, clip_text, short_repr
+from ..protocol import Protocol, read_yaml_file
+from ..stimuli import file_sha256
 from ..types import BlockRecord, Epoch, RejectedEpoch
-from .epocher import GAP_PERIODS
 
 __all__ = ["Recording", "ImportError_", "parse_events", "read_csv", "read_xdf", "read_mne", "read_recording",
-           "PreparedImport", "prepare_import", "store_import", "file_digest",
+           "PreparedImport", "prepare_import", "store_import",
            "cut_epochs", "import_recordings"]
 
 
@@ -77,7 +78,7 @@ def parse_events(spec: str | None) -> dict[str, str]:
     p = Path(spec)
     pairs: list[tuple[str, str, str]] = []  # (marker, class, what to show in a message)
     if p.suffix.lower() in (".yaml", ".yml") and ("=" not in spec or _exists(p)):
-        where = f"--events: {_clip(spec, 200)}"
+        where = f"--events: {clip_text(spec, 200)}"
         data = read_yaml_file(p, where, "events file", EegloopError, unique_keys=True)
         if not isinstance(data, dict) or not data:
             got = "an empty file" if data is None else f"{short_repr(data, 60)}"
@@ -118,7 +119,7 @@ def _pick_channels(rec: Recording, channels: Optional[Sequence[str]]) -> Recordi
         return rec
     missing = [c for c in channels if c not in rec.ch_names]
     if missing:
-        raise ImportError_(f"{_clip(rec.source, 300)}: channel {_clip(str(missing[0]), 60)} not found "
+        raise ImportError_(f"{clip_text(rec.source, 300)}: channel {clip_text(str(missing[0]), 60)} not found "
                            f"(has: {_names(rec.ch_names)})")
     idx = [rec.ch_names.index(c) for c in channels]
     return Recording(rec.data[idx], rec.times, rec.sfreq, list(channels), rec.markers, rec.source)
@@ -149,7 +150,7 @@ def _dejitter(t: np.ndarray, src: str, max_jitter_s: float = 0.1) -> np.ndarray:
 
 def _names(names: Sequence, n: int = 12) -> str:
     """Column or channel names for a message: at most ``n``, each clipped."""
-    shown = ", ".join(_clip(str(x), 40) for x in list(names[:n]))
+    shown = ", ".join(clip_text(str(x), 40) for x in list(names[:n]))
     return shown + (f", … (+{len(names) - n})" if len(names) > n else "")
 
 
@@ -170,7 +171,7 @@ def _csv_problem(text: str, ncols: int, header: list[str]) -> str | None:
             try:
                 float(cell)
             except ValueError:
-                return f"line {lineno}, column {_clip(name, 40)}: not a number: {short_repr(cell.strip(), 40)}"
+                return f"line {lineno}, column {clip_text(name, 40)}: not a number: {short_repr(cell.strip(), 40)}"
     return None
 
 
@@ -187,7 +188,7 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
     import warnings
 
     path = Path(path)
-    name = _clip(str(path), 300)
+    name = clip_text(str(path), 300)
     try:
         if not path.is_file():  # a folder, a FIFO (which would block), nothing
             raise ImportError_(f"{name}: {'is not a regular file' if _exists(path) else 'file not found'}")
@@ -197,7 +198,7 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
     except ValueError:  # a NUL byte in the name
         raise ImportError_(f"{name}: file not found") from None
     except OSError as exc:
-        raise ImportError_(f"{name}: cannot read the file ({_clip(exc.strerror or type(exc).__name__, 100)})") from None
+        raise ImportError_(f"{name}: cannot read the file ({clip_text(exc.strerror or type(exc).__name__, 100)})") from None
     if len(head) >= _MAX_HEADER_BYTES and not head.endswith(b"\n"):
         raise ImportError_(f"{name}: the header line is longer than {_MAX_HEADER_BYTES >> 20} MiB")
     raw = head + body
@@ -215,7 +216,7 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
     try:
         header = next(csv.reader([head_text.rstrip("\r")]), [])
     except csv.Error as exc:
-        raise ImportError_(f"{name}: the header is not a CSV line ({_clip(str(exc), 100)})") from None
+        raise ImportError_(f"{name}: the header is not a CSV line ({clip_text(str(exc), 100)})") from None
     header = [h.strip() for h in header]
     if not header or header == [""]:
         raise ImportError_(f"{name}: empty file" if not head_text.strip() and not text.strip()
@@ -230,22 +231,22 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
             raise ImportError_(f"{name}: column {short_repr(h, 40)} appears twice in the header")
         seen.add(h)
     if time_column not in header:
-        raise ImportError_(f"{name}: no '{_clip(time_column, 40)}' column (columns: {_names(header)})")
+        raise ImportError_(f"{name}: no '{clip_text(time_column, 40)}' column (columns: {_names(header)})")
     marker_column = marker_column or next((h for h in header if h.lower().startswith("marker")), None)
     if marker_column is None:
         raise ImportError_(f"{name}: no marker column (a column named Marker...)")
     if marker_column not in header:
-        raise ImportError_(f"{name}: no '{_clip(marker_column, 40)}' column (columns: {_names(header)})")
+        raise ImportError_(f"{name}: no '{clip_text(marker_column, 40)}' column (columns: {_names(header)})")
     data_cols = [h for h in header if h not in (time_column, marker_column)]
     if not data_cols:
-        raise ImportError_(f"{name}: no channel columns besides '{_clip(time_column, 40)}' and "
-                           f"'{_clip(marker_column, 40)}'")
+        raise ImportError_(f"{name}: no channel columns besides '{clip_text(time_column, 40)}' and "
+                           f"'{clip_text(marker_column, 40)}'")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "input contained no data"
             arr = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError as exc:
-        problem = _csv_problem(text, len(header), header) or f"not numeric CSV ({_clip(str(exc), 120)})"
+        problem = _csv_problem(text, len(header), header) or f"not numeric CSV ({clip_text(str(exc), 120)})"
         raise ImportError_(f"{name}: {problem}") from None
     if arr.shape[0] < 2:
         raise ImportError_(f"{name}: no samples (fewer than 2 rows)")
@@ -258,7 +259,7 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
         col = first % bad.shape[1]
         rows = np.flatnonzero(bad[:, col])
         what = "timestamps" if header[col] == time_column else (
-            "markers" if header[col] == marker_column else f"channel {_clip(header[col], 40)}")
+            "markers" if header[col] == marker_column else f"channel {clip_text(header[col], 40)}")
         raise ImportError_(f"{name}: {len(rows)} non-finite value{'s' if len(rows) > 1 else ''} (NaN/inf) in "
                            f"{what}, first at row {int(rows[0]) + 1}; clean or interpolate them first")
     t_raw = arr[:, header.index(time_column)]
@@ -282,7 +283,7 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
         data = arr[:, [header.index(h) for h in data_cols]].T.astype(np.float32)
     if not np.isfinite(data).all():
         ch = int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
-        raise ImportError_(f"{name}: channel {_clip(data_cols[ch], 40)} has values beyond the float32 range "
+        raise ImportError_(f"{name}: channel {clip_text(data_cols[ch], 40)} has values beyond the float32 range "
                            "(±3.4e38)")
     sfreq = float((len(t) - 1) / (t[-1] - t[0]))  # timestamps may be rounded: use the mean rate
     if not (np.isfinite(sfreq) and sfreq > 0):
@@ -308,7 +309,7 @@ def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str]
         streams, _ = pyxdf.load_xdf(str(path), synchronize_clocks=True, handle_clock_resets=True,
                                     dejitter_timestamps=True)
     except Exception as exc:  # pyxdf raises many kinds on damaged files
-        raise ImportError_(f"{path}: not a readable XDF file ({type(exc).__name__}: {_clip(str(exc), 200)})") from None
+        raise ImportError_(f"{path}: not a readable XDF file ({type(exc).__name__}: {clip_text(str(exc), 200)})") from None
 
     def name(s):
         return s["info"]["name"][0]
@@ -359,7 +360,7 @@ def read_mne(path: str | Path, channels: Optional[Sequence[str]] = None) -> Reco
     try:
         raw = mne.io.read_raw(str(path), preload=True, verbose=False)
     except Exception as exc:
-        raise ImportError_(f"{path}: MNE cannot read it ({type(exc).__name__}: {_clip(str(exc), 200)})") from None
+        raise ImportError_(f"{path}: MNE cannot read it ({type(exc).__name__}: {clip_text(str(exc), 200)})") from None
     sf = raw.info["sfreq"]
     t = raw.times + (raw.first_samp / sf)
     markers = [(float(a["onset"] + raw.first_samp / sf), str(a["description"])) for a in raw.annotations]
@@ -429,7 +430,7 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
     :func:`~eegloop.recorder.epocher.check_epoch`, shared with the recorder: an epoch over a gap or a clock
     reset, or cut off by the file's edge, is a rejected epoch with its reason, never a valid one.
     """
-    from .epocher import check_epoch, epoch_window
+    from .epocher import check_epoch, check_onset, epoch_window
 
     amp, p = protocol.amplifier, protocol.paradigm
     src = rec.source
@@ -443,9 +444,11 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
                            f"{amp.channels} (amplifier.channels); choose them with --channels")
     if not rec.markers:
         raise ImportError_(f"{src}: no markers")
-    long = next((c for c in (_marker_class(v, events) for _, v in rec.markers) if c and len(c) > 128), None)
+    long = next((c for c in (_marker_class(v, events) for _, v in rec.markers) if c and len(c) > _MAX_CLASS_NAME),
+                None)
     if long is not None:
-        raise ImportError_(f"{src}: class {short_repr(long, 40)} from a marker is longer than 128 characters")
+        raise ImportError_(f"{src}: class {short_repr(long, 40)} from a marker is longer than {_MAX_CLASS_NAME} "
+                           "characters")
     unknown = sorted({v for _, v in rec.markers if _marker_class(v, events) is None})
     if unknown:
         known = _names(list(events)) if events else "none given"
@@ -477,19 +480,14 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
             br.rejected.append(RejectedEpoch(cls, run, block, "edge", trial, float(mt),
                                              "the recording starts or ends inside the epoch window"))
             continue
-        problem = check_epoch(rec.data[:, a:b], t[a:b], sf)
-        if problem is None and abs(t[i] - mt) > GAP_PERIODS / sf:
-            problem = ("gap", f"no sample within {GAP_PERIODS:g} periods of the marker")
+        problem = check_onset(t[i], mt, sf) or check_epoch(rec.data[:, a:b], t[a:b], sf)
         if problem is not None:
             br.rejected.append(RejectedEpoch(cls, run, block, problem[0], trial, float(mt), problem[1]))
             continue
         br.epochs.append(Epoch(data=rec.data[:, a:b], label=cls, sfreq=sf, tmin=win.tmin,
                                channel_names=list(rec.ch_names), run=run, block=block, trial=trial, onset_lsl=mt))
     out = [blocks[k] for k in sorted(blocks)]
-    rejected: dict[str, int] = {}
-    for br in out:
-        for r in br.rejected:
-            rejected[r.reason] = rejected.get(r.reason, 0) + 1
+    rejected = Counter(r.reason for br in out for r in br.rejected)
     if rejected:
         logger.warning("%s: %s epochs rejected", src, ", ".join(f"{n} {why}" for why, n in rejected.items()))
     if not any(br.epochs for br in out):
@@ -500,19 +498,6 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
                            + ")")
     n_blocks = int((t[-1] - t0) // p.block_s) + 1
     return out, n_blocks
-
-
-def file_digest(path: str | Path) -> tuple[str, int]:
-    """SHA-256 of a file's bytes and its size (read in 1 MiB pieces)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        for piece in iter(lambda: fh.read(1 << 20), b""):
-            h.update(piece)
-            size += len(piece)
-    return h.hexdigest(), size
 
 
 @dataclass
@@ -536,7 +521,7 @@ def _digests(files: Sequence[str | Path]) -> list[tuple[str, str, int]]:
         path = Path(f)
         if not path.is_file():
             raise ImportError_(f"{path}: file not found")
-        digest, size = file_digest(path)
+        digest, size = file_sha256(path), path.stat().st_size
         if digest in seen:
             raise ImportError_(f"{path}: the same file as {seen[digest]} (identical content) is given twice")
         seen[digest] = path

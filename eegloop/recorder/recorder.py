@@ -108,6 +108,7 @@ class Recorder(Worker):
         self._run_ids: dict[int, int] = {}
         self._run_snapshot = (0, 0, 0)
         self.raw_files: list[Path] = []
+        self._stopped = False
 
     # -- connection ------------------------------------------------------------------
     @property
@@ -127,6 +128,9 @@ class Recorder(Worker):
         self.eeg_names, self.sfreq = a.eeg_names, a.sfreq
         self.epocher = Epocher(self.protocol.epochs, a.sfreq, a.n_channels, a.eeg_idx, a.stim_idx, a.eeg_names,
                                buffer_s=self.buffer_s, expect_timings=self.expect_timings)
+        # the statistics show the epocher's own tallies (the same objects, kept up to date by it)
+        self.stats.epochs_rejected = self.epocher.rejected
+        self.stats.alignment_errors = self.epocher.alignment_errors
         return self
 
     def subscribe(self, maxsize: int = 64) -> EpochQueue:
@@ -266,8 +270,11 @@ class Recorder(Worker):
         """Stop pulling, finish the open run, write everything; returns the statistics.
 
         Every step runs even when an earlier one fails (the open run is closed, the raw file flushed,
-        the store drained); the first failure is raised at the end.
+        the store drained); the first failure is raised at the end. A second call does nothing.
         """
+        if self._stopped:
+            return self.stats
+        self._stopped = True
         try:
             if self._run is not None:
                 self.end_run(wait=self.failure is None, status=status, reason=reason)
@@ -329,8 +336,6 @@ class Recorder(Worker):
                         for e in new:
                             q.offer(e)
                     st.online_dropped = sum(q.dropped for q in self._subscribers)
-                st.epochs_rejected = dict(self.epocher.rejected)
-                st.alignment_errors = self.epocher.alignment_errors
                 self._queue_blocks(self.epocher.finished_blocks())
             st.cpu_seconds = time.thread_time() - cpu0
             st.wall_seconds = time.monotonic() - wall0
