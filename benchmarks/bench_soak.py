@@ -52,6 +52,12 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=40)
     ap.add_argument("--out", type=Path, help="keep the database and raw files here (default: a temp folder)")
     args = ap.parse_args()
+    if args.classes < 4 or args.classes % 4 or args.classes > 1000:
+        ap.error(f"--classes: a multiple of 4 up to 1000 (50 images a class fill one block; 4 runs), got {args.classes}")
+    if not 1 <= args.blocks <= args.classes:  # one block per class
+        ap.error(f"--blocks: must be 1..{args.classes}, got {args.blocks}")
+    if not (1 <= args.channels <= 1024 and 0 < args.sfreq <= 100_000):
+        ap.error("--channels must be 1..1024 and --sfreq 0..100000")
 
     import psutil
 
