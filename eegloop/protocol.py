@@ -43,6 +43,7 @@ __all__ = [
     "PreprocessingConfig",
     "TeacherConfig",
     "TrainingConfig",
+    "DecoderConfig",
     "FeedbackConfig",
     "Design",
     "load_protocol",
@@ -165,6 +166,12 @@ class EpochsConfig:
     tmax: float = _f(0.5, ge=-10, le=10, doc="end of the analysis window relative to onset, seconds")
     margin_s: float = _f(0.25, ge=0, le=10, doc="extra signal kept on both sides for filtering")
     baseline: Optional[list[float]] = _f(None, ge=-10, le=10, doc="[start, end] seconds to subtract, or null")
+    reject_uv: Optional[float] = _f(
+        None, gt=0, le=1e6, doc="drop epochs whose peak-to-peak amplitude (band-passed, any channel) exceeds this, "
+                                "microvolts; null: keep all")
+    flat_uv: Optional[float] = _f(
+        None, gt=0, le=1e6, doc="drop epochs with a channel whose peak-to-peak amplitude is below this, microvolts "
+                                "(a flat or disconnected electrode); null: keep all")
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,25 @@ class TrainingConfig:
         None, gt=0, le=1440, doc="start the quick-train after this many minutes of data; null: after the recording runs"
     )
     seed: int = _f(0, ge=0, lt=2**32, doc="training seed")
+
+
+DECODER_MODELS = ("auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Which decoder the online loop uses."""
+
+    model: Literal["auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed"] = _f(
+        "auto", doc="auto: quick-train compares the candidates on honest inner folds and keeps the best; or pin one: "
+                    "kd_stft (the paper's CNN), kd_erp, kd_wavelet, riemann (xDAWN covariances, tangent space, "
+                    "logistic regression), lda_windowed (shrinkage LDA on 50 ms window means), logreg_windowed")
+    candidates: list[str] = _f(
+        factory=lambda: ["lda_windowed", "logreg_windowed", "riemann", "kd_erp", "kd_stft"],
+        doc="what model: auto compares, cheapest first")
+    select_budget_s: float = _f(60.0, gt=0, le=86_400, doc="time budget of the comparison, seconds: candidates "
+                                                           "that would not finish in it are skipped (and listed)")
+    inner_folds: int = _f(3, ge=2, le=100, doc="inner folds (whole blocks or runs) of the comparison")
 
 
 @dataclass(frozen=True)
@@ -281,6 +307,7 @@ class Protocol:
     preprocessing: PreprocessingConfig = _f(factory=PreprocessingConfig)
     teacher: TeacherConfig = _f(factory=TeacherConfig)
     training: TrainingConfig = _f(factory=TrainingConfig)
+    decoder: DecoderConfig = _f(factory=DecoderConfig)
     feedback: FeedbackConfig = _f(factory=FeedbackConfig)
     source: Optional[str] = field(default=None, compare=False, metadata={"internal": True})
 
@@ -567,6 +594,14 @@ def _cross_checks(p: Protocol) -> None:
                 f"{where}epochs.baseline: must be [start, end] inside [{e.tmin}, {e.tmax}], "
                 f"got {short_repr(e.baseline)}"
             )
+    if e.reject_uv is not None and e.flat_uv is not None and e.flat_uv >= e.reject_uv:
+        raise ProtocolError(f"{where}epochs.flat_uv: must be below epochs.reject_uv ({e.reject_uv:g}), "
+                            f"got {e.flat_uv:g}")
+    dc = p.decoder
+    bad = [c for c in dc.candidates if c not in DECODER_MODELS or c == "auto"]
+    if bad or not dc.candidates or len(set(dc.candidates)) != len(dc.candidates):
+        raise ProtocolError(f"{where}decoder.candidates: a non-empty list of distinct names from "
+                            f"{', '.join(DECODER_MODELS[1:])}, got {short_repr(dc.candidates)}")
     pp = p.preprocessing
     nyq = p.amplifier.sfreq / 2
     if len(pp.bandpass_hz) != 2 or not (0 < pp.bandpass_hz[0] < pp.bandpass_hz[1]):

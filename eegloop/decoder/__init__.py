@@ -24,7 +24,7 @@ from .._logging import logger
 from ..errors import EegloopError, ModelNotAvailableError
 from ..protocol import Protocol, protocol_from_dict
 from ..types import Epoch, EpochSet
-from .evaluation import EvalReport, NoHonestFoldError, evaluate, inner_validation, scores
+from .evaluation import EvalReport, NoHonestFoldError, evaluate
 from .preprocessing import Preprocessor
 
 __all__ = ["quick_train", "load_decoder", "OnlineDecoder", "TrainedModel", "evaluate", "EvalReport",
@@ -72,42 +72,77 @@ def fit_teacher(db, protocol: Protocol, es: EpochSet):
     return ClipTeacher.fit(protocol.teacher, images, list(es.classes), cache_dir=db.data_dir / "cache" / "clip")
 
 
-def save_model(model, pre: Preprocessor, classes: dict, channel_names: list, out: Path, metrics: dict) -> Path:
-    """Weights as safetensors + a JSON with the architecture, preprocessing, classes and metrics."""
-    from safetensors.torch import save_file
+def save_model(model, pre: Preprocessor, classes: dict, channel_names: list, out: Path, metrics: dict,
+               bias=None, method: str | None = None) -> Path:
+    """Weights (safetensors for networks, skops for pipelines) + a JSON with everything else.
 
+    The JSON holds the architecture or pipeline name, the preprocessing, the classes, the calibration
+    offsets and the metrics; nothing in either file is executed when it is loaded.
+    """
     from .._files import private_dir, private_file, write_private_text
+    from .evaluation import is_sklearn
 
     private_dir(out.parent)  # models/ and models/sub-X/: 0700 when eegloop creates them
-    private_file(out, create=True)  # 0600 before the first byte is written
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out))
-    private_file(out)
-    meta = {"model": model.get_config(), "preprocessing": pre.to_dict(), "classes": classes,
-            "channel_names": list(channel_names), "metrics": metrics, "format": "eegloop-model-1"}
+    if method is not None and is_sklearn(method):
+        from .pipelines import save_pipeline
+
+        out = out.with_suffix(".skops")
+        save_pipeline(model, out)
+        config = {"kind": "pipeline", "name": method}
+    else:
+        from safetensors.torch import save_file
+
+        private_file(out, create=True)  # 0600 before the first byte is written
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out))
+        private_file(out)
+        config = model.get_config()
+    meta = {"model": config, "method": method, "preprocessing": pre.to_dict(), "classes": classes,
+            "channel_names": list(channel_names), "metrics": metrics,
+            "calibration_bias": [float(v) for v in bias] if bias is not None else None, "format": "eegloop-model-2"}
     write_private_text(out.with_suffix(".json"), json.dumps(meta, indent=2))
     return out
 
 
 def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, protocol: Protocol | None = None,
-                progress: bool | Callable = True, use_teacher: bool = True) -> TrainedModel:
+                progress: bool | Callable = True, use_teacher: bool = True, exclude_images=()) -> TrainedModel:
     """Train the subject's decoder on all its epochs and register it.
 
-    Whole blocks (``training.split``) are held out for early stopping; the
-    held-out metrics are stored with the model, beside chance level.
+    Steps: artifact rejection (``epochs.reject_uv``/``flat_uv``, counts per class stored); with
+    ``decoder.model: auto``, the candidates are compared on honest inner folds (:mod:`.selection`) and
+    the winner is kept, else the pinned model is used; the model is fitted on every epoch, networks
+    early-stopping on a split that keeps every class in the fit set (whole blocks where the design
+    allows, else the last trials of each block, labelled optimistic). The honest estimate is
+    ``evaluate``'s (whole blocks out); :func:`quick_train` stores the selection's inner-fold scores and
+    the early-stopping score beside chance.
+
+    Parameters
+    ----------
+    exclude_images : iterable of str
+        sha256 of stimulus images kept out of training (the feedback cues, so that online accuracy is
+        an honest estimate).
     """
-    from .evaluation import chance_levels
-    from .models import ResidualCNN
-    from .training import fit, predict_proba
+    from .evaluation import (_rep_of, chance_levels, feature_key, features_for, fit_method, inner_validation,
+                             is_sklearn, reject_artifacts, scores)
+    from .selection import Selection, select_model
 
     t0 = time.perf_counter()
     proto_db, sids = subject_protocol(db, subject, session_ids)
     protocol = protocol or proto_db
     es = db.load_epochs(subject, sids)
-    if len(es.classes) < 2:
-        raise EegloopError(f"subject {subject!r}: epochs of only one class ({list(es.classes)}); nothing to train")
-    pre = Preprocessor.from_protocol(protocol.preprocessing, protocol.epochs, es.sfreq, es.tmin)
-    X = pre(es.data)
-    y = es.y
+    es = es.subset(np.flatnonzero(es.blocks < 10_000))  # recording blocks only, not feedback trials
+    held_cues = set(exclude_images or ())
+    n_cues = 0
+    if held_cues:
+        keep = np.array([im not in held_cues for im in es.images])
+        n_cues = int((~keep).sum())
+        es = es.subset(np.flatnonzero(keep))
+    if len(es.classes) < 2 or len(set(es.labels.tolist())) < 2:
+        raise EegloopError(f"subject {subject!r}: epochs of only one class ({sorted(set(es.labels.tolist()))}); "
+                           "nothing to train")
+    rejection = reject_artifacts(es, protocol)
+    if rejection.n_rejected:
+        logger.info("%s", rejection.describe())
+        es = es.subset(rejection.kept)
     teacher = None
     if use_teacher:
         try:
@@ -119,38 +154,53 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
         tl = teacher.logits_for(list(es.images))
         if tl is not None:
             tl = tl[:, [teacher.classes.index(c) for c in es.class_ids]]
-    tr, va = inner_validation(es, np.arange(len(es)), protocol.training.split, protocol.training.seed)
-    model = ResidualCNN(X.shape[1], len(es.classes), X.shape[2], X.shape[3])
-    res = fit(model, X[tr], y[tr], protocol.training, X[va], y[va], teacher_logits=tl[tr] if tl is not None else None,
-              progress=progress)
-    p = predict_proba(res.model, X[va], res.device)
-    held = scores(y[va], p)
+    pinned = protocol.decoder.model
+    cands = list(protocol.decoder.candidates) if pinned == "auto" else [pinned]
+    feats = features_for(es, protocol, cands + [f"kd_{protocol.preprocessing.representation}"])
+    if pinned == "auto":
+        sel = select_model(es, protocol, feats, teacher_logits=tl, seed=protocol.training.seed)
+    else:
+        sel = Selection(pinned, "", protocol.training.split, 0, {}, note="pinned by decoder.model")
+    method = sel.winner
+    split = inner_validation(es, np.arange(len(es)), protocol.training.split, protocol.training.seed)
+    tr, va = split
+    fitted = fit_method(method, es, feats, tr, va, protocol, tl, progress=progress, seed=protocol.training.seed)
+    X = feats[feature_key(method)]
+    held = scores(es.y[va], fitted.predict(X[va], len(es.classes)))
     ch = chance_levels(es.subset(va))
-    metrics = {"heldout": held, **ch, "split": protocol.training.split, "n_train": int(len(tr)),
-               "n_heldout": int(len(va)), "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
-               "alpha": res.alpha, "teacher_top1": teacher.accuracy if teacher else None,
-               "seconds": round(time.perf_counter() - t0, 2), "device": res.device, "threads": res.threads,
-               "precision": res.precision,
-               "history": res.history}
+    info = fitted.info
+    metrics = {"method": method, "heldout": held, **ch, "split": protocol.training.split,
+               "early_stopping": {"how": split.how, "optimistic": split.optimistic,
+                                  "note": "not an honest estimate: the honest one is evaluate's (whole blocks out)"
+                                  if split.optimistic else "held-out whole groups, chosen for early stopping"},
+               "selection": sel.to_json(), "rejection": rejection.to_json(), "feedback_cues_held_out": n_cues,
+               "n_train": int(len(tr)), "n_heldout": int(len(va)),
+               "epochs_run": info.get("epochs_run"), "best_epoch": info.get("best_epoch"),
+               "alpha": info.get("alpha"), "teacher_top1": teacher.accuracy if teacher else None,
+               "seconds": round(time.perf_counter() - t0, 2), "device": info.get("device", "cpu"),
+               "threads": info.get("threads"), "precision": info.get("precision", "fp64"),
+               "history": fitted.history}
     # unique even for two trainings in the same second (or on two machines sharing a data folder)
     stamp = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    pre = Preprocessor.from_protocol(protocol.preprocessing, protocol.epochs, es.sfreq, es.tmin)
+    pre = pre.with_representation("time" if is_sklearn(method) else _rep_of(method))
     path = db.data_dir / "models" / f"sub-{subject}" / f"model-{stamp}.safetensors"
-    save_model(res.model, pre, dict(es.classes), es.channel_names, path, metrics)
+    path = save_model(fitted.model, pre, dict(es.classes), es.channel_names, path, metrics, fitted.bias, method)
+    kind = method if (tl is not None or not method.startswith("kd_")) else method.replace("kd_", "cnn_", 1)
     mid = db.add_model(subject, sids, path, config=json.loads(path.with_suffix(".json").read_text()),
-                       metrics={k: v for k, v in metrics.items() if k != "history"}, kind="kd_stft" if tl is not None else "cnn_stft")
-    logger.info("model %d saved to %s", mid, path)
-    return TrainedModel(mid, path, metrics, time.perf_counter() - t0, res.history)
+                       metrics={k: v for k, v in metrics.items() if k != "history"}, kind=kind)
+    logger.info("model %d (%s) saved to %s", mid, method, path)
+    return TrainedModel(mid, path, metrics, time.perf_counter() - t0, fitted.history)
 
 
 class OnlineDecoder:
-    """One epoch -> class probabilities, with the preprocessing the model was trained with."""
+    """One epoch -> class probabilities, with the preprocessing the model was trained with.
+
+    Works for every decoder eegloop trains: networks (safetensors weights) and scikit-learn/pyriemann
+    pipelines (skops, loaded with only eegloop's own types trusted).
+    """
 
     def __init__(self, path: str | Path, device: str = "cpu"):
-        import torch
-        from safetensors.torch import load_file
-
-        from .models import build_model
-
         path = Path(path)
         meta_path = path.with_suffix(".json")
         if not path.is_file() or not meta_path.is_file():
@@ -160,20 +210,44 @@ class OnlineDecoder:
         self.classes = list(self.meta["classes"])
         self.class_names = dict(self.meta["classes"])
         self.channel_names = list(self.meta["channel_names"])
-        self.model = build_model(self.meta["model"])
-        self.model.load_state_dict(load_file(str(path)))
-        self.model.eval().to(device)
+        self.method = self.meta.get("method")
+        bias = self.meta.get("calibration_bias")
+        self.bias = np.asarray(bias, dtype=np.float64) if bias is not None else None
         self.device = device
-        torch.set_num_threads(1)  # one epoch at a time: threads cost more than they give
+        if self.meta["model"].get("kind") == "pipeline":
+            from .pipelines import load_pipeline
+
+            self.pipeline = load_pipeline(path)
+            self.model = None
+        else:
+            import torch
+            from safetensors.torch import load_file
+
+            from .models import build_model
+
+            self.pipeline = None
+            self.model = build_model(self.meta["model"])
+            self.model.load_state_dict(load_file(str(path)))
+            self.model.eval().to(device)
+            torch.set_num_threads(1)  # one epoch at a time: threads cost more than they give
 
     def predict(self, epoch: Epoch | np.ndarray) -> dict:
         """Class id -> probability for one epoch (channels x times, same layout as training)."""
-        import torch
-
         data = epoch.data if isinstance(epoch, Epoch) else epoch
         x = self.pre(data)[None]
-        with torch.no_grad():
-            p = torch.softmax(self.model(torch.as_tensor(x, device=self.device)), 1)[0].cpu().numpy()
+        if self.pipeline is not None:
+            from .pipelines import predict_pipeline
+
+            p = predict_pipeline(self.pipeline, x, len(self.classes))[0]
+        else:
+            import torch
+
+            with torch.no_grad():
+                p = torch.softmax(self.model(torch.as_tensor(x, device=self.device)), 1)[0].cpu().numpy()
+            if self.bias is not None:
+                from .evaluation import apply_bias
+
+                p = apply_bias(p[None], self.bias)[0]
         return {c: float(v) for c, v in zip(self.classes, p)}
 
 

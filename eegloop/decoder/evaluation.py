@@ -19,20 +19,29 @@ from typing import Callable, Optional
 import numpy as np
 
 from .._logging import logger
-from ..errors import EegloopError
+from ..errors import EegloopError, short_repr
 from ..protocol import Protocol
 from ..types import EpochSet
 from .preprocessing import Preprocessor
 
-__all__ = ["NoHonestFoldError", "make_folds", "scores", "evaluate", "EvalReport", "METHODS", "PAPER_NAMES"]
+__all__ = ["NoHonestFoldError", "make_folds", "scores", "evaluate", "EvalReport", "METHODS", "PAPER_NAMES",
+           "inner_validation", "InnerSplit", "reject_artifacts", "Rejection", "permutation_pvalue"]
 
-METHODS = ("kd_stft", "kd_erp", "cnn_stft", "kd_wavelet", "logreg_power", "logreg_windowed", "lstm", "conv1d")
-BASELINES = ("logreg_power", "logreg_windowed", "lstm", "conv1d", "cnn_stft", "kd_wavelet")
+METHODS = ("auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed",
+           "logreg_power", "logreg_pca", "cnn_stft", "cnn_image", "lstm", "conv1d")
+# Table 1's rows (Ferrante et al. 2023) and the classical pipelines that auto selection compares
+BASELINES = ("logreg_power", "logreg_windowed", "logreg_pca", "lda_windowed", "riemann", "lstm", "conv1d",
+             "cnn_image", "cnn_stft", "kd_wavelet")
 PAPER_NAMES = {
+    "auto": "Default: the best candidate on inner folds",
     "logreg_power": "Logistic regression, averaged squared signal",
     "logreg_windowed": "Logistic regression, windowed signal",
+    "logreg_pca": "Logistic regression on PCA",
+    "lda_windowed": "Shrinkage LDA, 50 ms window means",
+    "riemann": "xDAWN covariances + tangent space + LR",
     "lstm": "LSTM (time series)",
     "conv1d": "1-D CNN (time series)",
+    "cnn_image": "CNN on raw EEG as a 2-D image",
     "cnn_stft": "CNN on STFT (no distillation)",
     "kd_wavelet": "Knowledge distillation on db4 wavelets",
     "kd_stft": "Knowledge distillation on STFT",
@@ -41,14 +50,20 @@ PAPER_NAMES = {
 
 
 def main_method(protocol: Protocol) -> str:
-    """The student the protocol trains: kd_<representation>."""
-    return f"kd_{protocol.preprocessing.representation}"
+    """The decoder the protocol's online loop uses: ``decoder.model`` (``auto`` unless pinned)."""
+    return protocol.decoder.model
 
 
 def _rep_of(method: str) -> str | None:
     if method.startswith(("kd_", "cnn_")):
         return method.split("_", 1)[1]
     return None
+
+
+def is_sklearn(method: str) -> bool:
+    from .pipelines import SKLEARN_METHODS
+
+    return method in SKLEARN_METHODS
 
 
 class NoHonestFoldError(EegloopError):
@@ -87,32 +102,73 @@ def make_folds(es: EpochSet, split: str, n_folds: int, seed: int = 0) -> list[tu
     return list(GroupKFold(k).split(np.zeros(len(y)), y, g))
 
 
-def inner_validation(es: EpochSet, train_idx: np.ndarray, split: str, seed: int = 0, frac: float = 0.15):
-    """Split training indices into fit/validation by whole groups (for early stopping)."""
+@dataclass
+class InnerSplit:
+    """Fit and early-stopping indices; ``optimistic`` when the two share blocks (a blocked design)."""
+
+    fit: np.ndarray
+    val: np.ndarray
+    how: str
+    optimistic: bool
+
+    def __iter__(self):  # tr, va = inner_validation(...)
+        return iter((self.fit, self.val))
+
+
+def inner_validation(es: EpochSet, train_idx: np.ndarray, split: str, seed: int = 0,
+                     frac: float = 0.15) -> InnerSplit:
+    """Split training indices into fit/validation for early stopping, with every class in the fit set.
+
+    Whole blocks (or runs) are held out when that leaves every class on both sides — an interleaved
+    design, where each block holds every class. Otherwise (a blocked design: one class per block) the
+    last trials of each class in each block are held out instead; that estimate shares the blocks' slow
+    drift with training and is labelled optimistic. Either way no class is missing from the fit set.
+    """
+    train_idx = np.asarray(train_idx)
     rng = np.random.default_rng(seed + 1)
-    if split == "random":
-        idx = rng.permutation(train_idx)
-        n_val = max(1, int(round(frac * len(idx))))
-        return np.sort(idx[n_val:]), np.sort(idx[:n_val])
-    groups = es.groups(split)[train_idx]
-    uniq = rng.permutation(np.unique(groups))
-    n_val = max(1, int(round(frac * len(uniq))))
-    if len(uniq) - n_val < 1:
-        idx = rng.permutation(train_idx)
-        n = max(1, int(round(frac * len(idx))))
-        return np.sort(idx[n:]), np.sort(idx[:n])
-    val_g = set(uniq[:n_val].tolist())
-    is_val = np.array([g in val_g for g in groups])
-    return train_idx[~is_val], train_idx[is_val]
+    y = es.y[train_idx]
+    every = set(y.tolist())
+    if split != "random":
+        groups = es.groups(split)[train_idx]
+        target = max(1, int(round(frac * len(train_idx))))
+        is_val = np.zeros(len(train_idx), bool)
+        for g in rng.permutation(np.unique(groups)):
+            if is_val.sum() >= target:
+                break
+            trial = is_val | (groups == g)
+            if set(y[~trial].tolist()) == every:
+                is_val = trial
+        if is_val.any() and set(y[is_val].tolist()) == every and set(y[~is_val].tolist()) == every:
+            return InnerSplit(train_idx[~is_val], train_idx[is_val], f"held-out whole {split}s", False)
+        # blocked design: the last trials of each class in each group (stratified inside the group)
+        is_val = np.zeros(len(train_idx), bool)
+        for g in np.unique(groups):
+            for c in every:
+                cell = np.flatnonzero((groups == g) & (y == c))
+                if len(cell) >= 2:
+                    is_val[cell[-max(1, int(round(frac * len(cell)))):]] = True
+        how = f"last trials of each {split} (optimistic: shares the {split}s' slow drift with training)"
+    else:  # stratified random (inflated by design, only used with --split random)
+        is_val = np.zeros(len(train_idx), bool)
+        for c in every:
+            cell = rng.permutation(np.flatnonzero(y == c))
+            if len(cell) >= 2:
+                is_val[cell[:max(1, int(round(frac * len(cell))))]] = True
+        how = "random trials (optimistic)"
+    if not is_val.any():  # too few trials to hold any out: validate on the fit set (said so)
+        return InnerSplit(train_idx, train_idx, "none (too few trials): the fit set itself", True)
+    return InnerSplit(train_idx[~is_val], train_idx[is_val], how, True)
 
 
 def scores(y_true: np.ndarray, proba: np.ndarray) -> dict:
-    """top-1/3/5 (k < n_classes), macro F1, Cohen's kappa; AUC for two classes."""
+    """top-1/3/5 (k < n_classes), balanced accuracy, macro F1, Cohen's kappa; AUC for two classes."""
     from sklearn.metrics import cohen_kappa_score, f1_score, roc_auc_score
 
     n_classes = proba.shape[1]
     pred = proba.argmax(1)
     out = {"top1": float(np.mean(pred == y_true))}
+    present = np.unique(y_true)  # mean recall over the classes in the test set
+    out["balanced_accuracy"] = float(np.mean([np.mean(pred[y_true == c] == c) for c in present]))
     order = np.argsort(-proba, axis=1)
     for k in (3, 5):
         if k < n_classes:
@@ -131,9 +187,72 @@ def chance_levels(es: EpochSet) -> dict:
     for k in (3, 5):
         if k < n:
             out[f"chance_top{k}"] = float(np.sort(counts)[::-1][:k].sum() / counts.sum())
+    out["chance_balanced_accuracy"] = 1.0 / n
     if n == 2:
         out["chance_auc"] = 0.5
     return out
+
+
+@dataclass
+class Rejection:
+    """Epochs dropped as artifacts (``epochs.reject_uv`` / ``epochs.flat_uv``), counted per class."""
+
+    kept: np.ndarray  # indices kept
+    by_class: dict  # class id -> {"kept": n, "peak_to_peak": n, "flat": n}
+    reject_uv: Optional[float]
+    flat_uv: Optional[float]
+
+    @property
+    def n_rejected(self) -> int:
+        return int(sum(v["peak_to_peak"] + v["flat"] for v in self.by_class.values()))
+
+    def to_json(self) -> dict:
+        return {"reject_uv": self.reject_uv, "flat_uv": self.flat_uv, "rejected": self.n_rejected,
+                "kept": int(len(self.kept)), "by_class": self.by_class}
+
+    def describe(self) -> str:
+        if self.reject_uv is None and self.flat_uv is None:
+            return "artifact rejection off (epochs.reject_uv and epochs.flat_uv are null)"
+        total = len(self.kept) + self.n_rejected
+        worst = sorted(self.by_class.items(), key=lambda kv: -(kv[1]["peak_to_peak"] + kv[1]["flat"]))[:3]
+        per = ", ".join(f"{c} {v['peak_to_peak'] + v['flat']}" for c, v in worst if v["peak_to_peak"] + v["flat"])
+        return (f"artifact rejection: {self.n_rejected} of {total} epochs dropped (peak-to-peak > "
+                f"{self.reject_uv} µV or flat < {self.flat_uv} µV)" + (f"; most in {per}" if per else ""))
+
+
+def reject_artifacts(es: EpochSet, protocol: Protocol) -> Rejection:
+    """Peak-to-peak and flat-channel rejection on the band-passed analysis window, in microvolts.
+
+    Like MNE's ``reject``/``flat``: an epoch goes when any channel's peak-to-peak amplitude exceeds
+    ``epochs.reject_uv`` or falls below ``epochs.flat_uv``.
+    """
+    e = protocol.epochs
+    n = len(es)
+    ptp_bad = np.zeros(n, bool)
+    flat_bad = np.zeros(n, bool)
+    if (e.reject_uv is not None or e.flat_uv is not None) and n:
+        pre = Preprocessor.from_protocol(protocol.preprocessing, e, es.sfreq, es.tmin)
+        ptp = pre.peak_to_peak(es.data)
+        if e.reject_uv is not None:
+            ptp_bad = (ptp > e.reject_uv).any(1)
+        if e.flat_uv is not None:
+            flat_bad = (ptp < e.flat_uv).any(1) & ~ptp_bad
+    by_class = {}
+    for c in es.class_ids:
+        m = es.labels == c
+        by_class[c] = {"kept": int((m & ~ptp_bad & ~flat_bad).sum()), "peak_to_peak": int((m & ptp_bad).sum()),
+                       "flat": int((m & flat_bad).sum())}
+    return Rejection(np.flatnonzero(~ptp_bad & ~flat_bad), by_class, e.reject_uv, e.flat_uv)
+
+
+def permutation_pvalue(observed: float, null: list) -> float:
+    """(1 + #null >= observed) / (1 + #null): never 0, exact under exchangeability."""
+    null = [v for v in null if v == v]
+    return float((1 + sum(v >= observed for v in null)) / (1 + len(null)))
+
+
+def _key_metric(n_classes: int) -> str:
+    return "auc" if n_classes == 2 else "balanced_accuracy"
 
 
 @dataclass
@@ -151,6 +270,19 @@ class EvalReport:
     histories: dict = field(default_factory=dict)  # method -> per-fold training histories
     teacher_accuracy: Optional[float] = None
     notes: list = field(default_factory=list)
+    selected: list = field(default_factory=list)  # auto: the candidate chosen in each outer fold
+    seconds: dict = field(default_factory=dict)  # method -> seconds over all folds
+    null: dict = field(default_factory=dict)  # method -> key metric of each label-shuffled refit
+    rejection: Optional[dict] = None
+
+    @property
+    def key_metric(self) -> str:
+        return _key_metric(self.n_classes)
+
+    def pvalues(self) -> dict:
+        """Permutation p-value of each method's key metric (AUC for two classes, else balanced accuracy)."""
+        s = self.summary()
+        return {m: permutation_pvalue(s[m][self.key_metric], v) for m, v in self.null.items() if m in s and v}
 
     def summary(self) -> dict:
         """Mean (and std) over folds per method and metric."""
@@ -165,17 +297,30 @@ class EvalReport:
         s = self.summary()
         d = {"split": self.split, "n_folds": self.n_folds, "n_epochs": self.n_epochs,
              "chance_top1": self.chance["chance_top1"], "inflated": self.inflated,
-             "shuffled_labels": self.shuffled,
+             "shuffled_labels": self.shuffled, "key_metric": self.key_metric,
              "methods": {m: {k: round(v, 4) for k, v in s[m].items() if not k.endswith("_std")} for m in s}}
         if self.teacher_accuracy is not None:
             d["teacher_top1"] = round(self.teacher_accuracy, 4)
+        if self.selected:
+            d["selected"] = list(self.selected)
+        if self.null:
+            d["permutations"] = max(len(v) for v in self.null.values())
+            d["pvalues"] = {m: round(p, 4) for m, p in self.pvalues().items()}
+        if self.seconds:
+            d["seconds"] = {m: round(v, 2) for m, v in self.seconds.items()}
+        if self.rejection is not None:
+            d["rejection"] = self.rejection
         return d
 
     def table(self) -> str:
         """The paper's Table 1 layout: mean (std) over folds, chance beside."""
         s = self.summary()
-        metrics = [k for k in ("top1", "top3", "top5", "f1", "kappa", "auc") if any(k in v for v in s.values())]
-        head = f"{'method':<48}" + "".join(f"{k:>16}" for k in metrics)
+        metrics = [k for k in ("top1", "balanced_accuracy", "top3", "top5", "f1", "kappa", "auc")
+                   if any(k in v for v in s.values())]
+        label = {"balanced_accuracy": "bal. acc."}
+        pv = self.pvalues()
+        head = f"{'method':<48}" + "".join(f"{label.get(k, k):>16}" for k in metrics) + (f"{'p':>8}" if pv else "") \
+            + f"{'seconds':>9}"
         lines = []
         if self.inflated:
             lines.append("!! RANDOM SPLIT: trials of the same block are in train and test — these scores are INFLATED !!")
@@ -188,123 +333,257 @@ class EvalReport:
             row = f"{PAPER_NAMES.get(m, m):<48}"
             for k in metrics:
                 row += f"{s[m][k]:>9.3f} ({s[m][k + '_std']:.3f})" if k in s[m] else f"{'':>16}"
+            if pv:
+                row += f"{pv[m]:>8.3f}" if m in pv else f"{'':>8}"
+            row += f"{self.seconds.get(m, float('nan')):>9.1f}"
             lines.append(row)
         ch = self.chance
         row = f"{'chance':<48}"
         for k in metrics:
             key = {"top1": "chance_top1", "top3": "chance_top3", "top5": "chance_top5", "auc": "chance_auc",
-                   "kappa": None, "f1": None}[k]
+                   "balanced_accuracy": "chance_balanced_accuracy", "kappa": None, "f1": None}[k]
             row += f"{ch[key]:>16.3f}" if key and key in ch else (f"{0.0:>16.3f}" if k == "kappa" else f"{'':>16}")
         lines.append(row)
+        if pv:
+            lines.append(f"p: permutation p-value of {label.get(self.key_metric, self.key_metric)} from "
+                         f"{max(len(v) for v in self.null.values())} label-shuffled refits per method")
+        if self.selected:
+            from collections import Counter
+
+            lines.append("auto chose, per outer fold: " + ", ".join(f"{m} x{n}" for m, n in
+                                                                   Counter(self.selected).most_common()))
         if self.teacher_accuracy is not None:
             lines.append(f"teacher (CLIP linear head) accuracy over images: {self.teacher_accuracy:.3f}")
         lines += self.notes
         return "\n".join(lines)
 
 
-def _fit_predict(method: str, es: EpochSet, feats: dict, tr, va, te, protocol: Protocol, teacher_logits,
-                 progress, seed: int):
-    """Train ``method`` on tr (early stopping on va) and return (probabilities on te, history)."""
-    y = es.y
-    n_classes = len(es.classes)
-    if method.startswith("logreg"):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+def calibrate_bias(proba: np.ndarray, y: np.ndarray, n_classes: int, iters: int = 100) -> np.ndarray:
+    """Log-prior offsets that make the mean predicted probability of each class match its share in ``y``.
 
-        X = feats[method]
-        fit_idx = np.concatenate([tr, va])
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
-        clf.fit(X[fit_idx], y[fit_idx])
-        p = np.zeros((len(te), n_classes))
-        p[:, clf.classes_] = clf.predict_proba(X[te])
-        return p, []
+    A network early-stopped on a small, noisy set often puts a little more mass on one class for every
+    epoch, so its top-1 always names that class although its ranking (AUC) is fine. Matching the
+    predicted class shares on the early-stopping set (Saerens et al. 2002's prior adjustment) removes that
+    lean without changing the ranking of epochs for any one class.
+    """
+    b = np.zeros(n_classes)
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    if len(proba) == 0 or (counts > 0).sum() < 2:
+        return b
+    target = counts / counts.sum()
+    lp = np.log(np.clip(proba, 1e-12, 1.0))
+    for _ in range(iters):
+        q = lp + b
+        q = np.exp(q - q.max(1, keepdims=True))
+        q /= q.sum(1, keepdims=True)
+        mean = q.mean(0)
+        step = np.where(counts > 0, np.log(np.maximum(target, 1e-12) / np.maximum(mean, 1e-12)), 0.0)
+        b += 0.5 * step
+        if np.abs(step).max() < 1e-4:
+            break
+    return b - b.mean()
+
+
+def apply_bias(proba: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    if bias is None:
+        return proba
+    q = np.log(np.clip(proba, 1e-12, 1.0)) + np.asarray(bias)[None]
+    q = np.exp(q - q.max(1, keepdims=True))
+    return q / q.sum(1, keepdims=True)
+
+
+@dataclass
+class Fitted:
+    """A method fitted on one training set: what predicts, and what is saved with a model."""
+
+    method: str
+    model: object  # torch module or scikit-learn pipeline
+    bias: Optional[np.ndarray] = None
+    history: list = field(default_factory=list)
+    device: str = "cpu"
+    info: dict = field(default_factory=dict)
+
+    def predict(self, X: np.ndarray, n_classes: int) -> np.ndarray:
+        if is_sklearn(self.method):
+            from .pipelines import predict_pipeline
+
+            return predict_pipeline(self.model, X, n_classes)
+        from .training import predict_proba
+
+        return apply_bias(predict_proba(self.model, X, self.device), self.bias)
+
+
+def build_network(method: str, X: np.ndarray, n_classes: int):
     from .models import Conv1DNet, LSTMNet, ResidualCNN
-    from .training import fit, predict_proba
 
     if _rep_of(method):
-        X = feats[_rep_of(method)]
-        model = ResidualCNN(X.shape[1], n_classes, X.shape[2], X.shape[3])
-    elif method == "lstm":
-        X = feats["time"]
-        model = LSTMNet(X.shape[1], n_classes, X.shape[2])
-    elif method == "conv1d":
-        X = feats["time"]
-        model = Conv1DNet(X.shape[1], n_classes, X.shape[2])
-    else:
-        raise ValueError(f"unknown method {method!r}")
-    tl = teacher_logits[tr] if (teacher_logits is not None and method.startswith("kd")) else None
-    res = fit(model, X[tr], y[tr], protocol.training, X[va], y[va], teacher_logits=tl, progress=progress, seed=seed)
-    return predict_proba(res.model, X[te], res.device), res.history
+        return ResidualCNN(X.shape[1], n_classes, X.shape[2], X.shape[3])
+    if method == "lstm":
+        return LSTMNet(X.shape[1], n_classes, X.shape[2])
+    if method == "conv1d":
+        return Conv1DNet(X.shape[1], n_classes, X.shape[2])
+    raise ValueError(f"unknown method {method!r}")
+
+
+def feature_key(method: str) -> str:
+    """Which representation a method's input is (a key of :func:`features_for`)."""
+    if method == "logreg_power":
+        return "time_raw"  # Table 1: power of the signal, before per-epoch standardisation
+    if is_sklearn(method):
+        return "time"
+    return _rep_of(method) or "time"
+
+
+def fit_method(method: str, es: EpochSet, feats: dict, fit_idx, val_idx, protocol: Protocol, teacher_logits=None,
+               progress=False, seed: int = 0, max_epochs: int | None = None) -> Fitted:
+    """Fit ``method`` on ``fit_idx`` (networks early-stop on ``val_idx``; pipelines fit on both)."""
+    y = es.y
+    n_classes = len(es.classes)
+    X = feats[feature_key(method)]
+    if is_sklearn(method):
+        from .pipelines import fit_pipeline
+
+        idx = np.concatenate([fit_idx, val_idx]) if val_idx is not fit_idx else np.asarray(fit_idx)
+        idx = np.unique(idx)
+        return Fitted(method, fit_pipeline(method, X[idx], y[idx], es.sfreq, n_classes))
+    from .training import fit, predict_proba
+
+    model = build_network(method, X, n_classes)
+    tl = teacher_logits[fit_idx] if (teacher_logits is not None and method.startswith("kd")) else None
+    res = fit(model, X[fit_idx], y[fit_idx], protocol.training, X[val_idx], y[val_idx], teacher_logits=tl,
+              progress=progress, seed=seed, max_epochs=max_epochs)
+    bias = calibrate_bias(predict_proba(res.model, X[val_idx], res.device), y[val_idx], n_classes)
+    return Fitted(method, res.model, bias, res.history, res.device,
+                  {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "alpha": res.alpha,
+                   "device": res.device, "threads": res.threads, "precision": res.precision})
 
 
 def features_for(es: EpochSet, protocol: Protocol, methods) -> dict:
-    """Compute each representation the methods need, once."""
+    """Compute each representation the methods need, once (each epoch on its own: no leakage)."""
     pre = Preprocessor.from_protocol(protocol.preprocessing, protocol.epochs, es.sfreq, es.tmin)
     feats = {}
-    need = set()
-    for m in methods:
-        need.add(_rep_of(m) or "time")
-    for rep in need:
-        feats[rep] = pre.with_representation(rep)(es.data)
-    if "logreg_power" in methods:
-        feats["logreg_power"] = np.log(np.mean(feats["time"] ** 2, -1) + 1e-12)
-    if "logreg_windowed" in methods:
-        x = feats["time"]
-        w = max(1, int(round(0.05 * es.sfreq)))
-        n = x.shape[-1] // w
-        feats["logreg_windowed"] = x[..., :n * w].reshape(x.shape[0], x.shape[1], n, w).mean(-1).reshape(len(x), -1)
+    need = {feature_key(m) for m in methods if m != "auto"}
+    if "auto" in methods:
+        need |= {feature_key(m) for m in protocol.decoder.candidates}
+    for key in need:
+        if key == "time_raw":
+            feats[key] = pre.with_representation("time", standardize=False)(es.data)
+        else:
+            feats[key] = pre.with_representation(key)(es.data)
     return feats
+
+
+def _teacher_logits(teacher, es: EpochSet, train_idx=None):
+    """Soft targets per epoch from ``teacher`` refitted on the training images only (None if unknown)."""
+    if teacher is None or len(es.images) != len(es) or not all(es.images):
+        return None
+    t = teacher if train_idx is None else teacher.for_training(list(es.images[train_idx]))
+    tl = t.logits_for(list(es.images))
+    if tl is None:
+        return None
+    return tl[:, [t.classes.index(c) for c in es.class_ids]]
 
 
 def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None = None,
              n_folds: int | None = None, shuffle_labels: bool = False, teacher=None,
-             progress: Callable[[str], None] | None = None, seed: int = 0) -> EvalReport:
+             progress: Callable[[str], None] | None = None, seed: int = 0, permutations: int = 0,
+             reject: bool = True) -> EvalReport:
     """Cross-validate ``methods`` on ``es`` with folds by block, run or (inflated) random split.
 
     Parameters
     ----------
+    methods : sequence of str
+        Names from :data:`METHODS`; ``auto`` runs the whole model selection inside each outer fold
+        (nested), so its score is what the default decoder earns on blocks it never saw.
     teacher : ClipTeacher | None
-        Gives soft targets for the ``kd_*`` methods; without one they train with alpha = 1
-        (noted in the report).
+        Soft targets for the ``kd_*`` methods, its linear head refitted on each fold's training images
+        only; without one they train with alpha = 1 (noted in the report).
+    permutations : int
+        Label-shuffled refits per method for a permutation p-value (0: none).
+    reject : bool
+        Drop artifact epochs first (``epochs.reject_uv`` / ``epochs.flat_uv``); the counts go in the report.
     """
+    import time
+
     split = split or protocol.training.split
     n_folds = n_folds or protocol.training.n_folds
     methods = tuple(methods or (main_method(protocol),))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise EegloopError(f"--methods: unknown method {short_repr(unknown[0])}; choose from {', '.join(METHODS)}")
+    say = progress or (lambda _m: None)
+    rej = None
+    if reject:
+        rejection = reject_artifacts(es, protocol)
+        rej = rejection.to_json()
+        if rejection.n_rejected:
+            say(rejection.describe())
+            es = es.subset(rejection.kept)
     if shuffle_labels:
         rng = np.random.default_rng(seed + 99)
         es = es.subset(np.arange(len(es)))
         es.labels = es.labels[rng.permutation(len(es))]
     folds = make_folds(es, split, n_folds, seed)
-    say = progress or (lambda _m: None)
-    teacher_logits = None
     notes = []
-    if teacher is not None and len(es.images) == len(es) and all(es.images):
-        teacher_logits = teacher.logits_for(list(es.images))
-        if teacher_logits is not None:
-            order = [teacher.classes.index(c) for c in es.class_ids]
-            teacher_logits = teacher_logits[:, order]
-    if teacher_logits is None and any(m.startswith("kd") for m in methods):
+    has_teacher = teacher is not None and len(es.images) == len(es) and all(es.images)
+    if not has_teacher and any(m.startswith("kd") or m == "auto" for m in methods):
         notes.append("no teacher soft targets (teacher disabled, unavailable, or epochs without images): "
                      "kd_* methods trained with alpha = 1 (plain cross-entropy)")
+    elif has_teacher:
+        notes.append("teacher: its linear head refitted in each fold on that fold's training images only")
+    if rej is not None and rej["rejected"]:
+        notes.append(f"artifact rejection: {rej['rejected']} epochs dropped before the folds were made")
     feats = features_for(es, protocol, methods)
     report = EvalReport(split=split, n_folds=len(folds), n_epochs=len(es), n_classes=len(es.classes),
                         classes=dict(es.classes), chance=chance_levels(es), inflated=(split == "random"),
-                        shuffled=shuffle_labels, teacher_accuracy=getattr(teacher, "accuracy", None), notes=notes)
-    y = es.y
-    for m in methods:
-        report.methods[m] = []
-        report.histories[m] = []
+                        shuffled=shuffle_labels, teacher_accuracy=getattr(teacher, "accuracy", None), notes=notes,
+                        rejection=rej)
+    key = _key_metric(len(es.classes))
+
+    def run_folds(m: str, labels_es: EpochSet, record: bool, fold_seed: int):
+        yy = labels_es.y
         conf = np.zeros((len(es.classes),) * 2, int)
+        fold_scores, hists, chosen = [], [], []
         for k, (tr_all, te) in enumerate(folds):
-            tr, va = inner_validation(es, tr_all, split, seed + k)
-            p, hist = _fit_predict(m, es, feats, tr, va, te, protocol, teacher_logits, False, seed + k)
-            sc = scores(y[te], p)
-            report.methods[m].append(sc)
-            report.histories[m].append(hist)
-            np.add.at(conf, (y[te], p.argmax(1)), 1)
-            say(f"{m}: fold {k + 1}/{len(folds)} top1 {sc['top1']:.3f}"
-                + (f" auc {sc['auc']:.3f}" if "auc" in sc else "") + f" (chance {report.chance['chance_top1']:.3f})")
-        report.confusion[m] = conf.tolist()
+            tl = _teacher_logits(teacher, labels_es, tr_all) if has_teacher and (m.startswith("kd") or m == "auto") \
+                else None
+            if m == "auto":
+                from .selection import select_model
+
+                sel = select_model(labels_es, protocol, feats, tr_all, teacher_logits=tl, seed=fold_seed + k)
+                chosen.append(sel.winner)
+                fitted = sel.fit_winner(labels_es, feats, tr_all, protocol, tl, seed=fold_seed + k)
+            else:
+                tr, va = inner_validation(labels_es, tr_all, split, fold_seed + k)
+                fitted = fit_method(m, labels_es, feats, tr, va, protocol, tl, False, fold_seed + k)
+            p = fitted.predict(feats[feature_key(fitted.method)][te], len(es.classes))
+            sc = scores(yy[te], p)
+            fold_scores.append(sc)
+            hists.append(fitted.history)
+            np.add.at(conf, (yy[te], p.argmax(1)), 1)
+            if record:
+                say(f"{m}: fold {k + 1}/{len(folds)} top1 {sc['top1']:.3f}"
+                    + (f" auc {sc['auc']:.3f}" if "auc" in sc else "")
+                    + (f" [{fitted.method}]" if m == "auto" else "")
+                    + f" (chance {report.chance['chance_top1']:.3f})")
+        return fold_scores, hists, conf, chosen
+
+    for m in methods:
+        t0 = time.perf_counter()
+        fs, hs, conf, chosen = run_folds(m, es, True, seed)
+        report.methods[m], report.histories[m], report.confusion[m] = fs, hs, conf.tolist()
+        if chosen:
+            report.selected = chosen
+        report.seconds[m] = time.perf_counter() - t0
+        if permutations:
+            null = []
+            rng = np.random.default_rng(seed + 1000)
+            for i in range(permutations):
+                shuf = es.subset(np.arange(len(es)))
+                shuf.labels = es.labels[rng.permutation(len(es))]
+                fs_null, *_ = run_folds(m, shuf, False, seed + 7919 * (i + 1))
+                null.append(float(np.nanmean([f[key] for f in fs_null])))
+                say(f"{m}: shuffled-label refit {i + 1}/{permutations}: {key} {null[-1]:.3f}")
+            report.null[m] = null
     logger.info("evaluation done: %s", report.to_json())
     return report

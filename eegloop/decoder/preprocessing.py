@@ -3,6 +3,7 @@
 Per epoch (the recorder cuts epochs with margins on both sides so that
 zero-phase filters have context): notch (``notch_hz`` ± ``notch_width_hz``/2),
 Butterworth band-pass (``bandpass_hz``, ``bandpass_order``), both zero-phase;
+the mean of the baseline window (``epochs.baseline``) subtracted when one is set;
 crop to the analysis window [``tmin``, ``tmax``]; per-channel standardisation
 (each channel of each epoch to zero mean, unit variance — needs no statistics
 from other epochs, so one epoch online gives exactly the numbers it gives
@@ -18,6 +19,8 @@ offline); then the representation the student expects:
 - ``erp``: the filtered signal averaged in bins of ``erp_bin_ms`` -> (channels, 1, bins):
   slow evoked responses (N170, P300) that a magnitude spectrum would lose.
 - ``time``: the filtered, standardised signal -> (channels, times) (time-domain baselines).
+- ``image``: the same signal as one 2-D picture -> (1, channels, times), time binned to at most 255
+  points (Table 1's CNN on raw EEG).
 
 :func:`preprocess` takes (n, channels, times) and returns float32 features;
 :func:`preprocess_one` is the same function on a single epoch.
@@ -53,6 +56,7 @@ class Preprocessor:
     stft_window_ms: float
     stft_hop_ms: float
     erp_bin_ms: float = 50.0
+    baseline: tuple | None = None  # [start, end] s relative to onset, subtracted after filtering (epochs.baseline)
 
     @classmethod
     def from_protocol(cls, pre: PreprocessingConfig, epochs: EpochsConfig, sfreq: float,
@@ -61,21 +65,24 @@ class Preprocessor:
                    notch_hz=pre.notch_hz, notch_width_hz=pre.notch_width_hz, bandpass_hz=tuple(pre.bandpass_hz),
                    bandpass_order=pre.bandpass_order, standardize=pre.standardize,
                    representation=pre.representation, stft_window_ms=pre.stft_window_ms,
-                   stft_hop_ms=pre.stft_hop_ms, erp_bin_ms=pre.erp_bin_ms)
+                   stft_hop_ms=pre.stft_hop_ms, erp_bin_ms=pre.erp_bin_ms,
+                   baseline=tuple(epochs.baseline) if epochs.baseline else None)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["bandpass_hz"] = list(self.bandpass_hz)
+        d["baseline"] = list(self.baseline) if self.baseline else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessor":
         d = dict(d)
         d["bandpass_hz"] = tuple(d["bandpass_hz"])
+        d["baseline"] = tuple(d["baseline"]) if d.get("baseline") else None
         return cls(**d)
 
-    def with_representation(self, rep: str) -> "Preprocessor":
-        return Preprocessor.from_dict({**self.to_dict(), "representation": rep})
+    def with_representation(self, rep: str, **changes) -> "Preprocessor":
+        return Preprocessor.from_dict({**self.to_dict(), "representation": rep, **changes})
 
     # -- filters ------------------------------------------------------------------
     @cached_property
@@ -148,20 +155,38 @@ class Preprocessor:
             return (n_chans, _wavelet_levels(L) + 1, _wavelet_len(L))
         if self.representation == "erp":
             return (n_chans, 1, L // self._bin())
+        if self.representation == "image":
+            return (1, n_chans, L // max(1, L // 128))
         return (n_chans, L)
 
     def _bin(self) -> int:
         return max(1, int(round(self.erp_bin_ms / 1000 * self.sfreq)))
+
+    def _filtered_window(self, x: np.ndarray) -> np.ndarray:
+        """Notch + band-pass, baseline subtracted, cropped to the analysis window (µV, not standardised)."""
+        sl = self.window_slice(x.shape[-1])
+        y = self.filtfilt(np.asarray(x, dtype=np.float32))
+        out = y[..., sl]
+        if self.baseline:
+            a = int(round((self.baseline[0] - self.epoch_tmin) * self.sfreq))
+            b = max(a + 1, int(round((self.baseline[1] - self.epoch_tmin) * self.sfreq)))
+            out = out - y[..., a:b].mean(-1, keepdims=True)
+        return out
+
+    def peak_to_peak(self, data: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """(n, channels, times) -> (n, channels) peak-to-peak amplitude of the filtered analysis window."""
+        out = [np.ptp(self._filtered_window(data[i:i + chunk]), axis=-1) for i in range(0, len(data), chunk)]
+        return np.concatenate(out) if out else np.zeros((0, data.shape[1]), np.float32)
 
     # -- the one path -------------------------------------------------------------
     def __call__(self, data: np.ndarray, chunk: int = 128) -> np.ndarray:
         """(n, channels, times) or (channels, times) -> float32 features."""
         single = data.ndim == 2
         x = data[None] if single else data
-        sl = self.window_slice(x.shape[-1])
+        self.window_slice(x.shape[-1])  # a clear error before any work
 
         def run(i: int) -> np.ndarray:
-            part = self.filtfilt(np.asarray(x[i:i + chunk], dtype=np.float32))[..., sl]
+            part = self._filtered_window(x[i:i + chunk])
             if self.standardize:
                 part = part - part.mean(-1, keepdims=True)
                 part /= part.std(-1, keepdims=True) + 1e-8
@@ -180,6 +205,10 @@ class Preprocessor:
     def _represent(self, x: np.ndarray) -> np.ndarray:
         if self.representation == "time":
             return x.astype(np.float32)
+        if self.representation == "image":  # the raw signal as one 2-D picture: channels x (at most 255) times
+            b = max(1, x.shape[-1] // 128)
+            n = x.shape[-1] // b
+            return x[..., :n * b].reshape(x.shape[:-1] + (n, b)).mean(-1)[..., None, :, :].astype(np.float32)
         if self.representation == "erp":
             b = self._bin()
             n = x.shape[-1] // b

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -65,6 +65,26 @@ class ClipTeacher:
     accuracy: float  # cross-validated over images
     n_images: int
     model_name: str
+    features: dict = field(default_factory=dict, repr=False)  # sha256 -> CLIP image feature
+    labels: dict = field(default_factory=dict, repr=False)  # sha256 -> class id
+
+    def for_training(self, shas: Sequence[str]) -> "ClipTeacher":
+        """The same teacher with its linear head refitted on these images only (one fold's training images).
+
+        Fitting the head on every image, a fold's test images included, would let the test images shape
+        the soft targets the student learns from.
+        """
+        keep = sorted(set(shas))
+        if not keep or any(s not in self.features for s in keep):
+            return self
+        X = np.stack([self.features[s] for s in keep])
+        idx = {c: i for i, c in enumerate(self.classes)}
+        y = np.array([idx[self.labels[s]] for s in keep])
+        if len(np.unique(y)) < 2:
+            return self
+        logits = _head_logits(X, y, len(self.classes))
+        return ClipTeacher(self.classes, {s: v for s, v in zip(keep, logits)}, self.accuracy, len(keep),
+                           self.model_name, self.features, self.labels)
 
     @classmethod
     def fit(cls, cfg: TeacherConfig, images: Sequence[tuple[str, str, str]], classes: list,
@@ -112,13 +132,11 @@ class ClipTeacher:
         if n_min >= 2:
             k = int(min(5, n_min))
             acc = float(cross_val_score(clf, X, y, cv=StratifiedKFold(k, shuffle=True, random_state=0)).mean())
-        clf.fit(X, y)
-        logits = clf.decision_function(X)
-        if logits.ndim == 1:  # two classes: sklearn gives one column
-            logits = np.stack([-logits / 2, logits / 2], 1)
+        logits = _head_logits(X, y, len(classes))
         logger.info("teacher: %s on %d images, cross-validated accuracy %.3f", cfg.model, len(shas), acc)
         return cls(classes=list(classes), logits_by_sha={s: l for s, l in zip(shas, logits)}, accuracy=acc,
-                   n_images=len(set(shas)), model_name=cfg.model)
+                   n_images=len(set(shas)), model_name=cfg.model, features={s: feats[s] for s in shas},
+                   labels={sha: c for _, sha, c in images})
 
     def logits_for(self, shas: Sequence[str]) -> Optional[np.ndarray]:
         """Teacher logits per epoch (by its image's sha256); None if any image is unknown."""
@@ -126,3 +144,16 @@ class ClipTeacher:
             return np.stack([self.logits_by_sha[s] for s in shas]).astype(np.float32)
         except KeyError:
             return None
+
+
+def _head_logits(X: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Fit the linear head on (X, y) and return its logits for X, one column per class."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=10.0, max_iter=2000).fit(X, y)
+    d = clf.decision_function(X)
+    if d.ndim == 1:  # two classes: sklearn gives one column
+        d = np.stack([-d / 2, d / 2], 1)
+    out = np.full((len(X), n_classes), -1e4, np.float32)  # a class absent from the images gets no mass
+    out[:, clf.classes_] = d
+    return out

@@ -82,7 +82,8 @@ def test_closed_loop_block(tmp_path, display, tiny_sd, mode, short_protocol):
         assert 0 <= lat["decode_ms"] <= lat["image_ready_ms"] <= lat["to_screen_ms"]
         assert lat["decode_ms"] < 200
     if mode == "bank":
-        # bank images exist before the loop: on screen within a refresh or two of the decode
+        # bank images exist before the loop: nothing is generated between decode and screen, so the gap is a
+        # few refreshes at most even on a loaded machine (bench_feedback.py measures it on an idle one)
         frame_ms = 1000 / res.frame_rate_hz
-        assert all(r.latencies["to_screen_ms"] - r.latencies["decode_ms"] <= 2 * frame_ms + 5 for r in rows)
+        assert all(r.latencies["to_screen_ms"] - r.latencies["decode_ms"] <= 6 * frame_ms + 20 for r in rows)
     assert any(line.startswith("generator") for line in lines)

@@ -96,7 +96,8 @@ def test_record_with_simulator_stores_everything(tmp_path, display, short_protoc
     assert not res.aborted and res.runs_done == 2
     assert res.epochs == res.expected_epochs == n_trials
     assert res.lost_samples == 0 and res.samples_received > 0
-    assert res.marker_minus_flip_ms_max < 1.0
+    # each marker belongs to its own flip (well inside one frame); the sub-ms figure is bench_paradigm.py's
+    assert res.marker_minus_flip_ms_max < 1000 / res.frame_rate_hz / 2
     assert len(db.get_trial_timings(res.session_id)) == n_trials
     assert db.get_session(res.session_id).status == "recorded"
     epochs = db.get_epochs(res.session_id)

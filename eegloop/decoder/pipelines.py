@@ -1,0 +1,166 @@
+"""Classical pipelines (scikit-learn, pyriemann): the decoders that win on small real data sets.
+
+Each pipeline takes the preprocessed signal (n, channels, times) — the same
+:class:`~.preprocessing.Preprocessor` path as the CNNs, with the ``time``
+representation — and ends in a classifier with ``predict_proba``:
+
+- ``lda_windowed``: the mean of each 50 ms window per channel, standardised,
+  shrinkage LDA (Ledoit-Wolf) with equal class priors: the classic ERP decoder.
+- ``logreg_windowed``: the same features, L2 logistic regression, balanced class weights.
+- ``riemann``: xDAWN-filtered ERP covariances (pyriemann ``XdawnCovariances``,
+  OAS shrinkage) -> tangent space -> logistic regression (the eeg-notebooks/MOABB pipeline).
+- ``logreg_power`` (Table 1): log of the averaged squared signal per channel,
+  computed before per-epoch standardisation (after it every channel's power is 1).
+- ``logreg_pca`` (Table 1): the whole signal, standardised, PCA to 64
+  components, logistic regression.
+
+Fitted pipelines are saved with skops (https://skops.readthedocs.io): unlike
+pickle, loading builds only the types the caller trusts, so a model file
+cannot run code. :func:`load_pipeline` trusts exactly the types eegloop's own
+pipelines are made of and refuses any other.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from ..errors import EegloopError
+
+__all__ = ["SKLEARN_METHODS", "make_pipeline_for", "save_pipeline", "load_pipeline", "WindowMeans", "LogPower",
+           "Flatten", "skip_reason"]
+
+SKLEARN_METHODS = ("lda_windowed", "logreg_windowed", "riemann", "logreg_power", "logreg_pca")
+_MAX_XDAWN_DIM = 96  # xDAWN super-trials beyond this (many classes) cost more than they give
+
+
+class WindowMeans(TransformerMixin, BaseEstimator):
+    """(n, ch, t) -> (n, ch * windows): the mean of each ``width`` samples, flattened."""
+
+    def __init__(self, width: int = 1):
+        self.width = width
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        X = np.asarray(X)
+        w = max(1, int(self.width))
+        n = max(1, X.shape[-1] // w)
+        return X[..., :n * w].reshape(X.shape[0], X.shape[1], n, -1).mean(-1).reshape(len(X), -1)
+
+
+class LogPower(TransformerMixin, BaseEstimator):
+    """(n, ch, t) -> (n, ch): log of the averaged squared signal (Table 1's first baseline)."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return np.log(np.mean(np.square(np.asarray(X, dtype=np.float64)), -1) + 1e-12)
+
+
+class Flatten(TransformerMixin, BaseEstimator):
+    """(n, ...) -> (n, features)."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        X = np.asarray(X)
+        return X.reshape(len(X), -1)
+
+
+def _xdawn_filters(n_chans: int, n_classes: int) -> int:
+    return max(0, min(4, n_chans, _MAX_XDAWN_DIM // (2 * n_classes)))
+
+
+def skip_reason(method: str, n_chans: int, n_classes: int) -> str | None:
+    """Why ``method`` is not worth fitting on this shape of data, or None."""
+    if method == "riemann" and _xdawn_filters(n_chans, n_classes) < 1:
+        return f"{n_classes} classes make xDAWN covariances larger than {_MAX_XDAWN_DIM} x {_MAX_XDAWN_DIM}"
+    return None
+
+
+def make_pipeline_for(method: str, sfreq: float, n_chans: int, n_classes: int, n_samples: int | None = None):
+    """An unfitted scikit-learn pipeline for ``method``."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    width = max(1, int(round(0.05 * sfreq)))  # 50 ms windows
+    lr = dict(max_iter=1000, class_weight="balanced")
+    if method == "lda_windowed":
+        return make_pipeline(WindowMeans(width), StandardScaler(),
+                             LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto",
+                                                        priors=np.full(n_classes, 1.0 / n_classes)))
+    if method == "logreg_windowed":
+        return make_pipeline(WindowMeans(width), StandardScaler(), LogisticRegression(C=1.0, **lr))
+    if method == "logreg_power":
+        return make_pipeline(LogPower(), StandardScaler(), LogisticRegression(C=1.0, **lr))
+    if method == "logreg_pca":
+        from sklearn.decomposition import PCA
+
+        k = 64 if n_samples is None else max(1, min(64, n_samples - 1))
+        return make_pipeline(Flatten(), StandardScaler(), PCA(k, random_state=0), LogisticRegression(C=1.0, **lr))
+    if method == "riemann":
+        from pyriemann.estimation import XdawnCovariances
+        from pyriemann.tangentspace import TangentSpace
+
+        nf = _xdawn_filters(n_chans, n_classes)
+        if nf < 1:
+            raise EegloopError(f"riemann: {skip_reason(method, n_chans, n_classes)}")
+        return make_pipeline(XdawnCovariances(nfilter=nf, estimator="oas"), TangentSpace(metric="riemann"),
+                             LogisticRegression(C=1.0, **lr))
+    raise ValueError(f"unknown pipeline {method!r}")
+
+
+def fit_pipeline(method: str, X: np.ndarray, y: np.ndarray, sfreq: float, n_classes: int):
+    """Fit ``method`` on (X, y); X is the ``time`` representation (n, ch, t)."""
+    pipe = make_pipeline_for(method, sfreq, X.shape[1], n_classes, len(X))
+    return pipe.fit(np.asarray(X, dtype=np.float64), y)
+
+
+def predict_pipeline(pipe, X: np.ndarray, n_classes: int) -> np.ndarray:
+    """Class probabilities (n, n_classes), zero for classes the pipeline never saw."""
+    p = np.zeros((len(X), n_classes))
+    p[:, pipe.classes_] = pipe.predict_proba(np.asarray(X, dtype=np.float64))
+    return p
+
+
+# skops trusts scikit-learn's own types; beyond them, exactly the types eegloop's pipelines are made of
+TRUSTED_TYPES = frozenset({
+    "eegloop.decoder.pipelines.WindowMeans", "eegloop.decoder.pipelines.LogPower",
+    "eegloop.decoder.pipelines.Flatten", "pyriemann.estimation.XdawnCovariances",
+    "pyriemann.spatialfilters.Xdawn", "pyriemann.tangentspace.TangentSpace",
+})
+
+
+def save_pipeline(pipe, path: Path) -> None:
+    import skops.io as sio
+
+    from .._files import private_file
+
+    private_file(path, create=True)
+    sio.dump(pipe, str(path))
+    private_file(path)
+
+
+def load_pipeline(path: Path):
+    """Load a pipeline saved by :func:`save_pipeline`; any type outside eegloop's own pipelines is refused."""
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(file=str(path))
+    except Exception as exc:  # a damaged or foreign file: one line, never a traceback
+        raise EegloopError(f"model file {path}: not a readable skops file ({type(exc).__name__})") from None
+    refused = [t for t in untrusted if t not in TRUSTED_TYPES]
+    if refused:
+        raise EegloopError(f"model file {path}: holds types eegloop does not load ({', '.join(refused[:5])})")
+    try:
+        return sio.load(str(path), trusted=untrusted)
+    except Exception as exc:
+        raise EegloopError(f"model file {path}: could not be loaded ({type(exc).__name__}: {exc})"[:400]) from None
+

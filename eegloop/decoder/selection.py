@@ -1,0 +1,166 @@
+"""Automatic model selection (``decoder.model: auto``): the best candidate on honest inner folds.
+
+The candidates (``decoder.candidates``, cheapest first) are cross-validated on
+the training epochs only, with folds that leave whole blocks (or runs) out —
+the same honesty rule as :func:`~.evaluation.evaluate`. The key metric is AUC
+for two classes and balanced accuracy otherwise; the winner is the cheapest
+candidate within one standard error of the best (the one-standard-error rule). A network candidate is first
+timed on a few batches; one whose folds would not end inside
+``decoder.select_budget_s`` is skipped and listed as skipped, never silently
+dropped. Where no honest fold exists (a blocked design, one class per block)
+nothing can be compared honestly: the protocol's own student is kept and the
+reason is stored.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from .._logging import logger
+from ..errors import EegloopError
+from ..protocol import Protocol
+from ..types import EpochSet
+from .evaluation import (Fitted, NoHonestFoldError, _key_metric, build_network, feature_key, fit_method,
+                         inner_validation, is_sklearn, make_folds, scores)
+
+__all__ = ["Selection", "select_model"]
+
+
+@dataclass
+class Selection:
+    """The outcome of a comparison: the winner, every candidate's score or why it was skipped."""
+
+    winner: str
+    metric: str
+    split: str
+    n_folds: int
+    candidates: dict = field(default_factory=dict)  # name -> {"score", "folds", "seconds"} or {"skipped": why}
+    note: str = ""
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"winner": self.winner, "metric": self.metric, "split": self.split, "n_folds": self.n_folds,
+                "candidates": self.candidates, "note": self.note, "seconds": round(self.seconds, 2)}
+
+    def describe(self) -> str:
+        rows = []
+        for name, c in self.candidates.items():
+            if "skipped" in c:
+                rows.append(f"  {name:<16} skipped: {c['skipped']}")
+            else:
+                mark = "  <- chosen" if name == self.winner else ""
+                rows.append(f"  {name:<16} {self.metric} {c['score']:.3f} (folds "
+                            f"{', '.join(f'{v:.2f}' for v in c['folds'])}; {c['seconds']:.1f} s){mark}")
+        head = (f"model selection on {self.n_folds} inner {self.split}-wise folds ({self.seconds:.1f} s): "
+                f"{self.winner}" if self.n_folds else f"model selection: {self.winner}")
+        return "\n".join([head + (f" — {self.note}" if self.note else "")] + rows)
+
+    def fit_winner(self, es: EpochSet, feats: dict, train_idx, protocol: Protocol, teacher_logits=None,
+                   seed: int = 0, progress=False) -> Fitted:
+        """Fit the winner on every training epoch (networks early-stop on an every-class inner split)."""
+        tr, va = inner_validation(es, np.asarray(train_idx), protocol.training.split, seed)
+        return fit_method(self.winner, es, feats, tr, va, protocol, teacher_logits, progress, seed)
+
+
+def _seconds_per_fit(method: str, X: np.ndarray, n_fit: int, n_classes: int, protocol: Protocol) -> float:
+    """Time a few training batches of a network and scale to a whole fit (an upper bound: every epoch)."""
+    import torch
+
+    from .training import set_threads, use_bf16
+
+    set_threads()
+    bs = min(protocol.training.batch_size, max(2, len(X)))
+    model = build_network(method, X[:bs], n_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=protocol.training.lr)
+    xb = torch.as_tensor(X[:bs])
+    yb = torch.as_tensor(np.arange(bs) % n_classes)
+    bf16 = use_bf16(protocol.training.precision, "cpu")
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(xb).float(), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    per_batch = float(np.median(times[1:]))
+    return per_batch * (n_fit / bs) * 1.15 * protocol.training.max_epochs  # + validation passes
+
+
+def select_model(es: EpochSet, protocol: Protocol, feats: dict, train_idx=None, teacher_logits=None,
+                 seed: int = 0, progress: Optional[Callable[[str], None]] = None,
+                 budget_s: float | None = None) -> Selection:
+    """Compare ``protocol.decoder.candidates`` on inner folds of ``train_idx`` and return the winner."""
+    from .pipelines import skip_reason
+
+    say = progress or (lambda _m: None)
+    dc = protocol.decoder
+    split = protocol.training.split
+    budget = dc.select_budget_s if budget_s is None else budget_s
+    idx = np.arange(len(es)) if train_idx is None else np.asarray(train_idx)
+    sub = es.subset(idx)
+    n_classes = len(es.classes)
+    metric = _key_metric(n_classes)
+    fallback = f"kd_{protocol.preprocessing.representation}"
+    t_start = time.perf_counter()
+    try:
+        folds = make_folds(sub, split, dc.inner_folds, seed)
+    except (NoHonestFoldError, EegloopError) as exc:
+        why = ("no honest inner fold (one class per block): candidates cannot be compared honestly"
+               if isinstance(exc, NoHonestFoldError) else str(exc))
+        logger.info("model selection: %s; keeping %s", why, fallback)
+        return Selection(fallback, metric, split, 0, {}, note=f"{why}; kept the protocol's {fallback}")
+    sel = Selection("", metric, split, len(folds))
+    yy = sub.y
+    for name in dc.candidates:
+        why = skip_reason(name, es.data.shape[1], n_classes)
+        if why:
+            sel.candidates[name] = {"skipped": why}
+            continue
+        X = feats[feature_key(name)]
+        if not is_sklearn(name):
+            n_fit = int(np.mean([len(tr) for tr, _ in folds]))
+            est = _seconds_per_fit(name, X[idx[:64]], n_fit, n_classes, protocol) * len(folds)
+            left = budget - (time.perf_counter() - t_start)
+            if est > left:
+                sel.candidates[name] = {"skipped": f"about {est:.0f} s for {len(folds)} folds, {max(left, 0):.0f} s "
+                                                   f"of decoder.select_budget_s left"}
+                say(f"selection: {name} skipped (about {est:.0f} s, {max(left, 0):.0f} s left)")
+                continue
+        t0 = time.perf_counter()
+        fold_scores = []
+        try:
+            for k, (tr_all, te) in enumerate(folds):
+                tr, va = inner_validation(sub, tr_all, split, seed + k)
+                # teacher logits, like feats, are indexed by position in ``es``
+                fitted = fit_method(name, es, feats, idx[tr], idx[va], protocol, teacher_logits, False, seed + k)
+                p = fitted.predict(X[idx[te]], n_classes)
+                fold_scores.append(scores(yy[te], p)[metric])
+        except (ValueError, np.linalg.LinAlgError) as exc:  # e.g. a covariance that is not positive definite
+            sel.candidates[name] = {"skipped": f"failed: {str(exc)[:120]}"}
+            continue
+        sel.candidates[name] = {"score": round(float(np.nanmean(fold_scores)), 4),
+                                "folds": [round(float(v), 4) for v in fold_scores],
+                                "seconds": round(time.perf_counter() - t0, 2)}
+        say(f"selection: {name} {metric} {np.nanmean(fold_scores):.3f} ({time.perf_counter() - t0:.1f} s)")
+    scored = {n: c["score"] for n, c in sel.candidates.items() if "score" in c}
+    if not scored:
+        sel.winner, sel.note = fallback, f"no candidate could be scored; kept the protocol's {fallback}"
+    else:
+        # the one-standard-error rule (Breiman et al. 1984; Hastie et al., ESL 7.10): the cheapest candidate
+        # whose score is within one standard error of the best. On small data inner-fold scores are noisy,
+        # and a tie broken by noise towards a costlier model is a loss on new blocks.
+        best = max(scored, key=scored.get)
+        folds_best = np.asarray(sel.candidates[best]["folds"], float)
+        se = float(np.nanstd(folds_best, ddof=1) / np.sqrt(len(folds_best))) if len(folds_best) > 1 else 0.0
+        sel.winner = next(n for n in dc.candidates if n in scored and scored[n] >= scored[best] - se)
+        if sel.winner != best:
+            sel.note = (f"{best} scored highest ({scored[best]:.3f}); {sel.winner} is within one standard error "
+                        f"({se:.3f}) and cheaper")
+    sel.seconds = time.perf_counter() - t_start
+    logger.info("model selection: %s", sel.to_json())
+    return sel
