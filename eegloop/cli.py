@@ -201,20 +201,72 @@ def cmd_record(args) -> int:
 
 # -- decoder ------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from .decoder import quick_train
+    from .decoder import honest_estimate, quick_train
 
     db = _db(args, create=False)
     res = quick_train(db, args.subject, args.sessions, progress=True, use_teacher=not args.no_teacher)
     m = res.metrics
     held = m["heldout"]
     extra = f", auc {held['auc']:.3f} (chance 0.500)" if "auc" in held else ""
-    teacher = f"teacher accuracy {m['teacher_top1']:.3f}" if m.get("teacher_top1") is not None else "no teacher (alpha 1)"
+    sel = m["selection"]
     print(f"model {res.model_id}: {res.path}")
-    print(f"trained in {m['seconds']:.1f} s on {m['n_train']} epochs ({m['epochs_run']} epochs run, best "
-          f"{m['best_epoch']}; {m['device']}, {m['threads']} threads; {teacher})")
-    print(f"held-out whole {m['split']}s ({m['n_heldout']} epochs): top1 {held['top1']:.3f} "
-          f"(chance {m['chance_top1']:.3f}){extra}")
+    if sel.get("n_folds"):
+        print(f"decoder: {m['method']}, chosen on {sel['n_folds']} inner {sel['split']}-wise folds by {sel['metric']}"
+              + (f" ({sel['note']})" if sel.get("note") else ""))
+        for name, c in sel["candidates"].items():
+            print(f"  {name:<16} " + (f"skipped: {c['skipped']}" if "skipped" in c else
+                                      f"{sel['metric']} {c['score']:.3f} ({c['seconds']:.1f} s)"))
+    else:
+        print(f"decoder: {m['method']}" + (f" ({sel['note']})" if sel.get("note") else ""))
+    rej = m["rejection"]
+    if rej["rejected"]:
+        print(f"artifacts: {rej['rejected']} of {rej['rejected'] + rej['kept']} epochs dropped "
+              f"(epochs.reject_uv {rej['reject_uv']}, flat_uv {rej['flat_uv']})")
+    if m.get("epochs_run") is not None:
+        teacher = (f"teacher accuracy {m['teacher_top1']:.3f}" if m.get("teacher_top1") is not None
+                   else "no teacher (alpha 1)")
+        print(f"trained in {m['seconds']:.1f} s on {m['n_train']} epochs ({m['epochs_run']} epochs run, best "
+              f"{m['best_epoch']}; {m['device']}, {m['threads']} threads; {teacher})")
+    else:
+        print(f"trained in {m['seconds']:.1f} s on {m['n_train'] + m['n_heldout']} epochs")
+    es = m["early_stopping"]
+    what = "early-stopping set" if m.get("epochs_run") is not None else "held-out set (then refitted on all)"
+    print(f"{what}, {es['how']} ({m['n_heldout']} epochs): top1 {held['top1']:.3f} "
+          f"(chance {m['chance_top1']:.3f}){extra}" + (" — optimistic, not an honest estimate"
+                                                        if es["optimistic"] else ""))
+    est = honest_estimate(db, args.subject, m["method"])
+    if est:
+        print(est)
+    else:
+        print(f"honest estimate: run `eegloop evaluate --subject {args.subject}` (whole blocks left out)")
     return 0
+
+
+def _evaluate_one(db, subject, args, say):
+    import numpy as np
+
+    from .decoder import evaluate, fit_teacher, subject_protocol
+    from .decoder.evaluation import BASELINES, main_method
+    from .errors import ModelNotAvailableError
+
+    proto, sids = subject_protocol(db, subject, args.sessions)
+    es = db.load_epochs(subject, sids)
+    es = es.subset(np.flatnonzero(es.blocks < 10_000))  # recording blocks, not feedback trials
+    methods = [main_method(proto)]
+    if args.baselines:
+        methods += [m for m in BASELINES if m not in methods]
+    if args.methods:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    teacher = None
+    if any(m.startswith("kd") or m == "auto" for m in methods):
+        try:
+            teacher = fit_teacher(db, proto, es)
+        except ModelNotAvailableError as exc:
+            print(f"eegloop: warning: {exc}", file=sys.stderr)
+    rep = evaluate(es, proto, methods=methods, split=args.split, n_folds=args.folds,
+                   shuffle_labels=args.shuffle_labels, teacher=teacher, progress=say,
+                   permutations=args.permutations)
+    return rep, sids
 
 
 def cmd_evaluate(args) -> int:
@@ -222,37 +274,49 @@ def cmd_evaluate(args) -> int:
     from datetime import datetime
 
     from ._files import private_dir, write_private_text
-    from .decoder import evaluate, fit_teacher, subject_protocol
-    from .decoder.evaluation import BASELINES, main_method
-    from .errors import ModelNotAvailableError
+    from .errors import EegloopError
 
     db = _db(args, create=False)
-    proto, sids = subject_protocol(db, args.subject, args.sessions)
-    es = db.load_epochs(args.subject, sids)
-    methods = [main_method(proto)]
-    if args.baselines:
-        methods += [m for m in BASELINES if m not in methods]
-    if args.methods:
-        methods = args.methods.split(",")
-    teacher = None
-    if any(m.startswith("kd") for m in methods):
-        try:
-            teacher = fit_teacher(db, proto, es)
-        except ModelNotAvailableError as exc:
-            print(f"eegloop: warning: {exc}", file=sys.stderr)
+    if args.permutations < 0 or args.permutations > 10_000:
+        raise EegloopError(f"--permutations: 0 to 10000, got {args.permutations}")
+    if args.folds is not None and not 2 <= args.folds <= 1000:
+        raise EegloopError(f"--folds: 2 to 1000, got {args.folds}")
+    known = [s.code for s in db.list_subjects()]
+    if args.all:
+        subjects = known
+    elif args.subjects:
+        subjects = [c.strip() for c in args.subjects.split(",") if c.strip()]
+    else:
+        subjects = [args.subject]
+    missing = [c for c in subjects if c not in known]
+    if missing or not subjects:
+        raise EegloopError(f"--subjects: unknown subject {missing[0]!r}" if missing else "no subjects in the database")
     say = None if args.json else (lambda m: print(m, flush=True))
-    rep = evaluate(es, proto, methods=methods, split=args.split, n_folds=args.folds,
-                   shuffle_labels=args.shuffle_labels, teacher=teacher, progress=say)
     out = private_dir(db.data_dir / "reports")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    full = {**rep.to_json(), "subject": args.subject, "sessions": sids, "summary": rep.summary(),
-            "folds": rep.methods, "confusion": rep.confusion, "classes": rep.classes, "chance": rep.chance,
-            "notes": rep.notes}
-    write_private_text(out / f"evaluation-{args.subject}-{stamp}.json", json.dumps(full, indent=1))
-    if args.json:
-        print(json.dumps(rep.to_json()))
-    else:
-        print(rep.table())
+    reports = {}
+    for subject in subjects:
+        if len(subjects) > 1 and say:
+            say(f"== {subject} ==")
+        rep, sids = _evaluate_one(db, subject, args, say)
+        reports[subject] = rep
+        full = {**rep.to_json(), "subject": subject, "sessions": sids, "summary": rep.summary(),
+                "folds": rep.methods, "confusion": rep.confusion, "classes": rep.classes, "chance": rep.chance,
+                "notes": rep.notes}
+        write_private_text(out / f"evaluation-{subject}-{stamp}.json", json.dumps(full, indent=1))
+        if len(subjects) == 1:
+            if args.json:
+                print(json.dumps(rep.to_json()))
+            else:
+                print(rep.table())
+            return 0
+        if say:
+            print(rep.table())
+    from .decoder.evaluation import across_subjects
+
+    table, summary = across_subjects(reports)
+    write_private_text(out / f"evaluation-across-{stamp}.json", json.dumps(summary, indent=1))
+    print(json.dumps(summary) if args.json else table)
     return 0
 
 
@@ -446,14 +510,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_train)
 
     c = sub.add_parser("evaluate", parents=[common], help="cross-validate by whole blocks/runs, chance beside")
-    c.add_argument("--subject", required=True)
+    who = c.add_mutually_exclusive_group(required=True)
+    who.add_argument("--subject")
+    who.add_argument("--subjects", help="comma-separated subjects: the paper's table, mean (std) across them")
+    who.add_argument("--all", action="store_true", help="every subject in the database")
+    c.add_argument("--permutations", type=int, default=0,
+                   help="label-shuffled refits per method and subject for a permutation p-value (e.g. 100)")
     c.add_argument("--sessions", type=int, nargs="+")
     c.add_argument("--split", choices=["block", "run", "random"], default=None,
                    help="folds leave whole blocks/runs out (default: the protocol's); random is INFLATED")
     c.add_argument("--folds", type=int, default=None)
     c.add_argument("--shuffle-labels", action="store_true", help="permutation control: should score at chance")
     c.add_argument("--baselines", action="store_true", help="also the paper's baselines (Table 1)")
-    c.add_argument("--methods", help="comma-separated methods instead (e.g. kd_stft,logreg_windowed)")
+    c.add_argument("--methods", help="comma-separated methods instead (e.g. auto,riemann,kd_stft)")
     c.add_argument("--json", action="store_true", help="print the results as one JSON line")
     c.set_defaults(func=cmd_evaluate)
 

@@ -214,7 +214,8 @@ class TrainingConfig:
     split: Literal["block", "run"] = _f("block", doc="cross-validation folds by whole block or whole run")
     n_folds: int = _f(5, ge=2, le=1000, doc="number of folds")
     precision: Literal["auto", "fp32", "bf16"] = _f(
-        "auto", doc="auto: bfloat16 autocast where the hardware has it (CUDA, CPUs with AMX/AVX512-BF16), else fp32")
+        "auto", doc="auto: where the hardware has bfloat16 (CUDA, CPUs with AMX/AVX512-BF16), a few training steps "
+                    "are timed both ways and the faster is used; else fp32")
     quick_train_after_min: Optional[float] = _f(
         None, gt=0, le=1440, doc="start the quick-train after this many minutes of data; null: after the recording runs"
     )
@@ -255,6 +256,9 @@ class FeedbackConfig:
         "bank", doc="live: generate per trial; bank: pre-generate per class; stimulus: show a held-out image"
     )
     bank_per_class: int = _f(4, ge=1, le=1000, doc="images per class in bank mode")
+    cue_share: float = _f(0.1, ge=0, le=0.5, doc="share of each class's images kept out of quick-train and used as "
+                                                 "the feedback cues, so feedback accuracy is an honest online "
+                                                 "estimate; 0: cues may be training images (said in the report)")
     display_s: float = _f(1.5, gt=0, le=60, doc="how long the feedback image stays on screen")
     seed: int = _f(0, ge=0, lt=2**32, doc="generation seed")
 

@@ -99,7 +99,12 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
         sec.append(f"<h2>Decoding ({_e(ev['split'])}-wise cross-validation, {_e(ev['n_folds'])} folds, "
                    f"{_e(ev['n_epochs'])} epochs)</h2>{banner}"
                    f"<p class='big'>top-1 {s['top1']:.3f} ± {s['top1_std']:.3f} — chance {ev['chance']['chance_top1']:.3f}"
-                   + (f" — AUC {s['auc']:.3f} (chance 0.5)" if "auc" in s else "") + "</p>")
+                   + (f" — balanced accuracy {s['balanced_accuracy']:.3f} (chance "
+                      f"{ev['chance'].get('chance_balanced_accuracy', 1 / len(classes)):.3f})"
+                      if "balanced_accuracy" in s else "")
+                   + (f" — AUC {s['auc']:.3f} (chance 0.5)" if "auc" in s else "") + "</p>"
+                   + (f"<p>{_e(main)}: the whole model selection ran inside each fold, on its training blocks only; "
+                      f"chosen per fold: {_e(', '.join(ev['selected']))}</p>" if ev.get("selected") else ""))
         cm = np.array(ev["confusion"][main], float)
         fig, ax = plt.subplots(figsize=(4.5, 4))
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -128,7 +133,7 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
         if len(ev["summary"]) > 1:
             from .decoder.evaluation import PAPER_NAMES
 
-            metrics = [k for k in ("top1", "top3", "top5", "f1", "kappa", "auc") if k in s]
+            metrics = [k for k in ("top1", "balanced_accuracy", "top3", "top5", "f1", "kappa", "auc") if k in s]
             rows = [[PAPER_NAMES.get(m, m)] + [f"{v[k]:.3f} ({v[k + '_std']:.3f})" for k in metrics]
                     for m, v in ev["summary"].items()]
             ch = ev["chance"]
@@ -147,13 +152,51 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
         if meta_path.is_file():
             hist = json.loads(meta_path.read_text()).get("metrics", {}).get("history", [])
         held = m.metrics.get("heldout", {})
-        sec.append(f"<h2>Quick-train (model {m.id})</h2><p>{m.metrics.get('seconds', 0):.1f} s on "
+        es_info = m.metrics.get("early_stopping") or {}
+        sec.append(f"<h2>Quick-train (model {m.id}: {_e(m.metrics.get('method', m.kind))})</h2><p>"
+                   f"{m.metrics.get('seconds', 0):.1f} s on "
                    f"{_e(m.metrics.get('n_train'))} epochs, {_e(m.metrics.get('device'))} "
                    f"({_e(m.metrics.get('precision', 'fp32'))}), {_e(m.metrics.get('epochs_run'))} epochs run (best "
-                   f"{_e(m.metrics.get('best_epoch'))}); held-out whole {_e(m.metrics.get('split'))}s: top-1 {held.get('top1', float('nan')):.3f} (chance "
-                   f"{m.metrics.get('chance_top1', float('nan')):.3f}); teacher "
+                   f"{_e(m.metrics.get('best_epoch'))}); held out ({_e(es_info.get('how', 'whole ' + str(m.metrics.get('split')) + 's'))}): "
+                   f"top-1 {held.get('top1', float('nan')):.3f} (chance "
+                   f"{m.metrics.get('chance_top1', float('nan')):.3f})"
+                   f"{' — optimistic, not an honest estimate' if es_info.get('optimistic') else ''}; teacher "
                    f"{'%.3f' % m.metrics['teacher_top1'] if m.metrics.get('teacher_top1') is not None else 'none (alpha 1)'}"
                    "</p>")
+        sel = m.metrics.get("selection") or {}
+        if sel.get("candidates"):
+            rows = [[name, ("chosen" if name == sel.get("winner") else ""),
+                     c.get("skipped") and f"skipped: {c['skipped']}" or f"{c['score']:.3f}",
+                     ", ".join(f"{v:.3f}" for v in c.get("folds", [])), c.get("seconds", "")]
+                    for name, c in sel["candidates"].items()]
+            scored = {n: c for n, c in sel["candidates"].items() if "score" in c}
+            if scored:
+                fig, ax = plt.subplots(figsize=(5, 2.6))
+                names_ = list(scored)
+                ax.barh(range(len(names_)), [scored[n]["score"] for n in names_],
+                        color=["#cc6677" if n == sel.get("winner") else "#4477aa" for n in names_])
+                for i, n in enumerate(names_):
+                    ax.plot(scored[n]["folds"], [i] * len(scored[n]["folds"]), "k.", ms=4)
+                ax.set_yticks(range(len(names_)), names_, fontsize=8)
+                chance_sel = 0.5 if sel.get("metric") == "auc" else 1 / max(len(m.metrics.get("rejection", {}).get(
+                    "by_class", {})) or 2, 2)
+                ax.axvline(chance_sel, color="r", ls="--", label="chance")
+                ax.set_xlabel(str(sel.get("metric")))
+                ax.legend(fontsize=7)
+                ax.set_title("model selection: inner folds (dots), chosen in red")
+                sec.append(_fig(_png(fig), "model selection: each candidate's inner-fold score"))
+            sec.append(f"<h3>Model selection ({_e(sel.get('n_folds'))} inner {_e(sel.get('split'))}-wise folds, "
+                       f"{_e(sel.get('metric'))})</h3>" + _table(rows, ["candidate", "", sel.get("metric", "score"),
+                                                                          "folds", "seconds"])
+                       + (f"<p class='note'>{_e(sel['note'])}</p>" if sel.get("note") else ""))
+        elif sel.get("note"):
+            sec.append(f"<p class='note'>model: {_e(sel['note'])}</p>")
+        rej = m.metrics.get("rejection") or {}
+        if rej.get("by_class") and (rej.get("reject_uv") is not None or rej.get("flat_uv") is not None):
+            rows = [[c, v["kept"], v["peak_to_peak"], v["flat"]] for c, v in rej["by_class"].items()]
+            sec.append(f"<h3>Artifact rejection: {_e(rej['rejected'])} of {_e(rej['rejected'] + rej['kept'])} epochs "
+                       f"(peak-to-peak &gt; {_e(rej['reject_uv'])} µV, flat &lt; {_e(rej['flat_uv'])} µV)</h3>"
+                       + _table(rows, ["class", "kept", "peak-to-peak", "flat"]))
         if hist:
             ep = [h["epoch"] for h in hist]
             fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3))
@@ -227,8 +270,15 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
         ax.set_ylabel("ms after epoch complete")
         ax.set_title("feedback latency per stage")
         n_classes = len(fts[0].probabilities)
+        held_cues = None
+        if info.info.get("model_id"):
+            held_cues = db.get_model(info.info["model_id"]).metrics.get("feedback_cues_held_out")
+        honesty = (f" The cues were images kept out of quick-train ({held_cues} epochs of them held out): an "
+                   "honest online estimate." if held_cues else
+                   " The cues may be images the decoder was trained on (feedback.cue_share 0 or no stimulus "
+                   "images): not an honest estimate.")
         sec.append(f"<h2>Feedback ({_e(', '.join(map(str, modes)))} mode)</h2><p>{correct}/{len(fts)} decoded as shown "
-                   f"(chance {1 / n_classes:.2f}). Median latency from epoch complete: "
+                   f"(chance {1 / n_classes:.2f}).{honesty} Median latency from epoch complete: "
                    + ", ".join(f"{k.replace('_ms', '')} {np.nanmedian(d):.1f} ms" for k, d in zip(stages, data))
                    + "</p>" + _fig(_png(fig), "feedback latency per stage (ms after the epoch was complete)"))
         cells = []

@@ -19,7 +19,7 @@ from ._logging import logger
 from .errors import ProtocolError
 from .protocol import Protocol
 
-__all__ = ["Stimulus", "StimulusSet", "load_stimuli", "synthesize_stimuli", "SYNTH_CLASSES", "file_sha256"]
+__all__ = ["Stimulus", "StimulusSet", "load_stimuli", "synthesize_stimuli", "SYNTH_CLASSES", "file_sha256", "cue_images"]
 
 #: classes the procedural generator can draw: id -> display name (used in prompts)
 SYNTH_CLASSES: dict[str, str] = {
@@ -244,3 +244,18 @@ def synthesize_stimuli(out: str | Path, classes: dict[str, str] | int, per_class
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
             images.append(Stimulus(path=path, class_id=cid, sha256=file_sha256(path)))
     return StimulusSet(classes=dict(classes), images=tuple(images), root=out)
+
+
+def cue_images(stimuli, share: float) -> dict:
+    """Class id -> the images kept out of quick-train to be the feedback cues (``feedback.cue_share``).
+
+    Chosen by content (the smallest sha256 values of each class), so training and feedback, run in
+    different processes or on different days, pick the same images. Empty when ``share`` is 0.
+    """
+    if share <= 0:
+        return {}
+    out = {}
+    for c, imgs in stimuli.by_class().items():
+        ranked = sorted(imgs, key=lambda s: s.sha256 or str(s.path))
+        out[c] = ranked[:max(1, int(round(share * len(ranked))))]
+    return out

@@ -56,7 +56,7 @@ def test_demo_end_to_end(tmp_path, display):
     assert s["timing"]["stim_duration_ms_max_abs_error"] == pytest.approx(worst, abs=0.05)  # frame rate is rounded
     ev = info.info["evaluation"]
     assert s["training"]["split"] == ev["split"] == "block"
-    assert s["training"]["top1"] == pytest.approx(ev["summary"]["kd_stft"]["top1"], abs=1e-4)
+    assert s["training"]["top1"] == pytest.approx(ev["summary"][ev["main_method"]]["top1"], abs=1e-4)
     assert s["training"]["chance_top1"] == pytest.approx(0.25)
     fts = db.get_feedback_trials(sid)
     assert s["feedback"]["trials"] == len(fts) == 4
@@ -65,9 +65,18 @@ def test_demo_end_to_end(tmp_path, display):
     assert s["feedback"]["latency_ms"]["to_screen_median"] == pytest.approx(
         np.median([f.latencies["to_screen_ms"] for f in fts]))
     page = (out / "report.html").read_text()
-    for needle in ("confusion matrix", "per-class accuracy", "training curves", "stimulus timing",
+    for needle in ("confusion matrix", "per-class accuracy", "model selection", "stimulus timing",
                    "Recording", "feedback latency", "decoded"):
         assert needle in page or needle in page.lower(), needle
+    model = db.get_model(info.info["model_id"])
+    if model.metrics.get("epochs_run") is not None:  # a network: its training curves are shown
+        assert "training curves" in page
+    # the feedback cues are images kept out of quick-train: the feedback accuracy is an honest estimate
+    assert model.metrics["feedback_cues_held_out"] > 0 and "honest online estimate" in page
+    cue_images = {e.image for e in db.get_epochs(sid) if e.block >= 10_000}
+    assert cue_images and sum(e.image in cue_images for e in epochs) <= model.metrics["feedback_cues_held_out"]
+    assert len(epochs) - model.metrics["feedback_cues_held_out"] == (
+        model.metrics["n_train"] + model.metrics["n_heldout"] + model.metrics["rejection"]["rejected"])
     assert page.count("data:image/png;base64,") >= 6  # self-contained: images embedded
     assert (out / "raw").is_dir() and list((out / "raw").rglob("*.vhdr"))
 

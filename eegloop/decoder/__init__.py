@@ -27,7 +27,7 @@ from ..types import Epoch, EpochSet
 from .evaluation import EvalReport, NoHonestFoldError, evaluate
 from .preprocessing import Preprocessor
 
-__all__ = ["quick_train", "load_decoder", "OnlineDecoder", "TrainedModel", "evaluate", "EvalReport",
+__all__ = ["quick_train", "load_decoder", "OnlineDecoder", "TrainedModel", "evaluate", "EvalReport", "honest_estimate",
            "NoHonestFoldError", "Preprocessor", "fit_teacher", "subject_protocol", "save_model"]
 
 
@@ -131,6 +131,8 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
     es = db.load_epochs(subject, sids)
     es = es.subset(np.flatnonzero(es.blocks < 10_000))  # recording blocks only, not feedback trials
     held_cues = set(exclude_images or ())
+    if not held_cues and protocol.feedback.cue_share > 0 and any(es.images):
+        held_cues = _feedback_cues(protocol)
     n_cues = 0
     if held_cues:
         keep = np.array([im not in held_cues for im in es.images])
@@ -164,9 +166,15 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
     method = sel.winner
     split = inner_validation(es, np.arange(len(es)), protocol.training.split, protocol.training.seed)
     tr, va = split
-    fitted = fit_method(method, es, feats, tr, va, protocol, tl, progress=progress, seed=protocol.training.seed)
     X = feats[feature_key(method)]
-    held = scores(es.y[va], fitted.predict(X[va], len(es.classes)))
+    if is_sklearn(method):  # no early stopping: score the held-out part with a fit without it, then refit on all
+        probe = fit_method(method, es, feats, tr, tr, protocol)
+        held = scores(es.y[va], probe.predict(X[va], len(es.classes)))
+        every = np.arange(len(es))
+        fitted = fit_method(method, es, feats, every, every, protocol)
+    else:
+        fitted = fit_method(method, es, feats, tr, va, protocol, tl, progress=progress, seed=protocol.training.seed)
+        held = scores(es.y[va], fitted.predict(X[va], len(es.classes)))
     ch = chance_levels(es.subset(va))
     info = fitted.info
     metrics = {"method": method, "heldout": held, **ch, "split": protocol.training.split,
@@ -255,3 +263,45 @@ def load_decoder(db, subject: str, device: str = "cpu") -> tuple[OnlineDecoder, 
     """The subject's latest model, ready for online decoding; returns (decoder, model id)."""
     rec = db.latest_model(subject)
     return OnlineDecoder(db.abspath(rec.checkpoint_path), device), rec.id
+
+
+def honest_estimate(db, subject: str, method: str | None = None) -> str | None:
+    """One line with the subject's latest cross-validated score (whole blocks out), or None if there is none.
+
+    Looks at the evaluations ``eegloop evaluate`` wrote (``reports/evaluation-<subject>-*.json``) and the one a
+    visit stored with its session; ``auto`` (what quick-train runs) is preferred, else ``method``.
+    """
+    found = []
+    for f in (db.data_dir / "reports").glob(f"evaluation-{subject}-*.json"):
+        try:
+            found.append((f.stat().st_mtime, json.loads(f.read_text())))
+        except (OSError, ValueError):
+            continue
+    for s in db.list_sessions(subject):
+        ev = (s.info or {}).get("evaluation")
+        if isinstance(ev, dict) and "summary" in ev:
+            found.append((s.started_at.timestamp(), ev))
+    for _, ev in sorted(found, key=lambda t: -t[0]):
+        if ev.get("inflated") or ev.get("shuffled_labels"):
+            continue
+        summ = ev.get("summary") or {}
+        for m in ("auto", method):
+            if m and m in summ:
+                s = summ[m]
+                key = "auc" if "auc" in s else "balanced_accuracy" if "balanced_accuracy" in s else "top1"
+                chance = {"auc": 0.5}.get(key, (ev.get("chance") or {}).get(f"chance_{key}", ev.get("chance_top1")))
+                return (f"honest estimate ({m}, {ev.get('split')}-wise folds, evaluate): {key} {s[key]:.3f}"
+                        + (f" (chance {chance:.3f})" if chance is not None else ""))
+    return None
+
+
+def _feedback_cues(protocol: Protocol) -> set:
+    """sha256 of the images the feedback block will use as cues (``feedback.cue_share``): kept out of training."""
+    from ..stimuli import cue_images, load_stimuli
+
+    try:
+        stimuli = load_stimuli(protocol, check_design=False)
+    except (EegloopError, OSError) as exc:  # imported data without the image folder: nothing to hold out
+        logger.info("feedback cues not held out: %s", exc)
+        return set()
+    return {s.sha256 for imgs in cue_images(stimuli, protocol.feedback.cue_share).values() for s in imgs}

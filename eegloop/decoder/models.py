@@ -17,6 +17,15 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def scaled(width: int, n_chans: int) -> int:
+    """The paper's layer width for 32+ input channels, narrower (down to a quarter) for fewer.
+
+    The paper's widths were chosen for 128-channel EEG; at 4 channels (a Muse headband) they only add
+    cost: a 1-D CNN of width 208 took 3 minutes to cross-validate 350 four-channel epochs on 2 cores.
+    """
+    return max(8, int(round(width * min(1.0, max(0.25, n_chans / 32)))))
+
+
 class _ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: tuple[int, int]):
         super().__init__()
@@ -46,17 +55,19 @@ class ResidualCNN(nn.Module):
     ----------
     n_chans, n_outputs, n_freqs, n_times : int
         Input planes, classes, and the image's size.
-    widths : tuple of int
-        Filters of the stem and of each residual stage.
+    widths : tuple of int | None
+        Filters of the stem and of each residual stage; None: the paper's (64, 128, 224) from 32
+        input planes up, narrower below (:func:`scaled`).
     dropout : float
     """
 
     kind = "residual_cnn"
 
     def __init__(self, n_chans: int, n_outputs: int, n_freqs: int, n_times: int,
-                 widths: tuple = (64, 128, 224), dropout: float = 0.3):
+                 widths: tuple | None = None, dropout: float = 0.3):
         super().__init__()
         self.n_chans, self.n_outputs, self.n_freqs, self.n_times = n_chans, n_outputs, n_freqs, n_times
+        widths = widths or tuple(scaled(w, n_chans) for w in (64, 128, 224))
         self.widths, self.dropout = tuple(widths), dropout
         w0, w1, w2 = widths
         self.input_norm = nn.BatchNorm2d(n_chans)
@@ -78,10 +89,11 @@ class LSTMNet(nn.Module):
 
     kind = "lstm"
 
-    def __init__(self, n_chans: int, n_outputs: int, n_times: int, hidden: int = 184, layers: int = 4,
+    def __init__(self, n_chans: int, n_outputs: int, n_times: int, hidden: int | None = None, layers: int = 4,
                  dropout: float = 0.3, downsample: int = 4):
         super().__init__()
         self.n_chans, self.n_outputs, self.n_times = n_chans, n_outputs, n_times
+        hidden = hidden or scaled(184, n_chans)
         self.hidden, self.layers, self.dropout, self.downsample = hidden, layers, dropout, downsample
         self.pool = nn.AvgPool1d(downsample) if downsample > 1 else nn.Identity()
         self.lstm = nn.LSTM(n_chans, hidden, num_layers=layers, batch_first=True, dropout=dropout)
@@ -102,8 +114,9 @@ class Conv1DNet(nn.Module):
 
     kind = "conv1d"
 
-    def __init__(self, n_chans: int, n_outputs: int, n_times: int, width: int = 208, dropout: float = 0.3):
+    def __init__(self, n_chans: int, n_outputs: int, n_times: int, width: int | None = None, dropout: float = 0.3):
         super().__init__()
+        width = width or scaled(208, n_chans)
         self.n_chans, self.n_outputs, self.n_times, self.width, self.dropout = n_chans, n_outputs, n_times, width, dropout
         layers, c = [nn.BatchNorm1d(n_chans)], n_chans
         for k in range(4):

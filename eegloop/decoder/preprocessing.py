@@ -19,7 +19,7 @@ offline); then the representation the student expects:
 - ``erp``: the filtered signal averaged in bins of ``erp_bin_ms`` -> (channels, 1, bins):
   slow evoked responses (N170, P300) that a magnitude spectrum would lose.
 - ``time``: the filtered, standardised signal -> (channels, times) (time-domain baselines).
-- ``image``: the same signal as one 2-D picture -> (1, channels, times), time binned to at most 255
+- ``image``: the same signal as one 2-D picture -> (1, channels, times), time binned to at most 64
   points (Table 1's CNN on raw EEG).
 
 :func:`preprocess` takes (n, channels, times) and returns float32 features;
@@ -156,7 +156,7 @@ class Preprocessor:
         if self.representation == "erp":
             return (n_chans, 1, L // self._bin())
         if self.representation == "image":
-            return (1, n_chans, L // max(1, L // 128))
+            return (1, n_chans, L // max(1, -(-L // 64)))
         return (n_chans, L)
 
     def _bin(self) -> int:
@@ -205,8 +205,8 @@ class Preprocessor:
     def _represent(self, x: np.ndarray) -> np.ndarray:
         if self.representation == "time":
             return x.astype(np.float32)
-        if self.representation == "image":  # the raw signal as one 2-D picture: channels x (at most 255) times
-            b = max(1, x.shape[-1] // 128)
+        if self.representation == "image":  # the raw signal as one 2-D picture: channels x (at most 64) times
+            b = max(1, -(-x.shape[-1] // 64))
             n = x.shape[-1] // b
             return x[..., :n * b].reshape(x.shape[:-1] + (n, b)).mean(-1)[..., None, :, :].astype(np.float32)
         if self.representation == "erp":

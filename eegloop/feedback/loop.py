@@ -45,11 +45,13 @@ class FeedbackResult:
     rows: list = field(default_factory=list)
 
 
-def _choose_trials(stimuli, n: int, seed: int, trial_offset: int):
-    """Class-balanced stimuli for the feedback trials, seeded, no class twice in a row where possible."""
+def _choose_trials(stimuli, n: int, seed: int, trial_offset: int, cues: dict | None = None):
+    """Class-balanced stimuli for the feedback trials, seeded, no class twice in a row where possible.
+
+    With ``cues`` (:func:`cue_images`), each class's cue is one of its held-out images."""
     rng = np.random.default_rng(seed + 17)
     classes = list(stimuli.classes)
-    by = stimuli.by_class()
+    by = {c: (cues or {}).get(c) or v for c, v in stimuli.by_class().items()}
     seq = []
     while len(seq) < n:
         order = list(rng.permutation(classes))
@@ -161,7 +163,9 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
         rec.begin_run(run_index)
         from psychopy import visual
 
-        plan = _choose_trials(stimuli, n_trials, fb.seed, trial_offset)
+        from ..stimuli import cue_images
+
+        plan = _choose_trials(stimuli, n_trials, fb.seed, trial_offset, cue_images(stimuli, fb.cue_share))
         wanted = {t for t, _, _ in plan}
         decoded: "queue.Queue" = queue.Queue()
         stop = threading.Event()

@@ -1,0 +1,173 @@
+"""Seconds and scores per method: real faces/houses EEG, and simulated data of the paper's size.
+
+    python benchmarks/bench_evaluate.py n170 [--data ../shared/data/n170] [--methods auto,riemann,...]
+        [--permutations 0] [--baselines]
+    python benchmarks/bench_evaluate.py sim [--epochs-data 2000] [--channels 128] [--classes 40] [--methods auto]
+
+``n170``: every subject folder under --data is imported with protocols/n170.yaml (4 Muse channels,
+1-30 Hz, artifact rejection at 50 µV); folds leave one file out, or 5 block-wise folds where a subject
+has one file. Beside eegloop's methods the script fits the peer pipeline itself — pyriemann's
+XdawnCovariances(estimator='oas') + TangentSpace + LogisticRegression, as in the eeg-notebooks N170
+decoding example — on exactly the same epochs and folds. Prints AUC, balanced accuracy, permutation
+p-value and seconds per subject and method; the last line is JSON.
+
+``sim``: the virtual amplifier rendered offline, interleaved design, block-wise folds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def peer_pipeline(es, proto, folds, permutations: int, seed: int = 0) -> dict:
+    """xDAWN covariances + tangent space + LR (pyriemann), on eegloop's preprocessed signal and folds."""
+    from pyriemann.estimation import XdawnCovariances
+    from pyriemann.tangentspace import TangentSpace
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.pipeline import make_pipeline
+
+    from eegloop.decoder.evaluation import permutation_pvalue
+    from eegloop.decoder.preprocessing import Preprocessor
+
+    pre = Preprocessor.from_protocol(proto.preprocessing, proto.epochs, es.sfreq, es.tmin).with_representation("time")
+    X = pre(es.data).astype(np.float64)
+    t0 = time.perf_counter()
+
+    def run(y):
+        aucs, bals = [], []
+        for tr, te in folds:
+            clf = make_pipeline(XdawnCovariances(nfilter=min(4, X.shape[1]), estimator="oas"), TangentSpace(),
+                                LogisticRegression(max_iter=1000)).fit(X[tr], y[tr])
+            p = clf.predict_proba(X[te])[:, 1]
+            aucs.append(roc_auc_score(y[te], p))
+            bals.append(balanced_accuracy_score(y[te], (p > 0.5).astype(int)))
+        return float(np.mean(aucs)), float(np.mean(bals))
+
+    auc, bal = run(es.y)
+    secs = time.perf_counter() - t0
+    rng = np.random.default_rng(seed + 1000)
+    null = [run(es.y[rng.permutation(len(es))])[0] for _ in range(permutations)]
+    return {"auc": auc, "balanced_accuracy": bal, "p": permutation_pvalue(auc, null) if null else None,
+            "seconds": secs}
+
+
+def bench_n170(args) -> dict:
+    import warnings
+
+    from eegloop.database import Database
+    from eegloop.decoder import evaluate
+    from eegloop.decoder.evaluation import BASELINES, make_folds
+    from eegloop.protocol import load_protocol
+    from eegloop.recorder.importers import import_recordings, parse_events
+
+    warnings.filterwarnings("ignore")
+    proto = load_protocol(REPO / "protocols" / "n170.yaml")
+    tmp = Path(tempfile.mkdtemp(prefix="eegloop-bench-"))
+    db = Database(f"sqlite:///{tmp / 'e.db'}", data_dir=tmp)
+    methods = args.methods.split(",") + (list(BASELINES) if args.baselines else [])
+    methods = list(dict.fromkeys(methods))
+    out = {}
+    for subj in sorted(p for p in Path(args.data).iterdir() if p.is_dir()):
+        files = sorted(subj.rglob("*.csv"))
+        if not files:
+            continue
+        code = "".join(ch for ch in subj.name if ch.isalnum())
+        import_recordings(db, code, proto, files, "csv", parse_events("1=house,2=face"),
+                          ["TP9", "AF7", "AF8", "TP10"])
+        es = db.load_epochs(code)
+        split, k = ("run", len(files)) if len(files) > 1 else ("block", 5)
+        t0 = time.perf_counter()
+        rep = evaluate(es, proto, methods=methods, split=split, n_folds=k, permutations=args.permutations)
+        total = time.perf_counter() - t0
+        s, pv = rep.summary(), rep.pvalues()
+        row = {m: {"auc": round(s[m]["auc"], 4), "balanced_accuracy": round(s[m]["balanced_accuracy"], 4),
+                   "p": round(pv[m], 4) if m in pv else None, "seconds": round(rep.seconds[m], 1)} for m in s}
+        from eegloop.decoder.evaluation import reject_artifacts
+
+        kept = es.subset(reject_artifacts(es, proto).kept)
+        folds = make_folds(kept, split, k, 0)
+        peer = peer_pipeline(kept, proto, folds, args.permutations)
+        row["peer_xdawn_ts_lr"] = {k_: (round(v, 4) if isinstance(v, float) else v) for k_, v in peer.items()}
+        out[code] = {"epochs": int(len(kept)), "rejected": int(len(es) - len(kept)),
+                     "folds": f"{split}-wise x{len(folds)}", "selected": rep.selected, "methods": row,
+                     "seconds_all_methods": round(total, 1)}
+        print(f"\n{code}: {len(kept)} epochs ({len(es) - len(kept)} rejected), {split}-wise folds x{len(folds)}; "
+              f"all eegloop methods {total:.1f} s; auto chose {rep.selected}")
+        print(f"  {'method':<18}{'AUC':>8}{'bal.acc':>9}{'p':>8}{'seconds':>9}")
+        for m, v in row.items():
+            p = f"{v['p']:.3f}" if v.get("p") is not None else "-"
+            print(f"  {m:<18}{v['auc']:>8.3f}{v['balanced_accuracy']:>9.3f}{p:>8}{v['seconds']:>9.1f}")
+    return out
+
+
+def bench_sim(args) -> dict:
+    from eegloop.decoder import evaluate
+    from eegloop.paradigm.schedule import make_schedule
+    from eegloop.protocol import protocol_from_dict
+    from eegloop.recorder.simulator import simulate_epochs
+    from eegloop.stimuli import Stimulus, StimulusSet
+
+    per = max(1, args.epochs_data // args.classes)
+    classes = {f"c{i:02d}": f"class {i}" for i in range(args.classes)}
+    stim = StimulusSet(classes, tuple(Stimulus(Path(f"/x/{c}/{k}.png"), c, f"{c}-{k}") for c in classes
+                                      for k in range(per)))
+    proto = protocol_from_dict({
+        "stimuli": {"folder": "x", "classes": classes},
+        "paradigm": {"order": "interleaved", "images_per_class": per, "block_s": 25, "image_s": 0.5, "runs": 4},
+        "amplifier": {"channels": args.channels, "sfreq": args.sfreq, "simulate": {}},
+        "teacher": {"enabled": False}})
+    t0 = time.perf_counter()
+    es = simulate_epochs(proto, make_schedule(proto, stim))
+    print(f"simulated {len(es)} epochs x {args.channels} ch x {es.data.shape[-1]} samples in "
+          f"{time.perf_counter() - t0:.1f} s")
+    rep = evaluate(es, proto, methods=args.methods.split(","), split="block", progress=print)
+    print(rep.table())
+    s = rep.summary()
+    return {m: {"top1": round(s[m]["top1"], 4), "balanced_accuracy": round(s[m]["balanced_accuracy"], 4),
+                "seconds": round(rep.seconds[m], 1)} for m in s} | {"selected": rep.selected,
+                                                                    "chance_top1": rep.chance["chance_top1"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["n170", "sim"])
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "n170"))
+    ap.add_argument("--methods", default="auto,riemann,lda_windowed,logreg_windowed,kd_erp")
+    ap.add_argument("--baselines", action="store_true", help="n170: add Table 1's baselines")
+    ap.add_argument("--permutations", type=int, default=0)
+    ap.add_argument("--epochs-data", type=int, default=2000)
+    ap.add_argument("--channels", type=int, default=128)
+    ap.add_argument("--classes", type=int, default=40)
+    ap.add_argument("--sfreq", type=float, default=1000.0)
+    args = ap.parse_args()
+    if args.permutations < 0:
+        ap.error("--permutations: must be >= 0")
+    if args.what == "n170" and not Path(args.data).is_dir():
+        ap.error(f"--data: {args.data} is not a folder")
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores")
+    res = bench_n170(args) if args.what == "n170" else bench_sim(args)
+    print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), "what": args.what, "results": res}))
+
+
+if __name__ == "__main__":
+    main()

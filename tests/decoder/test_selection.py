@@ -1,0 +1,206 @@
+"""Issue 12: every class in the online model, automatic model selection, artifact rejection, calibration,
+Table 1's baselines and statistics across subjects."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eegloop.decoder import OnlineDecoder, quick_train
+from eegloop.decoder.evaluation import (across_subjects, calibrate_bias, evaluate, features_for, inner_validation,
+                                        reject_artifacts)
+from eegloop.decoder.pipelines import load_pipeline
+from eegloop.decoder.preprocessing import Preprocessor
+from eegloop.decoder.selection import select_model
+from eegloop.errors import EegloopError
+from eegloop.paradigm.schedule import make_schedule
+from eegloop.protocol import load_protocol, protocol_from_dict
+from eegloop.recorder.simulator import simulate_epochs
+from eegloop.stimuli import Stimulus, StimulusSet
+from eegloop.types import EpochSet
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fake_set(n_classes, per_class):
+    classes = {f"c{i}": f"class {i}" for i in range(n_classes)}
+    return StimulusSet(classes, tuple(Stimulus(Path(f"/x/{c}/{k}.png"), c, f"{c}-{k}") for c in classes
+                                      for k in range(per_class)))
+
+
+def sim_protocol(order="interleaved", **kw):
+    d = {"stimuli": {"folder": "x", "classes": {f"c{i}": f"class {i}" for i in range(4)}},
+         "paradigm": {"block_s": 5, "image_s": 0.5, "images_per_class": 30, "runs": 3, "order": order},
+         "amplifier": {"channels": 16, "sfreq": 250, "simulate": {"snr": 0.3}},
+         "training": {"max_epochs": 15, "n_folds": 3}, "teacher": {"enabled": False}}
+    for k, v in kw.items():
+        d.setdefault(k, {}).update(v)
+    return protocol_from_dict(d)
+
+
+def schedule_epochset(proto, stim) -> EpochSet:
+    """An EpochSet laid out exactly as the protocol's schedule (labels, runs, blocks), data irrelevant."""
+    trials = make_schedule(proto, stim).trials
+    return EpochSet(np.zeros((len(trials), 1, 4), np.float32), [t.class_id for t in trials], 100.0, 0.0, ["C1"],
+                    [t.run for t in trials], [t.block for t in trials], [1] * len(trials), dict(stim.classes))
+
+
+@pytest.mark.parametrize("split", ["run", "block"])
+def test_ferrante2023_every_class_is_in_the_fit_set(split):
+    proto = load_protocol(REPO / "protocols" / "ferrante2023.yaml")
+    stim = fake_set(40, 50)
+    es = schedule_epochset(proto, stim)
+    inner = inner_validation(es, np.arange(len(es)), split, seed=0)
+    assert set(es.labels[inner.fit]) == set(es.class_ids)  # all 40 classes train the online model
+    assert set(es.labels[inner.val]) == set(es.class_ids)  # and early stopping watches all of them
+    assert inner.optimistic and "optimistic" in inner.how  # blocked design: same blocks on both sides
+    assert not set(inner.fit) & set(inner.val) and len(inner.fit) + len(inner.val) == len(es)
+
+
+def test_interleaved_design_holds_out_whole_blocks():
+    proto = load_protocol(REPO / "protocols" / "interleaved.yaml")
+    es = schedule_epochset(proto, fake_set(len(proto.stimuli.classes) or 40, proto.paradigm.images_per_class))
+    inner = inner_validation(es, np.arange(len(es)), "block", seed=0)
+    assert not inner.optimistic and inner.how == "held-out whole blocks"
+    assert not set(es.blocks[inner.fit]) & set(es.blocks[inner.val])
+    assert set(es.labels[inner.fit]) == set(es.labels[inner.val]) == set(es.class_ids)
+
+
+def test_auto_selection_scores_every_candidate_and_refits_the_winner(tmp_path):
+    proto = sim_protocol(decoder={"select_budget_s": 120})
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
+    feats = features_for(es, proto, ["auto"])
+    sel = select_model(es, proto, feats, seed=0)
+    assert set(sel.candidates) == set(proto.decoder.candidates)
+    scored = {n: c for n, c in sel.candidates.items() if "score" in c}
+    assert sel.winner in scored and len(scored[sel.winner]["folds"]) == sel.n_folds == proto.decoder.inner_folds
+    assert scored[sel.winner]["score"] >= max(c["score"] for c in scored.values()) - 0.1
+    assert "chosen" in sel.describe() or sel.winner in sel.describe()
+    # a budget too small for any network: the networks are listed as skipped, with the reason
+    tight = select_model(es, protocol_from_dict({**proto.to_dict(), "decoder": {"select_budget_s": 0.01}}),
+                         feats, seed=0)
+    assert "skipped" in tight.candidates["kd_stft"] and "select_budget_s" in tight.candidates["kd_stft"]["skipped"]
+    assert tight.winner in ("lda_windowed", "logreg_windowed", "riemann")
+
+
+def test_quick_train_pipeline_decodes_online_like_offline(tmp_path):
+    from eegloop.database import Database
+    from eegloop.recorder.importers import import_epochset
+
+    proto = sim_protocol(decoder={"model": "lda_windowed"})
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
+    db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
+    import_epochset(db, "S1", proto, es, source="sim")
+    tm = quick_train(db, "S1", progress=False)
+    assert tm.path.suffix == ".skops" and tm.metrics["method"] == "lda_windowed"
+    assert stat.S_IMODE(os.stat(tm.path).st_mode) == 0o600
+    assert tm.metrics["heldout"]["top1"] > tm.metrics["chance_top1"] + 0.1  # held-out whole blocks
+    dec = OnlineDecoder(tm.path)
+    pipe = load_pipeline(tm.path)
+    pre = Preprocessor.from_dict(dec.meta["preprocessing"])
+    offline = pipe.predict_proba(pre(es.data[:5]).astype(np.float64))
+    for i in range(5):
+        p = dec.predict(es.data[i])
+        assert list(p) == list(es.classes)
+        np.testing.assert_allclose(list(p.values()), offline[i], rtol=1e-6, atol=1e-9)
+
+
+def test_a_model_file_with_foreign_types_is_refused(tmp_path):
+    import skops.io as sio
+
+    path = tmp_path / "m.skops"
+    sio.dump({"f": os.system}, str(path))  # a function that runs commands: never a model part
+    with pytest.raises(EegloopError, match="does not load.*system"):
+        load_pipeline(path)
+    (tmp_path / "junk.skops").write_bytes(b"PK\x03\x04not a zip")
+    with pytest.raises(EegloopError, match="not a readable skops file"):
+        load_pipeline(tmp_path / "junk.skops")
+
+
+def test_artifacts_and_flat_channels_are_rejected_and_counted():
+    proto = sim_protocol(epochs={"reject_uv": 200.0, "flat_uv": 0.5})
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
+    t = np.arange(es.data.shape[-1]) / es.sfreq
+    es.data[3, 2] += 500 * np.sin(2 * np.pi * 30 * t)  # a muscle burst inside the band, far beyond 200 µV
+    es.data[10, 5] = 0.0  # a disconnected electrode
+    rej = reject_artifacts(es, proto)
+    assert 3 not in rej.kept and 10 not in rej.kept and rej.n_rejected == 2
+    assert rej.by_class[es.labels[3]]["peak_to_peak"] == 1 and rej.by_class[es.labels[10]]["flat"] == 1
+    assert sum(v["kept"] for v in rej.by_class.values()) == len(es) - 2
+    rep = evaluate(es, proto, methods=["lda_windowed"], split="block")
+    assert rep.n_epochs == len(es) - 2 and rep.rejection["rejected"] == 2
+
+
+def test_baseline_is_subtracted():
+    proto = sim_protocol(epochs={"tmin": -0.1, "tmax": 0.5, "baseline": [-0.1, 0.0]},
+                         preprocessing={"standardize": False})
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
+    es.data += 300.0 * np.linspace(0, 1, es.data.shape[-1])  # a slow ramp the band-pass leaves some of
+    pre = Preprocessor.from_protocol(proto.preprocessing, proto.epochs, es.sfreq, es.tmin)
+    x = pre.with_representation("time")(es.data)
+    n_base = int(round(0.1 * es.sfreq))
+    np.testing.assert_allclose(x[..., :n_base].mean(-1), 0.0, atol=1e-2)
+    without = Preprocessor.from_dict({**pre.to_dict(), "baseline": None}).with_representation("time")(es.data)
+    assert np.abs(without[..., :n_base].mean(-1)).max() > 0.1
+
+
+def test_calibration_removes_a_lean_to_one_class():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 200)
+    score = 0.3 * (y - 0.5) + rng.normal(0, 0.2, len(y))  # informative, but every prob is > 0.5 for class 1
+    p1 = 1 / (1 + np.exp(-(score + 1.0)))
+    proba = np.column_stack([1 - p1, p1])
+    assert (proba.argmax(1) == 1).mean() > 0.9
+    from eegloop.decoder.evaluation import apply_bias
+
+    fixed = apply_bias(proba, calibrate_bias(proba, y, 2))
+    share = (fixed.argmax(1) == 1).mean()
+    assert 0.35 < share < 0.65
+    assert np.mean(fixed.argmax(1) == y) > np.mean(proba.argmax(1) == y)
+    # the ranking (AUC) is untouched
+    assert np.array_equal(np.argsort(fixed[:, 1]), np.argsort(proba[:, 1]))
+
+
+def test_log_power_baseline_sees_power():
+    """Classes that differ only in signal power: the fixed Table-1 baseline separates them."""
+    rng = np.random.default_rng(1)
+    n, ch, t = 160, 4, 200
+    y = np.arange(n) % 2
+    data = rng.standard_normal((n, ch, t)).astype(np.float32) * (1.0 + 1.0 * y)[:, None, None] * 10
+    es = EpochSet(data, np.where(y, "b", "a"), 250.0, -0.2, [f"C{i}" for i in range(ch)], np.zeros(n),
+                  np.arange(n) // 16, np.ones(n), {"a": "a", "b": "b"})
+    proto = sim_protocol(amplifier={"channels": 4}, epochs={"tmin": 0.0, "tmax": 0.4, "margin_s": 0.2},
+                         preprocessing={"notch_hz": None, "bandpass_hz": [1, 40]})
+    rep = evaluate(es, proto, methods=["logreg_power"], split="block", n_folds=5)
+    assert rep.summary()["logreg_power"]["top1"] > 0.9
+
+
+def test_across_subjects_table_with_permutation_pvalues():
+    proto = sim_protocol()
+    reps = {}
+    for i, snr in enumerate((0.3, 0.0)):
+        p = protocol_from_dict({**proto.to_dict(), "amplifier": {**proto.to_dict()["amplifier"],
+                                                                  "simulate": {"snr": snr, "seed": i}}})
+        es = simulate_epochs(p, make_schedule(p, fake_set(4, 30)))
+        reps[f"S{i}"] = evaluate(es, p, methods=["lda_windowed"], split="block", permutations=9)
+    table, summary = across_subjects(reps)
+    per = summary["methods"]["lda_windowed"]["per_subject"]
+    assert set(per) == {"S0", "S1"} and "mean (std)" in table and "chance" in table
+    assert per["S0"]["p"] == pytest.approx(0.1)  # 1 / (9 + 1): better than every shuffled refit
+    assert per["S1"]["p"] > 0.1  # no class signal: inside the null band
+    vals = [per[s]["balanced_accuracy"] for s in ("S0", "S1")]
+    assert summary["methods"]["lda_windowed"]["mean"] == pytest.approx(np.mean(vals), abs=1e-3)
+
+
+def test_feedback_cues_are_chosen_by_content():
+    """The same cues in quick-train and feedback (different processes); kept out of training: test_session."""
+    from eegloop.stimuli import cue_images
+
+    stim = StimulusSet({"a": "a", "b": "b"}, tuple(Stimulus(Path(f"/x/{c}/{k}.png"), c, f"{c}{k:02d}")
+                                                   for c in "ab" for k in range(20)))
+    cues = cue_images(stim, 0.1)
+    assert {c: [s.sha256 for s in v] for c, v in cues.items()} == {"a": ["a00", "a01"], "b": ["b00", "b01"]}
+    assert cue_images(stim, 0.0) == {}
