@@ -108,6 +108,10 @@ def bench_n170(args) -> dict:
         folds = make_folds(kept, split, k, 0)
         peer = peer_pipeline(kept, proto, folds, args.permutations)
         row["peer_xdawn_ts_lr"] = {k_: (round(v, 4) if isinstance(v, float) else v) for k_, v in peer.items()}
+        ctrl = evaluate(es, proto, methods=["auto"], split=split, n_folds=k, shuffle_labels=True)
+        row["auto_shuffled_labels"] = {"auc": round(ctrl.summary()["auto"]["auc"], 4),
+                                       "balanced_accuracy": round(ctrl.summary()["auto"]["balanced_accuracy"], 4),
+                                       "p": None, "seconds": round(ctrl.seconds["auto"], 1)}
         out[code] = {"epochs": int(len(kept)), "rejected": int(len(es) - len(kept)),
                      "folds": f"{split}-wise x{len(folds)}", "selected": rep.selected, "methods": row,
                      "seconds_all_methods": round(total, 1)}
