@@ -274,7 +274,7 @@ def cmd_evaluate(args) -> int:
     from datetime import datetime
 
     from ._files import private_dir, write_private_text
-    from .errors import EegloopError
+    from .errors import EegloopError, clip_text
 
     db = _db(args, create=False)
     if args.permutations < 0 or args.permutations > 10_000:
@@ -289,8 +289,10 @@ def cmd_evaluate(args) -> int:
     else:
         subjects = [args.subject]
     missing = [c for c in subjects if c not in known]
-    if missing or not subjects:
-        raise EegloopError(f"--subjects: unknown subject {missing[0]!r}" if missing else "no subjects in the database")
+    if not subjects:
+        raise EegloopError("--all: no subjects in the database" if args.all else "--subjects: no subject codes given")
+    if missing:
+        raise EegloopError(f"--subject{'s' if args.subjects else ''}: unknown subject {clip_text(missing[0], 40)!r}")
     say = None if args.json else (lambda m: print(m, flush=True))
     out = private_dir(db.data_dir / "reports")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
