@@ -236,8 +236,9 @@ class DecoderConfig:
     candidates: list[str] = _f(
         factory=lambda: ["lda_windowed", "logreg_windowed", "riemann", "kd_erp", "kd_stft"],
         doc="what model: auto compares, cheapest first")
-    select_budget_s: float = _f(60.0, gt=0, le=86_400, doc="time budget of the comparison, seconds: candidates "
-                                                           "that would not finish in it are skipped (and listed)")
+    select_budget_s: float = _f(30.0, gt=0, le=86_400, doc="time budget of the comparison, seconds: candidates "
+                                                           "that would not finish in it are skipped (and listed); "
+                                                           "quick-train's own fit comes on top")
     inner_folds: int = _f(3, ge=2, le=100, doc="inner folds (whole blocks or runs) of the comparison")
 
 

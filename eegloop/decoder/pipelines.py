@@ -32,7 +32,8 @@ __all__ = ["SKLEARN_METHODS", "make_pipeline_for", "save_pipeline", "load_pipeli
            "Flatten", "skip_reason"]
 
 SKLEARN_METHODS = ("lda_windowed", "logreg_windowed", "riemann", "logreg_power", "logreg_pca")
-_MAX_XDAWN_DIM = 96  # xDAWN super-trials beyond this (many classes) cost more than they give
+_MAX_XDAWN_DIM = 32  # beyond this (many classes) xDAWN covariances cost minutes: 40 classes x 128 ch, 2000 epochs:
+# 156 s for 3 inner folds on 2 cores (AMD EPYC), five times the selection budget
 
 
 class WindowMeans(TransformerMixin, BaseEstimator):

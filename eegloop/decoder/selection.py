@@ -120,6 +120,9 @@ def select_model(es: EpochSet, protocol: Protocol, feats: dict, train_idx=None, 
     yy = sub.y
     for name in dc.candidates:
         why = skip_reason(name, es.data.shape[1], n_classes)
+        spent = time.perf_counter() - t_start
+        if why is None and spent >= budget and any("score" in c for c in sel.candidates.values()):
+            why = f"decoder.select_budget_s ({budget:g} s) spent after {spent:.0f} s"
         if why:
             sel.candidates[name] = {"skipped": why}
             continue
