@@ -18,24 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _common import cpu_name  # benchmarks/ is on sys.path when a script runs
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def peer_pipeline(es, proto, folds, permutations: int, seed: int = 0) -> dict:
@@ -168,9 +159,9 @@ def main() -> None:
         ap.error("--permutations: must be >= 0")
     if args.what == "n170" and not Path(args.data).is_dir():
         ap.error(f"--data: {args.data} is not a folder")
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
     res = bench_n170(args) if args.what == "n170" else bench_sim(args)
-    print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), "what": args.what, "results": res}))
+    print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "what": args.what, "results": res}))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from _common import cpu_name  # benchmarks/ is on sys.path when a script runs
+
 
 def draw_stimuli(folder: Path, n_classes: int, per_class: int, size: int = 64) -> dict:
     """Small distinct PNGs, one folder per class (the soak measures the recording, not image decoding)."""
@@ -117,20 +119,10 @@ def main() -> None:
                "rss_block5_mb": ref, "rss_last_mb": last, "growth_pct": round(100 * (last - ref) / ref, 1),
                "peak_mb": round(peak["rss"] * mb, 1), "epochs": res.epochs, "expected_epochs": res.expected_epochs,
                "lost_samples": res.lost_samples, "dropped_frames": res.dropped_frames,
-               "seconds": round(time.monotonic() - t0, 1), "cpu": _cpu_name()}
+               "seconds": round(time.monotonic() - t0, 1), "cpu": cpu_name()}
     print(f"memory at block {summary['blocks']}: {last:.1f} MB vs {ref:.1f} MB at block 5 "
           f"({summary['growth_pct']:+.1f} %; goal within 10 %); peak {summary['peak_mb']:.1f} MB")
     print(json.dumps(summary))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -16,28 +16,13 @@ from eegloop.decoder.teacher import ClipTeacher, load_clip
 from eegloop.decoder.training import distillation_loss, predict_proba
 from eegloop.errors import ModelNotAvailableError
 from eegloop.paradigm.schedule import make_schedule
-from eegloop.protocol import PreprocessingConfig, EpochsConfig, TeacherConfig, protocol_from_dict
+from eegloop.protocol import PreprocessingConfig, EpochsConfig, TeacherConfig
 from eegloop.recorder.simulator import simulate_epochs
-from eegloop.stimuli import Stimulus, StimulusSet, synthesize_stimuli
+from eegloop.stimuli import synthesize_stimuli
+from simkit import fake_set, sim_protocol
 
 REPO = Path(__file__).resolve().parents[2]
 N170 = REPO.parent / "shared" / "data" / "n170"
-
-
-def fake_set(n_classes, per_class):
-    classes = {f"c{i}": f"class {i}" for i in range(n_classes)}
-    return StimulusSet(classes, tuple(Stimulus(Path(f"/x/{c}/{k}.png"), c, f"{c}-{k}") for c in classes
-                                      for k in range(per_class)))
-
-
-def sim_protocol(order="interleaved", **kw):
-    d = {"stimuli": {"folder": "x", "classes": {f"c{i}": f"class {i}" for i in range(4)}},
-         "paradigm": {"block_s": 5, "image_s": 0.5, "images_per_class": 30, "runs": 3, "order": order},
-         "amplifier": {"channels": 16, "sfreq": 250, "simulate": {"snr": 0.3}},
-         "training": {"max_epochs": 25, "n_folds": 3}, "teacher": {"enabled": False}}
-    for k, v in kw.items():
-        d.setdefault(k, {}).update(v)
-    return protocol_from_dict(d)
 
 
 def test_paper_stft_shape_and_param_count():

@@ -21,24 +21,14 @@ from eegloop.protocol import load_protocol, protocol_from_dict
 from eegloop.recorder.simulator import simulate_epochs
 from eegloop.stimuli import Stimulus, StimulusSet
 from eegloop.types import EpochSet
+from simkit import fake_set
+from simkit import sim_protocol as _sim_protocol
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def fake_set(n_classes, per_class):
-    classes = {f"c{i}": f"class {i}" for i in range(n_classes)}
-    return StimulusSet(classes, tuple(Stimulus(Path(f"/x/{c}/{k}.png"), c, f"{c}-{k}") for c in classes
-                                      for k in range(per_class)))
-
-
-def sim_protocol(order="interleaved", **kw):
-    d = {"stimuli": {"folder": "x", "classes": {f"c{i}": f"class {i}" for i in range(4)}},
-         "paradigm": {"block_s": 5, "image_s": 0.5, "images_per_class": 30, "runs": 3, "order": order},
-         "amplifier": {"channels": 16, "sfreq": 250, "simulate": {"snr": 0.3}},
-         "training": {"max_epochs": 15, "n_folds": 3}, "teacher": {"enabled": False}}
-    for k, v in kw.items():
-        d.setdefault(k, {}).update(v)
-    return protocol_from_dict(d)
+def sim_protocol(order="interleaved", **kw):  # shorter training than the decoder tests
+    return _sim_protocol(order, 15, **kw)
 
 
 def schedule_epochset(proto, stim) -> EpochSet:
