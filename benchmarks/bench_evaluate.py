@@ -126,16 +126,30 @@ def bench_sim(args) -> dict:
     classes = {f"c{i:02d}": f"class {i}" for i in range(args.classes)}
     stim = StimulusSet(classes, tuple(Stimulus(Path(f"/x/{c}/{k}.png"), c, f"{c}-{k}") for c in classes
                                       for k in range(per)))
-    proto = protocol_from_dict({
-        "stimuli": {"folder": "x", "classes": classes},
-        "paradigm": {"order": "interleaved", "images_per_class": per, "block_s": 25, "image_s": 0.5, "runs": 4},
-        "amplifier": {"channels": args.channels, "sfreq": args.sfreq, "simulate": {}},
-        "teacher": {"enabled": False}})
+    d = {"stimuli": {"folder": "x", "classes": classes},
+         "paradigm": {"order": "interleaved", "images_per_class": per, "block_s": 25, "image_s": 0.5, "runs": 4},
+         "amplifier": {"channels": args.channels, "sfreq": args.sfreq, "simulate": {}},
+         "teacher": {"enabled": False}}
+    if args.like:  # another protocol's epochs, preprocessing and training, at this size (e.g. n170: 4 ch, 256 Hz)
+        import yaml
+
+        base = yaml.safe_load(Path(args.like).read_text())
+        d = {**base, **d, "amplifier": {**base.get("amplifier", {}), "simulate": {}},
+             "paradigm": {**base.get("paradigm", {}), "images_per_class": per, "runs": 1}}
+        d["amplifier"].pop("channel_names", None) if args.channels != d["amplifier"].get("channels") else None
+        d["amplifier"].update(channels=args.channels, sfreq=args.sfreq)
+        d["epochs"] = {**base.get("epochs", {}), "reject_uv": None}  # simulated amplitudes are not a headset's
+    proto = protocol_from_dict(d)
     t0 = time.perf_counter()
     es = simulate_epochs(proto, make_schedule(proto, stim))
     print(f"simulated {len(es)} epochs x {args.channels} ch x {es.data.shape[-1]} samples in "
           f"{time.perf_counter() - t0:.1f} s")
-    rep = evaluate(es, proto, methods=args.methods.split(","), split="block", progress=print)
+    from eegloop.decoder.evaluation import BASELINES
+
+    methods = list(dict.fromkeys(args.methods.split(",") + (list(BASELINES) if args.baselines else [])))
+    t0 = time.perf_counter()
+    rep = evaluate(es, proto, methods=methods, split="block", progress=print)
+    print(f"all methods: {time.perf_counter() - t0:.1f} s")
     print(rep.table())
     s = rep.summary()
     return {m: {"top1": round(s[m]["top1"], 4), "balanced_accuracy": round(s[m]["balanced_accuracy"], 4),
@@ -148,12 +162,13 @@ def main() -> None:
     ap.add_argument("what", choices=["n170", "sim"])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "n170"))
     ap.add_argument("--methods", default="auto,riemann,lda_windowed,logreg_windowed,kd_erp")
-    ap.add_argument("--baselines", action="store_true", help="n170: add Table 1's baselines")
+    ap.add_argument("--baselines", action="store_true", help="add Table 1's baselines")
     ap.add_argument("--permutations", type=int, default=0)
     ap.add_argument("--epochs-data", type=int, default=2000)
     ap.add_argument("--channels", type=int, default=128)
     ap.add_argument("--classes", type=int, default=40)
     ap.add_argument("--sfreq", type=float, default=1000.0)
+    ap.add_argument("--like", help="sim: take epochs, preprocessing and training from this protocol file")
     args = ap.parse_args()
     if args.permutations < 0:
         ap.error("--permutations: must be >= 0")

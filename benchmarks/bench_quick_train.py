@@ -9,6 +9,13 @@ protocol's settings (Adam 3e-4, batch 64, clip 1.0, patience 10, <= 50 epochs)
 on whole blocks, early-stopping on held-out blocks. Teacher logits are random
 stand-ins of the right shape (the CLIP forward pass is per image, cached, and
 not part of this timing). Last line: JSON.
+
+    python benchmarks/bench_quick_train.py --whole [--model auto]
+
+``--whole`` times eegloop's own ``quick_train`` end to end, as ``eegloop train`` runs it: the
+simulated epochs are stored in a throw-away SQLite database first (not timed), then loading them,
+preprocessing, the model selection (``decoder.model: auto``, its 30 s budget) and the final fit
+are timed together. No teacher (its CLIP pass is per image, cached).
 """
 from __future__ import annotations
 
@@ -27,6 +34,8 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=40)
     ap.add_argument("--sfreq", type=float, default=1000.0)
     ap.add_argument("--max-epochs", type=int, default=None, help="override training.max_epochs")
+    ap.add_argument("--whole", action="store_true", help="time eegloop's quick_train end to end (database to model)")
+    ap.add_argument("--model", default="auto", help="--whole: decoder.model (auto or a pinned one)")
     args = ap.parse_args()
 
     from eegloop.decoder.evaluation import inner_validation
@@ -55,6 +64,9 @@ def main() -> None:
     es = simulate_epochs(proto, make_schedule(proto, st))
     t_sim = time.perf_counter() - t0
     print(f"simulated {es.data.shape} in {t_sim:.1f} s", flush=True)
+    if args.whole:
+        whole(args, proto, es)
+        return
     t0 = time.perf_counter()
     pre = Preprocessor.from_protocol(proto.preprocessing, proto.epochs, es.sfreq, es.tmin)
     X = pre(es.data)
@@ -72,6 +84,38 @@ def main() -> None:
            "device": res.device, "threads": res.threads, "precision": res.precision, "n_train": int(len(tr)), "n_val": int(len(va)),
            "val_top1_last": round(res.history[-1]["val_acc"], 3), "input_shape": list(X.shape[1:])}
     print(json.dumps(out))
+
+
+def whole(args, proto, es) -> None:
+    import os
+    import tempfile
+
+    from _common import cpu_name  # benchmarks/ is on sys.path when a script runs
+    from eegloop.database import Database
+    from eegloop.decoder import quick_train
+    from eegloop.protocol import protocol_from_dict
+    from eegloop.recorder.importers import import_epochset
+
+    d = proto.to_dict()
+    d["decoder"]["model"] = args.model
+    d["teacher"]["enabled"] = False
+    proto = protocol_from_dict(d)
+    tmp = Path(tempfile.mkdtemp(prefix="eegloop-bench-"))
+    db = Database(f"sqlite:///{tmp / 'e.db'}", data_dir=tmp)
+    t0 = time.perf_counter()
+    import_epochset(db, "sim", proto, es)
+    print(f"stored in {time.perf_counter() - t0:.1f} s (not timed)", flush=True)
+    del es
+    t0 = time.perf_counter()
+    tm = quick_train(db, "sim", progress=False, use_teacher=False)
+    secs = time.perf_counter() - t0
+    m = tm.metrics
+    sel = m.get("selection", {})
+    print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "seconds": round(secs, 1),
+                      "method": m["method"], "heldout_top1": round(m["heldout"]["top1"], 3),
+                      "selection_seconds": sel.get("seconds"),
+                      "candidates": {k: (v.get("skipped") or round(v.get("score", float("nan")), 3))
+                                     for k, v in sel.get("candidates", {}).items()}}))
 
 
 if __name__ == "__main__":

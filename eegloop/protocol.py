@@ -240,6 +240,10 @@ class DecoderConfig:
                                                            "that would not finish in it are skipped (and listed); "
                                                            "quick-train's own fit comes on top")
     inner_folds: int = _f(3, ge=2, le=100, doc="inner folds (whole blocks or runs) of the comparison")
+    evaluate_budget_s: float = _f(150.0, ge=0, le=864_000,
+                                  doc="wall-clock target of `eegloop evaluate`, seconds: the networks share what "
+                                      "the scikit-learn pipelines and auto leave (at least 40 %), and a fit that "
+                                      "reaches its share stops (named in the report); 0: no limit")
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,11 @@ class FeedbackConfig:
     cue_share: float = _f(0.1, ge=0, le=0.5, doc="share of each class's images kept out of quick-train and used as "
                                                  "the feedback cues, so feedback accuracy is an honest online "
                                                  "estimate; 0: cues may be training images (said in the report)")
+    format: Literal["cue", "rsvp"] = _f(
+        "cue", doc="cue: one held-out image, then its feedback; rsvp: a burst of rsvp_images held-out images of "
+                   "the trial's class at the training pace (paradigm.image_s, back to back), each an epoch like "
+                   "the training epochs, decided by their summed log-probabilities, then the feedback image")
+    rsvp_images: int = _f(5, ge=1, le=1000, doc="images per feedback trial in the rsvp format")
     display_s: float = _f(1.5, gt=0, le=60, doc="how long the feedback image stays on screen")
     seed: int = _f(0, ge=0, lt=2**32, doc="generation seed")
 

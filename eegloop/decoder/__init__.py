@@ -121,7 +121,7 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
         sha256 of stimulus images kept out of training (the feedback cues, so that online accuracy is
         an honest estimate).
     """
-    from .evaluation import (_rep_of, chance_levels, feature_key, features_for, fit_method, inner_validation,
+    from .evaluation import (chance_levels, feature_key, features_for, fit_method, inner_validation,
                              is_sklearn, reject_artifacts, scores)
     from .selection import Selection, select_model
 
@@ -191,7 +191,7 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
     # unique even for two trainings in the same second (or on two machines sharing a data folder)
     stamp = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     pre = Preprocessor.from_protocol(protocol.preprocessing, protocol.epochs, es.sfreq, es.tmin)
-    pre = pre.with_representation("time" if is_sklearn(method) else _rep_of(method))
+    pre = pre.with_representation(feature_key(method))  # what the chosen method was fitted on
     path = db.data_dir / "models" / f"sub-{subject}" / f"model-{stamp}.safetensors"
     path = save_model(fitted.model, pre, dict(es.classes), es.channel_names, path, metrics, fitted.bias, method)
     kind = method if (tl is not None or not method.startswith("kd_")) else method.replace("kd_", "cnn_", 1)

@@ -28,10 +28,10 @@ __all__ = ["NoHonestFoldError", "make_folds", "scores", "evaluate", "EvalReport"
            "inner_validation", "InnerSplit", "reject_artifacts", "Rejection", "permutation_pvalue"]
 
 METHODS = ("auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed",
-           "logreg_power", "logreg_pca", "cnn_stft", "cnn_image", "lstm", "conv1d")
+           "logreg_power", "logreg_pca", "cebra_knn", "cnn_stft", "cnn_image", "lstm", "conv1d")
 # Table 1's rows (Ferrante et al. 2023) and the classical pipelines that auto selection compares
-BASELINES = ("logreg_power", "logreg_windowed", "logreg_pca", "lda_windowed", "riemann", "lstm", "conv1d",
-             "cnn_image", "cnn_stft", "kd_wavelet")
+BASELINES = ("logreg_power", "logreg_windowed", "logreg_pca", "lda_windowed", "riemann", "cebra_knn", "lstm",
+             "conv1d", "cnn_image", "cnn_stft", "kd_wavelet")
 PAPER_NAMES = {
     "auto": "Default: the best candidate on inner folds",
     "logreg_power": "Logistic regression, averaged squared signal",
@@ -39,6 +39,7 @@ PAPER_NAMES = {
     "logreg_pca": "Logistic regression on PCA",
     "lda_windowed": "Shrinkage LDA, 50 ms window means",
     "riemann": "xDAWN covariances + tangent space + LR",
+    "cebra_knn": "CEBRA embedding + kNN",
     "lstm": "LSTM (time series)",
     "conv1d": "1-D CNN (time series)",
     "cnn_image": "CNN on raw EEG as a 2-D image",
@@ -274,6 +275,8 @@ class EvalReport:
     seconds: dict = field(default_factory=dict)  # method -> seconds over all folds
     null: dict = field(default_factory=dict)  # method -> key metric of each label-shuffled refit
     rejection: Optional[dict] = None
+    budget_stopped: dict = field(default_factory=dict)  # method -> folds whose training the time budget ended
+    fit_cap_s: dict = field(default_factory=dict)  # method -> seconds each of its fits was allowed
 
     @property
     def key_metric(self) -> str:
@@ -310,6 +313,8 @@ class EvalReport:
             d["seconds"] = {m: round(v, 2) for m, v in self.seconds.items()}
         if self.rejection is not None:
             d["rejection"] = self.rejection
+        if self.budget_stopped:
+            d["budget_stopped"] = dict(self.budget_stopped)
         return d
 
     def table(self) -> str:
@@ -431,12 +436,18 @@ def feature_key(method: str) -> str:
         return "time_raw"  # Table 1: power of the signal, before per-epoch standardisation
     if is_sklearn(method):
         return "time"
+    if method == "conv1d":
+        return "series"  # the time series at >= 2.5 x the band edge: same information, a third of the work
     return _rep_of(method) or "time"
 
 
 def fit_method(method: str, es: EpochSet, feats: dict, fit_idx, val_idx, protocol: Protocol, teacher_logits=None,
-               progress=False, seed: int = 0, max_epochs: int | None = None) -> Fitted:
-    """Fit ``method`` on ``fit_idx`` (networks early-stop on ``val_idx``; pipelines fit on both)."""
+               progress=False, seed: int = 0, max_epochs: int | None = None,
+               max_seconds: float | None = None) -> Fitted:
+    """Fit ``method`` on ``fit_idx`` (networks early-stop on ``val_idx``; pipelines fit on both).
+
+    ``max_seconds`` caps a network's training (checked after each epoch; ``info["stopped"]`` says why it ended).
+    """
     y = es.y
     n_classes = len(es.classes)
     X = feats[feature_key(method)]
@@ -451,11 +462,12 @@ def fit_method(method: str, es: EpochSet, feats: dict, fit_idx, val_idx, protoco
     model = build_network(method, X, n_classes)
     tl = teacher_logits[fit_idx] if (teacher_logits is not None and method.startswith("kd")) else None
     res = fit(model, X[fit_idx], y[fit_idx], protocol.training, X[val_idx], y[val_idx], teacher_logits=tl,
-              progress=progress, seed=seed, max_epochs=max_epochs)
+              progress=progress, seed=seed, max_epochs=max_epochs, max_seconds=max_seconds)
     bias = calibrate_bias(predict_proba(res.model, X[val_idx], res.device), y[val_idx], n_classes)
     return Fitted(method, res.model, bias, res.history, res.device,
                   {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "alpha": res.alpha,
-                   "device": res.device, "threads": res.threads, "precision": res.precision})
+                   "device": res.device, "threads": res.threads, "precision": res.precision,
+                   "stopped": res.stopped})
 
 
 def features_for(es: EpochSet, protocol: Protocol, methods) -> dict:
@@ -465,11 +477,8 @@ def features_for(es: EpochSet, protocol: Protocol, methods) -> dict:
     need = {feature_key(m) for m in methods if m != "auto"}
     if "auto" in methods:
         need |= {feature_key(m) for m in protocol.decoder.candidates}
-    for key in need:
-        if key == "time_raw":
-            feats[key] = pre.with_representation("time", standardize=False)(es.data)
-        else:
-            feats[key] = pre.with_representation(key)(es.data)
+    wanted = {key: ("time", False) if key == "time_raw" else (key, pre.standardize) for key in need}
+    feats.update(pre.many(es.data, wanted))  # one filtering pass for every representation
     return feats
 
 
@@ -485,8 +494,8 @@ def _teacher_logits(teacher, es: EpochSet, train_idx=None):
 
 
 def _one_fold(m: str, es: EpochSet, feats: dict, tr_all, te, protocol: Protocol, tl, split: str, seed: int,
-              threads: int | None = None):
-    """Fit ``m`` on one outer fold's training part and return (test probabilities, history, chosen method)."""
+              max_s: float | None = None, threads: int | None = None):
+    """Fit ``m`` on one outer fold's training part: (test probabilities, history, chosen method, how it stopped)."""
     if threads is not None:  # a worker process: its share of the cores, for every fit it makes
         import os
 
@@ -501,9 +510,9 @@ def _one_fold(m: str, es: EpochSet, feats: dict, tr_all, te, protocol: Protocol,
         fitted = sel.fit_winner(es, feats, tr_all, protocol, tl, seed=seed)
     else:
         tr, va = inner_validation(es, tr_all, split, seed)
-        fitted = fit_method(m, es, feats, tr, va, protocol, tl, False, seed)
+        fitted = fit_method(m, es, feats, tr, va, protocol, tl, False, seed, max_seconds=max_s)
     p = fitted.predict(feats[feature_key(fitted.method)][te], len(es.classes))
-    return p, fitted.history, fitted.method
+    return p, fitted.history, fitted.method, fitted.info.get("stopped")
 
 
 def _map_folds(jobs: list, parallel: bool):
@@ -523,8 +532,8 @@ def _map_folds(jobs: list, parallel: bool):
     from joblib import Parallel, delayed
 
     threads = max(1, (os.cpu_count() or 1) // n)
-    m, es, feats, tr_all, _te, protocol, tl, split, seed = jobs[0]
-    if m != "auto" and protocol.training.precision == "auto":
+    m, es, feats, tr_all, _te, protocol, *_ = jobs[0]
+    if m != "auto" and not is_sklearn(m) and protocol.training.precision == "auto":
         # measured once here, where nothing competes for the cores, and handed to every worker
         import torch
 
@@ -546,7 +555,7 @@ def _map_folds(jobs: list, parallel: bool):
 def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None = None,
              n_folds: int | None = None, shuffle_labels: bool = False, teacher=None,
              progress: Callable[[str], None] | None = None, seed: int = 0, permutations: int = 0,
-             reject: bool = True) -> EvalReport:
+             reject: bool = True, budget_s: float | None = None) -> EvalReport:
     """Cross-validate ``methods`` on ``es`` with folds by block, run or (inflated) random split.
 
     Parameters
@@ -561,12 +570,17 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
         Label-shuffled refits per method for a permutation p-value (0: none).
     reject : bool
         Drop artifact epochs first (``epochs.reject_uv`` / ``epochs.flat_uv``); the counts go in the report.
+    budget_s : float | None
+        Wall-clock target for the whole evaluation (None: ``decoder.evaluate_budget_s``; 0: no limit).
+        The scikit-learn pipelines and ``auto`` run first; the networks then share what is left (at
+        least 40 % of the budget), each fit capped at its share (checked between batches, best state kept). Fits the cap stopped are
+        counted per method in ``report.budget_stopped`` and named in the notes, never hidden.
     """
     import time
 
     split = split or protocol.training.split
     n_folds = n_folds or protocol.training.n_folds
-    methods = tuple(methods or (main_method(protocol),))
+    methods = tuple(dict.fromkeys(methods or (main_method(protocol),)))
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise EegloopError(f"--methods: unknown method {short_repr(unknown[0])}; choose from {', '.join(METHODS)}")
@@ -584,6 +598,18 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
         es.labels = es.labels[rng.permutation(len(es))]
     folds = make_folds(es, split, n_folds, seed)
     notes = []
+    from .pipelines import skip_reason
+
+    skipped = {m: skip_reason(m, es.data.shape[1], len(es.classes)) for m in methods}
+    skipped = {m: why for m, why in skipped.items() if why}
+    if skipped:
+        if len(skipped) == len(methods):
+            m, why = next(iter(skipped.items()))
+            raise EegloopError(f"--methods: {m} cannot be fitted here: {why}")
+        methods = tuple(m for m in methods if m not in skipped)
+        for m, why in skipped.items():
+            say(f"{m}: skipped ({why})")
+            notes.append(f"{m} skipped: {why}")
     has_teacher = teacher is not None and len(es.images) == len(es) and all(es.images)
     if not has_teacher and any(m.startswith("kd") or m == "auto" for m in methods):
         notes.append("no teacher soft targets (teacher disabled, unavailable, or epochs without images): "
@@ -599,14 +625,17 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
                         rejection=rej)
     key = _key_metric(len(es.classes))
 
-    def run_folds(m: str, labels_es: EpochSet, record: bool, fold_seed: int):
+    def run_folds(m: str, labels_es: EpochSet, record: bool, fold_seed: int, max_s: float | None = None):
         yy = labels_es.y
         conf = np.zeros((len(es.classes),) * 2, int)
         fold_scores, hists, chosen = [], [], []
         jobs = [(m, labels_es, feats, tr_all, te, protocol,
                  _teacher_logits(teacher, labels_es, tr_all) if has_teacher and (m.startswith("kd") or m == "auto")
-                 else None, split, fold_seed + k) for k, (tr_all, te) in enumerate(folds)]
-        for k, (p, history, winner) in enumerate(_map_folds(jobs, parallel=not is_sklearn(m))):
+                 else None, split, fold_seed + k, max_s) for k, (tr_all, te) in enumerate(folds)]
+        stopped = 0
+        parallel = not is_sklearn(m) or m == "cebra_knn"  # CEBRA trains a small network too
+        for k, (p, history, winner, how) in enumerate(_map_folds(jobs, parallel=parallel)):
+            stopped += how == "time_budget"
             te = folds[k][1]
             sc = scores(yy[te], p)
             fold_scores.append(sc)
@@ -618,26 +647,55 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
                 say(f"{m}: fold {k + 1}/{len(folds)} top1 {sc['top1']:.3f}"
                     + (f" auc {sc['auc']:.3f}" if "auc" in sc else "")
                     + (f" [{winner}]" if m == "auto" else "")
-                    + f" (chance {report.chance['chance_top1']:.3f})")
-        return fold_scores, hists, conf, chosen
+                    + f" (chance {report.chance['chance_top1']:.3f})"
+                    + (" (stopped by the time budget)" if how == "time_budget" else ""))
+        return fold_scores, hists, conf, chosen, stopped
 
-    for m in methods:
+    import os
+
+    budget = protocol.decoder.evaluate_budget_s if budget_s is None else budget_s
+    nets = [m for m in methods if m != "auto" and not is_sklearn(m)]
+    order = [m for m in methods if m not in nets] + nets  # the cheap rows first, the networks share the rest
+    workers = max(1, min(len(folds), int(os.environ.get("EEGLOOP_JOBS", 0) or (os.cpu_count() or 1))))
+    rounds = -(-len(folds) // workers)  # fold fits one after another per worker
+    started = time.perf_counter()
+    net_start = None
+    for m in order:
         t0 = time.perf_counter()
-        fs, hs, conf, chosen = run_folds(m, es, True, seed)
+        if m in nets and net_start is None:
+            net_start = t0
+        max_s = None
+        if budget and m in nets:
+            # what the other rows left, and never less than 40 % of the budget: rows cut to nothing teach nothing
+            left = max(budget - (t0 - started), 0.4 * budget - (t0 - net_start))
+            n_left = len(nets) - nets.index(m)
+            max_s = max(1.0, 0.85 * left / (n_left * rounds))
+            report.fit_cap_s[m] = round(max_s, 1)
+        fs, hs, conf, chosen, stopped = run_folds(m, es, True, seed, max_s)
+        if stopped:
+            report.budget_stopped[m] = stopped
         report.methods[m], report.histories[m], report.confusion[m] = fs, hs, conf.tolist()
         if chosen:
             report.selected = chosen
         report.seconds[m] = time.perf_counter() - t0
+        say(f"{m}: {len(folds)} folds in {report.seconds[m]:.1f} s")
         if permutations:
             null = []
             rng = np.random.default_rng(seed + 1000)
             for i in range(permutations):
                 shuf = es.subset(np.arange(len(es)))
                 shuf.labels = es.labels[rng.permutation(len(es))]
-                fs_null, *_ = run_folds(m, shuf, False, seed + 7919 * (i + 1))
+                fs_null, *_ = run_folds(m, shuf, False, seed + 7919 * (i + 1), max_s)
                 null.append(float(np.nanmean([f[key] for f in fs_null])))
                 say(f"{m}: shuffled-label refit {i + 1}/{permutations}: {key} {null[-1]:.3f}")
             report.null[m] = null
+    report.methods = {m: report.methods[m] for m in methods}  # the order asked for
+    if report.budget_stopped:
+        report.notes.append(
+            f"time budget {budget:g} s (decoder.evaluate_budget_s, --budget): training stopped early in "
+            + ", ".join(f"{m} {n}/{len(folds)} folds (cap {report.fit_cap_s[m]:g} s a fit)"
+                        for m, n in report.budget_stopped.items())
+            + "; those rows are what the networks reach in that time: --budget 0 trains them fully")
     logger.info("evaluation done: %s", report.to_json())
     return report
 

@@ -13,6 +13,10 @@ representation — and ends in a classifier with ``predict_proba``:
   computed before per-epoch standardisation (after it every channel's power is 1).
 - ``logreg_pca`` (Table 1): the whole signal, standardised, PCA to 64
   components, logistic regression.
+- ``cebra_knn`` (Table 1): the 50 ms window means, standardised, embedded by CEBRA
+  (Schneider et al. 2023, the ``cebra`` package: supervised contrastive learning with the class
+  as the discrete label, an MLP without temporal context, 8 dimensions, cosine distance) and
+  classified by k nearest neighbours in that space. A baseline only: not saved as a model.
 
 Fitted pipelines are saved with skops (https://skops.readthedocs.io): unlike
 pickle, loading builds only the types the caller trusts, so a model file
@@ -31,7 +35,7 @@ from ..errors import EegloopError
 __all__ = ["SKLEARN_METHODS", "make_pipeline_for", "save_pipeline", "load_pipeline", "WindowMeans", "LogPower",
            "Flatten", "skip_reason"]
 
-SKLEARN_METHODS = ("lda_windowed", "logreg_windowed", "riemann", "logreg_power", "logreg_pca")
+SKLEARN_METHODS = ("lda_windowed", "logreg_windowed", "riemann", "logreg_power", "logreg_pca", "cebra_knn")
 _MAX_XDAWN_DIM = 32  # beyond this (many classes) xDAWN covariances cost minutes: 40 classes x 128 ch, 2000 epochs:
 # 156 s for 3 inner folds on 2 cores (AMD EPYC), five times the selection budget
 
@@ -73,6 +77,53 @@ class Flatten(TransformerMixin, BaseEstimator):
         return X.reshape(len(X), -1)
 
 
+class CebraKNN(BaseEstimator):
+    """CEBRA embedding (discrete class labels) + k-nearest-neighbour classifier, seeded.
+
+    scikit-learn has no contrastive embedding, so CEBRA's own estimator (itself scikit-learn
+    compatible) is used; this class only fixes its seed and device and puts a kNN after it.
+    """
+
+    def __init__(self, output_dimension: int = 8, max_iterations: int = 1000, batch_size: int = 256,
+                 n_neighbors: int = 15, seed: int = 0):
+        self.output_dimension, self.max_iterations, self.batch_size = output_dimension, max_iterations, batch_size
+        self.n_neighbors, self.seed = n_neighbors, seed
+
+    def fit(self, X, y):
+        import logging
+        import warnings
+
+        import torch
+        from sklearn.neighbors import KNeighborsClassifier
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # CEBRA's deprecation notices about torch.jit, at import and fit
+            import cebra
+        torch.manual_seed(self.seed)
+        np.random.seed(self.seed)  # CEBRA's samplers draw from numpy's global generator
+        y = np.asarray(y).astype(np.int64)
+        self.embedding_ = cebra.CEBRA(model_architecture="offset1-model", output_dimension=self.output_dimension,
+                                      max_iterations=self.max_iterations, batch_size=min(self.batch_size, len(X)),
+                                      device="cpu", verbose=False, distance="cosine", temperature=1.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger("cebra").setLevel(logging.ERROR)
+            self.embedding_.fit(np.asarray(X, dtype=np.float32), y)
+        k = max(1, min(self.n_neighbors, len(X) - 1))
+        self.knn_ = KNeighborsClassifier(k, metric="cosine").fit(self._embed(X), y)
+        self.classes_ = self.knn_.classes_
+        return self
+
+    def _embed(self, X):
+        return self.embedding_.transform(np.asarray(X, dtype=np.float32))
+
+    def predict_proba(self, X):
+        return self.knn_.predict_proba(self._embed(X))
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+
 def _xdawn_filters(n_chans: int, n_classes: int) -> int:
     return max(0, min(4, n_chans, _MAX_XDAWN_DIM // (2 * n_classes)))
 
@@ -106,6 +157,8 @@ def make_pipeline_for(method: str, sfreq: float, n_chans: int, n_classes: int, n
 
         k = 64 if n_samples is None else max(1, min(64, n_samples - 1))
         return make_pipeline(Flatten(), StandardScaler(), PCA(k, random_state=0), LogisticRegression(C=1.0, **lr))
+    if method == "cebra_knn":
+        return make_pipeline(WindowMeans(width), StandardScaler(), CebraKNN())
     if method == "riemann":
         from pyriemann.estimation import XdawnCovariances
         from pyriemann.tangentspace import TangentSpace

@@ -19,6 +19,9 @@ offline); then the representation the student expects:
 - ``erp``: the filtered signal averaged in bins of ``erp_bin_ms`` -> (channels, 1, bins):
   slow evoked responses (N170, P300) that a magnitude spectrum would lose.
 - ``time``: the filtered, standardised signal -> (channels, times) (time-domain baselines).
+- ``series``: the ``time`` signal resampled (scipy's anti-aliased ``resample_poly``) to the lowest integer
+  fraction of ``sfreq`` still at least 2.5 x the band-pass high edge (256 Hz with a 30 Hz edge: 85 Hz;
+  1 kHz with 70 Hz: 200 Hz) -> (channels, times): the 1-D CNN baseline's input, a third to a fifth of the work.
 - ``image``: the same signal as one 2-D picture -> (1, channels, times), time binned to at most 64
   points (Table 1's CNN on raw EEG).
 
@@ -157,7 +160,14 @@ class Preprocessor:
             return (n_chans, 1, L // self._bin())
         if self.representation == "image":
             return (1, n_chans, L // max(1, -(-L // 64)))
+        if self.representation == "series":
+            return (n_chans, -(-L // self.series_factor))
         return (n_chans, L)
+
+    @property
+    def series_factor(self) -> int:
+        """Decimation of the ``series`` representation: new rate >= 2.5 x the band-pass high edge."""
+        return max(1, int(self.sfreq // (2.5 * min(self.bandpass_hz[1], self.sfreq / 2))))
 
     def _bin(self) -> int:
         return max(1, int(round(self.erp_bin_ms / 1000 * self.sfreq)))
@@ -183,28 +193,51 @@ class Preprocessor:
         """(n, channels, times) or (channels, times) -> float32 features."""
         single = data.ndim == 2
         x = data[None] if single else data
-        self.window_slice(x.shape[-1])  # a clear error before any work
+        out = self.many(x, {"x": (self.representation, self.standardize)}, chunk)["x"]
+        return out[0] if single else out
 
-        def run(i: int) -> np.ndarray:
-            part = self._filtered_window(x[i:i + chunk])
-            if self.standardize:
-                part = part - part.mean(-1, keepdims=True)
-                part /= part.std(-1, keepdims=True) + 1e-8
-            return self._represent(part)
+    def many(self, data: np.ndarray, wanted: dict, chunk: int = 128) -> dict:
+        """Several representations of (n, channels, times) epochs from one filtering pass.
 
-        starts = list(range(0, len(x), chunk))
+        ``wanted`` maps a key to ``(representation, standardize)``; returns key -> float32 features,
+        each exactly what ``with_representation(rep, standardize=...)(data)`` gives (filtering, the
+        costly part, runs once: at 2000 x 128 x 1 s epochs about 4.5 s on 2 cores, not once a key).
+        """
+        self.window_slice(data.shape[-1])  # a clear error before any work
+        makers = {k: self.with_representation(rep, standardize=bool(std)) for k, (rep, std) in wanted.items()}
+
+        def run(i: int) -> dict:
+            filt = self._filtered_window(data[i:i + chunk])
+            z = None
+            out = {}
+            for k, p in makers.items():
+                if p.standardize:
+                    if z is None:
+                        z = filt - filt.mean(-1, keepdims=True)
+                        z /= z.std(-1, keepdims=True) + 1e-8
+                    out[k] = p._represent(z)
+                else:
+                    out[k] = p._represent(filt)
+            return out
+
+        starts = list(range(0, len(data), chunk)) or [0]
         if len(starts) == 1:
-            out = run(0)
+            parts = [run(0)]
         else:  # scipy's filters and numpy's matmul release the GIL: use every core
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as ex:
-                out = np.concatenate(list(ex.map(run, starts)))
-        return out[0] if single else out
+                parts = list(ex.map(run, starts))
+        return {k: np.concatenate([p[k] for p in parts]) for k in makers}
 
     def _represent(self, x: np.ndarray) -> np.ndarray:
         if self.representation == "time":
             return x.astype(np.float32)
+        if self.representation == "series":
+            from scipy.signal import resample_poly
+
+            k = self.series_factor
+            return (resample_poly(x, 1, k, axis=-1) if k > 1 else x).astype(np.float32)
         if self.representation == "image":  # the raw signal as one 2-D picture: channels x (at most 64) times
             b = max(1, -(-x.shape[-1] // 64))
             n = x.shape[-1] // b

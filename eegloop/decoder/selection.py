@@ -45,6 +45,12 @@ class Selection:
         return {"winner": self.winner, "metric": self.metric, "split": self.split, "n_folds": self.n_folds,
                 "candidates": self.candidates, "note": self.note, "seconds": round(self.seconds, 2)}
 
+    @classmethod
+    def from_json(cls, d: dict) -> "Selection":
+        """The inverse of :meth:`to_json` (a model's stored ``metrics["selection"]``)."""
+        return cls(d.get("winner", ""), d.get("metric", ""), d.get("split", ""), int(d.get("n_folds") or 0),
+                   dict(d.get("candidates") or {}), d.get("note") or "", float(d.get("seconds") or 0.0))
+
     def describe(self) -> str:
         rows = []
         for name, c in self.candidates.items():

@@ -107,6 +107,7 @@ class TrainResult:
     threads: int = 1
     alpha: float = 1.0
     precision: str = "fp32"
+    stopped: str = "max_epochs"  # or "early_stopping", "time_budget"
 
 
 def _batches(n: int, bs: int, rng: np.random.Generator):
@@ -127,7 +128,8 @@ def predict_proba(model: nn.Module, X: np.ndarray, device: str = "cpu", batch: i
 
 def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_val: np.ndarray, y_val: np.ndarray,
         teacher_logits: Optional[np.ndarray] = None, progress: bool | Callable[[dict], None] = False,
-        device: str | None = None, seed: int | None = None, max_epochs: int | None = None) -> TrainResult:
+        device: str | None = None, seed: int | None = None, max_epochs: int | None = None,
+        max_seconds: float | None = None) -> TrainResult:
     """Train ``model`` on (X, y), early-stopping on the validation loss (cross-entropy).
 
     Parameters
@@ -136,6 +138,9 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
         Teacher logits per training sample; None trains with alpha = 1.
     progress : bool | callable
         True shows a progress bar; a callable receives each epoch's record.
+    max_seconds : float | None
+        Stop at the first batch past this many seconds (after at least one batch), validate, keep the
+        best state so far; ``stopped`` then says ``time_budget``. None: no limit.
     """
     device = device or pick_device()
     threads = set_threads()
@@ -171,9 +176,13 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
     for ep in range(1, n_epochs + 1):
         model.train()
         tot, correct, n = 0.0, 0, 0
+        cut = False
         for idx in _batches(len(X), cfg.batch_size, rng):
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
+            if max_seconds is not None and n and time.perf_counter() - t0 >= max_seconds:
+                cut = True  # checked between batches: a big network's epoch can be longer than the whole cap
+                break
             it = torch.as_tensor(idx, device=device)
             with autocast():
                 logits = model(Xt[it])
@@ -210,7 +219,12 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
             bad += 1
             if bad >= cfg.patience:
                 logger.info("early stop at epoch %d (best %d)", ep, res.best_epoch)
+                res.stopped = "early_stopping"
                 break
+        if cut or (max_seconds is not None and ep < n_epochs and time.perf_counter() - t0 >= max_seconds):
+            logger.info("time budget %.1f s reached at epoch %d (best %d)", max_seconds, ep, res.best_epoch)
+            res.stopped = "time_budget"
+            break
     if bar is not None:
         bar.close()
     model.load_state_dict(best_state)

@@ -194,3 +194,45 @@ def test_feedback_cues_are_chosen_by_content():
     cues = cue_images(stim, 0.1)
     assert {c: [s.sha256 for s in v] for c, v in cues.items()} == {"a": ["a00", "a01"], "b": ["b00", "b01"]}
     assert cue_images(stim, 0.0) == {}
+
+
+def test_evaluate_time_budget_caps_network_fits_and_says_so():
+    """The networks share the evaluation's time budget: a fit that reaches its share stops after that epoch,
+    keeps its best state, and the report names the method and the folds; budget 0 trains fully."""
+    proto = sim_protocol(training={"max_epochs": 400, "patience": 400, "n_folds": 2})
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
+    rep = evaluate(es, proto, methods=["lda_windowed", "conv1d"], split="run", budget_s=0.5)
+    assert rep.budget_stopped == {"conv1d": 2}
+    assert all(len(h) < 400 for h in rep.histories["conv1d"])
+    assert any("time budget" in n and "conv1d 2/2 folds" in n for n in rep.notes)
+    assert rep.to_json()["budget_stopped"] == {"conv1d": 2}
+    assert list(rep.methods) == ["lda_windowed", "conv1d"]  # the order asked for, though the network ran last
+    full = evaluate(es, protocol_from_dict({**proto.to_dict(), "training": {**proto.to_dict()["training"],
+                                                                             "max_epochs": 3}}),
+                    methods=["conv1d"], split="run", budget_s=0)
+    assert not full.budget_stopped and all(len(h) == 3 for h in full.histories["conv1d"])
+
+
+def test_cebra_knn_baseline_decodes():
+    proto = sim_protocol()
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
+    rep = evaluate(es, proto, methods=["cebra_knn"], split="block", n_folds=3)
+    s = rep.summary()["cebra_knn"]
+    assert s["balanced_accuracy"] > rep.chance["chance_top1"] + 0.1, s  # 0.45 against 0.25 here
+    assert "CEBRA embedding + kNN" in rep.table()
+
+
+def test_series_representation_keeps_the_band_and_drops_what_would_alias():
+    """conv1d's input: the filtered signal at >= 2.5 x the band edge, anti-aliased (no folded line noise)."""
+    sf, n = 1000.0, 1500
+    t = np.arange(n) / sf
+    x = (np.sin(2 * np.pi * 20 * t) + np.sin(2 * np.pi * 160 * t)).astype(np.float32)[None, None]
+    pre = Preprocessor(sfreq=sf, epoch_tmin=-0.5, tmin=0.0, tmax=0.5, notch_hz=None, notch_width_hz=2.0,
+                       bandpass_hz=(14.0, 70.0), bandpass_order=4, standardize=False, representation="series",
+                       stft_window_ms=40, stft_hop_ms=10)
+    y = pre(x)[0, 0]
+    assert pre.series_factor == 5 and y.shape == pre.output_shape(1, n)[1:] == (100,)
+    spec = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    f = np.fft.rfftfreq(len(y), pre.series_factor / sf)
+    assert abs(f[spec.argmax()] - 20) <= 2  # the in-band sine survives at its own frequency
+    assert spec[np.abs(f - 40).argmin()] < 0.05 * spec.max()  # 160 Hz would fold to 40 Hz at 200 Hz: it does not
