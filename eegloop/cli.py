@@ -208,16 +208,14 @@ def cmd_train(args) -> int:
     m = res.metrics
     held = m["heldout"]
     extra = f", auc {held['auc']:.3f} (chance 0.500)" if "auc" in held else ""
-    sel = m["selection"]
+    from .decoder.selection import Selection
+
+    sel = Selection.from_json(m["selection"])
     print(f"model {res.model_id}: {res.path}")
-    if sel.get("n_folds"):
-        print(f"decoder: {m['method']}, chosen on {sel['n_folds']} inner {sel['split']}-wise folds by {sel['metric']}"
-              + (f" ({sel['note']})" if sel.get("note") else ""))
-        for name, c in sel["candidates"].items():
-            print(f"  {name:<16} " + (f"skipped: {c['skipped']}" if "skipped" in c else
-                                      f"{sel['metric']} {c['score']:.3f} ({c['seconds']:.1f} s)"))
+    if sel.n_folds:
+        print(f"decoder: {m['method']}, chosen by " + sel.describe())
     else:
-        print(f"decoder: {m['method']}" + (f" ({sel['note']})" if sel.get("note") else ""))
+        print(f"decoder: {m['method']}" + (f" ({sel.note})" if sel.note else ""))
     rej = m["rejection"]
     if rej["rejected"]:
         print(f"artifacts: {rej['rejected']} of {rej['rejected'] + rej['kept']} epochs dropped "
@@ -265,7 +263,7 @@ def _evaluate_one(db, subject, args, say):
             print(f"eegloop: warning: {exc}", file=sys.stderr)
     rep = evaluate(es, proto, methods=methods, split=args.split, n_folds=args.folds,
                    shuffle_labels=args.shuffle_labels, teacher=teacher, progress=say,
-                   permutations=args.permutations)
+                   permutations=args.permutations, budget_s=args.budget)
     return rep, sids
 
 
@@ -281,6 +279,8 @@ def cmd_evaluate(args) -> int:
         raise EegloopError(f"--permutations: 0 to 10000, got {args.permutations}")
     if args.folds is not None and not 2 <= args.folds <= 1000:
         raise EegloopError(f"--folds: 2 to 1000, got {args.folds}")
+    if args.budget is not None and not 0 <= args.budget <= 864_000:  # also refuses nan
+        raise EegloopError(f"--budget: 0 to 864000 seconds, got {args.budget:g}")
     known = [s.code for s in db.list_subjects()]
     if args.all:
         subjects = known
@@ -333,17 +333,30 @@ def cmd_import(args) -> int:
                            "see protocols/n170.yaml")
     proto = load_protocol(args.protocol)
     _check_new_subject(args, args.subject)
+    if args.images is not None and args.format != "eeg-imagenet":
+        raise EegloopError("--images: only with --format eeg-imagenet (recorded sessions know their images)")
     if args.format == "eeg-imagenet":
         from .recorder.importers import import_epochset, read_eeg_imagenet
 
         if len(args.files) != 1:
             raise EegloopError("--format eeg-imagenet: give one .pth file")
         es, _ = read_eeg_imagenet(args.files[0], subject=args.eeg_subject, sfreq=proto.amplifier.sfreq)
+        stim = None
+        if args.images:
+            from .recorder.importers import locate_images
+
+            stim, es = locate_images(es, args.images)
         db = _db(args)  # the file was read first: a bad one leaves the database (and its folder) as it was
         sid = import_epochset(db, args.subject, proto, es, source=str(Path(args.files[0]).resolve()),
                               force=args.force)
+        if stim is not None:
+            db.add_stimuli(stim)
         print(f"imported {len(es)} EEG-ImageNet trials ({len(es.classes)} classes) as session {sid} of "
               f"{args.subject}; recorded one class per block: only --split random (inflated) can score it")
+        print(f"stimulus images: {len(stim.images)} found under {args.images} and registered: the CLIP teacher "
+              "can distil into kd_* models" if stim is not None else
+              "stimulus images: not given (--images DIR, e.g. your ImageNet copy): kd_* models train without "
+              "the CLIP teacher")
         return 0
     from .recorder.importers import prepare_import, store_import
 
@@ -373,11 +386,14 @@ def cmd_feedback(args) -> int:
     proto = _protocol_for_run(args)
     if args.generator:
         proto = proto.replace(feedback=dataclasses.replace(proto.feedback, generator=args.generator))
+    if args.format:
+        proto = proto.replace(feedback=dataclasses.replace(proto.feedback, format=args.format))
     db = _db(args, create=False)  # needs the subject's model: an existing, up-to-date database
     res = run_feedback(proto, args.subject, db, simulate=args.simulate, mode=args.mode, trials=args.trials,
                        progress=lambda m: print(m, flush=True))
     lat = res.latency_ms
-    print(f"feedback ({res.mode}): {res.correct}/{res.trials} decoded as shown "
+    fmt = (f", rsvp bursts of {proto.feedback.rsvp_images} images" if proto.feedback.format == "rsvp" else "")
+    print(f"feedback ({res.mode}{fmt}): {res.correct}/{res.trials} decoded as shown "
           f"(chance {1 / res.n_classes:.2f}); {res.missing} trials missing; "
           f"latency from epoch complete: decode {lat['decode_ms']['median']:.1f} ms, image "
           f"{lat['image_ready_ms']['median']:.1f} ms, on screen {lat['to_screen_ms']['median']:.1f} ms "
@@ -525,6 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--shuffle-labels", action="store_true", help="permutation control: should score at chance")
     c.add_argument("--baselines", action="store_true", help="also the paper's baselines (Table 1)")
     c.add_argument("--methods", help="comma-separated methods instead (e.g. auto,riemann,kd_stft)")
+    c.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock target per subject: the networks share what the other rows leave and a fit "
+                        "that reaches its share stops, named in the output (default: the protocol's "
+                        "decoder.evaluate_budget_s, 150 s; 0: train every network fully)")
     c.add_argument("--json", action="store_true", help="print the results as one JSON line")
     c.set_defaults(func=cmd_evaluate)
 
@@ -533,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--subject", required=True)
     c.add_argument("--format", choices=["xdf", "mne", "csv", "eeg-imagenet"])
     c.add_argument("--eeg-subject", type=int, help="eeg-imagenet: keep this subject's trials only")
+    c.add_argument("--images", type=Path, metavar="DIR",
+                   help="eeg-imagenet: the stimulus images (e.g. your ImageNet copy, <synset>/<name>.JPEG at any "
+                        "depth), registered so the CLIP teacher can be fitted")
     c.add_argument("--events", help="marker value -> class: '1=house,2=face' or a YAML file")
     c.add_argument("--channels", help="comma-separated channels to keep (e.g. TP9,AF7,AF8,TP10)")
     c.add_argument("--protocol", type=Path, help="protocol describing the recording (channels, sfreq, epochs)")
@@ -546,6 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--mode", choices=["live", "bank", "stimulus"], help="default: the protocol's feedback.mode")
     c.add_argument("--trials", type=int, help="default: the protocol's feedback.trials")
     c.add_argument("--generator", help="diffusers model folder or cached hub id (overrides feedback.generator)")
+    c.add_argument("--format", choices=["cue", "rsvp"],
+                   help="cue: one image per trial; rsvp: a burst of feedback.rsvp_images at the training pace "
+                        "(default: the protocol's feedback.format)")
     c.set_defaults(func=cmd_feedback)
 
     c = sub.add_parser("session", parents=[common, visit], help="a whole visit: record, quick-train, feedback, report")

@@ -277,8 +277,12 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
                    "honest online estimate." if held_cues else
                    " The cues may be images the decoder was trained on (feedback.cue_share 0 or no stimulus "
                    "images): not an honest estimate.")
+        bursts = sorted({int(f.latencies.get("epochs", 1)) for f in fts})
+        fmt = ("one cue image a trial" if bursts == [1] else
+               f"RSVP bursts of {'/'.join(map(str, bursts))} images at the training pace, decided on their "
+               "summed log-probabilities")
         sec.append(f"<h2>Feedback ({_e(', '.join(map(str, modes)))} mode)</h2><p>{correct}/{len(fts)} decoded as shown "
-                   f"(chance {1 / n_classes:.2f}).{honesty} Median latency from epoch complete: "
+                   f"(chance {1 / n_classes:.2f}; {fmt}).{honesty} Median latency from (the last) epoch complete: "
                    + ", ".join(f"{k.replace('_ms', '')} {np.nanmedian(d):.1f} ms" for k, d in zip(stages, data))
                    + "</p>" + _fig(_png(fig), "feedback latency per stage (ms after the epoch was complete)"))
         cells = []

@@ -8,7 +8,16 @@ a held-out stimulus image), shows it at the next flip, and logs the trial with
 every stage's LSL time. The display keeps flipping at its frame rate while it
 waits: nothing in the loop blocks on the generator.
 
-Latencies, from the moment the epoch was complete: ``decode_ms`` (probabilities
+Two trial formats (``feedback.format``): ``cue`` shows one held-out image and
+then its feedback; ``rsvp`` shows ``feedback.rsvp_images`` held-out images of
+the trial's class back to back at the training pace (``paradigm.image_s``), so
+the decoder sees epochs like the ones it was trained on (each image followed by
+the next, not by a blank wait), and decides on the class with the highest
+summed log-probability over the burst — evidence accumulation, as RSVP BCIs do.
+Each image of a burst is its own ``stim_on`` marker and epoch (its own trial
+number, with ``feedback_trial`` naming the trial it belongs to).
+
+Latencies, from the moment the (last) epoch was complete: ``decode_ms`` (probabilities
 ready), ``image_ready_ms`` (image available), ``to_screen_ms`` (the flip that
 showed it).
 """
@@ -45,20 +54,40 @@ class FeedbackResult:
     rows: list = field(default_factory=list)
 
 
-def _choose_trials(stimuli, n: int, seed: int, trial_offset: int, cues: dict | None = None):
-    """Class-balanced stimuli for the feedback trials, seeded, no class twice in a row where possible.
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One feedback trial: its number, class, the images shown and each image's own marker trial number."""
 
-    With ``cues`` (:func:`cue_images`), each class's cue is one of its held-out images."""
+    trial: int
+    class_id: str
+    images: tuple  # Stimulus, one per epoch (one in the cue format)
+    image_trials: tuple  # the stim_on marker's trial number of each image (epochs are numbered by these)
+
+
+def _choose_trials(stimuli, n: int, seed: int, trial_offset: int, cues: dict | None = None,
+                   per_trial: int = 1) -> list[PlannedTrial]:
+    """Class-balanced feedback trials, seeded, no class twice in a row where possible.
+
+    With ``cues`` (:func:`cue_images`) every image shown is one of its class's held-out images;
+    ``per_trial`` images each (the rsvp format), distinct while the class has enough."""
     rng = np.random.default_rng(seed + 17)
     classes = list(stimuli.classes)
     by = {c: (cues or {}).get(c) or v for c, v in stimuli.by_class().items()}
     seq = []
     while len(seq) < n:
         order = list(rng.permutation(classes))
-        if seq and order[0] == seq[-1][0] and len(order) > 1:
+        if seq and order[0] == seq[-1] and len(order) > 1:
             order[0], order[1] = order[1], order[0]
-        seq += [(c, by[c][rng.integers(len(by[c]))]) for c in order]
-    return [(trial_offset + i + 1, c, s) for i, (c, s) in enumerate(seq[:n])]
+        seq += order
+    out = []
+    for i, c in enumerate(seq[:n]):
+        pool = by[c]
+        pick = (rng.permutation(len(pool))[:per_trial] if per_trial <= len(pool)
+                else rng.integers(len(pool), size=per_trial))
+        trial = trial_offset + i + 1
+        out.append(PlannedTrial(trial, c, tuple(pool[j] for j in pick),
+                                tuple((trial - 1) * per_trial + j + 1 for j in range(per_trial))))
+    return out
 
 
 def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, session_id: int | None = None,
@@ -165,21 +194,33 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
 
         from ..stimuli import cue_images
 
-        plan = _choose_trials(stimuli, n_trials, fb.seed, trial_offset, cue_images(stimuli, fb.cue_share))
-        wanted = {t for t, _, _ in plan}
+        per_trial = fb.rsvp_images if fb.format == "rsvp" else 1
+        plan = _choose_trials(stimuli, n_trials, fb.seed, trial_offset, cue_images(stimuli, fb.cue_share), per_trial)
+        owner = {it: pt.trial for pt in plan for it in pt.image_trials}  # an image's epoch -> its feedback trial
+        evidence: dict[int, list] = {}
         decoded: "queue.Queue" = queue.Queue()
         stop = threading.Event()
 
         def decode_loop():
-            # epoch -> probabilities -> image request, off the display thread
+            # epoch -> probabilities (-> summed over the burst) -> image request, off the display thread
             while not stop.is_set():
                 try:
                     ep = online.get(timeout=0.05)
                 except queue.Empty:
                     continue
-                if ep.trial not in wanted:
+                if ep.trial not in owner:
                     continue
+                t_trial = owner[ep.trial]
                 p = decoder.predict(ep)
+                if per_trial > 1:
+                    got_ps = evidence.setdefault(t_trial, [])
+                    got_ps.append(p)
+                    if len(got_ps) < per_trial:
+                        continue
+                    logp = {c: float(sum(np.log(max(q[c], 1e-12)) for q in got_ps)) for c in p}
+                    top = max(logp.values())
+                    z = sum(np.exp(v - top) for v in logp.values())
+                    p = {c: float(np.exp(v - top) / z) for c, v in logp.items()}  # the burst's posterior
                 t_p = local_clock()
                 pr = max(p, key=p.get)
                 img = None
@@ -188,8 +229,8 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
                 elif picker is not None:
                     img = picker.get(pr)
                 else:
-                    worker.submit(ep.trial, pr, fb.seed + ep.trial)
-                decoded.put((ep.trial, ep, p, t_p, img))
+                    worker.submit(t_trial, pr, fb.seed + t_trial)
+                decoded.put((t_trial, ep, p, t_p, img))
 
         decoder_thread = threading.Thread(target=decode_loop, name="eegloop-decode", daemon=True)
         decoder_thread.start()
@@ -199,7 +240,8 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
         px = protocol.paradigm.screen.image_size_px
         # every cue is loaded before the block and every bank image uploaded once: no disk access
         # or texture upload sits between an epoch and its feedback image
-        cues = [visual.ImageStim(pres.win, image=str(stim.path), size=(px, px), units="pix") for _, _, stim in plan]
+        cues = [[visual.ImageStim(pres.win, image=str(st.path), size=(px, px), units="pix") for st in pt.images]
+                for pt in plan]
         shown_stims: dict[int, object] = {}
         if bank is not None:
             for imgs in bank.images.values():
@@ -207,16 +249,18 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
                     shown_stims[id(gi.image)] = visual.ImageStim(pres.win, image=gi.image, size=(px, px), units="pix")
         pres.push_on_flip("block_start", run=run_index, block=block, feedback=True, mode=mode)
         pres.flip()
-        for k, (trial, cls, stim) in enumerate(plan):
-            # the cue: a stimulus image, marked like any stimulus
-            cue = cues[k]
-            for f in range(n_img):
-                cue.draw()
-                pres.fixation.draw()
-                if f == 0:
-                    pres.push_on_flip("stim_on", run=run_index, block=block, trial=trial, **{"class": cls},
-                                      image=stim.path.name, feedback=True)
-                pres.flip()
+        for k, pt in enumerate(plan):
+            trial, cls = pt.trial, pt.class_id
+            # the cue (or the burst): stimulus images back to back, each marked like any stimulus
+            for cue, stim, image_trial in zip(cues[k], pt.images, pt.image_trials):
+                for f in range(n_img):
+                    cue.draw()
+                    pres.fixation.draw()
+                    if f == 0:
+                        pres.push_on_flip("stim_on", run=run_index, block=block, trial=image_trial,
+                                          **{"class": cls}, image=stim.path.name, feedback=True,
+                                          feedback_trial=trial)
+                    pres.flip()
             # wait for the epoch (decoded in a worker the moment it is complete); keep flipping
             t_wait = time.monotonic()
             epoch = probs = t_probs = got = None
@@ -262,6 +306,8 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
             lat = {"epoch_complete_lsl": t0, "probs_lsl": t_probs, "image_ready_lsl": got.ready_lsl,
                    "on_screen_lsl": t_on, "decode_ms": (t_probs - t0) * 1000,
                    "image_ready_ms": (max(got.ready_lsl, t_probs) - t0) * 1000, "to_screen_ms": (t_on - t0) * 1000}
+            if per_trial > 1:
+                lat["epochs"] = per_trial
             row = dict(trial=trial, true_class=cls, predicted=pred, probabilities=probs, image_path=got.path,
                        seed=got.seed, latencies=lat, missing=False)
             rows.append(row)
@@ -298,6 +344,7 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
         v = np.array([r["latencies"][key] for r in done]) if done else np.array([np.nan])
         return {"median": float(np.median(v)), "p95": float(np.percentile(v, 95))}
 
+    per_trial = fb.rsvp_images if fb.format == "rsvp" else 1
     res = FeedbackResult(session_id=session_id, model_id=model_id, mode=mode, trials=len(done),
                          correct=sum(r["predicted"] == r["true_class"] for r in done),
                          missing=len(rows) - len(done),
@@ -305,6 +352,7 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
                          warmup_s=warm, frame_rate_hz=pres.frame_rate, n_classes=len(decoder.classes),
                          rows=rows)
     db.set_session_status(session_id, "feedback-done",
-                          feedback={"mode": mode, "trials": res.trials, "correct": res.correct,
+                          feedback={"mode": mode, "format": fb.format, "images_per_trial": per_trial,
+                                    "trials": res.trials, "correct": res.correct,
                                     "latency_ms": res.latency_ms, "model_id": model_id})
     return res

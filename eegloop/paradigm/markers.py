@@ -14,8 +14,9 @@ event               other keys
 ``pause_end``       ``run``, ``block``
 ``run_end``         ``run``
 ``session_end``     ``status`` (``completed`` or ``aborted``)
-``fb_stim_on``      feedback trials: ``trial``, ``class``, ``image``
-``fb_image_on``     feedback image shown: ``trial``, ``predicted``
+``stim_on``         in feedback blocks also ``feedback`` (true) and ``feedback_trial`` (the trial an
+                    image belongs to: one image each in the cue format, a burst in the rsvp format)
+``fb_image_on``     feedback image shown: ``trial``, ``predicted``, ``class``, ``source``
 ==================  ==========================================================
 
 Example: ``{"event":"stim_on","run":1,"block":3,"trial":17,"class":"n02106662","image":"n02106662_1234.JPEG"}``

@@ -664,6 +664,50 @@ def read_eeg_imagenet(path: str | Path, splits: str | Path | None = None, subjec
     return es, folds
 
 
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
+
+
+def locate_images(es, images_dir: str | Path):
+    """Find the stimulus file of every epoch's image name under ``images_dir`` (EEG-ImageNet, say).
+
+    EEG-ImageNet names its images like ``n02106662_13178``; ImageNet keeps them as
+    ``<synset>/n02106662_13178.JPEG`` (or in one folder): any depth, any image suffix, matched on the
+    file's stem. Every image must be found — a teacher fitted on part of the stimulus set would be
+    silently different — so one missing name is an error naming it and the count.
+
+    Returns
+    -------
+    stimuli : StimulusSet
+        One entry per distinct image (path, class id from the epochs' labels, sha256), for the database.
+    es : EpochSet
+        A copy whose ``images`` are the files' names, as the database matches them.
+    """
+    from ..stimuli import Stimulus, StimulusSet, file_sha256
+
+    root = Path(images_dir)
+    if not root.is_dir():
+        raise ImportError_(f"--images: {images_dir} is not a folder")
+    wanted = {str(n) for n in es.images}
+    found: dict[str, Path] = {}
+    for f in sorted(root.rglob("*")):
+        if f.suffix.lower() in IMAGE_SUFFIXES and f.stem in wanted and f.stem not in found and f.is_file():
+            found[f.stem] = f
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise ImportError_(f"--images: {len(missing)} of {len(wanted)} images not found under {images_dir} "
+                           f"(first: {missing[0][:80]!r}; looked for <name>{{{','.join(IMAGE_SUFFIXES)}}} "
+                           "at any depth)")
+    label_of = {}
+    for name, label in zip(es.images, es.labels):
+        if label_of.setdefault(str(name), str(label)) != str(label):
+            raise ImportError_(f"image {str(name)[:80]!r} is labelled both {label_of[str(name)]!r} and {label!r}")
+    stim = StimulusSet(dict(es.classes), tuple(Stimulus(found[n].resolve(), label_of[n], file_sha256(found[n]))
+                                               for n in sorted(found)), root.resolve())
+    out = es.subset(np.arange(len(es)))
+    out.images = np.array([found[str(n)].name for n in es.images])
+    return stim, out
+
+
 def import_epochset(db, subject: str, protocol: Protocol, es, source: str = "", force: bool = False) -> int:
     """Store an :class:`~eegloop.types.EpochSet` read from a file (e.g. EEG-ImageNet) as an imported session,
     in one transaction."""

@@ -101,3 +101,62 @@ def test_eeg_imagenet_import_and_honest_refusal(tmp_path):
     assert r.returncode == 2 and "no honest block-wise fold exists" in r.stderr
     r = eegloop("evaluate", "--subject", "ei1", "--split", "random", "--methods", "logreg_windowed", env=env)
     assert r.returncode == 0 and "INFLATED" in r.stdout
+
+
+def test_eeg_imagenet_images_register_and_feed_the_teacher(tmp_path, tiny_clip_dir):
+    """--images DIR finds each EEG-ImageNet image name (ImageNet's <synset>/<name>.JPEG), registers it, and
+    the teacher is then fitted on exactly those images; one missing image is a one-line error."""
+    import numpy as np
+    import torch
+    import yaml
+    from PIL import Image
+
+    from eegloop.database import Database
+    from eegloop.decoder import fit_teacher
+    from eegloop.protocol import protocol_from_dict
+
+    rng = np.random.default_rng(1)
+    labels = ["n02106662", "n02124075", "n02281787"]
+    names = [f"{labels[i % 3]}_{100 + i}" for i in range(12)]
+    ds = [{"eeg": torch.tensor(rng.standard_normal((8, 500)), dtype=torch.float32), "label": i % 3, "image": i,
+           "subject": 1} for i in range(24)]  # each image shown twice
+    for i in range(24):
+        ds[i]["image"] = i % 12
+    torch.save({"dataset": ds, "labels": labels, "images": names}, tmp_path / "eeg.pth")
+    imgs = tmp_path / "imagenet" / "train"
+    for k, n in enumerate(names):
+        (imgs / n.split("_")[0]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(imgs / n.split("_")[0] / f"{n}.JPEG")
+    proto = {"stimuli": {"folder": "x", "classes": {c: c for c in labels}},
+             "paradigm": {"block_s": 4, "images_per_class": 8, "runs": 1, "order": "blocked"},
+             "amplifier": {"channels": 8, "sfreq": 1000}, "epochs": {"tmin": 0.02, "tmax": 0.44, "margin_s": 0.02},
+             "teacher": {"enabled": False}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(proto))
+    env = {"EEGLOOP_DATA": str(tmp_path / "data")}
+    # one image missing: refused, nothing stored
+    gone = imgs / labels[0] / f"{names[0]}.JPEG"
+    gone.rename(tmp_path / "aside.JPEG")
+    r = eegloop("import", tmp_path / "eeg.pth", "--format", "eeg-imagenet", "--subject", "ei2",
+                "--protocol", tmp_path / "p.yaml", "--images", imgs.parent, env=env)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "1 of 12 images not found" in r.stderr and names[0] in r.stderr
+    assert not (tmp_path / "data" / "eegloop.db").exists()
+    (tmp_path / "aside.JPEG").rename(gone)
+    r = eegloop("import", tmp_path / "eeg.pth", "--format", "eeg-imagenet", "--subject", "ei2",
+                "--protocol", tmp_path / "p.yaml", "--images", imgs.parent, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "12 found under" in r.stdout
+    db = Database(f"sqlite:///{tmp_path / 'data' / 'eegloop.db'}", data_dir=tmp_path / "data")
+    es = db.load_epochs("ei2")
+    assert len(es) == 24 and all(es.images) and len(set(es.images)) == 12
+    shas = {r_.sha256: r_ for r_ in db.get_stimuli()}
+    assert set(es.images) == set(shas) and {r_.class_id for r_ in shas.values()} == set(labels)
+    tp = protocol_from_dict({**proto, "teacher": {"enabled": True, "model": f"local-dir:{tiny_clip_dir}",
+                                                  "pretrained": None}})
+    teacher = fit_teacher(db, tp, es)
+    assert teacher is not None and teacher.n_images == 12
+    assert teacher.logits_for(list(es.images)).shape == (24, 3)
+    # --images belongs to the EEG-ImageNet format only
+    r = eegloop("import", tmp_path / "eeg.pth", "--format", "csv", "--subject", "ei3", "--protocol",
+                tmp_path / "p.yaml", "--images", imgs, env=env)
+    assert r.returncode == 2 and "--images: only with --format eeg-imagenet" in r.stderr

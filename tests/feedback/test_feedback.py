@@ -87,3 +87,39 @@ def test_closed_loop_block(tmp_path, display, tiny_sd, mode, short_protocol):
         frame_ms = 1000 / res.frame_rate_hz
         assert all(r.latencies["to_screen_ms"] - r.latencies["decode_ms"] <= 6 * frame_ms + 20 for r in rows)
     assert any(line.startswith("generator") for line in lines)
+
+
+def test_rsvp_feedback_bursts_decide_on_every_epoch(tmp_path, display, short_protocol):
+    """The rsvp format: each trial is a burst of held-out images at the training pace, each its own marker and
+    epoch; the trial's decision is the burst's summed log-probability, stored with its probabilities."""
+    from eegloop.database import Database
+    from eegloop.decoder import quick_train
+    from eegloop.feedback.loop import run_feedback
+    from eegloop.session import record_session
+    from eegloop.stimuli import cue_images, load_stimuli
+
+    proto = short_protocol(paradigm={"block_s": 1.0, "images_per_class": 10},
+                           training={"max_epochs": 8, "patience": 4},
+                           feedback={"trials": 3, "mode": "stimulus", "format": "rsvp", "rsvp_images": 3,
+                                     "display_s": 0.1, "cue_share": 0.3})
+    db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
+    rec = record_session(proto, "S1", db, simulate=True, progress=None)
+    quick_train(db, "S1", progress=False)
+    res = run_feedback(proto, "S1", db, simulate=True, session_id=rec.session_id, progress=None)
+    assert res.trials == 3 and res.missing == 0
+    rows = db.get_feedback_trials(rec.session_id)
+    assert [r.trial for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert r.latencies["epochs"] == 3
+        assert abs(sum(r.probabilities.values()) - 1) < 1e-5
+        assert r.predicted_class == max(r.probabilities, key=r.probabilities.get)
+    stim_on = [e for e in db.get_events(rec.session_id, "stim_on") if (e.payload or {}).get("feedback")]
+    assert len(stim_on) == 9
+    assert sorted({e.payload["feedback_trial"] for e in stim_on}) == [1, 2, 3]
+    for t in (1, 2, 3):  # a burst is one class, and only held-out cue images
+        burst = [e.payload for e in stim_on if e.payload["feedback_trial"] == t]
+        assert len(burst) == 3 and len({p["class"] for p in burst}) == 1
+        cues = {s.path.name for s in cue_images(load_stimuli(proto), 0.3)[burst[0]["class"]]}
+        assert {p["image"] for p in burst} <= cues
+    fb_epochs = [e for e in db.get_epochs(rec.session_id) if e.block >= 10_000]
+    assert sorted(e.trial for e in fb_epochs) == list(range(1, 10))  # every image of every burst is an epoch
