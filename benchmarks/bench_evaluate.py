@@ -146,6 +146,8 @@ def bench_sim(args) -> dict:
           f"{time.perf_counter() - t0:.1f} s")
     from eegloop.decoder.evaluation import BASELINES
 
+    if args.cli:
+        return through_cli(args, proto, es)
     methods = list(dict.fromkeys(args.methods.split(",") + (list(BASELINES) if args.baselines else [])))
     t0 = time.perf_counter()
     rep = evaluate(es, proto, methods=methods, split="block", progress=print)
@@ -155,6 +157,36 @@ def bench_sim(args) -> dict:
     return {m: {"top1": round(s[m]["top1"], 4), "balanced_accuracy": round(s[m]["balanced_accuracy"], 4),
                 "seconds": round(rep.seconds[m], 1)} for m in s} | {"selected": rep.selected,
                                                                     "chance_top1": rep.chance["chance_top1"]}
+
+
+def through_cli(args, proto, es) -> dict:
+    """Store the epochs in a throw-away database and time `eegloop evaluate` itself, start to exit."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from eegloop.database import Database
+    from eegloop.recorder.importers import import_epochset
+
+    tmp = Path(tempfile.mkdtemp(prefix="eegloop-bench-"))
+    db = Database(f"sqlite:///{tmp / 'eegloop.db'}", data_dir=tmp)
+    import_epochset(db, "sim", proto, es)
+    (tmp / "p.yaml").write_text(yaml.safe_dump(proto.to_dict()))
+    cmd = [str(Path(sys.executable).with_name("eegloop")), "evaluate", "--subject", "sim", "--json"]
+    cmd += ["--baselines"] if args.baselines else ["--methods", args.methods]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env={**os.environ, "EEGLOOP_DATA": str(tmp)}, capture_output=True, text=True)
+    secs = time.perf_counter() - t0
+    shutil.rmtree(tmp, ignore_errors=True)
+    if r.returncode:
+        raise SystemExit(r.stderr)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    print(f"{' '.join(cmd[1:])}: {secs:.1f} s wall ({len(es)} epochs)")
+    return {"command": " ".join(cmd[1:]), "wall_seconds": round(secs, 1), "seconds": out.get("seconds"),
+            "budget_stopped": out.get("budget_stopped", {}),
+            "key_metric": {m: v.get(out["key_metric"]) for m, v in out["methods"].items()}}
 
 
 def main() -> None:
@@ -169,6 +201,7 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=40)
     ap.add_argument("--sfreq", type=float, default=1000.0)
     ap.add_argument("--like", help="sim: take epochs, preprocessing and training from this protocol file")
+    ap.add_argument("--cli", action="store_true", help="sim: store the epochs, then time `eegloop evaluate` itself")
     args = ap.parse_args()
     if args.permutations < 0:
         ap.error("--permutations: must be >= 0")
