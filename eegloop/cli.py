@@ -368,12 +368,17 @@ def cmd_import(args) -> int:
     es = db.get_epochs(sid)
     from collections import Counter
 
+    from .errors import clip_text
+
     counts = Counter(e.label for e in es)
     rejected = db.rejected_by_reason(sid)
     print(f"imported {len(args.files)} file(s) as session {sid} of {args.subject}: {len(es)} epochs "
           f"({', '.join(f'{c} {n}' for c, n in counts.items())}) in {len(db.get_runs(sid))} runs, "
           f"{len(db.get_blocks(sid))} blocks"
-          + (f"; rejected: {', '.join(f'{n} {why}' for why, n in rejected.items())}" if rejected else ""))
+          + (f"; rejected: {', '.join(f'{n} {why}' for why, n in rejected.items())}" if rejected else "")
+          + (f"; ignored markers (not stimuli): {sum(prepared.ignored.values())} ("
+             + ", ".join(f"{clip_text(repr(v), 40)} {n}x" for v, n in prepared.ignored.most_common()) + ")"
+             if prepared.ignored else ""))
     return 0
 
 

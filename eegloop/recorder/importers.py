@@ -65,8 +65,15 @@ def _exists(p: Path) -> bool:
         return False
 
 
+IGNORE = "ignore"  # the class name that says: this marker value is not a stimulus
+
+
 def parse_events(spec: str | None) -> dict[str, str]:
     """``"1=house,2=face"`` or a YAML file mapping marker value -> class.
+
+    The class ``ignore`` marks a value that is not a stimulus (``start=ignore``): such markers are kept as
+    events and counted, never epoched. The empty marker value some recorders write can only be ignored
+    (YAML ``"": ignore``, or ``=ignore``).
 
     Raises :class:`EegloopError` naming ``--events`` (one line) for an empty or
     repeated marker value, an empty, over-long or control-character class name,
@@ -99,8 +106,9 @@ def parse_events(spec: str | None) -> dict[str, str]:
             pairs.append((k.strip(), v.strip(), short_repr(part, 60)))
     out: dict[str, str] = {}
     for k, v, shown in pairs:
-        if not k:
-            raise EegloopError(f"{where}: empty marker value in {shown}")
+        if not k and v != IGNORE:
+            raise EegloopError(f"{where}: empty marker value in {shown} (an empty marker can only be "
+                               f"ignored: '=ignore', or \"\": ignore in a YAML file)")
         if not v:
             raise EegloopError(f"{where}: empty class name in {shown}")
         for what, x, most in (("marker value", k, _MAX_MARKER), ("class name", v, _MAX_CLASS_NAME)):
@@ -409,9 +417,9 @@ def _check_finite(rec: Recording) -> None:
 
 
 def _marker_class(value: str, events: dict[str, str]) -> Optional[str]:
-    """Class of a marker value, '' for markers that are not stimuli, None if unknown."""
+    """Class of a marker value, '' for markers that are not stimuli (``ignore`` among them), None if unknown."""
     if value in events:
-        return events[value]
+        return "" if events[value] == IGNORE else events[value]
     try:
         m = json.loads(value)
         if isinstance(m, dict) and "event" in m:
@@ -449,12 +457,15 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
     if long is not None:
         raise ImportError_(f"{src}: class {short_repr(long, 40)} from a marker is longer than {_MAX_CLASS_NAME} "
                            "characters")
-    unknown = sorted({v for _, v in rec.markers if _marker_class(v, events) is None})
+    unknown = Counter(v for _, v in rec.markers if _marker_class(v, events) is None)
     if unknown:
         known = _names(list(events)) if events else "none given"
+        listed = sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0]))
         raise ImportError_(f"{src}: unknown marker value{'s' if len(unknown) > 1 else ''} "
-                           f"{', '.join(short_repr(u, 40) for u in unknown[:5])} (events map has: {known}); "
-                           "map them with --events VALUE=CLASS,...")
+                           + ", ".join(f"{short_repr(u, 40)} ({n}x)" for u, n in listed[:8])
+                           + (f" and {len(listed) - 8} more" if len(listed) > 8 else "")
+                           + f" (events map has: {known}); map them with --events VALUE=CLASS,..., "
+                           "or VALUE=ignore for markers that are not stimuli")
     sf = rec.sfreq
     win = epoch_window(protocol.epochs, sf)
     t = rec.times
@@ -513,6 +524,12 @@ class PreparedImport:
     @property
     def n_epochs(self) -> int:
         return sum(len(br.epochs) for _, _, blocks in self.runs for br in blocks)
+
+    @property
+    def ignored(self) -> Counter:
+        """Marker value -> how many markers the events map sent to ``ignore``."""
+        return Counter(ev.get("value") for _, _, blocks in self.runs for br in blocks for ev, _ in br.events
+                       if ev.get("event") == "marker" and self.events.get(ev.get("value")) == IGNORE)
 
 
 def _digests(files: Sequence[str | Path]) -> list[tuple[str, str, int]]:
