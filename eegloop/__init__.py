@@ -1,10 +1,56 @@
 """eegloop: closed-loop EEG visual-decoding experiments, end to end.
 
 protocol -> paradigm + recorder -> database -> decoder -> feedback.
+
+What the command line does, a notebook does with ``import eegloop``::
+
+    import eegloop
+    proto = eegloop.load_protocol("protocols/demo.yaml")
+    db = eegloop.Database("sqlite:///eegloop-demo/eegloop.db")
+    es = db.load_epochs("S01")                    # an EpochSet; es.to_mne() for MNE
+    report = eegloop.evaluate(es, proto, methods=["auto", "riemann"])
+    print(report.table())
+    model = eegloop.quick_train(db, "S01")
+    dec = eegloop.OnlineDecoder(model.path)       # one epoch -> class probabilities
+
+The names below load on first use, so ``import eegloop`` stays light (no torch, no PsychoPy until needed).
 """
+from __future__ import annotations
+
+from importlib import import_module
+
 from ._logging import logger, set_log_level
 from .errors import EegloopError, ProtocolError
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "logger", "set_log_level", "EegloopError", "ProtocolError"]
+# public name -> module that defines it (loaded on first access, PEP 562)
+_LAZY = {
+    "Protocol": "protocol", "load_protocol": "protocol", "protocol_from_dict": "protocol",
+    "Database": "database",
+    "Epoch": "types", "EpochSet": "types",
+    "StimulusSet": "stimuli", "load_stimuli": "stimuli", "synthesize_stimuli": "stimuli",
+    "make_schedule": "paradigm.schedule",
+    "VirtualAmplifier": "recorder.simulator", "simulate_epochs": "recorder.simulator",
+    "read_recording": "recorder.importers", "import_recordings": "recorder.importers",
+    "parse_events": "recorder.importers",
+    "quick_train": "decoder", "evaluate": "decoder", "OnlineDecoder": "decoder", "EvalReport": "decoder",
+    "record_session": "session", "run_visit": "session",
+    "run_feedback": "feedback.loop",
+    "write_report": "report",
+}
+
+__all__ = ["__version__", "logger", "set_log_level", "EegloopError", "ProtocolError", *_LAZY]
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'eegloop' has no attribute {name!r}")
+    value = getattr(import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

@@ -185,12 +185,18 @@ class EpochSet:
                         self.runs[idx], self.blocks[idx], self.sessions[idx], dict(self.classes), self.images[idx])
 
     def to_mne(self):
-        """An :class:`mne.EpochsArray` (data in volts assumed microvolts here, scaled by 1e-6)."""
+        """An :class:`mne.EpochsArray`: data in volts (stored µV x 1e-6), one event id per class, and
+        ``metadata`` with each epoch's class, session, run, block and stimulus image (sha256), so
+        ``epochs["run == 2 and block > 3"]`` selects as in MNE. The events' sample column numbers the
+        epochs (an EpochSet keeps no onset times)."""
         import mne
+        import pandas as pd
 
         info = mne.create_info(list(self.channel_names), self.sfreq, ch_types="eeg")
         codes = {c: i + 1 for i, c in enumerate(self.classes)}
         events = np.column_stack([np.arange(len(self)) * 10_000, np.zeros(len(self), int),
                                   [codes[c] for c in self.labels]]).astype(int)
+        meta = pd.DataFrame({"class": self.labels, "session": self.sessions, "run": self.runs,
+                             "block": self.blocks, "image": self.images})
         return mne.EpochsArray(self.data.astype(np.float64) * 1e-6, info, events=events, tmin=self.tmin,
-                               event_id=codes, verbose=False)
+                               event_id=codes, metadata=meta, verbose=False)

@@ -1,0 +1,50 @@
+"""The Python API: what the command line does, ``import eegloop`` does; the examples run."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_import_is_light_and_every_public_name_resolves():
+    code = ("import sys, eegloop; light = not ({'torch', 'psychopy', 'pylsl'} & set(sys.modules)); "
+            "[getattr(eegloop, n) for n in eegloop.__all__]; print(light, len(eegloop.__all__))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    light, n = r.stdout.split()
+    assert light == "True" and int(n) > 20
+    import eegloop
+
+    assert {"load_protocol", "Database", "EpochSet", "quick_train", "evaluate", "OnlineDecoder",
+            "VirtualAmplifier", "simulate_epochs"} <= set(eegloop.__all__) == set(dir(eegloop))
+    assert eegloop.evaluate is __import__("eegloop.decoder", fromlist=["evaluate"]).evaluate
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        eegloop.nope  # noqa: B018
+
+
+def test_example_scripts_run(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "simulated_subject.py"), str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "chance" in r.stdout and "xDAWN covariances" in r.stdout
+    png = tmp_path / "erp.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_to_mne_carries_metadata():
+    import numpy as np
+
+    import eegloop
+
+    n = 12
+    es = eegloop.EpochSet(np.ones((n, 2, 50), np.float32), np.where(np.arange(n) % 2, "b", "a"), 100.0, -0.1,
+                          ["C3", "C4"], np.arange(n) // 6 + 1, np.arange(n) // 3 + 1, np.full(n, 7), {"a": "A", "b": "B"},
+                          np.array([f"sha{i}" for i in range(n)]))
+    ep = es.to_mne()
+    assert list(ep.metadata.columns) == ["class", "session", "run", "block", "image"]
+    assert len(ep["run == 2"]) == 6 and set(ep["block == 1"].metadata["image"]) == {"sha0", "sha1", "sha2"}
+    assert len(ep["b"]) == 6 and np.allclose(ep.get_data(copy=False), 1e-6)
