@@ -84,6 +84,24 @@ def cmd_protocol_schema(args) -> int:
     return 0
 
 
+def cmd_protocol_new(args) -> int:
+    from .errors import EegloopError
+    from .protocol import load_protocol, template_path
+
+    src = template_path(args.template)
+    out = args.file
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        raise EegloopError(f"{out}: a protocol file ends in .yaml")
+    if out.exists() and not args.force:
+        raise EegloopError(f"{out}: exists already (--force replaces it)")
+    if not out.parent.is_dir():
+        raise EegloopError(f"{out}: folder {out.parent} does not exist")
+    out.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+    load_protocol(out)  # the copy is valid where it now lives (stimulus folders are checked by `protocol check`)
+    print(f"wrote {out} from the {args.template} template; edit it, then: eegloop protocol check {out}")
+    return 0
+
+
 def cmd_protocol_show(args) -> int:
     from .protocol import load_protocol
 
@@ -489,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--design-only", action="store_true",
                    help="validate everything but the stimulus files and print the implied design")
     c.set_defaults(func=cmd_protocol_check)
+    c = psub.add_parser("new", parents=[common], help="start a protocol from a shipped template")
+    c.add_argument("file", type=Path, help="the new protocol file (.yaml)")
+    c.add_argument("--from", dest="template", default="interleaved",
+                   help="template: demo, ferrante2023 (the paper, blocked), interleaved (the honest default), n170")
+    c.add_argument("--force", action="store_true", help="replace the file if it exists")
+    c.set_defaults(func=cmd_protocol_new)
     c = psub.add_parser("schema", parents=[common], help="print every protocol field with its default")
     c.set_defaults(func=cmd_protocol_schema)
     c = psub.add_parser("show", parents=[common], help="print a protocol with all defaults filled in")

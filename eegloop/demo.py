@@ -1,6 +1,6 @@
 """``eegloop demo``: a whole visit on the virtual amplifier, in a few minutes, with no hardware.
 
-protocols/demo.yaml (4 drawn classes, 3 short runs) on the simulator, a SQLite
+The demo protocol template (4 drawn classes, 3 short runs) on the simulator, a SQLite
 database and every output in one folder, a real PsychoPy window (Xvfb is
 started when there is no display), feedback from a generator when one is
 cached (bank mode) or else held-out stimulus images (stimulus mode). Ends with
@@ -18,7 +18,6 @@ import numpy as np
 import yaml
 
 from .database import Database
-from .errors import EegloopError
 
 __all__ = ["run_demo", "demo_protocol_path"]
 
@@ -26,10 +25,9 @@ SUBJECT = "demo01"
 
 
 def demo_protocol_path() -> Path:
-    p = Path(__file__).resolve().parents[1] / "protocols" / "demo.yaml"
-    if not p.is_file():
-        raise EegloopError(f"demo protocol not found at {p} (run eegloop from its source checkout: pip install -e .)")
-    return p
+    from .protocol import template_path
+
+    return template_path("demo")
 
 
 def run_demo(out: str | Path = "eegloop-demo", quick: bool = False,

@@ -48,3 +48,34 @@ def test_to_mne_carries_metadata():
     assert list(ep.metadata.columns) == ["class", "session", "run", "block", "image"]
     assert len(ep["run == 2"]) == 6 and set(ep["block == 1"].metadata["image"]) == {"sha0", "sha1", "sha2"}
     assert len(ep["b"]) == 6 and np.allclose(ep.get_data(copy=False), 1e-6)
+
+
+def test_installed_package_carries_its_protocols(tmp_path):
+    """`pip install .` (not editable): the templates ship inside the package; the demo and `protocol new`
+    find them with no source checkout around (run from elsewhere, the checkout's copy shadowed)."""
+    import os
+
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (target / "eegloop" / "protocols").glob("*.yaml")) == [
+        "demo.yaml", "ferrante2023.yaml", "interleaved.yaml", "n170.yaml"]
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    code = ("import eegloop, eegloop.demo as d; print(eegloop.__file__); print(d.demo_protocol_path()); "
+            "print(eegloop.load_protocol(d.demo_protocol_path()).name)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    where, demo, name = r.stdout.split()
+    assert where.startswith(str(target)) and demo.startswith(str(target)) and name == "demo"
+    r = subprocess.run([sys.executable, "-m", "eegloop", "protocol", "new", "mine.yaml", "--from", "ferrante2023"],
+                       capture_output=True, text=True, cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "eegloop", "protocol", "check", "mine.yaml", "--design-only"],
+                       capture_output=True, text=True, cwd=work, env=env)
+    assert r.returncode == 0 and "40" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "eegloop", "protocol", "new", "mine.yaml"],
+                       capture_output=True, text=True, cwd=work, env=env)
+    assert r.returncode == 2 and r.stderr.strip() == "eegloop: error: mine.yaml: exists already (--force replaces it)"
