@@ -59,6 +59,80 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _wilson(k: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """95 % Wilson score interval of k successes in n trials (0..1), elementwise."""
+    n = np.maximum(n, 1)
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return mid - half, mid + half
+
+
+def _confusion_section(plt, cm: np.ndarray, names: list, chance: float) -> str:
+    """Confusion matrix, per-class accuracy (sorted, with 95 % intervals) and the most confused pairs.
+
+    Up to 12 classes every cell shows its count; beyond, the matrix is a picture (1,600 numbers at 40
+    classes are unreadable) and the most confused pairs are listed as a table instead.
+    """
+    k = len(names)
+    many = k > 12
+    side = 4.5 if k <= 12 else min(10.0, 3 + 0.16 * k)
+    label_fs = 8 if k <= 12 else min(8.0, max(4.0, 0.55 * side * 0.8 * 72 / k))  # ~ half a row's height, in pt
+    fig, ax = plt.subplots(figsize=(side, side * 0.9))
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(k), names, rotation=90 if many else 45, ha="center" if many else "right", fontsize=label_fs)
+    ax.set_yticks(range(k), names, fontsize=label_fs)
+    ax.set_xlabel("decoded")
+    ax.set_ylabel("shown")
+    if not many:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="w" if norm[i, j] < 0.6 else "k",
+                        fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the shown class")
+    ax.set_title("confusion matrix (all folds)")
+    fig.tight_layout()
+    cm_png = _png(fig)
+
+    hits, shown = np.diag(cm), cm.sum(1)
+    acc = hits / np.maximum(shown, 1)
+    lo, hi = _wilson(hits, shown)
+    order = np.argsort(-acc, kind="stable")
+    fig, ax = plt.subplots(figsize=(5.5, max(3.0, 0.2 * k + 1)) if many else (5, 3))
+    pos = np.arange(k)
+    if many:  # horizontal bars: one readable label per class
+        ax.barh(pos, acc[order], xerr=[acc[order] - lo[order], hi[order] - acc[order]], color="#4477aa",
+                ecolor="#999", capsize=1.5)
+        ax.axvline(chance, color="r", ls="--", label="chance")
+        ax.set_yticks(pos, [names[i] for i in order], fontsize=label_fs)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("accuracy (95 % interval)")
+    else:
+        ax.bar(pos, acc[order], yerr=[acc[order] - lo[order], hi[order] - acc[order]], color="#4477aa",
+               ecolor="#999", capsize=2)
+        ax.axhline(chance, color="r", ls="--", label="chance")
+        ax.set_xticks(pos, [names[i] for i in order], rotation=45, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy (95 % interval)")
+    ax.legend()
+    ax.set_title("per-class accuracy, best first")
+    fig.tight_layout()
+    html = (f"<div class='row'>{_fig(cm_png, 'confusion matrix (all folds' + ('' if many else ', counts') + ')')}"
+            f"{_fig(_png(fig), 'per-class accuracy, sorted, 95 % Wilson intervals, chance dashed')}</div>")
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    pairs = [(int(i), int(j)) for i, j in zip(*np.unravel_index(np.argsort(-off, axis=None), off.shape))
+             if off[i, j] > 0][:10]
+    if pairs:
+        rows = [[names[i], names[j], int(cm[i, j]), f"{cm[i, j] / max(shown[i], 1):.1%}"] for i, j in pairs]
+        html += ("<h3>Most confused pairs</h3>"
+                 + _table(rows, ["shown", "decoded as", "epochs", "share of shown"]))
+    return html
+
+
 def write_report(db: Database, session_id: int, out: str | Path | None = None) -> Path:
     """Write ``report.html`` for a session (a 0600 file); returns its path.
 
@@ -106,30 +180,7 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
                    + (f"<p>{_e(main)}: the whole model selection ran inside each fold, on its training blocks only; "
                       f"chosen per fold: {_e(', '.join(ev['selected']))}</p>" if ev.get("selected") else ""))
         cm = np.array(ev["confusion"][main], float)
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        im = ax.imshow(norm, vmin=0, vmax=1, cmap="viridis")
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
-        ax.set_xlabel("decoded")
-        ax.set_ylabel("shown")
-        for i in range(len(names)):
-            for j in range(len(names)):
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="w" if norm[i, j] < 0.6 else "k", fontsize=7)
-        fig.colorbar(im, ax=ax, fraction=0.046)
-        ax.set_title("confusion matrix (all folds)")
-        cm_png = _png(fig)
-        acc = np.diag(cm) / np.maximum(cm.sum(1), 1)
-        fig, ax = plt.subplots(figsize=(5, 3))
-        ax.bar(range(len(names)), acc, color="#4477aa")
-        ax.axhline(ev["chance"]["chance_top1"], color="r", ls="--", label="chance")
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("accuracy")
-        ax.legend()
-        ax.set_title("per-class accuracy")
-        sec.append(f"<div class='row'>{_fig(cm_png, 'confusion matrix (all folds, counts)')}"
-                   f"{_fig(_png(fig), 'per-class accuracy, chance dashed')}</div>")
+        sec.append(_confusion_section(plt, cm, names, ev["chance"]["chance_top1"]))
         if len(ev["summary"]) > 1:
             from .decoder.evaluation import PAPER_NAMES
 

@@ -153,3 +153,55 @@ def test_report_plots_draw_class_names_literally(tmp_path, monkeypatch):
     assert {"$x^2$", r"$\frac{a}{b}$"} <= texts
     assert all(parse is False and usetex is False for _, parse, usetex in seen)
     assert matplotlib.rcParams["text.parse_math"] is True  # restored after the report
+
+
+def test_report_scales_to_forty_classes(tmp_path, monkeypatch):
+    """At the paper's 40 classes: no per-cell counts (1,600 numbers), one label per class, sorted per-class
+    accuracy with intervals, and the most confused pairs as a table."""
+    import html as html_mod
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.text
+    import numpy as np
+
+    from eegloop.database import Database
+    from eegloop.protocol import protocol_from_dict
+    from eegloop.report import write_report
+
+    k = 40
+    classes = {f"n{i:08d}": f"class {i}" for i in range(k)}
+    proto = protocol_from_dict({"stimuli": {"folder": "x", "classes": classes},
+                                "paradigm": {"images_per_class": 50, "runs": 4}})
+    db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
+    db.get_or_add_subject("S40")
+    sid = db.create_session("S40", proto)
+    rng = np.random.default_rng(0)
+    cm = rng.integers(0, 3, (k, k))
+    np.fill_diagonal(cm, rng.integers(10, 40, k))
+    cm[3, 7] = 30  # the pair that must top the list
+    ev = {"split": "block", "n_folds": 5, "n_epochs": int(cm.sum()), "main_method": "auto", "inflated": False,
+          "classes": classes, "summary": {"auto": {"top1": 0.5, "top1_std": 0.1}},
+          "confusion": {"auto": cm.tolist()}, "chance": {"chance_top1": 1 / k}, "notes": [],
+          "class_order": list(classes)}
+    db.set_session_status(sid, "completed", ended=True, evaluation=ev)
+    drawn = []
+    orig = matplotlib.text.Text.draw
+
+    def draw(self, renderer):
+        if self.get_text() and self.get_visible():
+            drawn.append(self.get_text())
+        return orig(self, renderer)
+
+    monkeypatch.setattr(matplotlib.text.Text, "draw", draw)
+    page = write_report(db, sid).read_text(encoding="utf-8")
+    numbers = [t for t in drawn if re.fullmatch(r"\d+", t)]
+    assert len(numbers) < 100  # tick numbers only, not one count per cell
+    assert sum(t == "class 7" for t in drawn) >= 2  # each class labelled (matrix axes and the sorted bars)
+    m = re.search(r"<h3>Most confused pairs</h3><table>.*?</table>", page, re.S)
+    assert m and m.group(0).count("<tr>") == 11  # header + 10 pairs
+    first = re.findall(r"<td>(.*?)</td>", m.group(0))[:3]
+    assert [html_mod.unescape(x) for x in first] == ["class 3", "class 7", "30"]
+    assert "95 % Wilson intervals" in page
