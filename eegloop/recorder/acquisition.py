@@ -49,8 +49,27 @@ class RecorderStats:
         return d
 
 
+# a channel's <unit> in the stream description -> factor to microvolts (XDF/LSL meta-data conventions:
+# "microvolts" is the recommended spelling; amplifier apps also write V, mV, uV, µV)
+_TO_UV = {"v": 1e6, "volt": 1e6, "volts": 1e6, "mv": 1e3, "millivolt": 1e3, "millivolts": 1e3,
+          "uv": 1.0, "µv": 1.0, "μv": 1.0, "microvolt": 1.0, "microvolts": 1.0,
+          "nv": 1e-3, "nanovolt": 1e-3, "nanovolts": 1e-3}
+
+
+def unit_scale(unit: str) -> Optional[float]:
+    """Factor from ``unit`` to µV (None: not a voltage eegloop knows); an empty unit is taken as µV."""
+    u = (unit or "").strip().lower()
+    return 1.0 if not u else _TO_UV.get(u)
+
+
 class Acquisition:
-    """Inlets, clock correction and counts for one EEG stream (and the marker stream)."""
+    """Inlets, clock correction and counts for one EEG stream (and the marker stream).
+
+    Samples of any LSL numeric format (float32, double64, int8/16/32/64) are read in their own type and
+    returned as float32 microvolts: each channel's ``<unit>`` in the stream description (V, mV, µV, nV,
+    spelled out or not) sets its scale; a channel without one is taken as µV (logged); a unit that is not a
+    voltage refuses the stream with one line, unless the channel is a trigger (type STIM).
+    """
 
     def __init__(self, amplifier):
         self.amp = amplifier
@@ -62,6 +81,8 @@ class Acquisition:
         self._last_arrival = time.monotonic()
         self._stalled = False
         self._chunk: Optional[np.ndarray] = None
+        self._scale: Optional[np.ndarray] = None  # per-channel factor to µV (None: all already µV)
+        self.units: list[str] = []
         self.armed = False  # a run is being recorded: a stream silent for stall_timeout_s is then an error
 
     def connect(self, markers: bool = True, timeout: float | None = None, marker_source_id: str | None = None,
@@ -79,15 +100,32 @@ class Acquisition:
         self.eeg_inlet = pylsl.StreamInlet(info, max_buflen=60, processing_flags=pylsl.proc_clocksync
                                            | pylsl.proc_dejitter | pylsl.proc_monotonize)
         full = self.eeg_inlet.info(timeout=5.0)
-        labels, types = [], []
+        labels, types, units = [], [], []
         ch = full.desc().child("channels").child("channel")
         while not ch.empty():
             labels.append(ch.child_value("label"))
             types.append(ch.child_value("type") or "EEG")
+            units.append(ch.child_value("unit"))
             ch = ch.next_sibling()
         n = full.channel_count()
         if len(labels) != n:
-            labels, types = [f"Ch{i + 1}" for i in range(n)], ["EEG"] * n
+            labels, types, units = [f"Ch{i + 1}" for i in range(n)], ["EEG"] * n, [""] * n
+            if amp.channel_names:  # the stream has no labels: the protocol's, when the counts agree
+                if len(amp.channel_names) != n:
+                    raise StreamError(f"EEG stream '{full.name()}' has {n} channels and no labels; "
+                                      f"amplifier.channel_names lists {len(amp.channel_names)}")
+                labels = list(amp.channel_names)
+        scale = []
+        for lab, typ, unit in zip(labels, types, units):
+            f = unit_scale(unit)
+            if f is None and typ.upper() != "STIM":
+                raise StreamError(f"EEG stream '{full.name()}': channel {lab!r} is in {unit!r}, not a voltage "
+                                  "eegloop knows (V, mV, µV/uV/microvolts, nV)"[:300])
+            scale.append(1.0 if f is None else f)
+        if not any(units):
+            logger.info("EEG stream %r declares no channel units: values taken as microvolts", full.name())
+        self._scale = np.asarray(scale, np.float32)[:, None] if any(f != 1.0 for f in scale) else None
+        self.units = units
         self.ch_names = labels
         self.eeg_idx = [i for i, t in enumerate(types) if t.upper() != "STIM"]
         self.stim_idx = [i for i, t in enumerate(types) if t.upper() == "STIM"]
@@ -178,7 +216,10 @@ class Acquisition:
         self._last_ts = float(ts[-1])
         st.samples_expected = int(round((self._last_ts - self._first_ts) * self.sfreq)) + 1
         st.lost_samples = max(0, st.samples_expected - st.samples_received)
-        return chunk[:k].T.astype(np.float32), ts
+        out = chunk[:k].T.astype(np.float32)
+        if self._scale is not None:
+            out *= self._scale  # to microvolts, per channel
+        return out, ts
 
     def pull_markers(self) -> list[tuple[dict, float]]:
         if self.marker_inlet is None:
