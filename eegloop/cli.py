@@ -424,6 +424,16 @@ def cmd_feedback(args) -> int:
     return 0
 
 
+def cmd_export_bids(args) -> int:
+    from .bids import export_bids
+
+    db = _db(args, create=False)
+    res = export_bids(db, args.subject, args.out, args.sessions, progress=lambda m: print(m, flush=True))
+    print(f"BIDS dataset {args.out}: {len(res.runs)} runs, {res.n_events} stimulus events of subject {args.subject}"
+          + "".join(f"; session {s} skipped: {why}" for s, why in res.skipped))
+    return 0
+
+
 # -- the visit ----------------------------------------------------------------------
 def cmd_session(args) -> int:
     from .session import run_visit
@@ -607,6 +617,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true", help="continue the subject's interrupted session")
     c.add_argument("--mode", choices=["live", "bank", "stimulus"], help="feedback mode (default: the protocol's)")
     c.set_defaults(func=cmd_session)
+
+    p = sub.add_parser("export", help="share data in the field's formats")
+    esub = p.add_subparsers(dest="format", metavar="FORMAT")
+    esub.required = True
+    c = esub.add_parser("bids", parents=[common], help="a subject's recorded runs as a BIDS EEG dataset (MNE-BIDS)")
+    c.add_argument("--subject", required=True)
+    c.add_argument("--out", type=Path, required=True, help="the BIDS root folder (created; files replaced)")
+    c.add_argument("--sessions", type=int, nargs="+", help="only these sessions (default: all of the subject's)")
+    c.set_defaults(func=cmd_export_bids)
 
     c = sub.add_parser("demo", parents=[common], help="the whole visit on the simulator, SQLite, in a few minutes")
     c.add_argument("--out", type=Path, default=Path("eegloop-demo"), help="output folder (default ./eegloop-demo)")

@@ -1,0 +1,121 @@
+"""BIDS export: a subject's recorded runs as a BIDS EEG dataset, written by MNE-BIDS.
+
+``eegloop export bids --subject S --out DIR`` (or :func:`export_bids`). Each recorded run's raw
+BrainVision file (BIDS's preferred EEG format, so its data are copied, not converted) becomes
+``sub-S/ses-NNNN/eeg/sub-S_ses-NNNN_task-T_run-R_eeg.vhdr`` with ``events.tsv`` (onset, duration,
+``trial_type`` = the class, ``value``, ``sample``, and ``stim_file`` = ``class/image``),
+``channels.tsv``, ``eeg.json`` and the dataset's ``participants.tsv``. The task is the protocol's name
+(letters and digits kept: BIDS labels are alphanumeric); feedback runs are task ``feedback``.
+Sessions imported from files are skipped (their sources are elsewhere) and named in the result.
+"""
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from .errors import EegloopError
+
+__all__ = ["BidsExport", "export_bids"]
+
+_STIM = "Stimulus/stim_on/"
+
+
+@dataclass
+class BidsExport:
+    root: Path
+    runs: list = field(default_factory=list)  # [(session id, run index, task, n events, bids file)]
+    skipped: list = field(default_factory=list)  # [(session id, why)]
+
+    @property
+    def n_events(self) -> int:
+        return sum(r[3] for r in self.runs)
+
+
+def _label(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", text) or "task"
+
+
+def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequence[int]] = None,
+                progress: Optional[Callable[[str], None]] = None) -> BidsExport:
+    """Write ``subject``'s recorded runs under ``out`` as BIDS; returns what was written and skipped."""
+    import mne
+    from mne_bids import BIDSPath, make_dataset_description, write_raw_bids
+
+    from .protocol import parse_yaml_text, protocol_from_dict
+
+    say = progress or (lambda _m: None)
+    sessions = db.list_sessions(subject)
+    if not sessions:
+        raise EegloopError(f"--subject: {subject!r} has no sessions")
+    if session_ids:
+        unknown = sorted(set(session_ids) - {s.id for s in sessions})
+        if unknown:
+            raise EegloopError(f"--sessions: session {unknown[0]} does not belong to subject {subject!r}")
+        sessions = [s for s in sessions if s.id in set(session_ids)]
+    root = Path(out)
+    res = BidsExport(root)
+    for info in sessions:
+        runs = [r for r in db.get_runs(info.id) if r.raw_path and db.abspath(r.raw_path).is_file()]
+        if not runs:
+            res.skipped.append((info.id, "imported from files (no raw recording of its own)" if info.kind == "imported"
+                                else "no raw recording"))
+            continue
+        proto = protocol_from_dict(parse_yaml_text(info.protocol_yaml, f"session {info.id}'s protocol"))
+        classes = list(proto.stimuli.classes)
+        payload = {}
+        for ev in db.get_events(info.id, "stim_on"):
+            p = ev.payload or {}
+            payload[(p.get("run"), str(p.get("trial")))] = p
+        for run in runs:
+            path = db.abspath(run.raw_path)
+            raw = mne.io.read_raw_brainvision(path, preload=False, verbose="error")
+            task = "feedback" if "task-feedback" in path.name else _label(proto.name)
+            ann = raw.annotations
+            onsets, descs, files = [], [], []
+            for onset, desc in zip(ann.onset, ann.description):
+                if not desc.startswith(_STIM):
+                    continue
+                cls, _, trial = desc[len(_STIM):].rpartition("/trial")
+                onsets.append(onset)
+                descs.append(cls)
+                p = payload.get((run.index, trial), {})
+                files.append(f"{cls}/{p['image']}" if p.get("image") else "n/a")
+            for c in descs:
+                if c not in classes:
+                    classes.append(c)
+            raw.set_annotations(mne.Annotations(onsets, [proto.paradigm.image_s] * len(onsets), descs,
+                                                orig_time=ann.orig_time))
+            raw.info["line_freq"] = proto.preprocessing.notch_hz
+            bp = BIDSPath(subject=subject, session=f"{info.id:04d}", task=task, run=run.index, datatype="eeg",
+                          root=root)
+            write_raw_bids(raw, bp, event_id={c: i + 1 for i, c in enumerate(classes) if c in set(descs)} or None,
+                           overwrite=True, verbose="error")
+            _add_stim_files(bp, files)
+            res.runs.append((info.id, run.index, task, len(onsets), bp.fpath))
+            say(f"session {info.id} run {run.index}: {len(onsets)} stimulus events -> {bp.fpath.relative_to(root)}")
+    if not res.runs:
+        raise EegloopError(f"subject {subject!r}: no recorded run to export"
+                           + (f" ({'; '.join(f'session {s}: {w}' for s, w in res.skipped)})" if res.skipped else ""))
+    make_dataset_description(path=root, name=f"eegloop export of subject {subject}", overwrite=True,
+                             generated_by=[{"Name": "eegloop"}], verbose="error")
+    return res
+
+
+def _add_stim_files(bp, files: list[str]) -> None:
+    """Add BIDS's optional ``stim_file`` column to the run's events.tsv (rows are in onset order)."""
+    ev = bp.copy().update(suffix="events", extension=".tsv")
+    with open(ev.fpath, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    if not rows:
+        return
+    head, body = rows[0], rows[1:]
+    if len(body) != len(files):  # never guess which image belongs to which row
+        return
+    head.append("stim_file")
+    for r, f in zip(body, files):
+        r.append(f)
+    with open(ev.fpath, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, delimiter="\t", lineterminator="\n").writerows([head] + body)
