@@ -434,6 +434,40 @@ def cmd_export_bids(args) -> int:
     return 0
 
 
+def _protocols_for_models(args) -> list:
+    from .protocol import load_protocol, template_path, templates
+
+    if args.protocol is not None:
+        return [load_protocol(args.protocol)]
+    return [load_protocol(template_path(t)) for t in templates()]
+
+
+def cmd_models_list(args) -> int:
+    from .models_cache import cached_repos, needs
+
+    for proto in _protocols_for_models(args):
+        print(f"protocol {proto.name}:")
+        for n in needs(proto):
+            print(f"  {n.role:<10} {n.name:<40} {'available' if n.available else 'MISSING: ' + n.note}  ({n.source})")
+    repos = cached_repos()
+    print("Hugging Face cache: " + (", ".join(f"{r} ({b / 1e9:.2f} GB)" for r, b in repos) if repos else "empty"))
+    return 0
+
+
+def cmd_models_download(args) -> int:
+    from .models_cache import download
+
+    if args.protocol is None:
+        from .errors import EegloopError
+
+        raise EegloopError("--protocol: which protocol's models to fetch (e.g. protocols/ferrante2023.yaml)")
+    (proto,) = _protocols_for_models(args)
+    after = download(proto, args.what, progress=lambda m: print(m, flush=True))
+    for n in after:
+        print(f"{n.role:<10} {n.name:<40} {'available' if n.available else 'MISSING: ' + n.note}")
+    return 0
+
+
 # -- the visit ----------------------------------------------------------------------
 def cmd_session(args) -> int:
     from .session import run_visit
@@ -617,6 +651,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true", help="continue the subject's interrupted session")
     c.add_argument("--mode", choices=["live", "bank", "stimulus"], help="feedback mode (default: the protocol's)")
     c.set_defaults(func=cmd_session)
+
+    p = sub.add_parser("models", help="the CLIP and Stable Diffusion weights a protocol needs")
+    msub = p.add_subparsers(dest="action", metavar="ACTION")
+    msub.required = True
+    c = msub.add_parser("list", parents=[common], help="what each protocol needs and what is cached here")
+    c.add_argument("--protocol", type=Path, help="one protocol (default: every shipped template)")
+    c.set_defaults(func=cmd_models_list)
+    c = msub.add_parser("download", parents=[common],
+                        help="fetch a protocol's missing weights into the usual caches (needs internet)")
+    c.add_argument("what", nargs="?", choices=["clip", "generator", "all"], default="all")
+    c.add_argument("--protocol", type=Path)
+    c.set_defaults(func=cmd_models_download)
 
     p = sub.add_parser("export", help="share data in the field's formats")
     esub = p.add_subparsers(dest="format", metavar="FORMAT")

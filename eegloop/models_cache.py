@@ -1,0 +1,121 @@
+"""Which model weights a protocol needs, whether they are in the local caches, and fetching them.
+
+eegloop never downloads at run time (``HF_HUB_OFFLINE`` is set where models load). A lab fetches the
+weights once, on a machine with internet, with ``eegloop models download`` — into the same caches
+open_clip and diffusers read (Hugging Face's, ``$HF_HOME``) — and ``eegloop models list`` shows, per
+protocol, what is needed and what is there.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from .errors import EegloopError
+
+__all__ = ["ModelNeed", "needs", "cached_repos", "download"]
+
+
+@dataclass(frozen=True)
+class ModelNeed:
+    """One set of weights a protocol uses."""
+
+    role: str  # "clip" (the teacher) or "generator" (feedback)
+    name: str  # what the protocol says
+    source: str  # where it comes from: a local path or a hub repository
+    available: bool
+    note: str = ""
+
+
+def _clip_need(model: str, pretrained: Optional[str]) -> ModelNeed:
+    name = f"{model} ({pretrained})" if pretrained else model
+    if model.startswith("local-dir:"):
+        d = Path(model[len("local-dir:"):]).expanduser()
+        return ModelNeed("clip", name, str(d), d.is_dir(), "" if d.is_dir() else "folder not found")
+    if pretrained and (pretrained.startswith(("/", ".", "~")) or Path(pretrained).suffix in
+                       (".safetensors", ".bin", ".pt", ".pth")):
+        p = Path(pretrained).expanduser()
+        return ModelNeed("clip", name, str(p), p.is_file(), "" if p.is_file() else "file not found")
+    try:
+        from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME, get_pretrained_cfg
+    except ImportError:  # pragma: no cover - open_clip is a dependency
+        return ModelNeed("clip", name, "?", False, "open_clip not installed")
+    cfg = get_pretrained_cfg(model, pretrained or "") if pretrained else {}
+    repo = (cfg.get("hf_hub") or "").strip("/")
+    if not repo:
+        url = cfg.get("url") or ""
+        if not url:
+            return ModelNeed("clip", name, "?", False, "open_clip knows no such model/tag")
+        hit = (Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip" / Path(url).name).is_file()
+        return ModelNeed("clip", name, url, hit, "" if hit else "not downloaded")
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = any(isinstance(try_to_load_from_cache(repo, f), str) for f in (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME))
+    return ModelNeed("clip", name, repo, hit, "" if hit else "not downloaded")
+
+
+def _generator_need(model: str) -> ModelNeed:
+    from .feedback.generator import generator_available
+
+    local = Path(model).expanduser()
+    if local.is_dir() or model.startswith(("/", ".", "~")):
+        return ModelNeed("generator", model, str(local), local.is_dir(), "" if local.is_dir() else "folder not found")
+    ok = generator_available(model)
+    return ModelNeed("generator", model, model, ok, "" if ok else "not downloaded")
+
+
+def needs(protocol) -> list[ModelNeed]:
+    """The weights ``protocol`` uses (the teacher only when ``teacher.enabled``)."""
+    out = []
+    if protocol.teacher.enabled:
+        out.append(_clip_need(protocol.teacher.model, protocol.teacher.pretrained))
+    out.append(_generator_need(protocol.feedback.generator))
+    return out
+
+
+def cached_repos() -> list[tuple[str, int]]:
+    """(repository, bytes) of every model in the Hugging Face cache (empty when there is none)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        info = scan_cache_dir()
+    except Exception:  # no cache folder yet, or an unreadable one: nothing cached
+        return []
+    return sorted((r.repo_id, int(r.size_on_disk)) for r in info.repos if r.repo_type == "model")
+
+
+def download(protocol, what: str = "all", progress: Optional[Callable[[str], None]] = None) -> list[ModelNeed]:
+    """Fetch the protocol's missing weights into the usual caches (needs internet); returns them after.
+
+    Raises :class:`EegloopError` with one line when the hub cannot be reached (offline, or
+    ``HF_HUB_OFFLINE`` set), saying what is missing.
+    """
+    say = progress or (lambda _m: None)
+    todo = [n for n in needs(protocol) if what in ("all", n.role) and not n.available]
+    for n in todo:
+        if n.source.startswith(("/", ".", "~")) or n.note.endswith("not found"):
+            raise EegloopError(f"models download: {n.role} {n.name!r} is a local path ({n.source}) that does not "
+                               "exist: copy the weights there; nothing to download")
+    if not todo:
+        say("every model the protocol needs is already here")
+        return needs(protocol)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    for n in todo:
+        say(f"downloading {n.role} {n.name} from {n.source} ...")
+        try:
+            if n.role == "generator":
+                snapshot_download(n.source)  # its own progress bars
+            else:  # only the weights file, where open_clip itself will look for it
+                from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+                model, _, tag = n.name.partition(" (")
+                download_pretrained(get_pretrained_cfg(model, tag.rstrip(")")))
+        except (OfflineModeIsEnabled, LocalEntryNotFoundError, OSError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EegloopError(f"models download: cannot fetch {n.role} {n.name!r} ({first[:150]}); this machine "
+                               "is offline or HF_HUB_OFFLINE is set: run the download on a connected machine and "
+                               "copy its Hugging Face cache ($HF_HOME)") from None
+    return needs(protocol)
