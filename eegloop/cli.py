@@ -468,6 +468,39 @@ def cmd_models_download(args) -> int:
     return 0
 
 
+def cmd_check_signal(args) -> int:
+    import json
+
+    from .lsl import configure_lsl
+    from .recorder.signal_check import check_signal
+
+    proto = _protocol_for_run(args)
+    if args.seconds is not None:
+        import dataclasses
+
+        from .errors import EegloopError
+
+        if not 1 <= args.seconds <= 600:  # also refuses nan
+            raise EegloopError(f"--seconds: 1 to 600, got {args.seconds:g}")
+
+        proto = proto.replace(signal_check=dataclasses.replace(proto.signal_check, seconds=args.seconds))
+    configure_lsl(proto.amplifier.lsl_scope)
+    sim = None
+    if args.simulate:
+        from .recorder.simulator import VirtualAmplifier
+
+        sim = VirtualAmplifier(proto.amplifier, proto.amplifier.simulate, listen_markers=False).start()
+    try:
+        res = check_signal(proto, progress=None if args.json else (lambda m: print(m, flush=True)))
+    finally:
+        if sim is not None:
+            sim.stop()
+    print(json.dumps(res.to_json()) if args.json else res.table())
+    if res.verdict == "fail" and not args.json:
+        print(f"signal check FAILED on {', '.join(res.failed())}: fix those electrodes before recording")
+    return 1 if res.verdict == "fail" else 0
+
+
 # -- the visit ----------------------------------------------------------------------
 def cmd_session(args) -> int:
     from .session import run_visit
@@ -651,6 +684,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true", help="continue the subject's interrupted session")
     c.add_argument("--mode", choices=["live", "bank", "stimulus"], help="feedback mode (default: the protocol's)")
     c.set_defaults(func=cmd_session)
+
+    c = sub.add_parser("check-signal", parents=[common],
+                       help="every electrode pass/warn/fail: flat, saturated, line noise, RMS, drift (exit 1 on fail)")
+    c.add_argument("--protocol", type=Path, required=True)
+    c.add_argument("--simulate", action="store_true", help="check the virtual amplifier (its bad-channel switches)")
+    c.add_argument("--seconds", type=float, help="default: the protocol's signal_check.seconds")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_check_signal)
 
     p = sub.add_parser("models", help="the CLIP and Stable Diffusion weights a protocol needs")
     msub = p.add_subparsers(dest="action", metavar="ACTION")

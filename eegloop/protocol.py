@@ -132,6 +132,10 @@ class SimulateConfig:
     line_noise_uv: float = _f(20.0, ge=0, le=1e6, doc="50 Hz line noise amplitude, microvolts")
     drift_uv: float = _f(20.0, ge=0, le=1e6, doc="slow drift amplitude, microvolts")
     onset_channel: bool = _f(False, doc="add a channel 'STIM' that is 1 at each onset sample (alignment tests)")
+    flat_channels: list[int] = _f(factory=list, doc="channels (1-based) that carry nothing: a lost electrode")
+    noisy_channels: list[int] = _f(factory=list, doc="channels (1-based) with strong 50 Hz pick-up (a loose electrode)")
+    drifting_channels: list[int] = _f(factory=list, doc="channels (1-based) drifting by hundreds of µV a second")
+    saturated_channels: list[int] = _f(factory=list, doc="channels (1-based) clipped at the amplifier's range")
     chunk_ms: float = _f(10.0, ge=1, le=200, doc="pushes every chunk_ms milliseconds")
     seed: int = _f(0, ge=0, lt=2**32, doc="seed of the simulated subject")
 
@@ -223,6 +227,21 @@ class TrainingConfig:
 
 
 DECODER_MODELS = ("auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed")
+
+
+@dataclass(frozen=True)
+class SignalCheckConfig:
+    """The signal check before (and between) recordings: each channel pass, warn or fail."""
+
+    seconds: float = _f(4.0, ge=1, le=600, doc="how much signal the check looks at")
+    flat_uv: float = _f(0.5, ge=0, le=1e6, doc="fail: standard deviation below this (µV): no signal")
+    rail_uv: float = _f(3000.0, gt=0, le=1e9, doc="fail: 1 % of samples at or beyond this magnitude (µV): saturated")
+    line_warn_uv: float = _f(50.0, gt=0, le=1e6, doc="warn: line-noise amplitude (RMS µV at the line frequency)")
+    line_fail_uv: float = _f(150.0, gt=0, le=1e6, doc="fail: line-noise amplitude (RMS µV)")
+    rms_warn_uv: float = _f(75.0, gt=0, le=1e6, doc="warn: broadband 1-40 Hz RMS (µV)")
+    rms_fail_uv: float = _f(200.0, gt=0, le=1e6, doc="fail: broadband 1-40 Hz RMS (µV)")
+    drift_warn_uv_s: float = _f(50.0, gt=0, le=1e6, doc="warn: drift, slope of a straight-line fit (µV/s)")
+    drift_fail_uv_s: float = _f(200.0, gt=0, le=1e6, doc="fail: drift (µV/s)")
 
 
 @dataclass(frozen=True)
@@ -323,6 +342,7 @@ class Protocol:
     training: TrainingConfig = _f(factory=TrainingConfig)
     decoder: DecoderConfig = _f(factory=DecoderConfig)
     feedback: FeedbackConfig = _f(factory=FeedbackConfig)
+    signal_check: SignalCheckConfig = _f(factory=SignalCheckConfig)
     source: Optional[str] = field(default=None, compare=False, metadata={"internal": True})
 
     # -- paths -----------------------------------------------------------------
@@ -580,6 +600,12 @@ def _cross_checks(p: Protocol) -> None:
     if len(p.paradigm.screen.background) != 3:
         raise ProtocolError(
             f"{where}paradigm.screen.background: must be [r, g, b], got {short_repr(p.paradigm.screen.background)}")
+    sim = p.amplifier.simulate
+    for fld in ("flat_channels", "noisy_channels", "drifting_channels", "saturated_channels"):
+        bad = [c for c in (getattr(sim, fld) if sim is not None else []) if not 1 <= c <= p.amplifier.channels]
+        if bad:
+            raise ProtocolError(f"{where}amplifier.simulate.{fld}: channel {bad[0]} is not one of 1.."
+                                f"{p.amplifier.channels} (amplifier.channels)")
     if p.amplifier.channel_names and len(p.amplifier.channel_names) != p.amplifier.channels:
         raise ProtocolError(
             f"{where}amplifier.channel_names: {len(p.amplifier.channel_names)} names for "

@@ -172,6 +172,15 @@ class VirtualAmplifier:
         x += cfg.alpha_uv * np.outer(self._alpha_topo, alpha_amp * np.sin(2 * np.pi * 10.0 * t))
         x += cfg.line_noise_uv * self._line_topo[:, None] * np.sin(2 * np.pi * 50.0 * t[None] + self._line_phase[:, None])
         x += cfg.drift_uv * np.outer(self._drift_topo, np.sin(2 * np.pi * self._drift_f * t))
+        # bad electrodes on request, so that every verdict of the signal check can be tested
+        for ch in cfg.noisy_channels:
+            x[ch - 1] += 400.0 * np.sin(2 * np.pi * 50.0 * t)
+        for ch in cfg.drifting_channels:  # a 300 µV/s ramp, wrapped within ±1500 µV (every 10 s)
+            x[ch - 1] += (300.0 * t) % 3000.0 - 1500.0
+        for ch in cfg.saturated_channels:
+            x[ch - 1] = np.clip(x[ch - 1] * 1000.0, -3276.7, 3276.7)
+        for ch in cfg.flat_channels:
+            x[ch - 1] = 0.0
         self._n_made += n
         return x
 
