@@ -65,11 +65,18 @@ def test_models_list_and_offline_download(tmp_path):
     assert r.returncode == 2
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("eegloop: error: models download: cannot fetch clip 'ViT-B-32 (openai)'")
-    # a local path cannot be downloaded: said so, nothing tried
-    r = run(["models", "download", "--protocol", "p.yaml"], home, tmp_path)
-    assert r.returncode == 2 and "is a local path" in r.stderr
+    # in this process (the hub is offline here too): a local path cannot be downloaded, nothing is tried;
     # what is already here needs no download
+    import pytest
+
+    from eegloop.errors import EegloopError
+    from eegloop.models_cache import download
+    from eegloop.protocol import load_protocol
+
+    with pytest.raises(EegloopError, match="is a local path"):
+        download(load_protocol(tmp_path / "p.yaml"))
     proto["teacher"]["enabled"] = False
     (tmp_path / "q.yaml").write_text(yaml.safe_dump(proto))
-    r = run(["models", "download", "--protocol", "q.yaml"], home, tmp_path)
-    assert r.returncode == 0 and "already here" in r.stdout
+    said = []
+    after = download(load_protocol(tmp_path / "q.yaml"), progress=said.append)
+    assert said == ["every model the protocol needs is already here"] and all(n.available for n in after)

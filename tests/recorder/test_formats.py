@@ -40,7 +40,7 @@ def outlet(name, n_ch, sf, fmt, labels=None, units=None, types=None):
 def amp(name, n_ch, sf, **kw):
     return protocol_from_dict({"stimuli": {"folder": "x"},
                                "amplifier": {"stream_name": name, "channels": n_ch, "sfreq": sf,
-                                             "resolve_timeout_s": 3, **kw}}).amplifier
+                                             "source_id": f"src-{name}", "resolve_timeout_s": 3, **kw}}).amplifier
 
 
 def pull_some(acq, out, block, n_wanted):
