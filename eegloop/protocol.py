@@ -136,6 +136,10 @@ class SimulateConfig:
     noisy_channels: list[int] = _f(factory=list, doc="channels (1-based) with strong 50 Hz pick-up (a loose electrode)")
     drifting_channels: list[int] = _f(factory=list, doc="channels (1-based) drifting by hundreds of µV a second")
     saturated_channels: list[int] = _f(factory=list, doc="channels (1-based) clipped at the amplifier's range")
+
+    def __hash__(self) -> int:  # a cache key of the simulator's responses: the channel lists count as tuples
+        return hash(tuple(tuple(v) if isinstance(v, list) else v
+                          for v in (getattr(self, f.name) for f in dataclasses.fields(self))))
     chunk_ms: float = _f(10.0, ge=1, le=200, doc="pushes every chunk_ms milliseconds")
     seed: int = _f(0, ge=0, lt=2**32, doc="seed of the simulated subject")
 
