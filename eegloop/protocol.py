@@ -132,10 +132,14 @@ class SimulateConfig:
     line_noise_uv: float = _f(20.0, ge=0, le=1e6, doc="50 Hz line noise amplitude, microvolts")
     drift_uv: float = _f(20.0, ge=0, le=1e6, doc="slow drift amplitude, microvolts")
     onset_channel: bool = _f(False, doc="add a channel 'STIM' that is 1 at each onset sample (alignment tests)")
-    flat_channels: list[int] = _f(factory=list, doc="channels (1-based) that carry nothing: a lost electrode")
-    noisy_channels: list[int] = _f(factory=list, doc="channels (1-based) with strong 50 Hz pick-up (a loose electrode)")
-    drifting_channels: list[int] = _f(factory=list, doc="channels (1-based) drifting by hundreds of µV a second")
-    saturated_channels: list[int] = _f(factory=list, doc="channels (1-based) clipped at the amplifier's range")
+    flat_channels: list[int] = _f(factory=list, ge=1, le=1024,
+                                        doc="channels (1-based) that carry nothing: a lost electrode")
+    noisy_channels: list[int] = _f(factory=list, ge=1, le=1024,
+                                         doc="channels (1-based) with strong 50 Hz pick-up (a loose electrode)")
+    drifting_channels: list[int] = _f(factory=list, ge=1, le=1024,
+                                            doc="channels (1-based) drifting by hundreds of µV a second")
+    saturated_channels: list[int] = _f(factory=list, ge=1, le=1024,
+                                             doc="channels (1-based) clipped at the amplifier's range")
 
     def __hash__(self) -> int:  # a cache key of the simulator's responses: the channel lists count as tuples
         return hash(tuple(tuple(v) if isinstance(v, list) else v
