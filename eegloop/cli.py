@@ -363,7 +363,7 @@ def cmd_import(args) -> int:
         if args.images:
             from .recorder.importers import locate_images
 
-            stim, es = locate_images(es, args.images)
+            stim, es = locate_images(es, args.images, proto.stimuli.extensions)
         db = _db(args)  # the file was read first: a bad one leaves the database (and its folder) as it was
         sid = import_epochset(db, args.subject, proto, es, source=str(Path(args.files[0]).resolve()),
                               force=args.force)
@@ -415,7 +415,8 @@ def cmd_feedback(args) -> int:
     res = run_feedback(proto, args.subject, db, simulate=args.simulate, mode=args.mode, trials=args.trials,
                        progress=lambda m: print(m, flush=True))
     lat = res.latency_ms
-    fmt = (f", rsvp bursts of {proto.feedback.rsvp_images} images" if proto.feedback.format == "rsvp" else "")
+    n_img = proto.feedback.images_per_trial
+    fmt = f", rsvp bursts of {n_img} images" if n_img > 1 else ""
     print(f"feedback ({res.mode}{fmt}): {res.correct}/{res.trials} decoded as shown "
           f"(chance {1 / res.n_classes:.2f}); {res.missing} trials missing; "
           f"latency from epoch complete: decode {lat['decode_ms']['median']:.1f} ms, image "
@@ -448,7 +449,7 @@ def cmd_models_list(args) -> int:
     for proto in _protocols_for_models(args):
         print(f"protocol {proto.name}:")
         for n in needs(proto):
-            print(f"  {n.role:<10} {n.name:<40} {'available' if n.available else 'MISSING: ' + n.note}  ({n.source})")
+            print(f"  {n.line()}  ({n.source})")
     repos = cached_repos()
     print("Hugging Face cache: " + (", ".join(f"{r} ({b / 1e9:.2f} GB)" for r, b in repos) if repos else "empty"))
     return 0
@@ -464,7 +465,7 @@ def cmd_models_download(args) -> int:
     (proto,) = _protocols_for_models(args)
     after = download(proto, args.what, progress=lambda m: print(m, flush=True))
     for n in after:
-        print(f"{n.role:<10} {n.name:<40} {'available' if n.available else 'MISSING: ' + n.note}")
+        print(n.line())
     return 0
 
 

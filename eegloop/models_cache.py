@@ -27,6 +27,9 @@ class ModelNeed:
     available: bool
     note: str = ""
 
+    def line(self) -> str:
+        return f"{self.role:<10} {self.name:<40} {'available' if self.available else 'MISSING: ' + self.note}"
+
 
 def _clip_need(model: str, pretrained: Optional[str]) -> ModelNeed:
     name = f"{model} ({pretrained})" if pretrained else model

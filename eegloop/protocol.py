@@ -300,6 +300,11 @@ class FeedbackConfig:
     seed: int = _f(0, ge=0, lt=2**32, doc="generation seed")
 
 
+    @property
+    def images_per_trial(self) -> int:
+        """Images (and epochs) in one feedback trial: ``rsvp_images`` in the rsvp format, else one."""
+        return self.rsvp_images if self.format == "rsvp" else 1
+
 @dataclass(frozen=True)
 class Design:
     """The design a protocol implies: what will be shown and for how long."""

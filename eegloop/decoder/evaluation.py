@@ -446,7 +446,7 @@ def fit_method(method: str, es: EpochSet, feats: dict, fit_idx, val_idx, protoco
                max_seconds: float | None = None) -> Fitted:
     """Fit ``method`` on ``fit_idx`` (networks early-stop on ``val_idx``; pipelines fit on both).
 
-    ``max_seconds`` caps a network's training (checked after each epoch; ``info["stopped"]`` says why it ended).
+    ``max_seconds`` caps a network's training (checked between batches; ``info["stopped"]`` says why it ended).
     """
     y = es.y
     n_classes = len(es.classes)
@@ -515,6 +515,13 @@ def _one_fold(m: str, es: EpochSet, feats: dict, tr_all, te, protocol: Protocol,
     return p, fitted.history, fitted.method, fitted.info.get("stopped")
 
 
+def _fold_workers(n_jobs: int) -> int:
+    """How many folds run at once: one per core (or EEGLOOP_JOBS), never more than there are folds."""
+    import os
+
+    return max(1, min(n_jobs, int(os.environ.get("EEGLOOP_JOBS", 0) or (os.cpu_count() or 1))))
+
+
 def _map_folds(jobs: list, parallel: bool):
     """Run the folds, two or more at once on a multi-core machine (yielded in fold order).
 
@@ -524,7 +531,7 @@ def _map_folds(jobs: list, parallel: bool):
     """
     import os
 
-    n = min(len(jobs), int(os.environ.get("EEGLOOP_JOBS", 0) or (os.cpu_count() or 1)))
+    n = _fold_workers(len(jobs))
     if not parallel or n < 2:
         for job in jobs:
             yield _one_fold(*job)
@@ -538,12 +545,11 @@ def _map_folds(jobs: list, parallel: bool):
         import torch
 
         from ..protocol import protocol_from_dict
-        from .training import faster_in_bf16, use_bf16
+        from .training import choose_bf16
 
         X = feats[feature_key(m)][tr_all[:protocol.training.batch_size]]
         model = build_network(m, X, len(es.classes))
-        fast = use_bf16("auto", "cpu") and faster_in_bf16(model, torch.as_tensor(X),
-                                                          torch.as_tensor(es.y[tr_all[:len(X)]]), "cpu")
+        fast = choose_bf16("auto", model, torch.as_tensor(X), torch.as_tensor(es.y[tr_all[:len(X)]]), "cpu")
         d = protocol.to_dict()
         d["training"]["precision"] = "bf16" if fast else "fp32"
         fixed = protocol_from_dict(d)
@@ -573,8 +579,9 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
     budget_s : float | None
         Wall-clock target for the whole evaluation (None: ``decoder.evaluate_budget_s``; 0: no limit).
         The scikit-learn pipelines and ``auto`` run first; the networks then share what is left (at
-        least 40 % of the budget), each fit capped at its share (checked between batches, best state kept). Fits the cap stopped are
-        counted per method in ``report.budget_stopped`` and named in the notes, never hidden.
+        least 40 % of the budget), each fit capped at its share (checked between batches, best state
+        kept). Fits the cap stopped are counted per method in ``report.budget_stopped`` and named in the
+        notes, never hidden.
     """
     import time
 
@@ -651,13 +658,10 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
                     + (" (stopped by the time budget)" if how == "time_budget" else ""))
         return fold_scores, hists, conf, chosen, stopped
 
-    import os
-
     budget = protocol.decoder.evaluate_budget_s if budget_s is None else budget_s
     nets = [m for m in methods if m != "auto" and not is_sklearn(m)]
     order = [m for m in methods if m not in nets] + nets  # the cheap rows first, the networks share the rest
-    workers = max(1, min(len(folds), int(os.environ.get("EEGLOOP_JOBS", 0) or (os.cpu_count() or 1))))
-    rounds = -(-len(folds) // workers)  # fold fits one after another per worker
+    rounds = -(-len(folds) // _fold_workers(len(folds)))  # fold fits one after another per worker
     started = time.perf_counter()
     net_start = None
     for m in order:

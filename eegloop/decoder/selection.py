@@ -75,7 +75,7 @@ def _seconds_per_fit(method: str, X: np.ndarray, n_fit: int, n_classes: int, pro
     """Time a few training batches of a network and scale to a whole fit (an upper bound: every epoch)."""
     import torch
 
-    from .training import faster_in_bf16, set_threads, use_bf16
+    from .training import choose_bf16, set_threads
 
     set_threads()
     bs = min(protocol.training.batch_size, max(2, len(X)))
@@ -83,9 +83,7 @@ def _seconds_per_fit(method: str, X: np.ndarray, n_fit: int, n_classes: int, pro
     opt = torch.optim.Adam(model.parameters(), lr=protocol.training.lr)
     xb = torch.as_tensor(X[:bs])
     yb = torch.as_tensor(np.arange(bs) % n_classes)
-    bf16 = use_bf16(protocol.training.precision, "cpu")
-    if bf16 and protocol.training.precision == "auto":
-        bf16 = faster_in_bf16(model, xb, yb, "cpu")  # the same measured choice fit() will make
+    bf16 = choose_bf16(protocol.training.precision, model, xb, yb, "cpu")  # the choice fit() will make
     times = []
     for _ in range(3):
         t0 = time.perf_counter()

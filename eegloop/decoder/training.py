@@ -77,6 +77,14 @@ def faster_in_bf16(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, device:
     return _MEASURED[key]
 
 
+def choose_bf16(precision: str, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, device: str) -> bool:
+    """Train under bf16 autocast? ``bf16``/``fp32`` as set; ``auto``: where possible, and only if measured faster."""
+    bf16 = use_bf16(precision, device)
+    if bf16 and precision == "auto" and len(xb) >= 2:
+        bf16 = faster_in_bf16(model, xb, yb, device)
+    return bf16
+
+
 def set_threads() -> int:
     """Use every core for intra-op work (2 here), or EEGLOOP_THREADS (set in parallel fold workers, so that
     two workers do not fight over the same cores); returns the count."""
@@ -157,10 +165,8 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
     yv = torch.as_tensor(y_val, device=device, dtype=torch.long)
     best, best_state, bad = float("inf"), copy.deepcopy(model.state_dict()), 0
     res = TrainResult(model=model, device=device, threads=threads, alpha=alpha)
-    bf16 = use_bf16(cfg.precision, device)
-    if bf16 and cfg.precision == "auto" and len(X) >= 2:
-        n = min(cfg.batch_size, len(X))
-        bf16 = faster_in_bf16(model, Xt[:n], yt[:n], device)
+    n = min(cfg.batch_size, len(X))
+    bf16 = choose_bf16(cfg.precision, model, Xt[:n], yt[:n], device)
     res.precision = "bf16" if bf16 else "fp32"
 
     def autocast():

@@ -194,7 +194,7 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
 
         from ..stimuli import cue_images
 
-        per_trial = fb.rsvp_images if fb.format == "rsvp" else 1
+        per_trial = fb.images_per_trial
         plan = _choose_trials(stimuli, n_trials, fb.seed, trial_offset, cue_images(stimuli, fb.cue_share), per_trial)
         owner = {it: pt.trial for pt in plan for it in pt.image_trials}  # an image's epoch -> its feedback trial
         evidence: dict[int, list] = {}
@@ -344,7 +344,7 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
         v = np.array([r["latencies"][key] for r in done]) if done else np.array([np.nan])
         return {"median": float(np.median(v)), "p95": float(np.percentile(v, 95))}
 
-    per_trial = fb.rsvp_images if fb.format == "rsvp" else 1
+    per_trial = fb.images_per_trial
     res = FeedbackResult(session_id=session_id, model_id=model_id, mode=mode, trials=len(done),
                          correct=sum(r["predicted"] == r["true_class"] for r in done),
                          missing=len(rows) - len(done),

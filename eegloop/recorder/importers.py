@@ -681,15 +681,13 @@ def read_eeg_imagenet(path: str | Path, splits: str | Path | None = None, subjec
     return es, folds
 
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
-
-
-def locate_images(es, images_dir: str | Path):
+def locate_images(es, images_dir: str | Path, extensions=None):
     """Find the stimulus file of every epoch's image name under ``images_dir`` (EEG-ImageNet, say).
 
     EEG-ImageNet names its images like ``n02106662_13178``; ImageNet keeps them as
     ``<synset>/n02106662_13178.JPEG`` (or in one folder): any depth, any image suffix, matched on the
-    file's stem. Every image must be found — a teacher fitted on part of the stimulus set would be
+    file's stem, with the suffixes a stimulus folder may hold (``stimuli.extensions``, the default when
+    ``extensions`` is None). Every image must be found — a teacher fitted on part of the stimulus set would be
     silently different — so one missing name is an error naming it and the count.
 
     Returns
@@ -699,20 +697,22 @@ def locate_images(es, images_dir: str | Path):
     es : EpochSet
         A copy whose ``images`` are the files' names, as the database matches them.
     """
+    from ..protocol import StimuliConfig
     from ..stimuli import Stimulus, StimulusSet, file_sha256
 
+    suffixes = tuple(s.lower() for s in (extensions or StimuliConfig().extensions))
     root = Path(images_dir)
     if not root.is_dir():
         raise ImportError_(f"--images: {images_dir} is not a folder")
     wanted = {str(n) for n in es.images}
     found: dict[str, Path] = {}
     for f in sorted(root.rglob("*")):
-        if f.suffix.lower() in IMAGE_SUFFIXES and f.stem in wanted and f.stem not in found and f.is_file():
+        if f.suffix.lower() in suffixes and f.stem in wanted and f.stem not in found and f.is_file():
             found[f.stem] = f
     missing = sorted(wanted - set(found))
     if missing:
         raise ImportError_(f"--images: {len(missing)} of {len(wanted)} images not found under {images_dir} "
-                           f"(first: {missing[0][:80]!r}; looked for <name>{{{','.join(IMAGE_SUFFIXES)}}} "
+                           f"(first: {missing[0][:80]!r}; looked for <name>{{{','.join(suffixes)}}} "
                            "at any depth)")
     label_of = {}
     for name, label in zip(es.images, es.labels):

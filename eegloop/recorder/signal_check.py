@@ -8,7 +8,6 @@ thresholds are the protocol's ``signal_check`` section; the verdict of a channel
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -135,7 +134,3 @@ def check_signal(protocol, progress=None) -> SignalCheck:
     x = np.concatenate(chunks, axis=1)[:, :need]
     line_hz = protocol.preprocessing.notch_hz or 50.0
     return assess(x, acq.sfreq, acq.eeg_names, cfg, line_hz)
-
-
-def to_json_text(check: SignalCheck) -> str:
-    return json.dumps(check.to_json())
