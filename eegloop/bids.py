@@ -56,12 +56,22 @@ def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequenc
             raise EegloopError(f"--sessions: session {unknown[0]} does not belong to subject {subject!r}")
         sessions = [s for s in sessions if s.id in set(session_ids)]
     root = Path(out)
+    try:  # a bad --out is one line before any work, not a traceback halfway through
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".eegloop-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise EegloopError(f"--out: cannot write a dataset at {root} ({exc.strerror or type(exc).__name__})") from None
     res = BidsExport(root)
     for info in sessions:
-        runs = [r for r in db.get_runs(info.id) if r.raw_path and db.abspath(r.raw_path).is_file()]
+        recorded = [r for r in db.get_runs(info.id) if r.raw_path]
+        runs = [r for r in recorded if db.abspath(r.raw_path).is_file()]
         if not runs:
-            res.skipped.append((info.id, "imported from files (no raw recording of its own)" if info.kind == "imported"
-                                else "no raw recording"))
+            why = ("imported from files (no raw recording of its own)" if info.kind == "imported" else
+                   f"its raw files are not under {db.data_dir} (e.g. {recorded[0].raw_path}; give --data)"
+                   if recorded else "no raw recording")
+            res.skipped.append((info.id, why))
             continue
         proto = protocol_from_dict(parse_yaml_text(info.protocol_yaml, f"session {info.id}'s protocol"))
         classes = list(proto.stimuli.classes)
@@ -91,8 +101,12 @@ def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequenc
             raw.info["line_freq"] = proto.preprocessing.notch_hz
             bp = BIDSPath(subject=subject, session=f"{info.id:04d}", task=task, run=run.index, datatype="eeg",
                           root=root)
-            write_raw_bids(raw, bp, event_id={c: i + 1 for i, c in enumerate(classes) if c in set(descs)} or None,
-                           overwrite=True, verbose="error")
+            try:
+                write_raw_bids(raw, bp, event_id={c: i + 1 for i, c in enumerate(classes) if c in set(descs)} or None,
+                               overwrite=True, verbose="error")
+            except OSError as exc:  # disk full, permissions: say which run, keep the runs already written
+                raise EegloopError(f"--out: writing session {info.id} run {run.index} under {root} failed "
+                                   f"({exc.strerror or type(exc).__name__}); runs before it are complete") from None
             _add_stim_files(bp, files)
             res.runs.append((info.id, run.index, task, len(onsets), bp.fpath))
             say(f"session {info.id} run {run.index}: {len(onsets)} stimulus events -> {bp.fpath.relative_to(root)}")

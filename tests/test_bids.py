@@ -48,3 +48,8 @@ def test_export_bids_reads_back_like_the_database(tmp_path, display, short_proto
     rc = main(["export", "bids", "--subject", "nobody", "--out", str(tmp_path / "b2"),
                "--db", f"sqlite:///{tmp_path / 'e.db'}"])
     assert rc == 2
+    # an --out that cannot hold a dataset: one line, exit 2, before any work
+    (tmp_path / "afile").write_text("")
+    rc = main(["export", "bids", "--subject", "S07", "--out", str(tmp_path / "afile" / "x"),
+               "--db", f"sqlite:///{tmp_path / 'e.db'}", "--data", str(tmp_path)])
+    assert rc == 2
