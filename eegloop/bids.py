@@ -4,7 +4,8 @@
 BrainVision file (BIDS's preferred EEG format, so its data are copied, not converted) becomes
 ``sub-S/ses-NNNN/eeg/sub-S_ses-NNNN_task-T_run-R_eeg.vhdr`` with ``events.tsv`` (onset, duration,
 ``trial_type`` = the class, ``value``, ``sample``, and ``stim_file`` = ``class/image``),
-``channels.tsv``, ``eeg.json`` and the dataset's ``participants.tsv``. The task is the protocol's name
+``channels.tsv`` (each channel's type as recorded: EEG, EOG, MISC for a photodiode, ...), ``electrodes.tsv``
+with the positions of ``amplifier.montage``, ``eeg.json`` and the dataset's ``participants.tsv``. The task is the protocol's name
 (letters and digits kept: BIDS labels are alphanumeric); feedback runs are task ``feedback``.
 Sessions imported from files are skipped (their sources are elsewhere) and named in the result.
 """
@@ -44,7 +45,8 @@ def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequenc
     import mne
     from mne_bids import BIDSPath, make_dataset_description, write_raw_bids
 
-    from .protocol import parse_yaml_text, protocol_from_dict
+    from .montage import load_montage, set_positions
+    from .protocol import CHANNEL_TYPES, parse_yaml_text, protocol_from_dict
 
     say = progress or (lambda _m: None)
     sessions = db.list_sessions(subject)
@@ -75,6 +77,13 @@ def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequenc
             continue
         proto = protocol_from_dict(parse_yaml_text(info.protocol_yaml, f"session {info.id}'s protocol"))
         classes = list(proto.stimuli.classes)
+        types = {c["name"]: c["type"] for c in (info.info or {}).get("channels", []) if isinstance(c, dict)
+                 and c.get("type") in CHANNEL_TYPES and c.get("name")}
+        try:
+            montage = load_montage(proto.amplifier.montage, proto.base_dir)
+        except EegloopError as exc:  # a montage file that stayed on the recording machine: no positions
+            montage = None
+            say(f"session {info.id}: no electrode positions ({exc})")
         payload = {}
         for ev in db.get_events(info.id, "stim_on"):
             p = ev.payload or {}
@@ -82,6 +91,10 @@ def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequenc
         for run in runs:
             path = db.abspath(run.raw_path)
             raw = mne.io.read_raw_brainvision(path, preload=False, verbose="error")
+            known = {c: t for c, t in types.items() if c in raw.ch_names and raw.get_channel_types([c])[0] != t}
+            if known:  # EOG, misc (a photodiode), stim... as recorded, never all EEG
+                raw.set_channel_types(known, on_unit_change="ignore", verbose="error")
+            set_positions(raw, montage)
             task = "feedback" if "task-feedback" in path.name else _label(proto.name)
             ann = raw.annotations
             onsets, descs, files = [], [], []

@@ -203,10 +203,10 @@ def cmd_record(args) -> int:
             print(f"resuming session {sid}: {len(done)} complete block(s) kept; the others are shown again",
                   flush=True)
             res = record_session(proto, args.subject, db, simulate=args.simulate, session_id=sid, skip_blocks=done,
-                                 progress=lambda m: print(m, flush=True))
+                                 progress=lambda m: print(m, flush=True), force=args.force)
     else:
         res = record_session(proto, args.subject, db, simulate=args.simulate,
-                             progress=lambda m: print(m, flush=True))
+                             progress=lambda m: print(m, flush=True), force=args.force)
     state = "ABORTED" if res.aborted else "done"
     print(f"recording {state}: session {res.session_id}, {res.epochs}/{res.expected_epochs} epochs, "
           f"{res.samples_received} samples ({res.lost_samples} lost), {res.dropped_frames} dropped frames, "
@@ -502,6 +502,58 @@ def cmd_check_signal(args) -> int:
     return 1 if res.verdict == "fail" else 0
 
 
+def cmd_check_timing(args) -> int:
+    import json
+
+    import numpy as np
+
+    from .timing_check import check_timing
+
+    proto = _protocol_for_run(args)
+    res = check_timing(proto, simulate=args.simulate, trials=args.trials,
+                       progress=None if args.json else (lambda m: print(m, flush=True)))
+    if args.plot is not None:
+        _plot_delays(res, args.plot)
+    if args.json:
+        print(json.dumps(res.to_json()))
+    else:
+        for line in res.lines():
+            print(line)
+        counts, edges = np.histogram(res.delays_ms, bins=min(12, max(3, len(res.delays_ms) // 5)))
+        for c, a, b in zip(counts, edges[:-1], edges[1:]):
+            print(f"  {a:7.2f}-{b:7.2f} ms {'#' * int(round(40 * c / max(counts.max(), 1)))} {c}")
+        print(f"put this in the protocol so that epochs start at the light, not at the marker:\n"
+              f"  timing:\n    static_offset_ms: {res.suggested_offset_ms:g}")
+    if res.n_found < 0.9 * res.n_stimuli:
+        print(f"photodiode onsets found for only {res.n_found} of {res.n_stimuli} flashes: check the sensor",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _plot_delays(res, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .errors import EegloopError
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(res.delays_ms, bins=30, color="#4477aa")
+    ax.axvline(res.median_ms, color="k", ls="--", label=f"median {res.median_ms:.2f} ms")
+    ax.set_xlabel("marker-to-photon delay (ms)")
+    ax.set_ylabel("flashes")
+    ax.legend()
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise EegloopError(f"--plot: cannot write {path} ({exc.strerror or type(exc).__name__})") from None
+    finally:
+        plt.close(fig)
+
+
 # -- the visit ----------------------------------------------------------------------
 def cmd_session(args) -> int:
     from .session import run_visit
@@ -510,7 +562,7 @@ def cmd_session(args) -> int:
     _check_new_subject(args, args.subject)
     db = _db(args)
     res = run_visit(proto, args.subject, db, simulate=args.simulate, resume=args.resume,
-                    progress=lambda m: print(m, flush=True), feedback_mode=args.mode)
+                    progress=lambda m: print(m, flush=True), feedback_mode=args.mode, force=args.force)
     if res.report is None:
         return 1
     print(f"session {res.session_id} completed; report: {res.report}")
@@ -626,6 +678,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("record", parents=[common, visit], help="run the paradigm and record EEG + markers")
     c.add_argument("--resume", action="store_true",
                    help="continue the subject's interrupted session: every block not completely stored is shown again")
+    c.add_argument("--force", action="store_true",
+                   help="record even when the signal check fails on some channels (the check is stored)")
     c.set_defaults(func=cmd_record)
 
     c = sub.add_parser("train", parents=[common], help="quick-train the subject's decoder and register it")
@@ -684,6 +738,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("session", parents=[common, visit], help="a whole visit: record, quick-train, feedback, report")
     c.add_argument("--resume", action="store_true", help="continue the subject's interrupted session")
     c.add_argument("--mode", choices=["live", "bank", "stimulus"], help="feedback mode (default: the protocol's)")
+    c.add_argument("--force", action="store_true",
+                   help="record even when the signal check fails on some channels (the check is stored)")
     c.set_defaults(func=cmd_session)
 
     c = sub.add_parser("check-signal", parents=[common],
@@ -693,6 +749,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seconds", type=float, help="default: the protocol's signal_check.seconds")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_check_signal)
+
+    c = sub.add_parser("check-timing", parents=[common],
+                       help="measure the display's marker-to-photon delay with a photodiode on the patch")
+    c.add_argument("--protocol", type=Path, required=True)
+    c.add_argument("--simulate", action="store_true",
+                   help="against the virtual amplifier (its photodiode follows amplifier.simulate.display_latency_ms)")
+    c.add_argument("--trials", type=int, help="flashes (default: the protocol's timing.check_trials)")
+    c.add_argument("--plot", type=Path, metavar="PNG", help="also draw the delays' histogram into this file")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_check_timing)
 
     p = sub.add_parser("models", help="the CLIP and Stable Diffusion weights a protocol needs")
     msub = p.add_subparsers(dest="action", metavar="ACTION")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import yaml
@@ -108,5 +108,15 @@ def build_summary(db: Database, session_id: int, protocol_path: Path) -> dict:
                      "correct": int(sum(f.predicted_class == f.true_class for f in fts)),
                      "latency_ms": {"decode_median": med("decode_ms"), "image_ready_median": med("image_ready_ms"),
                                     "to_screen_median": med("to_screen_ms")}},
+        "signal_check": [c.get("verdict") for c in info.info.get("signal_checks") or []],
+        "photon_delay_ms": _photon(db, session_id, proto.timing.static_offset_ms),
         "report": "report.html",
     }
+
+
+def _photon(db: Database, session_id: int, offset_ms: float) -> Optional[dict]:
+    from .recorder.timing import summarize
+
+    t = summarize(*db.photon_delays(session_id), offset_ms)
+    return None if t is None else {"median": t.median_ms, "sd": t.sd_ms, "found": t.n_found, "stimuli": t.n_stimuli,
+                                   "static_offset": offset_ms}

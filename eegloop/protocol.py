@@ -45,6 +45,8 @@ __all__ = [
     "TrainingConfig",
     "DecoderConfig",
     "FeedbackConfig",
+    "SignalCheckConfig",
+    "TimingConfig",
     "Design",
     "load_protocol",
     "protocol_from_dict",
@@ -140,6 +142,14 @@ class SimulateConfig:
                                             doc="channels (1-based) drifting by hundreds of µV a second")
     saturated_channels: list[int] = _f(factory=list, ge=1, le=1024,
                                              doc="channels (1-based) clipped at the amplifier's range")
+    high_impedance_channels: list[int] = _f(factory=list, ge=1, le=1024,
+                                            doc="channels (1-based) whose simulated impedance is 120 kΩ")
+    impedances: bool = _f(False, doc="also stream electrode impedances (kΩ) as an LSL stream named "
+                                     "'<amplifier.stream_name>-impedance', type Impedance")
+    photodiode: bool = _f(False, doc="add a channel 'Photo' (type misc) that follows the screen's photodiode patch")
+    display_latency_ms: float = _f(0.0, ge=0, le=1000, doc="delay from a flip's marker to light on the screen: "
+                                                          "the photodiode and the brain's response both follow it")
+    display_jitter_ms: float = _f(0.0, ge=0, le=100, doc="trial-to-trial standard deviation of that delay")
 
     def __hash__(self) -> int:  # a cache key of the simulator's responses: the channel lists count as tuples
         return hash(tuple(tuple(v) if isinstance(v, list) else v
@@ -158,6 +168,12 @@ class AmplifierConfig:
     channels: int = _f(128, ge=1, le=1024, doc="expected number of EEG channels")
     sfreq: float = _f(1000.0, gt=0, le=100_000, doc="expected sampling rate, Hz")
     channel_names: list[str] = _f(factory=list, doc="channel labels; empty: taken from the stream")
+    channel_types: dict[str, str] = _f(
+        factory=dict, doc="channel label -> type (eeg, eog, ecg, emg, misc, stim, resp), overriding the stream's "
+                          "own <type>; only eeg channels are decoded, the others are stored with the recording")
+    montage: Optional[str] = _f("standard_1005", doc="electrode positions: an MNE standard montage name "
+                                "(standard_1005, biosemi64, ...) or a file MNE reads (.elc, .sfp, .bvef, .csd ...), "
+                                "relative to the protocol; null: none")
     resolve_timeout_s: float = _f(5.0, gt=0, le=600, doc="how long to look for a stream")
     source_id: Optional[str] = _f(
         None, doc="pin the EEG stream to this LSL source id (when several streams match name/type)")
@@ -234,6 +250,7 @@ class TrainingConfig:
     seed: int = _f(0, ge=0, lt=2**32, doc="training seed")
 
 
+CHANNEL_TYPES = ("eeg", "eog", "ecg", "emg", "misc", "stim", "resp")  # MNE's names; only eeg is decoded
 DECODER_MODELS = ("auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed")
 
 
@@ -250,6 +267,27 @@ class SignalCheckConfig:
     rms_fail_uv: float = _f(200.0, gt=0, le=1e6, doc="fail: broadband 1-40 Hz RMS (µV)")
     drift_warn_uv_s: float = _f(50.0, gt=0, le=1e6, doc="warn: drift, slope of a straight-line fit (µV/s)")
     drift_fail_uv_s: float = _f(200.0, gt=0, le=1e6, doc="fail: drift (µV/s)")
+    before_visit: bool = _f(True, doc="record and session check the signal first and refuse to start on a fail "
+                                      "(--force records anyway); the result is stored with the session")
+    impedance_stream: Optional[str] = _f(None, doc="LSL stream (name) of electrode impedances in kΩ, one channel "
+                                                   "per electrode labelled as in the EEG stream; null: none")
+    impedance_warn_kohm: float = _f(25.0, gt=0, le=1e6, doc="warn: electrode impedance above this (kΩ)")
+    impedance_fail_kohm: float = _f(50.0, gt=0, le=1e6, doc="fail: electrode impedance above this (kΩ)")
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """Display timing: the photodiode, the marker-to-photon delay, and the offset applied when cutting epochs."""
+
+    static_offset_ms: float = _f(0.0, ge=-1000, le=1000, doc="added to every stimulus marker's time before epochs "
+                                 "are cut: the display's marker-to-photon delay (measure it: eegloop check-timing)")
+    photodiode_channel: Optional[str] = _f(None, doc="label of the channel carrying a photodiode on the screen's "
+                                           "patch (paradigm.photodiode); each stimulus's delay is then measured")
+    max_delay_ms: float = _f(150.0, gt=0, le=2000, doc="a photodiode onset is looked for up to this long after "
+                                                       "its marker")
+    invert: bool = _f(False, doc="the photodiode's signal falls when the patch lights")
+    check_trials: int = _f(60, ge=5, le=10_000, doc="flashes shown by eegloop check-timing")
+    check_interval_s: float = _f(0.3, ge=0.1, le=10, doc="time between two flashes of eegloop check-timing")
 
 
 @dataclass(frozen=True)
@@ -356,6 +394,7 @@ class Protocol:
     decoder: DecoderConfig = _f(factory=DecoderConfig)
     feedback: FeedbackConfig = _f(factory=FeedbackConfig)
     signal_check: SignalCheckConfig = _f(factory=SignalCheckConfig)
+    timing: TimingConfig = _f(factory=TimingConfig)
     source: Optional[str] = field(default=None, compare=False, metadata={"internal": True})
 
     # -- paths -----------------------------------------------------------------
@@ -614,7 +653,8 @@ def _cross_checks(p: Protocol) -> None:
         raise ProtocolError(
             f"{where}paradigm.screen.background: must be [r, g, b], got {short_repr(p.paradigm.screen.background)}")
     sim = p.amplifier.simulate
-    for fld in ("flat_channels", "noisy_channels", "drifting_channels", "saturated_channels"):
+    for fld in ("flat_channels", "noisy_channels", "drifting_channels", "saturated_channels",
+                "high_impedance_channels"):
         bad = [c for c in (getattr(sim, fld) if sim is not None else []) if not 1 <= c <= p.amplifier.channels]
         if bad:
             raise ProtocolError(f"{where}amplifier.simulate.{fld}: channel {bad[0]} is not one of 1.."
@@ -624,6 +664,10 @@ def _cross_checks(p: Protocol) -> None:
             f"{where}amplifier.channel_names: {len(p.amplifier.channel_names)} names for "
             f"{p.amplifier.channels} channels"
         )
+    for label, typ in p.amplifier.channel_types.items():
+        if typ.lower() not in CHANNEL_TYPES:
+            raise ProtocolError(f"{where}amplifier.channel_types: {clip_text(label, 40)!r} has type "
+                                f"{short_repr(typ, 40)}; choose from {', '.join(CHANNEL_TYPES)}")
     e = p.epochs
     if e.tmax <= e.tmin:
         raise ProtocolError(f"{where}epochs.tmax: must be > epochs.tmin ({e.tmin}), got {e.tmax}")

@@ -133,6 +133,78 @@ def _confusion_section(plt, cm: np.ndarray, names: list, chance: float) -> str:
     return html
 
 
+def _montage_spec(protocol_yaml: str):
+    from .database import _montage_of
+
+    return _montage_of(protocol_yaml)
+
+
+def _static_offset(protocol_yaml: str) -> float:
+    import yaml
+
+    try:
+        v = ((yaml.safe_load(protocol_yaml) or {}).get("timing") or {}).get("static_offset_ms", 0.0)
+        return float(v)
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return 0.0
+
+
+def _signal_section(plt, chk: dict, montage_spec, k: int) -> str:
+    """The stored signal check: its verdict, a head map of the 1-40 Hz RMS with failing electrodes crossed
+    (where the montage knows the channels), and the channels that did not pass."""
+    chans = [c for c in chk.get("channels", []) if isinstance(c, dict)]
+    verdict = str(chk.get("verdict", "?"))
+    counts = {v: sum(c.get("verdict") == v for c in chans) for v in ("pass", "warn", "fail")}
+    head = (f"<h2>Signal check {k}</h2><p{' class=warn' if verdict == 'fail' else ''}>{_e(chk.get('at', ''))}: "
+            f"verdict <b>{_e(verdict)}</b> — {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail over "
+            f"{_e(chk.get('seconds', '?'))} s" + (" — recorded anyway (--force)" if chk.get("forced") else "") + "</p>")
+    fig_html = ""
+    try:
+        from .montage import load_montage, positions
+
+        pos = positions([c["name"] for c in chans], load_montage(montage_spec))
+    except Exception:  # a montage file that is not here: the table alone
+        pos = {}
+    if len(pos) >= 4:
+        import mne
+
+        names = [c["name"] for c in chans if c["name"] in pos]
+        vals = np.array([next(c["rms_uv"] for c in chans if c["name"] == n) for n in names])
+        info = mne.create_info(names, float(chk.get("sfreq", 100.0)), "eeg")
+        info.set_montage(mne.channels.make_dig_montage(ch_pos={n: pos[n] for n in names}, coord_frame="head"),
+                         verbose="error")
+        bad = np.array([next(c["verdict"] for c in chans if c["name"] == n) == "fail" for n in names])
+        fig, ax = plt.subplots(figsize=(4, 4))
+        im, _ = mne.viz.plot_topomap(vals, info, axes=ax, show=False, mask=bad, cmap="viridis", contours=0,
+                                     mask_params=dict(marker="x", markeredgecolor="r", markersize=10))
+        fig.colorbar(im, ax=ax, shrink=0.7, label="1-40 Hz RMS (µV)")
+        ax.set_title("signal check: RMS per electrode (x = fail)")
+        fig_html = _fig(_png(fig), "signal check: broadband RMS per electrode; failing electrodes crossed")
+    rows = [[c["name"], c.get("verdict"), c.get("std_uv"), c.get("line_uv"), c.get("rms_uv"), c.get("drift_uv_s"),
+             "" if c.get("impedance_kohm") is None else c.get("impedance_kohm"), "; ".join(c.get("reasons", []))]
+            for c in chans if c.get("verdict") != "pass"]
+    table = (_table(rows, ["channel", "verdict", "std µV", "line µV", "1-40 Hz µV", "drift µV/s", "kΩ", "why"])
+             if rows else "<p>every channel passed</p>")
+    return head + fig_html + table
+
+
+def _photon_section(plt, delays: list, n_stim: int, offset_ms: float) -> str:
+    from .recorder.timing import summarize
+
+    t = summarize(delays, n_stim, offset_ms)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(t.delays_ms, bins=40, color="#4477aa")
+    ax.axvline(t.median_ms, color="k", ls="--", label=f"median {t.median_ms:.2f} ms")
+    ax.axvline(offset_ms, color="#cc3311", ls=":", label=f"static offset {offset_ms:g} ms")
+    ax.set_xlabel("marker-to-photon delay (ms)")
+    ax.set_ylabel("stimuli")
+    ax.legend(fontsize=8)
+    warn = abs(t.residual_ms) > 2
+    return (f"<h2>Display timing (photodiode)</h2><p{' class=warn' if warn else ''}>"
+            + "<br>".join(_e(x) for x in t.lines()) + "</p>"
+            + _fig(_png(fig), "marker-to-photon delay of every stimulus, measured by the photodiode"))
+
+
 def write_report(db: Database, session_id: int, out: str | Path | None = None) -> Path:
     """Write ``report.html`` for a session (a 0600 file); returns its path.
 
@@ -264,6 +336,14 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
             a2.legend()
             fig.suptitle("training curves")
             sec.append(_fig(_png(fig), "training curves: loss and accuracy, train and held-out blocks"))
+
+    # -- signal check and display timing ----------------------------------------------------
+    proto_montage = _montage_spec(info.protocol_yaml)
+    for k, chk in enumerate(info.info.get("signal_checks") or []):
+        sec.append(_signal_section(plt, chk, proto_montage, k + 1))
+    delays, n_stim = db.photon_delays(session_id)
+    if delays:
+        sec.append(_photon_section(plt, delays, n_stim, _static_offset(info.protocol_yaml)))
 
     # -- timing ----------------------------------------------------------------------------
     tt = db.get_trial_timings(session_id)

@@ -20,7 +20,7 @@ from .errors import EegloopError
 from .lsl import configure_lsl
 from .protocol import Protocol
 
-__all__ = ["RecordResult", "record_session", "run_visit", "RecordingError"]
+__all__ = ["RecordResult", "record_session", "run_visit", "RecordingError", "SignalCheckFailed", "gate_on_signal"]
 
 
 @dataclass
@@ -54,7 +54,7 @@ NEUTRAL_MESSAGE = "The recording has stopped.\n\nPlease stay seated; the experim
 def record_session(protocol: Protocol, subject: str, db: Database, simulate: bool = False,
                    progress: Callable[[str], None] | None = print, session_id: int | None = None,
                    runs: Optional[list[int]] = None, capture_trials=(), presenter_hook=None,
-                   skip_blocks=frozenset(), after_run=None, on_session=None) -> RecordResult:
+                   skip_blocks=frozenset(), after_run=None, on_session=None, force: bool = False) -> RecordResult:
     """Run the paradigm and the recorder for the protocol's runs.
 
     Nothing is written to the database before the amplifier is found and the
@@ -86,6 +86,8 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
         (the visit uses it to start the quick-train during a rest).
     on_session : callable | None
         Called with the session id once the session exists (after the amplifier was found).
+    force : bool
+        Record even when the signal check (``signal_check.before_visit``) fails on some channels.
     """
     from .paradigm.markers import make_marker_outlet
     from .paradigm.schedule import Run, make_schedule
@@ -113,12 +115,20 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
             sim = VirtualAmplifier(amp, amp.simulate, marker_source_id=marker_id).start()
             if not sim.markers_connected.wait(10):
                 logger.warning("the simulator did not connect to the marker stream")
+        check = None
+        if protocol.signal_check.before_visit:  # refuse bad electrodes before anything is written
+            check = gate_on_signal(protocol, say, force, eeg_source_id=sim.source_id if sim is not None else None)
         rec = Recorder(protocol, db=db, expect_timings=True, owner=CLAIM_OWNER).connect(
             marker_source_id=marker_id, eeg_source_id=sim.source_id if sim is not None else None)
         # the amplifier is there: now the session may exist
         db.get_or_add_subject(subject)
         if session_id is None:
             session_id = db.create_session(subject, protocol)
+        checks = list((db.get_session(session_id).info or {}).get("signal_checks", []))
+        if check is not None:
+            checks.append({**check.to_json(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           "forced": bool(force and check.verdict == "fail")})
+        db.update_session_info(session_id, channels=rec.channels, signal_checks=checks)
         if on_session is not None:
             on_session(session_id)
         with SessionClaim(db, session_id):
@@ -133,6 +143,26 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
         if sim is not None:
             sim.stop()
         del outlet  # the marker stream disappears with the recording
+
+
+class SignalCheckFailed(EegloopError):
+    """The signal check failed on some channels and the visit was not forced."""
+
+
+def gate_on_signal(protocol: Protocol, say, force: bool, eeg_source_id: str | None = None):
+    """Run the signal check, show its table, and refuse (:class:`SignalCheckFailed`) on a fail unless ``force``."""
+    from .recorder.signal_check import check_signal
+
+    check = check_signal(protocol, progress=say, eeg_source_id=eeg_source_id)
+    say(check.table())
+    if check.verdict == "fail":
+        bad = check.failed()
+        names = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        if not force:
+            raise SignalCheckFailed(f"signal check failed on {len(bad)} channel(s): {names}; fix those electrodes "
+                                    "and start again, or record anyway with --force (stored with the session)")
+        say(f"signal check FAILED on {names}: recording anyway (--force); the check is stored with the session")
+    return check
 
 
 class RecordingError(EegloopError):
@@ -347,8 +377,9 @@ def _evaluate_for_report(db: Database, subject: str, session_id: int, protocol: 
 
 def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = False, resume: bool = False,
               progress: Callable[[str], None] | None = print, feedback_mode: str | None = None,
-              report_dir: Path | None = None) -> VisitResult:
-    """A subject's visit: record -> quick-train (automatic, while the subject rests) -> feedback -> report."""
+              report_dir: Path | None = None, force: bool = False) -> VisitResult:
+    """A subject's visit: signal check -> record -> quick-train (automatic, while the subject rests) -> feedback
+    -> report. ``force`` records even when the signal check fails (see :func:`record_session`)."""
 
     import contextlib
 
@@ -361,10 +392,11 @@ def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = F
             claims.enter_context(SessionClaim(db, session_id))  # a second --resume of it refuses here
             say(f"resuming session {session_id}: {len(done)} complete block(s) are kept; the others are shown again")
         return _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir, say, session_id, done,
-                      claims)
+                      claims, force)
 
 
-def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir, say, session_id, done, claims):
+def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir, say, session_id, done, claims,
+           force=False):
     from .decoder import quick_train
     from .feedback.generator import generator_available
     from .feedback.loop import run_feedback
@@ -403,7 +435,7 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
         rec = None
     else:
         rec = record_session(protocol, subject, db, simulate=simulate, progress=progress, session_id=session_id,
-                             skip_blocks=done, after_run=after_run, on_session=on_session)
+                             skip_blocks=done, after_run=after_run, on_session=on_session, force=force)
         session_id = rec.session_id
     claims.enter_context(SessionClaim(db, session_id))  # train, feedback and report: still this process's visit
     if rec is not None and rec.aborted:

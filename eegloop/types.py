@@ -77,6 +77,7 @@ class BlockRecord:
     epochs: list = field(default_factory=list)  # [Epoch]
     rejected: list = field(default_factory=list)  # [RejectedEpoch]
     timings: list = field(default_factory=list)  # [dict(trial=..., **TrialTiming.as_db())]
+    photon_delays: dict = field(default_factory=dict)  # trial -> marker-to-photon delay, ms (a photodiode)
     n_planned: Optional[int] = None  # stimuli the schedule had for the block (None: as many as shown)
     ended: bool = False
     reason: Optional[str] = None  # why the block is incomplete, when known (abort, failure)
@@ -125,9 +126,17 @@ class EpochSet:
     sessions: np.ndarray  # (n,) int
     classes: dict[str, str] = field(default_factory=dict)  # id -> display name, fixed order
     images: Optional[np.ndarray] = None  # (n,) sha256 of each epoch's stimulus image ('' if unknown)
+    onsets: Optional[np.ndarray] = None  # (n,) LSL time of each onset, s (NaN if unknown)
+    trials: Optional[np.ndarray] = None  # (n,) trial number in its session (-1 if unknown)
+    montage: Optional[str] = "standard_1005"  # electrode positions for to_mne (amplifier.montage)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels).astype(str)
+        n = len(self.labels)
+        self.onsets = (np.asarray(self.onsets, dtype=np.float64) if self.onsets is not None
+                       else np.full(n, np.nan))
+        self.trials = (np.asarray(self.trials, dtype=np.int64) if self.trials is not None
+                       else np.full(n, -1, dtype=np.int64))
         self.images = (np.asarray(self.images).astype(str) if self.images is not None
                        else np.full(len(self.labels), "", dtype=object).astype(str))
         for name in ("runs", "blocks", "sessions"):
@@ -135,7 +144,8 @@ class EpochSet:
         if not self.classes:
             self.classes = {c: c for c in sorted(set(self.labels.tolist()))}
         n = len(self.labels)
-        if self.data.shape[0] != n or any(len(getattr(self, a)) != n for a in ("runs", "blocks", "sessions")):
+        if self.data.shape[0] != n or any(len(getattr(self, a)) != n for a in ("runs", "blocks", "sessions", "onsets",
+                                                                              "trials")):
             raise ValueError("data, labels and group ids must have the same length")
 
     def __len__(self) -> int:
@@ -143,7 +153,7 @@ class EpochSet:
 
     @classmethod
     def from_epochs(cls, epochs: list[Epoch], sessions: list[int] | None = None,
-                    classes: dict[str, str] | None = None) -> "EpochSet":
+                    classes: dict[str, str] | None = None, montage: Optional[str] = "standard_1005") -> "EpochSet":
         if not epochs:
             raise ValueError("no epochs")
         shapes = {e.data.shape for e in epochs}
@@ -160,6 +170,9 @@ class EpochSet:
             sessions=np.array(sessions if sessions is not None else [0] * len(epochs)),
             classes=dict(classes or {}),
             images=np.array([e.image or "" for e in epochs]),
+            onsets=np.array([np.nan if e.onset_lsl is None else e.onset_lsl for e in epochs], dtype=np.float64),
+            trials=np.array([-1 if e.trial is None else int(e.trial) for e in epochs], dtype=np.int64),
+            montage=montage,
         )
 
     @property
@@ -182,21 +195,43 @@ class EpochSet:
 
     def subset(self, idx) -> "EpochSet":
         return EpochSet(self.data[idx], self.labels[idx], self.sfreq, self.tmin, list(self.channel_names),
-                        self.runs[idx], self.blocks[idx], self.sessions[idx], dict(self.classes), self.images[idx])
+                        self.runs[idx], self.blocks[idx], self.sessions[idx], dict(self.classes), self.images[idx],
+                        self.onsets[idx], self.trials[idx], self.montage)
 
-    def to_mne(self):
-        """An :class:`mne.EpochsArray`: data in volts (stored µV x 1e-6), one event id per class, and
-        ``metadata`` with each epoch's class, session, run, block and stimulus image (sha256), so
-        ``epochs["run == 2 and block > 3"]`` selects as in MNE. The events' sample column numbers the
-        epochs (an EpochSet keeps no onset times)."""
+    def event_samples(self) -> np.ndarray:
+        """Each epoch's onset as a sample index on one time line: within a session, the real onset times
+        (``onsets``) from the session's first onset; sessions follow each other, 100 s apart. Epochs without
+        a known onset are numbered 10 000 samples apart after the rest."""
+        out = np.zeros(len(self), np.int64)
+        known = np.isfinite(self.onsets)
+        start = 0
+        for sess in dict.fromkeys(self.sessions[known].tolist()):
+            m = known & (self.sessions == sess)
+            s = np.round((self.onsets[m] - self.onsets[m].min()) * self.sfreq).astype(np.int64) + start
+            out[m] = s
+            start = int(s.max()) + int(100 * self.sfreq)
+        out[~known] = start + np.arange(int((~known).sum())) * 10_000
+        return out
+
+    def to_mne(self, montage: Optional[str] = "default"):
+        """An :class:`mne.EpochsArray`: data in volts (stored µV x 1e-6), one event id per class, electrode
+        positions from ``montage`` (default: the set's own, the protocol's ``amplifier.montage``; None: none),
+        the events at the epochs' real onset samples (:meth:`event_samples`), and ``metadata`` with each
+        epoch's class, session, run, block, trial, stimulus image (sha256) and LSL onset time, so
+        ``epochs["run == 2 and block > 3"]`` selects as in MNE."""
         import mne
         import pandas as pd
 
+        from .montage import load_montage, set_positions
+
         info = mne.create_info(list(self.channel_names), self.sfreq, ch_types="eeg")
         codes = {c: i + 1 for i, c in enumerate(self.classes)}
-        events = np.column_stack([np.arange(len(self)) * 10_000, np.zeros(len(self), int),
+        events = np.column_stack([self.event_samples(), np.zeros(len(self), int),
                                   [codes[c] for c in self.labels]]).astype(int)
         meta = pd.DataFrame({"class": self.labels, "session": self.sessions, "run": self.runs,
-                             "block": self.blocks, "image": self.images})
-        return mne.EpochsArray(self.data.astype(np.float64) * 1e-6, info, events=events, tmin=self.tmin,
-                               event_id=codes, metadata=meta, verbose=False)
+                             "block": self.blocks, "trial": self.trials, "image": self.images,
+                             "onset_lsl": self.onsets})
+        ep = mne.EpochsArray(self.data.astype(np.float64) * 1e-6, info, events=events, tmin=self.tmin,
+                             event_id=codes, metadata=meta, verbose=False)
+        set_positions(ep, load_montage(self.montage if montage == "default" else montage))
+        return ep

@@ -124,6 +124,7 @@ def short_protocol(tmp_path):
                           "sfreq": 250, "simulate": {"seed": 2, "snr": 0.6}},
             "epochs": {"tmin": 0.0, "tmax": 0.3, "margin_s": 0.1},
             "teacher": {"enabled": False},
+            "signal_check": {"before_visit": False},  # the tests of the check itself turn it on
         }
         return protocol_from_dict(_merge(base, sections), source=str(tmp_path / "short.yaml"))
 

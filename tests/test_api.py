@@ -35,19 +35,31 @@ def test_example_scripts_run(tmp_path):
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
-def test_to_mne_carries_metadata():
+def test_to_mne_carries_metadata_positions_and_real_onsets():
     import numpy as np
 
     import eegloop
 
     n = 12
-    es = eegloop.EpochSet(np.ones((n, 2, 50), np.float32), np.where(np.arange(n) % 2, "b", "a"), 100.0, -0.1,
-                          ["C3", "C4"], np.arange(n) // 6 + 1, np.arange(n) // 3 + 1, np.full(n, 7), {"a": "A", "b": "B"},
-                          np.array([f"sha{i}" for i in range(n)]))
+    onsets = 1000.0 + np.arange(n) * 0.53 + np.r_[np.zeros(6), np.full(6, 40.0)]  # a 40 s pause in the middle
+    es = eegloop.EpochSet(np.ones((n, 3, 50), np.float32), np.where(np.arange(n) % 2, "b", "a"), 100.0, -0.1,
+                          ["C3", "C4", "E99"], np.arange(n) // 6 + 1, np.arange(n) // 3 + 1, np.full(n, 7),
+                          {"a": "A", "b": "B"}, np.array([f"sha{i}" for i in range(n)]), onsets=onsets,
+                          trials=np.arange(n) + 1)
     ep = es.to_mne()
-    assert list(ep.metadata.columns) == ["class", "session", "run", "block", "image"]
+    assert list(ep.metadata.columns) == ["class", "session", "run", "block", "trial", "image", "onset_lsl"]
     assert len(ep["run == 2"]) == 6 and set(ep["block == 1"].metadata["image"]) == {"sha0", "sha1", "sha2"}
     assert len(ep["b"]) == 6 and np.allclose(ep.get_data(copy=False), 1e-6)
+    # the events sit at the real onsets (sample = time x sfreq from the first), not at invented positions
+    assert np.array_equal(ep.events[:, 0], np.round((onsets - onsets[0]) * 100).astype(int))
+    assert np.allclose(ep.metadata["onset_lsl"], onsets) and list(ep.metadata["trial"]) == list(range(1, 13))
+    # positions from the montage for the channels it knows (C3, C4), none for the one it does not
+    pos = ep.get_montage().get_positions()["ch_pos"]
+    assert {c for c, xyz in pos.items() if np.isfinite(xyz).all()} == {"C3", "C4"} and pos["C3"][0] < 0 < pos["C4"][0]
+    assert es.to_mne(montage=None).get_montage() is None
+    # a session's epochs loaded from the database carry their onsets and the protocol's montage
+    sub = es.subset(np.arange(6, 12))
+    assert np.allclose(sub.onsets, onsets[6:]) and sub.to_mne().events[0, 0] == 0
 
 
 def test_installed_package_carries_its_protocols(tmp_path):

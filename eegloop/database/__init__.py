@@ -210,6 +210,18 @@ def _remove_created(created: Sequence[Path]) -> None:
             pass
 
 
+def _montage_of(protocol_yaml: str) -> Optional[str]:
+    """A stored protocol's ``amplifier.montage`` (the default when it does not say)."""
+    import yaml
+
+    try:
+        amp = (yaml.safe_load(protocol_yaml) or {}).get("amplifier") or {}
+    except yaml.YAMLError:
+        return "standard_1005"
+    m = amp.get("montage", "standard_1005") if isinstance(amp, dict) else "standard_1005"
+    return m if isinstance(m, str) or m is None else "standard_1005"
+
+
 def _event_row(session_id: int, run_id: Optional[int], block_id: Optional[int], m: dict, t: float) -> EventRow:
     """The row of marker ``m`` received at LSL time ``t``."""
     return EventRow(session_id=session_id, run_id=run_id, block_id=block_id, kind=str(m.get("event", "marker")),
@@ -577,6 +589,14 @@ class Database:
             if info:
                 row.info = {**(row.info or {}), **info}
 
+    def update_session_info(self, session_id: int, **info: Any) -> None:
+        """Merge ``info`` into the session's info (its status unchanged)."""
+        with self.session() as s:
+            row = s.get(SessionRow, session_id)
+            if row is None:
+                raise DatabaseError(f"unknown session {session_id}")
+            row.info = {**(row.info or {}), **info}
+
     def delete_session(self, session_id: int) -> None:
         """Remove a session and everything recorded in it (runs, blocks, events, epochs, feedback)."""
         with self.session() as s:
@@ -734,6 +754,9 @@ class Database:
         s.add(block)
         s.flush()
         events = [_event_row(session_id, run_id, block.id, m, t) for m, t in rec.events]
+        for ev in events:
+            if ev.kind == "stim_on" and ev.trial is not None:
+                ev.photon_delay_ms = rec.photon_delays.get(ev.trial)
         s.add_all(events)
         s.flush()
         by_trial = {ev.trial: ev.id for ev in events if ev.kind == "stim_on" and ev.trial is not None}
@@ -855,6 +878,13 @@ class Database:
                 q = q.where(EventRow.kind == kind)
             return list(s.scalars(q.order_by(EventRow.lsl_time, EventRow.id)))
 
+    def photon_delays(self, session_id: int) -> tuple[list[float], int]:
+        """The session's measured marker-to-photon delays (ms, in event order) and its number of stimuli."""
+        with self.session() as s:
+            rows = list(s.execute(select(EventRow.photon_delay_ms).where(EventRow.session_id == session_id,
+                                                                         EventRow.kind == "stim_on")))
+        return [r[0] for r in rows if r[0] is not None], len(rows)
+
     def add_trial_timings(self, timings: Sequence[dict]) -> None:
         with self.session() as s:
             s.add_all([TrialTimingRow(**t) for t in timings])
@@ -934,7 +964,8 @@ class Database:
         present = set(e.label for e in epochs)
         ordered = {c: n for c, n in classes.items() if c in present}
         ordered.update({c: c for c in sorted(present) if c not in ordered})
-        return EpochSet.from_epochs(epochs, sessions=sess, classes=ordered)
+        return EpochSet.from_epochs(epochs, sessions=sess, classes=ordered,
+                                    montage=_montage_of(sessions[0].protocol_yaml))
 
     # -- models ----------------------------------------------------------------
     def add_model(self, subject: str, session_ids: Sequence[int], checkpoint_path: str | Path,

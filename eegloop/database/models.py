@@ -127,6 +127,8 @@ class EventRow(Base):
     trial: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
     class_id: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # a stimulus's marker-to-photon delay, measured by a photodiode (timing.photodiode_channel), ms
+    photon_delay_ms: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
 
 
 class TrialTimingRow(Base):

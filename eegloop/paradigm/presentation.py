@@ -406,6 +406,34 @@ class Presenter:
         t_end = self.flip()
         return timings_so_far(t_end)
 
+    def flash_test(self, n: int, interval_s: float) -> list[float]:
+        """The timing check: light the photodiode patch ``n`` times, ``interval_s`` apart, for 50 ms each, with
+        a ``stim_on`` marker (class ``flash``) locked to each flash's flip; returns the flips' LSL times.
+        Escape aborts (:class:`Aborted`)."""
+        from psychopy import visual
+
+        diode_frames = max(1, int(round(0.05 * self.frame_rate)))
+        per = max(diode_frames + 1, int(round(interval_s * self.frame_rate)))
+        label = visual.TextStim(self.win, f"timing check: {n} flashes of the photodiode patch", height=22,
+                                color="white")
+        onsets = []
+        checks = 0
+        for k in range(n):
+            for f in range(per):
+                label.draw()
+                if f < diode_frames:
+                    self.patch.draw()
+                if f == 0:
+                    self.push_on_flip("stim_on", run=1, block=1, trial=k + 1, **{"class": "flash"})
+                t = self.flip()
+                if f == 0:
+                    onsets.append(t)
+                checks += 1
+                if checks % 8 == 0:
+                    self._check_keys()
+        self.flip()
+        return onsets
+
     def run(self, run: Run, on_block: Callable[[Block, list[TrialTiming]], None] | None = None,
             on_pause_tick: Callable[[float], None] | None = None) -> RunResult:
         """Show a run: blocks separated by pauses. Escape aborts (what was shown is kept)."""

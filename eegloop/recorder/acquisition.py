@@ -56,6 +56,18 @@ _TO_UV = {"v": 1e6, "volt": 1e6, "volts": 1e6, "mv": 1e3, "millivolt": 1e3, "mil
           "nv": 1e-3, "nanovolt": 1e-3, "nanovolts": 1e-3}
 
 
+# a channel's <type> in the stream description (XDF meta-data conventions, amplifier apps) -> MNE's type
+_LSL_TYPES = {"eeg": "eeg", "eog": "eog", "heog": "eog", "veog": "eog", "ecg": "ecg", "ekg": "ecg", "emg": "emg",
+              "misc": "misc", "aux": "misc", "photodiode": "misc", "gsr": "misc", "eda": "misc", "resp": "resp",
+              "stim": "stim", "trigger": "stim", "trig": "stim", "markers": "stim"}
+_BIOPOTENTIAL = ("eeg", "eog", "ecg", "emg")  # must be voltages
+
+
+def _unit_text(unit: str) -> str:
+    """A declared non-voltage unit as the raw file's header may hold it (no commas, no line breaks)."""
+    return "".join(ch for ch in (unit or "") if ch.isprintable() and ch not in ",=")[:16]
+
+
 def unit_scale(unit: str) -> Optional[float]:
     """Factor from ``unit`` to µV (None: not a voltage eegloop knows); an empty unit is taken as µV."""
     u = (unit or "").strip().lower()
@@ -68,11 +80,16 @@ class Acquisition:
     Samples of any LSL numeric format (float32, double64, int8/16/32/64) are read in their own type and
     returned as float32 microvolts: each channel's ``<unit>`` in the stream description (V, mV, µV, nV,
     spelled out or not) sets its scale; a channel without one is taken as µV (logged); a unit that is not a
-    voltage refuses the stream with one line, unless the channel is a trigger (type STIM).
+    voltage refuses the stream with one line when the channel is an electrode (EEG, EOG, ECG, EMG).
+
+    Channel types come from the stream's ``<type>`` or the protocol's ``amplifier.channel_types``; only EEG
+    channels are decoded (:attr:`eeg_idx`); EOG, ECG, EMG, misc (a photodiode), resp and stim channels are
+    kept with the recording.
     """
 
-    def __init__(self, amplifier):
+    def __init__(self, amplifier, photodiode: Optional[str] = None):
         self.amp = amplifier
+        self.photodiode = photodiode  # label of the photodiode channel (timing.photodiode_channel), if any
         self.stats = RecorderStats()
         self.eeg_inlet = None
         self.marker_inlet = None
@@ -84,6 +101,28 @@ class Acquisition:
         self._scale: Optional[np.ndarray] = None  # per-channel factor to µV (None: all already µV)
         self.units: list[str] = []
         self.armed = False  # a run is being recorded: a stream silent for stall_timeout_s is then an error
+
+    def _types(self, stream: str, labels: list, declared: list) -> list:
+        """Each channel's type in MNE's names: the protocol's ``amplifier.channel_types`` first, then the
+        stream's ``<type>`` (EEG when it declares none); the photodiode channel is never EEG."""
+        over = {k.lower(): v.lower() for k, v in self.amp.channel_types.items()}
+        unknown = sorted(set(over) - {lab.lower() for lab in labels})
+        if unknown:
+            raise StreamError(f"amplifier.channel_types: no channel {unknown[0]!r} in EEG stream '{stream}' "
+                              f"(it has {', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''})"[:400])
+        if self.photodiode and self.photodiode not in labels:
+            raise StreamError(f"timing.photodiode_channel: no channel {self.photodiode!r} in EEG stream '{stream}' "
+                              f"(it has {', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''})"[:400])
+        out = []
+        for lab, typ in zip(labels, declared):
+            t = over.get(lab.lower()) or _LSL_TYPES.get((typ or "eeg").strip().lower(), "misc")
+            if lab == self.photodiode and t == "eeg":
+                t = "misc"
+            out.append(t)
+        odd = sorted({t for t in declared if t and t.strip().lower() not in _LSL_TYPES})
+        if odd:
+            logger.info("EEG stream %r: channel type(s) %s stored as misc (not decoded)", stream, ", ".join(odd))
+        return out
 
     def connect(self, markers: bool = True, timeout: float | None = None, marker_source_id: str | None = None,
                 eeg_source_id: str | None = None) -> "Acquisition":
@@ -104,31 +143,37 @@ class Acquisition:
         ch = full.desc().child("channels").child("channel")
         while not ch.empty():
             labels.append(ch.child_value("label"))
-            types.append(ch.child_value("type") or "EEG")
+            types.append(ch.child_value("type"))
             units.append(ch.child_value("unit"))
             ch = ch.next_sibling()
         n = full.channel_count()
         if len(labels) != n:
-            labels, types, units = [f"Ch{i + 1}" for i in range(n)], ["EEG"] * n, [""] * n
+            labels, types, units = [f"Ch{i + 1}" for i in range(n)], [""] * n, [""] * n
             if amp.channel_names:  # the stream has no labels: the protocol's, when the counts agree
                 if len(amp.channel_names) != n:
                     raise StreamError(f"EEG stream '{full.name()}' has {n} channels and no labels; "
                                       f"amplifier.channel_names lists {len(amp.channel_names)}")
                 labels = list(amp.channel_names)
+        types = self._types(full.name(), labels, types)
         scale = []
         for lab, typ, unit in zip(labels, types, units):
             f = unit_scale(unit)
-            if f is None and typ.upper() != "STIM":
-                raise StreamError(f"EEG stream '{full.name()}': channel {lab!r} is in {unit!r}, not a voltage "
-                                  "eegloop knows (V, mV, µV/uV/microvolts, nV)"[:300])
+            if f is None and typ in _BIOPOTENTIAL:
+                raise StreamError(f"EEG stream '{full.name()}': {typ.upper()} channel {lab!r} is in {unit!r}, not a "
+                                  "voltage eegloop knows (V, mV, µV/uV/microvolts, nV); if it is not an electrode, "
+                                  "give it a type in amplifier.channel_types (e.g. misc)"[:400])
             scale.append(1.0 if f is None else f)
         if not any(units):
             logger.info("EEG stream %r declares no channel units: values taken as microvolts", full.name())
         self._scale = np.asarray(scale, np.float32)[:, None] if any(f != 1.0 for f in scale) else None
         self.units = units
         self.ch_names = labels
-        self.eeg_idx = [i for i, t in enumerate(types) if t.upper() != "STIM"]
-        self.stim_idx = [i for i, t in enumerate(types) if t.upper() == "STIM"]
+        self.ch_types = types
+        # what the raw file says each stored channel is in: µV for every voltage (scaled on arrival), else as declared
+        self.out_units = ["µV" if unit_scale(u) is not None else _unit_text(u) for u in units]
+        self.eeg_idx = [i for i, t in enumerate(types) if t == "eeg"]
+        self.stim_idx = [i for i, t in enumerate(types) if t == "stim"]
+        self.photo_idx = labels.index(self.photodiode) if self.photodiode else None
         if len(self.eeg_idx) != amp.channels:
             raise StreamError(
                 f"EEG stream '{full.name()}' has {len(self.eeg_idx)} EEG channels, the protocol expects "

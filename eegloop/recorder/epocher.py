@@ -92,8 +92,9 @@ def check_onset(sample_time: float, onset: float, sfreq: float) -> Optional[tupl
 @dataclass
 class _Pending:
     marker: dict
-    onset: float
+    onset: float  # the marker's time plus timing.static_offset_ms
     run: int
+    marker_t: float = 0.0
 
 
 @dataclass
@@ -121,10 +122,15 @@ class Epocher:
         Seconds of signal kept for cutting.
     expect_timings : bool
         A block is finished only once the paradigm has handed over its trial timings.
+    timing : TimingConfig | None
+        ``static_offset_ms`` is added to every stimulus marker's time before its epoch is cut; with
+        ``photo_idx`` (the photodiode channel) each stimulus's marker-to-photon delay is measured
+        (:func:`~eegloop.recorder.timing.photon_onset`), kept in :attr:`photon_delays_ms` and in the block.
     """
 
     def __init__(self, epochs, sfreq: float, n_channels: int, eeg_idx: list[int], stim_idx: list[int],
-                 eeg_names: list[str], buffer_s: float = 30.0, expect_timings: bool = False):
+                 eeg_names: list[str], buffer_s: float = 30.0, expect_timings: bool = False, timing=None,
+                 photo_idx: Optional[int] = None):
         self.window = epoch_window(epochs, sfreq)
         self.sfreq = float(sfreq)
         self.eeg_idx, self.stim_idx, self.eeg_names = list(eeg_idx), list(stim_idx), list(eeg_names)
@@ -142,6 +148,12 @@ class Epocher:
         self.n_epochs = 0
         self.rejected: dict[str, int] = {}
         self.alignment_errors: list[int] = []
+        self.timing = timing
+        self.offset_s = timing.static_offset_ms / 1000 if timing is not None else 0.0
+        self.photo_idx = photo_idx
+        self.photon_delays_ms: list[float] = []  # one per stimulus whose photodiode onset was found
+        self.photon_trials: list = []  # the trial of each of them
+        self.photon_missed = 0  # stimuli whose photodiode onset was not found
 
     # -- signal -------------------------------------------------------------------
     @property
@@ -206,7 +218,7 @@ class Epocher:
         else:
             self.loose_events.append((m, t))
         if ev == "stim_on":
-            self._pending.append(_Pending(m, t, run or 0))
+            self._pending.append(_Pending(m, t + self.offset_s, run or 0, t))
 
     def add_timings(self, run: int, block: int, timings: list[dict], aborted: bool = False) -> None:
         """The paradigm's trial timings of a block (``dict(trial=..., **TrialTiming.as_db())``)."""
@@ -237,6 +249,8 @@ class Epocher:
                 continue
             i = onset_abs - self.abs0
             data = self._buf[:, a:b]
+            if self.photo_idx is not None:
+                self._photon(p, data[self.photo_idx], self._ts[a:b])
             problem = (check_onset(self._ts[i], p.onset, self.sfreq) if 0 <= i < self._w else
                        ("gap", "no sample near the onset")) or check_epoch(data[self.eeg_idx], self._ts[a:b], self.sfreq)
             if problem is not None:
@@ -260,6 +274,21 @@ class Epocher:
             out.append(ep)
         self._pending = still
         return out
+
+    def _photon(self, p: _Pending, x: np.ndarray, ts: np.ndarray) -> None:
+        from .timing import photon_onset
+
+        t = photon_onset(x, ts, p.marker_t, self.timing.max_delay_ms / 1000, self.timing.invert)
+        if t is None:
+            self.photon_missed += 1
+            return
+        d = round((t - p.marker_t) * 1000, 3)
+        self.photon_delays_ms.append(d)
+        self.photon_trials.append(p.marker.get("trial"))
+        key = (_int(p.marker.get("run"), p.run), _int(p.marker.get("block"), 0))
+        ob = self._blocks.get(key)
+        if ob is not None and p.marker.get("trial") is not None:
+            ob.record.photon_delays[p.marker.get("trial")] = d
 
     def _reject(self, p: _Pending, reason: str, detail: str) -> None:
         m = p.marker

@@ -472,6 +472,7 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
     t0 = t[0]
     blocks: dict[int, BlockRecord] = {}
     trial = trial_offset
+    offset = protocol.timing.static_offset_ms / 1000  # the display's marker-to-photon delay
     for mt, value in rec.markers:
         cls = _marker_class(value, events)
         block = block_offset + int((mt - t0) // p.block_s) + 1
@@ -483,20 +484,21 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
             continue
         trial += 1
         payload["trial"] = trial
-        i = int(np.searchsorted(t, mt))
-        if i > 0 and (i == len(t) or abs(t[i - 1] - mt) <= abs(t[i] - mt)):
+        on = mt + offset
+        i = int(np.searchsorted(t, on))
+        if i > 0 and (i == len(t) or abs(t[i - 1] - on) <= abs(t[i] - on)):
             i -= 1
         a, b = i + win.start, i + win.stop
         if a < 0 or b > len(t):
             br.rejected.append(RejectedEpoch(cls, run, block, "edge", trial, float(mt),
                                              "the recording starts or ends inside the epoch window"))
             continue
-        problem = check_onset(t[i], mt, sf) or check_epoch(rec.data[:, a:b], t[a:b], sf)
+        problem = check_onset(t[i], on, sf) or check_epoch(rec.data[:, a:b], t[a:b], sf)
         if problem is not None:
-            br.rejected.append(RejectedEpoch(cls, run, block, problem[0], trial, float(mt), problem[1]))
+            br.rejected.append(RejectedEpoch(cls, run, block, problem[0], trial, float(on), problem[1]))
             continue
         br.epochs.append(Epoch(data=rec.data[:, a:b], label=cls, sfreq=sf, tmin=win.tmin,
-                               channel_names=list(rec.ch_names), run=run, block=block, trial=trial, onset_lsl=mt))
+                               channel_names=list(rec.ch_names), run=run, block=block, trial=trial, onset_lsl=on))
     out = [blocks[k] for k in sorted(blocks)]
     rejected = Counter(r.reason for br in out for r in br.rejected)
     if rejected:

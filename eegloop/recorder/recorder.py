@@ -96,7 +96,7 @@ class Recorder(Worker):
         self.raw_prefix = raw_prefix
         self.expect_timings = expect_timings
         self.buffer_s = buffer_s or getattr(protocol.amplifier, "buffer_s", 30.0)
-        self.acq = Acquisition(protocol.amplifier)
+        self.acq = Acquisition(protocol.amplifier, photodiode=protocol.timing.photodiode_channel)
         self.epocher: Optional[Epocher] = None
         self._lock = threading.Lock()
         self._store = BlockStore(db, owner=owner) if db is not None else None
@@ -127,11 +127,18 @@ class Recorder(Worker):
         self.ch_names, self.eeg_idx, self.stim_idx = a.ch_names, a.eeg_idx, a.stim_idx
         self.eeg_names, self.sfreq = a.eeg_names, a.sfreq
         self.epocher = Epocher(self.protocol.epochs, a.sfreq, a.n_channels, a.eeg_idx, a.stim_idx, a.eeg_names,
-                               buffer_s=self.buffer_s, expect_timings=self.expect_timings)
+                               buffer_s=self.buffer_s, expect_timings=self.expect_timings,
+                               timing=self.protocol.timing, photo_idx=a.photo_idx)
         # the statistics show the epocher's own tallies (the same objects, kept up to date by it)
         self.stats.epochs_rejected = self.epocher.rejected
         self.stats.alignment_errors = self.epocher.alignment_errors
         return self
+
+    @property
+    def channels(self) -> list[dict]:
+        """Every stored channel: ``{"name", "type", "unit"}`` (types in MNE's names; only eeg is decoded)."""
+        a = self.acq
+        return [{"name": n, "type": t, "unit": u} for n, t, u in zip(a.ch_names, a.ch_types, a.out_units)]
 
     def subscribe(self, maxsize: int = 64) -> EpochQueue:
         """A queue that receives every valid epoch cut from now on (online decoding).
@@ -173,8 +180,7 @@ class Recorder(Worker):
             while (self.raw_dir / name).exists():  # a resumed run never overwrites what was recorded
                 name = f"{self.raw_prefix}-{run:02d}_part{k}_eeg.vhdr"
                 k += 1
-            raw = BrainVisionWriter(self.raw_dir / name, self.ch_names, self.sfreq,
-                                    units=["µV" if i in self.eeg_idx else "V" for i in range(len(self.ch_names))])
+            raw = BrainVisionWriter(self.raw_dir / name, self.ch_names, self.sfreq, units=self.acq.out_units)
             for f in (raw.vhdr, raw.eeg, raw.vmrk):
                 private_file(f)
             self.raw_files.append(raw.vhdr)

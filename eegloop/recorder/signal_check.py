@@ -3,13 +3,16 @@
 Over ``signal_check.seconds`` of the live stream: flat (standard deviation below ``flat_uv``),
 saturated (1 % of samples at or beyond ``rail_uv``), line noise (RMS at the protocol's notch
 frequency, 50 Hz without one), broadband 1-40 Hz RMS, and drift (µV/s: the median change between
-successive half-second means, so one reset of the amplifier's offset does not hide a ramp). The
-thresholds are the protocol's ``signal_check`` section; the verdict of a channel is its worst.
+successive half-second means, so one reset of the amplifier's offset does not hide a ramp), and the
+electrode's impedance when the amplifier streams it (``signal_check.impedance_stream``: an LSL stream whose
+channels, labelled as the EEG's, carry kΩ). The thresholds are the protocol's ``signal_check`` section; the
+verdict of a channel is its worst.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -30,6 +33,7 @@ class ChannelCheck:
     rms_uv: float
     drift_uv_s: float
     reasons: list = field(default_factory=list)
+    impedance_kohm: Optional[float] = None
 
 
 @dataclass
@@ -50,20 +54,29 @@ class SignalCheck:
         return {"verdict": self.verdict, "sfreq": self.sfreq, "seconds": round(self.seconds, 2),
                 "line_hz": self.line_hz, "channels": [asdict(c) for c in self.channels]}
 
+    @property
+    def has_impedance(self) -> bool:
+        return any(c.impedance_kohm is not None for c in self.channels)
+
     def table(self) -> str:
-        head = f"{'channel':<10}{'verdict':<9}{'std µV':>9}{'line µV':>9}{'1-40Hz µV':>11}{'drift µV/s':>12}  why"
+        imp = self.has_impedance
+        head = (f"{'channel':<10}{'verdict':<9}{'std µV':>9}{'line µV':>9}{'1-40Hz µV':>11}{'drift µV/s':>12}"
+                + (f"{'kΩ':>7}" if imp else "") + "  why")
         rows = [head, "-" * len(head)]
         for c in self.channels:
+            z = ("" if not imp else f"{c.impedance_kohm:>7.1f}" if c.impedance_kohm is not None else f"{'-':>7}")
             rows.append(f"{c.name[:9]:<10}{c.verdict.upper() if c.verdict != 'pass' else 'pass':<9}{c.std_uv:>9.1f}"
-                        f"{c.line_uv:>9.1f}{c.rms_uv:>11.1f}{c.drift_uv_s:>12.1f}  {'; '.join(c.reasons)}")
+                        f"{c.line_uv:>9.1f}{c.rms_uv:>11.1f}{c.drift_uv_s:>12.1f}{z}  {'; '.join(c.reasons)}")
         n = {v: sum(c.verdict == v for c in self.channels) for v in _ORDER}
         rows.append(f"{len(self.channels)} channels, {self.seconds:.1f} s at {self.sfreq:g} Hz: {n['pass']} pass, "
                     f"{n['warn']} warn, {n['fail']} fail")
         return "\n".join(rows)
 
 
-def assess(data: np.ndarray, sfreq: float, names: list, cfg, line_hz: float = 50.0) -> SignalCheck:
-    """Verdicts for ``data`` (channels, samples) in µV against a :class:`~eegloop.protocol.SignalCheckConfig`."""
+def assess(data: np.ndarray, sfreq: float, names: list, cfg, line_hz: float = 50.0,
+           impedance: Optional[dict] = None) -> SignalCheck:
+    """Verdicts for ``data`` (channels, samples) in µV against a :class:`~eegloop.protocol.SignalCheckConfig`;
+    ``impedance`` maps channel names to kΩ where the amplifier measured them."""
     from scipy.signal import butter, sosfiltfilt, welch
 
     x = np.asarray(data, dtype=np.float64)
@@ -102,18 +115,56 @@ def assess(data: np.ndarray, sfreq: float, names: list, cfg, line_hz: float = 50
                 mark("fail", f"{what} {val:.0f} >= {fail:g}")
             elif val >= warn:
                 mark("warn", f"{what} {val:.0f} >= {warn:g}")
+        z = (impedance or {}).get(str(name))
+        if z is not None:
+            if not np.isfinite(z) or z >= cfg.impedance_fail_kohm:
+                mark("fail", f"impedance {z:.0f} kΩ >= {cfg.impedance_fail_kohm:g}")
+            elif z >= cfg.impedance_warn_kohm:
+                mark("warn", f"impedance {z:.0f} kΩ >= {cfg.impedance_warn_kohm:g}")
         out.append(ChannelCheck(str(name), verdict, round(float(std[i]), 3), round(float(sat[i]), 4),
-                                round(float(line[i]), 2), round(float(rms[i]), 2), round(float(drift[i]), 2), reasons))
+                                round(float(line[i]), 2), round(float(rms[i]), 2), round(float(drift[i]), 2), reasons,
+                                None if z is None else round(float(z), 2)))
     return SignalCheck(out, float(sfreq), n / sfreq, float(line_hz))
 
 
-def check_signal(protocol, progress=None) -> SignalCheck:
-    """Pull ``signal_check.seconds`` from the protocol's EEG stream and assess every EEG channel."""
+def read_impedance(protocol, labels: list, timeout: float, source_id: Optional[str] = None) -> dict:
+    """The latest impedance (kΩ) of each of ``labels`` from ``signal_check.impedance_stream`` (pinned to
+    ``source_id`` when given)."""
+    import pylsl
+
+    from ..lsl import resolve_stream
+
+    name = protocol.signal_check.impedance_stream
+    info = resolve_stream(name, None, protocol.amplifier.resolve_timeout_s, "impedance stream",
+                          "start the amplifier's impedance stream, or set signal_check.impedance_stream: null",
+                          source_id=source_id)
+    inlet = pylsl.StreamInlet(info)
+    try:
+        full = inlet.info(timeout=5.0)
+        names = []
+        ch = full.desc().child("channels").child("channel")
+        while not ch.empty():
+            names.append(ch.child_value("label"))
+            ch = ch.next_sibling()
+        if len(names) != full.channel_count():
+            names = list(labels[:full.channel_count()])  # unlabelled: in the EEG's order
+        sample, _ = inlet.pull_sample(timeout=timeout)
+    finally:
+        inlet.close_stream()
+    if sample is None:
+        raise StreamError(f"impedance stream '{name}' sent nothing in {timeout:g} s")
+    return {n: float(v) for n, v in zip(names, sample) if n in set(labels)}
+
+
+def check_signal(protocol, progress=None, eeg_source_id: Optional[str] = None) -> SignalCheck:
+    """Pull ``signal_check.seconds`` from the protocol's EEG stream and assess every EEG channel
+    (``eeg_source_id`` pins the stream, e.g. to an in-process virtual amplifier)."""
     from .acquisition import Acquisition
 
     cfg = protocol.signal_check
     say = progress or (lambda _m: None)
-    acq = Acquisition(protocol.amplifier).connect(markers=False)
+    acq = Acquisition(protocol.amplifier, photodiode=protocol.timing.photodiode_channel).connect(
+        markers=False, eeg_source_id=eeg_source_id)
     chunks = []
     try:
         need = int(cfg.seconds * acq.sfreq)
@@ -133,4 +184,7 @@ def check_signal(protocol, progress=None) -> SignalCheck:
         acq.close()
     x = np.concatenate(chunks, axis=1)[:, :need]
     line_hz = protocol.preprocessing.notch_hz or 50.0
-    return assess(x, acq.sfreq, acq.eeg_names, cfg, line_hz)
+    # the virtual amplifier's impedances come from the outlet beside its EEG (other simulators may run too)
+    pin = f"{acq.source_id}-impedance" if acq.source_id.startswith("eegloop-sim-") else None
+    z = read_impedance(protocol, acq.eeg_names, max(2.0, cfg.seconds), pin) if cfg.impedance_stream else None
+    return assess(x, acq.sfreq, acq.eeg_names, cfg, line_hz, impedance=z)

@@ -15,6 +15,13 @@ background is a deterministic function of the seed; responses are added to
 samples that are still in the outgoing buffer (``latency_ms``), so a marker
 reaching the simulator a few milliseconds after its flip still lands at the
 right sample.
+
+A display is not instant: with ``display_latency_ms`` (and ``display_jitter_ms``) each image reaches the
+screen, and so the brain, that long after its marker; ``photodiode: true`` adds a channel ``Photo`` (type
+misc) that lights for 50 ms from that moment, as a photodiode on the paradigm's patch would, with a
+one-sample ramp at the exact time so that its onset can be found to a fraction of a sample.
+``impedances: true`` streams every electrode's impedance (kΩ) once a second on a second outlet,
+``<stream_name>-impedance``.
 """
 from __future__ import annotations
 
@@ -55,9 +62,13 @@ def _class_seed(class_id: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{class_id}".encode()).digest()[:8], "little")
 
 
+PHOTODIODE_LABEL = "Photo"
+PATCH_S = 0.05  # the paradigm lights its photodiode patch for 50 ms from each onset
+
+
 @dataclass
 class _Response:
-    onset: float  # LSL time
+    onset: float  # LSL time of the light on the screen (the marker's time plus the display's delay)
     class_id: str
     trial: int
 
@@ -119,8 +130,14 @@ class VirtualAmplifier:
         self.sfreq = float(amplifier.sfreq)
         self.n_eeg = int(amplifier.channels)
         self.labels = list(amplifier.channel_names) or channel_labels(self.n_eeg)
+        self.types = ["EEG"] * self.n_eeg
+        self.photo_idx = None
+        if self.cfg.photodiode:
+            self.photo_idx = len(self.labels)
+            self.labels, self.types = self.labels + [PHOTODIODE_LABEL], self.types + ["MISC"]
         if self.cfg.onset_channel:
-            self.labels = self.labels + ["STIM"]
+            self.labels, self.types = self.labels + ["STIM"], self.types + ["STIM"]
+        self.stim_idx = self.labels.index("STIM") if self.cfg.onset_channel else None
         self.n_out = len(self.labels)
         self.latency = latency_ms / 1000
         self.listen_markers = listen_markers
@@ -130,6 +147,7 @@ class VirtualAmplifier:
         self._rng = np.random.default_rng(self.cfg.seed)
         self._out = Worker.of(self._run, "eegloop-simulator")
         self._mk = Worker.of(self._marker_loop, "eegloop-sim-markers")
+        self._imp = Worker.of(self._impedance_loop, "eegloop-sim-impedance")
         self._lock = threading.Lock()
         self.markers_connected = threading.Event()
         self._responses: list[_Response] = []
@@ -191,9 +209,18 @@ class VirtualAmplifier:
         with self._lock:
             self.markers_seen += 1
             if ev == "stim_on" and "class" in marker:
-                self._responses.append(_Response(lsl_time, str(marker["class"]), int(marker.get("trial", 0))))
+                trial = int(marker.get("trial", 0))
+                self._responses.append(_Response(lsl_time + self._display_delay(trial), str(marker["class"]), trial))
             elif ev == "block_start" and "block" in marker:
                 self._block_changes.append((lsl_time, int(marker["block"])))
+
+    def _display_delay(self, trial: int) -> float:
+        """Seconds from a marker to light on the screen: the display's latency and, per trial, its jitter."""
+        cfg = self.cfg
+        d = cfg.display_latency_ms / 1000
+        if cfg.display_jitter_ms > 0:
+            d += np.random.default_rng([cfg.seed, trial, 13]).normal(0, cfg.display_jitter_ms / 1000)
+        return max(0.0, d)
 
     def _marker_loop(self) -> None:
         import pylsl
@@ -236,8 +263,11 @@ class VirtualAmplifier:
             keep.append(r)
             if i0 >= n:
                 continue
-            if self.cfg.onset_channel and 0 <= i0 < n:
-                data[c, i0] = 1.0
+            if self.stim_idx is not None and 0 <= i0 < n:
+                data[self.stim_idx, i0] = 1.0
+            if self.photo_idx is not None:  # light from the onset for PATCH_S, a one-sample ramp at each edge
+                k = (t_first + np.arange(n) / sf - r.onset) * sf
+                data[self.photo_idx] += (np.clip(k + 0.5, 0, 1) - np.clip(k - PATCH_S * sf + 0.5, 0, 1))
             if amp > 0:
                 resp = class_response(r.class_id, c, sf, cfg, r.trial, amp)  # cached, read-only
                 a, b = max(i0, 0), min(i0 + resp_len, n)
@@ -263,17 +293,41 @@ class VirtualAmplifier:
         y, self._band_zi = sosfilt(self._band_sos, self._rng.standard_normal((1, n)), axis=1, zi=self._band_zi)
         return 3.0 * y[0]
 
+    def impedances_kohm(self) -> np.ndarray:
+        """The simulated electrodes' impedances: 2-12 kΩ, 120 kΩ on ``high_impedance_channels``."""
+        z = np.random.default_rng([self.cfg.seed, 17]).uniform(2.0, 12.0, self.n_eeg)
+        for ch in self.cfg.high_impedance_channels:
+            z[ch - 1] = 120.0
+        return z.astype(np.float32)
+
+    def _impedance_loop(self) -> None:
+        import pylsl
+
+        info = pylsl.StreamInfo(f"{self.amp.stream_name}-impedance", "Impedance", self.n_eeg, 1.0, pylsl.cf_float32,
+                                f"{self.source_id}-impedance")
+        chans = info.desc().append_child("channels")
+        for lab in self.labels[:self.n_eeg]:
+            ch = chans.append_child("channel")
+            ch.append_child_value("label", lab)
+            ch.append_child_value("unit", "kOhm")
+        outlet = pylsl.StreamOutlet(info)
+        z = self.impedances_kohm()
+        while not self._imp.stopping:
+            outlet.push_sample(z)
+            self._imp.wait_stop(1.0)
+        del outlet
+
     def _run(self) -> None:
         import pylsl
 
         info = pylsl.StreamInfo(self.amp.stream_name, self.amp.stream_type, self.n_out, self.sfreq,
                                 pylsl.cf_float32, self.source_id)
         chans = info.desc().append_child("channels")
-        for i, lab in enumerate(self.labels):
+        for i, (lab, typ) in enumerate(zip(self.labels, self.types)):
             ch = chans.append_child("channel")
             ch.append_child_value("label", lab)
-            ch.append_child_value("unit", "microvolts" if i < self.n_eeg else "none")
-            ch.append_child_value("type", "EEG" if i < self.n_eeg else "STIM")
+            ch.append_child_value("unit", "microvolts" if typ == "EEG" else "none")
+            ch.append_child_value("type", typ)
         info.desc().append_child("acquisition").append_child_value("manufacturer", "eegloop virtual amplifier")
         outlet = pylsl.StreamOutlet(info, chunk_size=max(1, int(self.sfreq * self.cfg.chunk_ms / 1000)))
         self._outlet_ready.set()
@@ -318,6 +372,8 @@ class VirtualAmplifier:
         self._out.start()
         if self.listen_markers:
             self._mk.start()
+        if self.cfg.impedances:
+            self._imp.start()
         self._outlet_ready.wait(10)
         return self
 
@@ -334,8 +390,10 @@ class VirtualAmplifier:
 
     def stop(self) -> None:
         self._mk.request_stop()
+        self._imp.request_stop()
         self._out.stop(5)
         self._mk.stop(5)
+        self._imp.stop(5)
 
     def __enter__(self):
         return self.start()

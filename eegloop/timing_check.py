@@ -1,0 +1,92 @@
+"""``eegloop check-timing``: measure the display's marker-to-photon delay with a photodiode.
+
+A lab tapes a photodiode over the paradigm's patch (bottom-left corner, ``paradigm.photodiode_size_px``)
+and wires it to an auxiliary input of the amplifier (``timing.photodiode_channel``). The check flashes the
+patch ``timing.check_trials`` times with a flip-locked marker each, records the stream as a visit would,
+finds every flash's onset in the photodiode channel (:func:`~eegloop.recorder.timing.photon_onset`) and
+reports the delays: their median is the ``timing.static_offset_ms`` to put in the protocol, their spread
+the display's jitter. ``--simulate`` runs it against the virtual amplifier, whose photodiode follows the
+patch after ``amplifier.simulate.display_latency_ms`` ± ``display_jitter_ms``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+from ._logging import logger
+from .errors import EegloopError
+from .protocol import Protocol, SimulateConfig
+
+__all__ = ["check_timing"]
+
+
+def check_timing(protocol: Protocol, simulate: bool = False, trials: Optional[int] = None,
+                 progress: Callable[[str], None] | None = print):
+    """Flash the photodiode patch, record, and summarise the marker-to-photon delays.
+
+    Returns
+    -------
+    TimingSummary
+        Median, spread and every delay; ``suggested_offset_ms`` is the value for ``timing.static_offset_ms``.
+    """
+    from .lsl import configure_lsl
+    from .paradigm.markers import make_marker_outlet
+    from .paradigm.presentation import Presenter
+    from .recorder.recorder import Recorder
+    from .recorder.simulator import PHOTODIODE_LABEL, VirtualAmplifier
+    from .recorder.timing import summarize
+
+    say = progress or (lambda _m: None)
+    amp, tm = protocol.amplifier, protocol.timing
+    if simulate:
+        amp = dataclasses.replace(amp, simulate=dataclasses.replace(amp.simulate or SimulateConfig(), photodiode=True))
+        if tm.photodiode_channel is None:
+            tm = dataclasses.replace(tm, photodiode_channel=PHOTODIODE_LABEL)
+    if tm.photodiode_channel is None:
+        raise EegloopError("timing.photodiode_channel: name the channel the photodiode is wired to "
+                           "(check-timing measures the delay in it)")
+    n = int(trials if trials is not None else tm.check_trials)
+    if not 5 <= n <= 10_000:
+        raise EegloopError(f"--trials: 5 to 10000, got {n}")
+    proto = protocol.replace(amplifier=amp, timing=tm,
+                             paradigm=dataclasses.replace(protocol.paradigm, photodiode=True, fixation=False))
+    configure_lsl(amp.lsl_scope)
+    outlet = make_marker_outlet(amp.marker_stream_name)
+    marker_id = outlet.get_info().source_id()
+    sim = rec = pres = None
+    try:
+        if simulate:
+            sim = VirtualAmplifier(amp, amp.simulate, marker_source_id=marker_id).start()
+            if not sim.markers_connected.wait(10):
+                logger.warning("the simulator did not connect to the marker stream")
+        rec = Recorder(proto).connect(marker_source_id=marker_id,
+                                      eeg_source_id=sim.source_id if sim is not None else None)
+        rec.start()
+        rec.begin_run(1)
+        pres = Presenter(proto, outlet)
+        pres.health = lambda: rec.failure
+        pres.open()
+        outlet.wait_for_consumers(2.0)
+        say(f"timing check: {n} flashes, {tm.check_interval_s:g} s apart, photodiode in channel "
+            f"{tm.photodiode_channel!r} of '{rec.acq.stream_name}' (display {pres.frame_rate:.1f} Hz"
+            f"{', software-paced' if pres.paced else ''})")
+        pres.flash_test(n, tm.check_interval_s)
+        rec.end_run()
+        rec.stop()
+    finally:
+        if pres is not None:
+            pres.close()
+        if rec is not None:
+            try:
+                rec.stop()
+            except Exception as exc:  # closing must not hide why we stopped
+                logger.warning("closing the recorder: %s", exc)
+        if sim is not None:
+            sim.stop()
+        del outlet
+    res = summarize(rec.epocher.photon_delays_ms, n, tm.static_offset_ms)
+    if res is None:
+        raise EegloopError(f"timing.photodiode_channel: no photodiode onset found in channel {tm.photodiode_channel!r} "
+                           f"after any of the {n} flashes; check that the sensor sits on the patch (bottom-left "
+                           "corner) and is wired to that channel (timing.invert for a falling signal)")
+    return res
