@@ -41,6 +41,20 @@ def configure_lsl(scope: str = "machine") -> None:
     text = lsl_config_text(scope)
     # child processes (simulate, replay) inherit the same scope through an env var
     os.environ["EEGLOOP_LSL_SCOPE"] = scope
+    if not os.environ.get("LSLAPICFG"):
+        # another liblsl in this process or its children (MNE-LSL ships its own) reads this file at its first
+        # call: it keeps the same scope, so nothing of theirs looks beyond this machine either
+        import atexit
+        import tempfile
+
+        try:
+            fd, cfg = tempfile.mkstemp(prefix="eegloop-lsl_api-", suffix=".cfg")  # private, never a followed link
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.environ["LSLAPICFG"] = cfg
+            atexit.register(lambda: os.path.exists(cfg) and os.unlink(cfg))
+        except OSError as exc:
+            logger.warning("could not write an lsl_api.cfg for other LSL libraries: %s", exc)
     import pylsl
 
     pylsl.set_config_content(text)

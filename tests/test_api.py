@@ -35,6 +35,25 @@ def test_example_scripts_run(tmp_path):
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
+def test_load_subject_example_on_a_database(tmp_path):
+    """The second example reads a subject back from a database (here: simulated epochs stored through the
+    Python API, as an import would), scores it with a shuffled control and draws the ERP on the head."""
+    import eegloop
+
+    proto = eegloop.load_protocol(REPO / "protocols" / "demo.yaml")
+    stimuli = eegloop.synthesize_stimuli(tmp_path / "images", dict(proto.stimuli.classes), per_class=10, size=32)
+    proto = proto.replace(paradigm=__import__("dataclasses").replace(proto.paradigm, images_per_class=10, runs=2))
+    es = eegloop.simulate_epochs(proto, eegloop.make_schedule(proto, stimuli))
+    db = eegloop.Database(f"sqlite:///{tmp_path / 'eegloop.db'}", data_dir=tmp_path)
+    eegloop.import_epochset(db, "S01", proto, es)
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "load_subject.py"), str(tmp_path), "S01",
+                        str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "40 epochs of 4 classes, 32 channels" in r.stdout and "shuffled-label control" in r.stdout
+    png = tmp_path / "out" / "erp_topomap.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
 def test_to_mne_carries_metadata_positions_and_real_onsets():
     import numpy as np
 

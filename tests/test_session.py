@@ -19,6 +19,7 @@ KEYS = {
     "timing": {"frame_rate_hz", "stim_duration_ms_median", "stim_duration_ms_max_abs_error", "dropped_frames"},
     "training": {"seconds", "split", "top1", "top5", "chance_top1", "teacher_top1"},
     "feedback": {"mode", "trials", "correct", "latency_ms"}, "report": None,
+    "signal_check": None, "photon_delay_ms": {"median", "sd", "found", "stimuli", "static_offset"},
 }
 
 
@@ -76,6 +77,11 @@ def test_demo_end_to_end(tmp_path, display):
     assert len(epochs) - model.metrics["feedback_cues_held_out"] == (
         model.metrics["n_train"] + model.metrics["n_heldout"] + model.metrics["rejection"]["rejected"])
     assert page.count("data:image/png;base64,") >= 6  # self-contained: images embedded
+    # the demo's signal check passed and is stored; its simulated photodiode measured every image's delay
+    assert s["signal_check"] == ["pass"] and info.info["signal_checks"][0]["verdict"] == "pass"
+    ph = s["photon_delay_ms"]
+    assert ph["found"] >= 40 and abs(ph["median"] - 20) < 1 and ph["static_offset"] == 20
+    assert "Signal check 1" in page and "Display timing (photodiode)" in page
     assert (out / "raw").is_dir() and list((out / "raw").rglob("*.vhdr"))
 
 
@@ -107,3 +113,47 @@ def test_resume_continues_at_next_block(tmp_path, display, short_protocol):
     assert db.get_session(visit.session_id).status == "completed" and visit.report.is_file()
     with pytest.raises(Exception, match="no interrupted session"):
         run_visit(proto, "R1", db, simulate=True, resume=True, progress=None)
+
+
+def test_a_failing_signal_check_stops_the_visit_unless_forced(tmp_path, display, short_protocol):
+    """A flat electrode: `record` refuses before anything is stored (one line, exit 2); with --force it records,
+    stores the check with the session and draws it in the report. The same visit carries a photodiode (a misc
+    channel: stored, never decoded) whose delay is measured for every image, and exports to BIDS with the types."""
+    proto = short_protocol(
+        paradigm={"photodiode": True},
+        amplifier={"simulate": {"flat_channels": [2], "photodiode": True, "display_latency_ms": 23,
+                                "display_jitter_ms": 2}},
+        signal_check={"before_visit": True, "seconds": 2},
+        timing={"photodiode_channel": "Photo", "static_offset_ms": 23})
+    path = tmp_path / "p.yaml"
+    path.write_text(proto.to_yaml())
+    cmd = [sys.executable, "-m", "eegloop", "record", "--protocol", str(path), "--subject", "S1", "--simulate",
+           "--data", str(tmp_path / "d")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("eegloop: error: signal check failed on 1 channel(s): AF7;")
+    assert len(r.stderr.strip().splitlines()) == 1 and "AF7       FAIL" in r.stdout  # the table was shown first
+    db = Database(f"sqlite:///{tmp_path / 'd' / 'eegloop.db'}", data_dir=tmp_path / "d")
+    assert db.list_subjects() == []
+    r = subprocess.run(cmd + ["--force"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (info,) = db.list_sessions("S1")
+    info = db.get_session(info.id)
+    (chk,) = info.info["signal_checks"]
+    assert chk["verdict"] == "fail" and chk["forced"] and [c["name"] for c in chk["channels"] if
+                                                           c["verdict"] == "fail"] == ["AF7"]
+    assert {"name": "Photo", "type": "misc", "unit": "none"} in info.info["channels"]
+    epochs = db.get_epochs(info.id)
+    assert len(epochs) == 12 and "Photo" not in epochs[0].channel_names and len(epochs[0].channel_names) == 8
+    delays, n = db.photon_delays(info.id)
+    assert n == len(delays) == 12 and abs(np.median(delays) - 23) < 1
+    from eegloop.report import write_report
+
+    page = write_report(db, info.id).read_text()
+    assert "Signal check 1" in page and "recorded anyway (--force)" in page and "Display timing (photodiode)" in page
+    assert "epochs are" in page and "ms from the light on the median" in page
+    from eegloop.bids import export_bids
+
+    res = export_bids(db, "S1", tmp_path / "bids")
+    tsv = next((tmp_path / "bids").rglob("*_channels.tsv")).read_text()
+    assert "Photo\tMISC" in tsv and "AF7\tEEG" in tsv and len(res.runs) == 2
+    assert list((tmp_path / "bids").rglob("*_electrodes.tsv"))  # positions from amplifier.montage

@@ -69,9 +69,17 @@ def _unit_text(unit: str) -> str:
 
 
 def unit_scale(unit: str) -> Optional[float]:
-    """Factor from ``unit`` to µV (None: not a voltage eegloop knows); an empty unit is taken as µV."""
+    """Factor from ``unit`` to µV (None: not a voltage eegloop knows); an empty unit is taken as µV.
+
+    Besides the names (V, mV, µV/uV/microvolts, nV), a whole number is read as MNE-LSL writes it: the power
+    of ten of volts (``0``: V, ``-6``: µV).
+    """
     u = (unit or "").strip().lower()
-    return 1.0 if not u else _TO_UV.get(u)
+    if not u:
+        return 1.0
+    if u.lstrip("-").isdigit() and len(u) <= 3:
+        return 10.0 ** int(u) * 1e6
+    return _TO_UV.get(u)
 
 
 class Acquisition:
@@ -155,22 +163,26 @@ class Acquisition:
                                       f"amplifier.channel_names lists {len(amp.channel_names)}")
                 labels = list(amp.channel_names)
         types = self._types(full.name(), labels, types)
-        scale = []
+        scale, out_units = [], []
         for lab, typ, unit in zip(labels, types, units):
             f = unit_scale(unit)
-            if f is None and typ in _BIOPOTENTIAL:
-                raise StreamError(f"EEG stream '{full.name()}': {typ.upper()} channel {lab!r} is in {unit!r}, not a "
-                                  "voltage eegloop knows (V, mV, µV/uV/microvolts, nV); if it is not an electrode, "
-                                  "give it a type in amplifier.channel_types (e.g. misc)"[:400])
+            if typ in _BIOPOTENTIAL:
+                if f is None:
+                    raise StreamError(f"EEG stream '{full.name()}': {typ.upper()} channel {lab!r} is in {unit!r}, not "
+                                      "a voltage eegloop knows (V, mV, µV/uV/microvolts, nV); if it is not an "
+                                      "electrode, give it a type in amplifier.channel_types (e.g. misc)"[:400])
+            elif (unit or "").strip().lower() not in _TO_UV:
+                f = None  # a photodiode, a trigger: kept in its own unit, whatever number it declares
             scale.append(1.0 if f is None else f)
+            # what the raw file says each stored channel is in: µV for every voltage (scaled on arrival)
+            out_units.append("µV" if f is not None else _unit_text(unit))
         if not any(units):
             logger.info("EEG stream %r declares no channel units: values taken as microvolts", full.name())
         self._scale = np.asarray(scale, np.float32)[:, None] if any(f != 1.0 for f in scale) else None
         self.units = units
         self.ch_names = labels
         self.ch_types = types
-        # what the raw file says each stored channel is in: µV for every voltage (scaled on arrival), else as declared
-        self.out_units = ["µV" if unit_scale(u) is not None else _unit_text(u) for u in units]
+        self.out_units = out_units
         self.eeg_idx = [i for i, t in enumerate(types) if t == "eeg"]
         self.stim_idx = [i for i, t in enumerate(types) if t == "stim"]
         self.photo_idx = labels.index(self.photodiode) if self.photodiode else None

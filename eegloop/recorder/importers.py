@@ -743,11 +743,12 @@ def import_epochset(db, subject: str, protocol: Protocol, es, source: str = "", 
             br = BlockRecord(run=int(run), block=int(block), ended=True)
             for i in idx:
                 trial += 1
+                onset = float(es.onsets[i]) if np.isfinite(es.onsets[i]) else None  # the file's own times, if any
                 br.events.append(({"event": "stim_on", "class": str(es.labels[i]), "image": str(es.images[i]),
-                                   "trial": trial}, float(trial)))
+                                   "trial": trial}, float(trial) if onset is None else onset))
                 br.epochs.append(Epoch(data=es.data[i], label=str(es.labels[i]), sfreq=es.sfreq, tmin=es.tmin,
                                        channel_names=list(es.channel_names), run=int(run), block=int(block),
-                                       trial=trial))
+                                       trial=trial, onset_lsl=onset))
             blocks.append(br)
         runs.append((int(run), dict(status="imported", info={"source": source}), blocks))
     return store_import(db, PreparedImport(subject, protocol, runs, files, {}), force=force)

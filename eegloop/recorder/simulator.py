@@ -18,8 +18,9 @@ right sample.
 
 A display is not instant: with ``display_latency_ms`` (and ``display_jitter_ms``) each image reaches the
 screen, and so the brain, that long after its marker; ``photodiode: true`` adds a channel ``Photo`` (type
-misc) that lights for 50 ms from that moment, as a photodiode on the paradigm's patch would, with a
-one-sample ramp at the exact time so that its onset can be found to a fraction of a sample.
+misc) that lights for 50 ms from that moment, as a photodiode on the paradigm's patch would, rising over two
+samples centred on the exact time (a sensor and the amplifier's filter smear a step) so that its onset can be
+found to a fraction of a sample.
 ``impedances: true`` streams every electrode's impedance (kΩ) once a second on a second outlet,
 ``<stream_name>-impedance``.
 """
@@ -265,9 +266,9 @@ class VirtualAmplifier:
                 continue
             if self.stim_idx is not None and 0 <= i0 < n:
                 data[self.stim_idx, i0] = 1.0
-            if self.photo_idx is not None:  # light from the onset for PATCH_S, a one-sample ramp at each edge
+            if self.photo_idx is not None:  # light from the onset for PATCH_S, a two-sample ramp at each edge
                 k = (t_first + np.arange(n) / sf - r.onset) * sf
-                data[self.photo_idx] += (np.clip(k + 0.5, 0, 1) - np.clip(k - PATCH_S * sf + 0.5, 0, 1))
+                data[self.photo_idx] += (np.clip((k + 1) / 2, 0, 1) - np.clip((k - PATCH_S * sf + 1) / 2, 0, 1))
             if amp > 0:
                 resp = class_response(r.class_id, c, sf, cfg, r.trial, amp)  # cached, read-only
                 a, b = max(i0, 0), min(i0 + resp_len, n)
@@ -430,7 +431,7 @@ def simulate_epochs(protocol, schedule=None, trials=None, simulate: Optional[Sim
     for tr in trials:
         blocks.setdefault((tr[0], tr[1]), []).append(tr)
     soa = protocol.paradigm.image_s
-    data, labels, runs, blks = [], [], [], []
+    data, labels, runs, blks, times, trial_no = [], [], [], [], [], []
     t = 10.0
     for (run, block), trs in blocks.items():
         va.add_marker({"event": "block_start", "block": block}, t)
@@ -448,7 +449,10 @@ def simulate_epochs(protocol, schedule=None, trials=None, simulate: Optional[Sim
             labels.append(cls)
             runs.append(run)
             blks.append(block)
+            times.append(t_first + (a - start_off) / sf)
+            trial_no.append(trial)
         t = t_first + n / sf + 5.0
     return EpochSet(data=np.stack(data), labels=np.array(labels), sfreq=sf, tmin=start_off / sf,
                     channel_names=va.labels[:c], runs=np.array(runs), blocks=np.array(blks),
-                    sessions=np.zeros(len(labels), int))
+                    sessions=np.zeros(len(labels), int), onsets=np.array(times), trials=np.array(trial_no),
+                    montage=protocol.amplifier.montage)

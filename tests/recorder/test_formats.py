@@ -98,3 +98,73 @@ def test_unknown_unit_refused_and_protocol_labels_for_an_unlabelled_stream():
     with pytest.raises(StreamError, match="has 3 channels and no labels; amplifier.channel_names lists 2"):
         Acquisition(amp(name, 2, 250, channel_names=["Fz", "Cz"])).connect(markers=False)
     del out
+
+
+def test_channel_types_from_the_stream_and_the_protocol():
+    """EOG, a photodiode, a trigger and a GSR sensor beside two electrodes: only the electrodes are decoded,
+    every channel is stored, each in its unit; the protocol can retype what the stream mislabels."""
+    name = f"types-{uuid.uuid4().hex[:6]}"
+    labels = ["C3", "C4", "HEOG", "Photo", "TRIG", "GSR"]
+    out = outlet(name, 6, 250, pylsl.cf_float32, labels, ["uV", "uV", "mV", "V", "", "microsiemens"],
+                 ["EEG", "EEG", "EOG", "EEG", "Trigger", "EEG"])
+    sample = np.array([[5.0, 6.0, 0.1, 2.0, 1.0, 3.0]])
+    acq = Acquisition(amp(name, 2, 250, channel_types={"gsr": "misc"}), photodiode="Photo").connect(markers=False)
+    try:
+        data = pull_some(acq, out, sample.repeat(25, 0), 25)
+    finally:
+        acq.close()
+    assert acq.ch_types == ["eeg", "eeg", "eog", "misc", "stim", "misc"] and acq.eeg_idx == [0, 1]
+    assert acq.photo_idx == 3 and acq.stim_idx == [4]
+    # voltages in µV (the EOG's mV and the photodiode's V too), the GSR and the trigger in their own units
+    assert np.allclose(data[:, 0], [5.0, 6.0, 100.0, 2e6, 1.0, 3.0])
+    assert acq.out_units == ["µV", "µV", "µV", "µV", "", "microsiemens"]
+    # without the protocol's retyping the GSR is an electrode that is not in volts: refused, with the way out
+    with pytest.raises(StreamError, match="EEG channel 'GSR' is in 'microsiemens'.*amplifier.channel_types"):
+        Acquisition(amp(name, 2, 250), photodiode="Photo").connect(markers=False)
+    with pytest.raises(StreamError, match="amplifier.channel_types: no channel 'veog'"):
+        Acquisition(amp(name, 2, 250, channel_types={"VEOG": "eog"})).connect(markers=False)
+    with pytest.raises(StreamError, match="timing.photodiode_channel: no channel 'Diode'"):
+        Acquisition(amp(name, 2, 250, channel_types={"gsr": "misc"}), photodiode="Diode").connect(markers=False)
+    del out
+
+
+def test_mne_lsl_player_replaying_a_recording(tmp_path):
+    """A third-party outlet: MNE-LSL's PlayerLSL replays a float64 recording in volts with MNE's channel types and
+    its numeric units; the recorder stores it sample for sample, in µV, and decodes only the EEG."""
+    import mne
+    from mne_lsl.player import PlayerLSL
+
+    from eegloop.recorder.recorder import Recorder
+
+    sf, n = 256.0, 256 * 30
+    rng = np.random.default_rng(3)
+    x = np.vstack([rng.standard_normal((2, n)) * 2e-5, np.arange(n) * 1e-6, (np.arange(n) % 64 == 0) * 1.0])
+    raw = mne.io.RawArray(x, mne.create_info(["C3", "C4", "EOG1", "STI"], sf, ["eeg", "eeg", "eog", "stim"]),
+                          verbose="error")
+    fif = tmp_path / "rec_raw.fif"
+    raw.save(fif, verbose="error")
+    name = f"player-{uuid.uuid4().hex[:6]}"
+    proto = protocol_from_dict({"stimuli": {"folder": "x"}, "epochs": {"tmax": 0.3, "margin_s": 0.1},
+                                "amplifier": {"stream_name": name, "stream_type": "", "channels": 2, "sfreq": sf,
+                                              "source_id": f"src-{name}", "resolve_timeout_s": 5}})
+    player = PlayerLSL(fif, chunk_size=16, name=name, source_id=f"src-{name}")
+    player.start()
+    try:
+        rec = Recorder(proto, raw_dir=tmp_path / "raw").connect(markers=False)
+        rec.start()
+        rec.begin_run(1)
+        time.sleep(3.0)
+        rec.end_run(wait=False)
+        stats = rec.stop()
+    finally:
+        player.stop()
+    assert rec.acq.ch_types == ["eeg", "eeg", "eog", "stim"] and rec.eeg_names == ["C3", "C4"]
+    assert stats.samples_received > 2 * sf and stats.lost_samples == 0
+    got = mne.io.read_raw_brainvision(rec.raw_files[0], preload=True, verbose="error")
+    v = got.get_data()  # volts again, as MNE reads the µV the recorder wrote
+    first = int(round(v[2, 0] * 1e6))  # the EOG channel counts samples: where the recording joined the replay
+    k = v.shape[1]
+    assert np.array_equal(np.round(v[2] * 1e6), np.arange(first, first + k) % n)
+    idx = np.arange(first, first + k) % n
+    assert np.allclose(v[:2], x[:2, idx], rtol=1e-5, atol=1e-11)
+    assert np.array_equal(v[3] > 0.5, x[3, idx] > 0.5)

@@ -17,11 +17,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_bad_channel_kind_is_caught_over_lsl(tmp_path):
+    stream = f"sc-{uuid.uuid4().hex[:8]}"
     proto = {"name": "sc", "stimuli": {"folder": "x"},
-             "amplifier": {"stream_name": f"sc-{uuid.uuid4().hex[:8]}", "channels": 8, "sfreq": 250,
+             "amplifier": {"stream_name": stream, "channels": 8, "sfreq": 250,
                            "simulate": {"flat_channels": [2], "noisy_channels": [3], "drifting_channels": [5],
-                                        "saturated_channels": [7]}},
-             "signal_check": {"seconds": 3}}
+                                        "saturated_channels": [7], "impedances": True, "high_impedance_channels": [4]}},
+             "signal_check": {"seconds": 3, "impedance_stream": f"{stream}-impedance"}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(proto))
     r = subprocess.run([sys.executable, "-m", "eegloop", "check-signal", "--protocol", str(tmp_path / "p.yaml"),
                         "--simulate", "--json"], capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -33,7 +34,8 @@ def test_every_bad_channel_kind_is_caught_over_lsl(tmp_path):
     assert by[3]["verdict"] == "fail" and by[3]["reasons"][0].startswith("50 Hz line noise")
     assert by[5]["verdict"] == "fail" and by[5]["reasons"][0].startswith("drifting")
     assert by[7]["verdict"] == "fail" and by[7]["reasons"] == [r_ for r_ in by[7]["reasons"] if "saturated" in r_]
-    assert all(by[k]["verdict"] == "pass" for k in (1, 4, 6, 8)), [by[k] for k in (1, 4, 6, 8)]
+    assert by[4]["verdict"] == "fail" and by[4]["reasons"] == ["impedance 120 kΩ >= 50"]  # an impedance stream
+    assert all(by[k]["verdict"] == "pass" and 2 <= by[k]["impedance_kohm"] <= 12 for k in (1, 6, 8)), by
     assert 2.9 <= res["seconds"] <= 3.1
 
 
