@@ -431,7 +431,7 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
 h1{{font-size:1.5em}} h2{{border-bottom:1px solid #ccc;margin-top:1.6em}} .big{{font-size:1.3em}}
 .warn{{background:#fdd;padding:.5em;font-weight:bold}} .note{{color:#666}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
-.row{{display:flex}} figure{{margin:0 1em 1em 0}} figcaption{{color:#555;font-size:.85em}} .grid{{display:flex;flex-wrap:wrap}} .cell{{width:150px;margin:4px;font-size:.8em;
+.row{{display:flex;flex-wrap:wrap}} figure{{margin:0 1em 1em 0;max-width:100%}} figure img{{max-width:100%;height:auto}} figcaption{{color:#555;font-size:.85em}} .grid{{display:flex;flex-wrap:wrap}} .cell{{width:150px;margin:4px;font-size:.8em;
 text-align:center;padding:4px}} .ok{{background:#e6f4e6}} .bad{{background:#fbe9e9}} .noimg{{height:128px}}</style>
 </head><body><h1>eegloop — session {session_id}, subject {_e(info.subject)}</h1>
 <p>protocol <b>{_e(info.protocol_name)}</b> (sha256 {_e(info.protocol_sha256[:12])}…), status {_e(info.status)},

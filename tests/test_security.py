@@ -155,21 +155,12 @@ def test_report_plots_draw_class_names_literally(tmp_path, monkeypatch):
     assert matplotlib.rcParams["text.parse_math"] is True  # restored after the report
 
 
-def test_report_scales_to_forty_classes(tmp_path, monkeypatch):
-    """At the paper's 40 classes: no per-cell counts (1,600 numbers), one label per class, sorted per-class
-    accuracy with intervals, and the most confused pairs as a table."""
-    import html as html_mod
-    import re
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.text
+def forty_class_session(tmp_path):
+    """A session whose stored evaluation has the paper's 40 classes (class 3 mistaken for class 7 most)."""
     import numpy as np
 
     from eegloop.database import Database
     from eegloop.protocol import protocol_from_dict
-    from eegloop.report import write_report
 
     k = 40
     classes = {f"n{i:08d}": f"class {i}" for i in range(k)}
@@ -187,6 +178,23 @@ def test_report_scales_to_forty_classes(tmp_path, monkeypatch):
           "confusion": {"auto": cm.tolist()}, "chance": {"chance_top1": 1 / k}, "notes": [],
           "class_order": list(classes)}
     db.set_session_status(sid, "completed", ended=True, evaluation=ev)
+    return db, sid
+
+
+def test_report_scales_to_forty_classes(tmp_path, monkeypatch):
+    """At the paper's 40 classes: no per-cell counts (1,600 numbers), one label per class, sorted per-class
+    accuracy with intervals, and the most confused pairs as a table."""
+    import html as html_mod
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.text
+
+    from eegloop.report import write_report
+
+    db, sid = forty_class_session(tmp_path)
     drawn = []
     orig = matplotlib.text.Text.draw
 
@@ -205,3 +213,33 @@ def test_report_scales_to_forty_classes(tmp_path, monkeypatch):
     first = re.findall(r"<td>(.*?)</td>", m.group(0))[:3]
     assert [html_mod.unescape(x) for x in first] == ["class 3", "class 7", "30"]
     assert "95 % Wilson intervals" in page
+
+
+def test_forty_class_report_reads_in_a_browser(tmp_path):
+    """The 40-class report as a reader sees it, in Chromium: every figure decodes, the confusion matrix is drawn
+    large enough for one legible label per class (≥ 10 px a row on screen), the most confused pairs and the
+    sorted per-class accuracy are there, and the page asks for nothing from the network."""
+    from browser import browser_page
+
+    from eegloop.report import write_report
+
+    db, sid = forty_class_session(tmp_path)
+    path = write_report(db, sid)
+    requests, errors = [], []
+    with browser_page() as page:
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(path.as_uri())
+        imgs = page.eval_on_selector_all(
+            "img", "els => els.map(e => ({w: e.naturalWidth, h: e.naturalHeight, shown: e.getBoundingClientRect().width,"
+                   " alt: e.closest('figure') ? e.closest('figure').innerText : ''}))")
+        pairs = page.inner_text("h3:has-text('Most confused pairs') + table")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert not errors and all(u.startswith(("file:", "data:")) for u in requests), (errors, requests)
+    assert imgs and all(i["w"] > 0 and i["h"] > 0 for i in imgs)  # every embedded figure decodes
+    cm = [i for i in imgs if "confusion" in i["alt"].lower()]
+    assert cm and cm[0]["shown"] / 40 >= 10, cm  # one row per class, at least 10 px each on screen
+    assert pairs.splitlines()[1].split("\t")[:3] == ["class 3", "class 7", "30"]
+    assert overflow <= 0  # nothing runs off the side of a 1280 px window (the per-class bars wrap below)
+    assert (tmp_path / "report.png").stat().st_size > 20_000
