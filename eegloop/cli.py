@@ -72,6 +72,9 @@ def cmd_protocol_check(args) -> int:
         return 0
     stim = load_stimuli(proto)
     design = proto.design(len(stim.classes))
+    from .montage import load_montage
+
+    load_montage(proto.amplifier.montage, proto.base_dir)  # a montage that cannot be read: one line now
     print(f"{args.file}: valid; {len(stim.images)} images in {len(stim.classes)} classes under {stim.root}")
     print(design.describe(stim.classes))
     return 0

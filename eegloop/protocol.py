@@ -668,6 +668,9 @@ def _cross_checks(p: Protocol) -> None:
         if typ.lower() not in CHANNEL_TYPES:
             raise ProtocolError(f"{where}amplifier.channel_types: {clip_text(label, 40)!r} has type "
                                 f"{short_repr(typ, 40)}; choose from {', '.join(CHANNEL_TYPES)}")
+    if p.timing.photodiode_channel is not None and not p.paradigm.photodiode:
+        raise ProtocolError(f"{where}timing.photodiode_channel: needs paradigm.photodiode: true (the patch the "
+                            "sensor reads)")
     e = p.epochs
     if e.tmax <= e.tmin:
         raise ProtocolError(f"{where}epochs.tmax: must be > epochs.tmin ({e.tmin}), got {e.tmax}")

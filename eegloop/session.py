@@ -101,6 +101,9 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
     configure_lsl(amp.lsl_scope)
     stimuli = load_stimuli(protocol)
     schedule = make_schedule(protocol, stimuli)
+    from .montage import load_montage
+
+    load_montage(protocol.amplifier.montage, protocol.base_dir)  # a bad montage is one line now, not after the visit
     todo = [Run(run=r.run, blocks=tuple(b for b in r.blocks if b.block not in skip_blocks))
             for r in schedule.runs if runs is None or r.run in runs]
     todo = [r for r in todo if r.blocks]

@@ -306,3 +306,29 @@ def test_other_exceptions_keep_their_traceback(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "cmd_subject_list", boom)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["subject", "list", "--data", str(tmp_path)])
+
+
+def test_bad_montage_and_timing_inputs_are_one_line(capsys, tmp_path):
+    """A montage MNE does not know or cannot read, and check-timing's bad arguments: one line each, exit 2,
+    and `record` refuses before the database changes."""
+    import yaml
+
+    base = yaml.safe_load((REPO / "protocols" / "demo.yaml").read_text())
+    base["stimuli"]["folder"] = str(tmp_path / "stim")
+    for montage, needle in (("standard_9999", "is neither one of MNE's standard montages"),
+                            ("cap.elc", "amplifier.montage: cannot read montage file cap.elc")):
+        (tmp_path / "cap.elc").write_text("this is not a montage\n")
+        base["amplifier"]["montage"] = montage
+        p = tmp_path / "p.yaml"
+        p.write_text(yaml.safe_dump(base))
+        rc, out, err = run(capsys, "protocol", "check", p)
+        one_line_error(rc, out, err, contains=(needle,))
+        assert run(capsys, "subject", "add", "S1", "--data", tmp_path / "d")[0] in (0, 2)
+        before = sha(tmp_path / "d" / "eegloop.db")
+        rc, out, err = run(capsys, "record", "--protocol", p, "--subject", "S1", "--data", tmp_path / "d")
+        one_line_error(rc, out, err, contains=(needle,))
+        assert sha(tmp_path / "d" / "eegloop.db") == before
+    base["amplifier"]["montage"] = None
+    p.write_text(yaml.safe_dump(base))
+    rc, out, err = run(capsys, "check-timing", "--protocol", p, "--trials", "2")
+    one_line_error(rc, out, err, contains=("--trials: 5 to 10000, got 2",))

@@ -227,7 +227,15 @@ def test_new_amplifier_fields():
         ({"training": {"quick_train_after_min": 1441}}, "training.quick_train_after_min: must be <= 1440"),
         ({"paradigm": {"runs": 10 ** 4000}}, "paradigm.runs: must be <= 1000, got <integer of about 4001 digits>"),
         ({"paradigm": {"image_s": 10 ** 400}}, "paradigm.image_s: must be a number, got <integer of about 401"),
+        ({"timing": {"static_offset_ms": 1001}}, "timing.static_offset_ms: must be <= 1000, got 1001.0"),
+        ({"amplifier": {"simulate": {"display_jitter_ms": -1}}}, "amplifier.simulate.display_jitter_ms: must be >= 0"),
         # cross-checks: things that would crash later
+        ({"amplifier": {"channel_types": {"EXG1": "eye"}}},
+         "amplifier.channel_types: 'EXG1' has type 'eye'; choose from eeg, eog, ecg, emg, misc, stim, resp"),
+        ({"timing": {"photodiode_channel": "Photo"}},
+         "timing.photodiode_channel: needs paradigm.photodiode: true"),
+        ({"amplifier": {"channels": 8, "simulate": {"high_impedance_channels": [9]}}},
+         "amplifier.simulate.high_impedance_channels: channel 9 is not one of 1..8"),
         ({"epochs": {"tmin": -10, "tmax": 10, "margin_s": 5}},
          "epochs.tmax: the epoch -10..10 s plus 2 x epochs.margin_s 5 s (30 s) must be shorter than "
          "amplifier.buffer_s (30 s)"),

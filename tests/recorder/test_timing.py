@@ -48,6 +48,7 @@ def test_static_offset_realigns_the_epochs_on_the_light():
     def proto(offset):
         return protocol_from_dict({
             "stimuli": {"folder": "x"}, "epochs": {"tmin": 0.0, "tmax": 0.3, "margin_s": 0.1},
+            "paradigm": {"photodiode": True},
             "amplifier": {"stream_name": f"tm-{tag}", "marker_stream_name": f"tmk-{tag}", "channels": 4, "sfreq": 250,
                           "simulate": {"onset_channel": True, "photodiode": True, "display_latency_ms": 23,
                                        "display_jitter_ms": 2, "seed": 4}},
@@ -99,14 +100,14 @@ def test_check_timing_measures_the_simulated_display(tmp_path, display):
                            "channels": 4, "sfreq": 500,
                            "simulate": {"display_latency_ms": 23, "display_jitter_ms": 2, "seed": 5}},
              "epochs": {"tmax": 0.3, "margin_s": 0.1},
-             "timing": {"check_trials": 30, "check_interval_s": 0.2}}
+             "timing": {"check_trials": 20, "check_interval_s": 0.15}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(proto))
     r = subprocess.run([sys.executable, "-m", "eegloop", "check-timing", "--protocol", str(tmp_path / "p.yaml"),
                         "--simulate", "--json", "--plot", str(tmp_path / "d.png")],
                        capture_output=True, text=True, cwd=REPO, timeout=180)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    assert res["n_found"] == res["n_stimuli"] == 30
+    assert res["n_found"] == res["n_stimuli"] == 20
     assert abs(res["median_ms"] - 23) < 1 and 1 < res["sd_ms"] < 3.5 and abs(res["suggested_offset_ms"] - 23) < 1
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a protocol that names no photodiode channel, on a real amplifier: one line, exit 2
