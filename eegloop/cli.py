@@ -541,13 +541,10 @@ def _plot_delays(res, path) -> None:
     import matplotlib.pyplot as plt
 
     from .errors import EegloopError
+    from .recorder.timing import plot_delays
 
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.hist(res.delays_ms, bins=30, color="#4477aa")
-    ax.axvline(res.median_ms, color="k", ls="--", label=f"median {res.median_ms:.2f} ms")
-    ax.set_xlabel("marker-to-photon delay (ms)")
-    ax.set_ylabel("flashes")
-    ax.legend()
+    plot_delays(ax, res, "flashes", bins=30)
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=100)

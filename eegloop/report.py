@@ -189,16 +189,11 @@ def _signal_section(plt, chk: dict, montage_spec, k: int) -> str:
 
 
 def _photon_section(plt, delays: list, n_stim: int, offset_ms: float) -> str:
-    from .recorder.timing import summarize
+    from .recorder.timing import plot_delays, summarize
 
     t = summarize(delays, n_stim, offset_ms)
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.hist(t.delays_ms, bins=40, color="#4477aa")
-    ax.axvline(t.median_ms, color="k", ls="--", label=f"median {t.median_ms:.2f} ms")
-    ax.axvline(offset_ms, color="#cc3311", ls=":", label=f"static offset {offset_ms:g} ms")
-    ax.set_xlabel("marker-to-photon delay (ms)")
-    ax.set_ylabel("stimuli")
-    ax.legend(fontsize=8)
+    plot_delays(ax, t)
     warn = abs(t.residual_ms) > 2
     return (f"<h2>Display timing (photodiode)</h2><p{' class=warn' if warn else ''}>"
             + "<br>".join(_e(x) for x in t.lines()) + "</p>"

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["photon_onset", "TimingSummary", "summarize"]
+__all__ = ["photon_onset", "TimingSummary", "summarize", "plot_delays"]
 
 
 def photon_onset(x: np.ndarray, ts: np.ndarray, marker_t: float, max_delay_s: float = 0.15,
@@ -86,6 +86,16 @@ class TimingSummary:
                 f"ms (sd), 5-95 % {self.p5_ms:.2f}-{self.p95_ms:.2f} ms, range {self.min_ms:.2f}-{self.max_ms:.2f} ms",
                 f"offset applied when cutting epochs (timing.static_offset_ms): {self.static_offset_ms:g} ms; "
                 f"epochs are {self.residual_ms:+.2f} ms from the light on the median"]
+
+
+def plot_delays(ax, t: "TimingSummary", what: str = "stimuli", bins: int = 40) -> None:
+    """Draw ``t``'s delays on the matplotlib axes ``ax``: histogram, median, and the static offset used."""
+    ax.hist(t.delays_ms, bins=bins, color="#4477aa")
+    ax.axvline(t.median_ms, color="k", ls="--", label=f"median {t.median_ms:.2f} ms")
+    ax.axvline(t.static_offset_ms, color="#cc3311", ls=":", label=f"static offset {t.static_offset_ms:g} ms")
+    ax.set_xlabel("marker-to-photon delay (ms)")
+    ax.set_ylabel(what)
+    ax.legend(fontsize=8)
 
 
 def summarize(delays_ms: Sequence[float], n_stimuli: int, static_offset_ms: float = 0.0) -> Optional[TimingSummary]:
