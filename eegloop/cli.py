@@ -7,6 +7,7 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -192,11 +193,16 @@ def cmd_simulate(args) -> int:
 
 # -- record ------------------------------------------------------------------------
 def cmd_record(args) -> int:
-    from .session import record_session
-
     proto = _protocol_for_run(args)
     _check_new_subject(args, args.subject)
     db = _db(args)
+    with _console(args, proto):
+        return _record(args, proto, db)
+
+
+def _record(args, proto, db) -> int:
+    from .session import record_session
+
     if args.resume:
         from .database.claim import SessionClaim
         from .session import _resumable_session
@@ -415,8 +421,9 @@ def cmd_feedback(args) -> int:
     if args.format:
         proto = proto.replace(feedback=dataclasses.replace(proto.feedback, format=args.format))
     db = _db(args, create=False)  # needs the subject's model: an existing, up-to-date database
-    res = run_feedback(proto, args.subject, db, simulate=args.simulate, mode=args.mode, trials=args.trials,
-                       progress=lambda m: print(m, flush=True))
+    with _console(args, proto):
+        res = run_feedback(proto, args.subject, db, simulate=args.simulate, mode=args.mode, trials=args.trials,
+                           progress=lambda m: print(m, flush=True))
     lat = res.latency_ms
     n_img = proto.feedback.images_per_trial
     fmt = f", rsvp bursts of {n_img} images" if n_img > 1 else ""
@@ -561,8 +568,9 @@ def cmd_session(args) -> int:
     proto = _protocol_for_run(args)
     _check_new_subject(args, args.subject)
     db = _db(args)
-    res = run_visit(proto, args.subject, db, simulate=args.simulate, resume=args.resume,
-                    progress=lambda m: print(m, flush=True), feedback_mode=args.mode, force=args.force)
+    with _console(args, proto):
+        res = run_visit(proto, args.subject, db, simulate=args.simulate, resume=args.resume,
+                        progress=lambda m: print(m, flush=True), feedback_mode=args.mode, force=args.force)
     if res.report is None:
         return 1
     print(f"session {res.session_id} completed; report: {res.report}")
@@ -570,9 +578,54 @@ def cmd_session(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import demo_protocol_path, run_demo
+    from .protocol import load_protocol
 
-    run_demo(args.out, quick=args.quick, progress=lambda m: print(m, flush=True))
+    with _console(args, load_protocol(demo_protocol_path())):
+        run_demo(args.out, quick=args.quick, progress=lambda m: print(m, flush=True))
+    return 0
+
+
+@contextlib.contextmanager
+def _console(args, proto=None, db=None):
+    """The operator console around a command (``--console``, on by default), its URL printed first."""
+    if not getattr(args, "console", False):
+        yield None
+        return
+    from .console import Console
+    from .errors import EegloopError
+
+    if not 0 <= args.console_port <= 65535:
+        raise EegloopError(f"--console-port: 0 (a free one) to 65535, got {args.console_port}")
+    if not 0 <= args.console_linger <= 86_400:  # also refuses nan
+        raise EegloopError(f"--console-linger: 0 to 86400 seconds, got {args.console_linger:g}")
+    con = Console(proto, db, host=args.console_host, port=args.console_port).start()
+    print(f"console: {con.url}", flush=True)
+    try:
+        yield con
+    finally:
+        if args.console_linger > 0:
+            print(f"console: still serving for {args.console_linger:g} s; Ctrl-C ends it", flush=True)
+            try:
+                import time
+
+                time.sleep(args.console_linger)
+            except KeyboardInterrupt:
+                pass
+        con.stop()
+
+
+def cmd_console(args) -> int:
+    import time
+
+    db = _db(args, create=False)
+    args.console = True
+    with _console(args, None, db):
+        try:
+            while True:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
@@ -626,6 +679,14 @@ def build_parser() -> argparse.ArgumentParser:
     visit.add_argument("--protocol", type=Path, required=True)
     visit.add_argument("--subject", required=True, help="pseudonymous subject code")
     visit.add_argument("--simulate", action="store_true", help="start the virtual amplifier in this process")
+    console = argparse.ArgumentParser(add_help=False)  # commands that serve the operator console
+    console.add_argument("--console", action=argparse.BooleanOptionalAction, default=True,
+                         help="serve the operator console (live traces, phase, controls) and print its URL")
+    console.add_argument("--console-port", type=int, default=0, help="its port (default: a free one)")
+    console.add_argument("--console-host", default="127.0.0.1",
+                         help="its address (default 127.0.0.1; elsewhere every request needs the URL's token)")
+    console.add_argument("--console-linger", type=float, default=0.0, metavar="SECONDS",
+                         help="keep serving this long after the visit (the report stays linked)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -675,7 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--duration", type=float, help="stop after this many seconds")
     c.set_defaults(func=cmd_simulate)
 
-    c = sub.add_parser("record", parents=[common, visit], help="run the paradigm and record EEG + markers")
+    c = sub.add_parser("record", parents=[common, visit, console], help="run the paradigm and record EEG + markers")
     c.add_argument("--resume", action="store_true",
                    help="continue the subject's interrupted session: every block not completely stored is shown again")
     c.add_argument("--force", action="store_true",
@@ -726,7 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="import a file even if the same bytes were imported before (copies inflate scores)")
     c.set_defaults(func=cmd_import)
 
-    c = sub.add_parser("feedback", parents=[common, visit], help="closed-loop block: decode each epoch, show its image")
+    c = sub.add_parser("feedback", parents=[common, visit, console], help="closed-loop block: decode each epoch, show its image")
     c.add_argument("--mode", choices=["live", "bank", "stimulus"], help="default: the protocol's feedback.mode")
     c.add_argument("--trials", type=int, help="default: the protocol's feedback.trials")
     c.add_argument("--generator", help="diffusers model folder or cached hub id (overrides feedback.generator)")
@@ -735,7 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the protocol's feedback.format)")
     c.set_defaults(func=cmd_feedback)
 
-    c = sub.add_parser("session", parents=[common, visit], help="a whole visit: record, quick-train, feedback, report")
+    c = sub.add_parser("session", parents=[common, visit, console], help="a whole visit: record, quick-train, feedback, report")
     c.add_argument("--resume", action="store_true", help="continue the subject's interrupted session")
     c.add_argument("--mode", choices=["live", "bank", "stimulus"], help="feedback mode (default: the protocol's)")
     c.add_argument("--force", action="store_true",
@@ -781,10 +842,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sessions", type=int, nargs="+", help="only these sessions (default: all of the subject's)")
     c.set_defaults(func=cmd_export_bids)
 
-    c = sub.add_parser("demo", parents=[common], help="the whole visit on the simulator, SQLite, in a few minutes")
+    c = sub.add_parser("demo", parents=[common, console], help="the whole visit on the simulator, SQLite, in a few minutes")
     c.add_argument("--out", type=Path, default=Path("eegloop-demo"), help="output folder (default ./eegloop-demo)")
     c.add_argument("--quick", action="store_true", help="an even shorter variant (used by the tests)")
     c.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("console", parents=[common, console],
+                       help="serve the operator console for browsing past sessions and their reports (Ctrl-C ends)")
+    c.set_defaults(func=cmd_console)
 
     c = sub.add_parser("report", parents=[common], help="write a session's self-contained HTML report")
     c.add_argument("--session", type=int, required=True)

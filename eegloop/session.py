@@ -18,6 +18,7 @@ from .database import CLAIM_OWNER, Database
 from .database.claim import SessionClaim
 from .errors import EegloopError
 from .lsl import configure_lsl
+from .bus import BUS, CONTROLS, Finished, Phase, SignalChecked, TrainEpoch, VisitStats
 from .protocol import Protocol
 
 __all__ = ["RecordResult", "record_session", "run_visit", "RecordingError", "SignalCheckFailed", "gate_on_signal"]
@@ -95,7 +96,7 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
     from .recorder.simulator import VirtualAmplifier
     from .stimuli import load_stimuli
 
-    say = progress or (lambda _m: None)
+    say = BUS.tee(progress)
     amp = protocol.amplifier
     db.check_new_subject(subject)
     configure_lsl(amp.lsl_scope)
@@ -156,7 +157,9 @@ def gate_on_signal(protocol: Protocol, say, force: bool, eeg_source_id: str | No
     """Run the signal check, show its table, and refuse (:class:`SignalCheckFailed`) on a fail unless ``force``."""
     from .recorder.signal_check import check_signal
 
+    BUS.publish(Phase("signal check"))
     check = check_signal(protocol, progress=say, eeg_source_id=eeg_source_id)
+    BUS.publish(SignalChecked(check))
     say(check.table())
     if check.verdict == "fail":
         bad = check.failed()
@@ -184,6 +187,7 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
     rec.start()
     pres = Presenter(protocol, outlet, capture_trials=capture_trials)
     pres.health = lambda: rec.failure or SessionClaim.lost(db, session_id)
+    unhook_abort = CONTROLS.on_abort(pres.request_abort)  # the console's abort button
     if presenter_hook:
         presenter_hook(pres)
     db.set_session_status(session_id, "recording")
@@ -205,8 +209,10 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
         pres.push_now("session_start", protocol=protocol.name, frame_rate_hz=round(pres.frame_rate, 3))
         outlet.wait_for_consumers(2.0)
         if protocol.paradigm.instructions:
+            BUS.publish(Phase("instructions", session_id=session_id))
             pres.show_text(protocol.paradigm.instructions, wait_space=protocol.paradigm.wait_for_space,
                            duration=None if protocol.paradigm.wait_for_space else 1.0)
+        n_runs, n_blocks = len(schedule.runs), len(schedule.blocks)
 
         def on_block(block, tt):
             nonlocal blocks_done
@@ -214,13 +220,28 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
             rec.add_timings(block.run, block.block, _timing_rows(tt))
             left = (total_blocks - blocks_done) * block_cost
             rej = sum(rec.stats.epochs_rejected.values())
-            say(f"run {block.run}/{len(schedule.runs)}  block {block.block}/{len(schedule.blocks)}  "
+            say(f"run {block.run}/{n_runs}  block {block.block}/{n_blocks}  "
                 f"({len(tt)} images)  elapsed {_fmt(time.monotonic() - t_start)}  ~{_fmt(left)} left  "
                 f"epochs {rec.stats.epochs}" + (f" (+{rej} rejected)" if rej else "")
                 + f"  lost samples {rec.stats.lost_samples}")
+            st = rec.stats
+            BUS.publish(VisitStats(st.epochs, st.lost_samples, st.gaps, pres.dropped_frames, rej))
+            BUS.publish(Phase("recording", "pause between blocks", block.run, n_runs, block.block, n_blocks, left,
+                              session_id))
+            if CONTROLS.pause.is_set():  # the operator asked for a pause after this block
+                say(f"paused by the operator after block {block.block}")
+                BUS.publish(Phase("paused", f"after block {block.block}", block.run, n_runs, block.block, n_blocks,
+                                  left, session_id))
+                while CONTROLS.pause.is_set():  # the window keeps flipping; Escape and abort still work
+                    pres.show_text("Paused.\n\nThe experimenter will continue in a moment.", duration=0.25)
+                say("resumed by the operator")
+                BUS.publish(Phase("recording", "resumed", block.run, n_runs, block.block, n_blocks, left,
+                                  session_id))
 
         for run in todo:
             current_run = run.run
+            BUS.publish(Phase("recording", f"run {run.run}", run.run, n_runs, run.blocks[0].block, n_blocks,
+                              (total_blocks - blocks_done) * block_cost, session_id))
             rec.begin_run(run.run)
             result = pres.run(run, on_block=on_block)
             timings += result.timings
@@ -270,6 +291,7 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
     finally:
         # every step runs even if one before it raises: the store is always drained
         try:
+            unhook_abort()
             time.sleep(0.05)
             pres.close()
         finally:
@@ -284,6 +306,7 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
                 _mark_failed(db, session_id, current_run, failure)
     if failure is not None:
         _mark_failed(db, session_id, current_run, failure)
+        BUS.publish(Finished("failed", session_id))
         raise RecordingError(f"session {session_id}: {failure}; completed blocks are stored "
                              f"(continue with: eegloop record/session --resume)")
     not_done = [(b, reason) for b, _, st, reason in rec.blocks_stored if st != "done"]
@@ -299,6 +322,7 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
     durs = np.array([t.duration_s for t in timings]) if timings else np.array([np.nan])
     err = np.abs(durs - protocol.paradigm.image_s)
     mmf = [abs(t.marker_lsl - t.actual_onset_lsl) for t in timings] or [np.nan]
+    BUS.publish(Finished("aborted" if aborted else "recorded", session_id))
     return RecordResult(
         session_id=session_id, frame_rate_hz=pres.frame_rate, measured_rate_hz=pres.measured_rate,
         paced=pres.paced, runs_done=runs_done, aborted=aborted, epochs=db.count_epochs(session_id),
@@ -386,7 +410,7 @@ def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = F
 
     import contextlib
 
-    say = progress or (lambda _m: None)
+    say = BUS.tee(progress)
     db.check_new_subject(subject)
     with contextlib.ExitStack() as claims:
         session_id, done = (None, set())
@@ -421,8 +445,12 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
         if pres is not None:
             pres.show_text("Rest for a moment.\n\nThe decoder is training.", wait_space=False, duration=0.5)
         say("quick-train: starting")
+        BUS.publish(Phase("quick-train", "selecting and fitting the decoder", session_id=state["session"]))
         t0 = time.monotonic()
-        tm = quick_train(db, subject, [state["session"]], protocol=protocol, progress=progress is not None)
+        n_ep = protocol.training.max_epochs
+        watch = (lambda r: BUS.publish(TrainEpoch(int(r["epoch"]), n_ep, r.get("val_acc"), r.get("train_loss"))))
+        tm = quick_train(db, subject, [state["session"]], protocol=protocol,
+                         progress=watch if BUS.has_listeners else progress is not None)
         trained["model"], trained["seconds"] = tm, time.monotonic() - t0
         held = tm.metrics["heldout"]
         say(f"quick-train: model {tm.model_id} in {trained['seconds']:.1f} s; held-out whole "
@@ -443,12 +471,14 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
     claims.enter_context(SessionClaim(db, session_id))  # train, feedback and report: still this process's visit
     if rec is not None and rec.aborted:
         say(f"session {session_id} aborted during recording: continue later with --resume")
+        BUS.publish(Finished("aborted", session_id))
         return VisitResult(session_id, rec, None, 0.0, None, None, None)
     if trained["model"] is None:
         train_now()
     tm = trained["model"]
     db.set_session_status(session_id, "trained", model_id=tm.model_id, train_seconds=trained["seconds"])
     say("cross-validating (whole blocks left out) for the report")
+    BUS.publish(Phase("evaluation", "cross-validating for the report", session_id=session_id))
     ev = _evaluate_for_report(db, subject, session_id, protocol, say)
     db.set_session_status(session_id, "trained", evaluation=ev)
     mode = feedback_mode or protocol.feedback.mode
@@ -461,6 +491,8 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
     fb = run_feedback(protocol, subject, db, simulate=simulate, session_id=session_id, mode=mode,
                       progress=progress, trial_offset=max_trial)
     db.set_session_status(session_id, "completed", ended=True)  # info (model, evaluation) was merged above
+    BUS.publish(Phase("report", "writing the report", session_id=session_id))
     report = write_report(db, session_id, report_dir)
     say(f"report: {report}")
+    BUS.publish(Finished("completed", session_id, str(report)))
     return VisitResult(session_id, rec, tm.model_id, trained["seconds"], ev, fb, report)

@@ -107,7 +107,9 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
     from ..decoder import load_decoder
     from ..stimuli import load_stimuli
 
-    say = progress or (lambda _m: None)
+    from ..bus import BUS
+
+    say = BUS.tee(progress)
     fb = protocol.feedback
     mode = mode or fb.mode
     n_trials = trials or fb.trials
@@ -184,8 +186,12 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
     online = rec.subscribe(maxsize=256)  # bounded: a stalled decoder never grows memory
     rec.start()
     pres = presenter or Presenter(protocol, outlet)
+    from ..bus import BUS, CONTROLS, FeedbackTrial, Phase
+
+    unhook_abort = CONTROLS.on_abort(pres.request_abort)  # the console's abort button
     rows = []
     block = 10_000 + run_index  # feedback blocks are numbered apart from the recording's
+    BUS.publish(Phase("feedback", f"{n_trials} trials, mode {mode}", session_id=session_id))
     try:
         if own_window:
             pres.open()
@@ -315,6 +321,9 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
                                   predicted_class=pred, true_class=cls,
                                   image_path=db.relpath(got.path) if got.path else None, seed=got.seed,
                                   latencies=lat)
+            BUS.publish(FeedbackTrial(k + 1, n_trials, trial, cls, pred, float(probs[pred]), got.path,
+                                      {x: round(float(v), 2) for x, v in lat.items() if x.endswith("_ms")},
+                                      len(probs)))
             say(f"feedback {k + 1}/{n_trials}: shown {cls}, decoded {pred} (p={probs[pred]:.2f}) "
                 f"{'✓' if pred == cls else '✗'}  decode {lat['decode_ms']:.1f} ms, image {lat['image_ready_ms']:.1f} ms,"
                 f" on screen {lat['to_screen_ms']:.1f} ms")
@@ -323,6 +332,7 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
     except Aborted:
         say("feedback aborted by the operator; trials so far are kept")
     finally:
+        unhook_abort()
         # each step runs even if one before it raises: the recording is always flushed
         try:
             if "stop" in locals():

@@ -28,6 +28,7 @@ from typing import Optional
 
 from .._logging import logger
 from .._worker import Worker
+from ..bus import BUS, Marker, Stream
 from ..protocol import Protocol
 from ..types import Epoch
 from .acquisition import Acquisition, RecorderStats
@@ -129,6 +130,7 @@ class Recorder(Worker):
         self.epocher = Epocher(self.protocol.epochs, a.sfreq, a.n_channels, a.eeg_idx, a.stim_idx, a.eeg_names,
                                buffer_s=self.buffer_s, expect_timings=self.expect_timings,
                                timing=self.protocol.timing, photo_idx=a.photo_idx)
+        BUS.publish(Stream(list(a.ch_names), list(a.ch_types), float(a.sfreq), list(a.eeg_idx)))
         # the statistics show the epocher's own tallies (the same objects, kept up to date by it)
         self.stats.epochs_rejected = self.epocher.rejected
         self.stats.alignment_errors = self.epocher.alignment_errors
@@ -331,6 +333,8 @@ class Recorder(Worker):
                     self.epocher.append(data, ts)
                     if self._raw is not None:
                         self._raw.write(data)
+                if BUS.wants_samples:  # the console's traces (it copies what it keeps, at display rate)
+                    BUS.samples(data, ts)
             markers = self.acq.pull_markers()
             with self._lock:
                 for m, t in markers:
@@ -354,6 +358,8 @@ class Recorder(Worker):
 
     def _on_marker(self, m: dict, t: float) -> None:
         ev = m.get("event")
+        if BUS.wants_samples:
+            BUS.publish(Marker(str(ev), str(m.get("class", m.get("value", ""))), float(t)))
         if self._raw is not None:
             idx = self.epocher.sample_at(t) - self._run_first_sample
             self._raw.marker(max(idx, 0), _describe(m), "Stimulus" if ev == "stim_on" else "Comment")

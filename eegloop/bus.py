@@ -1,0 +1,187 @@
+"""The visit's event bus: small typed events that the terminal, the console and anything else subscribe to.
+
+One bus per process (:data:`BUS`). The visit publishes what happens — its phase, each progress line, quality,
+training epochs, feedback trials, the end — and the recorder hands its samples and markers to sample
+subscribers (only when there are any: a visit without a console pays one list check per chunk). A subscriber
+that raises is logged and dropped from nothing else: publishing never fails the experiment.
+
+:data:`CONTROLS` carries the operator's requests (pause after the current block, resume, abort) from the
+console to the paradigm, which looks at them between blocks and at every key check.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ._logging import logger
+
+__all__ = ["Bus", "BUS", "Controls", "CONTROLS", "Phase", "Line", "Stream", "TrainEpoch", "FeedbackTrial",
+           "SignalChecked", "Finished", "VisitStats", "Marker"]
+
+
+@dataclass
+class Phase:
+    """Where the visit is: ``signal check``, ``instructions``, ``recording``, ``pause``, ``paused``,
+    ``quick-train``, ``evaluation``, ``feedback``, ``report``, ``done``, ``aborted``, ``failed``."""
+
+    name: str
+    detail: str = ""
+    run: Optional[int] = None
+    n_runs: Optional[int] = None
+    block: Optional[int] = None
+    n_blocks: Optional[int] = None
+    time_left_s: Optional[float] = None
+    session_id: Optional[int] = None
+
+
+@dataclass
+class Line:
+    """One progress line (what the terminal prints)."""
+
+    text: str
+
+
+@dataclass
+class Stream:
+    """The EEG stream the recorder reads: every channel's name and type, and which are EEG."""
+
+    names: list
+    types: list
+    sfreq: float
+    eeg_idx: list
+
+
+@dataclass
+class Marker:
+    """A marker the recorder received (``event``: stim_on, block_start, ...; ``label``: the class, if any)."""
+
+    event: str
+    label: str
+    lsl_time: float
+
+
+@dataclass
+class VisitStats:
+    epochs: int = 0
+    lost_samples: int = 0
+    gaps: int = 0
+    dropped_frames: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class SignalChecked:
+    check: Any  # SignalCheck
+
+
+@dataclass
+class TrainEpoch:
+    epoch: int
+    n_epochs: int
+    val_score: Optional[float] = None
+    train_loss: Optional[float] = None
+
+
+@dataclass
+class FeedbackTrial:
+    k: int
+    n: int
+    trial: int
+    cue: str
+    decoded: str
+    probability: float
+    image_path: Optional[str]
+    latencies: dict = field(default_factory=dict)
+    n_classes: int = 2
+
+
+@dataclass
+class Finished:
+    status: str
+    session_id: Optional[int] = None
+    report: Optional[str] = None
+
+
+class Bus:
+    def __init__(self) -> None:
+        self._subs: list[Callable[[Any], None]] = []
+        self._samples: list[Callable] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, fn: Callable[[Any], None]) -> Callable[[], None]:
+        """Call ``fn(event)`` for every event from now on; returns the function that unsubscribes."""
+        with self._lock:
+            self._subs.append(fn)
+        return lambda: self._drop(self._subs, fn)
+
+    def subscribe_samples(self, fn: Callable) -> Callable[[], None]:
+        """Call ``fn(data, timestamps)`` with every chunk the recorder pulls (on the recorder's thread: be quick)."""
+        with self._lock:
+            self._samples.append(fn)
+        return lambda: self._drop(self._samples, fn)
+
+    def _drop(self, subs: list, fn) -> None:
+        with self._lock:
+            if fn in subs:
+                subs.remove(fn)
+
+    @property
+    def has_listeners(self) -> bool:
+        return bool(self._subs)
+
+    @property
+    def wants_samples(self) -> bool:
+        return bool(self._samples)
+
+    def publish(self, event: Any) -> None:
+        for fn in list(self._subs):
+            try:
+                fn(event)
+            except Exception as exc:  # a subscriber never fails the visit
+                logger.warning("event subscriber failed on %s: %s", type(event).__name__, exc)
+
+    def samples(self, data, ts) -> None:
+        for fn in list(self._samples):
+            try:
+                fn(data, ts)
+            except Exception as exc:
+                logger.warning("sample subscriber failed: %s", exc)
+
+    def tee(self, progress: Optional[Callable[[str], None]]) -> Callable[[str], None]:
+        """A ``say`` that prints through ``progress`` (when given) and publishes each line."""
+        def say(text: str) -> None:
+            if progress is not None:
+                progress(text)
+            self.publish(Line(str(text)))
+        return say
+
+
+class Controls:
+    """The operator's requests: pause after the current block, resume, abort."""
+
+    def __init__(self) -> None:
+        self.pause = threading.Event()
+        self.abort_requested = threading.Event()
+        self._abort_hooks: list[Callable[[], None]] = []
+
+    def reset(self) -> None:
+        self.pause.clear()
+        self.abort_requested.clear()
+
+    def on_abort(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fn`` when an abort is requested (the presenter's :meth:`request_abort`)."""
+        self._abort_hooks.append(fn)
+        if self.abort_requested.is_set():
+            fn()
+        return lambda: fn in self._abort_hooks and self._abort_hooks.remove(fn)
+
+    def abort(self) -> None:
+        self.abort_requested.set()
+        self.pause.clear()
+        for fn in list(self._abort_hooks):
+            fn()
+
+
+BUS = Bus()
+CONTROLS = Controls()
