@@ -46,7 +46,9 @@ class Console:
     # -- lifecycle ---------------------------------------------------------------------
     @property
     def url(self) -> str:
-        host = self.host if self.local else "<this machine's address>"
+        import socket
+
+        host = self.host if self.local else socket.gethostname()  # reachable from the lab's other machines
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/?token={self.token}"
 
@@ -102,22 +104,18 @@ class Console:
 
     def app(self):
         from starlette.applications import Starlette
-        from starlette.responses import (FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response,
-                                         StreamingResponse)
+        from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
         from starlette.routing import Route
 
         static = resources.files("eegloop.console") / "static"
-        page = (static / "index.html").read_text(encoding="utf-8")
         script = (static / "console.js").read_text(encoding="utf-8")
+        # the script goes inside the page: one request, which carries the token
+        page = (static / "index.html").read_text(encoding="utf-8").replace(
+            '<script src="console.js"></script>', f"<script>\n{script}\n</script>")
         refused = PlainTextResponse("eegloop console: a valid token is required", status_code=403)
 
         async def index(request):
             return HTMLResponse(page) if self._allowed(request) else refused
-
-        async def js(request):
-            if not self._allowed(request):
-                return refused
-            return Response(script, media_type="text/javascript")
 
         async def events(request):
             if not self._allowed(request):
@@ -184,7 +182,7 @@ class Console:
                     for s in self.db.list_sessions()]
             return JSONResponse(rows)
 
-        return Starlette(routes=[Route("/", index), Route("/console.js", js), Route("/events", events),
+        return Starlette(routes=[Route("/", index), Route("/events", events),
                                  Route("/control/{action}", control, methods=["POST"]), Route("/report", report),
                                  Route("/image/{k:int}", image), Route("/sessions", sessions)])
 

@@ -93,7 +93,10 @@ class ConsoleState:
                 if ev.event in ("stim_on", "block_start", "block_end", "marker"):
                     self.markers = (self.markers + [(self.seq, ev.event, ev.label)])[-400:]
             elif isinstance(ev, Finished):
-                self.finished = asdict(ev)
+                if ev.status == "recorded":  # the recording's end; a visit goes on (quick-train, feedback)
+                    self.phase = {"name": "recorded", "detail": f"session {ev.session_id}", "since": time.time()}
+                else:
+                    self.finished = asdict(ev)
 
     def on_samples(self, data: np.ndarray, ts) -> None:
         """The recorder's chunk (all channels): averaged down to display rate into the 10 s ring (recorder thread:

@@ -76,7 +76,7 @@ function update(d) {
   text("phase", ph);
   const s = d.stats || {};
   document.getElementById("stats").innerHTML = ["epochs", "lost_samples", "gaps", "dropped_frames", "rejected"]
-    .map(k => `<span>${k.replace("_", " ")} <b>${s[k] ?? "–"}</b></span>`).join("");
+    .map(k => `<span>${k.replace("_", " ")} <b>${s[k] ?? "–"}</b></span>`).join(" ");
   const t = d.train || {};
   text("train", t.epoch ? `epoch ${t.epoch}/${t.n_epochs}` + (t.val_score != null ? `, validation ${t.val_score.toFixed(2)}` : "") : "—");
   const fb = d.feedback || [];

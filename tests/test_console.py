@@ -1,0 +1,113 @@
+"""The operator console in a real browser (Chromium via Playwright) during real simulated visits."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from browser import browser_page
+from eegloop.database import Database
+
+
+def _start(cmd) -> tuple[subprocess.Popen, str]:
+    """Start an eegloop command and return it with its console URL (read from its first line)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        m = re.search(r"console: (http://\S+)", line)
+        if m:
+            return proc, m.group(1)
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    pytest.fail("no console URL printed")
+
+
+def _drain(proc, timeout) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    return out
+
+
+def test_console_follows_a_visit(tmp_path, display, short_protocol):
+    """Traces move, the phase goes recording -> quick-train -> feedback, each feedback image shows with its decoded
+    class, and the report is linked at the end."""
+    proto = short_protocol(training={"max_epochs": 5, "n_folds": 2},
+                           feedback={"trials": 4, "mode": "stimulus", "display_s": 0.3})
+    (tmp_path / "p.yaml").write_text(proto.to_yaml())
+    proc, url = _start([sys.executable, "-m", "eegloop", "session", "--protocol", str(tmp_path / "p.yaml"),
+                        "--subject", "C1", "--simulate", "--data", str(tmp_path / "d"), "--console-linger", "20"])
+    phases, canvases = [], []
+    try:
+        with browser_page() as page:
+            page.goto(url)
+            deadline = time.monotonic() + 150
+            seen_image = None
+            while time.monotonic() < deadline:
+                ph = page.inner_text("#phase")
+                if not phases or phases[-1] != ph:
+                    phases.append(ph)
+                if len(canvases) < 2 and ph.startswith("recording"):
+                    canvases.append(page.eval_on_selector("#traces", "c => c.toDataURL()"))
+                    if len(canvases) == 2 and canvases[0] == canvases[1]:
+                        canvases.pop()  # the same frame twice: read again
+                    page.wait_for_timeout(300)
+                if seen_image is None and page.query_selector("#fbimage"):
+                    page.wait_for_function("document.querySelector('#fbimage').naturalWidth > 0")
+                    seen_image = page.inner_text("#decoded")
+                if page.query_selector("#reportlink"):
+                    break
+                page.wait_for_timeout(100)
+            assert page.query_selector("#reportlink"), phases
+            href = page.get_attribute("#reportlink", "href")
+            rep = page.request.get(url.split("?")[0] + href)
+            assert rep.status == 200 and "eegloop — session" in rep.text()
+            quality = page.inner_text("#quality")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    order = [next((i for i, p in enumerate(phases) if p.startswith(name)), None)
+             for name in ("recording", "quick-train", "feedback", "visit completed")]
+    assert None not in order and order == sorted(order), phases
+    assert len(canvases) == 2  # the traces changed between two reads of the canvas
+    assert seen_image in ("circle", "square")
+    assert "Fp1" in quality and "pass" in quality
+
+
+def test_console_abort_and_token(tmp_path, display, short_protocol):
+    """Bound beyond loopback, the console refuses a request without its token; the abort button ends the recording
+    cleanly: status aborted, the completed blocks stored."""
+    proto = short_protocol(paradigm={"images_per_class": 12, "runs": 1, "block_s": 0.6, "pause_s": 0.5})
+    (tmp_path / "p.yaml").write_text(proto.to_yaml())
+    proc, url = _start([sys.executable, "-m", "eegloop", "record", "--protocol", str(tmp_path / "p.yaml"),
+                        "--subject", "C2", "--simulate", "--data", str(tmp_path / "d"), "--console-host", "0.0.0.0"])
+    port = re.search(r":(\d+)/", url).group(1)
+    token = url.split("token=")[1]
+    local = f"http://127.0.0.1:{port}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{local}/", timeout=5)
+        assert refused.value.code == 403
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(f"{local}/control/abort", method="POST"), timeout=5)
+        assert refused.value.code == 403
+        with browser_page() as page:
+            page.on("dialog", lambda d: d.accept())
+            page.goto(f"{local}/?token={token}")
+            page.wait_for_function("document.querySelector('#stats').innerText.match(/epochs [1-9]/)", timeout=60_000)
+            page.click("#abort")
+            out = _drain(proc, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and "recording ABORTED" in out, out  # record's exit status for an aborted run
+    db = Database(f"sqlite:///{tmp_path / 'd' / 'eegloop.db'}", data_dir=tmp_path / "d")
+    (s,) = db.list_sessions("C2")
+    blocks = db.get_blocks(s.id)
+    assert db.get_session(s.id).status == "aborted"
+    assert any(b.status == "done" for b in blocks) and len(blocks) < 4  # stopped early, completed blocks kept
