@@ -3,7 +3,9 @@
     xvfb-run -a python benchmarks/bench_paradigm.py [--block-s 25]
 
 (Without DISPLAY it starts Xvfb itself.) Markers go to a real LSL outlet read
-back by an inlet in this process. Last line: JSON with frame_rate_hz,
+back by an inlet in this process. ``--console`` runs it as a visit does with the operator console watched:
+a 128 x 1 kHz virtual amplifier (another process) recorded in this process, the console serving it, and
+headless Chromium showing the console page throughout the block. Last line: JSON with frame_rate_hz,
 dropped_frames, stim_duration_ms_median, stim_duration_ms_max_abs_error,
 marker_minus_flip_ms_max (the received marker's LSL time minus the flip time).
 """
@@ -24,6 +26,7 @@ def main() -> None:
     ap.add_argument("--block-s", type=float, default=25.0)
     ap.add_argument("--image-s", type=float, default=0.5)
     ap.add_argument("--size", type=int, nargs=2, default=[1280, 1024])
+    ap.add_argument("--console", action="store_true", help="record 128 x 1 kHz with the console open in Chromium")
     args = ap.parse_args()
     configure_lsl("machine")
     import pylsl
@@ -50,12 +53,14 @@ def main() -> None:
         inlet = pylsl.StreamInlet(pylsl.resolve_byprop("name", name, timeout=5)[0])
         inlet.open_stream(5)
         inlet.time_correction(5)
+        watch = _Watched(tmp) if args.console else None
         pres = Presenter(proto, outlet).open()
         print(f"frame rate {pres.frame_rate:.2f} Hz (measured {pres.measured_rate:.1f} Hz, "
               f"{'software-paced: no vsync' if pres.paced else 'hardware vsync'}); showing {len(block.trials)} images")
         pres.preload(block)
         timings = pres.run_block(block)
         pres.close()
+        lost = watch.close() if watch is not None else None
         received = {}
         while True:
             s, ts = inlet.pull_sample(timeout=0.5)
@@ -74,8 +79,57 @@ def main() -> None:
         "stim_duration_ms_max_abs_error": round(float(np.max(np.abs(durs - args.image_s * 1000))), 3),
         "frames_off_by_more_than_one": int(sum(abs(t.actual_frames - t.intended_frames) > 1 for t in timings)),
         "marker_minus_flip_ms_max": round(float(max(mmf)), 4) if mmf else None,
+        "console": bool(args.console), **({"console_lost_samples": lost} if args.console else {}),
     }
     print(json.dumps(out))
+
+
+class _Watched:
+    """A 128 x 1 kHz recording in this process with the operator console open in headless Chromium."""
+
+    def __init__(self, tmp: str):
+        import os
+        import shutil
+        import subprocess
+        import sys
+        import time
+
+        from playwright.sync_api import sync_playwright
+
+        from eegloop.console import Console
+        from eegloop.protocol import protocol_from_dict
+        from eegloop.recorder.recorder import Recorder
+
+        name = f"bench-eeg-{uuid.uuid4().hex[:6]}"
+        self.sim = subprocess.Popen([sys.executable, "-m", "eegloop", "simulate", "--name", name, "--channels", "128",
+                                     "--sfreq", "1000", "--duration", "600"], stdout=subprocess.DEVNULL)
+        proto = protocol_from_dict({"stimuli": {"folder": "x"},
+                                    "amplifier": {"stream_name": name, "channels": 128, "sfreq": 1000}})
+        self.con = Console(proto).start() if not os.environ.get("BENCH_NO_CONSOLE") else None
+        self.rec = Recorder(proto, raw_dir=tmp).connect(markers=False, timeout=10).start()
+        self.rec.begin_run(1)
+        self.pw = None
+        if os.environ.get("BENCH_NO_BROWSER"):  # the console served but nobody watching (which part costs?)
+            return
+        self.pw = sync_playwright().start()
+        self.browser = self.pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
+                                               args=["--no-sandbox"] if os.geteuid() == 0 else [])
+        self.page = self.browser.new_page(viewport={"width": 1600, "height": 1000})
+        self.page.goto(self.con.url)
+        time.sleep(2)
+
+    def close(self) -> int:
+        if self.pw is not None:
+            n = self.page.evaluate("window.eegloopTraceUpdates || 0")
+            print(f"console: the page's traces were updated {n} times during the run")
+            self.browser.close()
+            self.pw.stop()
+        stats = self.rec.stop()
+        if self.con is not None:
+            self.con.stop()
+        self.sim.terminate()
+        self.sim.wait()
+        return stats.lost_samples
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from ..errors import EegloopError
 from .state import ConsoleState
 
 LOCAL = ("127.0.0.1", "::1", "localhost")
+UPDATE_S = 0.08  # the page's updates: 12.5 a second (the goal: at least 10)
 
 
 class Console:
@@ -123,6 +124,8 @@ class Console:
 
             async def stream():
                 since = max(0, self.state.seq - int(self.state.rate * 10))
+                loop = asyncio.get_running_loop()
+                nxt = loop.time()
                 while not self._stop.is_set():
                     snap = self.state.snapshot(since)
                     since = snap["seq"]
@@ -133,7 +136,8 @@ class Console:
                     yield f"data: {text}\n\n"
                     if await request.is_disconnected():
                         break
-                    await asyncio.sleep(0.1)
+                    nxt = max(nxt + UPDATE_S, loop.time())  # a steady rate, whatever each update cost
+                    await asyncio.sleep(nxt - loop.time())
 
             return StreamingResponse(stream(), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-store"})

@@ -128,17 +128,39 @@ class ConsoleState:
 
     # -- quality -----------------------------------------------------------------------
     def update_quality(self) -> None:
-        """Per-channel verdicts over the last second at the stream's rate (the console's thread, once a second)."""
-        from ..protocol import SignalCheckConfig
-        from ..recorder.signal_check import assess
+        """Per-channel verdicts over the last second at the stream's rate (the console's thread, once a second).
 
+        Written for the paradigm's sake rather than taken from :func:`~eegloop.recorder.signal_check.assess`:
+        one FFT per channel in groups of 8 with a pause between groups, so this thread never holds the GIL for
+        more than a fraction of a millisecond at a time (assess's filters held it for tens of ms at 128
+        channels: frames were dropped)."""
+        from ..protocol import SignalCheckConfig
+
+        cfg = self.cfg or SignalCheckConfig()
         with self._lock:
             if self._full is None or self._full_n < self._full.shape[1]:
                 return
             x, names, sf = self._full.copy(), list(self.names), self.sfreq
-        res = assess(x, sf, names, self.cfg or SignalCheckConfig(), self.line_hz)
-        q = [{"name": c.name, "verdict": c.verdict, "rms": c.rms_uv, "line": c.line_uv, "std": c.std_uv}
-             for c in res.channels]
+        n = x.shape[1]
+        f = np.fft.rfftfreq(n, 1 / sf)
+        line = (f >= self.line_hz - 1.5) & (f <= self.line_hz + 1.5)
+        band = (f >= 1.0) & (f <= min(40.0, 0.45 * sf))
+        q = []
+        for g in range(0, len(names), 8):
+            xs = x[g:g + 8].astype(np.float64)
+            std = xs.std(1)
+            sat = (np.abs(xs) >= cfg.rail_uv).mean(1)
+            p = 2 * np.abs(np.fft.rfft(xs - xs.mean(1, keepdims=True), axis=1)) ** 2 / n ** 2
+            line_uv, rms_uv = np.sqrt(p[:, line].sum(1)), np.sqrt(p[:, band].sum(1))
+            for i in range(len(xs)):
+                v = "pass"
+                if sat[i] >= 0.01 or std[i] < cfg.flat_uv or line_uv[i] >= cfg.line_fail_uv or rms_uv[i] >= cfg.rms_fail_uv:
+                    v = "fail"
+                elif line_uv[i] >= cfg.line_warn_uv or rms_uv[i] >= cfg.rms_warn_uv:
+                    v = "warn"
+                q.append({"name": names[g + i], "verdict": v, "rms": round(float(rms_uv[i]), 1),
+                          "line": round(float(line_uv[i]), 1), "std": round(float(std[i]), 1)})
+            time.sleep(0.002)  # let the paradigm's thread have the GIL
         with self._lock:
             self.quality = q
 

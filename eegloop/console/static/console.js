@@ -61,6 +61,7 @@ function text(id, s) { document.getElementById(id).textContent = s; }
 
 function update(d) {
   if (d.skipped) return;
+  if (d.traces && d.traces.length) window.eegloopTraceUpdates = (window.eegloopTraceUpdates || 0) + 1;
   if (d.names && d.names.join() !== names.join()) { names = d.names; buf = []; }
   rate = d.rate || rate; windowS = d.window_s || windowS;
   push(d.traces || []);
