@@ -111,3 +111,29 @@ def test_console_abort_and_token(tmp_path, display, short_protocol):
     blocks = db.get_blocks(s.id)
     assert db.get_session(s.id).status == "aborted"
     assert any(b.status == "done" for b in blocks) and len(blocks) < 4  # stopped early, completed blocks kept
+
+
+def test_console_browses_past_sessions(tmp_path):
+    """`eegloop console` on an existing database: its sessions listed, each one's report written and served."""
+    import json
+
+    from eegloop.protocol import load_protocol
+
+    from conftest import REPO
+
+    db = Database(f"sqlite:///{tmp_path / 'eegloop.db'}", data_dir=tmp_path)
+    db.get_or_add_subject("B1")
+    sid = db.create_session("B1", load_protocol(REPO / "protocols" / "demo.yaml"))
+    proc, url = _start([sys.executable, "-m", "eegloop", "console", "--data", str(tmp_path)])
+    try:
+        base = url.split("?")[0]
+        rows = json.load(urllib.request.urlopen(f"{base}sessions", timeout=10))
+        assert [(r["id"], r["subject"], r["protocol"]) for r in rows] == [(sid, "B1", "demo")]
+        page = urllib.request.urlopen(f"{base}report?session={sid}", timeout=30).read().decode()
+        assert f"eegloop — session {sid}, subject B1" in page
+        with pytest.raises(urllib.error.HTTPError) as refused:  # controls need the token, even on 127.0.0.1
+            urllib.request.urlopen(urllib.request.Request(f"{base}control/pause", method="POST"), timeout=5)
+        assert refused.value.code == 403
+    finally:
+        proc.terminate()
+        proc.wait(10)
