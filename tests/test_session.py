@@ -24,11 +24,23 @@ KEYS = {
 
 
 def test_demo_end_to_end(tmp_path, display):
+    """The demo visit, watched through its operator console in Chromium (tests/test_console.py has the rest of the
+    console): the traces move, the phase runs recording -> quick-train -> feedback, a feedback image shows with its
+    decoded class, the report is linked; then summary.json against the database."""
+    from test_console import _drain, watch_visit
+
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "eegloop", "demo", "--quick", "--out", str(out)], capture_output=True,
-                       text=True, timeout=600, env=dict(os.environ))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"report: {out / 'report.html'}" in r.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "eegloop", "demo", "--quick", "--out", str(out),
+                             "--console-linger", "5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ))
+    try:
+        watch_visit(proc, ("circle", "square", "triangle", "star"))
+        stdout = _drain(proc, 120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stdout[-3000:]
+    assert f"report: {out / 'report.html'}" in stdout
     s = json.loads((out / "summary.json").read_text())
     assert set(s) == set(KEYS)
     for k, sub in KEYS.items():
