@@ -680,9 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     visit.add_argument("--subject", required=True, help="pseudonymous subject code")
     visit.add_argument("--simulate", action="store_true", help="start the virtual amplifier in this process")
     console = argparse.ArgumentParser(add_help=False)  # commands that serve the operator console
-    console.add_argument("--console", action=argparse.BooleanOptionalAction, default=False,
-                         help="serve the operator console (live traces, phase, controls) and print its URL "
-                              "(off by default for now: see BENCHMARKS.md and issue 14's note)")
+    console.add_argument("--console", action=argparse.BooleanOptionalAction, default=True,
+                         help="serve the operator console (live traces, phase, controls) and print its URL")
     console.add_argument("--console-port", type=int, default=0, help="its port (default: a free one)")
     console.add_argument("--console-host", default="127.0.0.1",
                          help="its address (default 127.0.0.1; elsewhere every request needs the URL's token)")

@@ -90,10 +90,8 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
     force : bool
         Record even when the signal check (``signal_check.before_visit``) fails on some channels.
     """
-    from .paradigm.markers import make_marker_outlet
     from .paradigm.schedule import Run, make_schedule
-    from .recorder.recorder import Recorder
-    from .recorder.simulator import VirtualAmplifier
+    from .rig import Rig
     from .stimuli import load_stimuli
 
     say = BUS.tee(progress)
@@ -111,19 +109,11 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
     if not todo:
         raise EegloopError(f"session {session_id}: every block is already recorded; nothing to resume")
 
-    outlet = make_marker_outlet(amp.marker_stream_name)
-    marker_id = outlet.get_info().source_id()
-    sim = rec = None
-    try:
-        if simulate:
-            sim = VirtualAmplifier(amp, amp.simulate, marker_source_id=marker_id).start()
-            if not sim.markers_connected.wait(10):
-                logger.warning("the simulator did not connect to the marker stream")
+    with Rig(protocol, simulate) as rig:
         check = None
         if protocol.signal_check.before_visit:  # refuse bad electrodes before anything is written
-            check = gate_on_signal(protocol, say, force, eeg_source_id=sim.source_id if sim is not None else None)
-        rec = Recorder(protocol, db=db, expect_timings=True, owner=CLAIM_OWNER).connect(
-            marker_source_id=marker_id, eeg_source_id=sim.source_id if sim is not None else None)
+            check = gate_on_signal(protocol, say, force, eeg_source_id=rig.eeg_source_id)
+        rec = rig.connect(db=db, expect_timings=True, owner=CLAIM_OWNER)
         # the amplifier is there: now the session may exist
         db.get_or_add_subject(subject)
         if session_id is None:
@@ -136,17 +126,8 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
         if on_session is not None:
             on_session(session_id)
         with SessionClaim(db, session_id):
-            return _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, rec, say,
+            return _record(protocol, subject, db, session_id, schedule, stimuli, todo, rig.outlet, rec, say,
                            capture_trials, presenter_hook, after_run)
-    finally:
-        if rec is not None:  # _record stops it; this closes a recorder that never started (claim refused, ...)
-            try:
-                rec.stop()
-            except Exception as exc:
-                logger.warning("closing the recorder: %s", exc)
-        if sim is not None:
-            sim.stop()
-        del outlet  # the marker stream disappears with the recording
 
 
 class SignalCheckFailed(EegloopError):

@@ -88,7 +88,7 @@ def test_console_abort_and_token(tmp_path, display, short_protocol):
     proto = short_protocol(paradigm={"images_per_class": 12, "runs": 1, "block_s": 0.6, "pause_s": 0.5})
     (tmp_path / "p.yaml").write_text(proto.to_yaml())
     proc, url = _start([sys.executable, "-m", "eegloop", "record", "--protocol", str(tmp_path / "p.yaml"),
-                        "--subject", "C2", "--simulate", "--data", str(tmp_path / "d"), "--console", "--console-host", "0.0.0.0"])
+                        "--subject", "C2", "--simulate", "--data", str(tmp_path / "d"), "--console-host", "0.0.0.0"])
     port = re.search(r":(\d+)/", url).group(1)
     token = url.split("token=")[1]
     local = f"http://127.0.0.1:{port}"

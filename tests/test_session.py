@@ -31,7 +31,7 @@ def test_demo_end_to_end(tmp_path, display):
 
     out = tmp_path / "demo"
     proc = subprocess.Popen([sys.executable, "-m", "eegloop", "demo", "--quick", "--out", str(out),
-                             "--console", "--console-linger", "5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             "--console-linger", "5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ))
     try:
         watch_visit(proc, ("circle", "square", "triangle", "star"))

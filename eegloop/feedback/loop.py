@@ -139,10 +139,8 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
 
 def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, progress, trial_offset, run_index,
               presenter, stimuli, decoder, model_id):
-    from ..paradigm.markers import make_marker_outlet
     from ..paradigm.presentation import Aborted, Presenter
-    from ..recorder.recorder import Recorder
-    from ..recorder.simulator import VirtualAmplifier
+    from ..rig import Rig
     from .generator import DiffusionGenerator, GeneratorWorker, ImageBank, StimulusPicker
 
     fb = protocol.feedback
@@ -169,20 +167,19 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
         say("feedback mode: stimulus (no generator: a stimulus image of the decoded class is shown)")
 
     own_window = presenter is None
-    outlet = presenter.outlet if presenter is not None else make_marker_outlet(amp.marker_stream_name)
-    marker_id = outlet.get_info().source_id()
-    sim = None
-    if simulate:
-        sim = VirtualAmplifier(amp, amp.simulate, marker_source_id=marker_id).start()
-        sim.markers_connected.wait(10)
+    rig = Rig(protocol, simulate, outlet=presenter.outlet if presenter is not None else None).start()
+    outlet = rig.outlet
     runs = db.get_runs(session_id)
     run_index = run_index or (max((r.index for r in runs), default=0) + 1)
     raw_dir = db.data_dir / "raw" / f"sub-{subject}" / f"ses-{session_id:04d}"
     from ..database import CLAIM_OWNER
 
-    rec = Recorder(protocol, db=db, session_id=session_id, raw_dir=raw_dir, owner=CLAIM_OWNER,
-                   raw_prefix=f"sub-{subject}_ses-{session_id:04d}_task-feedback_run").connect(
-        marker_source_id=marker_id, eeg_source_id=sim.source_id if sim is not None else None)
+    try:
+        rec = rig.connect(db=db, session_id=session_id, raw_dir=raw_dir, owner=CLAIM_OWNER,
+                          raw_prefix=f"sub-{subject}_ses-{session_id:04d}_task-feedback_run")
+    except BaseException:
+        rig.close()
+        raise
     online = rec.subscribe(maxsize=256)  # bounded: a stalled decoder never grows memory
     rec.start()
     pres = presenter or Presenter(protocol, outlet)
@@ -344,8 +341,7 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
             try:
                 rec.stop()
             finally:
-                if sim is not None:
-                    sim.stop()
+                rig.close()  # the simulator and an outlet of its own (the recorder is stopped already)
                 if worker is not None:
                     worker.close()
     done = [r for r in rows if not r["missing"]]
