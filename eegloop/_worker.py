@@ -44,7 +44,7 @@ class Worker:
             self.run()
         except BaseException as exc:  # kept for the owner; the thread ends
             self.error = exc
-            logger.error("%s stopped: %s", self.thread_name, exc)
+            logger.error("%s stopped: %s", self.thread_name, str(exc))  # str: a kept log record must not hold the traceback
         finally:
             self.on_exit()
 

@@ -117,15 +117,19 @@ def resolve_stream(name: str | None, stype: str | None, timeout: float, what: st
 
     found = matching(query(1, timeout))
     if unique and found and not source_id:
-        # the first answer ends the query: listen longer for others of the same name. On one machine each
-        # query wave reaches one outlet's discovery socket (measured: a second outlet of the same name answers
-        # the wave sent 0.5 s later); with many outlets alive and a loaded machine three further waves (1.6 s)
-        # missed the twin now and then (seen in the test suite), so 2.6 s: five
-        found = matching(query(len(found) + 1, 2.6)) or found
+        # the first answer ends the query: listen longer for others of the same name. On one machine the first
+        # wave (to 127.0.0.1:16571) reaches only the outlet opened last; the unicast wave 0.5 s later reaches every
+        # outlet on a port of liblsl's range (16572-16603: kept free by releasing finished rigs, see
+        # rig.release_lsl), so 1.6 s covers it and two more
+        found = matching(query(len(found) + 1, 1.6)) or found
     if not found:
         ident = f"name '{name}'" if name else f"type '{stype}'"
         pins = "".join(f", {k} '{v}'" for k, v in (("source id", source_id), ("host", hostname)) if v)
-        raise StreamError(f"no {what} with {ident}{pins} found on LSL within {timeout:g} s; {how}")
+        busy = lsl_ports_taken()
+        full = (f"; all {LSL_PORT_RANGE} of LSL's ports ({LSL_BASE_PORT}-{LSL_BASE_PORT + LSL_PORT_RANGE - 1}) "
+                "are taken on this machine, so a stream started now may be unreachable: close LSL programs "
+                "you do not need" if busy is not None and busy >= LSL_PORT_RANGE else "")
+        raise StreamError(f"no {what} with {ident}{pins} found on LSL within {timeout:g} s; {how}{full}")
     if len(found) > 1:
         uniq = {s.uid() for s in found}  # one outlet may answer more than once
         if unique and len(uniq) > 1:
@@ -135,6 +139,32 @@ def resolve_stream(name: str | None, stype: str | None, timeout: float, what: st
                               "amplifier.source_id or amplifier.hostname in the protocol")
         logger.warning("%d %ss named %r found; using the first (%s)", len(found), what, name, found[0].hostname())
     return found[0]
+
+
+LSL_BASE_PORT, LSL_PORT_RANGE = 16572, 32  # liblsl's defaults, which eegloop keeps
+
+
+def lsl_ports_taken() -> int | None:
+    """How many of liblsl's UDP ports are in use on this machine (from /proc/net/udp; None where unreadable).
+
+    Every outlet's service socket and every query binds one; when all are taken a new outlet falls back to a
+    random port that other processes' queries reach only by chance."""
+    ports, read = set(), False
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as fh:
+                rows = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        read = True
+        for row in rows:
+            try:
+                port = int(row.split()[1].rsplit(":", 1)[1], 16)
+            except (IndexError, ValueError):
+                continue
+            if LSL_BASE_PORT <= port < LSL_BASE_PORT + LSL_PORT_RANGE:
+                ports.add(port)
+    return len(ports) if read else None
 
 
 def parse_marker(text: str) -> dict:

@@ -13,7 +13,7 @@ from typing import Optional
 
 from ._logging import logger
 
-__all__ = ["Rig"]
+__all__ = ["Rig", "release_lsl"]
 
 
 class Rig:
@@ -51,6 +51,7 @@ class Rig:
         from .recorder.simulator import VirtualAmplifier
 
         amp = self.protocol.amplifier
+        release_lsl()  # a failed rig before this one (its traceback now dropped) still holding LSL ports
         if self.outlet is None:
             self.outlet = make_marker_outlet(amp.marker_stream_name)
         if self.simulate:
@@ -76,13 +77,33 @@ class Rig:
                 except Exception as exc:
                     logger.warning("closing the recorder: %s", exc)
         finally:
-            if self.sim is not None:
-                self.sim.stop()
-            if self._own_outlet:
-                self.outlet = None  # the marker stream disappears with the rig
+            try:
+                if self.sim is not None:
+                    self.sim.stop()
+            finally:
+                self.sim = None
+                if self._own_outlet:
+                    self.outlet = None  # the marker stream disappears with the rig
+                release_lsl()
 
     def __enter__(self) -> "Rig":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def release_lsl() -> None:
+    """Give this process's finished LSL objects' ports back to the machine now.
+
+    liblsl binds every outlet's service socket, and every query, to one of 32 ports (16572-16603); an outlet that
+    finds them all taken gets a random port, where queries from other processes reach it only by chance (the
+    discovery port 16571 delivers each query to the most recently opened outlet alone). After a failure, a
+    traceback's frames keep the failed rig's inlets and outlets alive until Python's cyclic garbage collector
+    happens to run: a resume in the same process, or the visit's feedback block, could then start an outlet
+    nobody finds (seen in the test suite: "no marker stream ... found"). One collection when a rig starts (the
+    failed one's traceback is gone by then) and when it closes returns them (a few ms each).
+    """
+    import gc
+
+    gc.collect()

@@ -249,7 +249,7 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
                 except RecordingFailed:
                     raise
                 except Exception as exc:  # e.g. the quick-train: it must not end the recording
-                    logger.error("after run %d: %s", run.run, exc)
+                    logger.error("after run %d: %s", run.run, str(exc))
                     say(f"after run {run.run}: {exc} (the recording goes on)")
         pres.push_now("session_end", status="aborted" if aborted else "completed")
     except RecordingFailed as exc:
@@ -258,7 +258,7 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
         timings += shown
         if shown:  # what the interrupted block showed is timed, like after Escape
             rec.add_timings(shown[0].run, shown[0].block, _timing_rows(shown))
-        logger.error("%s", failure)
+        logger.error("%s", str(failure))
         try:
             if pres.win is not None:
                 pres.show_text(NEUTRAL_MESSAGE, duration=2.0)
@@ -281,7 +281,7 @@ def _record(protocol, subject, db, session_id, schedule, stimuli, todo, outlet, 
                                  reason=f"recording failed: {failure}" if failure else None)
             except Exception as exc:
                 failure = failure or str(exc)
-                logger.error("stopping the recorder: %s", exc)
+                logger.error("stopping the recorder: %s", str(exc))
             pres.outlet = None
             if unexpected is not None:
                 _mark_failed(db, session_id, current_run, failure)
@@ -326,7 +326,7 @@ def _mark_failed(db: Database, session_id: int, run: Optional[int], reason: str)
                 db.update_run(r.id, status="failed", info={**(r.info or {}), "reason": reason})
         db.set_session_status(session_id, "failed", ended=True, failure=reason)
     except Exception as exc:
-        logger.error("could not mark session %d failed: %s", session_id, exc)
+        logger.error("could not mark session %d failed: %s", session_id, str(exc))
 
 
 def _timing_rows(timings) -> list[dict]:

@@ -235,6 +235,8 @@ class Acquisition:
         ``amplifier.stall_timeout_s``.
         """
         chunk = self._chunk
+        if self.eeg_inlet is None:  # closed
+            return None, None
         samples, ts = self.eeg_inlet.pull_chunk(timeout=0.0, max_samples=chunk.shape[0], dest_obj=chunk)
         now = time.monotonic()
         st = self.stats
@@ -287,7 +289,11 @@ class Acquisition:
         return out
 
     def close(self) -> None:
-        for inlet in (self.eeg_inlet, self.marker_inlet):
+        """Close both inlets and let go of them: liblsl frees an inlet's sockets only when the inlet is destroyed,
+        and a reference kept (a traceback's frame holds this object after a failure) would keep them until
+        Python's next garbage collection — while the machine has 32 LSL ports for every outlet and query."""
+        inlets, self.eeg_inlet, self.marker_inlet = (self.eeg_inlet, self.marker_inlet), None, None
+        for inlet in inlets:
             if inlet is not None:
                 try:
                     inlet.close_stream()

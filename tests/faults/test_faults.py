@@ -44,10 +44,13 @@ def _on_stim(pres, trial: int, action) -> None:
 def test_stream_stops_mid_block(tmp_path, display, fault_protocol):
     """The amplifier stops in block 2: the visit stops, blocks before it stay stored, status failed."""
     from eegloop.recorder.simulator import VirtualAmplifier
+    from eegloop.lsl import lsl_ports_taken
+    from eegloop.rig import Rig
     from eegloop.session import RecordingError, record_session
 
     proto = fault_protocol(amplifier={"simulate": None, "stall_timeout_s": 0.5})
     db = _db(tmp_path)
+    ports_before = lsl_ports_taken()
     sim = VirtualAmplifier(proto.amplifier, _sim_cfg()).start()
     stopped = {}
 
@@ -67,6 +70,10 @@ def test_stream_stops_mid_block(tmp_path, display, fault_protocol):
     assert blocks[1] == "done" and blocks[2] == "incomplete" and 3 not in blocks  # stopped within block 2
     assert elapsed < 6
     assert raw_files_readable(db, sid) > 0
+    # the failed visit's inlets and outlets give their LSL ports back (the machine has 32 for every outlet and
+    # query): the next rig in this process starts with only its own marker outlet's
+    with Rig(proto):
+        assert lsl_ports_taken() <= ports_before + 1
 
 
 def _sim_cfg():
