@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,7 +35,7 @@ from ..errors import EegloopError
 from ..lsl import configure_lsl, local_clock
 from ..protocol import Protocol
 
-__all__ = ["FeedbackResult", "run_feedback"]
+__all__ = ["FeedbackResult", "run_feedback", "ImageSource", "DecodeWorker", "Decoded"]
 
 
 @dataclass
@@ -137,204 +136,187 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
         raise
 
 
+class ImageSource:
+    """Where a feedback image comes from: ``bank`` (generated before the block), ``live`` (generated in a worker
+    thread when the class is decoded) or ``stimulus`` (a held-out stimulus image of the class, no generator).
+
+    :meth:`request` asks for the image of a decoded class: bank and stimulus images come back at once, a live one
+    later through :meth:`poll`. The generator is built first, so a missing model fails before anything starts.
+    """
+
+    def __init__(self, mode: str, protocol: Protocol, stimuli, img_dir, say, progress: bool = True):
+        from .generator import DiffusionGenerator, GeneratorWorker, ImageBank, StimulusPicker
+
+        fb = protocol.feedback
+        self.mode, self.seed = mode, fb.seed
+        self.img_dir = img_dir
+        self.warmup_s = 0.0
+        self._bank = self._worker = self._picker = None
+        self._done: dict = {}  # live: trial -> finished image (or the exception)
+        if mode in ("live", "bank"):
+            gen = DiffusionGenerator(fb, stimuli.classes)
+            self.warmup_s = gen.warmup()
+            say(f"generator {fb.generator} on {gen.device} ({gen.dtype}): warm-up {self.warmup_s:.2f} s")
+            if mode == "bank":
+                self._bank = ImageBank(gen, list(stimuli.classes), fb.bank_per_class, fb.seed, img_dir / "bank",
+                                       progress=progress)
+            else:
+                self._worker = GeneratorWorker(gen.generate)
+        else:
+            self._picker = StimulusPicker(stimuli)
+            say("feedback mode: stimulus (no generator: a stimulus image of the decoded class is shown)")
+
+    @property
+    def live(self) -> bool:
+        return self._worker is not None
+
+    def preloaded(self) -> list:
+        """The images known before the block (the bank's), to upload to the window once."""
+        return [gi for imgs in self._bank.images.values() for gi in imgs] if self._bank is not None else []
+
+    def request(self, trial: int, class_id: str):
+        """The image for ``class_id`` now (bank, stimulus), or None: a live one is then on its way (:meth:`poll`)."""
+        if self._bank is not None:
+            return self._bank.get(class_id)
+        if self._picker is not None:
+            return self._picker.get(class_id)
+        self._worker.submit(trial, class_id, self.seed + trial)
+        return None
+
+    def poll(self, trial: int):
+        """The live image of ``trial`` once generated (None before); a failed generation raises."""
+        if self._worker is None:
+            return None
+        while not self._worker.results.empty():
+            key, res = self._worker.results.get_nowait()
+            self._done[key] = res
+        res = self._done.pop(trial, None)
+        if isinstance(res, Exception):
+            raise EegloopError(f"generation failed: {res}")
+        return res
+
+    def keep(self, got, trial: int, class_id: str) -> None:
+        """Save a generated image with the session (bank and stimulus images have their files already)."""
+        if got.source == "generated":
+            got.path = str(self.img_dir / f"trial-{trial:04d}_{class_id}.png")
+            got.image.save(got.path)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+
+
+@dataclass
+class Decoded:
+    """A feedback trial's decoding: its (last) epoch, class probabilities, when they were ready, and the image
+    (None while a live one is being generated)."""
+
+    trial: int
+    epoch: object
+    probs: dict
+    t_probs: float
+    image: object = None
+
+
+class DecodeWorker:
+    """Decodes each feedback epoch the moment the recorder completes it, off the display thread.
+
+    Epochs of images outside the plan are ignored; in the ``rsvp`` format a trial's ``per_trial`` epochs are
+    combined (summed log-probabilities, the burst's posterior) before its image is requested. Each trial's
+    :class:`Decoded` goes to :attr:`decoded`.
+    """
+
+    def __init__(self, epochs: "queue.Queue", decoder, plan: list, per_trial: int, source: ImageSource):
+        self.epochs, self.decoder, self.per_trial, self.source = epochs, decoder, per_trial, source
+        self.owner = {it: pt.trial for pt in plan for it in pt.image_trials}  # an image's epoch -> its trial
+        self.decoded: "queue.Queue[Decoded]" = queue.Queue()
+        self._evidence: dict[int, list] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="eegloop-decode", daemon=True)
+
+    def start(self) -> "DecodeWorker":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ep = self.epochs.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if ep.trial not in self.owner:
+                continue
+            trial = self.owner[ep.trial]
+            p = self.decoder.predict(ep)
+            if self.per_trial > 1:
+                got_ps = self._evidence.setdefault(trial, [])
+                got_ps.append(p)
+                if len(got_ps) < self.per_trial:
+                    continue
+                logp = {c: float(sum(np.log(max(q[c], 1e-12)) for q in got_ps)) for c in p}
+                top = max(logp.values())
+                z = sum(np.exp(v - top) for v in logp.values())
+                p = {c: float(np.exp(v - top) / z) for c, v in logp.items()}  # the burst's posterior
+            t_p = local_clock()
+            self.decoded.put(Decoded(trial, ep, p, t_p, self.source.request(trial, max(p, key=p.get))))
+
+
 def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, progress, trial_offset, run_index,
               presenter, stimuli, decoder, model_id):
+    from .._files import private_dir
+    from ..bus import BUS, CONTROLS, Phase
+    from ..database import CLAIM_OWNER
     from ..paradigm.presentation import Aborted, Presenter
     from ..rig import Rig
-    from .generator import DiffusionGenerator, GeneratorWorker, ImageBank, StimulusPicker
+    from ..stimuli import cue_images
 
     fb = protocol.feedback
-    amp = protocol.amplifier
     img_dir = db.data_dir / "images" / f"sub-{subject}" / f"ses-{session_id:04d}"
-    from .._files import private_dir
-
     private_dir(img_dir)  # images/...: 0700 when eegloop creates it
-
-    # the generator comes first: a missing model fails before anything starts
-    gen = worker = bank = picker = None
-    warm = 0.0
-    if mode in ("live", "bank"):
-        gen = DiffusionGenerator(fb, stimuli.classes)
-        warm = gen.warmup()
-        say(f"generator {fb.generator} on {gen.device} ({gen.dtype}): warm-up {warm:.2f} s")
-        if mode == "bank":
-            bank = ImageBank(gen, list(stimuli.classes), fb.bank_per_class, fb.seed, img_dir / "bank",
-                             progress=progress is not None)
-        else:
-            worker = GeneratorWorker(gen.generate)
-    else:
-        picker = StimulusPicker(stimuli)
-        say("feedback mode: stimulus (no generator: a stimulus image of the decoded class is shown)")
-
-    own_window = presenter is None
-    rig = Rig(protocol, simulate, outlet=presenter.outlet if presenter is not None else None).start()
-    outlet = rig.outlet
-    runs = db.get_runs(session_id)
-    run_index = run_index or (max((r.index for r in runs), default=0) + 1)
+    per_trial = fb.images_per_trial
+    plan = _choose_trials(stimuli, n_trials, fb.seed, trial_offset, cue_images(stimuli, fb.cue_share), per_trial)
+    source = ImageSource(mode, protocol, stimuli, img_dir, say, progress=progress is not None)
+    try:
+        rig = Rig(protocol, simulate, outlet=presenter.outlet if presenter is not None else None).start()
+    except BaseException:
+        source.close()
+        raise
+    run_index = run_index or (max((r.index for r in db.get_runs(session_id)), default=0) + 1)
     raw_dir = db.data_dir / "raw" / f"sub-{subject}" / f"ses-{session_id:04d}"
-    from ..database import CLAIM_OWNER
-
     try:
         rec = rig.connect(db=db, session_id=session_id, raw_dir=raw_dir, owner=CLAIM_OWNER,
                           raw_prefix=f"sub-{subject}_ses-{session_id:04d}_task-feedback_run")
     except BaseException:
         rig.close()
+        source.close()
         raise
     online = rec.subscribe(maxsize=256)  # bounded: a stalled decoder never grows memory
     rec.start()
-    pres = presenter or Presenter(protocol, outlet)
-    from ..bus import BUS, CONTROLS, FeedbackTrial, Phase
-
+    own_window = presenter is None
+    pres = presenter or Presenter(protocol, rig.outlet)
     unhook_abort = CONTROLS.on_abort(pres.request_abort)  # the console's abort button
-    rows = []
-    block = 10_000 + run_index  # feedback blocks are numbered apart from the recording's
+    worker = DecodeWorker(online, decoder, plan, per_trial, source)
+    rows: list = []
     BUS.publish(Phase("feedback", f"{n_trials} trials, mode {mode}", session_id=session_id))
     try:
         if own_window:
             pres.open()
         rec.begin_run(run_index)
-        from psychopy import visual
-
-        from ..stimuli import cue_images
-
-        per_trial = fb.images_per_trial
-        plan = _choose_trials(stimuli, n_trials, fb.seed, trial_offset, cue_images(stimuli, fb.cue_share), per_trial)
-        owner = {it: pt.trial for pt in plan for it in pt.image_trials}  # an image's epoch -> its feedback trial
-        evidence: dict[int, list] = {}
-        decoded: "queue.Queue" = queue.Queue()
-        stop = threading.Event()
-
-        def decode_loop():
-            # epoch -> probabilities (-> summed over the burst) -> image request, off the display thread
-            while not stop.is_set():
-                try:
-                    ep = online.get(timeout=0.05)
-                except queue.Empty:
-                    continue
-                if ep.trial not in owner:
-                    continue
-                t_trial = owner[ep.trial]
-                p = decoder.predict(ep)
-                if per_trial > 1:
-                    got_ps = evidence.setdefault(t_trial, [])
-                    got_ps.append(p)
-                    if len(got_ps) < per_trial:
-                        continue
-                    logp = {c: float(sum(np.log(max(q[c], 1e-12)) for q in got_ps)) for c in p}
-                    top = max(logp.values())
-                    z = sum(np.exp(v - top) for v in logp.values())
-                    p = {c: float(np.exp(v - top) / z) for c, v in logp.items()}  # the burst's posterior
-                t_p = local_clock()
-                pr = max(p, key=p.get)
-                img = None
-                if bank is not None:
-                    img = bank.get(pr)
-                elif picker is not None:
-                    img = picker.get(pr)
-                else:
-                    worker.submit(t_trial, pr, fb.seed + t_trial)
-                decoded.put((t_trial, ep, p, t_p, img))
-
-        decoder_thread = threading.Thread(target=decode_loop, name="eegloop-decode", daemon=True)
-        decoder_thread.start()
-        n_img = pres.frames_per_image
-        n_show = max(1, int(round(fb.display_s * pres.frame_rate)))
-        timeout = protocol.epochs.tmax + protocol.epochs.margin_s + 3.0
-        px = protocol.paradigm.screen.image_size_px
-        # every cue is loaded before the block and every bank image uploaded once: no disk access
-        # or texture upload sits between an epoch and its feedback image
-        cues = [[visual.ImageStim(pres.win, image=str(st.path), size=(px, px), units="pix") for st in pt.images]
-                for pt in plan]
-        shown_stims: dict[int, object] = {}
-        if bank is not None:
-            for imgs in bank.images.values():
-                for gi in imgs:
-                    shown_stims[id(gi.image)] = visual.ImageStim(pres.win, image=gi.image, size=(px, px), units="pix")
-        pres.push_on_flip("block_start", run=run_index, block=block, feedback=True, mode=mode)
-        pres.flip()
-        for k, pt in enumerate(plan):
-            trial, cls = pt.trial, pt.class_id
-            # the cue (or the burst): stimulus images back to back, each marked like any stimulus
-            for cue, stim, image_trial in zip(cues[k], pt.images, pt.image_trials):
-                for f in range(n_img):
-                    cue.draw()
-                    pres.fixation.draw()
-                    if f == 0:
-                        pres.push_on_flip("stim_on", run=run_index, block=block, trial=image_trial,
-                                          **{"class": cls}, image=stim.path.name, feedback=True,
-                                          feedback_trial=trial)
-                    pres.flip()
-            # wait for the epoch (decoded in a worker the moment it is complete); keep flipping
-            t_wait = time.monotonic()
-            epoch = probs = t_probs = got = None
-            while True:
-                pres.wait_for_frame_or(lambda: not decoded.empty() or (
-                    worker is not None and not worker.results.empty()))
-                pres.fixation.draw()
-                while not decoded.empty():
-                    d_trial, d_epoch, d_probs, d_t, d_got = decoded.get_nowait()
-                    if d_trial == trial:
-                        epoch, probs, t_probs, got = d_epoch, d_probs, d_t, d_got
-                if worker is not None and probs is not None and got is None and not worker.results.empty():
-                    _key, res = worker.results.get_nowait()
-                    if isinstance(res, Exception):
-                        raise EegloopError(f"generation failed: {res}")
-                    got = res
-                if got is not None:
-                    break
-                if time.monotonic() - t_wait > timeout + (60 if worker is not None else 0):
-                    break
-                pres.flip()
-                pres._check_keys()
-            if epoch is None or got is None:
-                logger.warning("feedback trial %d: no %s in time; skipped", trial, "epoch" if epoch is None else "image")
-                rows.append(dict(trial=trial, true_class=cls, missing=True))
-                continue
-            # show the image of the decoded class at the next flip
-            pred = max(probs, key=probs.get)
-            if got.source == "generated":
-                got.path = str(img_dir / f"trial-{trial:04d}_{pred}.png")
-                got.image.save(got.path)
-            fbim = shown_stims.get(id(got.image)) or visual.ImageStim(pres.win, image=got.image, size=(px, px),
-                                                                      units="pix")
-            fbim.draw()
-            pres.push_on_flip("fb_image_on", trial=trial, predicted=pred, **{"class": cls}, source=got.source)
-            t_on = pres.flip()
-            for _ in range(n_show - 1):
-                fbim.draw()
-                pres.flip()
-            pres.fixation.draw()
-            pres.flip()
-            t0 = epoch.ready_lsl
-            lat = {"epoch_complete_lsl": t0, "probs_lsl": t_probs, "image_ready_lsl": got.ready_lsl,
-                   "on_screen_lsl": t_on, "decode_ms": (t_probs - t0) * 1000,
-                   "image_ready_ms": (max(got.ready_lsl, t_probs) - t0) * 1000, "to_screen_ms": (t_on - t0) * 1000}
-            if per_trial > 1:
-                lat["epochs"] = per_trial
-            row = dict(trial=trial, true_class=cls, predicted=pred, probabilities=probs, image_path=got.path,
-                       seed=got.seed, latencies=lat, missing=False)
-            rows.append(row)
-            db.add_feedback_trial(session_id, model_id=model_id, trial=trial, mode=mode, probabilities=probs,
-                                  predicted_class=pred, true_class=cls,
-                                  image_path=db.relpath(got.path) if got.path else None, seed=got.seed,
-                                  latencies=lat)
-            BUS.publish(FeedbackTrial(k + 1, n_trials, trial, cls, pred, float(probs[pred]), got.path,
-                                      {x: round(float(v), 2) for x, v in lat.items() if x.endswith("_ms")},
-                                      len(probs)))
-            say(f"feedback {k + 1}/{n_trials}: shown {cls}, decoded {pred} (p={probs[pred]:.2f}) "
-                f"{'✓' if pred == cls else '✗'}  decode {lat['decode_ms']:.1f} ms, image {lat['image_ready_ms']:.1f} ms,"
-                f" on screen {lat['to_screen_ms']:.1f} ms")
-        pres.push_on_flip("block_end", run=run_index, block=block, feedback=True)
-        pres.flip()
+        worker.start()
+        _trials(protocol, pres, plan, worker, source, run_index, mode, rows, say,
+                lambda row, lat, k: _log_trial(db, session_id, model_id, mode, row, k, n_trials, say))
     except Aborted:
         say("feedback aborted by the operator; trials so far are kept")
     finally:
         unhook_abort()
         # each step runs even if one before it raises: the recording is always flushed
         try:
-            if "stop" in locals():
-                stop.set()
-                decoder_thread.join(2)
+            worker.stop()
             if own_window:
                 pres.close()
         finally:
@@ -342,23 +324,101 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
                 rec.stop()
             finally:
                 rig.close()  # the simulator and an outlet of its own (the recorder is stopped already)
-                if worker is not None:
-                    worker.close()
+                source.close()
+    return _result(db, session_id, model_id, mode, fb, rows, source.warmup_s, pres.frame_rate, len(decoder.classes))
+
+
+def _trials(protocol, pres, plan, worker: DecodeWorker, source: ImageSource, run_index, mode, rows, say, log):
+    """The block on screen: each trial's cue (or burst), fixation while its epoch is decoded and its image made,
+    then the image of the decoded class at the next flip. Appends each trial's row to ``rows``."""
+    fb = protocol.feedback
+    block = 10_000 + run_index  # feedback blocks are numbered apart from the recording's
+    n_img = pres.frames_per_image
+    n_show = max(1, int(round(fb.display_s * pres.frame_rate)))
+    timeout = protocol.epochs.tmax + protocol.epochs.margin_s + 3.0 + (60 if source.live else 0)
+    # every cue is loaded before the block and every bank image uploaded once: no disk access
+    # or texture upload sits between an epoch and its feedback image
+    cues = [[pres.image_stim(st.path) for st in pt.images] for pt in plan]
+    shown = {id(gi.image): pres.image_stim(gi.image) for gi in source.preloaded()}
+    pres.push_on_flip("block_start", run=run_index, block=block, feedback=True, mode=mode)
+    pres.flip()
+    for k, pt in enumerate(plan):
+        trial, cls = pt.trial, pt.class_id
+        # the cue (or the burst): stimulus images back to back, each marked like any stimulus
+        for cue, stim, image_trial in zip(cues[k], pt.images, pt.image_trials):
+            pres.show_stim(cue, n_img, "stim_on", run=run_index, block=block, trial=image_trial,
+                           **{"class": cls}, image=stim.path.name, feedback=True, feedback_trial=trial)
+        # wait for the epoch (decoded in the worker the moment it is complete) and its image; keep flipping
+        got: dict = {}
+
+        def ready() -> bool:
+            while not worker.decoded.empty():
+                d = worker.decoded.get_nowait()
+                if d.trial == trial:
+                    got["d"] = d
+            d = got.get("d")
+            if d is not None and d.image is None:
+                d.image = source.poll(trial)
+            return d is not None and d.image is not None
+
+        if not pres.hold_fixation_until(ready, timeout):
+            what = "epoch" if "d" not in got else "image"
+            logger.warning("feedback trial %d: no %s in time; skipped", trial, what)
+            rows.append(dict(trial=trial, true_class=cls, missing=True))
+            continue
+        d = got["d"]
+        pred = max(d.probs, key=d.probs.get)
+        img = d.image
+        source.keep(img, trial, pred)
+        stim = shown.get(id(img.image)) or pres.image_stim(img.image)
+        t_on = pres.show_stim(stim, n_show, "fb_image_on", fixation=False, trial=trial, predicted=pred,
+                              **{"class": cls}, source=img.source)
+        pres.fixation.draw()
+        pres.flip()
+        t0 = d.epoch.ready_lsl
+        lat = {"epoch_complete_lsl": t0, "probs_lsl": d.t_probs, "image_ready_lsl": img.ready_lsl,
+               "on_screen_lsl": t_on, "decode_ms": (d.t_probs - t0) * 1000,
+               "image_ready_ms": (max(img.ready_lsl, d.t_probs) - t0) * 1000, "to_screen_ms": (t_on - t0) * 1000}
+        if fb.images_per_trial > 1:
+            lat["epochs"] = fb.images_per_trial
+        row = dict(trial=trial, true_class=cls, predicted=pred, probabilities=d.probs, image_path=img.path,
+                   seed=img.seed, latencies=lat, missing=False)
+        rows.append(row)
+        log(row, lat, k)
+    pres.push_on_flip("block_end", run=run_index, block=block, feedback=True)
+    pres.flip()
+
+
+def _log_trial(db, session_id, model_id, mode, row, k, n_trials, say) -> None:
+    """A shown trial: into the database, onto the bus (the console), and one progress line."""
+    from ..bus import BUS, FeedbackTrial
+
+    probs, pred, cls, lat = row["probabilities"], row["predicted"], row["true_class"], row["latencies"]
+    db.add_feedback_trial(session_id, model_id=model_id, trial=row["trial"], mode=mode, probabilities=probs,
+                          predicted_class=pred, true_class=cls,
+                          image_path=db.relpath(row["image_path"]) if row["image_path"] else None,
+                          seed=row["seed"], latencies=lat)
+    BUS.publish(FeedbackTrial(k + 1, n_trials, row["trial"], cls, pred, float(probs[pred]), row["image_path"],
+                              {x: round(float(v), 2) for x, v in lat.items() if x.endswith("_ms")}, len(probs)))
+    say(f"feedback {k + 1}/{n_trials}: shown {cls}, decoded {pred} (p={probs[pred]:.2f}) "
+        f"{'✓' if pred == cls else '✗'}  decode {lat['decode_ms']:.1f} ms, image {lat['image_ready_ms']:.1f} ms,"
+        f" on screen {lat['to_screen_ms']:.1f} ms")
+
+
+def _result(db, session_id, model_id, mode, fb, rows, warmup_s, frame_rate, n_classes) -> FeedbackResult:
     done = [r for r in rows if not r["missing"]]
 
     def stat(key):
         v = np.array([r["latencies"][key] for r in done]) if done else np.array([np.nan])
         return {"median": float(np.median(v)), "p95": float(np.percentile(v, 95))}
 
-    per_trial = fb.images_per_trial
     res = FeedbackResult(session_id=session_id, model_id=model_id, mode=mode, trials=len(done),
                          correct=sum(r["predicted"] == r["true_class"] for r in done),
                          missing=len(rows) - len(done),
                          latency_ms={k: stat(k) for k in ("decode_ms", "image_ready_ms", "to_screen_ms")},
-                         warmup_s=warm, frame_rate_hz=pres.frame_rate, n_classes=len(decoder.classes),
-                         rows=rows)
+                         warmup_s=warmup_s, frame_rate_hz=frame_rate, n_classes=n_classes, rows=rows)
     db.set_session_status(session_id, "feedback-done",
-                          feedback={"mode": mode, "format": fb.format, "images_per_trial": per_trial,
+                          feedback={"mode": mode, "format": fb.format, "images_per_trial": fb.images_per_trial,
                                     "trials": res.trials, "correct": res.correct,
                                     "latency_ms": res.latency_ms, "model_id": model_id})
     return res

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -272,7 +273,9 @@ class Presenter:
     def push_now(self, event: str, **fields) -> None:
         self._push(event, fields)
 
-    def _check_keys(self) -> list[str]:
+    def check_keys(self) -> list[str]:
+        """The keys pressed since the last check (escape, space); raises :class:`Aborted` on Escape or on an
+        abort requested by the operator (:meth:`request_abort`)."""
         from psychopy import event
 
         keys = event.getKeys(keyList=["escape", "space"])
@@ -285,6 +288,44 @@ class Presenter:
     def request_abort(self) -> None:
         self._abort = True
 
+    # -- building blocks for other loops (the feedback block) ----------------------
+    def image_stim(self, image):
+        """A stimulus of ``image`` (a path or a PIL image) at the paradigm's size, centred."""
+        from psychopy import visual
+
+        px = self.p.screen.image_size_px
+        return visual.ImageStim(self.win, image=str(image) if isinstance(image, Path) else image, size=(px, px),
+                                units="pix")
+
+    def show_stim(self, stim, frames: int, event: str | None = None, fixation: bool = True, **fields) -> float:
+        """Draw ``stim`` for ``frames`` flips (the fixation cross on top), the marker ``event`` locked to the
+        first; returns that flip's LSL time."""
+        t_first = float("nan")
+        for f in range(max(1, frames)):
+            stim.draw()
+            if fixation:
+                self.fixation.draw()
+            if f == 0 and event:
+                self.push_on_flip(event, **fields)
+            t = self.flip()
+            if f == 0:
+                t_first = t
+        return t_first
+
+    def hold_fixation_until(self, ready: Callable[[], bool], timeout_s: float) -> bool:
+        """Keep the fixation cross on screen, flipping at the frame rate and checking keys, until ``ready()``
+        (True) or ``timeout_s`` (False). ``ready`` is asked as late as possible before each flip."""
+        t0 = time.monotonic()
+        while True:
+            self.wait_for_frame_or(ready)
+            if ready():
+                return True
+            if time.monotonic() - t0 > timeout_s:
+                return False
+            self.fixation.draw()
+            self.flip()
+            self.check_keys()
+
     # -- screens -----------------------------------------------------------------
     def show_text(self, text: str, wait_space: bool = False, duration: float | None = None) -> None:
         """Show a message until space (if asked) or for ``duration`` seconds."""
@@ -296,7 +337,7 @@ class Presenter:
         while True:
             self.text.draw()
             self.flip()
-            keys = self._check_keys()
+            keys = self.check_keys()
             if wait_space and "space" in keys:
                 return
             if duration is not None and self._core.getTime() - t0 >= duration:
@@ -332,7 +373,7 @@ class Presenter:
             self.text.text = f"Rest\n\n{int(np.ceil(left))}"
             self.text.draw()
             self.flip()
-            self._check_keys()
+            self.check_keys()
             if not loaded:
                 self.preload(next_block)
                 loaded = True
@@ -393,7 +434,7 @@ class Presenter:
                         markers.append(self.marker_log[-1][1])
                     checks += 1
                     if checks % 8 == 0:  # Escape is looked for every 8 frames, whatever the image length
-                        self._check_keys()
+                        self.check_keys()
                 drops.append(self.dropped_frames - d0)
         except (Aborted, RecordingFailed) as exc:
             # what was shown of the block is timed (up to now) and travels with the exception
@@ -430,7 +471,7 @@ class Presenter:
                     onsets.append(t)
                 checks += 1
                 if checks % 8 == 0:
-                    self._check_keys()
+                    self.check_keys()
         self.flip()
         return onsets
 
