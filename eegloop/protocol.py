@@ -244,6 +244,9 @@ class TrainingConfig:
     precision: Literal["auto", "fp32", "bf16"] = _f(
         "auto", doc="auto: where the hardware has bfloat16 (CUDA, CPUs with AMX/AVX512-BF16), a few training steps "
                     "are timed both ways and the faster is used; else fp32")
+    budget_s: float = _f(60.0, ge=0, le=86_400, doc="quick-train's time budget in seconds, everything included: "
+                         "the network's epochs are planned from the measured seconds per epoch and training stops "
+                         "at the budget with the best weights so far, saying so; 0: no limit")
     quick_train_after_min: Optional[float] = _f(
         None, gt=0, le=1440, doc="start the quick-train after this many minutes of data; null: after the recording runs"
     )

@@ -173,7 +173,12 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
         every = np.arange(len(es))
         fitted = fit_method(method, es, feats, every, every, protocol)
     else:
-        fitted = fit_method(method, es, feats, tr, va, protocol, tl, progress=progress, seed=protocol.training.seed)
+        budget = protocol.training.budget_s
+        left = None
+        if budget > 0:  # what the selection, teacher and features left of the budget (never under a tenth of it)
+            left = max(budget - (time.perf_counter() - t0), 0.1 * budget)
+        fitted = fit_method(method, es, feats, tr, va, protocol, tl, progress=progress, seed=protocol.training.seed,
+                            max_seconds=left)
         held = scores(es.y[va], fitted.predict(X[va], len(es.classes)))
     ch = chance_levels(es.subset(va))
     info = fitted.info
@@ -184,6 +189,7 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
                "selection": sel.to_json(), "rejection": rejection.to_json(), "feedback_cues_held_out": n_cues,
                "n_train": int(len(tr)), "n_heldout": int(len(va)),
                "epochs_run": info.get("epochs_run"), "best_epoch": info.get("best_epoch"),
+               "stopped": info.get("stopped"), "budget_s": protocol.training.budget_s or None,
                "alpha": info.get("alpha"), "teacher_top1": teacher.accuracy if teacher else None,
                "seconds": round(time.perf_counter() - t0, 2), "device": info.get("device", "cpu"),
                "threads": info.get("threads"), "precision": info.get("precision", "fp64"),

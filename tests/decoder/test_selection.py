@@ -98,6 +98,32 @@ def test_quick_train_pipeline_decodes_online_like_offline(tmp_path):
         np.testing.assert_allclose(list(p.values()), offline[i], rtol=1e-6, atol=1e-9)
 
 
+def test_quick_train_keeps_its_time_budget(tmp_path):
+    """training.budget_s bounds the whole quick-train: the epochs are planned from the measured pace, training
+    stops at the budget with the best weights, and the model's metrics say so; budget 0 trains every epoch."""
+    from eegloop.database import Database
+    from eegloop.recorder.importers import import_epochset
+
+    proto = sim_protocol(decoder={"model": "kd_erp"}, training={"max_epochs": 5000, "patience": 5000,
+                                                                "budget_s": 3})
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
+    db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
+    import_epochset(db, "S1", proto, es, source="sim")
+    # budget 0: no limit (this first fit also pays the process's one-time costs: imports, the precision check)
+    full = quick_train(db, "S1", protocol=sim_protocol(decoder={"model": "kd_erp"},
+                                                         training={"max_epochs": 3, "patience": 10, "budget_s": 0}),
+                       progress=False)
+    assert full.metrics["stopped"] == "max_epochs" and full.metrics["epochs_run"] == 3
+    seen = []
+    tm = quick_train(db, "S1", protocol=proto, progress=seen.append)
+    assert tm.metrics["stopped"] == "time_budget" and tm.metrics["budget_s"] == 3
+    assert tm.metrics["seconds"] < 3 + 1.5  # the budget, plus the last epoch, its validation and the scoring
+    assert 1 <= tm.metrics["epochs_run"] < 5000 and len(seen) == tm.metrics["epochs_run"]
+    # the plan: every epoch's record says how many epochs the budget holds at the pace so far, and the time left
+    assert all(r["epoch"] <= r["planned"] < 5000 and r["eta_s"] >= 0 for r in seen)
+    assert abs(seen[-1]["planned"] - seen[-1]["epoch"]) <= 1
+
+
 def test_a_model_file_with_foreign_types_is_refused(tmp_path):
     import skops.io as sio
 
