@@ -431,7 +431,8 @@ def cmd_feedback(args) -> int:
           f"(chance {1 / res.n_classes:.2f}); {res.missing} trials missing; "
           f"latency from epoch complete: decode {lat['decode_ms']['median']:.1f} ms, image "
           f"{lat['image_ready_ms']['median']:.1f} ms, on screen {lat['to_screen_ms']['median']:.1f} ms "
-          f"(p95 {lat['to_screen_ms']['p95']:.1f}); session {res.session_id}")
+          f"(p95 {lat['to_screen_ms']['p95']:.1f}); from the image's onset to its feedback on screen "
+          f"{lat['onset_to_screen_ms']['median']:.0f} ms; session {res.session_id}")
     return 0
 
 

@@ -404,13 +404,17 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
                    " The cues may be images the decoder was trained on (feedback.cue_share 0 or no stimulus "
                    "images): not an honest estimate.")
         bursts = sorted({int(f.latencies.get("epochs", 1)) for f in fts})
+        lived = [f.latencies["onset_to_screen_ms"] for f in fts if "onset_to_screen_ms" in f.latencies]
+        onset = (f". What the subject lived, from the (last) image's onset to its feedback on screen: median "
+                 f"{np.median(lived):.0f} ms (the epoch window, the filter's right margin, decoding, the image and "
+                 "a refresh)." if lived else "")
         fmt = ("one cue image a trial" if bursts == [1] else
                f"RSVP bursts of {'/'.join(map(str, bursts))} images at the training pace, decided on their "
                "summed log-probabilities")
         sec.append(f"<h2>Feedback ({_e(', '.join(map(str, modes)))} mode)</h2><p>{correct}/{len(fts)} decoded as shown "
                    f"(chance {1 / n_classes:.2f}; {fmt}).{honesty} Median latency from (the last) epoch complete: "
                    + ", ".join(f"{k.replace('_ms', '')} {np.nanmedian(d):.1f} ms" for k, d in zip(stages, data))
-                   + "</p>" + _fig(_png(fig), "feedback latency per stage (ms after the epoch was complete)"))
+                   + onset + "</p>" + _fig(_png(fig), "feedback latency per stage (ms after the epoch was complete)"))
         cells = []
         for f in fts:
             uri = _img_uri(db.abspath(f.image_path)) if f.image_path else None

@@ -386,8 +386,8 @@ def _evaluate_for_report(db: Database, subject: str, session_id: int, protocol: 
 def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = False, resume: bool = False,
               progress: Callable[[str], None] | None = print, feedback_mode: str | None = None,
               report_dir: Path | None = None, force: bool = False) -> VisitResult:
-    """A subject's visit: signal check -> record -> quick-train (automatic, while the subject rests) -> feedback
-    -> report. ``force`` records even when the signal check fails (see :func:`record_session`)."""
+    """A subject's visit: signal check -> record -> quick-train (automatic, while the subject rests; within
+    ``training.budget_s``) -> feedback -> cross-validation for the report (the subject is done) -> report. ``force`` records even when the signal check fails (see :func:`record_session`)."""
 
     import contextlib
 
@@ -406,9 +406,6 @@ def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = F
 def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir, say, session_id, done, claims,
            force=False):
     from .decoder import quick_train
-    from .feedback.generator import generator_available
-    from .feedback.loop import run_feedback
-    from .report import write_report
     from .stimuli import load_stimuli
 
     state = {"session": session_id}
@@ -423,19 +420,39 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
     trained = {"model": None, "seconds": 0.0}
 
     def train_now(pres=None):
-        if pres is not None:
-            pres.show_text("Rest for a moment.\n\nThe decoder is training.", wait_space=False, duration=0.5)
+        """The quick-train; with a window, in a thread while the subject's rest screen shows the time left."""
         say("quick-train: starting")
         BUS.publish(Phase("quick-train", "selecting and fitting the decoder", session_id=state["session"]))
         t0 = time.monotonic()
-        n_ep = protocol.training.max_epochs
-        watch = (lambda r: BUS.publish(TrainEpoch(int(r["epoch"]), n_ep, r.get("val_acc"), r.get("train_loss"))))
-        tm = quick_train(db, subject, [state["session"]], protocol=protocol,
-                         progress=watch if BUS.has_listeners else progress is not None)
+        budget = protocol.training.budget_s
+        eta: dict = {}
+
+        def watch(r):  # each training epoch: the bus (console), the rest screen, and a line every 10 epochs
+            eta["left"], eta["at"] = r.get("eta_s"), time.monotonic()
+            planned = int(r.get("planned") or protocol.training.max_epochs)
+            BUS.publish(TrainEpoch(int(r["epoch"]), planned, r.get("val_acc"), r.get("train_loss")))
+            if r["epoch"] % 10 == 0:
+                say(f"quick-train: epoch {r['epoch']}/{planned}, validation top-1 {r['val_acc']:.3f}, "
+                    f"~{_fmt(eta['left'] or 0)} left")
+
+        def rest_text():
+            if "left" in eta:  # the plan measured on the epochs so far
+                left = max((eta["left"] or 0) - (time.monotonic() - eta["at"]), 0)
+            else:  # before the first epoch: what the budget allows
+                left = max(budget - (time.monotonic() - t0), 0) if budget > 0 else None
+            when = f"about {_fmt(left)} left" if left is not None else "a moment"
+            return f"Rest for a moment.\n\nThe decoder is training: {when}."
+
+        def fit():
+            return quick_train(db, subject, [state["session"]], protocol=protocol, progress=watch)
+
+        tm = fit() if pres is None else _while_resting(pres, fit, rest_text)
         trained["model"], trained["seconds"] = tm, time.monotonic() - t0
         held = tm.metrics["heldout"]
+        stop = (f"; stopped at its {budget:g} s budget after {tm.metrics.get('epochs_run')} epochs (best weights "
+                f"kept, epoch {tm.metrics.get('best_epoch')})" if tm.metrics.get("stopped") == "time_budget" else "")
         say(f"quick-train: model {tm.model_id} in {trained['seconds']:.1f} s; held-out whole "
-            f"{tm.metrics['split']}s top-1 {held['top1']:.3f} (chance {tm.metrics['chance_top1']:.3f})")
+            f"{tm.metrics['split']}s top-1 {held['top1']:.3f} (chance {tm.metrics['chance_top1']:.3f}){stop}")
 
     def after_run(run_no, pres):
         recorded_min = run_no * minutes_per_run
@@ -454,14 +471,73 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
         say(f"session {session_id} aborted during recording: continue later with --resume")
         BUS.publish(Finished("aborted", session_id))
         return VisitResult(session_id, rec, None, 0.0, None, None, None)
-    if trained["model"] is None:
-        train_now()
+    from .paradigm.presentation import Aborted
+
+    window = None  # one window from the rest screen to the end of the feedback block
+    try:
+        if trained["model"] is None:
+            window = _rest_window(protocol)
+            try:
+                train_now(window)
+            except Aborted:
+                db.set_session_status(session_id, "trained", model_id=trained["model"].model_id,
+                                      train_seconds=trained["seconds"])
+                say(f"session {session_id}: Escape during the quick-train; the model is kept and the feedback "
+                    "block skipped (run it later with: eegloop feedback)")
+                BUS.publish(Finished("aborted", session_id))
+                return VisitResult(session_id, rec, trained["model"].model_id, trained["seconds"], None, None,
+                                   None)
+        return _feedback_and_report(protocol, subject, db, simulate, progress, feedback_mode, report_dir, say,
+                                    session_id, rec, trained, window)
+    finally:
+        if window is not None:
+            window.close()
+
+
+def _rest_window(protocol: Protocol):
+    """The subject's window between the recording and the feedback block, with its own marker outlet."""
+    from .paradigm.markers import make_marker_outlet
+    from .paradigm.presentation import Presenter
+
+    configure_lsl(protocol.amplifier.lsl_scope)
+    return Presenter(protocol, make_marker_outlet(protocol.amplifier.marker_stream_name)).open()
+
+
+def _while_resting(pres, fn, text: Callable[[], str]):
+    """``fn()`` in a thread while ``pres`` shows ``text()`` (refreshed four times a second); its result or
+    its exception. Escape in the window raises :class:`Aborted` once ``fn`` has finished."""
+    import threading
+
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            out["error"] = exc
+
+    th = threading.Thread(target=target, name="eegloop-quick-train", daemon=True)
+    th.start()
+    try:
+        while True:  # at least once: the subject always sees the rest screen
+            pres.show_text(text(), duration=0.25)
+            if not th.is_alive():
+                break
+    finally:
+        th.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def _feedback_and_report(protocol, subject, db, simulate, progress, feedback_mode, report_dir, say, session_id,
+                         rec, trained, window):
+    from .feedback.generator import generator_available
+    from .feedback.loop import run_feedback
+    from .report import write_report
+
     tm = trained["model"]
     db.set_session_status(session_id, "trained", model_id=tm.model_id, train_seconds=trained["seconds"])
-    say("cross-validating (whole blocks left out) for the report")
-    BUS.publish(Phase("evaluation", "cross-validating for the report", session_id=session_id))
-    ev = _evaluate_for_report(db, subject, session_id, protocol, say)
-    db.set_session_status(session_id, "trained", evaluation=ev)
     mode = feedback_mode or protocol.feedback.mode
     if mode in ("live", "bank") and not generator_available(protocol.feedback.generator):
         say(f"generator '{protocol.feedback.generator}' is not available locally: feedback uses mode 'stimulus' "
@@ -470,8 +546,21 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
         mode = "stimulus"
     max_trial = max((e.trial or 0 for e in db.get_events(session_id, "stim_on")), default=0)
     fb = run_feedback(protocol, subject, db, simulate=simulate, session_id=session_id, mode=mode,
-                      progress=progress, trial_offset=max_trial)
-    db.set_session_status(session_id, "completed", ended=True)  # info (model, evaluation) was merged above
+                      progress=progress, trial_offset=max_trial, presenter=window)
+    if window is not None:
+        from .paradigm.presentation import Aborted
+
+        try:
+            window.show_text("That was the last image.\n\nThank you!", duration=1.0)
+        except Aborted:
+            pass
+        window.close()  # the subject is done: nothing frozen on screen while the report is prepared
+    # the report's cross-validation runs once the subject is done: between recording and feedback the subject
+    # waits for the quick-train alone (at paper scale these folds took ~7 min on 2 cores)
+    say("cross-validating (whole blocks left out) for the report; the subject is done")
+    BUS.publish(Phase("evaluation", "cross-validating for the report", session_id=session_id))
+    ev = _evaluate_for_report(db, subject, session_id, protocol, say)
+    db.set_session_status(session_id, "completed", ended=True, evaluation=ev)  # info is merged
     BUS.publish(Phase("report", "writing the report", session_id=session_id))
     report = write_report(db, session_id, report_dir)
     say(f"report: {report}")

@@ -46,7 +46,10 @@ def test_demo_end_to_end(tmp_path, display):
     for k, sub in KEYS.items():
         if sub:
             assert set(s[k]) == sub, k
-    assert set(s["feedback"]["latency_ms"]) == {"decode_median", "image_ready_median", "to_screen_median"}
+    assert set(s["feedback"]["latency_ms"]) == {"decode_median", "image_ready_median", "to_screen_median",
+                                                "onset_to_screen_median"}
+    # from the image's onset: the epoch (tmin..tmax) and the filter's margin come before the decoding
+    assert s["feedback"]["latency_ms"]["onset_to_screen_median"] > s["feedback"]["latency_ms"]["to_screen_median"]
 
     db = Database(f"sqlite:///{out / 'eegloop.db'}", data_dir=out)
     sid = s["session_id"]
@@ -97,7 +100,7 @@ def test_demo_end_to_end(tmp_path, display):
     assert (out / "raw").is_dir() and list((out / "raw").rglob("*.vhdr"))
 
 
-def test_resume_continues_at_next_block(tmp_path, display, short_protocol):
+def test_resume_continues_at_next_block(tmp_path, display, short_protocol, monkeypatch):
     from eegloop.session import record_session, run_visit
 
     proto = short_protocol(training={"max_epochs": 5, "n_folds": 2},
@@ -115,8 +118,28 @@ def test_resume_continues_at_next_block(tmp_path, display, short_protocol):
 
     first = record_session(proto, "R1", db, simulate=True, progress=None, presenter_hook=abort_after_first_block)
     assert first.aborted and db.count_epochs(first.session_id) == 6
-    lines = []
-    visit = run_visit(proto, "R1", db, simulate=True, resume=True, progress=lines.append)
+    lines, phases, shown = [], [], []
+    from eegloop.bus import BUS, Phase
+    from eegloop.paradigm.presentation import Presenter
+
+    show_text = Presenter.show_text
+
+    def spy(self, text, *a, **kw):  # what the subject's window says (and then shows it)
+        shown.append(text)
+        return show_text(self, text, *a, **kw)
+
+    monkeypatch.setattr(Presenter, "show_text", spy)
+    unsubscribe = BUS.subscribe(lambda ev: isinstance(ev, Phase) and phases.append(ev.name))
+    try:
+        visit = run_visit(proto, "R1", db, simulate=True, resume=True, progress=lines.append)
+    finally:
+        unsubscribe()
+    # the subject waits for the quick-train alone, with the time left on the rest screen; the report's
+    # cross-validation runs after the feedback block
+    order = [phases.index(p) for p in ("quick-train", "feedback", "evaluation", "report")]
+    assert order == sorted(order), phases
+    assert any("The decoder is training: about" in t and "left" in t for t in shown), shown
+    assert shown[-1].startswith("That was the last image")
     assert visit.session_id == first.session_id
     assert any("resuming session" in line for line in lines)
     epochs = [e for e in db.get_epochs(visit.session_id) if e.block < 10_000]

@@ -19,7 +19,9 @@ number, with ``feedback_trial`` naming the trial it belongs to).
 
 Latencies, from the moment the (last) epoch was complete: ``decode_ms`` (probabilities
 ready), ``image_ready_ms`` (image available), ``to_screen_ms`` (the flip that
-showed it).
+showed it); and what the subject lives, ``onset_to_screen_ms``: from the flip that
+showed the (last) image to the flip that showed its feedback (the epoch window,
+the filter's right margin, decoding, the image and one refresh).
 """
 from __future__ import annotations
 
@@ -346,7 +348,7 @@ def _trials(protocol, pres, plan, worker: DecodeWorker, source: ImageSource, run
         trial, cls = pt.trial, pt.class_id
         # the cue (or the burst): stimulus images back to back, each marked like any stimulus
         for cue, stim, image_trial in zip(cues[k], pt.images, pt.image_trials):
-            pres.show_stim(cue, n_img, "stim_on", run=run_index, block=block, trial=image_trial,
+            t_onset = pres.show_stim(cue, n_img, "stim_on", run=run_index, block=block, trial=image_trial,
                            **{"class": cls}, image=stim.path.name, feedback=True, feedback_trial=trial)
         # wait for the epoch (decoded in the worker the moment it is complete) and its image; keep flipping
         got: dict = {}
@@ -378,7 +380,9 @@ def _trials(protocol, pres, plan, worker: DecodeWorker, source: ImageSource, run
         t0 = d.epoch.ready_lsl
         lat = {"epoch_complete_lsl": t0, "probs_lsl": d.t_probs, "image_ready_lsl": img.ready_lsl,
                "on_screen_lsl": t_on, "decode_ms": (d.t_probs - t0) * 1000,
-               "image_ready_ms": (max(img.ready_lsl, d.t_probs) - t0) * 1000, "to_screen_ms": (t_on - t0) * 1000}
+               "image_ready_ms": (max(img.ready_lsl, d.t_probs) - t0) * 1000, "to_screen_ms": (t_on - t0) * 1000,
+               # what the subject lives: from the (last) image's onset on screen to its feedback image
+               "onset_lsl": t_onset, "onset_to_screen_ms": (t_on - t_onset) * 1000}
         if fb.images_per_trial > 1:
             lat["epochs"] = fb.images_per_trial
         row = dict(trial=trial, true_class=cls, predicted=pred, probabilities=d.probs, image_path=img.path,
@@ -415,7 +419,8 @@ def _result(db, session_id, model_id, mode, fb, rows, warmup_s, frame_rate, n_cl
     res = FeedbackResult(session_id=session_id, model_id=model_id, mode=mode, trials=len(done),
                          correct=sum(r["predicted"] == r["true_class"] for r in done),
                          missing=len(rows) - len(done),
-                         latency_ms={k: stat(k) for k in ("decode_ms", "image_ready_ms", "to_screen_ms")},
+                         latency_ms={k: stat(k) for k in ("decode_ms", "image_ready_ms", "to_screen_ms",
+                                                          "onset_to_screen_ms")},
                          warmup_s=warmup_s, frame_rate_hz=frame_rate, n_classes=n_classes, rows=rows)
     db.set_session_status(session_id, "feedback-done",
                           feedback={"mode": mode, "format": fb.format, "images_per_trial": fb.images_per_trial,
