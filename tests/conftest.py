@@ -17,6 +17,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.pop("EEGLOOP_DB", None)
 os.environ.pop("EEGLOOP_DATA", None)
+# the training-settings calibration caches per machine: the tests keep theirs apart from the user's
+os.environ["EEGLOOP_CACHE_DIR"] = tempfile.mkdtemp(prefix="eegloop-tests-cache-")
 # belt and braces: any LSL use in the tests stays on this machine, even one that forgot configure_lsl()
 from eegloop.lsl import lsl_config_text  # noqa: E402 (imports no LSL library)
 

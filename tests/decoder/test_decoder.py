@@ -73,6 +73,41 @@ def test_distillation_loss():
     assert torch.isclose(mixed, 0.5 * ce + 0.5 * kd)
 
 
+def test_training_settings_are_measured_once_per_machine(tmp_path, monkeypatch):
+    """The calibration times fp32, bf16 (where the hardware has it) and channels-last training steps on this
+    machine, keeps the fastest, and caches it per machine and model shape; a cached choice is used without
+    measuring again, and a damaged cache is measured again, never trusted nor fatal."""
+    import json
+
+    from eegloop.decoder import training
+
+    monkeypatch.setenv("EEGLOOP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(training, "_MEASURED", {})
+    model = ResidualCNN(8, 4, 9, 13)
+    xb, yb = torch.randn(16, 8, 9, 13), torch.randint(0, 4, (16,))
+    first = training.calibrate(model, xb, yb, "cpu")
+    path = tmp_path / "train-settings.json"
+    (key, entry), = json.loads(path.read_text()).items()
+    assert "ResidualCNN" in key and "torch" in key  # per architecture, shape and machine
+    assert {"fp32", "fp32, channels-last"} <= set(entry["step_ms"]) and all(v > 0 for v in entry["step_ms"].values())
+    assert (entry["bf16"], entry["channels_last"]) == (first.bf16, first.channels_last)
+    # another process on this machine (nothing measured in memory) takes the cached choice as it is
+    entry["channels_last"] = not first.channels_last
+    path.write_text(json.dumps({key: entry}))
+    monkeypatch.setattr(training, "_MEASURED", {})
+    assert training.calibrate(model, xb, yb, "cpu").channels_last == (not first.channels_last)
+    # a damaged cache: measured again and rewritten whole
+    path.write_text("{not json")
+    monkeypatch.setattr(training, "_MEASURED", {})
+    again = training.calibrate(model, xb, yb, "cpu")
+    assert isinstance(again, training.TrainSettings) and key in json.loads(path.read_text())
+    # fit trains in the chosen layout and hands back a model in the default one (saved, decoded online)
+    cfg = sim_protocol().training
+    res = training.fit(ResidualCNN(8, 4, 9, 13), xb.numpy(), yb.numpy(), cfg, xb.numpy()[:8], yb.numpy()[:8],
+                       max_epochs=2)
+    assert all(p.is_contiguous() for p in res.model.parameters())
+
+
 def test_student_beats_chance_with_block_folds():
     proto = sim_protocol()
     es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
