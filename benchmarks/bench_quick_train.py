@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--max-epochs", type=int, default=None, help="override training.max_epochs")
     ap.add_argument("--whole", action="store_true", help="time eegloop's quick_train end to end (database to model)")
     ap.add_argument("--model", default="auto", help="--whole: decoder.model (auto or a pinned one)")
+    ap.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                    help="stop the fit at this many seconds with the best weights (quick-train's training.budget_s)")
     ap.add_argument("--compare", action="store_true", help="time training steps in every setting; ratios")
     ap.add_argument("--steps", type=int, default=20, help="--compare: timed steps per setting")
     ap.add_argument("--compile", action="store_true", help="--compare: also torch.compile (its compile time apart)")
@@ -91,13 +93,16 @@ def main() -> None:
         compare(args, model, X[tr], es.y[tr], t_pre, len(es))
         return
     t0 = time.perf_counter()
-    res = fit(model, X[tr], es.y[tr], proto.training, X[va], es.y[va], teacher_logits=teacher[tr], progress=True)
+    res = fit(model, X[tr], es.y[tr], proto.training, X[va], es.y[va], teacher_logits=teacher[tr], progress=True,
+              max_seconds=args.budget)
     t_fit = time.perf_counter() - t0
     out = {"seconds": round(t_pre + t_fit, 2), "preprocess_seconds": round(t_pre, 2),
            "train_seconds": round(t_fit, 2), "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
            "seconds_per_epoch": round(t_fit / max(res.epochs_run, 1), 3), "params": count_params(model),
            "device": res.device, "threads": res.threads, "precision": res.precision, "n_train": int(len(tr)), "n_val": int(len(va)),
-           "val_top1_last": round(res.history[-1]["val_acc"], 3), "input_shape": list(X.shape[1:]),
+           "val_top1_last": round(res.history[-1]["val_acc"], 3),
+           "val_top1_best": round(res.history[res.best_epoch - 1]["val_acc"], 3) if res.best_epoch else None,
+           "budget_s": args.budget, "input_shape": list(X.shape[1:]),
            "channels_last": res.channels_last, "stopped": res.stopped, "cpu": _cpu()}
     out["calibration_step_ms"] = _calibration_entry()
     step = out["calibration_step_ms"] or {}
