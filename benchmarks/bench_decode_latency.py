@@ -6,7 +6,8 @@
 Every candidate of ``decoder.model`` is saved and loaded exactly as quick-train does (networks with random
 weights, pipelines fitted on random epochs of the right shape) and decodes one 128-channel epoch through
 :class:`~eegloop.decoder.OnlineDecoder`, one thread. ``riemann`` runs at 4 classes (xDAWN covariances are
-skipped beyond 32 x 32, i.e. at 40 classes). Last line: JSON with median and p99 milliseconds per method.
+skipped beyond 32 x 32, i.e. at 40 classes). Last line: JSON with median and p99 milliseconds per method and
+ratios measured in the same run (each method against the first; preprocessing's share of each decode).
 """
 from __future__ import annotations
 
@@ -36,6 +37,14 @@ def main() -> None:
     for method in args.methods.split(","):
         out["methods"][method] = one(method, args)
         print(method, out["methods"][method], flush=True)
+    # ratios measured in this run, comparable across machines: each method against the first, and the share of
+    # the preprocessing (the same filters for every method) in each decode
+    first = next(iter(out["methods"]))
+    ref = out["methods"][first]["decode_ms_median"]
+    out["ratios"] = {f"{m} / {first}": round(v["decode_ms_median"] / ref, 3) for m, v in out["methods"].items()
+                     if m != first}
+    out["ratios"].update({f"{m} preprocessing share": round(v["preprocess_ms_median"] / v["decode_ms_median"], 3)
+                          for m, v in out["methods"].items()})
     print(json.dumps(out))
 
 

@@ -70,6 +70,7 @@ def main() -> None:
             out[mode] = {"decode_ms_median": round(lat["decode_ms"]["median"], 2),
                          "image_ready_ms_median": round(lat["image_ready_ms"]["median"], 2),
                          "to_screen_ms_median": round(lat["to_screen_ms"]["median"], 2),
+                         "onset_to_screen_ms_median": round(lat["onset_to_screen_ms"]["median"], 2),
                          "to_screen_ms_p95": round(lat["to_screen_ms"]["p95"], 2),
                          "decode_ms_p95": round(lat["decode_ms"]["p95"], 2),
                          "trials": res.trials, "missing": res.missing, "frame_rate_hz": round(res.frame_rate_hz, 2)}
@@ -77,6 +78,10 @@ def main() -> None:
         out["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
         out["generator"] = "tiny random SD pipeline" if args.generator is None else args.generator
         out["size_px"], out["steps"] = args.size, args.steps
+        out["ratios"] = {"live / bank, to screen": round(out["live"]["to_screen_ms_median"]
+                                                         / out["bank"]["to_screen_ms_median"], 3),
+                         "bank, to screen / onset to screen": round(out["bank"]["to_screen_ms_median"]
+                                                                     / out["bank"]["onset_to_screen_ms_median"], 3)}
         print(json.dumps(out))
 
 
