@@ -144,11 +144,26 @@ def resolve_stream(name: str | None, stype: str | None, timeout: float, what: st
 LSL_BASE_PORT, LSL_PORT_RANGE = 16572, 32  # liblsl's defaults, which eegloop keeps
 
 
-def lsl_ports_taken() -> int | None:
-    """How many of liblsl's UDP ports are in use on this machine (from /proc/net/udp; None where unreadable).
+def lsl_ports_taken(this_process: bool = False) -> int | None:
+    """How many of liblsl's UDP ports are in use on this machine, or by this process alone (from /proc/net/udp
+    and the process's open sockets; None where unreadable).
 
     Every outlet's service socket and every query binds one; when all are taken a new outlet falls back to a
     random port that other processes' queries reach only by chance."""
+    mine = None
+    if this_process:
+        try:
+            fds = os.listdir("/proc/self/fd")
+        except OSError:
+            return None
+        mine = set()
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # closed meanwhile (the listing's own descriptor)
+                continue
+            if link.startswith("socket:["):
+                mine.add(link[8:-1])
     ports, read = set(), False
     for table in ("/proc/net/udp", "/proc/net/udp6"):
         try:
@@ -158,11 +173,13 @@ def lsl_ports_taken() -> int | None:
             continue
         read = True
         for row in rows:
+            f = row.split()
             try:
-                port = int(row.split()[1].rsplit(":", 1)[1], 16)
+                port = int(f[1].rsplit(":", 1)[1], 16)
             except (IndexError, ValueError):
                 continue
-            if LSL_BASE_PORT <= port < LSL_BASE_PORT + LSL_PORT_RANGE:
+            if LSL_BASE_PORT <= port < LSL_BASE_PORT + LSL_PORT_RANGE and (mine is None or
+                                                                           (len(f) > 9 and f[9] in mine)):
                 ports.add(port)
     return len(ports) if read else None
 
