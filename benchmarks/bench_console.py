@@ -110,6 +110,8 @@ def main() -> None:
            "console_share_percent": round(with_console - base, 1),
            "console_threads_cpu_percent": round(own, 1), "sample_tap_cpu_percent": round(tap["s"] / el * 100, 2),
            "trace_updates_per_s": round((u1 - u0) / el, 1), "lost_samples": stats.lost_samples}
+    out["ratios"] = {"process CPU with / without the console": round(with_console / max(base, 1e-9), 3),
+                     "console threads / console share": round(own / max(with_console - base, 1e-9), 3)}
     print(f"CPU {out['cpu']}: process {base:.1f} % of a core without the console, {with_console:.1f} % with it "
           f"(console share {out['console_share_percent']} %; its threads {out['console_threads_cpu_percent']} %, "
           f"its sample tap {out['sample_tap_cpu_percent']} %); traces updated {out['trace_updates_per_s']} times "

@@ -81,6 +81,16 @@ def main() -> None:
         "marker_minus_flip_ms_max": round(float(max(mmf)), 4) if mmf else None,
         "console": bool(args.console), **({"console_lost_samples": lost} if args.console else {}),
     }
+    from _common import cpu_name  # benchmarks/ is on sys.path when a script runs
+
+    out["cpu"] = cpu_name()
+    # ratios measured in this run, comparable across machines: frames dropped per image, the worst duration error
+    # in frames, the worst marker-to-flip time in frames
+    frame_ms = 1000 / pres.frame_rate
+    out["ratios"] = {"dropped frames / images": round(out["dropped_frames"] / max(len(timings), 1), 4),
+                     "max duration error / frame": round(out["stim_duration_ms_max_abs_error"] / frame_ms, 4),
+                     **({"max marker - flip / frame": round(out["marker_minus_flip_ms_max"] / frame_ms, 5)}
+                        if mmf else {})}
     print(json.dumps(out))
 
 

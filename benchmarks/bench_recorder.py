@@ -64,6 +64,14 @@ def main() -> None:
         "max_gap_ms": round(stats.max_gap_ms, 3), "max_pull_interval_ms": round(stats.max_pull_interval_ms, 1),
         "stalls": len(stats.stalls), "raw_bytes": size,
     }
+    from _common import cpu_name  # benchmarks/ is on sys.path when a script runs
+
+    out["cpu"] = cpu_name()
+    # ratios measured in this run, comparable across machines
+    n = max(stats.samples_received, 1)
+    out["ratios"] = {"received / expected": round(stats.samples_received / max(stats.samples_expected, 1), 6),
+                     "received / (wall seconds x sfreq)": round(n / ((t1 - t0) * args.sfreq), 4),
+                     "recorder thread / process CPU": round(out["recorder_thread_cpu_percent"] / max(cpu, 1e-9), 3)}
     print(json.dumps(out))
 
 
