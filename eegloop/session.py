@@ -443,11 +443,12 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
             when = f"about {_fmt(left)} left" if left is not None else "a moment"
             return f"Rest for a moment.\n\nThe decoder is training: {when}."
 
-        def fit():
-            return quick_train(db, subject, [state["session"]], protocol=protocol, progress=watch)
+        def fit():  # the model is kept here too: Escape on the rest screen must not lose a finished training
+            tm = quick_train(db, subject, [state["session"]], protocol=protocol, progress=watch)
+            trained["model"], trained["seconds"] = tm, time.monotonic() - t0
+            return tm
 
         tm = fit() if pres is None else _while_resting(pres, fit, rest_text)
-        trained["model"], trained["seconds"] = tm, time.monotonic() - t0
         held = tm.metrics["heldout"]
         stop = (f"; stopped at its {budget:g} s budget after {tm.metrics.get('epochs_run')} epochs (best weights "
                 f"kept, epoch {tm.metrics.get('best_epoch')})" if tm.metrics.get("stopped") == "time_budget" else "")
@@ -477,9 +478,12 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
     try:
         if trained["model"] is None:
             window = _rest_window(protocol)
+            unhook_abort = CONTROLS.on_abort(window.request_abort)  # the console's abort button, as Escape
             try:
                 train_now(window)
             except Aborted:
+                if trained["model"] is None:  # nothing trained to keep: the abort goes up as it is
+                    raise
                 db.set_session_status(session_id, "trained", model_id=trained["model"].model_id,
                                       train_seconds=trained["seconds"])
                 say(f"session {session_id}: Escape during the quick-train; the model is kept and the feedback "
@@ -491,6 +495,7 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
                                     session_id, rec, trained, window)
     finally:
         if window is not None:
+            unhook_abort()
             window.close()
 
 

@@ -150,6 +150,35 @@ def test_resume_continues_at_next_block(tmp_path, display, short_protocol, monke
         run_visit(proto, "R1", db, simulate=True, resume=True, progress=None)
 
 
+def test_abort_during_the_quick_train_keeps_the_model(tmp_path, display, short_protocol):
+    """The console's abort button (or Escape) on the rest screen: the training finishes, its model is kept and
+    registered with the session, the feedback block is skipped, and the visit ends as aborted."""
+    from eegloop.bus import BUS, CONTROLS, Finished, Phase
+    from eegloop.session import run_visit
+
+    proto = short_protocol(training={"max_epochs": 5, "n_folds": 2},
+                           feedback={"trials": 2, "mode": "stimulus", "display_s": 0.1})
+    db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
+    ends = []
+
+    def on_event(ev):
+        if isinstance(ev, Phase) and ev.name == "quick-train":
+            CONTROLS.abort()
+        elif isinstance(ev, Finished):
+            ends.append(ev.status)
+
+    unsubscribe = BUS.subscribe(on_event)
+    try:
+        visit = run_visit(proto, "Q1", db, simulate=True, progress=None)
+    finally:
+        unsubscribe()
+        CONTROLS.reset()
+    assert visit.model_id is not None and visit.feedback is None and visit.report is None
+    info = db.get_session(visit.session_id)
+    assert info.status == "trained" and info.info["model_id"] == visit.model_id
+    assert db.get_feedback_trials(visit.session_id) == [] and ends[-1] == "aborted"
+
+
 def test_a_failing_signal_check_stops_the_visit_unless_forced(tmp_path, display, short_protocol):
     """A flat electrode: `record` refuses before anything is stored (one line, exit 2); with --force it records,
     stores the check with the session and draws it in the report. The same visit carries a photodiode (a misc
