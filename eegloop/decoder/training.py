@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._logging import logger
+from .._machine import cpu_flags, cpu_model
 from ..protocol import TrainingConfig
 
 __all__ = ["distillation_loss", "fit", "TrainResult", "TrainSettings", "calibrate", "pick_device", "predict_proba"]
@@ -33,11 +34,7 @@ def use_bf16(precision: str, device: str) -> bool:
         return precision == "bf16"
     if device == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 _MEASURED: dict = {}
@@ -67,14 +64,8 @@ def _cache_file() -> Optional[str]:
 
 def _machine() -> str:
     """What the measurement depends on besides the model: the CPU (or GPU), torch, the thread count."""
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
-    except OSError:
-        pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
-    return f"{cpu}|{gpu}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    return f"{cpu_model()}|{gpu}|torch {torch.__version__}|{torch.get_num_threads()} threads"
 
 
 def _cached(key: str) -> Optional[TrainSettings]:
