@@ -43,6 +43,7 @@ __all__ = [
     "PreprocessingConfig",
     "TeacherConfig",
     "TrainingConfig",
+    "EncoderConfig",
     "DecoderConfig",
     "FeedbackConfig",
     "SignalCheckConfig",
@@ -150,6 +151,11 @@ class SimulateConfig:
     display_latency_ms: float = _f(0.0, ge=0, le=1000, doc="delay from a flip's marker to light on the screen: "
                                                           "the photodiode and the brain's response both follow it")
     display_jitter_ms: float = _f(0.0, ge=0, le=100, doc="trial-to-trial standard deviation of that delay")
+    embedding_signal: float = _f(
+        0.0, ge=0, le=1000, doc="image-embedding response, relative to snr: each image also evokes a fixed random "
+                                "linear projection of its CLIP embedding (the teacher's model, or the tiny random "
+                                "CLIP when its weights are not here), so unseen images can be identified (zero-shot); "
+                                "0: off. class_signal: 0 removes it too")
 
     def __hash__(self) -> int:  # a cache key of the simulator's responses: the channel lists count as tuples
         return hash(tuple(tuple(v) if isinstance(v, list) else v
@@ -226,6 +232,29 @@ class TeacherConfig:
     enabled: bool = _f(True, doc="use knowledge distillation; false: plain cross-entropy")
     model: str = _f("ViT-B-32", doc="open_clip model name, or 'local-dir:PATH'")
     pretrained: Optional[str] = _f("openai", doc="open_clip pretrained tag or a local checkpoint path")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The EEG -> image-embedding encoder (zero-shot decoding, retrieve/embedding feedback)."""
+
+    enabled: bool = _f(False, doc="train the encoder in quick-train (on automatically for feedback modes retrieve "
+                                  "and embedding); its targets are the teacher's CLIP image embeddings")
+    filters: int = _f(40, ge=1, le=4096, doc="spatial filters (virtual channels) of the temporal-spatial convolution")
+    attention_dim: int = _f(32, ge=0, le=4096, doc="size of the channel-attention keys; 0: no channel attention")
+    hidden: int = _f(512, ge=8, le=16384, doc="width of the projection head")
+    dropout: float = _f(0.3, ge=0, lt=1, doc="dropout")
+    mse_weight: float = _f(0.0, ge=0, le=1000, doc="weight of an MSE term between predicted and target embeddings, "
+                                                   "added to the contrastive loss")
+    temperature: float = _f(0.07, gt=0, le=10, doc="initial temperature of the contrastive loss (learned)")
+    lr: float = _f(1e-3, gt=0, le=10, doc="AdamW learning rate")
+    weight_decay: float = _f(0.01, ge=0, le=10, doc="AdamW weight decay")
+    batch_size: int = _f(128, ge=2, le=65536, doc="batch size (the contrastive loss compares within a batch)")
+    max_epochs: int = _f(60, ge=1, le=100_000, doc="maximum training epochs")
+    patience: int = _f(10, ge=1, le=100_000, doc="early stopping patience on the held-out blocks' loss, epochs")
+    budget_s: float = _f(60.0, ge=0, le=86_400, doc="time budget of the encoder's training, seconds; 0: no limit")
+    test_share: float = _f(0.25, gt=0, lt=1, doc="evaluate --zero-shot: share of classes held out (when the data do "
+                                                 "not name their test classes)")
 
 
 @dataclass(frozen=True)
@@ -325,9 +354,17 @@ class FeedbackConfig:
     guidance: float = _f(0.0, ge=0, le=100, doc="classifier-free guidance scale")
     size_px: int = _f(512, ge=8, le=16384, doc="generated image edge, pixels")
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = _f("auto", doc="auto: fp16 on CUDA, fp32 on CPU")
-    mode: Literal["live", "bank", "stimulus"] = _f(
-        "bank", doc="live: generate per trial; bank: pre-generate per class; stimulus: show a held-out image"
+    mode: Literal["live", "bank", "stimulus", "retrieve", "embedding"] = _f(
+        "bank", doc="live: generate per trial; bank: pre-generate per class; stimulus: show a held-out image; "
+                    "retrieve: the image nearest to the decoded CLIP embedding (encoder) among retrieve_folder's; "
+                    "embedding: an image generated from the decoded embedding (embedding_generator)"
     )
+    retrieve_folder: Optional[str] = _f(
+        None, doc="retrieve: folder of candidate images at any depth, of any classes (trained or never trained); "
+                  "null: the stimulus images")
+    embedding_generator: Optional[str] = _f(
+        None, doc="embedding: a diffusers pipeline that takes image embeddings (Stable unCLIP: a local folder or a "
+                  "cached hub id); its image-embedding size must match the teacher's CLIP")
     bank_per_class: int = _f(4, ge=1, le=1000, doc="images per class in bank mode")
     cue_share: float = _f(0.1, ge=0, le=0.5, doc="share of each class's images kept out of quick-train and used as "
                                                  "the feedback cues, so feedback accuracy is an honest online "
@@ -394,6 +431,7 @@ class Protocol:
     preprocessing: PreprocessingConfig = _f(factory=PreprocessingConfig)
     teacher: TeacherConfig = _f(factory=TeacherConfig)
     training: TrainingConfig = _f(factory=TrainingConfig)
+    encoder: EncoderConfig = _f(factory=EncoderConfig)
     decoder: DecoderConfig = _f(factory=DecoderConfig)
     feedback: FeedbackConfig = _f(factory=FeedbackConfig)
     signal_check: SignalCheckConfig = _f(factory=SignalCheckConfig)

@@ -18,7 +18,7 @@ import numpy as np
 
 from .database import Database
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "write_zero_shot_report"]
 
 
 def _png(fig) -> str:
@@ -411,8 +411,16 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
         fmt = ("one cue image a trial" if bursts == [1] else
                f"RSVP bursts of {'/'.join(map(str, bursts))} images at the training pace, decided on their "
                "summed log-probabilities")
-        sec.append(f"<h2>Feedback ({_e(', '.join(map(str, modes)))} mode)</h2><p>{correct}/{len(fts)} decoded as shown "
-                   f"(chance {1 / n_classes:.2f}; {fmt}).{honesty} Median latency from (the last) epoch complete: "
+        rets = [f.latencies.get("retrieval") for f in fts]
+        judged = f"{correct}/{len(fts)} decoded as shown (chance {1 / n_classes:.2f}; {fmt})."
+        if any(rets):  # retrieve/embedding: the nearest image's class, where it can be judged
+            scored = [f for f, r in zip(fts, rets) if r and r.get("scored", True)]
+            labelled = [c for c in fts[0].probabilities if c != "(unlabelled)"]
+            judged = (f"{sum(f.predicted_class == f.true_class for f in scored)}/{len(scored)} nearest images of the "
+                      f"shown class (chance {1 / max(len(labelled), 1):.2f} over {len(labelled)} classes; trials whose "
+                      f"nearest image is of a class never trained are not judged: {len(fts) - len(scored)}; {fmt}).")
+        sec.append(f"<h2>Feedback ({_e(', '.join(map(str, modes)))} mode)</h2><p>{judged}"
+                   f"{honesty} Median latency from (the last) epoch complete: "
                    + ", ".join(f"{k.replace('_ms', '')} {np.nanmedian(d):.1f} ms" for k, d in zip(stages, data))
                    + onset + "</p>" + _fig(_png(fig), "feedback latency per stage (ms after the epoch was complete)"))
         cells = []
@@ -424,6 +432,26 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
                          f"</b><br>decoded <b>{_e(f.predicted_class)}</b> "
                          f"({f.probabilities[f.predicted_class]:.2f})</div>")
         sec.append("<div class='grid'>" + "".join(cells) + "</div>")
+        ex = []
+        for f, r in list(zip(fts, rets))[:6]:
+            if not r:
+                continue
+
+            def thumb(path, label, style=""):
+                uri = _img_uri(Path(path), 96) if path else None
+                img = f"<img src='{uri}' style='{style}'>" if uri else "<div class='noimg'>no image</div>"
+                return f"<div class='cell'>{img}<br>{label}</div>"
+
+            row = [thumb(r.get("cue"), f"shown: <b>{_e(f.true_class)}</b>", "outline:3px solid #36c")]
+            row += [thumb(h.get("path"), f"#{i + 1} {_e(h.get('class') or '?')} ({float(h.get('similarity', 0)):.2f})",
+                          "outline:3px solid #3a3" if h.get("path") and h.get("path") == r.get("cue") else "")
+                    for i, h in enumerate(r.get("top") or [])]
+            if f.image_path and (not r.get("path") or Path(db.abspath(f.image_path)) != Path(r["path"])):
+                row.append(thumb(db.abspath(f.image_path), "generated"))
+            ex.append(f"<div class='grid'>{''.join(row)}</div>")
+        if ex:
+            sec.append("<h3>Decoded embeddings: the image shown, its five nearest candidates (class, cosine "
+                       "similarity) and the generated image</h3>" + "".join(ex))
 
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>eegloop session {session_id}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
@@ -440,3 +468,94 @@ started {info.started_at:%Y-%m-%d %H:%M}, eegloop {_e(info.software_version)}</p
     path = out / "report.html"
     write_private_text(path, page)
     return path
+
+
+_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222} h1{font-size:1.5em}
+h2{border-bottom:1px solid #ccc;margin-top:1.6em} .note{color:#666} .warn{background:#fdd;padding:.5em;font-weight:bold}
+table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+.row{display:flex;flex-wrap:wrap;align-items:flex-start} figure{margin:0 1em 1em 0} figcaption{color:#555;font-size:.85em}
+.ex{display:flex;align-items:center;margin:6px 0} .ex .cell{width:110px;margin:2px;font-size:.75em;text-align:center}
+.hit{outline:3px solid #3a3} .stim{outline:3px solid #36c}"""
+
+
+def write_zero_shot_report(db: Database, subject: str, result: dict, out: str | Path) -> Path:
+    """An HTML page of one zero-shot evaluation (``eegloop evaluate --zero-shot``): the k-way table with
+    chance and p, retrieval curves beside chance, and for a few held-out images the stimulus and its top-5
+    retrieved images. ``result`` is the evaluation's JSON; returns the page's path (0600)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        return _write_zero_shot_report(db, subject, result, Path(out))
+
+
+def _write_zero_shot_report(db: Database, subject: str, r: dict, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    from ._files import write_private_text
+
+    sec = []
+    if r.get("shuffled_images"):
+        sec.append("<p class='warn'>Control: training images shuffled among epochs — scores should sit at "
+                   "chance.</p>")
+    rows = [[k, f"{v['top1']:.3f}", f"{v['chance_top1']:.3f}", f"{v['top5']:.3f}", f"{v['chance_top5']:.3f}"]
+            for k, v in r["scores"].items()]
+    sec.append(f"<h2>Zero-shot identification</h2><p>{_e(r['n_test_images'])} images of "
+               f"{_e(len(r['test_classes']))} classes the encoder never saw ({_e(r['n_test_epochs'])} epochs), "
+               f"{_e(r['split'])}-wise folds: {_e(r['n_folds'])}; trained on {_e(r['n_train_epochs'])} epochs of "
+               f"the other classes, never on a test epoch's {_e(r['split'])}. Targets: CLIP "
+               f"{_e(r.get('clip_model', ''))} image embeddings.</p>"
+               + _table(rows, ["k-way", "top-1", "chance", "top-5", "chance"])
+               + f"<p>{_e(r['main_k'])}-way top-1: permutation p = {r['pvalue']:.4f} ({_e(r['permutations'])} random "
+                 f"reassignments of predictions to images; null 95 % band {r['null_band'][0]:.3f}–"
+                 f"{r['null_band'][1]:.3f})</p>"
+               + "".join(f"<p class='note'>{_e(n)}</p>" for n in r.get("notes", [])))
+    figs = []
+    if r.get("curve_k"):
+        k, acc, ch = (np.array(v, float) for v in zip(*r["curve_k"]))
+        fig, ax = plt.subplots(figsize=(4.6, 3.4))
+        ax.plot(k, acc, "o-", label="encoder")
+        ax.plot(k, ch, "k--", label="chance (1/k)")
+        ax.set_xscale("log")
+        ax.set_xlabel("k (candidates)")
+        ax.set_ylabel("top-1")
+        ax.set_ylim(0, 1.02)
+        ax.legend(frameon=False)
+        figs.append(_fig(_png(fig), "k-way identification: top-1 against the number of candidates"))
+    if r.get("curve_topn"):
+        n, acc, ch = (np.array(v, float) for v in zip(*r["curve_topn"]))
+        fig, ax = plt.subplots(figsize=(4.6, 3.4))
+        ax.plot(n, acc, "o-", label="encoder")
+        ax.plot(n, ch, "k--", label="chance (n/N)")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"n (retrieved among all {r['n_test_images']})")
+        ax.set_ylabel("true image in the top n")
+        ax.set_ylim(0, 1.02)
+        ax.legend(frameon=False)
+        figs.append(_fig(_png(fig), "retrieval: share of test images whose own image is among the n nearest"))
+    sec.append("<div class='row'>" + "".join(figs) + "</div>")
+    path_of = {s.sha256: s.path for s in db.get_stimuli()}
+    ex = []
+    for e in r.get("examples", []):
+        def cell(sha, label, cls=""):
+            uri = _img_uri(Path(path_of[sha]), 96) if sha in path_of else None
+            img = f"<img src='{uri}'>" if uri else "<div style='height:96px'>no image</div>"
+            return f"<div class='cell'><div class='{cls}'>{img}</div>{label}</div>"
+
+        cells = [cell(e["image"], f"shown: {_e(e['class'])}<br>rank {e['rank'] + 1}", "stim")]
+        cells += [cell(s, f"#{i + 1} ({sim:.2f})", "hit" if s == e["image"] else "")
+                  for i, (s, sim) in enumerate(zip(e["retrieved"], e["similarity"]))]
+        ex.append("<div class='ex'>" + "".join(cells) + "</div>")
+    if ex:
+        sec.append("<h2>Examples</h2><p class='note'>Blue: the image shown; then the five nearest held-out images "
+                   "to the decoded embedding (cosine similarity), green when it is the shown image.</p>" + "".join(ex))
+    fits = r.get("fits") or []
+    if fits:
+        sec.append("<h2>Training</h2>" + _table([[i + 1, f["n_train"], f["epochs_run"], f["best_epoch"], f["stopped"],
+                                                  f["seconds"]] for i, f in enumerate(fits)],
+                                                 ["fold", "epochs", "epochs run", "best", "stopped", "seconds"]))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>eegloop zero-shot {_e(subject)}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>eegloop — zero-shot evaluation, subject {_e(subject)}</h1>"
+            f"<p class='note'>sessions {_e(r.get('sessions'))}, {r.get('seconds', 0):.0f} s</p>{''.join(sec)}</body></html>")
+    write_private_text(out, page)
+    return out

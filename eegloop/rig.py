@@ -13,7 +13,7 @@ from typing import Optional
 
 from ._logging import logger
 
-__all__ = ["Rig", "release_lsl"]
+__all__ = ["Rig", "release_lsl", "simulated_embeddings"]
 
 
 class Rig:
@@ -55,7 +55,8 @@ class Rig:
         if self.outlet is None:
             self.outlet = make_marker_outlet(amp.marker_stream_name)
         if self.simulate:
-            self.sim = VirtualAmplifier(amp, amp.simulate, marker_source_id=self.marker_id).start()
+            self.sim = VirtualAmplifier(amp, amp.simulate, marker_source_id=self.marker_id,
+                                        embeddings=simulated_embeddings(self.protocol)).start()
             if not self.sim.markers_connected.wait(10):
                 logger.warning("the simulator did not connect to the marker stream")
         return self
@@ -91,6 +92,16 @@ class Rig:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def simulated_embeddings(protocol):
+    """The stimuli's CLIP embeddings when the simulated subject responds to them (``embedding_signal``)."""
+    sim = protocol.amplifier.simulate
+    if sim is None or sim.embedding_signal <= 0:
+        return None
+    from .embeddings import stimulus_embeddings
+
+    return stimulus_embeddings(protocol)
 
 
 def release_lsl() -> None:

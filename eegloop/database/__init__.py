@@ -982,12 +982,17 @@ class Database:
         return ModelRecord(row.id, code, list(row.session_ids), row.kind, row.checkpoint_path,
                            dict(row.config), dict(row.metrics), row.created_at)
 
-    def latest_model(self, subject: str) -> ModelRecord:
+    def latest_model(self, subject: str, encoder: bool = False) -> ModelRecord:
+        """The subject's latest classifier, or with ``encoder`` its latest EEG -> embedding encoder."""
         with self.session() as s:
             subj = self._subject_row(s, subject)
-            row = s.scalar(select(ModelRow).where(ModelRow.subject_id == subj.id)
-                           .order_by(ModelRow.id.desc()).limit(1))
+            q = select(ModelRow).where(ModelRow.subject_id == subj.id)
+            q = q.where(ModelRow.kind == "eeg_encoder") if encoder else q.where(ModelRow.kind != "eeg_encoder")
+            row = s.scalar(q.order_by(ModelRow.id.desc()).limit(1))
             if row is None:
+                if encoder:
+                    raise DatabaseError(f"subject {subject!r} has no trained EEG encoder (run: eegloop train "
+                                        f"--subject {subject} --encoder)")
                 raise DatabaseError(f"subject {subject!r} has no trained model (run: eegloop train --subject {subject})")
             return self._model_record(row, subject)
 

@@ -7,6 +7,8 @@ Public API
 - :func:`load_decoder` — an :class:`OnlineDecoder` that turns one epoch into
   class probabilities with exactly the training preprocessing.
 - :func:`evaluate` (from :mod:`.evaluation`) — cross-validation by block/run.
+- :func:`train_encoder` / :func:`load_encoder` — the EEG -> CLIP-embedding encoder (:mod:`.encoder`) for
+  zero-shot retrieval (:func:`.zeroshot.zero_shot_evaluate`) and the retrieve/embedding feedback modes.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from ..types import Epoch, EpochSet
 from .evaluation import EvalReport, NoHonestFoldError, evaluate
 from .preprocessing import Preprocessor
 
-__all__ = ["quick_train", "load_decoder", "OnlineDecoder", "TrainedModel", "evaluate", "EvalReport", "honest_estimate",
+__all__ = ["quick_train", "train_encoder", "load_encoder", "load_decoder", "OnlineDecoder", "TrainedModel", "evaluate", "EvalReport", "honest_estimate",
            "NoHonestFoldError", "Preprocessor", "fit_teacher", "subject_protocol", "save_model"]
 
 
@@ -269,6 +271,116 @@ def load_decoder(db, subject: str, device: str = "cpu") -> tuple[OnlineDecoder, 
     """The subject's latest model, ready for online decoding; returns (decoder, model id)."""
     rec = db.latest_model(subject)
     return OnlineDecoder(db.abspath(rec.checkpoint_path), device), rec.id
+
+
+def stimulus_embeddings_for(db, protocol: Protocol, shas) -> tuple[dict, str, Optional[str]]:
+    """CLIP embeddings {sha256: vector} of these stimulus images, with the teacher's model; returns them with the
+    model name and tag. Raises :class:`EegloopError` naming what is missing."""
+    from ..embeddings import image_embeddings
+
+    by_sha = {r.sha256: r for r in db.get_stimuli()}
+    want = sorted(set(s for s in shas if s))
+    missing = [s for s in want if s not in by_sha or not Path(by_sha[s].path).is_file()]
+    if not want:
+        raise EegloopError("no epoch has a known stimulus image: the encoder's targets are the images' CLIP "
+                           "embeddings (imported data: import with --images DIR)")
+    if missing:
+        r = by_sha.get(missing[0])
+        raise EegloopError(f"{len(missing)} of {len(want)} stimulus images are missing (first: "
+                           f"{r.path if r else missing[0][:16]}); the encoder needs every image's CLIP embedding")
+    model, pre = protocol.teacher.model, protocol.teacher.pretrained
+    z = image_embeddings([(by_sha[s].path, s) for s in want], model, pre, cache_dir=db.data_dir / "cache" / "clip")
+    return z, model, pre
+
+
+def train_encoder(db, subject: str, session_ids: Sequence[int] | None = None, protocol: Protocol | None = None,
+                  progress: Optional[Callable[[dict], None]] = None, exclude_images=()) -> TrainedModel:
+    """Train the subject's EEG -> CLIP-embedding encoder (:mod:`.encoder`) on all its epochs and register it.
+
+    Whole blocks (about 15 %) are held out for early stopping where there are three or more; their k-way
+    identification among their own images is stored as the model's ``val_top1`` beside chance (optimistic
+    for zero-shot: those images' classes were trained on; ``eegloop evaluate --zero-shot`` is the honest
+    number). The feedback cues are kept out as in :func:`quick_train`. Time: ``encoder.budget_s``.
+    """
+    from .encoder import EEGEncoder, center_targets, encode, fit_encoder, image_mean, similarity, \
+        ENCODER_REPRESENTATION
+    from .evaluation import reject_artifacts
+    from .zeroshot import identification
+
+    t0 = time.perf_counter()
+    proto_db, sids = subject_protocol(db, subject, session_ids)
+    protocol = protocol or proto_db
+    es = db.load_epochs(subject, sids)
+    es = es.subset(np.flatnonzero(es.blocks < 10_000))
+    held = set(exclude_images or ())
+    if not held and protocol.feedback.cue_share > 0 and any(es.images):
+        held = _feedback_cues(protocol)
+    keep = np.array([bool(im) and im not in held for im in es.images])
+    es = es.subset(np.flatnonzero(keep))
+    if len(es) < 8:
+        raise EegloopError(f"subject {subject!r}: {len(es)} epochs with known stimulus images; the encoder needs more")
+    rejection = reject_artifacts(es, protocol)
+    es = es.subset(rejection.kept)
+    Z, clip_model, clip_pre = stimulus_embeddings_for(db, protocol, es.images)
+    center = image_mean(Z, es.images)
+    T = center_targets(np.stack([Z[s] for s in es.images]), center)
+    pre = Preprocessor.from_protocol(protocol.preprocessing, protocol.epochs, es.sfreq, es.tmin)
+    pre = pre.with_representation(ENCODER_REPRESENTATION)
+    X = pre(es.data)
+    groups = es.groups(protocol.training.split)
+    ug = np.unique(groups)
+    va = np.zeros(len(es), bool)
+    if len(ug) >= 3:
+        rng = np.random.default_rng(protocol.training.seed + 3)
+        va = np.isin(groups, rng.permutation(ug)[:max(1, int(round(0.15 * len(ug))))])
+    budget = protocol.encoder.budget_s
+    left = max(budget - (time.perf_counter() - t0), 0.1 * budget) if budget else 0
+    fit = fit_encoder(X[~va], T[~va], protocol.encoder, es.sfreq / pre.series_factor, X[va] if va.any() else None,
+                      T[va] if va.any() else None, seed=protocol.training.seed, max_seconds=left, progress=progress)
+    val = {}
+    if va.any():
+        imgs = es.images[va]
+        uniq = sorted(set(imgs.tolist()))
+        P = np.stack([encode(fit.model, X[va][imgs == s].mean(0, keepdims=True))[0] for s in uniq])
+        S = similarity(P, np.stack([Z[s] for s in uniq]), center)
+        k = min(50, len(uniq))
+        top1, top5 = identification(S, k)
+        val = {"val_k": k, "val_top1": round(top1, 4), "val_top5": round(top5, 4), "chance_top1": round(1 / k, 4),
+               "chance_top5": round(min(5, k) / k, 4), "val_images": len(uniq),
+               "note": "held-out whole blocks, images of trained classes: optimistic for zero-shot "
+                       "(evaluate --zero-shot is the honest number)"}
+    metrics = {"method": EEGEncoder.kind, **val, "epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch,
+               "stopped": fit.stopped, "budget_s": budget or None, "n_train": int((~va).sum()),
+               "n_heldout": int(va.sum()), "feedback_cues_held_out": int((~keep).sum()),
+               "temperature": round(1 / fit.logit_scale, 4), "clip_model": clip_model,
+               "seconds": round(time.perf_counter() - t0, 2), "threads": fit.threads, "history": fit.history}
+    stamp = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    path = db.data_dir / "models" / f"sub-{subject}" / f"encoder-{stamp}.safetensors"
+    from .._files import private_dir, private_file, write_private_text
+    from safetensors.torch import save_file
+
+    private_dir(path.parent)
+    private_file(path, create=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in fit.model.state_dict().items()}, str(path))
+    private_file(path)
+    meta = {"model": fit.model.get_config(), "preprocessing": pre.to_dict(), "channel_names": list(es.channel_names),
+            "classes": dict(es.classes), "clip_model": clip_model, "clip_pretrained": clip_pre,
+            "center": [float(v) for v in center], "metrics": metrics, "format": "eegloop-encoder-1"}
+    write_private_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+    mid = db.add_model(subject, sids, path, config=meta, metrics={k: v for k, v in metrics.items() if k != "history"},
+                       kind=EEGEncoder.kind)
+    logger.info("encoder %d saved to %s (%s)", mid, path,
+                f"held-out blocks {val['val_k']}-way top-1 {val['val_top1']:.3f}, chance {val['chance_top1']:.3f}"
+                if val else "no held-out blocks")
+    return TrainedModel(mid, path, metrics, time.perf_counter() - t0, fit.history)
+
+
+def load_encoder(db, subject: str, device: str = "cpu"):
+    """The subject's latest EEG -> embedding encoder, ready for online use; returns (encoder, model id)."""
+    from .encoder import OnlineEncoder
+
+    rec = db.latest_model(subject, encoder=True)
+    return OnlineEncoder(db.abspath(rec.checkpoint_path), device), rec.id
 
 
 def honest_estimate(db, subject: str, method: str | None = None) -> str | None:

@@ -14,8 +14,6 @@ local checkpoint path (``.safetensors``/``.bin``/``.pt``), or
 """
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -23,37 +21,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .._logging import logger
-from ..errors import ModelNotAvailableError
+from ..embeddings import load_clip
 from ..protocol import TeacherConfig
 
 __all__ = ["ClipTeacher", "load_clip"]
-
-
-def load_clip(model: str, pretrained: Optional[str], device: str = "cpu"):
-    """Load an open_clip model and its image transform from local files only."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import open_clip
-
-    pre = pretrained
-    if pre and (pre.startswith(("/", ".", "~")) or Path(pre).suffix in (".safetensors", ".bin", ".pt", ".pth")):
-        p = Path(pre).expanduser()
-        if not p.is_file():
-            raise ModelNotAvailableError(f"CLIP teacher weights '{p}' not found (teacher.pretrained): put the "
-                                         "checkpoint there or point teacher.pretrained at it")
-        pre = str(p)
-    if model.startswith("local-dir:") and not Path(model[len("local-dir:"):]).expanduser().is_dir():
-        raise ModelNotAvailableError(f"CLIP teacher folder '{model[len('local-dir:'):]}' not found (teacher.model)")
-    try:
-        clip, _, transform = open_clip.create_model_and_transforms(model, pretrained=pre, device=device)
-    except (RuntimeError, OSError, ValueError, FileNotFoundError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelNotAvailableError(
-            f"CLIP teacher '{model}' (pretrained '{pretrained}') is not available offline ({first[:160]}); "
-            "download it once on a connected machine and set teacher.pretrained to the checkpoint file, or "
-            "teacher.model to 'local-dir:FOLDER'; or set teacher.enabled: false to train without distillation"
-        ) from None
-    clip.eval()
-    return clip, transform
 
 
 @dataclass
@@ -93,35 +64,13 @@ class ClipTeacher:
 
         CLIP features are cached as ``cache_dir/<model>/<sha256>.npy``.
         """
-        import torch
-        from PIL import Image
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-        key = hashlib.sha256(f"{cfg.model}|{cfg.pretrained}".encode()).hexdigest()[:16]
-        cdir = Path(cache_dir) / key if cache_dir else None
-        feats: dict[str, np.ndarray] = {}
-        todo = []
-        for path, sha, _c in images:
-            f = cdir / f"{sha}.npy" if cdir else None
-            if f is not None and f.is_file():
-                feats[sha] = np.load(f)
-            elif sha not in feats:
-                todo.append((path, sha))
-        if todo:
-            clip, transform = load_clip(cfg.model, cfg.pretrained, device)
-            logger.info("teacher: CLIP features of %d images (%d cached)", len(todo), len(feats))
-            with torch.no_grad():
-                for i in range(0, len(todo), batch):
-                    part = todo[i:i + batch]
-                    x = torch.stack([transform(Image.open(p).convert("RGB")) for p, _ in part]).to(device)
-                    z = clip.encode_image(x).float()
-                    z = (z / z.norm(dim=-1, keepdim=True)).cpu().numpy()
-                    for (_, sha), v in zip(part, z):
-                        feats[sha] = v
-                        if cdir is not None:
-                            cdir.mkdir(parents=True, exist_ok=True)
-                            np.save(cdir / f"{sha}.npy", v)
+        from ..embeddings import image_embeddings
+
+        feats = image_embeddings([(path, sha) for path, sha, _c in images], cfg.model, cfg.pretrained,
+                                 cache_dir=cache_dir, device=device, batch=batch)
         shas = [sha for _, sha, _ in images]
         X = np.stack([feats[s] for s in shas])
         idx = {c: i for i, c in enumerate(classes)}

@@ -8,7 +8,10 @@ class-specific response at the marker's time: a spatial pattern with a
 time-frequency signature inside 14-70 Hz plus an ERP below 30 Hz, with
 per-trial variability. ``class_signal: 0`` removes all class information;
 ``block_drift`` adds a per-block signal independent of class (the confound of
-block designs).
+block designs). With ``embedding_signal`` and the stimuli's CLIP embeddings
+(``embeddings``), each image also evokes a fixed random linear projection of its
+own embedding, so that a decoder into the embedding space can identify images
+of concepts it never saw (zero-shot); ``class_signal: 0`` removes that too.
 
 Samples are made in fixed internal blocks from a seeded generator, so the
 background is a deterministic function of the seed; responses are added to
@@ -32,6 +35,7 @@ import threading
 import uuid
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -42,7 +46,7 @@ from .._worker import Worker
 from ..lsl import ensure_configured, parse_marker
 from ..protocol import AmplifierConfig, SimulateConfig
 
-__all__ = ["VirtualAmplifier", "channel_labels", "class_response"]
+__all__ = ["VirtualAmplifier", "channel_labels", "class_response", "embedding_response"]
 
 _BIOSEMI64 = ("Fp1 AF7 AF3 F1 F3 F5 F7 FT7 FC5 FC3 FC1 C1 C3 C5 T7 TP7 CP5 CP3 CP1 P1 P3 P5 P7 P9 PO7 PO3 O1 Iz Oz "
               "POz Pz CPz Fpz Fp2 AF8 AF4 AFz Fz F2 F4 F6 F8 FT8 FC6 FC4 FC2 FCz Cz C2 C4 C6 T8 TP8 CP6 CP4 CP2 P2 "
@@ -72,6 +76,7 @@ class _Response:
     onset: float  # LSL time of the light on the screen (the marker's time plus the display's delay)
     class_id: str
     trial: int
+    image: Optional[str] = None  # the stimulus file's name (the marker's "image")
 
 
 @functools.lru_cache(maxsize=128)
@@ -106,6 +111,52 @@ def class_response(class_id: str, n_chans: int, sfreq: float, cfg: SimulateConfi
     return out.astype(np.float32)
 
 
+_EMB_LATENCIES = (0.10, 0.17, 0.25, 0.35)  # s: the embedding's components peak at these latencies ...
+_EMB_FREQS = (7.0, 18.0, 26.0, 34.0)  # Hz: ... carried at these frequencies (inside 14-70 Hz and below 40 Hz)
+
+
+@functools.lru_cache(maxsize=8)
+def _embedding_projection(dim: int, n_chans: int, seed: int) -> np.ndarray:
+    """The subject's fixed random map from an embedding to spatial patterns: (components, channels, dim)."""
+    rng = np.random.default_rng([seed, dim, n_chans, 23])
+    return rng.standard_normal((len(_EMB_LATENCIES), n_chans, dim)) / np.sqrt(len(_EMB_LATENCIES))
+
+
+def embedding_response(z: np.ndarray, n_chans: int, sfreq: float, cfg: SimulateConfig, trial: int,
+                       amplitude_uv: float) -> np.ndarray:
+    """The response to an image whose (centred, unit-length) CLIP embedding is ``z``: (n_chans, 0.6 s).
+
+    Each of four components (latencies 100-350 ms, carriers 7-34 Hz) has the spatial pattern
+    ``P_k @ z`` with ``P_k`` a fixed random matrix of the simulated subject (``seed``): a linear
+    projection of the embedding, so images with similar embeddings evoke similar responses. The trial
+    varies gain and latency as for the class response.
+    """
+    n = int(round(0.6 * sfreq))
+    t = np.arange(n) / sfreq
+    P = _embedding_projection(len(z), n_chans, cfg.seed)
+    trng = np.random.default_rng([cfg.seed, trial, 29])
+    jitter = trng.normal(0, cfg.trial_jitter_ms / 1000)
+    gain = np.clip(trng.normal(1.0, 0.25), 0.3, 2.0)
+    out = np.zeros((n_chans, n))
+    for k, (lat, f) in enumerate(zip(_EMB_LATENCIES, _EMB_FREQS)):
+        tt = t - lat - jitter
+        wave = np.exp(-0.5 * (tt / 0.05) ** 2) * np.cos(2 * np.pi * f * tt)
+        out += np.outer(P[k] @ z, wave)
+    return (amplitude_uv * gain * out).astype(np.float32)
+
+
+def centred_embeddings(embeddings: dict) -> dict:
+    """The embeddings minus their mean over the set, back to unit length (what the subject responds to:
+    a CLIP model's embeddings share a large common part that says nothing about the image)."""
+    if not embeddings:
+        return {}
+    keys = list(embeddings)
+    Z = np.stack([np.asarray(embeddings[k], np.float64) for k in keys])
+    Z = Z - Z.mean(0, keepdims=True)
+    Z /= np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+    return {k: z for k, z in zip(keys, Z)}
+
+
 class VirtualAmplifier:
     """A simulated subject pushing EEG on an LSL outlet.
 
@@ -120,12 +171,16 @@ class VirtualAmplifier:
         this time still shape them). Real amplifiers have similar latency.
     listen_markers : bool
         Follow the marker stream (off for a pure background stream).
+    embeddings : dict | None
+        {(class id, image file name): CLIP embedding} of the stimuli, for ``simulate.embedding_signal``
+        (:func:`eegloop.embeddings.stimulus_embeddings`); images not in it evoke no embedding response.
     """
 
     BLOCK_S = 0.1  # internal generation block
 
     def __init__(self, amplifier: AmplifierConfig, simulate: Optional[SimulateConfig] = None,
-                 latency_ms: float = 40.0, listen_markers: bool = True, marker_source_id: Optional[str] = None):
+                 latency_ms: float = 40.0, listen_markers: bool = True, marker_source_id: Optional[str] = None,
+                 embeddings: Optional[dict] = None):
         self.amp = amplifier
         self.cfg = simulate or amplifier.simulate or SimulateConfig()
         self.sfreq = float(amplifier.sfreq)
@@ -156,6 +211,10 @@ class VirtualAmplifier:
         self.samples_pushed = 0
         self.markers_seen = 0
         self.t0: Optional[float] = None
+        self._emb = centred_embeddings(embeddings or {})
+        if self.cfg.embedding_signal > 0 and not self._emb:
+            logger.warning("simulate.embedding_signal is %g but no stimulus embeddings were given: no embedding "
+                           "responses", self.cfg.embedding_signal)
         self._init_background()
 
     # -- background --------------------------------------------------------------
@@ -211,7 +270,9 @@ class VirtualAmplifier:
             self.markers_seen += 1
             if ev == "stim_on" and "class" in marker:
                 trial = int(marker.get("trial", 0))
-                self._responses.append(_Response(lsl_time + self._display_delay(trial), str(marker["class"]), trial))
+                img = marker.get("image")
+                self._responses.append(_Response(lsl_time + self._display_delay(trial), str(marker["class"]), trial,
+                                                 str(img) if img is not None else None))
             elif ev == "block_start" and "block" in marker:
                 self._block_changes.append((lsl_time, int(marker["block"])))
 
@@ -273,6 +334,10 @@ class VirtualAmplifier:
                 resp = class_response(r.class_id, c, sf, cfg, r.trial, amp)  # cached, read-only
                 a, b = max(i0, 0), min(i0 + resp_len, n)
                 data[:c, a:b] += resp[:, a - i0:b - i0]
+                z = self._emb.get((r.class_id, r.image)) if cfg.embedding_signal > 0 else None
+                if z is not None:
+                    er = embedding_response(z, c, sf, cfg, r.trial, amp * cfg.embedding_signal)
+                    data[:c, a:b] += er[:, a - i0:b - i0]
         with self._lock:
             self._responses = [r for r in self._responses if r in keep or r.onset > t_first]
         if cfg.block_drift > 0 and blocks:
@@ -404,7 +469,7 @@ class VirtualAmplifier:
 
 
 def simulate_epochs(protocol, schedule=None, trials=None, simulate: Optional[SimulateConfig] = None,
-                    pre_s: float = 1.0):
+                    pre_s: float = 1.0, embeddings: Optional[dict] = None):
     """Epochs the virtual amplifier would produce for a schedule, rendered offline (no LSL, no waiting).
 
     The same background generator and class responses as the live simulator;
@@ -415,18 +480,27 @@ def simulate_epochs(protocol, schedule=None, trials=None, simulate: Optional[Sim
     protocol : Protocol
         ``amplifier`` (channels, sfreq, simulate), ``paradigm.image_s`` and ``epochs``.
     schedule : Schedule | None
-        What was shown; or ``trials``: a list of (run, block, trial, class_id).
+        What was shown; or ``trials``: a list of (run, block, trial, class_id) or (run, block, trial,
+        class_id, image file name).
+    embeddings : dict | None
+        {(class id, image file name): CLIP embedding} for ``simulate.embedding_signal`` (default, when that
+        is on: :func:`eegloop.embeddings.stimulus_embeddings` of the protocol's stimuli).
     """
     from ..types import EpochSet
     from .epocher import epoch_window
 
-    va = VirtualAmplifier(protocol.amplifier, simulate, listen_markers=False)
+    cfg = simulate or protocol.amplifier.simulate or SimulateConfig()
+    if cfg.embedding_signal > 0 and embeddings is None:
+        from ..embeddings import stimulus_embeddings
+
+        embeddings = stimulus_embeddings(protocol)
+    va = VirtualAmplifier(protocol.amplifier, simulate, listen_markers=False, embeddings=embeddings)
     sf, c = va.sfreq, va.n_eeg
     e = protocol.epochs
     win = epoch_window(e, sf)
     start_off, length = win.start, win.length
     if trials is None:
-        trials = [(t.run, t.block, t.trial, t.class_id) for t in schedule.trials]
+        trials = [(t.run, t.block, t.trial, t.class_id, Path(t.image).name) for t in schedule.trials]
     blocks: dict[tuple[int, int], list] = {}
     for tr in trials:
         blocks.setdefault((tr[0], tr[1]), []).append(tr)
@@ -436,14 +510,17 @@ def simulate_epochs(protocol, schedule=None, trials=None, simulate: Optional[Sim
     for (run, block), trs in blocks.items():
         va.add_marker({"event": "block_start", "block": block}, t)
         onsets = [t + k * soa for k in range(len(trs))]
-        for (_r, _b, trial, cls), on in zip(trs, onsets):
-            va.add_marker({"event": "stim_on", "class": cls, "trial": trial}, on)
+        for tr, on in zip(trs, onsets):
+            mk = {"event": "stim_on", "class": tr[3], "trial": tr[2]}
+            if len(tr) > 4 and tr[4] is not None:
+                mk["image"] = tr[4]
+            va.add_marker(mk, on)
         t_first = t - pre_s
         n = int(round((len(trs) * soa + pre_s + 1.0 + e.tmax + e.margin_s) * sf))
         x = np.zeros((va.n_out, n), np.float32)
         x[:c] = va._make_block(n)
         va._apply_events(x, t_first)
-        for (_r, _b, trial, cls), on in zip(trs, onsets):
+        for (_r, _b, trial, cls, *_img), on in zip(trs, onsets):
             a = int(round((on - t_first) * sf)) + start_off
             data.append(x[:c, a:a + length])
             labels.append(cls)
