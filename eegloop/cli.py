@@ -170,7 +170,12 @@ def cmd_simulate(args) -> int:
                                    seed=args.seed, onset_channel=args.onset_channel or None).items() if v is not None}
     sim = dataclasses.replace(sim, **sover)
     configure_lsl(amp.lsl_scope)
-    va = VirtualAmplifier(amp, sim).start(duration=args.duration)
+    embeddings = None
+    if args.protocol and sim.embedding_signal > 0:
+        from .rig import simulated_embeddings
+
+        embeddings = simulated_embeddings(dataclasses.replace(proto, amplifier=dataclasses.replace(amp, simulate=sim)))
+    va = VirtualAmplifier(amp, sim, embeddings=embeddings).start(duration=args.duration)
     print(f"virtual amplifier '{amp.stream_name}': {amp.channels} ch at {amp.sfreq:g} Hz, snr {sim.snr}, "
           f"class_signal {sim.class_signal}, block_drift {sim.block_drift}, seed {sim.seed}; "
           f"following markers on '{amp.marker_stream_name}'"
@@ -231,6 +236,8 @@ def cmd_train(args) -> int:
     from .decoder import honest_estimate, quick_train
 
     db = _db(args, create=False)
+    if args.encoder:
+        return _train_encoder(db, args)
     res = quick_train(db, args.subject, args.sessions, progress=True, use_teacher=not args.no_teacher)
     m = res.metrics
     held = m["heldout"]
@@ -264,7 +271,59 @@ def cmd_train(args) -> int:
         print(est)
     else:
         print(f"honest estimate: run `eegloop evaluate --subject {args.subject}` (whole blocks left out)")
+    from .decoder import subject_protocol
+
+    if subject_protocol(db, args.subject, args.sessions)[0].encoder.enabled:  # the protocol asks for the encoder too
+        return _train_encoder(db, args)
     return 0
+
+
+def _train_encoder(db, args) -> int:
+    from .decoder import train_encoder
+
+    def show(rec):
+        if rec["epoch"] == 1 or rec["epoch"] % 10 == 0:
+            print(f"encoder epoch {rec['epoch']}/{rec['planned']}: loss {rec['train_loss']:.3f}"
+                  + (f", held-out blocks loss {rec['val_loss']:.3f}, top-1 {rec['val_top1']:.3f}" if "val_loss" in rec
+                     else "") + f" ({rec['seconds']:.1f} s)", flush=True)
+
+    res = train_encoder(db, args.subject, args.sessions, progress=show)
+    m = res.metrics
+    print(f"encoder {res.model_id}: {res.path}")
+    print(f"trained in {m['seconds']:.1f} s on {m['n_train']} epochs ({m['epochs_run']} epochs run, best "
+          f"{m['best_epoch']}, stopped: {m['stopped']}); targets: CLIP {m['clip_model']} image embeddings")
+    if "val_top1" in m:
+        print(f"held-out blocks ({m['n_heldout']} epochs, {m['val_images']} images): {m['val_k']}-way top-1 "
+              f"{m['val_top1']:.3f} (chance {m['chance_top1']:.3f}), top-5 {m['val_top5']:.3f} (chance "
+              f"{m['chance_top5']:.3f}) — images of trained classes; the zero-shot number: "
+              f"`eegloop evaluate --subject {args.subject} --zero-shot`")
+    return 0
+
+
+def _zero_shot_one(db, subject, args, say):
+    import numpy as np
+
+    from .decoder import stimulus_embeddings_for, subject_protocol
+    from .decoder.zeroshot import zero_shot_evaluate
+    from .errors import EegloopError
+
+    proto, sids = subject_protocol(db, subject, args.sessions)
+    es = db.load_epochs(subject, sids)
+    es = es.subset(np.flatnonzero(es.blocks < 10_000))
+    test = None
+    if args.test_classes:
+        test = [c.strip() for c in args.test_classes.split(",") if c.strip()]
+        if not test:
+            raise EegloopError("--test-classes: no class ids given")
+    else:  # the data's own split (THINGS-EEG2's test concepts), when an import recorded one
+        named = [c for s in db.list_sessions(subject) if s.id in sids
+                 for c in (s.info or {}).get("zero_shot_test_classes") or []]
+        test = sorted(set(named)) or None
+    Z, model, _pre = stimulus_embeddings_for(db, proto, es.images)
+    rep = zero_shot_evaluate(es, Z, proto, test_classes=test, split=args.split, n_folds=args.folds,
+                             permutations=args.permutations or 1000, budget_s=args.budget,
+                             shuffle_images=args.shuffle_labels, progress=say, clip_model=model)
+    return rep, sids
 
 
 def _evaluate_one(db, subject, args, say):
@@ -324,6 +383,25 @@ def cmd_evaluate(args) -> int:
     out = private_dir(db.data_dir / "reports")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     reports = {}
+    if args.zero_shot:
+        if args.baselines or args.methods:
+            raise EegloopError("--zero-shot: evaluates the EEG encoder only (no --methods/--baselines)")
+        from .report import write_zero_shot_report
+
+        for subject in subjects:
+            if len(subjects) > 1 and say:
+                say(f"== {subject} ==")
+            rep, sids = _zero_shot_one(db, subject, args, say)
+            full = {**rep.to_json(), "subject": subject, "sessions": sids}
+            jpath = out / f"zero-shot-{subject}-{stamp}.json"
+            write_private_text(jpath, json.dumps(full, indent=1))
+            html = write_zero_shot_report(db, subject, full, jpath.with_suffix(".html"))
+            if args.json:
+                print(json.dumps(full))
+            else:
+                print(rep.table())
+                print(f"report: {html}")
+        return 0
     for subject in subjects:
         if len(subjects) > 1 and say:
             say(f"== {subject} ==")
@@ -360,8 +438,58 @@ def cmd_import(args) -> int:
                            "see protocols/n170.yaml")
     proto = load_protocol(args.protocol)
     _check_new_subject(args, args.subject)
-    if args.images is not None and args.format != "eeg-imagenet":
-        raise EegloopError("--images: only with --format eeg-imagenet (recorded sessions know their images)")
+    if args.images is not None and args.format not in ("eeg-imagenet", "things-eeg2"):
+        raise EegloopError("--images: only with --format eeg-imagenet or things-eeg2 (recorded sessions know their "
+                           "images)")
+    for opt, given in (("--metadata", args.metadata), ("--max-images", args.max_images)):
+        if given is not None and args.format != "things-eeg2":
+            raise EegloopError(f"{opt}: only with --format things-eeg2")
+    if args.format == "things-eeg2":  # one subject's preprocessed THINGS-EEG2 files (Gifford et al. 2022)
+        from .recorder.importers import (THINGS_EEG2_TEST_RUN, import_epochset, locate_things_images, read_things_eeg2,
+                                         things_eeg2_files)
+
+        if args.eeg_subject is not None:
+            raise EegloopError("--eeg-subject: only with --format eeg-imagenet (THINGS-EEG2 keeps one subject per "
+                               "folder: give sub-XX/ or its files)")
+        if args.max_images is not None and args.max_images < 1:
+            raise EegloopError(f"--max-images: must be at least 1, got {args.max_images}")
+        eeg_files, _ = things_eeg2_files(args.files, args.metadata)
+        es, test_classes = read_things_eeg2(args.files, metadata=args.metadata, max_images=args.max_images,
+                                            protocol=proto)
+        stim = None
+        if args.images:
+            stim, es = locate_things_images(es, args.images)
+        db = _db(args)  # the files were read and checked first: a bad one leaves the database as it was
+        info = {"format": "things-eeg2", "zero_shot_test_classes": test_classes,
+                "groups": f"runs 1..: one per training repetition; runs {THINGS_EEG2_TEST_RUN}..: the test "
+                          "repetitions in 4 equal consecutive groups; one block per run (the preprocessed files keep "
+                          "no recording order)"}
+        sid = import_epochset(db, args.subject, proto, es, source=[str(p.resolve()) for p in eeg_files.values()],
+                              force=args.force, info=info)
+        if stim is not None:
+            db.add_stimuli(stim)
+        train = es.runs < THINGS_EEG2_TEST_RUN
+        parts = []
+        for name, m in (("training", train), ("test", ~train)):
+            if m.any():
+                n_img = len(set(zip(es.labels[m], es.images[m])))
+                parts.append(f"{name}: {n_img} images x {int(m.sum()) // n_img} repetitions, "
+                             f"{len(set(es.labels[m]))} concepts")
+        print(f"imported {len(es)} THINGS-EEG2 epochs ({'; '.join(parts)}) as session {sid} of {args.subject}"
+              + (f" (first {args.max_images} images of each file)" if args.max_images else ""))
+        runs = sorted(set(es.runs.tolist()))
+        print(f"runs {', '.join(map(str, runs))}, one block each: the preprocessed files keep no recording order, "
+              f"so each training repetition is a run (1..) and the test repetitions are runs {THINGS_EEG2_TEST_RUN}.. "
+              "in 4 equal groups; block- or run-wise folds leave out repetitions of images the other folds also saw, "
+              "not independent recording blocks")
+        print(f"zero-shot split: {len(test_classes)} test concepts stored in the session's info "
+              "(zero_shot_test_classes)" if test_classes else
+              "zero-shot split: no test file imported, so no test concepts stored")
+        print(f"stimulus images: {len(stim.images)} found under {args.images} and registered: the CLIP teacher can "
+              "embed them" if stim is not None else
+              "stimulus images: not given (--images DIR, the folder holding training_images/ and test_images/): "
+              "kd_* models train without the CLIP teacher")
+        return 0
     if args.format == "eeg-imagenet":
         from .recorder.importers import import_epochset, read_eeg_imagenet
 
@@ -420,6 +548,13 @@ def cmd_feedback(args) -> int:
         proto = proto.replace(feedback=dataclasses.replace(proto.feedback, generator=args.generator))
     if args.format:
         proto = proto.replace(feedback=dataclasses.replace(proto.feedback, format=args.format))
+    if args.retrieve_folder:  # relative to here, not to the protocol file
+        proto = proto.replace(feedback=dataclasses.replace(proto.feedback,
+                                                           retrieve_folder=str(Path(args.retrieve_folder).resolve())))
+    if args.embedding_generator:
+        g = args.embedding_generator
+        proto = proto.replace(feedback=dataclasses.replace(
+            proto.feedback, embedding_generator=str(Path(g).resolve()) if Path(g).expanduser().is_dir() else g))
     db = _db(args, create=False)  # needs the subject's model: an existing, up-to-date database
     with _console(args, proto):
         res = run_feedback(proto, args.subject, db, simulate=args.simulate, mode=args.mode, trials=args.trials,
@@ -427,6 +562,17 @@ def cmd_feedback(args) -> int:
     lat = res.latency_ms
     n_img = proto.feedback.images_per_trial
     fmt = f", rsvp bursts of {n_img} images" if n_img > 1 else ""
+    if res.scored is not None:  # retrieve/embedding: the nearest candidate image's class against the cue's
+        unscored = res.trials - res.scored
+        print(f"feedback ({res.mode}{fmt}): {res.correct}/{res.scored} nearest images of the cue's class among "
+              f"{res.candidates} candidates of {res.n_classes} classes"
+              + (f" ({unscored} of never-trained or unlabelled classes, not scored)" if unscored else "")
+              + f"; {res.missing} trials missing; latency from epoch complete: embedding "
+              f"{lat['decode_ms']['median']:.1f} ms, ranked {lat['retrieve_ms']['median']:.1f} ms, image "
+              f"{lat['image_ready_ms']['median']:.1f} ms, on screen {lat['to_screen_ms']['median']:.1f} ms (p95 "
+              f"{lat['to_screen_ms']['p95']:.1f}); from the image's onset to its feedback on screen "
+              f"{lat['onset_to_screen_ms']['median']:.0f} ms; session {res.session_id}")
+        return 0
     print(f"feedback ({res.mode}{fmt}): {res.correct}/{res.trials} decoded as shown "
           f"(chance {1 / res.n_classes:.2f}); {res.missing} trials missing; "
           f"latency from epoch complete: decode {lat['decode_ms']['median']:.1f} ms, image "
@@ -748,6 +894,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--subject", required=True)
     c.add_argument("--sessions", type=int, nargs="+", help="session ids (default: all of the subject's)")
     c.add_argument("--no-teacher", action="store_true", help="plain cross-entropy, no CLIP distillation")
+    c.add_argument("--encoder", action="store_true",
+                   help="train the EEG -> CLIP-embedding encoder instead (zero-shot retrieval, feedback modes "
+                        "retrieve and embedding); targets: the teacher's CLIP image embeddings")
     c.set_defaults(func=cmd_train)
 
     c = sub.add_parser("evaluate", parents=[common], help="cross-validate by whole blocks/runs, chance beside")
@@ -761,7 +910,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", choices=["block", "run", "random"], default=None,
                    help="folds leave whole blocks/runs out (default: the protocol's); random is INFLATED")
     c.add_argument("--folds", type=int, default=None)
-    c.add_argument("--shuffle-labels", action="store_true", help="permutation control: should score at chance")
+    c.add_argument("--shuffle-labels", action="store_true", help="permutation control: should score at chance "
+                   "(with --zero-shot: training epochs get randomly permuted images' embeddings)")
+    c.add_argument("--zero-shot", action="store_true",
+                   help="the EEG encoder on classes it never saw: whole classes and their blocks held out, k-way "
+                        "identification among the held-out images (2, 50, 200, all), chance and permutation p "
+                        "(--permutations, default 1000 for this); an HTML report with retrieval curves")
+    c.add_argument("--test-classes", metavar="IDS",
+                   help="--zero-shot: comma-separated classes to hold out (default: the data's own test split, "
+                        "e.g. THINGS-EEG2's, else a random encoder.test_share of the classes)")
     c.add_argument("--baselines", action="store_true", help="also the paper's baselines (Table 1)")
     c.add_argument("--methods", help="comma-separated methods instead (e.g. auto,riemann,kd_stft)")
     c.add_argument("--budget", type=float, default=None, metavar="SECONDS",
@@ -771,14 +928,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the results as one JSON line")
     c.set_defaults(func=cmd_evaluate)
 
-    c = sub.add_parser("import", parents=[common], help="import recordings (XDF, MNE formats, CSV) as a session")
-    c.add_argument("files", nargs="+")
+    c = sub.add_parser("import", parents=[common],
+                       help="import recordings (XDF, MNE formats, CSV) or datasets (EEG-ImageNet, THINGS-EEG2) as a "
+                            "session")
+    c.add_argument("files", nargs="+", help="recordings; eeg-imagenet: the .pth file; things-eeg2: a subject folder "
+                                            "(sub-01/) or its preprocessed_eeg_{training,test}.npy")
     c.add_argument("--subject", required=True)
-    c.add_argument("--format", choices=["xdf", "mne", "csv", "eeg-imagenet"])
+    c.add_argument("--format", choices=["xdf", "mne", "csv", "eeg-imagenet", "things-eeg2"])
     c.add_argument("--eeg-subject", type=int, help="eeg-imagenet: keep this subject's trials only")
     c.add_argument("--images", type=Path, metavar="DIR",
                    help="eeg-imagenet: the stimulus images (e.g. your ImageNet copy, <synset>/<name>.JPEG at any "
-                        "depth), registered so the CLIP teacher can be fitted")
+                        "depth); things-eeg2: the folder holding training_images/ and test_images/; registered so "
+                        "the CLIP teacher can be fitted")
+    c.add_argument("--metadata", type=Path, metavar="FILE",
+                   help="things-eeg2: the dataset's image_metadata.npy (default: beside the EEG files, or one "
+                        "folder up)")
+    c.add_argument("--max-images", type=int, metavar="N",
+                   help="things-eeg2: keep the first N images of each file (all their repetitions); default: all")
     c.add_argument("--events", help="marker value -> class: '1=house,2=face' or a YAML file")
     c.add_argument("--channels", help="comma-separated channels to keep (e.g. TP9,AF7,AF8,TP10)")
     c.add_argument("--protocol", type=Path, help="protocol describing the recording (channels, sfreq, epochs)")
@@ -789,9 +955,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_import)
 
     c = sub.add_parser("feedback", parents=[common, visit, console], help="closed-loop block: decode each epoch, show its image")
-    c.add_argument("--mode", choices=["live", "bank", "stimulus"], help="default: the protocol's feedback.mode")
+    c.add_argument("--mode", choices=["live", "bank", "stimulus", "retrieve", "embedding"],
+                   help="default: the protocol's feedback.mode; retrieve and embedding use the subject's EEG encoder")
     c.add_argument("--trials", type=int, help="default: the protocol's feedback.trials")
     c.add_argument("--generator", help="diffusers model folder or cached hub id (overrides feedback.generator)")
+    c.add_argument("--retrieve-folder", metavar="DIR",
+                   help="retrieve/embedding: candidate images, any depth, sub-folders name classes (overrides "
+                        "feedback.retrieve_folder; default: the stimuli)")
+    c.add_argument("--embedding-generator", metavar="MODEL",
+                   help="embedding: Stable unCLIP folder or cached hub id (overrides feedback.embedding_generator)")
     c.add_argument("--format", choices=["cue", "rsvp"],
                    help="cue: one image per trial; rsvp: a burst of feedback.rsvp_images at the training pace "
                         "(default: the protocol's feedback.format)")
@@ -799,7 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("session", parents=[common, visit, console], help="a whole visit: record, quick-train, feedback, report")
     c.add_argument("--resume", action="store_true", help="continue the subject's interrupted session")
-    c.add_argument("--mode", choices=["live", "bank", "stimulus"], help="feedback mode (default: the protocol's)")
+    c.add_argument("--mode", choices=["live", "bank", "stimulus", "retrieve", "embedding"], help="feedback mode (default: the protocol's)")
     c.add_argument("--force", action="store_true",
                    help="record even when the signal check fails on some channels (the check is stored)")
     c.set_defaults(func=cmd_session)

@@ -417,15 +417,21 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
     design = protocol.design(len(load_stimuli(protocol, hash_files=False).classes))
     minutes_per_run = design.blocks_per_run * (p.block_s + p.pause_s) / 60
     after = protocol.training.quick_train_after_min
-    trained = {"model": None, "seconds": 0.0}
+    trained = {"model": None, "seconds": 0.0, "encoder": None, "encoder_error": None}
+    from .feedback.loop import EMBEDDING_MODES
+
+    # the retrieve/embedding feedback modes decode with the EEG encoder: quick-train fits it too
+    with_encoder = (feedback_mode or protocol.feedback.mode) in EMBEDDING_MODES or protocol.encoder.enabled
 
     def train_now(pres=None):
-        """The quick-train; with a window, in a thread while the subject's rest screen shows the time left."""
+        """The quick-train (and the EEG encoder when the feedback needs it); with a window, in a thread while the
+        subject's rest screen shows the time left."""
         say("quick-train: starting")
         BUS.publish(Phase("quick-train", "selecting and fitting the decoder", session_id=state["session"]))
         t0 = time.monotonic()
         budget = protocol.training.budget_s
         eta: dict = {}
+        stage = {"t0": t0, "budget": budget}  # the training now running (the decoder, then the encoder)
 
         def watch(r):  # each training epoch: the bus (console), the rest screen, and a line every 10 epochs
             eta["left"], eta["at"] = r.get("eta_s"), time.monotonic()
@@ -439,21 +445,55 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
             if "left" in eta:  # the plan measured on the epochs so far
                 left = max((eta["left"] or 0) - (time.monotonic() - eta["at"]), 0)
             else:  # before the first epoch: what the budget allows
-                left = max(budget - (time.monotonic() - t0), 0) if budget > 0 else None
+                left = (max(stage["budget"] - (time.monotonic() - stage["t0"]), 0) if stage["budget"] > 0
+                        else None)
             when = f"about {_fmt(left)} left" if left is not None else "a moment"
             return f"Rest for a moment.\n\nThe decoder is training: {when}."
+
+        def watch_encoder(r):  # the rest screen's time left, and a line every 10 epochs
+            eta["left"], eta["at"] = r.get("eta_s"), time.monotonic()
+            if r["epoch"] % 10 == 0:
+                say(f"quick-train: encoder epoch {r['epoch']}/{r.get('planned')}, ~{_fmt(eta['left'] or 0)} left")
+
+        def fit_encoder():  # after the decoder, in the same rest: a failure leaves the decoder's feedback modes
+            from .decoder import train_encoder
+
+            say("quick-train: fitting the EEG encoder (EEG -> CLIP image embedding)")
+            BUS.publish(Phase("quick-train", "fitting the EEG encoder", session_id=state["session"]))
+            eta.clear()
+            stage.update(t0=time.monotonic(), budget=protocol.encoder.budget_s)
+            try:
+                te = train_encoder(db, subject, [state["session"]], protocol=protocol, progress=watch_encoder)
+            except EegloopError as exc:
+                trained["encoder_error"] = str(exc)
+                logger.error("EEG encoder: %s", str(exc))
+                say(f"quick-train: the EEG encoder could not be trained: {exc}")
+                return
+            trained["encoder"] = te
+            m = te.metrics
+            held = (f"held-out blocks {m['val_k']}-way top-1 {m['val_top1']:.3f} (chance {m['chance_top1']:.3f})"
+                    if "val_top1" in m else "no held-out blocks")
+            say(f"quick-train: EEG encoder {te.model_id} in {te.seconds:.1f} s; {held}")
+
+        def done(tm):
+            held = tm.metrics["heldout"]
+            stop = (f"; stopped at its {budget:g} s budget after {tm.metrics.get('epochs_run')} epochs (best "
+                    f"weights kept, epoch {tm.metrics.get('best_epoch')})"
+                    if tm.metrics.get("stopped") == "time_budget" else "")
+            say(f"quick-train: model {tm.model_id} in {trained['seconds']:.1f} s; held-out whole "
+                f"{tm.metrics['split']}s top-1 {held['top1']:.3f} (chance {tm.metrics['chance_top1']:.3f}){stop}")
 
         def fit():  # the model is kept here too: Escape on the rest screen must not lose a finished training
             tm = quick_train(db, subject, [state["session"]], protocol=protocol, progress=watch)
             trained["model"], trained["seconds"] = tm, time.monotonic() - t0
+            if with_encoder:  # the decoder's line first, then the encoder in the same rest
+                done(tm)
+                fit_encoder()
             return tm
 
         tm = fit() if pres is None else _while_resting(pres, fit, rest_text)
-        held = tm.metrics["heldout"]
-        stop = (f"; stopped at its {budget:g} s budget after {tm.metrics.get('epochs_run')} epochs (best weights "
-                f"kept, epoch {tm.metrics.get('best_epoch')})" if tm.metrics.get("stopped") == "time_budget" else "")
-        say(f"quick-train: model {tm.model_id} in {trained['seconds']:.1f} s; held-out whole "
-            f"{tm.metrics['split']}s top-1 {held['top1']:.3f} (chance {tm.metrics['chance_top1']:.3f}){stop}")
+        if not with_encoder:
+            done(tm)
 
     def after_run(run_no, pres):
         recorded_min = run_no * minutes_per_run
@@ -538,12 +578,24 @@ def _while_resting(pres, fn, text: Callable[[], str]):
 def _feedback_and_report(protocol, subject, db, simulate, progress, feedback_mode, report_dir, say, session_id,
                          rec, trained, window):
     from .feedback.generator import generator_available
-    from .feedback.loop import run_feedback
+    from .feedback.loop import EMBEDDING_MODES, run_feedback
     from .report import write_report
 
     tm = trained["model"]
-    db.set_session_status(session_id, "trained", model_id=tm.model_id, train_seconds=trained["seconds"])
+    te = trained.get("encoder")
+    db.set_session_status(session_id, "trained", model_id=tm.model_id, train_seconds=trained["seconds"],
+                          **({"encoder_id": te.model_id} if te is not None else {}))
     mode = feedback_mode or protocol.feedback.mode
+    if mode in EMBEDDING_MODES and te is None:
+        say(f"feedback mode '{mode}' needs the EEG encoder, which was not trained "
+            f"({trained.get('encoder_error') or 'no encoder'}): feedback uses mode 'stimulus'")
+        mode = "stimulus"
+    egen = protocol.feedback.embedding_generator
+    if mode == "embedding" and not (egen and generator_available(egen)):
+        what = f"embedding generator '{egen}' is not available locally" if egen else "no feedback.embedding_generator"
+        say(f"{what}: feedback uses mode 'retrieve' (the candidate image nearest to the decoded embedding); download "
+            "a Stable unCLIP model or point feedback.embedding_generator at a folder to see generated images")
+        mode = "retrieve"
     if mode in ("live", "bank") and not generator_available(protocol.feedback.generator):
         say(f"generator '{protocol.feedback.generator}' is not available locally: feedback uses mode 'stimulus' "
             "(held-out stimulus images of the decoded class); download the model or point feedback.generator at "

@@ -1,4 +1,4 @@
-"""Image generators for feedback: diffusers text-to-image, or held-out stimuli.
+"""Image generators for feedback: diffusers text-to-image, image-embedding-to-image, or held-out stimuli.
 
 :class:`DiffusionGenerator` loads ``feedback.generator`` with
 ``AutoPipelineForText2Image.from_pretrained`` from a local folder or a hub id
@@ -7,6 +7,11 @@ with fp16 on CUDA and fp32 on the CPU unless ``feedback.dtype`` says
 otherwise. Defaults suit a one-step turbo model (``stabilityai/sd-turbo``: 1
 step, guidance 0, 512 px). A missing model raises
 :class:`~eegloop.errors.ModelNotAvailableError` with one line.
+
+:class:`EmbeddingGenerator` (mode ``embedding``) loads a Stable unCLIP pipeline
+(``StableUnCLIPImg2ImgPipeline``) from ``feedback.embedding_generator`` the same
+way and makes an image from a CLIP image embedding (the EEG encoder's output)
+instead of a prompt.
 
 :class:`GeneratorWorker` runs generation in a thread so the display loop never
 waits on it; :class:`ImageBank` pre-generates ``bank_per_class`` images per
@@ -22,12 +27,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .._worker import Worker
-from ..errors import ModelNotAvailableError
+from ..errors import EegloopError, ModelNotAvailableError
 from ..lsl import local_clock
 from ..protocol import FeedbackConfig
 
-__all__ = ["DiffusionGenerator", "GeneratorWorker", "ImageBank", "StimulusPicker", "GeneratedImage",
-           "generator_available"]
+__all__ = ["DiffusionGenerator", "EmbeddingGenerator", "GeneratorWorker", "ImageBank", "StimulusPicker",
+           "GeneratedImage", "generator_available"]
 
 
 @dataclass
@@ -37,7 +42,7 @@ class GeneratedImage:
     seed: int
     prompt: str
     ready_lsl: float
-    source: str  # "generated", "bank", "stimulus"
+    source: str  # "generated", "bank", "stimulus", "retrieved"
     path: Optional[str] = None
 
 
@@ -119,12 +124,108 @@ class DiffusionGenerator:
         return local_clock() - t0
 
 
+class EmbeddingGenerator:
+    """An image from a CLIP image embedding with a Stable unCLIP pipeline (mode ``embedding``).
+
+    ``StableUnCLIPImg2ImgPipeline.from_pretrained(feedback.embedding_generator, local_files_only=True)``: a local
+    folder (``save_pretrained`` layout) or a hub id already in the local cache, never a download. The pipeline is
+    called with ``image_embeds=`` (its own image encoder is not used), an empty prompt, ``noise_level`` 0 and the
+    protocol's ``steps``, ``guidance``, ``size_px`` and ``dtype``.
+
+    Parameters
+    ----------
+    cfg : FeedbackConfig
+        embedding_generator, steps, guidance, size_px, dtype.
+    embed_dim : int
+        The size of the embeddings it will be given (the EEG encoder's); a pipeline expecting another size is
+        refused with one line.
+    clip_model : str
+        The encoder's CLIP (``teacher.model``), named in that error.
+    device : str | None
+        ``cuda`` when available, else ``cpu``.
+    """
+
+    def __init__(self, cfg: FeedbackConfig, embed_dim: int, clip_model: str = "", device: str | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from diffusers import StableUnCLIPImg2ImgPipeline
+
+        src = cfg.embedding_generator
+        if not src:
+            raise ModelNotAvailableError("feedback.mode embedding needs feedback.embedding_generator: a Stable unCLIP "
+                                         "diffusers folder or cached hub id (e.g. stabilityai/stable-diffusion-2-1-"
+                                         "unclip-small); or use feedback.mode: retrieve")
+        self.cfg = cfg
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if cfg.dtype == "auto":
+            dtype = torch.float16 if self.device == "cuda" else torch.float32
+        else:
+            dtype = getattr(torch, cfg.dtype)
+        local = Path(src).expanduser()
+        if (local.is_absolute() or src.startswith(".")) and not local.is_dir():
+            raise ModelNotAvailableError(f"embedding generator folder '{src}' not found (feedback.embedding_generator)"
+                                         ": point it at a Stable unCLIP diffusers folder (save_pretrained layout)")
+        try:
+            pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(str(local) if local.is_dir() else src, dtype=dtype,
+                                                               local_files_only=True)
+        except (OSError, ValueError, TypeError, AttributeError, EnvironmentError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelNotAvailableError(
+                f"embedding generator '{src}' is not available locally as a Stable unCLIP pipeline ({first[:140]}); "
+                f"download it once on a connected machine (e.g. huggingface-cli download {src}) or set "
+                "feedback.embedding_generator to a local folder; or use feedback.mode: retrieve") from None
+        self.expected_dim = int(pipe.image_normalizer.mean.shape[-1])
+        if self.expected_dim != int(embed_dim):
+            raise EegloopError(
+                f"embedding generator '{src}' (feedback.embedding_generator) takes {self.expected_dim}-dimensional "
+                f"image embeddings, the EEG encoder predicts {int(embed_dim)} (teacher.model {clip_model!r}): train "
+                "the encoder with the CLIP of the generator's image encoder, or choose a generator made for it")
+        with torch.no_grad():  # the embeddings' typical length (the normaliser holds their mean and std)
+            self.norm = float(torch.sqrt((pipe.image_normalizer.mean.float() ** 2).sum()
+                                         + (pipe.image_normalizer.std.float() ** 2).sum()))
+        self.pipe = pipe.to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.dtype = dtype
+        self.embed_dim = int(embed_dim)
+
+    def generate(self, embedding, seed: int, class_id: str = "") -> GeneratedImage:
+        """An image from ``embedding`` (a CLIP image embedding; scaled to the pipeline's typical length).
+
+        ``class_id`` only labels the result (the nearest candidate's class, for the log)."""
+        import numpy as np
+        import torch
+
+        e = np.asarray(embedding, np.float32).reshape(1, -1)
+        if e.shape[1] != self.expected_dim:
+            raise EegloopError(f"embedding of size {e.shape[1]}; the generator takes {self.expected_dim}")
+        e = e / max(float(np.linalg.norm(e)), 1e-12) * self.norm
+        g = torch.Generator(device="cpu").manual_seed(int(seed))
+        with torch.inference_mode():
+            img = self.pipe(image_embeds=torch.as_tensor(e, device=self.device, dtype=self.dtype), prompt="",
+                            num_inference_steps=self.cfg.steps, guidance_scale=self.cfg.guidance, noise_level=0,
+                            height=self.cfg.size_px, width=self.cfg.size_px, generator=g).images[0]
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        return GeneratedImage(class_id, img, int(seed), "", local_clock(), "generated")
+
+    def warmup(self) -> float:
+        """One generation before the loop (kernels, caches); returns its seconds."""
+        import numpy as np
+
+        t0 = local_clock()
+        self.generate(np.ones(self.expected_dim, np.float32), 0)
+        return local_clock() - t0
+
+
 class GeneratorWorker(Worker):
-    """Generation in a background thread: requests in, finished images out, the display never waits."""
+    """Generation in a background thread: requests in, finished images out, the display never waits.
+
+    ``generate(what, seed)`` gets what :meth:`submit` was given: a class id (text-to-image) or an embedding
+    request (mode ``embedding``)."""
 
     thread_name = "eegloop-generator"
 
-    def __init__(self, generate: Callable[[str, int], GeneratedImage]):
+    def __init__(self, generate: Callable[[object, int], GeneratedImage]):
         super().__init__()
         self._generate = generate
         self.requests: "queue.Queue" = queue.Queue()
@@ -136,14 +237,14 @@ class GeneratorWorker(Worker):
             req = self.requests.get()
             if req is None:
                 return
-            key, class_id, seed = req
+            key, what, seed = req
             try:
-                self.results.put((key, self._generate(class_id, seed)))
+                self.results.put((key, self._generate(what, seed)))
             except Exception as exc:  # reported to the loop, which logs it and shows nothing
                 self.results.put((key, exc))
 
-    def submit(self, key, class_id: str, seed: int) -> None:
-        self.requests.put((key, class_id, seed))
+    def submit(self, key, what, seed: int) -> None:
+        self.requests.put((key, what, seed))
 
     def close(self) -> None:
         self.requests.put(None)

@@ -8,6 +8,15 @@ a held-out stimulus image), shows it at the next flip, and logs the trial with
 every stage's LSL time. The display keeps flipping at its frame rate while it
 waits: nothing in the loop blocks on the generator.
 
+Two modes decode a CLIP image embedding instead of a class, with the subject's
+EEG encoder (:func:`eegloop.decoder.load_encoder`): ``retrieve`` shows the
+candidate image nearest to it (``feedback.retrieve_folder``'s images, of any
+classes, or the stimuli: :mod:`.retrieval`), ``embedding`` an image generated
+from it by a Stable unCLIP pipeline (:class:`.generator.EmbeddingGenerator`, in
+the worker thread like ``live``). In both the nearest candidate's class is the
+trial's decision; the nearest images (top 5 with their similarities and class
+folders) are stored with the trial's latencies under ``retrieval``.
+
 Two trial formats (``feedback.format``): ``cue`` shows one held-out image and
 then its feedback; ``rsvp`` shows ``feedback.rsvp_images`` held-out images of
 the trial's class back to back at the training pace (``paradigm.image_s``), so
@@ -18,7 +27,8 @@ Each image of a burst is its own ``stim_on`` marker and epoch (its own trial
 number, with ``feedback_trial`` naming the trial it belongs to).
 
 Latencies, from the moment the (last) epoch was complete: ``decode_ms`` (probabilities
-ready), ``image_ready_ms`` (image available), ``to_screen_ms`` (the flip that
+ready; in the embedding modes the embedding), ``retrieve_ms`` (embedding modes: the
+candidates ranked), ``image_ready_ms`` (image available), ``to_screen_ms`` (the flip that
 showed it); and what the subject lives, ``onset_to_screen_ms``: from the flip that
 showed the (last) image to the flip that showed its feedback (the epoch window,
 the filter's right margin, decoding, the image and one refresh).
@@ -37,7 +47,10 @@ from ..errors import EegloopError
 from ..lsl import configure_lsl, local_clock
 from ..protocol import Protocol
 
-__all__ = ["FeedbackResult", "run_feedback", "ImageSource", "DecodeWorker", "Decoded"]
+__all__ = ["FeedbackResult", "run_feedback", "ImageSource", "DecodeWorker", "Decoded", "EMBEDDING_MODES"]
+
+#: feedback modes driven by the EEG encoder's embedding rather than the classifier's probabilities
+EMBEDDING_MODES = ("retrieve", "embedding")
 
 
 @dataclass
@@ -53,6 +66,8 @@ class FeedbackResult:
     frame_rate_hz: float = 0.0
     n_classes: int = 0
     rows: list = field(default_factory=list)
+    scored: int | None = None  # embedding modes: trials whose nearest image's class could be judged (else all)
+    candidates: int = 0  # embedding modes: candidate images ranked each trial
 
 
 @dataclass(frozen=True)
@@ -99,7 +114,8 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
     Parameters
     ----------
     mode : str | None
-        ``live``, ``bank`` or ``stimulus`` (default: ``feedback.mode``).
+        ``live``, ``bank``, ``stimulus``, ``retrieve`` or ``embedding`` (default: ``feedback.mode``). The last
+        two use the subject's latest EEG encoder instead of its classifier.
     session_id : int | None
         Add the block to this session (default: a new session of kind ``feedback``).
     presenter : Presenter | None
@@ -116,11 +132,17 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
     n_trials = trials or fb.trials
     amp = protocol.amplifier
     configure_lsl(amp.lsl_scope)
+    if mode not in ("live", "bank", "stimulus") + EMBEDDING_MODES:
+        raise EegloopError(f"feedback mode {mode!r}: one of live, bank, stimulus, retrieve, embedding")
     stimuli = load_stimuli(protocol)
-    decoder, model_id = load_decoder(db, subject)
-    missing_cls = [c for c in stimuli.classes if c not in decoder.classes]
-    if missing_cls:
-        raise EegloopError(f"the model of {subject!r} was trained without class {missing_cls[0]}; retrain first")
+    if mode in EMBEDDING_MODES:
+        decoder, (encoder, model_id) = None, _load_encoder(db, subject, mode)
+    else:
+        encoder = None
+        decoder, model_id = load_decoder(db, subject)
+        missing_cls = [c for c in stimuli.classes if c not in decoder.classes]
+        if missing_cls:
+            raise EegloopError(f"the model of {subject!r} was trained without class {missing_cls[0]}; retrain first")
     db.get_or_add_subject(subject)
     created = session_id is None
     if created:
@@ -130,7 +152,7 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
     try:
         with SessionClaim(db, session_id):
             return _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, progress,
-                             trial_offset, run_index, presenter, stimuli, decoder, model_id)
+                             trial_offset, run_index, presenter, stimuli, decoder, model_id, encoder)
     except BaseException:
         # a feedback session that never got a trial (no amplifier, no generator, ...) is not left behind
         if created and not db.get_feedback_trials(session_id) and db.count_epochs(session_id) == 0:
@@ -138,24 +160,72 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
         raise
 
 
+def _load_encoder(db, subject: str, mode: str):
+    """The subject's latest EEG encoder, or one line saying how to train one."""
+    from ..decoder import load_encoder
+    from ..errors import DatabaseError
+
+    db.get_subject(subject)  # an unknown subject is its own one-line error
+    try:
+        return load_encoder(db, subject)
+    except DatabaseError:
+        raise EegloopError(f"feedback mode {mode} needs an EEG encoder and subject {subject!r} has none: run the "
+                           f"session's quick-train with feedback.mode {mode} (or encoder.enabled: true), or: eegloop "
+                           f"train --subject {subject} --encoder") from None
+
+
 class ImageSource:
     """Where a feedback image comes from: ``bank`` (generated before the block), ``live`` (generated in a worker
-    thread when the class is decoded) or ``stimulus`` (a held-out stimulus image of the class, no generator).
+    thread when the class is decoded), ``stimulus`` (a held-out stimulus image of the class, no generator),
+    ``retrieve`` (the candidate image nearest to the decoded embedding) or ``embedding`` (generated from the
+    decoded embedding in a worker thread).
 
-    :meth:`request` asks for the image of a decoded class: bank and stimulus images come back at once, a live one
-    later through :meth:`poll`. The generator is built first, so a missing model fails before anything starts.
+    :meth:`request` asks for the image of a decoded class: bank, stimulus and retrieved images come back at once,
+    a live or embedding one later through :meth:`poll`. The generator is built first, so a missing model fails
+    before anything starts; the embedding modes then embed the candidate images (:attr:`retriever`), which needs
+    ``encoder`` (an :class:`~eegloop.decoder.encoder.OnlineEncoder`) and caches under ``cache_dir``.
     """
 
-    def __init__(self, mode: str, protocol: Protocol, stimuli, img_dir, say, progress: bool = True):
-        from .generator import DiffusionGenerator, GeneratorWorker, ImageBank, StimulusPicker
+    def __init__(self, mode: str, protocol: Protocol, stimuli, img_dir, say, progress: bool = True, encoder=None,
+                 cache_dir=None):
+        from .generator import DiffusionGenerator, EmbeddingGenerator, GeneratorWorker, ImageBank, StimulusPicker
 
         fb = protocol.feedback
         self.mode, self.seed = mode, fb.seed
         self.img_dir = img_dir
         self.warmup_s = 0.0
         self._bank = self._worker = self._picker = None
+        self.retriever = None
         self._done: dict = {}  # live: trial -> finished image (or the exception)
-        if mode in ("live", "bank"):
+        if mode in EMBEDDING_MODES:
+            from .retrieval import CandidateSet, Retriever
+
+            if encoder is None:
+                raise EegloopError(f"feedback mode {mode} needs the subject's EEG encoder")
+            self.center = np.asarray(encoder.center, np.float32)
+            if mode == "embedding":
+                gen = EmbeddingGenerator(fb, encoder.dim, encoder.clip_model)
+                self.warmup_s = gen.warmup()
+                say(f"embedding generator {fb.embedding_generator} on {gen.device} ({gen.dtype}): warm-up "
+                    f"{self.warmup_s:.2f} s")
+                self._worker = GeneratorWorker(lambda req, seed: gen.generate(req[0], seed, req[1]))
+            trained = list((encoder.meta or {}).get("classes") or {})
+            try:
+                folder = protocol.resolve_path(fb.retrieve_folder)
+                cands = (CandidateSet.from_folder(folder, protocol.stimuli.extensions, trained, encoder.clip_model,
+                                                  encoder.clip_pretrained, cache_dir) if folder is not None else
+                         CandidateSet.from_stimuli(stimuli, trained, encoder.clip_model, encoder.clip_pretrained,
+                                                   cache_dir))
+                self.retriever = Retriever(encoder, cands)
+            except BaseException:
+                self.close()
+                raise
+            never = [c for c in cands.classes if c not in trained]
+            n_cls = len(cands.classes)
+            say(f"feedback mode: {mode} (EEG encoder -> CLIP {encoder.clip_model} embedding; nearest of {len(cands)} "
+                f"candidate images from {cands.source}, {n_cls} class{'' if n_cls == 1 else 'es'}"
+                + (f", {len(never)} never trained" if never else "") + f"; embedded in {cands.seconds:.1f} s)")
+        elif mode in ("live", "bank"):
             gen = DiffusionGenerator(fb, stimuli.classes)
             self.warmup_s = gen.warmup()
             say(f"generator {fb.generator} on {gen.device} ({gen.dtype}): warm-up {self.warmup_s:.2f} s")
@@ -176,12 +246,20 @@ class ImageSource:
         """The images known before the block (the bank's), to upload to the window once."""
         return [gi for imgs in self._bank.images.values() for gi in imgs] if self._bank is not None else []
 
-    def request(self, trial: int, class_id: str):
-        """The image for ``class_id`` now (bank, stimulus), or None: a live one is then on its way (:meth:`poll`)."""
+    def request(self, trial: int, class_id: str, retrieval=None, embedding=None):
+        """The image for ``class_id`` now (bank, stimulus; retrieve: ``retrieval``'s nearest image), or None: a
+        live one (embedding: generated from ``embedding``) is then on its way (:meth:`poll`)."""
         if self._bank is not None:
             return self._bank.get(class_id)
         if self._picker is not None:
             return self._picker.get(class_id)
+        if self.retriever is not None and self.mode == "retrieve":
+            return self.retriever.load(retrieval)
+        if self.retriever is not None:
+            from .retrieval import clip_space_embedding
+
+            self._worker.submit(trial, (clip_space_embedding(embedding, self.center), class_id), self.seed + trial)
+            return None
         self._worker.submit(trial, class_id, self.seed + trial)
         return None
 
@@ -211,13 +289,17 @@ class ImageSource:
 @dataclass
 class Decoded:
     """A feedback trial's decoding: its (last) epoch, class probabilities, when they were ready, and the image
-    (None while a live one is being generated)."""
+    (None while a live one is being generated); in the embedding modes also the embedding, when it was ready,
+    and the retrieval (:class:`~eegloop.feedback.retrieval.Retrieval`)."""
 
     trial: int
     epoch: object
     probs: dict
     t_probs: float
     image: object = None
+    embedding: object = None
+    t_embedding: float | None = None
+    retrieval: object = None
 
 
 class DecodeWorker:
@@ -225,11 +307,14 @@ class DecodeWorker:
 
     Epochs of images outside the plan are ignored; in the ``rsvp`` format a trial's ``per_trial`` epochs are
     combined (summed log-probabilities, the burst's posterior) before its image is requested. Each trial's
-    :class:`Decoded` goes to :attr:`decoded`.
+    :class:`Decoded` goes to :attr:`decoded`. With ``encoder`` (the embedding modes) each epoch is embedded
+    instead, a burst's embeddings averaged, and the source's retriever ranks the candidates.
     """
 
-    def __init__(self, epochs: "queue.Queue", decoder, plan: list, per_trial: int, source: ImageSource):
+    def __init__(self, epochs: "queue.Queue", decoder, plan: list, per_trial: int, source: ImageSource,
+                 encoder=None):
         self.epochs, self.decoder, self.per_trial, self.source = epochs, decoder, per_trial, source
+        self.encoder = encoder
         self.owner = {it: pt.trial for pt in plan for it in pt.image_trials}  # an image's epoch -> its trial
         self.decoded: "queue.Queue[Decoded]" = queue.Queue()
         self._evidence: dict[int, list] = {}
@@ -254,22 +339,45 @@ class DecodeWorker:
             if ep.trial not in self.owner:
                 continue
             trial = self.owner[ep.trial]
-            p = self.decoder.predict(ep)
-            if self.per_trial > 1:
-                got_ps = self._evidence.setdefault(trial, [])
-                got_ps.append(p)
-                if len(got_ps) < self.per_trial:
-                    continue
-                logp = {c: float(sum(np.log(max(q[c], 1e-12)) for q in got_ps)) for c in p}
-                top = max(logp.values())
-                z = sum(np.exp(v - top) for v in logp.values())
-                p = {c: float(np.exp(v - top) / z) for c, v in logp.items()}  # the burst's posterior
-            t_p = local_clock()
-            self.decoded.put(Decoded(trial, ep, p, t_p, self.source.request(trial, max(p, key=p.get))))
+            try:
+                d = self._embedding(trial, ep) if self.encoder is not None else self._classes(trial, ep)
+            except Exception as exc:  # the trial times out and is logged as skipped; the block goes on
+                logger.error("feedback trial %d: decoding failed: %s", trial, exc)
+                continue
+            if d is not None:
+                self.decoded.put(d)
+
+    def _classes(self, trial: int, ep) -> Decoded | None:
+        p = self.decoder.predict(ep)
+        if self.per_trial > 1:
+            got_ps = self._evidence.setdefault(trial, [])
+            got_ps.append(p)
+            if len(got_ps) < self.per_trial:
+                return None
+            logp = {c: float(sum(np.log(max(q[c], 1e-12)) for q in got_ps)) for c in p}
+            top = max(logp.values())
+            z = sum(np.exp(v - top) for v in logp.values())
+            p = {c: float(np.exp(v - top) / z) for c, v in logp.items()}  # the burst's posterior
+        t_p = local_clock()
+        return Decoded(trial, ep, p, t_p, self.source.request(trial, max(p, key=p.get)))
+
+    def _embedding(self, trial: int, ep) -> Decoded | None:
+        z = self.encoder.encode(ep)
+        if self.per_trial > 1:  # a burst: the mean direction of its embeddings
+            got = self._evidence.setdefault(trial, [])
+            got.append(z)
+            if len(got) < self.per_trial:
+                return None
+            z = np.sum(got, axis=0)
+            z = (z / max(float(np.linalg.norm(z)), 1e-12)).astype(np.float32)
+        t_z = local_clock()
+        ret = self.source.retriever.query(z)
+        img = self.source.request(trial, ret.predicted, retrieval=ret, embedding=z)
+        return Decoded(trial, ep, ret.probabilities, ret.ready_lsl, img, embedding=z, t_embedding=t_z, retrieval=ret)
 
 
 def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, progress, trial_offset, run_index,
-              presenter, stimuli, decoder, model_id):
+              presenter, stimuli, decoder, model_id, encoder=None):
     from .._files import private_dir
     from ..bus import BUS, CONTROLS, Phase
     from ..database import CLAIM_OWNER
@@ -282,7 +390,8 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
     private_dir(img_dir)  # images/...: 0700 when eegloop creates it
     per_trial = fb.images_per_trial
     plan = _choose_trials(stimuli, n_trials, fb.seed, trial_offset, cue_images(stimuli, fb.cue_share), per_trial)
-    source = ImageSource(mode, protocol, stimuli, img_dir, say, progress=progress is not None)
+    source = ImageSource(mode, protocol, stimuli, img_dir, say, progress=progress is not None, encoder=encoder,
+                         cache_dir=db.data_dir / "cache" / "clip")
     try:
         rig = Rig(protocol, simulate, outlet=presenter.outlet if presenter is not None else None).start()
     except BaseException:
@@ -302,8 +411,9 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
     own_window = presenter is None
     pres = presenter or Presenter(protocol, rig.outlet)
     unhook_abort = CONTROLS.on_abort(pres.request_abort)  # the console's abort button
-    worker = DecodeWorker(online, decoder, plan, per_trial, source)
+    worker = DecodeWorker(online, decoder, plan, per_trial, source, encoder=encoder)
     rows: list = []
+    tally = {"correct": 0, "scored": 0}  # the running accuracy the progress lines show
     BUS.publish(Phase("feedback", f"{n_trials} trials, mode {mode}", session_id=session_id))
     try:
         if own_window:
@@ -311,7 +421,7 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
         rec.begin_run(run_index)
         worker.start()
         _trials(protocol, pres, plan, worker, source, run_index, mode, rows, say,
-                lambda row, lat, k: _log_trial(db, session_id, model_id, mode, row, k, n_trials, say))
+                lambda row, lat, k: _log_trial(db, session_id, model_id, mode, row, k, n_trials, say, tally))
     except Aborted:
         say("feedback aborted by the operator; trials so far are kept")
     finally:
@@ -327,7 +437,9 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
             finally:
                 rig.close()  # the simulator and an outlet of its own (the recorder is stopped already)
                 source.close()
-    return _result(db, session_id, model_id, mode, fb, rows, source.warmup_s, pres.frame_rate, len(decoder.classes))
+    n_classes = len(source.retriever.candidates.labels) if source.retriever is not None else len(decoder.classes)
+    return _result(db, session_id, model_id, mode, fb, rows, source.warmup_s, pres.frame_rate, n_classes,
+                   len(source.retriever.candidates) if source.retriever is not None else 0)
 
 
 def _trials(protocol, pres, plan, worker: DecodeWorker, source: ImageSource, run_index, mode, rows, say, log):
@@ -369,12 +481,16 @@ def _trials(protocol, pres, plan, worker: DecodeWorker, source: ImageSource, run
             rows.append(dict(trial=trial, true_class=cls, missing=True))
             continue
         d = got["d"]
-        pred = max(d.probs, key=d.probs.get)
+        ret = d.retrieval
+        pred = ret.predicted if ret is not None else max(d.probs, key=d.probs.get)
         img = d.image
-        source.keep(img, trial, pred)
+        source.keep(img, trial, _safe_name(pred))
         stim = shown.get(id(img.image)) or pres.image_stim(img.image)
+        extra = {}
+        if ret is not None:  # what the marker stream says about the nearest image
+            extra = dict(similarity=round(ret.best.similarity, 4), nearest=ret.best.candidate.path.name)
         t_on = pres.show_stim(stim, n_show, "fb_image_on", fixation=False, trial=trial, predicted=pred,
-                              **{"class": cls}, source=img.source)
+                              **{"class": cls}, source=img.source, **extra)
         pres.fixation.draw()
         pres.flip()
         t0 = d.epoch.ready_lsl
@@ -383,34 +499,67 @@ def _trials(protocol, pres, plan, worker: DecodeWorker, source: ImageSource, run
                "image_ready_ms": (max(img.ready_lsl, d.t_probs) - t0) * 1000, "to_screen_ms": (t_on - t0) * 1000,
                # what the subject lives: from the (last) image's onset on screen to its feedback image
                "onset_lsl": t_onset, "onset_to_screen_ms": (t_on - t_onset) * 1000}
+        if ret is not None:  # decode: the embedding; retrieve: the candidates ranked
+            lat.update(embedding_lsl=d.t_embedding, decode_ms=(d.t_embedding - t0) * 1000,
+                       retrieve_ms=(d.t_probs - t0) * 1000)
         if fb.images_per_trial > 1:
             lat["epochs"] = fb.images_per_trial
         row = dict(trial=trial, true_class=cls, predicted=pred, probabilities=d.probs, image_path=img.path,
-                   seed=img.seed, latencies=lat, missing=False)
+                   seed=img.seed if img.source != "retrieved" else None, latencies=lat, missing=False,
+                   retrieval=ret, scored=ret is None or pred == cls or ret.scored, cue=str(pt.images[-1].path))
         rows.append(row)
         log(row, lat, k)
     pres.push_on_flip("block_end", run=run_index, block=block, feedback=True)
     pres.flip()
 
 
-def _log_trial(db, session_id, model_id, mode, row, k, n_trials, say) -> None:
-    """A shown trial: into the database, onto the bus (the console), and one progress line."""
+def _safe_name(label: str) -> str:
+    """A class label as part of a file name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)[:60] or "image"
+
+
+def _log_trial(db, session_id, model_id, mode, row, k, n_trials, say, tally: dict | None = None) -> None:
+    """A shown trial: into the database, onto the bus (the console), and one progress line.
+
+    In the embedding modes the retrieval (nearest image, its similarity and class folder, the top 5) is stored
+    with the latencies under ``retrieval``, and the line shows the running accuracy over the trials that can be
+    judged (the nearest image's class is the cue's or a trained one)."""
     from ..bus import BUS, FeedbackTrial
 
     probs, pred, cls, lat = row["probabilities"], row["predicted"], row["true_class"], row["latencies"]
+    ret = row.get("retrieval")
+    stored = dict(lat, retrieval={**ret.to_json(), "cue": row.get("cue"), "scored": bool(row.get("scored", True))}) \
+        if ret is not None else lat
     db.add_feedback_trial(session_id, model_id=model_id, trial=row["trial"], mode=mode, probabilities=probs,
                           predicted_class=pred, true_class=cls,
                           image_path=db.relpath(row["image_path"]) if row["image_path"] else None,
-                          seed=row["seed"], latencies=lat)
+                          seed=row["seed"], latencies=stored)
     BUS.publish(FeedbackTrial(k + 1, n_trials, row["trial"], cls, pred, float(probs[pred]), row["image_path"],
                               {x: round(float(v), 2) for x, v in lat.items() if x.endswith("_ms")}, len(probs)))
-    say(f"feedback {k + 1}/{n_trials}: shown {cls}, decoded {pred} (p={probs[pred]:.2f}) "
-        f"{'✓' if pred == cls else '✗'}  decode {lat['decode_ms']:.1f} ms, image {lat['image_ready_ms']:.1f} ms,"
-        f" on screen {lat['to_screen_ms']:.1f} ms")
+    ok = pred == cls
+    if tally is not None and row.get("scored", True):
+        tally["scored"] += 1
+        tally["correct"] += ok
+    mark = "✓" if ok else "✗" if row.get("scored", True) else "·"
+    if ret is None:
+        say(f"feedback {k + 1}/{n_trials}: shown {cls}, decoded {pred} (p={probs[pred]:.2f}) "
+            f"{mark}  decode {lat['decode_ms']:.1f} ms, image {lat['image_ready_ms']:.1f} ms,"
+            f" on screen {lat['to_screen_ms']:.1f} ms")
+        return
+    b = ret.best
+    what = (f"retrieved {b.candidate.path.name}" if mode == "retrieve" else "generated; nearest image "
+            f"{b.candidate.path.name}")
+    kind = "" if b.candidate.trained else (", unlabelled" if b.candidate.class_id is None else ", never trained")
+    running = f"; running {tally['correct']}/{tally['scored']}" if tally is not None else ""
+    say(f"feedback {k + 1}/{n_trials}: shown {cls}, {what} ({pred}{kind}, similarity {b.similarity:.2f}) {mark}  "
+        f"decode {lat['decode_ms']:.1f} ms, retrieve {lat['retrieve_ms']:.1f} ms, image {lat['image_ready_ms']:.1f} "
+        f"ms, on screen {lat['to_screen_ms']:.1f} ms{running}")
 
 
-def _result(db, session_id, model_id, mode, fb, rows, warmup_s, frame_rate, n_classes) -> FeedbackResult:
+def _result(db, session_id, model_id, mode, fb, rows, warmup_s, frame_rate, n_classes,
+            candidates: int = 0) -> FeedbackResult:
     done = [r for r in rows if not r["missing"]]
+    embedding = mode in EMBEDDING_MODES
 
     def stat(key):
         v = np.array([r["latencies"][key] for r in done]) if done else np.array([np.nan])
@@ -419,11 +568,13 @@ def _result(db, session_id, model_id, mode, fb, rows, warmup_s, frame_rate, n_cl
     res = FeedbackResult(session_id=session_id, model_id=model_id, mode=mode, trials=len(done),
                          correct=sum(r["predicted"] == r["true_class"] for r in done),
                          missing=len(rows) - len(done),
-                         latency_ms={k: stat(k) for k in ("decode_ms", "image_ready_ms", "to_screen_ms",
-                                                          "onset_to_screen_ms")},
-                         warmup_s=warmup_s, frame_rate_hz=frame_rate, n_classes=n_classes, rows=rows)
+                         latency_ms={k: stat(k) for k in ("decode_ms",) + (("retrieve_ms",) if embedding else ())
+                                     + ("image_ready_ms", "to_screen_ms", "onset_to_screen_ms")},
+                         warmup_s=warmup_s, frame_rate_hz=frame_rate, n_classes=n_classes, rows=rows,
+                         scored=sum(bool(r["scored"]) for r in done) if embedding else None, candidates=candidates)
+    extra = {"scored": res.scored, "candidates": candidates, "encoder_id": model_id} if embedding else {}
     db.set_session_status(session_id, "feedback-done",
                           feedback={"mode": mode, "format": fb.format, "images_per_trial": fb.images_per_trial,
                                     "trials": res.trials, "correct": res.correct,
-                                    "latency_ms": res.latency_ms, "model_id": model_id})
+                                    "latency_ms": res.latency_ms, "model_id": model_id, **extra})
     return res
