@@ -247,7 +247,7 @@ class EncoderConfig:
     mse_weight: float = _f(0.0, ge=0, le=1000, doc="weight of an MSE term between predicted and target embeddings, "
                                                    "added to the contrastive loss")
     temperature: float = _f(0.07, gt=0, le=10, doc="initial temperature of the contrastive loss (learned)")
-    lr: float = _f(1e-3, gt=0, le=10, doc="AdamW learning rate")
+    lr: float = _f(3e-3, gt=0, le=10, doc="AdamW learning rate")
     weight_decay: float = _f(0.01, ge=0, le=10, doc="AdamW weight decay")
     batch_size: int = _f(128, ge=2, le=65536, doc="batch size (the contrastive loss compares within a batch)")
     max_epochs: int = _f(60, ge=1, le=100_000, doc="maximum training epochs")
