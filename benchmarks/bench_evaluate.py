@@ -72,7 +72,7 @@ def bench_n170(args) -> dict:
     from eegloop.recorder.importers import import_recordings, parse_events
 
     warnings.filterwarnings("ignore")
-    proto = load_protocol(REPO / "protocols" / "n170.yaml")
+    proto = causal(load_protocol(REPO / "protocols" / "n170.yaml"), args.causal)
     tmp = Path(tempfile.mkdtemp(prefix="eegloop-bench-"))
     db = Database(f"sqlite:///{tmp / 'e.db'}", data_dir=tmp)
     methods = args.methods.split(",") + (list(BASELINES) if args.baselines else [])
@@ -115,6 +115,18 @@ def bench_n170(args) -> dict:
     return out
 
 
+def causal(proto, on: bool):
+    """With --causal: forward-only filters and no signal after the window (what decoding at the window's end costs)."""
+    if not on:
+        return proto
+    from eegloop.protocol import protocol_from_dict
+
+    d = proto.to_dict()
+    d["preprocessing"]["causal"] = True
+    d["epochs"]["right_margin_s"] = 0.0
+    return protocol_from_dict(d, source=proto.source) if proto.source else protocol_from_dict(d)
+
+
 def bench_sim(args) -> dict:
     from eegloop.decoder import evaluate
     from eegloop.paradigm.schedule import make_schedule
@@ -139,7 +151,7 @@ def bench_sim(args) -> dict:
         d["amplifier"].pop("channel_names", None) if args.channels != d["amplifier"].get("channels") else None
         d["amplifier"].update(channels=args.channels, sfreq=args.sfreq)
         d["epochs"] = {**base.get("epochs", {}), "reject_uv": None}  # simulated amplitudes are not a headset's
-    proto = protocol_from_dict(d)
+    proto = causal(protocol_from_dict(d), args.causal)
     t0 = time.perf_counter()
     es = simulate_epochs(proto, make_schedule(proto, stim))
     print(f"simulated {len(es)} epochs x {args.channels} ch x {es.data.shape[-1]} samples in "
@@ -201,6 +213,8 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=40)
     ap.add_argument("--sfreq", type=float, default=1000.0)
     ap.add_argument("--like", help="sim: take epochs, preprocessing and training from this protocol file")
+    ap.add_argument("--causal", action="store_true",
+                    help="preprocessing.causal with epochs.right_margin_s 0: an epoch decodable when its window ends")
     ap.add_argument("--cli", action="store_true", help="sim: store the epochs, then time `eegloop evaluate` itself")
     args = ap.parse_args()
     if args.permutations < 0:
@@ -209,7 +223,8 @@ def main() -> None:
         ap.error(f"--data: {args.data} is not a folder")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
     res = bench_n170(args) if args.what == "n170" else bench_sim(args)
-    print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "what": args.what, "results": res}))
+    print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "what": args.what, "causal": args.causal,
+                      "results": res}))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("--generator", help="diffusers folder or cached hub id (default: the tiny random pipeline)")
     ap.add_argument("--size", type=int, default=64, help="generated image edge, px")
     ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--causal", action="store_true",
+                    help="preprocessing.causal with epochs.right_margin_s 0: decode each epoch when its window ends")
     args = ap.parse_args()
     from eegloop.lsl import configure_lsl
 
@@ -52,7 +54,8 @@ def main() -> None:
                          "screen": {"fullscreen": False, "size": [640, 480], "image_size_px": 256}},
             "amplifier": {"stream_name": f"bench-eeg-{tag}", "marker_stream_name": f"bench-mk-{tag}",
                           "channels": 32, "sfreq": 500, "simulate": {"snr": 0.4}},
-            "epochs": {"tmin": 0.0, "tmax": 0.5, "margin_s": 0.25},
+            "epochs": {"tmin": 0.0, "tmax": 0.5, "margin_s": 0.25, "right_margin_s": 0.0 if args.causal else None},
+            "preprocessing": {"causal": bool(args.causal)},
             "teacher": {"enabled": False}, "training": {"max_epochs": 15},
             "feedback": {"generator": gen, "size_px": args.size, "steps": args.steps, "bank_per_class": 2,
                          "display_s": 0.3},
@@ -77,7 +80,7 @@ def main() -> None:
             print(f"{mode}: {out[mode]}", flush=True)
         out["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
         out["generator"] = "tiny random SD pipeline" if args.generator is None else args.generator
-        out["size_px"], out["steps"] = args.size, args.steps
+        out["size_px"], out["steps"], out["causal"] = args.size, args.steps, bool(args.causal)
         out["ratios"] = {"live / bank, to screen": round(out["live"]["to_screen_ms_median"]
                                                          / out["bank"]["to_screen_ms_median"], 3),
                          "bank, to screen / onset to screen": round(out["bank"]["to_screen_ms_median"]

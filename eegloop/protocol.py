@@ -199,6 +199,10 @@ class EpochsConfig:
     tmin: float = _f(0.0, ge=-10, le=10, doc="start of the analysis window relative to onset, seconds")
     tmax: float = _f(0.5, ge=-10, le=10, doc="end of the analysis window relative to onset, seconds")
     margin_s: float = _f(0.25, ge=0, le=10, doc="extra signal kept on both sides for filtering")
+    right_margin_s: Optional[float] = _f(
+        None, ge=0, le=10, doc="signal kept after tmax, seconds; null: margin_s. An epoch is complete (and decoded "
+                               "online) right_margin_s after tmax: with preprocessing.causal, 0 decodes it the moment "
+                               "its window ends")
     baseline: Optional[list[float]] = _f(None, ge=-10, le=10, doc="[start, end] seconds to subtract, or null")
     reject_uv: Optional[float] = _f(
         None, gt=0, le=1e6, doc="drop epochs whose peak-to-peak amplitude (band-passed, any channel) exceeds this, "
@@ -217,6 +221,10 @@ class PreprocessingConfig:
     bandpass_hz: list[float] = _f(factory=lambda: [14.0, 70.0], gt=0, le=50_000, doc="[low, high] Butterworth band, Hz")
     bandpass_order: int = _f(2, ge=1, le=10, doc="Butterworth order")
     standardize: bool = _f(True, doc="per-channel standardisation")
+    causal: bool = _f(False, doc="forward-only (causal) notch and band-pass, the same offline and online: a sample's "
+                                 "filtered value depends on the past only, so no signal after the window is needed "
+                                 "(epochs.right_margin_s: 0); the filters delay the signal a little, which the "
+                                 "decoder learns. false: zero-phase (the paper's)")
     representation: Literal["stft", "wavelet", "erp"] = _f(
         "stft", doc="input of the student: stft (paper), wavelet (db4), erp (signal averaged in erp_bin_ms bins, "
                     "for slow evoked responses)")

@@ -2,7 +2,9 @@
 
 Per epoch (the recorder cuts epochs with margins on both sides so that
 zero-phase filters have context): notch (``notch_hz`` ± ``notch_width_hz``/2),
-Butterworth band-pass (``bandpass_hz``, ``bandpass_order``), both zero-phase;
+Butterworth band-pass (``bandpass_hz``, ``bandpass_order``), both zero-phase
+(or, with ``preprocessing.causal``, forward only: no signal after the window is
+needed, so an epoch can be decoded the moment its window ends);
 the mean of the baseline window (``epochs.baseline``) subtracted when one is set;
 crop to the analysis window [``tmin``, ``tmax``]; per-channel standardisation
 (each channel of each epoch to zero mean, unit variance — needs no statistics
@@ -60,6 +62,7 @@ class Preprocessor:
     stft_hop_ms: float
     erp_bin_ms: float = 50.0
     baseline: tuple | None = None  # [start, end] s relative to onset, subtracted after filtering (epochs.baseline)
+    causal: bool = False  # forward-only filters (preprocessing.causal): no signal after the window needed
 
     @classmethod
     def from_protocol(cls, pre: PreprocessingConfig, epochs: EpochsConfig, sfreq: float,
@@ -69,7 +72,7 @@ class Preprocessor:
                    bandpass_order=pre.bandpass_order, standardize=pre.standardize,
                    representation=pre.representation, stft_window_ms=pre.stft_window_ms,
                    stft_hop_ms=pre.stft_hop_ms, erp_bin_ms=pre.erp_bin_ms,
-                   baseline=tuple(epochs.baseline) if epochs.baseline else None)
+                   baseline=tuple(epochs.baseline) if epochs.baseline else None, causal=pre.causal)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -94,8 +97,16 @@ class Preprocessor:
         return sos, sosfilt_zi(sos)
 
     def filtfilt(self, x: np.ndarray) -> np.ndarray:
-        """Zero-phase notch + band-pass along the last axis (scipy's sosfiltfilt, odd padding), float32."""
+        """Zero-phase notch + band-pass along the last axis (scipy's sosfiltfilt, odd padding), float32; with
+        ``causal``, the same filters forward only (started in their steady state at the first sample), so that
+        each output sample depends on the samples up to it alone."""
         sos, zi = self._filter
+        if self.causal:
+            zshape = (len(sos),) + (1,) * (x.ndim - 1) + (2,)
+            z = zi.reshape(zshape).astype(np.float32)
+            x = np.asarray(x, dtype=np.float32)
+            y, _ = sosfilt(sos.astype(np.float32), x, axis=-1, zi=z * x[None, ..., :1])
+            return y
         n = x.shape[-1]
         pad = min(3 * (2 * len(sos) + 1 - min((sos[:, 2] == 0).sum(), (sos[:, 5] == 0).sum())), n - 1)
         left = 2 * x[..., :1] - x[..., pad:0:-1]

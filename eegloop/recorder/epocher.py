@@ -33,8 +33,8 @@ class EpochWindow:
     """Sample offsets of an epoch relative to its onset sample.
 
     ``start`` is the offset of the first sample (negative with a margin or a
-    negative ``tmin``), ``length`` the number of samples (analysis window plus a
-    margin on each side, for filtering).
+    negative ``tmin``), ``length`` the number of samples (analysis window plus
+    ``margin_s`` before it and ``right_margin_s``, default ``margin_s``, after it, for filtering).
     """
 
     start: int
@@ -54,8 +54,10 @@ class EpochWindow:
 def epoch_window(epochs, sfreq: float) -> EpochWindow:
     """The window of :class:`~eegloop.protocol.EpochsConfig` ``epochs`` at ``sfreq`` Hz."""
     margin = int(round(epochs.margin_s * sfreq))
+    right_s = getattr(epochs, "right_margin_s", None)
+    right = margin if right_s is None else int(round(right_s * sfreq))
     start = int(round(epochs.tmin * sfreq)) - margin
-    length = int(round((epochs.tmax - epochs.tmin) * sfreq)) + 2 * margin
+    length = int(round((epochs.tmax - epochs.tmin) * sfreq)) + margin + right
     return EpochWindow(start, length, float(sfreq))
 
 

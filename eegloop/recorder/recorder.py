@@ -223,7 +223,8 @@ class Recorder(Worker):
         """
         if wait and self.failure is None:  # the last epoch needs tmax + margin of signal after onset, plus transport
             t_start = time.monotonic()
-            deadline = t_start + self.protocol.epochs.tmax + self.protocol.epochs.margin_s + 2.3
+            e = self.protocol.epochs
+            deadline = t_start + e.tmax + max(e.margin_s, e.right_margin_s or 0) + 2.3
             while time.monotonic() < deadline and self.failure is None:
                 with self._lock:
                     busy = self._run is not None and self.epocher.pending_in_run(self._run)

@@ -516,7 +516,7 @@ def simulate_epochs(protocol, schedule=None, trials=None, simulate: Optional[Sim
                 mk["image"] = tr[4]
             va.add_marker(mk, on)
         t_first = t - pre_s
-        n = int(round((len(trs) * soa + pre_s + 1.0 + e.tmax + e.margin_s) * sf))
+        n = int(round((len(trs) * soa + pre_s + 1.0 + e.tmax + max(e.margin_s, e.right_margin_s or 0)) * sf))
         x = np.zeros((va.n_out, n), np.float32)
         x[:c] = va._make_block(n)
         va._apply_events(x, t_first)
