@@ -848,7 +848,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = psub.add_parser("new", parents=[common], help="start a protocol from a shipped template")
     c.add_argument("file", type=Path, help="the new protocol file (.yaml)")
     c.add_argument("--from", dest="template", default="interleaved",
-                   help="template: demo, ferrante2023 (the paper, blocked), interleaved (the honest default), n170")
+                   help="template: demo, ferrante2023 (the paper, blocked), interleaved (the honest default), n170, "
+                        "things-eeg2 (imports of the public dataset), zero-shot (the EEG encoder on a simulated subject)")
     c.add_argument("--force", action="store_true", help="replace the file if it exists")
     c.set_defaults(func=cmd_protocol_new)
     c = psub.add_parser("schema", parents=[common], help="print every protocol field with its default")

@@ -33,6 +33,10 @@ class ModelNeed:
 
 def _clip_need(model: str, pretrained: Optional[str]) -> ModelNeed:
     name = f"{model} ({pretrained})" if pretrained else model
+    from .embeddings import TINY_CLIP
+
+    if model == TINY_CLIP:  # built here from a seed: nothing to fetch (and nothing it says about real images)
+        return ModelNeed("clip", name, "built-in, random weights (simulation only)", True)
     if model.startswith("local-dir:"):
         d = Path(model[len("local-dir:"):]).expanduser()
         return ModelNeed("clip", name, str(d), d.is_dir(), "" if d.is_dir() else "folder not found")
@@ -69,11 +73,16 @@ def _generator_need(model: str) -> ModelNeed:
 
 
 def needs(protocol) -> list[ModelNeed]:
-    """The weights ``protocol`` uses (the teacher only when ``teacher.enabled``)."""
+    """The weights ``protocol`` uses (the teacher only when ``teacher.enabled``; the text-to-image generator for
+    feedback modes live and bank, the image-embedding one for mode embedding)."""
     out = []
     if protocol.teacher.enabled:
         out.append(_clip_need(protocol.teacher.model, protocol.teacher.pretrained))
-    out.append(_generator_need(protocol.feedback.generator))
+    fb = protocol.feedback
+    if fb.mode in ("live", "bank"):
+        out.append(_generator_need(fb.generator))
+    elif fb.mode == "embedding" and fb.embedding_generator:
+        out.append(_generator_need(fb.embedding_generator))
     return out
 
 

@@ -60,6 +60,8 @@ def test_models_list_and_offline_download(tmp_path):
     assert "stabilityai/sd-turbo" in demo and "available" in demo
     assert "clip       ViT-B-32 (openai)" in r.stdout and "MISSING: not downloaded" in r.stdout
     assert "Hugging Face cache: stabilityai/sd-turbo (" in r.stdout
+    zs = r.stdout.split("protocol zero-shot:")[1].split("protocol")[0]  # retrieve mode: the CLIP only, built in
+    assert "tiny-random-clip" in zs and "available" in zs and "generator" not in zs
     # offline: one line naming what could not be fetched, exit 2
     r = run(["models", "download", "clip", "--protocol", str(REPO / "protocols" / "ferrante2023.yaml")], home, tmp_path)
     assert r.returncode == 2
