@@ -1,7 +1,7 @@
 """Zero-shot decoding: encoder training time, encode latency, retrieval scores; THINGS-EEG2-shaped end to end.
 
     python benchmarks/bench_zero_shot.py [--channels 128] [--sfreq 500] [--classes 10] [--per-class 50]
-        [--repeats 4] [--budget 60] [--things-train-concepts 200] [--skip-things]
+        [--repeats 4] [--budget 60] [--things-train-concepts 1654] [--skip-things] [--skip-simulated]
 
 Part 1, the simulated subject (``amplifier.simulate.embedding_signal``: each image evokes a random linear
 projection of its CLIP embedding; the tiny random CLIP, as no weights can be downloaded), interleaved design,
@@ -216,8 +216,8 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--budget", type=float, default=60.0, help="encoder training budget, seconds (quick-train's)")
-    ap.add_argument("--things-train-concepts", type=int, default=200,
-                    help="training concepts of the THINGS-shaped set (the real one has 1654; 10 images each)")
+    ap.add_argument("--things-train-concepts", type=int, default=1654,
+                    help="training concepts of the THINGS-shaped set (the real one: 1654, 10 images each)")
     ap.add_argument("--skip-things", action="store_true")
     ap.add_argument("--skip-simulated", action="store_true")
     args = ap.parse_args()

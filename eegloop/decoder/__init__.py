@@ -341,6 +341,8 @@ def train_encoder(db, subject: str, session_ids: Sequence[int] | None = None, pr
     if va.any():
         imgs = es.images[va]
         uniq = sorted(set(imgs.tolist()))
+        if len(uniq) > 1000:  # identification among a fixed random 1000 of them (n^2 similarities)
+            uniq = sorted(np.random.default_rng(protocol.training.seed).choice(uniq, 1000, replace=False).tolist())
         P = np.stack([encode(fit.model, X[va][imgs == s].mean(0, keepdims=True))[0] for s in uniq])
         S = similarity(P, np.stack([Z[s] for s in uniq]), center)
         k = min(50, len(uniq))

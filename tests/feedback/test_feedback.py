@@ -59,8 +59,11 @@ def test_closed_loop_block(tmp_path, display, tiny_sd, mode, short_protocol):
     from eegloop.feedback.loop import run_feedback
     from eegloop.session import record_session
 
+    # the decoder pinned (auto's model selection is tested in tests/decoder): a network in one loop, a
+    # scikit-learn pipeline in the other, both through OnlineDecoder
     proto = short_protocol(paradigm={"block_s": 1.0, "images_per_class": 10},
                            training={"max_epochs": 8, "patience": 4},
+                           decoder={"model": "kd_erp" if mode == "bank" else "lda_windowed"},
                            feedback={"trials": 4, "generator": str(tiny_sd), "size_px": 64, "mode": mode,
                                      "bank_per_class": 2, "display_s": 0.1})
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
