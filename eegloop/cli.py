@@ -274,7 +274,12 @@ def cmd_train(args) -> int:
     from .decoder import subject_protocol
 
     if subject_protocol(db, args.subject, args.sessions)[0].encoder.enabled:  # the protocol asks for the encoder too
-        return _train_encoder(db, args)
+        from .errors import EegloopError
+
+        try:
+            return _train_encoder(db, args)
+        except EegloopError as exc:  # the decoder above is saved: its success stands
+            print(f"eegloop: warning: the EEG encoder was not trained: {exc}", file=sys.stderr)
     return 0
 
 
@@ -321,7 +326,8 @@ def _zero_shot_one(db, subject, args, say):
         test = sorted(set(named)) or None
     Z, model, _pre = stimulus_embeddings_for(db, proto, es.images)
     rep = zero_shot_evaluate(es, Z, proto, test_classes=test, split=args.split, n_folds=args.folds,
-                             permutations=args.permutations or 1000, budget_s=args.budget,
+                             permutations=1000 if args.permutations is None else args.permutations,
+                             budget_s=args.budget,
                              shuffle_images=args.shuffle_labels, progress=say, clip_model=model)
     return rep, sids
 
@@ -361,6 +367,8 @@ def cmd_evaluate(args) -> int:
     from .errors import EegloopError, clip_text
 
     db = _db(args, create=False)
+    if args.permutations is None:  # zero-shot's null costs no refits: 1000 by default; refits: none by default
+        args.permutations = 1000 if args.zero_shot else 0
     if args.permutations < 0 or args.permutations > 10_000:
         raise EegloopError(f"--permutations: 0 to 10000, got {args.permutations}")
     if args.folds is not None and not 2 <= args.folds <= 1000:
@@ -905,7 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--subject")
     who.add_argument("--subjects", help="comma-separated subjects: the paper's table, mean (std) across them")
     who.add_argument("--all", action="store_true", help="every subject in the database")
-    c.add_argument("--permutations", type=int, default=0,
+    c.add_argument("--permutations", type=int, default=None,
                    help="label-shuffled refits per method and subject for a permutation p-value (e.g. 100)")
     c.add_argument("--sessions", type=int, nargs="+")
     c.add_argument("--split", choices=["block", "run", "random"], default=None,

@@ -110,7 +110,6 @@ def image_embeddings(images: Sequence[tuple[str | Path, str]], model: str, pretr
     :func:`default_cache_dir`); the model is only loaded when some image is not cached.
     """
     import torch
-    from PIL import Image
 
     cdir = Path(cache_dir if cache_dir is not None else default_cache_dir()) / embedding_key(model, pretrained)
     feats: dict[str, np.ndarray] = {}
@@ -135,7 +134,7 @@ def image_embeddings(images: Sequence[tuple[str | Path, str]], model: str, pretr
         with torch.no_grad():
             for i in range(0, len(todo), batch):
                 part = todo[i:i + batch]
-                x = torch.stack([transform(Image.open(p).convert("RGB")) for p, _ in part]).to(device)
+                x = torch.stack([_read(p, transform) for p, _ in part]).to(device)
                 z = clip.encode_image(x).float()
                 z = (z / z.norm(dim=-1, keepdim=True)).cpu().numpy().astype(np.float32)
                 for (_, sha), v in zip(part, z):
@@ -148,6 +147,19 @@ def image_embeddings(images: Sequence[tuple[str | Path, str]], model: str, pretr
                     except OSError as exc:  # a read-only cache costs time, not correctness
                         logger.debug("CLIP feature cache not written: %s", exc)
     return feats
+
+
+def _read(path, transform):
+    """One image through the CLIP transform; an unreadable file is one line naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return transform(im.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        from .errors import EegloopError
+
+        raise EegloopError(f"{path}: not a readable image ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
 def stimulus_embeddings(protocol, cache_dir: str | Path | None = None) -> dict:

@@ -76,9 +76,10 @@ def needs(protocol) -> list[ModelNeed]:
     """The weights ``protocol`` uses (the teacher only when ``teacher.enabled``; the text-to-image generator for
     feedback modes live and bank, the image-embedding one for mode embedding)."""
     out = []
-    if protocol.teacher.enabled:
-        out.append(_clip_need(protocol.teacher.model, protocol.teacher.pretrained))
     fb = protocol.feedback
+    if protocol.teacher.enabled or protocol.encoder.enabled or fb.mode in ("retrieve", "embedding"):
+        # the teacher, and the EEG encoder's targets and retrieval candidates, use the same CLIP
+        out.append(_clip_need(protocol.teacher.model, protocol.teacher.pretrained))
     if fb.mode in ("live", "bank"):
         out.append(_generator_need(fb.generator))
     elif fb.mode == "embedding" and fb.embedding_generator:

@@ -725,10 +725,11 @@ def _cross_checks(p: Protocol) -> None:
         raise ProtocolError(f"{where}epochs.tmax: must be > epochs.tmin ({e.tmin}), got {e.tmax}")
     amp = p.amplifier
     sf = amp.sfreq
-    span = (e.tmax - e.tmin) + 2 * e.margin_s
+    right = e.margin_s if e.right_margin_s is None else e.right_margin_s
+    span = (e.tmax - e.tmin) + e.margin_s + right
     if span >= amp.buffer_s:
         raise ProtocolError(
-            f"{where}epochs.tmax: the epoch {e.tmin:g}..{e.tmax:g} s plus 2 x epochs.margin_s {e.margin_s:g} s "
+            f"{where}epochs.tmax: the epoch {e.tmin:g}..{e.tmax:g} s plus its margins ({e.margin_s:g} s, {right:g} s) "
             f"({span:g} s) must be shorter than amplifier.buffer_s ({amp.buffer_s:g} s), got {e.tmax:g}"
         )
     n_win = int(round((e.tmax - e.tmin) * sf))

@@ -417,8 +417,9 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
             scored = [f for f, r in zip(fts, rets) if r and r.get("scored", True)]
             labelled = [c for c in fts[0].probabilities if c != "(unlabelled)"]
             judged = (f"{sum(f.predicted_class == f.true_class for f in scored)}/{len(scored)} nearest images of the "
-                      f"shown class (chance {1 / max(len(labelled), 1):.2f} over {len(labelled)} classes; trials whose "
-                      f"nearest image is of a class never trained are not judged: {len(fts) - len(scored)}; {fmt}).")
+                      f"shown class (chance about {1 / max(len(labelled), 1):.2f}: {len(labelled)} candidate classes; "
+                      f"a nearest image of another class, trained or not, is a miss; trials whose shown class has no "
+                      f"candidate image are not judged: {len(fts) - len(scored)}; {fmt}).")
         sec.append(f"<h2>Feedback ({_e(', '.join(map(str, modes)))} mode)</h2><p>{judged}"
                    f"{honesty} Median latency from (the last) epoch complete: "
                    + ", ".join(f"{k.replace('_ms', '')} {np.nanmedian(d):.1f} ms" for k, d in zip(stages, data))

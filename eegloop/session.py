@@ -464,9 +464,9 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
             stage.update(t0=time.monotonic(), budget=protocol.encoder.budget_s)
             try:
                 te = train_encoder(db, subject, [state["session"]], protocol=protocol, progress=watch_encoder)
-            except EegloopError as exc:
-                trained["encoder_error"] = str(exc)
-                logger.error("EEG encoder: %s", str(exc))
+            except Exception as exc:  # a bad image, torch, numpy: the decoder's feedback modes remain
+                trained["encoder_error"] = str(exc) or type(exc).__name__
+                logger.error("EEG encoder: %s", trained["encoder_error"])
                 say(f"quick-train: the EEG encoder could not be trained: {exc}")
                 return
             trained["encoder"] = te

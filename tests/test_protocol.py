@@ -237,7 +237,10 @@ def test_new_amplifier_fields():
         ({"amplifier": {"channels": 8, "simulate": {"high_impedance_channels": [9]}}},
          "amplifier.simulate.high_impedance_channels: channel 9 is not one of 1..8"),
         ({"epochs": {"tmin": -10, "tmax": 10, "margin_s": 5}},
-         "epochs.tmax: the epoch -10..10 s plus 2 x epochs.margin_s 5 s (30 s) must be shorter than "
+         "epochs.tmax: the epoch -10..10 s plus its margins (5 s, 5 s) (30 s) must be shorter than "
+         "amplifier.buffer_s (30 s)"),
+        ({"epochs": {"tmin": -10, "tmax": 10, "margin_s": 1, "right_margin_s": 9}},
+         "epochs.tmax: the epoch -10..10 s plus its margins (1 s, 9 s) (30 s) must be shorter than "
          "amplifier.buffer_s (30 s)"),
         ({"amplifier": {"buffer_s": 5}, "epochs": {"tmax": 4, "margin_s": 1}},
          "must be shorter than amplifier.buffer_s"),

@@ -75,7 +75,7 @@ def fit_teacher(db, protocol: Protocol, es: EpochSet):
 
 
 def save_model(model, pre: Preprocessor, classes: dict, channel_names: list, out: Path, metrics: dict,
-               bias=None, method: str | None = None) -> Path:
+               bias=None, method: str | None = None, n_times: int | None = None) -> Path:
     """Weights (safetensors for networks, skops for pipelines) + a JSON with everything else.
 
     The JSON holds the architecture or pipeline name, the preprocessing, the classes, the calibration
@@ -100,7 +100,8 @@ def save_model(model, pre: Preprocessor, classes: dict, channel_names: list, out
         config = model.get_config()
     meta = {"model": config, "method": method, "preprocessing": pre.to_dict(), "classes": classes,
             "channel_names": list(channel_names), "metrics": metrics,
-            "calibration_bias": [float(v) for v in bias] if bias is not None else None, "format": "eegloop-model-2"}
+            "calibration_bias": [float(v) for v in bias] if bias is not None else None, "format": "eegloop-model-2",
+            "n_times": n_times}
     write_private_text(out.with_suffix(".json"), json.dumps(meta, indent=2))
     return out
 
@@ -201,7 +202,8 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
     pre = Preprocessor.from_protocol(protocol.preprocessing, protocol.epochs, es.sfreq, es.tmin)
     pre = pre.with_representation(feature_key(method))  # what the chosen method was fitted on
     path = db.data_dir / "models" / f"sub-{subject}" / f"model-{stamp}.safetensors"
-    path = save_model(fitted.model, pre, dict(es.classes), es.channel_names, path, metrics, fitted.bias, method)
+    path = save_model(fitted.model, pre, dict(es.classes), es.channel_names, path, metrics, fitted.bias, method,
+                      n_times=int(es.data.shape[-1]))
     kind = method if (tl is not None or not method.startswith("kd_")) else method.replace("kd_", "cnn_", 1)
     mid = db.add_model(subject, sids, path, config=json.loads(path.with_suffix(".json").read_text()),
                        metrics={k: v for k, v in metrics.items() if k != "history"}, kind=kind)
@@ -250,6 +252,7 @@ class OnlineDecoder:
     def predict(self, epoch: Epoch | np.ndarray) -> dict:
         """Class id -> probability for one epoch (channels x times, same layout as training)."""
         data = epoch.data if isinstance(epoch, Epoch) else epoch
+        check_epoch_length(self.meta, data)
         x = self.pre(data)[None]
         if self.pipeline is not None:
             from .pipelines import predict_pipeline
@@ -265,6 +268,17 @@ class OnlineDecoder:
 
                 p = apply_bias(p[None], self.bias)[0]
         return {c: float(v) for c, v in zip(self.classes, p)}
+
+
+def check_epoch_length(meta: dict, data) -> None:
+    """An online epoch must be cut like the training epochs: a zero-phase filter given less signal after the window
+    (``epochs.right_margin_s``), or a window shifted by another ``margin_s``, computes other numbers silently."""
+    n = meta.get("n_times")
+    got = np.shape(data)[-1]
+    if n and got != n:
+        raise EegloopError(f"an epoch of {got} samples; this model was trained on epochs of {n} (the protocol's "
+                           "epochs section — tmin, tmax, margin_s, right_margin_s — differs from training): decode "
+                           "with the training protocol's epochs, or train again")
 
 
 def load_decoder(db, subject: str, device: str = "cpu") -> tuple[OnlineDecoder, int]:
@@ -321,6 +335,9 @@ def train_encoder(db, subject: str, session_ids: Sequence[int] | None = None, pr
         raise EegloopError(f"subject {subject!r}: {len(es)} epochs with known stimulus images; the encoder needs more")
     rejection = reject_artifacts(es, protocol)
     es = es.subset(rejection.kept)
+    if len(es) < 8:
+        raise EegloopError(f"subject {subject!r}: {len(es)} epochs left after artifact rejection "
+                           f"({rejection.describe()}); the encoder needs more")
     Z, clip_model, clip_pre = stimulus_embeddings_for(db, protocol, es.images)
     center = image_mean(Z, es.images)
     T = center_targets(np.stack([Z[s] for s in es.images]), center)
@@ -367,7 +384,8 @@ def train_encoder(db, subject: str, session_ids: Sequence[int] | None = None, pr
     private_file(path)
     meta = {"model": fit.model.get_config(), "preprocessing": pre.to_dict(), "channel_names": list(es.channel_names),
             "classes": dict(es.classes), "clip_model": clip_model, "clip_pretrained": clip_pre,
-            "center": [float(v) for v in center], "metrics": metrics, "format": "eegloop-encoder-1"}
+            "center": [float(v) for v in center], "metrics": metrics, "format": "eegloop-encoder-1",
+            "n_times": int(es.data.shape[-1])}
     write_private_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
     mid = db.add_model(subject, sids, path, config=meta, metrics={k: v for k, v in metrics.items() if k != "history"},
                        kind=EEGEncoder.kind)

@@ -164,6 +164,8 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
     rng = np.random.default_rng(seed)
     X = np.ascontiguousarray(X, dtype=np.float32)
     Z = np.ascontiguousarray(Z, dtype=np.float32)
+    if len(X) < 2:
+        raise EegloopError(f"the encoder needs at least 2 training epochs, got {len(X)}")
     model = EEGEncoder(X.shape[1], X.shape[2], sfreq, Z.shape[1], cfg.filters, cfg.attention_dim, cfg.hidden,
                        cfg.dropout).to(device)
     logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature), device=device))
@@ -240,7 +242,7 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
             break
     model.load_state_dict(best_state)
     model.eval()
-    res.model, res.logit_scale = model, math.exp(best_scale)
+    res.model, res.logit_scale = model, min(math.exp(best_scale), 100.0)  # the loss clamps it there too
     res.epochs_run = len(res.history)
     res.seconds = time.perf_counter() - t0
     return res
@@ -291,7 +293,10 @@ class OnlineEncoder:
 
     def encode(self, epoch) -> np.ndarray:
         """The embedding (unit length, float32) of one epoch (channels x times, the training layout)."""
+        from . import check_epoch_length
+
         data = getattr(epoch, "data", epoch)
+        check_epoch_length(self.meta, data)
         x = self.pre(np.asarray(data, dtype=np.float32)[None])
         with torch.no_grad():
             z = self.model(torch.as_tensor(x, device=self.device))

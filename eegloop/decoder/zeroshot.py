@@ -199,7 +199,7 @@ def zero_shot_evaluate(es: EpochSet, embeddings: dict, protocol: Protocol, test_
     if not known.all():
         notes.append(f"{int((~known).sum())} epochs without a known image left out")
         es = es.subset(np.flatnonzero(known))
-    classes = list(es.class_ids)
+    classes = sorted(set(es.labels.tolist()))  # the classes with epochs (the set may name others)
     if test_classes is None:
         test_classes = choose_test_classes(classes, protocol.encoder.test_share, seed)
     test_classes = [c for c in dict.fromkeys(test_classes)]
@@ -224,12 +224,16 @@ def zero_shot_evaluate(es: EpochSet, embeddings: dict, protocol: Protocol, test_
     budget = protocol.decoder.evaluate_budget_s if budget_s is None else budget_s
     rng = np.random.default_rng(seed + 77)
     test_images = sorted(set(es.images[is_test].tolist()))
+    if len(test_images) < 2:
+        raise EegloopError(f"zero-shot: the held-out classes have {len(test_images)} image(s); identification needs "
+                           "at least 2")
     pos = {s: i for i, s in enumerate(test_images)}
     pred_sum = np.zeros((len(test_images), Z_all.shape[1]))
-    fits, n_train_total = [], 0
+    fits = []
     cfg = protocol.encoder
+    trained_on: set = set()
     for f, (tr, te) in enumerate(folds):
-        n_train_total += len(tr)
+        trained_on.update(tr.tolist())
         Z_tr = Z_all[tr]
         if shuffle_images:
             Z_tr = Z_tr[rng.permutation(len(tr))]
@@ -289,7 +293,7 @@ def zero_shot_evaluate(es: EpochSet, embeddings: dict, protocol: Protocol, test_
     if stopped:
         notes.append(f"time budget {budget:g} s: {stopped} of {len(fits)} encoder fits stopped by it (--budget 0: "
                      "no limit)")
-    rep = ZeroShotReport(split=split, test_classes=list(test_classes), n_train_epochs=int(n_train_total),
+    rep = ZeroShotReport(split=split, test_classes=list(test_classes), n_train_epochs=len(trained_on),
                          n_test_epochs=int(is_test.sum()), n_test_images=N, n_folds=len(folds), scores=scores,
                          main_k=main_k, pvalue=p, null_band=band, permutations=len(null), curve_k=curve_k,
                          curve_topn=curve_topn, examples=examples, seconds=time.perf_counter() - t_start,

@@ -143,6 +143,11 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
         missing_cls = [c for c in stimuli.classes if c not in decoder.classes]
         if missing_cls:
             raise EegloopError(f"the model of {subject!r} was trained without class {missing_cls[0]}; retrain first")
+    from ..decoder import check_epoch_length
+    from ..recorder.epocher import epoch_window
+
+    # before anything is shown: the online epochs must be cut like the training ones
+    check_epoch_length((decoder or encoder).meta, np.zeros(epoch_window(protocol.epochs, amp.sfreq).length))
     db.get_or_add_subject(subject)
     created = session_id is None
     if created:
@@ -449,7 +454,8 @@ def _trials(protocol, pres, plan, worker: DecodeWorker, source: ImageSource, run
     block = 10_000 + run_index  # feedback blocks are numbered apart from the recording's
     n_img = pres.frames_per_image
     n_show = max(1, int(round(fb.display_s * pres.frame_rate)))
-    timeout = protocol.epochs.tmax + protocol.epochs.margin_s + 3.0 + (60 if source.live else 0)
+    e = protocol.epochs
+    timeout = e.tmax + max(e.margin_s, e.right_margin_s or 0) + 3.0 + (60 if source.live else 0)
     # every cue is loaded before the block and every bank image uploaded once: no disk access
     # or texture upload sits between an epoch and its feedback image
     cues = [[pres.image_stim(st.path) for st in pt.images] for pt in plan]
@@ -506,7 +512,10 @@ def _trials(protocol, pres, plan, worker: DecodeWorker, source: ImageSource, run
             lat["epochs"] = fb.images_per_trial
         row = dict(trial=trial, true_class=cls, predicted=pred, probabilities=d.probs, image_path=img.path,
                    seed=img.seed if img.source != "retrieved" else None, latencies=lat, missing=False,
-                   retrieval=ret, scored=ret is None or pred == cls or ret.scored, cue=str(pt.images[-1].path))
+                   # judged whenever the cue's class is among the candidates: a nearest image of another (even
+                   # never-trained) class is a miss, never dropped from the count
+                   retrieval=ret, scored=ret is None or cls in source.retriever.candidates.labels,
+                   cue=str(pt.images[-1].path))
         rows.append(row)
         log(row, lat, k)
     pres.push_on_flip("block_end", run=run_index, block=block, feedback=True)

@@ -80,8 +80,9 @@ class Retrieval:
 
     @property
     def scored(self) -> bool:
-        """Whether the nearest image's class is one the encoder was trained on (then it is right or wrong); an
-        unlabelled image or one of a never-trained class is only logged."""
+        """Whether the nearest image's class is one the encoder was trained on (logged with each trial; the
+        trial is judged whenever the cue's class is among the candidates, a never-trained nearest image being a
+        miss)."""
         return self.best.candidate.trained
 
     def to_json(self) -> dict:

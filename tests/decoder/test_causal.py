@@ -69,3 +69,23 @@ def test_causal_decoder_learns_the_simulated_subject(tmp_path):
     rep = evaluate(es, p, methods=["lda_windowed"], n_folds=3)
     s = rep.summary()["lda_windowed"]
     assert s["balanced_accuracy"] > 2 * rep.chance["chance_balanced_accuracy"], rep.table()
+
+
+def test_a_model_refuses_epochs_cut_unlike_its_training(tmp_path):
+    """A zero-phase model given epochs without their right margin would compute other numbers silently."""
+    import pytest
+
+    from eegloop.decoder import OnlineDecoder, save_model
+    from eegloop.decoder.models import ResidualCNN
+    from eegloop.errors import EegloopError
+
+    p = _proto(tmp_path, causal=False, right=None)  # 0.25 s on both sides: 100 samples at 100 Hz
+    pre = Preprocessor.from_protocol(p.preprocessing, p.epochs, 100.0, -0.25).with_representation("erp")
+    shape = pre.output_shape(2, 100)
+    model = ResidualCNN(2, 2, shape[1], shape[2])
+    path = save_model(model, pre, {"a": "a", "b": "b"}, ["A", "B"], tmp_path / "m.safetensors", {}, n_times=100)
+    dec = OnlineDecoder(path)
+    x = np.random.default_rng(0).standard_normal((2, 100)).astype(np.float32)
+    assert set(dec.predict(x)) == {"a", "b"}
+    with pytest.raises(EegloopError, match="trained on epochs of 100"):
+        dec.predict(x[:, :75])  # the same window, cut with right_margin_s 0
