@@ -224,7 +224,34 @@ def main() -> None:
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
     res = bench_n170(args) if args.what == "n170" else bench_sim(args)
     print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "what": args.what, "causal": args.causal,
-                      "results": res}))
+                      "results": res, "ratios": ratios(args.what, res)}))
+
+
+def ratios(what: str, res: dict) -> dict:
+    """Ratios measured in this run, comparable across machines: n170, each method's AUC and seconds against the
+    peer pipeline's (per subject); sim, each method's top-1 over chance and its seconds against the fastest's."""
+    out = {}
+    if what == "n170":
+        for subject, r in res.items():
+            m = r.get("methods", {})
+            peer = m.get("peer_xdawn_ts_lr") or {}
+            for name, v in m.items():
+                if name == "peer_xdawn_ts_lr" or not isinstance(v, dict) or "auc" not in v:
+                    continue
+                if peer.get("auc"):
+                    out[f"{subject} {name} AUC / peer"] = round(v["auc"] / peer["auc"], 3)
+                if peer.get("seconds") and v.get("seconds") is not None:
+                    out[f"{subject} {name} seconds / peer"] = round(v["seconds"] / peer["seconds"], 2)
+        return out
+    chance = res.get("chance_top1")
+    timed = {k: v for k, v in res.items() if isinstance(v, dict) and "top1" in v}
+    fastest = min((v.get("seconds") or float("inf") for v in timed.values()), default=float("inf"))
+    for name, v in timed.items():
+        if chance:
+            out[f"{name} top1 / chance"] = round(v["top1"] / chance, 2)
+        if v.get("seconds") and fastest not in (0, float("inf")):
+            out[f"{name} seconds / fastest"] = round(v["seconds"] / fastest, 1)
+    return out
 
 
 if __name__ == "__main__":

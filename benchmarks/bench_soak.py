@@ -120,6 +120,11 @@ def main() -> None:
                "peak_mb": round(peak["rss"] * mb, 1), "epochs": res.epochs, "expected_epochs": res.expected_epochs,
                "lost_samples": res.lost_samples, "dropped_frames": res.dropped_frames,
                "seconds": round(time.monotonic() - t0, 1), "cpu": cpu_name()}
+    # ratios measured in this run, comparable across machines (and across run lengths)
+    expected_s = summary["blocks"] * (proto.paradigm.block_s + proto.paradigm.pause_s)
+    summary["ratios"] = {"rss_last / rss_block5": round(last / ref, 4) if ref == ref and ref else None,
+                         "epochs / expected": round(res.epochs / max(res.expected_epochs, 1), 4),
+                         "wall / paradigm time": round(summary["seconds"] / expected_s, 3) if expected_s else None}
     print(f"memory at block {summary['blocks']}: {last:.1f} MB vs {ref:.1f} MB at block 5 "
           f"({summary['growth_pct']:+.1f} %; goal within 10 %); peak {summary['peak_mb']:.1f} MB")
     print(json.dumps(summary))
