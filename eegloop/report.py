@@ -511,29 +511,26 @@ def _write_zero_shot_report(db: Database, subject: str, r: dict, out: Path) -> P
                  f"reassignments of predictions to images; null 95 % band {r['null_band'][0]:.3f}–"
                  f"{r['null_band'][1]:.3f})</p>"
                + "".join(f"<p class='note'>{_e(n)}</p>" for n in r.get("notes", [])))
+    def curve(points, chance, xlabel, ylabel, caption):  # (x, score, chance) points beside the chance line
+        x, acc, ch = (np.array(v, float) for v in zip(*points))
+        fig, ax = plt.subplots(figsize=(4.6, 3.4))
+        ax.plot(x, acc, "o-", label="encoder")
+        ax.plot(x, ch, "k--", label=chance)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, 1.02)
+        ax.legend(frameon=False)
+        return _fig(_png(fig), caption)
+
     figs = []
     if r.get("curve_k"):
-        k, acc, ch = (np.array(v, float) for v in zip(*r["curve_k"]))
-        fig, ax = plt.subplots(figsize=(4.6, 3.4))
-        ax.plot(k, acc, "o-", label="encoder")
-        ax.plot(k, ch, "k--", label="chance (1/k)")
-        ax.set_xscale("log")
-        ax.set_xlabel("k (candidates)")
-        ax.set_ylabel("top-1")
-        ax.set_ylim(0, 1.02)
-        ax.legend(frameon=False)
-        figs.append(_fig(_png(fig), "k-way identification: top-1 against the number of candidates"))
+        figs.append(curve(r["curve_k"], "chance (1/k)", "k (candidates)", "top-1",
+                          "k-way identification: top-1 against the number of candidates"))
     if r.get("curve_topn"):
-        n, acc, ch = (np.array(v, float) for v in zip(*r["curve_topn"]))
-        fig, ax = plt.subplots(figsize=(4.6, 3.4))
-        ax.plot(n, acc, "o-", label="encoder")
-        ax.plot(n, ch, "k--", label="chance (n/N)")
-        ax.set_xscale("log")
-        ax.set_xlabel(f"n (retrieved among all {r['n_test_images']})")
-        ax.set_ylabel("true image in the top n")
-        ax.set_ylim(0, 1.02)
-        ax.legend(frameon=False)
-        figs.append(_fig(_png(fig), "retrieval: share of test images whose own image is among the n nearest"))
+        figs.append(curve(r["curve_topn"], "chance (n/N)", f"n (retrieved among all {r['n_test_images']})",
+                          "true image in the top n",
+                          "retrieval: share of test images whose own image is among the n nearest"))
     sec.append("<div class='row'>" + "".join(figs) + "</div>")
     path_of = {s.sha256: s.path for s in db.get_stimuli()}
     ex = []

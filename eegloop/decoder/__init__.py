@@ -81,7 +81,7 @@ def save_model(model, pre: Preprocessor, classes: dict, channel_names: list, out
     The JSON holds the architecture or pipeline name, the preprocessing, the classes, the calibration
     offsets and the metrics; nothing in either file is executed when it is loaded.
     """
-    from .._files import private_dir, private_file, write_private_text
+    from .._files import private_dir, write_private_text
     from .evaluation import is_sklearn
 
     private_dir(out.parent)  # models/ and models/sub-X/: 0700 when eegloop creates them
@@ -92,11 +92,7 @@ def save_model(model, pre: Preprocessor, classes: dict, channel_names: list, out
         save_pipeline(model, out)
         config = {"kind": "pipeline", "name": method}
     else:
-        from safetensors.torch import save_file
-
-        private_file(out, create=True)  # 0600 before the first byte is written
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out))
-        private_file(out)
+        _write_weights(model, out)
         config = model.get_config()
     meta = {"model": config, "method": method, "preprocessing": pre.to_dict(), "classes": classes,
             "channel_names": list(channel_names), "metrics": metrics,
@@ -104,6 +100,32 @@ def save_model(model, pre: Preprocessor, classes: dict, channel_names: list, out
             "n_times": n_times}
     write_private_text(out.with_suffix(".json"), json.dumps(meta, indent=2))
     return out
+
+
+def _write_weights(model, out: Path) -> None:
+    """A network's weights as safetensors, the file 0600 before its first byte (a classifier's or the encoder's)."""
+    from safetensors.torch import save_file
+
+    from .._files import private_file
+
+    private_file(out, create=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out))
+    private_file(out)
+
+
+def _model_path(db, subject: str, prefix: str) -> Path:
+    """``models/sub-<subject>/<prefix>-<time>-<random>.safetensors``: unique even for two trainings in the same
+    second (or on two machines sharing a data folder)."""
+    stamp = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    return db.data_dir / "models" / f"sub-{subject}" / f"{prefix}-{stamp}.safetensors"
+
+
+def read_model_meta(path: Path, what: str = "model") -> dict:
+    """The JSON beside a saved model's weights (``<path>.json``); one line when either file is missing."""
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise EegloopError(f"{what} file {path} (or its .json) not found")
+    return json.loads(meta_path.read_text())
 
 
 def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, protocol: Protocol | None = None,
@@ -197,15 +219,13 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
                "seconds": round(time.perf_counter() - t0, 2), "device": info.get("device", "cpu"),
                "threads": info.get("threads"), "precision": info.get("precision", "fp64"),
                "history": fitted.history}
-    # unique even for two trainings in the same second (or on two machines sharing a data folder)
-    stamp = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     pre = Preprocessor.from_protocol(protocol.preprocessing, protocol.epochs, es.sfreq, es.tmin)
     pre = pre.with_representation(feature_key(method))  # what the chosen method was fitted on
-    path = db.data_dir / "models" / f"sub-{subject}" / f"model-{stamp}.safetensors"
-    path = save_model(fitted.model, pre, dict(es.classes), es.channel_names, path, metrics, fitted.bias, method,
+    path = save_model(fitted.model, pre, dict(es.classes), es.channel_names, _model_path(db, subject, "model"),
+                      metrics, fitted.bias, method,
                       n_times=int(es.data.shape[-1]))
     kind = method if (tl is not None or not method.startswith("kd_")) else method.replace("kd_", "cnn_", 1)
-    mid = db.add_model(subject, sids, path, config=json.loads(path.with_suffix(".json").read_text()),
+    mid = db.add_model(subject, sids, path, config=read_model_meta(path),
                        metrics={k: v for k, v in metrics.items() if k != "history"}, kind=kind)
     logger.info("model %d (%s) saved to %s", mid, method, path)
     return TrainedModel(mid, path, metrics, time.perf_counter() - t0, fitted.history)
@@ -220,10 +240,7 @@ class OnlineDecoder:
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         path = Path(path)
-        meta_path = path.with_suffix(".json")
-        if not path.is_file() or not meta_path.is_file():
-            raise EegloopError(f"model file {path} (or its .json) not found")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = read_model_meta(path)
         self.pre = Preprocessor.from_dict(self.meta["preprocessing"])
         self.classes = list(self.meta["classes"])
         self.class_names = dict(self.meta["classes"])
@@ -373,15 +390,11 @@ def train_encoder(db, subject: str, session_ids: Sequence[int] | None = None, pr
                "n_heldout": int(va.sum()), "feedback_cues_held_out": int((~keep).sum()),
                "temperature": round(1 / fit.logit_scale, 4), "clip_model": clip_model,
                "seconds": round(time.perf_counter() - t0, 2), "threads": fit.threads, "history": fit.history}
-    stamp = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    path = db.data_dir / "models" / f"sub-{subject}" / f"encoder-{stamp}.safetensors"
-    from .._files import private_dir, private_file, write_private_text
-    from safetensors.torch import save_file
+    from .._files import private_dir, write_private_text
 
+    path = _model_path(db, subject, "encoder")
     private_dir(path.parent)
-    private_file(path, create=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in fit.model.state_dict().items()}, str(path))
-    private_file(path)
+    _write_weights(fit.model, path)
     meta = {"model": fit.model.get_config(), "preprocessing": pre.to_dict(), "channel_names": list(es.channel_names),
             "classes": dict(es.classes), "clip_model": clip_model, "clip_pretrained": clip_pre,
             "center": [float(v) for v in center], "metrics": metrics, "format": "eegloop-encoder-1",

@@ -12,7 +12,6 @@ rate that keeps the band: see :mod:`.preprocessing`), the same function offline 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -267,13 +266,11 @@ class OnlineEncoder:
     def __init__(self, path: str | Path, device: str = "cpu"):
         from safetensors.torch import load_file
 
+        from . import read_model_meta
         from .preprocessing import Preprocessor
 
         path = Path(path)
-        meta_path = path.with_suffix(".json")
-        if not path.is_file() or not meta_path.is_file():
-            raise EegloopError(f"encoder file {path} (or its .json) not found")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = read_model_meta(path, "encoder")
         if (self.meta.get("model") or {}).get("kind") != EEGEncoder.kind:
             raise EegloopError(f"{path} is not an EEG encoder (kind {self.meta.get('model', {}).get('kind')!r})")
         self.pre = Preprocessor.from_dict(self.meta["preprocessing"])

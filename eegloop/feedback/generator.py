@@ -58,6 +58,27 @@ def generator_available(model: str) -> bool:
         return False
 
 
+def _device_dtype(cfg: FeedbackConfig, device: str | None):
+    """(device, torch dtype) of a generator: ``cuda`` when available; ``feedback.dtype`` auto is fp16 there, else
+    fp32."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.dtype == "auto":
+        return device, (torch.float16 if device == "cuda" else torch.float32)
+    return device, getattr(torch, cfg.dtype)
+
+
+def _pipeline_source(src: str, what: str, field: str, kind: str) -> str:
+    """What ``from_pretrained`` gets for ``src``: its folder when one exists, else the hub id (local cache only);
+    a path that names no folder is one line."""
+    local = Path(src).expanduser()
+    if (local.is_absolute() or src.startswith(".")) and not local.is_dir():
+        raise ModelNotAvailableError(f"{what} '{src}' not found ({field}): point it at a {kind} (save_pretrained "
+                                     "layout)")
+    return str(local) if local.is_dir() else src
+
+
 class DiffusionGenerator:
     """Text-to-image with a diffusers pipeline; prompt from the protocol's template.
 
@@ -73,23 +94,15 @@ class DiffusionGenerator:
 
     def __init__(self, cfg: FeedbackConfig, class_names: dict[str, str], device: str | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
         from diffusers import AutoPipelineForText2Image
 
         self.cfg = cfg
         self.class_names = dict(class_names)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if cfg.dtype == "auto":
-            dtype = torch.float16 if self.device == "cuda" else torch.float32
-        else:
-            dtype = getattr(torch, cfg.dtype)
+        self.device, dtype = _device_dtype(cfg, device)
         src = cfg.generator
-        local = Path(src).expanduser()
-        if (local.is_absolute() or src.startswith(".")) and not local.is_dir():
-            raise ModelNotAvailableError(f"generator folder '{src}' not found (feedback.generator): point it at a "
-                                         "diffusers model folder (save_pretrained layout)")
+        where = _pipeline_source(src, "generator folder", "feedback.generator", "diffusers model folder")
         try:
-            pipe = AutoPipelineForText2Image.from_pretrained(str(local) if local.is_dir() else src, dtype=dtype,
+            pipe = AutoPipelineForText2Image.from_pretrained(where, dtype=dtype,
                                                              local_files_only=True, safety_checker=None,
                                                              requires_safety_checker=False)
         except (OSError, ValueError, EnvironmentError) as exc:
@@ -156,17 +169,11 @@ class EmbeddingGenerator:
                                          "diffusers folder or cached hub id (e.g. stabilityai/stable-diffusion-2-1-"
                                          "unclip-small); or use feedback.mode: retrieve")
         self.cfg = cfg
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if cfg.dtype == "auto":
-            dtype = torch.float16 if self.device == "cuda" else torch.float32
-        else:
-            dtype = getattr(torch, cfg.dtype)
-        local = Path(src).expanduser()
-        if (local.is_absolute() or src.startswith(".")) and not local.is_dir():
-            raise ModelNotAvailableError(f"embedding generator folder '{src}' not found (feedback.embedding_generator)"
-                                         ": point it at a Stable unCLIP diffusers folder (save_pretrained layout)")
+        self.device, dtype = _device_dtype(cfg, device)
+        where = _pipeline_source(src, "embedding generator folder", "feedback.embedding_generator",
+                                 "Stable unCLIP diffusers folder")
         try:
-            pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(str(local) if local.is_dir() else src, dtype=dtype,
+            pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(where, dtype=dtype,
                                                                local_files_only=True)
         except (OSError, ValueError, TypeError, AttributeError, EnvironmentError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
