@@ -284,6 +284,14 @@ class TrainingConfig:
     budget_s: float = _f(60.0, ge=0, le=86_400, doc="quick-train's time budget in seconds, everything included: "
                          "the network's epochs are planned from the measured seconds per epoch and training stops "
                          "at the budget with the best weights so far, saying so; 0: no limit")
+    schedule: Literal["budget", "constant"] = _f(
+        "budget", doc="learning rate over the epochs. budget: the paper's constant lr while its max_epochs fit "
+                      "budget_s; where they do not (measured after the first epoch), the rest of the budget runs "
+                      "at budget_lr decaying linearly to zero at the budget's end (budget-aware training, Li et "
+                      "al. 2020), so the kept weights come from a settled net, not one cut mid-descent. constant: "
+                      "lr throughout, cut at the budget")
+    budget_lr: float = _f(1e-3, gt=0, le=10, doc="schedule budget: the learning rate the linear decay starts from "
+                          "when the budget cannot hold max_epochs")
     quick_train_after_min: Optional[float] = _f(
         None, gt=0, le=1440, doc="start the quick-train after this many minutes of data; null: after the recording runs"
     )

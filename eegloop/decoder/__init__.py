@@ -215,7 +215,7 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
                "n_train": int(len(tr)), "n_heldout": int(len(va)),
                "epochs_run": info.get("epochs_run"), "best_epoch": info.get("best_epoch"),
                "stopped": info.get("stopped"), "budget_s": protocol.training.budget_s or None,
-               "alpha": info.get("alpha"), "teacher_top1": teacher.accuracy if teacher else None,
+               "lr_schedule": info.get("lr_schedule"), "alpha": info.get("alpha"), "teacher_top1": teacher.accuracy if teacher else None,
                "seconds": round(time.perf_counter() - t0, 2), "device": info.get("device", "cpu"),
                "threads": info.get("threads"), "precision": info.get("precision", "fp64"),
                "history": fitted.history}

@@ -467,7 +467,7 @@ def fit_method(method: str, es: EpochSet, feats: dict, fit_idx, val_idx, protoco
     return Fitted(method, res.model, bias, res.history, res.device,
                   {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "alpha": res.alpha,
                    "device": res.device, "threads": res.threads, "precision": res.precision,
-                   "stopped": res.stopped})
+                   "stopped": res.stopped, "lr_schedule": res.schedule})
 
 
 def features_for(es: EpochSet, protocol: Protocol, methods) -> dict:

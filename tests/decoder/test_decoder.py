@@ -108,6 +108,35 @@ def test_training_settings_are_measured_once_per_machine(tmp_path, monkeypatch):
     assert all(p.is_contiguous() for p in res.model.parameters())
 
 
+def test_budget_aware_schedule_decays_only_when_the_budget_binds():
+    """schedule budget: where max_epochs cannot fit the time budget at the first epoch's pace, the learning rate
+    jumps to budget_lr and falls linearly to ~zero at the budget's end; where they fit, it stays the paper's
+    constant lr; schedule constant never decays."""
+    import dataclasses
+
+    from eegloop.decoder import training
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((96, 8, 9, 13)).astype(np.float32)
+    y = rng.integers(0, 4, 96)
+    cfg = dataclasses.replace(sim_protocol().training, patience=100_000, max_epochs=100_000)
+    seen = []
+    res = training.fit(ResidualCNN(8, 4, 9, 13), X, y, cfg, X[:16], y[:16], max_seconds=1.5, progress=seen.append)
+    assert res.stopped == "time_budget" and res.decay_from_epoch == 1 and "budget-aware" in res.schedule
+    lrs = [r["lr"] for r in seen]
+    assert lrs[0] == cfg.lr  # the first epoch measures the pace at the paper's rate
+    assert cfg.budget_lr > lrs[1] and all(b <= a for a, b in zip(lrs[1:], lrs[2:]))  # then only down
+    assert lrs[-1] < 0.25 * cfg.budget_lr  # near zero when the budget ends
+    # the budget holds every epoch: the paper's constant rate, as before
+    few = dataclasses.replace(cfg, max_epochs=3)
+    res = training.fit(ResidualCNN(8, 4, 9, 13), X, y, few, X[:16], y[:16], max_seconds=60, progress=seen.append)
+    assert res.stopped == "max_epochs" and res.decay_from_epoch is None and res.schedule == "constant"
+    assert [r["lr"] for r in seen[-3:]] == [cfg.lr] * 3
+    const = dataclasses.replace(cfg, schedule="constant")
+    res = training.fit(ResidualCNN(8, 4, 9, 13), X, y, const, X[:16], y[:16], max_seconds=1.0, progress=seen.append)
+    assert res.stopped == "time_budget" and res.decay_from_epoch is None and seen[-1]["lr"] == cfg.lr
+
+
 def test_student_beats_chance_with_block_folds():
     proto = sim_protocol()
     es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
