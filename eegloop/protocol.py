@@ -261,6 +261,9 @@ class EncoderConfig:
     max_epochs: int = _f(60, ge=1, le=100_000, doc="maximum training epochs")
     patience: int = _f(10, ge=1, le=100_000, doc="early stopping patience on the held-out blocks' loss, epochs")
     budget_s: float = _f(60.0, ge=0, le=86_400, doc="time budget of the encoder's training, seconds; 0: no limit")
+    schedule: Literal["budget", "constant"] = _f(
+        "budget", doc="budget: where max_epochs cannot fit budget_s at the first epoch's pace, lr decays linearly "
+                      "to zero at the budget's end (as training.schedule); constant: lr throughout")
     test_share: float = _f(0.25, gt=0, lt=1, doc="evaluate --zero-shot: share of classes held out (when the data do "
                                                  "not name their test classes)")
 

@@ -386,7 +386,8 @@ def train_encoder(db, subject: str, session_ids: Sequence[int] | None = None, pr
                "note": "held-out whole blocks, images of trained classes: optimistic for zero-shot "
                        "(evaluate --zero-shot is the honest number)"}
     metrics = {"method": EEGEncoder.kind, **val, "epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch,
-               "stopped": fit.stopped, "budget_s": budget or None, "n_train": int((~va).sum()),
+               "stopped": fit.stopped, "budget_s": budget or None, "lr_decay_from_epoch": fit.decay_from_epoch,
+               "n_train": int((~va).sum()),
                "n_heldout": int(va.sum()), "feedback_cues_held_out": int((~keep).sum()),
                "temperature": round(1 / fit.logit_scale, 4), "clip_model": clip_model,
                "seconds": round(time.perf_counter() - t0, 2), "threads": fit.threads, "history": fit.history}

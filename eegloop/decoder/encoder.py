@@ -142,6 +142,7 @@ class EncoderFit:
     seconds: float = 0.0
     stopped: str = "max_epochs"  # or early_stopping, time_budget
     threads: int = 1
+    decay_from_epoch: Optional[int] = None  # schedule budget: the epoch after which the lr decayed to zero
 
 
 def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, X_val: np.ndarray | None = None,
@@ -151,9 +152,11 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
 
     Early stopping on the validation loss when (``X_val``, ``Z_val``) are given (whole blocks held out by
     the caller), else on the training loss. ``max_seconds`` (default ``cfg.budget_s``; 0 or None: none) stops
-    between batches, keeping the best weights so far (``stopped: time_budget``).
+    between batches, keeping the best weights so far (``stopped: time_budget``); with ``cfg.schedule``
+    ``budget``, a budget that cannot hold ``max_epochs`` at the first epoch's pace makes the learning rate
+    decay linearly from ``cfg.lr`` to zero at its end (as the student's :func:`~.training.fit`).
     """
-    from .training import set_threads
+    from .training import TrainingClock, set_threads
 
     t0 = time.perf_counter()
     if max_seconds is None and cfg.budget_s:
@@ -180,7 +183,7 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
     best, best_state, bad = float("inf"), copy.deepcopy(model.state_dict()), 0
     best_scale = float(logit_scale.detach())
     bs = min(cfg.batch_size, len(X))
-    t_fit = time.perf_counter()
+    clock = TrainingClock(t0, max_seconds, cfg.max_epochs)
     for ep in range(1, cfg.max_epochs + 1):
         model.train()
         order = rng.permutation(len(X))
@@ -189,9 +192,14 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
             idx = order[i:i + bs]
             if len(idx) < 2:
                 continue
-            if max_seconds and n and time.perf_counter() - t0 >= max_seconds:
+            if n and clock.over():
                 cut = True
                 break
+            t_step = time.perf_counter()
+            frac = clock.lr_factor()
+            if frac is not None:
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr * frac
             it = torch.as_tensor(idx, device=device)
             loss = contrastive_loss(model(Xt[it]), Zt[it], logit_scale, cfg.mse_weight)
             opt.zero_grad(set_to_none=True)
@@ -200,7 +208,9 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
             opt.step()
             tot += float(loss.detach()) * len(idx)
             n += len(idx)
+            clock.step_s = time.perf_counter() - t_step
         model.eval()
+        t_val = time.perf_counter()
         rec = {"epoch": ep, "train_loss": tot / max(n, 1)}
         if has_val:
             with torch.no_grad():
@@ -217,12 +227,12 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
                 same = (zv @ zv.T) > 1 - 1e-6
                 top = (F.normalize(pv[k], dim=-1) @ zv.T).argmax(1)
                 rec["val_top1"] = float(same[torch.arange(len(top)), top].float().mean())
-        now = time.perf_counter()
-        pace = (now - t_fit) / ep
-        planned = cfg.max_epochs if not max_seconds else min(
-            cfg.max_epochs, ep + int(max(max_seconds - (now - t0), 0) // max(pace, 1e-9)))
+        clock.val_s = time.perf_counter() - t_val
+        planned, pace, now = clock.plan(ep)
+        if cfg.schedule == "budget" and clock.start_decay_if_binding(ep, planned):
+            res.decay_from_epoch = ep
         rec.update(planned=planned, seconds=round(now - t0, 3), eta_s=round((planned - ep) * pace, 1),
-                   temperature=round(float(1.0 / logit_scale.detach().exp()), 4))
+                   temperature=round(float(1.0 / logit_scale.detach().exp()), 4), lr=opt.param_groups[0]["lr"])
         res.history.append(rec)
         if progress is not None:
             progress(rec)
@@ -235,7 +245,7 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
             if bad >= cfg.patience:
                 res.stopped = "early_stopping"
                 break
-        if cut or (max_seconds and ep < cfg.max_epochs and time.perf_counter() - t0 >= max_seconds):
+        if cut or (ep < cfg.max_epochs and clock.over()):
             res.stopped = "time_budget"
             logger.info("encoder: time budget %.1f s reached at epoch %d (best %d)", max_seconds, ep, res.best_epoch)
             break

@@ -21,7 +21,8 @@ from .._logging import logger
 from .._machine import cpu_flags, cpu_model
 from ..protocol import TrainingConfig
 
-__all__ = ["distillation_loss", "fit", "TrainResult", "TrainSettings", "calibrate", "pick_device", "predict_proba"]
+__all__ = ["distillation_loss", "fit", "TrainResult", "TrainSettings", "TrainingClock", "calibrate", "pick_device",
+           "predict_proba"]
 
 
 def pick_device() -> str:
@@ -239,6 +240,51 @@ def predict_proba(model: nn.Module, X: np.ndarray, device: str = "cpu", batch: i
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+class TrainingClock:
+    """A training loop's time budget: whether one more step still fits, the epochs planned, the lr decay.
+
+    Shared by the student's :func:`fit` and the encoder's ``fit_encoder``. ``max_seconds`` counts from ``t0``
+    (None or 0: no budget). A step is begun only if it and the last validation still fit, so a fit ends
+    within its budget rather than a step and a validation past it.
+    """
+
+    def __init__(self, t0: float, max_seconds: Optional[float], n_epochs: int):
+        self.t0, self.max_seconds, self.n_epochs = t0, (max_seconds or None), n_epochs
+        self.t_fit = time.perf_counter()  # the pace is measured on the epochs alone
+        self.step_s = self.val_s = 0.0  # the last step's and the last validation's seconds
+        self.decay: Optional[tuple] = None  # (start, end) times of the budget-aware decay
+        self.decay_from_epoch: Optional[int] = None
+
+    def over(self) -> bool:
+        """True when one more step and a validation would end past the budget."""
+        return (self.max_seconds is not None
+                and time.perf_counter() + self.step_s + self.val_s - self.t0 >= self.max_seconds)
+
+    def plan(self, ep: int) -> tuple[int, float, float]:
+        """After epoch ``ep``: (epochs the budget holds at the pace so far, seconds per epoch, now)."""
+        now = time.perf_counter()
+        pace = (now - self.t_fit) / ep
+        if self.max_seconds is None:
+            return self.n_epochs, pace, now
+        return min(self.n_epochs, ep + int(max(self.max_seconds - (now - self.t0), 0) // max(pace, 1e-9))), pace, now
+
+    def start_decay_if_binding(self, ep: int, planned: int) -> bool:
+        """Budget-aware schedule: when the plan cannot hold every epoch, decay to zero at the budget's end (just
+        before the last validation). True the first time it starts."""
+        if self.decay is not None or self.max_seconds is None or planned >= self.n_epochs:
+            return False
+        self.decay = (time.perf_counter(), self.t0 + self.max_seconds - self.val_s)
+        self.decay_from_epoch = ep
+        return True
+
+    def lr_factor(self) -> Optional[float]:
+        """The decay's factor now (1 at its start, 0 at the budget's end); None while the rate is constant."""
+        if self.decay is None:
+            return None
+        start, end = self.decay
+        return max(0.0, (end - time.perf_counter()) / max(end - start, 1e-9))
+
+
 def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_val: np.ndarray, y_val: np.ndarray,
         teacher_logits: Optional[np.ndarray] = None, progress: bool | Callable[[dict], None] = False,
         device: str | None = None, seed: int | None = None, max_epochs: int | None = None,
@@ -294,19 +340,12 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
         return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
 
     n_epochs = max_epochs or cfg.max_epochs
-    schedule = cfg.schedule
-    decay_from = None  # (start, end) times of the budget-aware linear decay; None: constant lr
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_epochs, desc="training", unit="epoch", leave=False)
-    t_fit = time.perf_counter()  # the pace is measured on the epochs alone
-    step_s = val_s = 0.0  # the last step's and validation's seconds: a step is only begun if both still fit
-
-    def over_budget() -> bool:
-        return max_seconds is not None and time.perf_counter() + step_s + val_s - t0 >= max_seconds
-
+    clock = TrainingClock(t0, max_seconds, n_epochs)
     for ep in range(1, n_epochs + 1):
         model.train()
         tot, correct, n = 0.0, 0, 0
@@ -314,13 +353,12 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
         for idx in _batches(len(X), cfg.batch_size, rng):
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
-            if n and over_budget():
+            if n and clock.over():
                 cut = True  # checked between batches: a big network's epoch can be longer than the whole cap
                 break
             t_step = time.perf_counter()
-            if decay_from is not None:
-                t_start, t_end = decay_from
-                frac = max(0.0, (t_end - time.perf_counter()) / max(t_end - t_start, 1e-9))
+            frac = clock.lr_factor()
+            if frac is not None:
                 for g in opt.param_groups:
                     g["lr"] = cfg.budget_lr * frac
             it = torch.as_tensor(idx, device=device)
@@ -335,7 +373,7 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
             tot += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == yt[it]).sum())
             n += len(idx)
-            step_s = time.perf_counter() - t_step
+            clock.step_s = time.perf_counter() - t_step
         model.eval()
         t_val = time.perf_counter()
         with torch.no_grad():
@@ -345,18 +383,13 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
                     lo = model(Xv[i:i + 512]).float()
                 vl += float(F.cross_entropy(lo, yv[i:i + 512], reduction="sum"))
                 vc += int((lo.argmax(1) == yv[i:i + 512]).sum())
-        now = time.perf_counter()
-        val_s = now - t_val
-        pace = (now - t_fit) / ep  # seconds per epoch so far
+        clock.val_s = time.perf_counter() - t_val
         # the plan: as many epochs as the budget holds at that pace (early stopping may end sooner)
-        planned = n_epochs if max_seconds is None else min(n_epochs, ep + int(max(max_seconds - (now - t0), 0)
-                                                                                // max(pace, 1e-9)))
+        planned, pace, now = clock.plan(ep)
         rec = dict(epoch=ep, train_loss=tot / max(n, 1), train_acc=correct / max(n, 1),
                    val_loss=vl / max(len(Xv), 1), val_acc=vc / max(len(Xv), 1), planned=planned,
                    seconds=round(now - t0, 3), eta_s=round((planned - ep) * pace, 1))
-        if (schedule == "budget" and decay_from is None and max_seconds is not None
-                and planned < n_epochs):
-            decay_from = (now, t0 + max_seconds - val_s)  # zero at the last step, before the last validation
+        if cfg.schedule == "budget" and clock.start_decay_if_binding(ep, planned):
             res.decay_from_epoch = ep
             logger.info("budget-aware schedule: lr decays to zero over the %d epochs the budget holds", planned)
         rec["lr"] = opt.param_groups[0]["lr"]
@@ -376,7 +409,7 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
                 logger.info("early stop at epoch %d (best %d)", ep, res.best_epoch)
                 res.stopped = "early_stopping"
                 break
-        if cut or (ep < n_epochs and over_budget()):
+        if cut or (ep < n_epochs and clock.over()):
             logger.info("time budget %.1f s reached at epoch %d (best %d)", max_seconds, ep, res.best_epoch)
             res.stopped = "time_budget"
             break
