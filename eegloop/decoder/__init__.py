@@ -146,7 +146,7 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
         sha256 of stimulus images kept out of training (the feedback cues, so that online accuracy is
         an honest estimate).
     """
-    from .evaluation import (chance_levels, feature_key, features_for, fit_method, inner_validation,
+    from .evaluation import (apply_bias, chance_levels, feature_key, features_for, fit_method, inner_validation,
                              is_sklearn, reject_artifacts, scores)
     from .selection import Selection, select_model
 
@@ -203,9 +203,11 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
         if budget > 0:  # what the selection, teacher and features left of the budget (never under a tenth of it)
             left = max(budget - (time.perf_counter() - t0), 0.1 * budget)
         fitted = fit_method(method, es, feats, tr, va, protocol, tl, progress=progress, seed=protocol.training.seed,
-                            max_seconds=left)
-        held = scores(es.y[va], fitted.predict(X[va], len(es.classes)))
-    ch = chance_levels(es.subset(va))
+                            max_seconds=left, after_passes=3)  # the bias calibration, saving, the database
+        # the held-out part's probabilities were computed for the bias calibration: not a second pass
+        held = scores(es.y[va], apply_bias(fitted.val_proba, fitted.bias) if fitted.val_proba is not None
+                      else fitted.predict(X[va], len(es.classes)))
+    ch = chance_levels(es, va)
     info = fitted.info
     metrics = {"method": method, "heldout": held, **ch, "split": protocol.training.split,
                "early_stopping": {"how": split.how, "optimistic": split.optimistic,
@@ -370,7 +372,8 @@ def train_encoder(db, subject: str, session_ids: Sequence[int] | None = None, pr
     budget = protocol.encoder.budget_s
     left = max(budget - (time.perf_counter() - t0), 0.1 * budget) if budget else 0
     fit = fit_encoder(X[~va], T[~va], protocol.encoder, es.sfreq / pre.series_factor, X[va] if va.any() else None,
-                      T[va] if va.any() else None, seed=protocol.training.seed, max_seconds=left, progress=progress)
+                      T[va] if va.any() else None, seed=protocol.training.seed, max_seconds=left, progress=progress,
+                      after_passes=2)  # the held-out identification below and saving
     val = {}
     if va.any():
         imgs = es.images[va]

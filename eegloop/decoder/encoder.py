@@ -147,14 +147,16 @@ class EncoderFit:
 
 def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, X_val: np.ndarray | None = None,
                 Z_val: np.ndarray | None = None, seed: int = 0, max_seconds: float | None = None,
-                progress: Optional[Callable[[dict], None]] = None, device: str = "cpu") -> EncoderFit:
+                progress: Optional[Callable[[dict], None]] = None, device: str = "cpu",
+                after_passes: int = 0) -> EncoderFit:
     """Train an :class:`EEGEncoder` on inputs ``X`` (n, channels, times) with target embeddings ``Z`` (n, d).
 
     Early stopping on the validation loss when (``X_val``, ``Z_val``) are given (whole blocks held out by
     the caller), else on the training loss. ``max_seconds`` (default ``cfg.budget_s``; 0 or None: none) stops
     between batches, keeping the best weights so far (``stopped: time_budget``); with ``cfg.schedule``
     ``budget``, a budget that cannot hold ``max_epochs`` at the first epoch's pace makes the learning rate
-    decay linearly from ``cfg.lr`` to zero at its end (as the student's :func:`~.training.fit`).
+    decay linearly from ``cfg.lr`` to zero at its end (as the student's :func:`~.training.fit`);
+    ``after_passes`` validation-sized passes the caller makes afterwards are kept inside the budget.
     """
     from .training import TrainingClock, set_threads
 
@@ -183,7 +185,7 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
     best, best_state, bad = float("inf"), copy.deepcopy(model.state_dict()), 0
     best_scale = float(logit_scale.detach())
     bs = min(cfg.batch_size, len(X))
-    clock = TrainingClock(t0, max_seconds, cfg.max_epochs)
+    clock = TrainingClock(t0, max_seconds, cfg.max_epochs, after_passes)
     for ep in range(1, cfg.max_epochs + 1):
         model.train()
         order = rng.permutation(len(X))

@@ -181,8 +181,10 @@ def scores(y_true: np.ndarray, proba: np.ndarray) -> dict:
     return out
 
 
-def chance_levels(es: EpochSet) -> dict:
-    counts = np.bincount(es.y, minlength=len(es.classes))
+def chance_levels(es: EpochSet, idx=None) -> dict:
+    """Chance levels of ``es`` (or of its epochs ``idx``, without copying their data): the majority class's share
+    for top-1 (top-3, top-5), 1/n for balanced accuracy, 0.5 for AUC with two classes."""
+    counts = np.bincount(es.y if idx is None else es.y[idx], minlength=len(es.classes))
     n = len(es.classes)
     out = {"chance_top1": float(counts.max() / counts.sum())}
     for k in (3, 5):
@@ -407,6 +409,7 @@ class Fitted:
     history: list = field(default_factory=list)
     device: str = "cpu"
     info: dict = field(default_factory=dict)
+    val_proba: Optional[np.ndarray] = None  # networks: the early-stopping set's probabilities before the bias
 
     def predict(self, X: np.ndarray, n_classes: int) -> np.ndarray:
         if is_sklearn(self.method):
@@ -443,10 +446,12 @@ def feature_key(method: str) -> str:
 
 def fit_method(method: str, es: EpochSet, feats: dict, fit_idx, val_idx, protocol: Protocol, teacher_logits=None,
                progress=False, seed: int = 0, max_epochs: int | None = None,
-               max_seconds: float | None = None) -> Fitted:
+               max_seconds: float | None = None, after_passes: int = 1) -> Fitted:
     """Fit ``method`` on ``fit_idx`` (networks early-stop on ``val_idx``; pipelines fit on both).
 
-    ``max_seconds`` caps a network's training (checked between batches; ``info["stopped"]`` says why it ended).
+    ``max_seconds`` caps a network's training (checked between batches; ``info["stopped"]`` says why it ended)
+    and the bias calibration after it; ``after_passes`` counts that calibration's pass over ``val_idx`` and any
+    the caller makes within the same budget (quick-train saves the model: 2).
     """
     y = es.y
     n_classes = len(es.classes)
@@ -462,12 +467,13 @@ def fit_method(method: str, es: EpochSet, feats: dict, fit_idx, val_idx, protoco
     model = build_network(method, X, n_classes)
     tl = teacher_logits[fit_idx] if (teacher_logits is not None and method.startswith("kd")) else None
     res = fit(model, X[fit_idx], y[fit_idx], protocol.training, X[val_idx], y[val_idx], teacher_logits=tl,
-              progress=progress, seed=seed, max_epochs=max_epochs, max_seconds=max_seconds)
-    bias = calibrate_bias(predict_proba(res.model, X[val_idx], res.device), y[val_idx], n_classes)
+              progress=progress, seed=seed, max_epochs=max_epochs, max_seconds=max_seconds, after_passes=after_passes)
+    val_proba = predict_proba(res.model, X[val_idx], res.device, batch=512)
+    bias = calibrate_bias(val_proba, y[val_idx], n_classes)
     return Fitted(method, res.model, bias, res.history, res.device,
                   {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "alpha": res.alpha,
                    "device": res.device, "threads": res.threads, "precision": res.precision,
-                   "stopped": res.stopped, "lr_schedule": res.schedule})
+                   "stopped": res.stopped, "lr_schedule": res.schedule}, val_proba)
 
 
 def features_for(es: EpochSet, protocol: Protocol, methods) -> dict:

@@ -244,12 +244,14 @@ class TrainingClock:
     """A training loop's time budget: whether one more step still fits, the epochs planned, the lr decay.
 
     Shared by the student's :func:`fit` and the encoder's ``fit_encoder``. ``max_seconds`` counts from ``t0``
-    (None or 0: no budget). A step is begun only if it and the last validation still fit, so a fit ends
-    within its budget rather than a step and a validation past it.
+    (None or 0: no budget). A step is begun only if it and the last validation still fit (and ``after_passes``
+    more passes of the validation's size: the caller's scoring after the fit), so a fit ends within its
+    budget rather than a step and a validation past it.
     """
 
-    def __init__(self, t0: float, max_seconds: Optional[float], n_epochs: int):
+    def __init__(self, t0: float, max_seconds: Optional[float], n_epochs: int, after_passes: int = 0):
         self.t0, self.max_seconds, self.n_epochs = t0, (max_seconds or None), n_epochs
+        self.after_passes = after_passes  # validation-sized passes the caller runs after the fit, inside the budget
         self.t_fit = time.perf_counter()  # the pace is measured on the epochs alone
         self.step_s = self.val_s = 0.0  # the last step's and the last validation's seconds
         self.decay: Optional[tuple] = None  # (start, end) times of the budget-aware decay
@@ -258,7 +260,8 @@ class TrainingClock:
     def over(self) -> bool:
         """True when one more step and a validation would end past the budget."""
         return (self.max_seconds is not None
-                and time.perf_counter() + self.step_s + self.val_s - self.t0 >= self.max_seconds)
+                and time.perf_counter() + self.step_s + self.val_s * (1 + self.after_passes) - self.t0
+                >= self.max_seconds)
 
     def plan(self, ep: int) -> tuple[int, float, float]:
         """After epoch ``ep``: (epochs the budget holds at the pace so far, seconds per epoch, now)."""
@@ -273,7 +276,7 @@ class TrainingClock:
         before the last validation). True the first time it starts."""
         if self.decay is not None or self.max_seconds is None or planned >= self.n_epochs:
             return False
-        self.decay = (time.perf_counter(), self.t0 + self.max_seconds - self.val_s)
+        self.decay = (time.perf_counter(), self.t0 + self.max_seconds - self.val_s * (1 + self.after_passes))
         self.decay_from_epoch = ep
         return True
 
@@ -288,7 +291,7 @@ class TrainingClock:
 def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_val: np.ndarray, y_val: np.ndarray,
         teacher_logits: Optional[np.ndarray] = None, progress: bool | Callable[[dict], None] = False,
         device: str | None = None, seed: int | None = None, max_epochs: int | None = None,
-        max_seconds: float | None = None) -> TrainResult:
+        max_seconds: float | None = None, after_passes: int = 0) -> TrainResult:
     """Train ``model`` on (X, y), early-stopping on the validation loss (cross-entropy).
 
     Parameters
@@ -302,6 +305,9 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
         best state so far; ``stopped`` then says ``time_budget``. None: no limit. With ``cfg.schedule``
         ``budget`` and a budget that cannot hold ``max_epochs`` at the pace of the first epoch, the rest
         runs at ``cfg.budget_lr`` decaying linearly to zero at the budget's end (``decay_from_epoch``).
+    after_passes : int
+        Passes over the validation set the caller makes after the fit (bias calibration, scoring): their time
+        (measured as the validation's) is kept free inside ``max_seconds``.
 
     Notes
     -----
@@ -345,7 +351,7 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_epochs, desc="training", unit="epoch", leave=False)
-    clock = TrainingClock(t0, max_seconds, n_epochs)
+    clock = TrainingClock(t0, max_seconds, n_epochs, after_passes)
     for ep in range(1, n_epochs + 1):
         model.train()
         tot, correct, n = 0.0, 0, 0
