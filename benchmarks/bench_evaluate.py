@@ -16,6 +16,8 @@ p-value and seconds per subject and method; the last line is JSON.
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import json
 import os
 import tempfile
@@ -74,6 +76,7 @@ def bench_n170(args) -> dict:
     warnings.filterwarnings("ignore")
     proto = causal(load_protocol(REPO / "protocols" / "n170.yaml"), args.causal)
     tmp = Path(tempfile.mkdtemp(prefix="eegloop-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)  # a throw-away database (~1 GB at paper size): never left behind
     db = Database(f"sqlite:///{tmp / 'e.db'}", data_dir=tmp)
     methods = args.methods.split(",") + (list(BASELINES) if args.baselines else [])
     methods = list(dict.fromkeys(methods))
@@ -183,6 +186,7 @@ def through_cli(args, proto, es) -> dict:
     from eegloop.recorder.importers import import_epochset
 
     tmp = Path(tempfile.mkdtemp(prefix="eegloop-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)  # a throw-away database (~1 GB at paper size): never left behind
     db = Database(f"sqlite:///{tmp / 'eegloop.db'}", data_dir=tmp)
     import_epochset(db, "sim", proto, es)
     (tmp / "p.yaml").write_text(yaml.safe_dump(proto.to_dict()))

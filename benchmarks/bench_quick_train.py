@@ -270,14 +270,20 @@ def whole(args, proto, es) -> None:
     d["teacher"]["enabled"] = False
     proto = protocol_from_dict(d)
     tmp = Path(tempfile.mkdtemp(prefix="eegloop-bench-"))
-    db = Database(f"sqlite:///{tmp / 'e.db'}", data_dir=tmp)
-    t0 = time.perf_counter()
-    import_epochset(db, "sim", proto, es)
-    print(f"stored in {time.perf_counter() - t0:.1f} s (not timed)", flush=True)
-    del es
-    t0 = time.perf_counter()
-    tm = quick_train(db, "sim", progress=False, use_teacher=False)
-    secs = time.perf_counter() - t0
+    try:  # the throw-away database holds ~1 GB of epochs: never left behind
+        db = Database(f"sqlite:///{tmp / 'e.db'}", data_dir=tmp)
+        t0 = time.perf_counter()
+        import_epochset(db, "sim", proto, es)
+        print(f"stored in {time.perf_counter() - t0:.1f} s (not timed)", flush=True)
+        del es
+        t0 = time.perf_counter()
+        tm = quick_train(db, "sim", progress=False, use_teacher=False)
+        secs = time.perf_counter() - t0
+        db.close()
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     m = tm.metrics
     sel = m.get("selection", {})
     print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "seconds": round(secs, 1),
