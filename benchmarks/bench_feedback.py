@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("--generator", help="diffusers folder or cached hub id (default: the tiny random pipeline)")
     ap.add_argument("--size", type=int, default=64, help="generated image edge, px")
     ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--amp-latency-ms", type=float, default=None,
+                    help="amplifier.simulate.latency_ms: how long the virtual amplifier holds samples (default 40)")
     ap.add_argument("--causal", action="store_true",
                     help="preprocessing.causal with epochs.right_margin_s 0: decode each epoch when its window ends")
     args = ap.parse_args()
@@ -53,7 +55,9 @@ def main() -> None:
                          "wait_for_space": False, "instructions": "",
                          "screen": {"fullscreen": False, "size": [640, 480], "image_size_px": 256}},
             "amplifier": {"stream_name": f"bench-eeg-{tag}", "marker_stream_name": f"bench-mk-{tag}",
-                          "channels": 32, "sfreq": 500, "simulate": {"snr": 0.4}},
+                          "channels": 32, "sfreq": 500,
+                          "simulate": {"snr": 0.4, **({} if args.amp_latency_ms is None
+                                                      else {"latency_ms": args.amp_latency_ms})}},
             "epochs": {"tmin": 0.0, "tmax": 0.5, "margin_s": 0.25, "right_margin_s": 0.0 if args.causal else None},
             "preprocessing": {"causal": bool(args.causal)},
             "teacher": {"enabled": False}, "training": {"max_epochs": 15},
@@ -81,6 +85,7 @@ def main() -> None:
         out["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
         out["generator"] = "tiny random SD pipeline" if args.generator is None else args.generator
         out["size_px"], out["steps"], out["causal"] = args.size, args.steps, bool(args.causal)
+        out["amp_latency_ms"] = proto.amplifier.simulate.latency_ms
         out["ratios"] = {"live / bank, to screen": round(out["live"]["to_screen_ms_median"]
                                                          / out["bank"]["to_screen_ms_median"], 3),
                          "bank, to screen / onset to screen": round(out["bank"]["to_screen_ms_median"]

@@ -161,6 +161,10 @@ class SimulateConfig:
         return hash(tuple(tuple(v) if isinstance(v, list) else v
                           for v in (getattr(self, f.name) for f in dataclasses.fields(self))))
     chunk_ms: float = _f(10.0, ge=1, le=200, doc="pushes every chunk_ms milliseconds")
+    latency_ms: float = _f(40.0, ge=0, le=2000, doc="how long the virtual amplifier holds samples before pushing "
+                           "them, as a real amplifier's hardware and driver delay the signal (markers arriving "
+                           "within this time still shape the samples around their onset); it adds one for one to "
+                           "the stimulus-onset-to-feedback latency, so set it to your amplifier's to rehearse a visit")
     seed: int = _f(0, ge=0, lt=2**32, doc="seed of the simulated subject")
 
 

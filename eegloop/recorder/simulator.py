@@ -166,9 +166,10 @@ class VirtualAmplifier:
         Stream name/type, channel count, sfreq, marker stream name.
     simulate : SimulateConfig
         The subject: snr, class signal, block drift, noise levels, seed.
-    latency_ms : float
+    latency_ms : float | None
         How long samples stay in the outgoing buffer (markers arriving within
         this time still shape them). Real amplifiers have similar latency.
+        None: ``simulate.latency_ms`` (40).
     listen_markers : bool
         Follow the marker stream (off for a pure background stream).
     embeddings : dict | None
@@ -179,7 +180,8 @@ class VirtualAmplifier:
     BLOCK_S = 0.1  # internal generation block
 
     def __init__(self, amplifier: AmplifierConfig, simulate: Optional[SimulateConfig] = None,
-                 latency_ms: float = 40.0, listen_markers: bool = True, marker_source_id: Optional[str] = None,
+                 latency_ms: Optional[float] = None, listen_markers: bool = True,
+                 marker_source_id: Optional[str] = None,
                  embeddings: Optional[dict] = None):
         self.amp = amplifier
         self.cfg = simulate or amplifier.simulate or SimulateConfig()
@@ -195,7 +197,7 @@ class VirtualAmplifier:
             self.labels, self.types = self.labels + ["STIM"], self.types + ["STIM"]
         self.stim_idx = self.labels.index("STIM") if self.cfg.onset_channel else None
         self.n_out = len(self.labels)
-        self.latency = latency_ms / 1000
+        self.latency = (self.cfg.latency_ms if latency_ms is None else latency_ms) / 1000
         self.listen_markers = listen_markers
         self.marker_source_id = marker_source_id
         # unique per amplifier: a recorder in this process pins its EEG stream to it

@@ -122,6 +122,27 @@ def test_channel_and_rate_mismatch_refused():
             Recorder(bad).connect(markers=False, timeout=2)
 
 
+def test_simulated_amplifier_latency_delays_the_samples():
+    """amplifier.simulate.latency_ms holds samples back like a real amplifier's hardware and driver: the newest
+    sample an inlet has is about that old (set per protocol, so a lab can rehearse its own amplifier's delay)."""
+    def newest_sample_age(latency_ms):
+        proto = make_protocol(channels=4, latency_ms=latency_ms)
+        assert proto.amplifier.simulate.latency_ms == latency_ms
+        with VirtualAmplifier(proto.amplifier, listen_markers=False) as sim:
+            inlet = pylsl.StreamInlet(pylsl.resolve_byprop("source_id", sim.source_id, timeout=5)[0])
+            inlet.open_stream(timeout=5)
+            ages, t_end = [], time.monotonic() + 1.5
+            while time.monotonic() < t_end:
+                _, ts = inlet.pull_chunk(timeout=0.2)
+                if ts:
+                    ages.append(pylsl.local_clock() - (ts[-1] + inlet.time_correction()))
+            inlet.close_stream()
+        return float(np.median(ages[len(ages) // 3:]))  # after the start-up
+
+    slow, fast = newest_sample_age(150.0), newest_sample_age(5.0)
+    assert 0.12 < slow < 0.4 and fast < 0.08 and slow - fast > 0.1, (slow, fast)
+
+
 def test_stall_detected_within_a_second():
     proto = make_protocol(channels=4)
     sim = VirtualAmplifier(proto.amplifier, listen_markers=False).start()
