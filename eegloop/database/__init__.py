@@ -927,11 +927,22 @@ class Database:
             q = select(EpochRow).where(EpochRow.session_id == session_id).order_by(EpochRow.id)
             if done_only:
                 q = q.join(BlockRow, BlockRow.id == EpochRow.block_id).where(BlockRow.status.in_(DONE_STATUSES))
-            return [self._epoch(r) for r in s.scalars(q)]
+            rows = list(s.scalars(q))
+            blobs = [(r.data, (r.n_channels, r.n_times), r.sha256) for r in rows]
+        # decompressing and checking is most of loading (5 of 7 s for 2000 x 128 x 1000 epochs on 2 cores);
+        # zlib and hashlib release the GIL, so the cores share it
+        if len(blobs) > 64 and (os.cpu_count() or 1) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(os.cpu_count()) as pool:
+                arrays = list(pool.map(lambda b: decode_array(*b), blobs))
+        else:
+            arrays = [decode_array(*b) for b in blobs]
+        return [self._epoch(r, a) for r, a in zip(rows, arrays)]
 
     @staticmethod
-    def _epoch(r: EpochRow) -> Epoch:
-        return Epoch(data=decode_array(r.data, (r.n_channels, r.n_times), r.sha256), label=r.label,
+    def _epoch(r: EpochRow, data: np.ndarray) -> Epoch:
+        return Epoch(data=data, label=r.label,
                      sfreq=r.sfreq, tmin=r.tmin, channel_names=list(r.channel_names), run=r.run_index,
                      block=r.block_index, trial=r.trial, onset_lsl=r.onset_lsl, event_id=r.event_id)
 

@@ -138,6 +138,16 @@ def test_damaged_epoch_is_detected(tmp_path):
         conn.execute(text("UPDATE epochs SET data = :b"), {"b": bad})
     with pytest.raises(DatabaseError, match="checksum"):
         d.get_epochs(sid)
+    # many epochs are decoded on every core: one damaged among them is still the same error
+    sid = d.create_session("S02", load_protocol(REPO / "protocols" / "demo.yaml"))
+    d.add_epochs(sid, [Epoch(np.full((2, 4), k, float), "a", 100.0, 0.0, ["a", "b"], 1, 1, trial=k)
+                       for k in range(100)])
+    got = d.get_epochs(sid)
+    assert [e.trial for e in got] == list(range(100)) and all((e.data == e.trial).all() for e in got)
+    with d.engine.begin() as conn:
+        conn.execute(text("UPDATE epochs SET data = :b WHERE session_id = :s AND trial = 57"), {"b": bad, "s": sid})
+    with pytest.raises(DatabaseError, match="checksum"):
+        d.get_epochs(sid)
 
 
 def test_foreign_keys_enforced(tmp_path):
