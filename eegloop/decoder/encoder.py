@@ -179,7 +179,6 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
     if has_val:
         Xv = torch.as_tensor(np.ascontiguousarray(X_val, dtype=np.float32), device=device)
         Zv = torch.as_tensor(np.ascontiguousarray(Z_val, dtype=np.float32), device=device)
-    if has_val:
         val_pick = torch.as_tensor(np.sort(rng.permutation(len(X_val))[:1000]), device=device)
     res = EncoderFit(model, float(logit_scale.detach().exp()), threads=threads)
     best, best_state, bad = float("inf"), copy.deepcopy(model.state_dict()), 0
@@ -197,11 +196,7 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
             if n and clock.over():
                 cut = True
                 break
-            t_step = time.perf_counter()
-            frac = clock.lr_factor()
-            if frac is not None:
-                for g in opt.param_groups:
-                    g["lr"] = cfg.lr * frac
+            clock.begin_step(opt, cfg.lr)
             it = torch.as_tensor(idx, device=device)
             loss = contrastive_loss(model(Xt[it]), Zt[it], logit_scale, cfg.mse_weight)
             opt.zero_grad(set_to_none=True)
@@ -210,7 +205,7 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
             opt.step()
             tot += float(loss.detach()) * len(idx)
             n += len(idx)
-            clock.step_s = time.perf_counter() - t_step
+            clock.end_step()
         model.eval()
         t_val = time.perf_counter()
         rec = {"epoch": ep, "train_loss": tot / max(n, 1)}

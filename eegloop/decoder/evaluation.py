@@ -451,7 +451,7 @@ def fit_method(method: str, es: EpochSet, feats: dict, fit_idx, val_idx, protoco
 
     ``max_seconds`` caps a network's training (checked between batches; ``info["stopped"]`` says why it ended)
     and the bias calibration after it; ``after_passes`` counts that calibration's pass over ``val_idx`` and any
-    the caller makes within the same budget (quick-train saves the model: 2).
+    the caller makes within the same budget (quick-train's: 3, the calibration, saving, the database).
     """
     y = es.y
     n_classes = len(es.classes)

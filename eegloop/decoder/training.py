@@ -255,7 +255,7 @@ class TrainingClock:
         self.t_fit = time.perf_counter()  # the pace is measured on the epochs alone
         self.step_s = self.val_s = 0.0  # the last step's and the last validation's seconds
         self.decay: Optional[tuple] = None  # (start, end) times of the budget-aware decay
-        self.decay_from_epoch: Optional[int] = None
+        self._t_step = 0.0
 
     def over(self) -> bool:
         """True when one more step and a validation would end past the budget."""
@@ -277,15 +277,19 @@ class TrainingClock:
         if self.decay is not None or self.max_seconds is None or planned >= self.n_epochs:
             return False
         self.decay = (time.perf_counter(), self.t0 + self.max_seconds - self.val_s * (1 + self.after_passes))
-        self.decay_from_epoch = ep
         return True
 
-    def lr_factor(self) -> Optional[float]:
-        """The decay's factor now (1 at its start, 0 at the budget's end); None while the rate is constant."""
-        if self.decay is None:
-            return None
-        start, end = self.decay
-        return max(0.0, (end - time.perf_counter()) / max(end - start, 1e-9))
+    def begin_step(self, opt: torch.optim.Optimizer, decay_lr: float) -> None:
+        """Before a training step: time it, and while decaying set ``opt``'s rate to ``decay_lr`` times the
+        decay's factor now (1 at its start, 0 at the budget's end); a constant rate is left alone."""
+        self._t_step = time.perf_counter()
+        if self.decay is not None:
+            start, end = self.decay
+            for g in opt.param_groups:
+                g["lr"] = decay_lr * max(0.0, (end - self._t_step) / max(end - start, 1e-9))
+
+    def end_step(self) -> None:
+        self.step_s = time.perf_counter() - self._t_step
 
 
 def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_val: np.ndarray, y_val: np.ndarray,
@@ -362,11 +366,7 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
             if n and clock.over():
                 cut = True  # checked between batches: a big network's epoch can be longer than the whole cap
                 break
-            t_step = time.perf_counter()
-            frac = clock.lr_factor()
-            if frac is not None:
-                for g in opt.param_groups:
-                    g["lr"] = cfg.budget_lr * frac
+            clock.begin_step(opt, cfg.budget_lr)
             it = torch.as_tensor(idx, device=device)
             with autocast():
                 logits = model(Xt[it])
@@ -379,7 +379,7 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
             tot += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == yt[it]).sum())
             n += len(idx)
-            clock.step_s = time.perf_counter() - t_step
+            clock.end_step()
         model.eval()
         t_val = time.perf_counter()
         with torch.no_grad():
