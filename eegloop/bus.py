@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 from ._logging import logger
 
 __all__ = ["Bus", "BUS", "Controls", "CONTROLS", "Phase", "Line", "Stream", "TrainEpoch", "FeedbackTrial",
-           "SignalChecked", "Finished", "VisitStats", "Marker"]
+           "SignalChecked", "Finished", "VisitStats", "Marker", "Screen"]
 
 
 @dataclass
@@ -97,6 +97,14 @@ class FeedbackTrial:
 
 
 @dataclass
+class Screen:
+    """A message the subject's window shows (instructions, the rest screen and its countdown, a pause, the neutral
+    message after a failure, the thanks), as it was asked for."""
+
+    text: str
+
+
+@dataclass
 class Finished:
     status: str
     session_id: Optional[int] = None
@@ -158,12 +166,16 @@ class Bus:
 
 
 class Controls:
-    """The operator's requests: pause after the current block, resume, abort."""
+    """The operator's requests: pause after the current block, resume, abort.
+
+    The visit's presenter runs in another process: :meth:`on_change` hooks carry each request there the moment it
+    is made (:class:`~eegloop.rig.Rig` registers one)."""
 
     def __init__(self) -> None:
         self.pause = threading.Event()
         self.abort_requested = threading.Event()
         self._abort_hooks: list[Callable[[], None]] = []
+        self._change_hooks: list[Callable[[str], None]] = []
 
     def reset(self) -> None:
         self.pause.clear()
@@ -175,6 +187,27 @@ class Controls:
         if self.abort_requested.is_set():
             fn()
         return lambda: fn in self._abort_hooks and self._abort_hooks.remove(fn)
+
+    def on_change(self, fn: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``fn("pause" | "resume")`` on each pause or resume request; returns the function that unhooks it."""
+        self._change_hooks.append(fn)
+        return lambda: fn in self._change_hooks and self._change_hooks.remove(fn)
+
+    def _changed(self, what: str) -> None:
+        for fn in list(self._change_hooks):
+            try:
+                fn(what)
+            except Exception as exc:  # a hook never fails the request
+                logger.warning("control hook failed on %s: %s", what, exc)
+
+    def request_pause(self) -> None:
+        """Pause after the current block."""
+        self.pause.set()
+        self._changed("pause")
+
+    def resume(self) -> None:
+        self.pause.clear()
+        self._changed("resume")
 
     def abort(self) -> None:
         self.abort_requested.set()

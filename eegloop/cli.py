@@ -210,9 +210,9 @@ def _record(args, proto, db) -> int:
 
     if args.resume:
         from .database.claim import SessionClaim
-        from .session import _resumable_session
+        from .session import resumable_session
 
-        sid, done = _resumable_session(db, args.subject, proto)
+        sid, done = resumable_session(db, args.subject, proto)
         with SessionClaim(db, sid):  # a second --resume of the same session refuses here
             print(f"resuming session {sid}: {len(done)} complete block(s) kept; the others are shown again",
                   flush=True)

@@ -1,91 +1,282 @@
-"""The recording rig of a visit: the marker outlet, the virtual amplifier (``--simulate``) and the recorder.
+"""The rig of a visit: its child processes, started, watched and stopped in one place.
 
-The recording (:func:`~eegloop.session.record_session`) and the feedback block
-(:func:`~eegloop.feedback.loop.run_feedback`) assemble the same three parts; :class:`Rig` does it once, in
-the order that loses nothing (the outlet first, so the simulator follows the markers from the first; the
-recorder last, pinned to both) and tears them down in the safe order, each step even when the one before
-failed: the recorder (its open run closed, its raw file flushed, its store drained), then the simulator, then
-the outlet.
+=============  ==============================================================================================
+process        owns
+=============  ==============================================================================================
+orchestrator   this process: the visit's phases (:mod:`eegloop.session`), the database's session rows and
+               claim, the quick-train, the operator console and the event bus
+presenter      the PsychoPy window, the frame loop, the marker outlet, the next block's images
+               (:mod:`eegloop.roles.presenter`); real-time priority, its own core where there are cores to spare
+acquisition    LSL inlets, clock correction, epoch cutting, raw files, the block store
+               (:mod:`eegloop.roles.acquisition`)
+amplifier      ``--simulate`` only: the virtual amplifier, as a real amplifier's vendor app
+               (:mod:`eegloop.roles.amplifier`)
+worker         feedback only: online decoding, image generation (:mod:`eegloop.roles.worker`)
+=============  ==============================================================================================
+
+::
+
+    amplifier ──EEG (LSL)──► acquisition ──epochs (queue)──► worker ──images (queue)──► presenter
+        ▲                     │  raw files, blocks ──► database ◄── orchestrator        │
+        └──────markers (LSL)──┴─────────────────────────────────────────────────────────┘
+                 orchestrator ◄──commands / events (pipes)──► every child; console ◄── bus
+
+Every child is started with ``spawn``, dies with this process (also when it is SIGKILLed) and sends a
+heartbeat; a child that dies or hangs is noticed within :data:`~eegloop.roles.child.HANG_S` (dies: at once):
+the rig tells the presenter to stop at its next frame, puts a :class:`ChildFailedEvent` in :attr:`Rig.events`
+and the visit ends with that one line. :meth:`Rig.close` stops the children in the order that loses nothing:
+the acquisition (its open run closed, its raw file flushed, its store drained), the worker, the amplifier, then
+the presenter (window and marker outlet).
 """
 from __future__ import annotations
 
-from typing import Optional
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 from ._logging import logger
+from .roles.child import Child, ChildFailed, Pending
 
-__all__ = ["Rig", "release_lsl", "simulated_embeddings"]
+__all__ = ["Rig", "ChildFailedEvent", "release_lsl", "simulated_embeddings"]
+
+
+@dataclass
+class ChildFailedEvent:
+    name: str
+    reason: str
+
+
+# events the visit handles in its own loop; everything else a child sends goes on the bus at once
+_VISIT_EVENTS = ("BlockShown", "PausedAfter", "Resumed", "EscapePressed", "FeedbackShown")
 
 
 class Rig:
-    """Marker outlet + optional virtual amplifier + recorder, as a context manager.
+    """The child processes of a visit, as a context manager.
 
     Parameters
     ----------
     protocol : Protocol
     simulate : bool
-        Start the virtual amplifier in this process (``amplifier.simulate`` settings).
-    outlet : pylsl.StreamOutlet | None
-        An existing marker outlet (a visit's window keeps one); default: a new one, closed with the rig.
+        Start the virtual amplifier (its own process).
+    db : Database | None
+        The database the acquisition (and the worker) write to; None records without one.
+    presenter : bool
+        Start the presenter (its window opens with :meth:`open_window`).
+    say : callable | None
+        Progress lines the children send (the worker's generator warm-up, ...).
     """
 
-    def __init__(self, protocol, simulate: bool = False, outlet=None):
+    def __init__(self, protocol, simulate: bool = False, db=None, presenter: bool = True,
+                 say: Optional[Callable[[str], None]] = None):
         self.protocol = protocol
         self.simulate = simulate
-        self.outlet = outlet
-        self._own_outlet = outlet is None
-        self.sim = None
-        self.rec = None
+        self.db = db
+        self.with_presenter = presenter
+        self.say = say or (lambda _t: None)
+        self.presenter: Optional[Child] = None
+        self.acquisition: Optional[Child] = None
+        self.amplifier: Optional[Child] = None
+        self.worker: Optional[Child] = None
+        self.events: "queue.Queue" = queue.Queue()
+        self.failure: Optional[str] = None
+        self.display = None  # the presenter's Display once the window is open
+        self.stream = None  # the acquisition's StreamDescription once connected
+        self.marker_id = f"eegloop-{protocol.amplifier.marker_stream_name}-{uuid.uuid4().hex[:12]}"
+        self.eeg_source_id: Optional[str] = None
+        self._epochs = self._images = None
+        self._stop = threading.Event()
+        self._monitor: Optional[threading.Thread] = None
+        self._unhook: list = []
+        self._health: list = []
+        self._closed = False
 
     @property
-    def marker_id(self) -> str:
-        return self.outlet.get_info().source_id()
+    def children(self) -> list:
+        return [c for c in (self.presenter, self.acquisition, self.amplifier, self.worker) if c is not None]
 
-    @property
-    def eeg_source_id(self) -> Optional[str]:
-        """The virtual amplifier's source id (pins the EEG stream to it), or None for a real amplifier."""
-        return self.sim.source_id if self.sim is not None else None
-
+    # -- start -------------------------------------------------------------------------------------------------
     def start(self) -> "Rig":
-        """The marker outlet and, with ``simulate``, the virtual amplifier following it."""
-        from .paradigm.markers import make_marker_outlet
-        from .recorder.simulator import VirtualAmplifier
+        """Spawn the presenter, the virtual amplifier (``simulate``) and the acquisition; wait until all are up."""
+        import multiprocessing as mp
+
+        from .lsl import configure_lsl
+        from .roles.priority import pin, spare_cores, x_server_pid
 
         amp = self.protocol.amplifier
-        release_lsl()  # a failed rig before this one (its traceback now dropped) still holding LSL ports
-        if self.outlet is None:
-            self.outlet = make_marker_outlet(amp.marker_stream_name)
-        if self.simulate:
-            self.sim = VirtualAmplifier(amp, amp.simulate, marker_source_id=self.marker_id,
-                                        embeddings=simulated_embeddings(self.protocol)).start()
-            if not self.sim.markers_connected.wait(10):
-                logger.warning("the simulator did not connect to the marker stream")
+        configure_lsl(amp.lsl_scope)  # the children inherit the scope
+        ctx = mp.get_context("spawn")
+        self._epochs = ctx.Queue(maxsize=256)  # bounded: a stalled decoder never grows memory
+        self._images = ctx.Queue()
+        cores = spare_cores()
+        try:
+            if self.with_presenter:
+                from .paradigm.display import ensure_display
+
+                ensure_display(tuple(self.protocol.paradigm.screen.size))
+                self.presenter = Child("presenter", "eegloop.roles.presenter:PresenterRole",
+                                       dict(protocol=self.protocol, marker_source_id=self.marker_id,
+                                            images=self._images, x_server=x_server_pid(),
+                                            cores=cores[0] if cores else None), self._on_event).spawn()
+            if self.simulate:
+                self.eeg_source_id = f"eegloop-sim-{amp.stream_name}-{uuid.uuid4().hex[:12]}"
+                self.amplifier = Child("amplifier", "eegloop.roles.amplifier:AmplifierRole",
+                                       dict(protocol=self.protocol,
+                                            marker_source_id=self.marker_id if self.with_presenter else None,
+                                            source_id=self.eeg_source_id), self._on_event).spawn()
+            from .database import CLAIM_OWNER
+
+            self.acquisition = Child("acquisition", "eegloop.roles.acquisition:AcquisitionRole",
+                                     dict(protocol=self.protocol, db_url=self.db.url if self.db else None,
+                                          data_dir=str(self.db.data_dir) if self.db else None, owner=CLAIM_OWNER,
+                                          epochs=self._epochs), self._on_event).spawn()
+            if cores:  # the presenter and its X server have the last core: everyone else the others
+                for c in self.children:
+                    if c is not self.presenter:
+                        pin(c.pid, cores[1])
+                pin(0, cores[1])
+            for c in self.children:
+                c.wait_ready()
+            self._monitor = threading.Thread(target=self._watch, name="eegloop-rig-monitor", daemon=True)
+            self._monitor.start()
+            self._hook_controls()
+        except BaseException:
+            self.close()
+            raise
         return self
 
-    def connect(self, **recorder_kw):
-        """The recorder, connected to this rig's EEG and marker streams (keywords: :class:`Recorder`'s)."""
-        from .recorder.recorder import Recorder
+    def start_worker(self) -> Child:
+        """The decode/generate worker (feedback), started on first use."""
+        if self.worker is None:
+            self.worker = Child("worker", "eegloop.roles.worker:WorkerRole",
+                                dict(protocol=self.protocol, db_url=self.db.url, data_dir=str(self.db.data_dir),
+                                     epochs=self._epochs, images=self._images), self._on_event).spawn()
+            cores = None
+            from .roles.priority import pin, spare_cores
 
-        self.rec = Recorder(self.protocol, **recorder_kw).connect(marker_source_id=self.marker_id,
-                                                                  eeg_source_id=self.eeg_source_id)
-        return self.rec
+            cores = spare_cores()
+            if cores:
+                pin(self.worker.pid, cores[1])
+            self.worker.wait_ready()
+        return self.worker
 
-    def close(self) -> None:
-        """Stop the recorder (when still running), the simulator, and the outlet this rig made."""
-        try:
-            if self.rec is not None:
-                try:
-                    self.rec.stop()  # a second stop does nothing: callers that stopped it keep their result
-                except Exception as exc:
-                    logger.warning("closing the recorder: %s", exc)
-        finally:
+    def _hook_controls(self) -> None:
+        from .bus import CONTROLS
+        from .roles.messages import Abort, Pause, Resume
+
+        if self.presenter is None:
+            return
+        pres = self.presenter
+        self._unhook = [CONTROLS.on_abort(lambda: pres.control(Abort())),
+                        CONTROLS.on_change(lambda what: pres.control(Pause() if what == "pause" else Resume()))]
+        if CONTROLS.pause.is_set():
+            pres.control(Pause())
+
+    # -- what the children say ---------------------------------------------------------------------------------
+    def _on_event(self, child: Child, ev: Any) -> None:
+        """A child's event: bus events published at once (the console hears them while the visit is busy); the
+        visit's own events queued for its loop (:meth:`wait`)."""
+        from .bus import BUS
+        from .roles.messages import Samples, Say
+
+        name = type(ev).__name__
+        if isinstance(ev, Samples):
+            if BUS.wants_samples:
+                BUS.samples(ev.data, ev.ts)
+        elif isinstance(ev, Say):
+            self.say(ev.text)
+        elif name == "RecorderFailed":  # the process is fine, the recording is not: the visit stops
+            self._failed("acquisition", ev.reason, child_ok=True)
+        elif name in _VISIT_EVENTS:
+            self.events.put(ev)
+        else:
+            BUS.publish(ev)  # Stream, Marker, TrialShown
+
+    def watch(self, name: str, health: Callable[[], Optional[BaseException]]) -> None:
+        """Also stop the visit when ``health()`` returns an error (checked with the children, every 20 ms)."""
+        self._health.append((name, health))
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.02):
+            now = time.monotonic()
+            for c in self.children:
+                reason = c.check(now)
+                if reason is not None:
+                    self._failed(c.name, reason)
+            for name, health in list(self._health):
+                err = health()
+                if err is not None:
+                    self._health.remove((name, health))
+                    self._failed(name, str(err), child_ok=True)
+
+    def _failed(self, name: str, reason: str, child_ok: bool = False) -> None:
+        """A child died or hung (or the recording failed): stop the paradigm at its next frame, tell the visit."""
+        from .roles.messages import Fail
+
+        child = next((c for c in self.children if c.name == name), None)
+        if not child_ok and child is not None:
+            if not child.fail(reason):
+                return
+            child.kill()  # a hung child: nothing of it stays behind
+        if self.failure is None:
+            self.failure = reason
+            logger.error("%s", reason)
+        if self.presenter is not None and name != "presenter":
+            self.presenter.control(Fail(reason))
+        self.events.put(ChildFailedEvent(name, reason))
+
+    def check(self) -> None:
+        """Raise :class:`ChildFailed` if a child has failed."""
+        if self.failure is not None:
+            raise ChildFailed(self.failure)
+
+    # -- waiting on a long command ------------------------------------------------------------------------------
+    def wait(self, pending: Pending, on_event: Optional[Callable[[Any], None]] = None,
+             timeout: Optional[float] = None) -> Any:
+        """Handle the visit's events (``on_event``) until ``pending`` is answered; its value (or its error)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not pending.done():
             try:
-                if self.sim is not None:
-                    self.sim.stop()
-            finally:
-                self.sim = None
-                if self._own_outlet:
-                    self.outlet = None  # the marker stream disappears with the rig
-                release_lsl()
+                ev = self.events.get(timeout=0.01)
+            except queue.Empty:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise ChildFailed(f"the {pending.child.name} process did not answer within {timeout:g} s")
+                continue
+            if on_event is not None:
+                on_event(ev)
+        self.drain(on_event)
+        return pending.result(0)
+
+    def drain(self, on_event: Optional[Callable[[Any], None]] = None) -> None:
+        """Handle the events already queued."""
+        while True:
+            try:
+                ev = self.events.get_nowait()
+            except queue.Empty:
+                return
+            if on_event is not None:
+                on_event(ev)
+
+    # -- stop --------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop every child in the order that loses nothing; kill what does not end. Never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        for u in self._unhook:
+            u()
+        self._stop.set()
+        for c in (self.acquisition, self.worker, self.amplifier, self.presenter):
+            if c is not None:
+                c.close(timeout=30 if c is self.acquisition else 10)
+        for q in (self._epochs, self._images):
+            if q is not None:
+                q.cancel_join_thread()  # nothing left in them is needed; never block the exit on them
+                q.close()
+        release_lsl()
 
     def __enter__(self) -> "Rig":
         return self.start()
@@ -111,9 +302,7 @@ def release_lsl() -> None:
     finds them all taken gets a random port, where queries from other processes reach it only by chance (the
     discovery port 16571 delivers each query to the most recently opened outlet alone). After a failure, a
     traceback's frames keep the failed rig's inlets and outlets alive until Python's cyclic garbage collector
-    happens to run: a resume in the same process, or the visit's feedback block, could then start an outlet
-    nobody finds (seen in the test suite: "no marker stream ... found"). One collection when a rig starts (the
-    failed one's traceback is gone by then) and when it closes returns them (a few ms each).
+    happens to run. One collection when a rig closes returns them (a few ms).
     """
     import gc
 

@@ -100,36 +100,36 @@ def test_demo_end_to_end(tmp_path, display):
     assert (out / "raw").is_dir() and list((out / "raw").rglob("*.vhdr"))
 
 
-def test_resume_continues_at_next_block(tmp_path, display, short_protocol, monkeypatch):
+def test_resume_continues_at_next_block(tmp_path, display, short_protocol):
     from eegloop.session import record_session, run_visit
 
     proto = short_protocol(training={"max_epochs": 5, "n_folds": 2},
                            feedback={"trials": 2, "mode": "stimulus", "display_s": 0.1})
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
 
-    def abort_after_first_block(pres):
-        orig = pres.run_block
+    from eegloop.bus import BUS, CONTROLS, Phase, Screen
 
-        def run_block(block):
-            out = orig(block)
-            pres.request_abort()
-            return out
-        pres.run_block = run_block
+    def abort_when_paused(ev):  # the operator pauses after the first block, then aborts
+        if isinstance(ev, Phase) and ev.name == "paused":
+            CONTROLS.abort()
 
-    first = record_session(proto, "R1", db, simulate=True, progress=None, presenter_hook=abort_after_first_block)
+    unsubscribe = BUS.subscribe(abort_when_paused)
+    CONTROLS.request_pause()
+    try:
+        first = record_session(proto, "R1", db, simulate=True, progress=None)
+    finally:
+        unsubscribe()
+        CONTROLS.reset()
     assert first.aborted and db.count_epochs(first.session_id) == 6
     lines, phases, shown = [], [], []
-    from eegloop.bus import BUS, Phase
-    from eegloop.paradigm.presentation import Presenter
 
-    show_text = Presenter.show_text
+    def on_event(ev):  # what the subject's window says, and the visit's phases
+        if isinstance(ev, Screen):
+            shown.append(ev.text)
+        elif isinstance(ev, Phase):
+            phases.append(ev.name)
 
-    def spy(self, text, *a, **kw):  # what the subject's window says (and then shows it)
-        shown.append(text)
-        return show_text(self, text, *a, **kw)
-
-    monkeypatch.setattr(Presenter, "show_text", spy)
-    unsubscribe = BUS.subscribe(lambda ev: isinstance(ev, Phase) and phases.append(ev.name))
+    unsubscribe = BUS.subscribe(on_event)
     try:
         visit = run_visit(proto, "R1", db, simulate=True, resume=True, progress=lines.append)
     finally:

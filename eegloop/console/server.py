@@ -147,9 +147,9 @@ class Console:
                 return refused
             action = request.path_params["action"]
             if action == "pause":
-                CONTROLS.pause.set()
+                CONTROLS.request_pause()
             elif action == "resume":
-                CONTROLS.pause.clear()
+                CONTROLS.resume()
             elif action == "abort":
                 CONTROLS.abort()
             else:

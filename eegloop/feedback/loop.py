@@ -35,8 +35,6 @@ the filter's right margin, decoding, the image and one refresh).
 """
 from __future__ import annotations
 
-import queue
-import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -44,10 +42,11 @@ import numpy as np
 
 from .._logging import logger
 from ..errors import EegloopError
-from ..lsl import configure_lsl, local_clock
+from ..lsl import local_clock
 from ..protocol import Protocol
 
-__all__ = ["FeedbackResult", "run_feedback", "ImageSource", "DecodeWorker", "Decoded", "EMBEDDING_MODES"]
+__all__ = ["FeedbackResult", "run_feedback", "ImageSource", "DecodeWorker", "Decoded", "EMBEDDING_MODES",
+           "PlannedTrial", "choose_trials", "TrialLog", "feedback_result", "load_encoder_for", "safe_name"]
 
 #: feedback modes driven by the EEG encoder's embedding rather than the classifier's probabilities
 EMBEDDING_MODES = ("retrieve", "embedding")
@@ -80,11 +79,11 @@ class PlannedTrial:
     image_trials: tuple  # the stim_on marker's trial number of each image (epochs are numbered by these)
 
 
-def _choose_trials(stimuli, n: int, seed: int, trial_offset: int, cues: dict | None = None,
-                   per_trial: int = 1) -> list[PlannedTrial]:
+def choose_trials(stimuli, n: int, seed: int, trial_offset: int, cues: dict | None = None,
+                  per_trial: int = 1) -> list[PlannedTrial]:
     """Class-balanced feedback trials, seeded, no class twice in a row where possible.
 
-    With ``cues`` (:func:`cue_images`) every image shown is one of its class's held-out images;
+    With ``cues`` (:func:`~eegloop.stimuli.cue_images`) every image shown is one of its class's held-out images;
     ``per_trial`` images each (the rsvp format), distinct while the class has enough."""
     rng = np.random.default_rng(seed + 17)
     classes = list(stimuli.classes)
@@ -108,8 +107,9 @@ def _choose_trials(stimuli, n: int, seed: int, trial_offset: int, cues: dict | N
 
 def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, session_id: int | None = None,
                  mode: str | None = None, trials: int | None = None, progress: Callable[[str], None] | None = print,
-                 trial_offset: int = 0, run_index: int | None = None, presenter=None) -> FeedbackResult:
-    """Run one feedback block with the subject's latest model.
+                 trial_offset: int = 0) -> FeedbackResult:
+    """Run one feedback block with the subject's latest model (presenter, acquisition, worker and, with
+    ``simulate``, the virtual amplifier each in its own process).
 
     Parameters
     ----------
@@ -118,54 +118,19 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
         two use the subject's latest EEG encoder instead of its classifier.
     session_id : int | None
         Add the block to this session (default: a new session of kind ``feedback``).
-    presenter : Presenter | None
-        An open window to reuse (a whole visit keeps one window).
+    trials : int | None
+        How many trials (default ``feedback.trials``).
     """
-    from ..decoder import load_decoder
-    from ..stimuli import load_stimuli
-
     from ..bus import BUS
+    from ..session import Visit, VisitContext, phases_for
 
-    say = BUS.tee(progress)
-    fb = protocol.feedback
-    mode = mode or fb.mode
-    n_trials = trials or fb.trials
-    amp = protocol.amplifier
-    configure_lsl(amp.lsl_scope)
-    if mode not in ("live", "bank", "stimulus") + EMBEDDING_MODES:
-        raise EegloopError(f"feedback mode {mode!r}: one of live, bank, stimulus, retrieve, embedding")
-    stimuli = load_stimuli(protocol)
-    if mode in EMBEDDING_MODES:
-        decoder, (encoder, model_id) = None, _load_encoder(db, subject, mode)
-    else:
-        encoder = None
-        decoder, model_id = load_decoder(db, subject)
-        missing_cls = [c for c in stimuli.classes if c not in decoder.classes]
-        if missing_cls:
-            raise EegloopError(f"the model of {subject!r} was trained without class {missing_cls[0]}; retrain first")
-    from ..decoder import check_epoch_length
-    from ..recorder.epocher import epoch_window
-
-    # before anything is shown: the online epochs must be cut like the training ones
-    check_epoch_length((decoder or encoder).meta, np.zeros(epoch_window(protocol.epochs, amp.sfreq).length))
-    db.get_or_add_subject(subject)
-    created = session_id is None
-    if created:
-        session_id = db.create_session(subject, protocol, kind="feedback")
-    from ..database.claim import SessionClaim
-
-    try:
-        with SessionClaim(db, session_id):
-            return _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, progress,
-                             trial_offset, run_index, presenter, stimuli, decoder, model_id, encoder)
-    except BaseException:
-        # a feedback session that never got a trial (no amplifier, no generator, ...) is not left behind
-        if created and not db.get_feedback_trials(session_id) and db.count_epochs(session_id) == 0:
-            db.delete_session(session_id)
-        raise
+    ctx = VisitContext(protocol, subject, db, BUS.tee(progress), progress, simulate=simulate, feedback_mode=mode,
+                       feedback_trials=trials, trial_offset=trial_offset, session_id=session_id)
+    Visit(ctx, phases_for("feedback")).run()
+    return ctx.feedback
 
 
-def _load_encoder(db, subject: str, mode: str):
+def load_encoder_for(db, subject: str, mode: str):
     """The subject's latest EEG encoder, or one line saying how to train one."""
     from ..decoder import load_encoder
     from ..errors import DatabaseError
@@ -308,49 +273,27 @@ class Decoded:
 
 
 class DecodeWorker:
-    """Decodes each feedback epoch the moment the recorder completes it, off the display thread.
+    """Decodes each feedback epoch (in the worker process, the moment the acquisition process hands it over).
 
     Epochs of images outside the plan are ignored; in the ``rsvp`` format a trial's ``per_trial`` epochs are
-    combined (summed log-probabilities, the burst's posterior) before its image is requested. Each trial's
-    :class:`Decoded` goes to :attr:`decoded`. With ``encoder`` (the embedding modes) each epoch is embedded
-    instead, a burst's embeddings averaged, and the source's retriever ranks the candidates.
+    combined (summed log-probabilities, the burst's posterior) before its image is requested. With ``encoder``
+    (the embedding modes) each epoch is embedded instead, a burst's embeddings averaged, and the source's
+    retriever ranks the candidates.
     """
 
-    def __init__(self, epochs: "queue.Queue", decoder, plan: list, per_trial: int, source: ImageSource,
-                 encoder=None):
-        self.epochs, self.decoder, self.per_trial, self.source = epochs, decoder, per_trial, source
+    def __init__(self, decoder, plan: list, per_trial: int, source: ImageSource, encoder=None):
+        self.decoder, self.per_trial, self.source = decoder, per_trial, source
         self.encoder = encoder
         self.owner = {it: pt.trial for pt in plan for it in pt.image_trials}  # an image's epoch -> its trial
-        self.decoded: "queue.Queue[Decoded]" = queue.Queue()
         self._evidence: dict[int, list] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="eegloop-decode", daemon=True)
 
-    def start(self) -> "DecodeWorker":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(2)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                ep = self.epochs.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            if ep.trial not in self.owner:
-                continue
-            trial = self.owner[ep.trial]
-            try:
-                d = self._embedding(trial, ep) if self.encoder is not None else self._classes(trial, ep)
-            except Exception as exc:  # the trial times out and is logged as skipped; the block goes on
-                logger.error("feedback trial %d: decoding failed: %s", trial, exc)
-                continue
-            if d is not None:
-                self.decoded.put(d)
+    def step(self, ep) -> Decoded | None:
+        """The trial's :class:`Decoded` once its (last) epoch is in; None for an epoch outside the plan or before
+        the end of a burst. Raises what decoding raised."""
+        if ep.trial not in self.owner:
+            return None
+        trial = self.owner[ep.trial]
+        return self._embedding(trial, ep) if self.encoder is not None else self._classes(trial, ep)
 
     def _classes(self, trial: int, ep) -> Decoded | None:
         p = self.decoder.predict(ep)
@@ -381,192 +324,79 @@ class DecodeWorker:
         return Decoded(trial, ep, ret.probabilities, ret.ready_lsl, img, embedding=z, t_embedding=t_z, retrieval=ret)
 
 
-def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, progress, trial_offset, run_index,
-              presenter, stimuli, decoder, model_id, encoder=None):
-    from .._files import private_dir
-    from ..bus import BUS, CONTROLS, Phase
-    from ..database import CLAIM_OWNER
-    from ..paradigm.presentation import Aborted, Presenter
-    from ..rig import Rig
-    from ..stimuli import cue_images
-
-    fb = protocol.feedback
-    img_dir = db.data_dir / "images" / f"sub-{subject}" / f"ses-{session_id:04d}"
-    private_dir(img_dir)  # images/...: 0700 when eegloop creates it
-    per_trial = fb.images_per_trial
-    plan = _choose_trials(stimuli, n_trials, fb.seed, trial_offset, cue_images(stimuli, fb.cue_share), per_trial)
-    source = ImageSource(mode, protocol, stimuli, img_dir, say, progress=progress is not None, encoder=encoder,
-                         cache_dir=db.data_dir / "cache" / "clip")
-    try:
-        rig = Rig(protocol, simulate, outlet=presenter.outlet if presenter is not None else None).start()
-    except BaseException:
-        source.close()
-        raise
-    run_index = run_index or (max((r.index for r in db.get_runs(session_id)), default=0) + 1)
-    raw_dir = db.data_dir / "raw" / f"sub-{subject}" / f"ses-{session_id:04d}"
-    try:
-        rec = rig.connect(db=db, session_id=session_id, raw_dir=raw_dir, owner=CLAIM_OWNER,
-                          raw_prefix=f"sub-{subject}_ses-{session_id:04d}_task-feedback_run")
-    except BaseException:
-        rig.close()
-        source.close()
-        raise
-    online = rec.subscribe(maxsize=256)  # bounded: a stalled decoder never grows memory
-    rec.start()
-    own_window = presenter is None
-    pres = presenter or Presenter(protocol, rig.outlet)
-    unhook_abort = CONTROLS.on_abort(pres.request_abort)  # the console's abort button
-    worker = DecodeWorker(online, decoder, plan, per_trial, source, encoder=encoder)
-    rows: list = []
-    tally = {"correct": 0, "scored": 0}  # the running accuracy the progress lines show
-    BUS.publish(Phase("feedback", f"{n_trials} trials, mode {mode}", session_id=session_id))
-    try:
-        if own_window:
-            pres.open()
-        rec.begin_run(run_index)
-        worker.start()
-        _trials(protocol, pres, plan, worker, source, run_index, mode, rows, say,
-                lambda row, lat, k: _log_trial(db, session_id, model_id, mode, row, k, n_trials, say, tally))
-    except Aborted:
-        say("feedback aborted by the operator; trials so far are kept")
-    finally:
-        unhook_abort()
-        # each step runs even if one before it raises: the recording is always flushed
-        try:
-            worker.stop()
-            if own_window:
-                pres.close()
-        finally:
-            try:
-                rec.stop()
-            finally:
-                rig.close()  # the simulator and an outlet of its own (the recorder is stopped already)
-                source.close()
-    n_classes = len(source.retriever.candidates.labels) if source.retriever is not None else len(decoder.classes)
-    return _result(db, session_id, model_id, mode, fb, rows, source.warmup_s, pres.frame_rate, n_classes,
-                   len(source.retriever.candidates) if source.retriever is not None else 0)
-
-
-def _trials(protocol, pres, plan, worker: DecodeWorker, source: ImageSource, run_index, mode, rows, say, log):
-    """The block on screen: each trial's cue (or burst), fixation while its epoch is decoded and its image made,
-    then the image of the decoded class at the next flip. Appends each trial's row to ``rows``."""
-    fb = protocol.feedback
-    block = 10_000 + run_index  # feedback blocks are numbered apart from the recording's
-    n_img = pres.frames_per_image
-    n_show = max(1, int(round(fb.display_s * pres.frame_rate)))
-    e = protocol.epochs
-    timeout = e.tmax + max(e.margin_s, e.right_margin_s or 0) + 3.0 + (60 if source.live else 0)
-    # every cue is loaded before the block and every bank image uploaded once: no disk access
-    # or texture upload sits between an epoch and its feedback image
-    cues = [[pres.image_stim(st.path) for st in pt.images] for pt in plan]
-    shown = {id(gi.image): pres.image_stim(gi.image) for gi in source.preloaded()}
-    pres.push_on_flip("block_start", run=run_index, block=block, feedback=True, mode=mode)
-    pres.flip()
-    for k, pt in enumerate(plan):
-        trial, cls = pt.trial, pt.class_id
-        # the cue (or the burst): stimulus images back to back, each marked like any stimulus
-        for cue, stim, image_trial in zip(cues[k], pt.images, pt.image_trials):
-            t_onset = pres.show_stim(cue, n_img, "stim_on", run=run_index, block=block, trial=image_trial,
-                           **{"class": cls}, image=stim.path.name, feedback=True, feedback_trial=trial)
-        # wait for the epoch (decoded in the worker the moment it is complete) and its image; keep flipping
-        got: dict = {}
-
-        def ready() -> bool:
-            while not worker.decoded.empty():
-                d = worker.decoded.get_nowait()
-                if d.trial == trial:
-                    got["d"] = d
-            d = got.get("d")
-            if d is not None and d.image is None:
-                d.image = source.poll(trial)
-            return d is not None and d.image is not None
-
-        if not pres.hold_fixation_until(ready, timeout):
-            what = "epoch" if "d" not in got else "image"
-            logger.warning("feedback trial %d: no %s in time; skipped", trial, what)
-            rows.append(dict(trial=trial, true_class=cls, missing=True))
-            continue
-        d = got["d"]
-        ret = d.retrieval
-        pred = ret.predicted if ret is not None else max(d.probs, key=d.probs.get)
-        img = d.image
-        source.keep(img, trial, _safe_name(pred))
-        stim = shown.get(id(img.image)) or pres.image_stim(img.image)
-        extra = {}
-        if ret is not None:  # what the marker stream says about the nearest image
-            extra = dict(similarity=round(ret.best.similarity, 4), nearest=ret.best.candidate.path.name)
-        t_on = pres.show_stim(stim, n_show, "fb_image_on", fixation=False, trial=trial, predicted=pred,
-                              **{"class": cls}, source=img.source, **extra)
-        pres.fixation.draw()
-        pres.flip()
-        t0 = d.epoch.ready_lsl
-        lat = {"epoch_complete_lsl": t0, "probs_lsl": d.t_probs, "image_ready_lsl": img.ready_lsl,
-               "on_screen_lsl": t_on, "decode_ms": (d.t_probs - t0) * 1000,
-               "image_ready_ms": (max(img.ready_lsl, d.t_probs) - t0) * 1000, "to_screen_ms": (t_on - t0) * 1000,
-               # what the subject lives: from the (last) image's onset on screen to its feedback image
-               "onset_lsl": t_onset, "onset_to_screen_ms": (t_on - t_onset) * 1000}
-        if ret is not None:  # decode: the embedding; retrieve: the candidates ranked
-            lat.update(embedding_lsl=d.t_embedding, decode_ms=(d.t_embedding - t0) * 1000,
-                       retrieve_ms=(d.t_probs - t0) * 1000)
-        if fb.images_per_trial > 1:
-            lat["epochs"] = fb.images_per_trial
-        row = dict(trial=trial, true_class=cls, predicted=pred, probabilities=d.probs, image_path=img.path,
-                   seed=img.seed if img.source != "retrieved" else None, latencies=lat, missing=False,
-                   # judged whenever the cue's class is among the candidates: a nearest image of another (even
-                   # never-trained) class is a miss, never dropped from the count
-                   retrieval=ret, scored=ret is None or cls in source.retriever.candidates.labels,
-                   cue=str(pt.images[-1].path))
-        rows.append(row)
-        log(row, lat, k)
-    pres.push_on_flip("block_end", run=run_index, block=block, feedback=True)
-    pres.flip()
-
-
-def _safe_name(label: str) -> str:
+def safe_name(label: str) -> str:
     """A class label as part of a file name."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)[:60] or "image"
 
 
-def _log_trial(db, session_id, model_id, mode, row, k, n_trials, say, tally: dict | None = None) -> None:
-    """A shown trial: into the database, onto the bus (the console), and one progress line.
+class TrialLog:
+    """Each shown trial (:class:`~eegloop.roles.messages.FeedbackShown`) into the database, onto the bus (the
+    console) and one progress line; :meth:`add` returns the trial's row (what :func:`feedback_result` sums).
 
-    In the embedding modes the retrieval (nearest image, its similarity and class folder, the top 5) is stored
-    with the latencies under ``retrieval``, and the line shows the running accuracy over the trials that can be
-    judged (the nearest image's class is the cue's or a trained one)."""
-    from ..bus import BUS, FeedbackTrial
+    Latencies, from the moment the (last) epoch was complete: ``decode_ms``, ``retrieve_ms`` (embedding modes),
+    ``image_ready_ms``, ``to_screen_ms``; and ``onset_to_screen_ms``, from the flip that showed the (last) image to
+    the flip that showed its feedback. In the embedding modes the retrieval (nearest image, its similarity and
+    class folder, the top 5) is stored with the latencies under ``retrieval``, and the line shows the running
+    accuracy over the trials that can be judged."""
 
-    probs, pred, cls, lat = row["probabilities"], row["predicted"], row["true_class"], row["latencies"]
-    ret = row.get("retrieval")
-    stored = dict(lat, retrieval={**ret.to_json(), "cue": row.get("cue"), "scored": bool(row.get("scored", True))}) \
-        if ret is not None else lat
-    db.add_feedback_trial(session_id, model_id=model_id, trial=row["trial"], mode=mode, probabilities=probs,
-                          predicted_class=pred, true_class=cls,
-                          image_path=db.relpath(row["image_path"]) if row["image_path"] else None,
-                          seed=row["seed"], latencies=stored)
-    BUS.publish(FeedbackTrial(k + 1, n_trials, row["trial"], cls, pred, float(probs[pred]), row["image_path"],
-                              {x: round(float(v), 2) for x, v in lat.items() if x.endswith("_ms")}, len(probs)))
-    ok = pred == cls
-    if tally is not None and row.get("scored", True):
-        tally["scored"] += 1
-        tally["correct"] += ok
-    mark = "✓" if ok else "✗" if row.get("scored", True) else "·"
-    if ret is None:
-        say(f"feedback {k + 1}/{n_trials}: shown {cls}, decoded {pred} (p={probs[pred]:.2f}) "
-            f"{mark}  decode {lat['decode_ms']:.1f} ms, image {lat['image_ready_ms']:.1f} ms,"
-            f" on screen {lat['to_screen_ms']:.1f} ms")
-        return
-    b = ret.best
-    what = (f"retrieved {b.candidate.path.name}" if mode == "retrieve" else "generated; nearest image "
-            f"{b.candidate.path.name}")
-    kind = "" if b.candidate.trained else (", unlabelled" if b.candidate.class_id is None else ", never trained")
-    running = f"; running {tally['correct']}/{tally['scored']}" if tally is not None else ""
-    say(f"feedback {k + 1}/{n_trials}: shown {cls}, {what} ({pred}{kind}, similarity {b.similarity:.2f}) {mark}  "
-        f"decode {lat['decode_ms']:.1f} ms, retrieve {lat['retrieve_ms']:.1f} ms, image {lat['image_ready_ms']:.1f} "
-        f"ms, on screen {lat['to_screen_ms']:.1f} ms{running}")
+    def __init__(self, db, session_id: int, model_id: int, mode: str, n_trials: int, say, images_per_trial: int = 1):
+        self.db, self.session_id, self.model_id, self.mode = db, session_id, model_id, mode
+        self.n_trials, self.say, self.images_per_trial = n_trials, say, images_per_trial
+        self.correct = self.scored = 0
+
+    def add(self, shown) -> dict:
+        from ..bus import BUS, FeedbackTrial
+
+        img = shown.image
+        if img is None:
+            return dict(trial=shown.trial, true_class=shown.true_class, missing=True)
+        t0 = img.epoch_complete_lsl
+        lat = {"epoch_complete_lsl": t0, "probs_lsl": img.probs_lsl, "image_ready_lsl": img.ready_lsl,
+               "on_screen_lsl": shown.on_screen_lsl, "decode_ms": (img.probs_lsl - t0) * 1000,
+               "image_ready_ms": (max(img.ready_lsl, img.probs_lsl) - t0) * 1000,
+               "to_screen_ms": (shown.on_screen_lsl - t0) * 1000,
+               # what the subject lives: from the (last) image's onset on screen to its feedback image
+               "onset_lsl": shown.onset_lsl, "onset_to_screen_ms": (shown.on_screen_lsl - shown.onset_lsl) * 1000}
+        ret = img.retrieval
+        if ret is not None:  # decode: the embedding; retrieve: the candidates ranked
+            lat.update(embedding_lsl=img.embedding_lsl, decode_ms=(img.embedding_lsl - t0) * 1000,
+                       retrieve_ms=(img.probs_lsl - t0) * 1000)
+        if self.images_per_trial > 1:
+            lat["epochs"] = self.images_per_trial
+        probs, pred, cls = img.probabilities, img.predicted, shown.true_class
+        stored = dict(lat, retrieval={**ret, "cue": shown.cue, "scored": bool(img.scored)}) if ret is not None else lat
+        db = self.db
+        db.add_feedback_trial(self.session_id, model_id=self.model_id, trial=shown.trial, mode=self.mode,
+                              probabilities=probs, predicted_class=pred, true_class=cls,
+                              image_path=db.relpath(img.path) if img.path else None, seed=img.seed, latencies=stored)
+        k = shown.index
+        BUS.publish(FeedbackTrial(k + 1, self.n_trials, shown.trial, cls, pred, float(probs[pred]), img.path,
+                                  {x: round(float(v), 2) for x, v in lat.items() if x.endswith("_ms")}, len(probs)))
+        ok = pred == cls
+        if img.scored:
+            self.scored += 1
+            self.correct += ok
+        mark = "✓" if ok else "✗" if img.scored else "·"
+        if ret is None:
+            self.say(f"feedback {k + 1}/{self.n_trials}: shown {cls}, decoded {pred} (p={probs[pred]:.2f}) "
+                     f"{mark}  decode {lat['decode_ms']:.1f} ms, image {lat['image_ready_ms']:.1f} ms,"
+                     f" on screen {lat['to_screen_ms']:.1f} ms")
+        else:
+            b = img.nearest
+            what = (f"retrieved {b['name']}" if self.mode == "retrieve" else f"generated; nearest image {b['name']}")
+            kind = "" if b["trained"] else (", unlabelled" if b["class"] is None else ", never trained")
+            self.say(f"feedback {k + 1}/{self.n_trials}: shown {cls}, {what} ({pred}{kind}, similarity "
+                     f"{b['similarity']:.2f}) {mark}  decode {lat['decode_ms']:.1f} ms, retrieve "
+                     f"{lat['retrieve_ms']:.1f} ms, image {lat['image_ready_ms']:.1f} ms, on screen "
+                     f"{lat['to_screen_ms']:.1f} ms; running {self.correct}/{self.scored}")
+        return dict(trial=shown.trial, true_class=cls, predicted=pred, probabilities=probs, image_path=img.path,
+                    seed=img.seed, latencies=lat, missing=False, retrieval=ret, scored=bool(img.scored),
+                    cue=shown.cue)
 
 
-def _result(db, session_id, model_id, mode, fb, rows, warmup_s, frame_rate, n_classes,
-            candidates: int = 0) -> FeedbackResult:
+def feedback_result(db, session_id, model_id, mode, fb, rows, warmup_s, frame_rate, n_classes,
+                    candidates: int = 0) -> FeedbackResult:
+    """The block's numbers (medians and 95th percentiles of each latency), stored with the session."""
     done = [r for r in rows if not r["missing"]]
     embedding = mode in EMBEDDING_MODES
 

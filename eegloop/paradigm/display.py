@@ -10,6 +10,7 @@ import atexit
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,20 @@ from ..errors import EegloopError
 __all__ = ["ensure_display"]
 
 _xvfb: subprocess.Popen | None = None
+
+
+def _die_with_us() -> None:
+    """In the Xvfb child, before it starts (Linux): the kernel ends it when eegloop ends, even by SIGKILL."""
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
 
 
 def ensure_display(size: tuple[int, int] = (1280, 1024)) -> str:
@@ -41,7 +56,9 @@ def ensure_display(size: tuple[int, int] = (1280, 1024)) -> str:
         if Path(f"/tmp/.X11-unix/X{n}").exists() or Path(f"/tmp/.X{n}-lock").exists():
             continue
         proc = subprocess.Popen([xvfb, f":{n}", "-screen", "0", f"{size[0]}x{size[1]}x24", "-nolisten", "tcp"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                # the kernel's signal follows the starting thread: the main thread lives as long as we do
+                                preexec_fn=_die_with_us if threading.current_thread() is threading.main_thread() else None)
         for _ in range(100):
             if Path(f"/tmp/.X11-unix/X{n}").exists():
                 break

@@ -102,13 +102,16 @@ class Presenter:
     capture_trials : set of int
         Trials whose drawn frame is read back from the window buffer into
         :attr:`captured` (tests, screenshots for reports).
+    preload_llvm : bool
+        Load torch's compiler stack before the GL driver (needed where torch also runs in this process).
     """
 
-    def __init__(self, protocol: Protocol, outlet=None, capture_trials=()):
+    def __init__(self, protocol: Protocol, outlet=None, capture_trials=(), preload_llvm: bool = True):
         self.protocol = protocol
         self.p = protocol.paradigm
         self.outlet = outlet
         self.capture_trials = set(capture_trials)
+        self.preload_llvm = preload_llvm  # torch may run in this process too (not in the visit's presenter)
         self.captured: dict[int, "object"] = {}
         self.win = None
         self.frame_rate: float = float("nan")
@@ -124,6 +127,8 @@ class Presenter:
         self.marker_log: list[tuple[dict, float]] = []
         # checked before every flip: returns why the recording failed (or None); the paradigm then stops
         self.health: Optional[Callable[[], Optional[BaseException]]] = None
+        # called after the flip that showed each image of a block: (trial, block, flip time in LSL's clock)
+        self.on_trial_shown: Optional[Callable[[object, Block, float], None]] = None
 
     # -- window -------------------------------------------------------------------
     def open(self) -> "Presenter":
@@ -132,7 +137,8 @@ class Presenter:
 
         scr = self.p.screen
         ensure_display(tuple(scr.size))
-        _preload_llvm_users()
+        if self.preload_llvm:
+            _preload_llvm_users()
         from psychopy import logging as plog
 
         plog.console.setLevel(plog.ERROR)
@@ -432,6 +438,8 @@ class Presenter:
                     if f == 0:
                         onsets.append(t)
                         markers.append(self.marker_log[-1][1])
+                        if self.on_trial_shown is not None:
+                            self.on_trial_shown(trial, block, t)
                     checks += 1
                     if checks % 8 == 0:  # Escape is looked for every 8 frames, whatever the image length
                         self.check_keys()

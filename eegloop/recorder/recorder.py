@@ -142,13 +142,14 @@ class Recorder(Worker):
         a = self.acq
         return [{"name": n, "type": t, "unit": u} for n, t, u in zip(a.ch_names, a.ch_types, a.out_units)]
 
-    def subscribe(self, maxsize: int = 64) -> EpochQueue:
+    def subscribe(self, maxsize: int = 64, channel=None) -> EpochQueue:
         """A queue that receives every valid epoch cut from now on (online decoding).
 
         Bounded: a consumer that falls behind loses the oldest epochs (counted in
-        :attr:`EpochQueue.dropped` and ``stats.online_dropped``), never the recording.
+        :attr:`EpochQueue.dropped` and ``stats.online_dropped``), never the recording. ``channel``: another
+        subscriber of the same shape (``offer(epoch)``, ``dropped``), e.g. a queue to another process.
         """
-        q = EpochQueue(maxsize)
+        q = channel if channel is not None else EpochQueue(maxsize)
         with self._lock:
             self._subscribers.append(q)
         return q

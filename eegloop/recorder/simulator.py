@@ -175,6 +175,8 @@ class VirtualAmplifier:
     embeddings : dict | None
         {(class id, image file name): CLIP embedding} of the stimuli, for ``simulate.embedding_signal``
         (:func:`eegloop.embeddings.stimulus_embeddings`); images not in it evoke no embedding response.
+    source_id : str | None
+        The stream's source id (default: a new unique one), so that a recorder elsewhere can pin it in advance.
     """
 
     BLOCK_S = 0.1  # internal generation block
@@ -182,7 +184,7 @@ class VirtualAmplifier:
     def __init__(self, amplifier: AmplifierConfig, simulate: Optional[SimulateConfig] = None,
                  latency_ms: Optional[float] = None, listen_markers: bool = True,
                  marker_source_id: Optional[str] = None,
-                 embeddings: Optional[dict] = None):
+                 embeddings: Optional[dict] = None, source_id: Optional[str] = None):
         self.amp = amplifier
         self.cfg = simulate or amplifier.simulate or SimulateConfig()
         self.sfreq = float(amplifier.sfreq)
@@ -201,7 +203,7 @@ class VirtualAmplifier:
         self.listen_markers = listen_markers
         self.marker_source_id = marker_source_id
         # unique per amplifier: a recorder in this process pins its EEG stream to it
-        self.source_id = f"eegloop-sim-{amplifier.stream_name}-{uuid.uuid4().hex[:12]}"
+        self.source_id = source_id or f"eegloop-sim-{amplifier.stream_name}-{uuid.uuid4().hex[:12]}"
         self._rng = np.random.default_rng(self.cfg.seed)
         self._out = Worker.of(self._run, "eegloop-simulator")
         self._mk = Worker.of(self._marker_loop, "eegloop-sim-markers")

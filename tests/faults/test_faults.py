@@ -6,6 +6,7 @@ status and its raw files' readability.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sqlite3
@@ -30,15 +31,25 @@ def _db(tmp_path):
     return Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
 
 
-def _on_stim(pres, trial: int, action) -> None:
-    """Run ``action`` once, at the flip that shows ``trial`` (test instrumentation of a real presenter)."""
-    orig = pres._push
+@contextlib.contextmanager
+def on_shown(trial: int, action):
+    """Run ``action`` once, when the presenter reports that it showed ``trial`` (its flip's event reaches this
+    process over the visit's event channel within milliseconds)."""
+    from eegloop.bus import BUS
+    from eegloop.roles.messages import TrialShown
 
-    def push(event, fields):
-        orig(event, fields)
-        if event == "stim_on" and fields.get("trial") == trial:
+    done = []
+
+    def hook(ev):
+        if isinstance(ev, TrialShown) and ev.trial == trial and not done:
+            done.append(ev)
             action()
-    pres._push = push
+
+    unsubscribe = BUS.subscribe(hook)
+    try:
+        yield done
+    finally:
+        unsubscribe()
 
 
 def test_stream_stops_mid_block(tmp_path, display, fault_protocol):
@@ -58,8 +69,9 @@ def test_stream_stops_mid_block(tmp_path, display, fault_protocol):
         stopped["t"] = time.monotonic()
         threading.Thread(target=sim.stop).start()
     try:
-        with pytest.raises(RecordingError, match=r"EEG stream .* lost: no samples for .*completed blocks are stored"):
-            record_session(proto, "S1", db, progress=None, presenter_hook=lambda p: _on_stim(p, 16, pull_the_plug))
+        with on_shown(16, pull_the_plug), pytest.raises(
+                RecordingError, match=r"EEG stream .* lost: no samples for .*completed blocks are stored"):
+            record_session(proto, "S1", db, progress=None)
         elapsed = time.monotonic() - stopped["t"]  # stall timeout + neutral message (2 s) + clean-up
     finally:
         sim.stop()
@@ -148,12 +160,17 @@ def test_gap_inside_an_epoch_is_rejected(tmp_path):
 
 def test_escape_mid_block_then_resume(tmp_path, display, fault_protocol):
     """Escape in block 2; --resume shows block 2 again (replacing its rows) and block 3; all done."""
-    from eegloop.session import _resumable_session, record_session
+    from eegloop.session import record_session, resumable_session
 
     proto = fault_protocol()
     db = _db(tmp_path)
-    res = record_session(proto, "S1", db, simulate=True, progress=None,
-                         presenter_hook=lambda p: _on_stim(p, 17, p.request_abort))
+    from eegloop.bus import CONTROLS
+
+    try:
+        with on_shown(17, CONTROLS.abort):  # the console's abort (Escape does the same in the presenter)
+            res = record_session(proto, "S1", db, simulate=True, progress=None)
+    finally:
+        CONTROLS.reset()
     assert res.aborted
     sid = res.session_id
     assert db.get_session(sid).status == "aborted"
@@ -163,7 +180,7 @@ def test_escape_mid_block_then_resume(tmp_path, display, fault_protocol):
     assert "aborted by the operator" in reason
     assert len(db.get_trial_timings(sid)) >= 12 + 4  # block 1 and what block 2 showed are timed
 
-    sid2, done = _resumable_session(db, "S1", proto)
+    sid2, done = resumable_session(db, "S1", proto)
     assert sid2 == sid and done == {1}
     res2 = record_session(proto, "S1", db, simulate=True, progress=None, session_id=sid, skip_blocks=done)
     assert not res2.aborted
@@ -191,8 +208,8 @@ def test_database_locked_while_a_block_is_stored(tmp_path, display, fault_protoc
         conn.close()
         holder["released"] = time.monotonic()
 
-    res = record_session(proto, "S1", db, simulate=True, progress=None,
-                         presenter_hook=lambda p: _on_stim(p, 10, lambda: threading.Thread(target=lock).start()))
+    with on_shown(10, lambda: threading.Thread(target=lock).start()):
+        res = record_session(proto, "S1", db, simulate=True, progress=None)
     assert "released" in holder  # the lock was really held while block 1 ended
     sid = res.session_id
     assert accounting(db, sid) == {1: "done", 2: "done", 3: "done"}

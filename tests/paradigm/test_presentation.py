@@ -108,22 +108,34 @@ def test_record_with_simulator_stores_everything(tmp_path, display, short_protoc
     assert "block 2/2" in lines[-1] and "~0:00 left" in lines[-1]
 
 
-def test_escape_aborts_and_keeps_data(tmp_path, display, short_protocol):
+def test_abort_while_paused_keeps_data(tmp_path, display, short_protocol):
+    """The operator pauses (the presenter stops after the current block, showing the pause screen) and then aborts:
+    the first block is kept, nothing after it was shown, the session is aborted. The controls travel as a console
+    sends them (eegloop.bus.CONTROLS) to the presenter's own process."""
+    from eegloop.bus import BUS, CONTROLS, Phase, Screen
+
     proto = short_protocol(**THREE)
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
+    seen = []
 
-    def hook(pres):
-        orig = pres.run_block
+    def on_event(ev):
+        if isinstance(ev, Phase) and ev.name == "paused":
+            seen.append(("paused", ev.block))
+            CONTROLS.abort()
+        elif isinstance(ev, Screen):
+            seen.append(("screen", ev.text))
 
-        def run_block(block):
-            out = orig(block)
-            pres.request_abort()  # as if Escape was pressed after the first block
-            return out
-        pres.run_block = run_block
-
-    res = record_session(proto, "S2", db, simulate=True, progress=None, presenter_hook=hook)
+    unsubscribe = BUS.subscribe(on_event)
+    CONTROLS.request_pause()  # before the visit: the presenter pauses after its first block
+    try:
+        res = record_session(proto, "S2", db, simulate=True, progress=None)
+    finally:
+        unsubscribe()
+        CONTROLS.reset()
+    assert ("paused", 1) in seen and any(k == "screen" and t.startswith("Paused.") for k, t in seen)
     assert res.aborted and res.runs_done == 0
     assert db.get_session(res.session_id).status == "aborted"
     assert res.epochs == 6  # the first block (6 images) is kept
     kinds = [e.kind for e in db.get_events(res.session_id)]
     assert kinds.count("stim_on") == 6 and "block_end" in kinds
+    assert [b.status for b in db.get_blocks(res.session_id)] == ["done"]
