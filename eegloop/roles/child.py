@@ -460,9 +460,27 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="eegloop-parent-watch", daemon=True).start()
 
 
+def _name_process(role_path: str) -> None:
+    """``eegloop/<role>`` in ps, top and the like (Linux: the main thread's name, at most 15 characters)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            name = f"eegloop/{PROCESS_NAMES.get(role_path.rsplit(':', 1)[-1], 'child')}".encode()[:15]
+            ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
+        except Exception:
+            pass
+
+
+#: the name each role's process shows in ps/top (Linux), after "eegloop/"
+PROCESS_NAMES = {"PresenterRole": "present", "AcquisitionRole": "acquire", "AmplifierRole": "amp",
+                 "WorkerRole": "worker"}
+
+
 def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -> None:
     """The child's main: set up, then take commands until :class:`Close` (or the parent's end)."""
     _die_with_parent(parent_pid)
+    _name_process(role_path)
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the children in order
     except (ValueError, OSError):

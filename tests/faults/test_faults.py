@@ -254,7 +254,8 @@ def test_disk_full_stops_the_visit(tmp_path, display, fault_protocol, fresh_post
 
 
 def test_sigkill_mid_block_then_resume(tmp_path, display, fault_protocol):
-    """The recording process is killed in block 2; a resume after the claim expired completes the session."""
+    """The visit's own process is killed in block 2: its children (presenter, acquisition, amplifier) die with it;
+    a resume after the claim expired completes the session."""
     proto = fault_protocol()
     pfile = _write_protocol(tmp_path, proto)
     db_url = f"sqlite:///{tmp_path / 'e.db'}"
@@ -269,8 +270,14 @@ def test_sigkill_mid_block_then_resume(tmp_path, display, fault_protocol):
             break
         time.sleep(0.05)
     time.sleep(0.3)
+    import psutil
+
+    kids = psutil.Process(p.pid).children(recursive=True)  # presenter, acquisition, amplifier (and Xvfb)
+    assert {"eegloop/present", "eegloop/acquire", "eegloop/amp"} <= {k.name() for k in kids}
     p.send_signal(signal.SIGKILL)
     p.wait(10)
+    gone, alive = psutil.wait_procs(kids, timeout=5)  # they die with their parent: no orphans
+    assert not alive, [k.name() for k in alive]
     assert db.get_session(1).status == "recording"  # nobody could say otherwise
     first = accounting(db, 1)
     assert first.get(1) == "done" and 3 not in first
