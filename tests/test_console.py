@@ -116,6 +116,45 @@ def test_console_abort_and_token(tmp_path, display, short_protocol):
     assert any(b.status == "done" for b in blocks) and len(blocks) < 4  # stopped early, completed blocks kept
 
 
+def test_console_pause_and_resume_hold_the_next_block(tmp_path, display, short_protocol):
+    """Pause from the console during a real simulated recording: the presenter (its own process) stops after the
+    current block and shows the pause screen; the next block starts only after resume, and the session completes
+    with every block."""
+    from eegloop.lsl import configure_lsl, local_clock
+
+    configure_lsl("machine")
+    proto = short_protocol(paradigm={"images_per_class": 9, "runs": 1, "block_s": 0.6, "pause_s": 0.3})
+    (tmp_path / "p.yaml").write_text(proto.to_yaml())
+    proc, url = _start([sys.executable, "-m", "eegloop", "record", "--protocol", str(tmp_path / "p.yaml"),
+                        "--subject", "C3", "--simulate", "--data", str(tmp_path / "d")])
+    try:
+        with browser_page() as page:
+            page.goto(url)
+            page.wait_for_function("document.querySelector('#stats').innerText.match(/epochs [1-9]/)", timeout=60_000)
+            page.click("#pause")
+            page.wait_for_function("document.querySelector('#phase').innerText.startsWith('paused')", timeout=30_000)
+            paused_at = local_clock()
+            page.wait_for_timeout(1500)  # held: nothing new is shown meanwhile
+            resumed_at = local_clock()
+            page.click("#resume")
+            out = _drain(proc, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "paused by the operator after block" in out and "resumed by the operator" in out
+    db = Database(f"sqlite:///{tmp_path / 'd' / 'eegloop.db'}", data_dir=tmp_path / "d")
+    (s,) = db.list_sessions("C3")
+    assert db.get_session(s.id).status == "recorded"
+    assert [b.status for b in db.get_blocks(s.id)] == ["done"] * 3
+    starts = sorted(e.lsl_time for e in db.get_events(s.id, "block_start"))
+    before = [t for t in starts if t < paused_at]
+    after = [t for t in starts if t > paused_at]
+    assert before and after and len(before) + len(after) == 3
+    assert not [t for t in starts if paused_at < t < resumed_at]  # the pause held the next block
+    assert min(after) > resumed_at
+
+
 def test_console_browses_past_sessions(tmp_path):
     """`eegloop console` on an existing database: its sessions listed, each one's report written and served."""
     import json
