@@ -65,17 +65,20 @@ class Rig:
     db : Database | None
         The database the acquisition (and the worker) write to; None records without one.
     presenter : bool
-        Start the presenter (its window opens with :meth:`open_window`).
+        Start the presenter (its window opens with ``OpenWindow``).
+    acquisition : bool
+        Start the acquisition (a rig with the presenter alone: the paradigm's own timing, benchmarks).
     say : callable | None
         Progress lines the children send (the worker's generator warm-up, ...).
     """
 
     def __init__(self, protocol, simulate: bool = False, db=None, presenter: bool = True,
-                 say: Optional[Callable[[str], None]] = None):
+                 say: Optional[Callable[[str], None]] = None, acquisition: bool = True):
         self.protocol = protocol
         self.simulate = simulate
         self.db = db
         self.with_presenter = presenter
+        self.with_acquisition = acquisition
         self.say = say or (lambda _t: None)
         self.presenter: Optional[Child] = None
         self.acquisition: Optional[Child] = None
@@ -129,10 +132,11 @@ class Rig:
                                             source_id=self.eeg_source_id), self._on_event).spawn()
             from .database import CLAIM_OWNER
 
-            self.acquisition = Child("acquisition", "eegloop.roles.acquisition:AcquisitionRole",
-                                     dict(protocol=self.protocol, db_url=self.db.url if self.db else None,
-                                          data_dir=str(self.db.data_dir) if self.db else None, owner=CLAIM_OWNER,
-                                          epochs=self._epochs), self._on_event).spawn()
+            if self.with_acquisition:
+                self.acquisition = Child("acquisition", "eegloop.roles.acquisition:AcquisitionRole",
+                                         dict(protocol=self.protocol, db_url=self.db.url if self.db else None,
+                                              data_dir=str(self.db.data_dir) if self.db else None,
+                                              owner=CLAIM_OWNER, epochs=self._epochs), self._on_event).spawn()
             if cores:  # the presenter and its X server have the last core: everyone else the others
                 for c in self.children:
                     if c is not self.presenter:
@@ -276,6 +280,7 @@ class Rig:
             if q is not None:
                 q.cancel_join_thread()  # nothing left in them is needed; never block the exit on them
                 q.close()
+        self._epochs = self._images = None
         release_lsl()
 
     def __enter__(self) -> "Rig":

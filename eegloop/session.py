@@ -187,7 +187,12 @@ class Visit:
                     if i == last_rig:
                         rig.close()
             except BaseException as exc:
-                if ctx.session_id is not None and not isinstance(exc, (RecordingError, SignalCheckFailed)):
+                from .paradigm.presentation import Aborted
+
+                if isinstance(exc, Aborted) and ctx.session_id is not None:  # Escape with nothing to keep
+                    ctx.db.set_session_status(ctx.session_id, "aborted", ended=True)
+                    BUS.publish(Finished("aborted", ctx.session_id))
+                elif ctx.session_id is not None and not isinstance(exc, (RecordingError, SignalCheckFailed)):
                     reason = _describe(exc)
                     if _mark_failed(ctx.db, ctx.session_id, None, reason, only_open=isinstance(exc, EegloopError)):
                         BUS.publish(Finished("failed", ctx.session_id))
@@ -592,6 +597,8 @@ class QuickTrainPhase(VisitPhase):
         from .roles.messages import EscapePressed, SetScreen
 
         say, p, sid, rig = ctx.say, ctx.protocol, ctx.session_id, ctx.rig
+        if not ctx.window_open:  # a resumed visit whose recording was complete: the rest screen needs the window
+            _open_window(ctx)
         say("quick-train: starting")
         BUS.publish(Phase("quick-train", "selecting and fitting the decoder", session_id=sid))
         t0 = time.monotonic()

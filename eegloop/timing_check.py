@@ -30,11 +30,11 @@ def check_timing(protocol: Protocol, simulate: bool = False, trials: Optional[in
         Median, spread and every delay; ``suggested_offset_ms`` is the value for ``timing.static_offset_ms``.
     """
     from .lsl import configure_lsl
-    from .paradigm.markers import make_marker_outlet
-    from .paradigm.presentation import Presenter
-    from .recorder.recorder import Recorder
-    from .recorder.simulator import PHOTODIODE_LABEL, VirtualAmplifier
+    from .recorder.simulator import PHOTODIODE_LABEL
     from .recorder.timing import summarize
+    from .rig import Rig
+    from .roles.messages import (BeginRun, Connect, EndRun, FlashTest, OpenWindow, StartRecording, StopRecording,
+                                 WaitMarkers)
 
     say = progress or (lambda _m: None)
     amp, tm = protocol.amplifier, protocol.timing
@@ -51,40 +51,24 @@ def check_timing(protocol: Protocol, simulate: bool = False, trials: Optional[in
     proto = protocol.replace(amplifier=amp, timing=tm,
                              paradigm=dataclasses.replace(protocol.paradigm, photodiode=True, fixation=False))
     configure_lsl(amp.lsl_scope)
-    outlet = make_marker_outlet(amp.marker_stream_name)
-    marker_id = outlet.get_info().source_id()
-    sim = rec = pres = None
-    try:
-        if simulate:
-            sim = VirtualAmplifier(amp, amp.simulate, marker_source_id=marker_id).start()
-            if not sim.markers_connected.wait(10):
-                logger.warning("the simulator did not connect to the marker stream")
-        rec = Recorder(proto).connect(marker_source_id=marker_id,
-                                      eeg_source_id=sim.source_id if sim is not None else None)
-        rec.start()
-        rec.begin_run(1)
-        pres = Presenter(proto, outlet)
-        pres.health = lambda: rec.failure
-        pres.open()
-        outlet.wait_for_consumers(2.0)
+    # the same processes as a visit: the presenter (its priority) flashes, the acquisition records the photodiode
+    with Rig(proto, simulate=simulate) as rig:
+        rig.stream = rig.acquisition.call(Connect(marker_source_id=rig.marker_id, eeg_source_id=rig.eeg_source_id),
+                                          timeout=None)
+        if rig.amplifier is not None and not rig.amplifier.call(WaitMarkers(10.0), timeout=None):
+            logger.warning("the simulator did not connect to the marker stream")
+        rig.acquisition.call(StartRecording(None, None))
+        rig.acquisition.call(BeginRun(1))
+        d = rig.presenter.call(OpenWindow(), timeout=None)
         say(f"timing check: {n} flashes, {tm.check_interval_s:g} s apart, photodiode in channel "
-            f"{tm.photodiode_channel!r} of '{rec.acq.stream_name}' (display {pres.frame_rate:.1f} Hz"
-            f"{', software-paced' if pres.paced else ''})")
-        pres.flash_test(n, tm.check_interval_s)
-        rec.end_run()
-        rec.stop()
-    finally:
-        if pres is not None:
-            pres.close()
-        if rec is not None:
-            try:
-                rec.stop()
-            except Exception as exc:  # closing must not hide why we stopped
-                logger.warning("closing the recorder: %s", exc)
-        if sim is not None:
-            sim.stop()
-        del outlet
-    res = summarize(rec.epocher.photon_delays_ms, n, tm.static_offset_ms)
+            f"{tm.photodiode_channel!r} (display {d.frame_rate:.1f} Hz{', software-paced' if d.paced else ''}; "
+            f"{d.scheduling})")
+        pending = rig.presenter.request(FlashTest(n, tm.check_interval_s))
+        rig.wait(pending)
+        rig.check()
+        rig.acquisition.call(EndRun(), timeout=60)
+        delays = rig.acquisition.call(StopRecording(), timeout=60).photon_delays_ms
+    res = summarize(delays, n, tm.static_offset_ms)
     if res is None:
         raise EegloopError(f"timing.photodiode_channel: no photodiode onset found in channel {tm.photodiode_channel!r} "
                            f"after any of the {n} flashes; check that the sensor sits on the patch (bottom-left "

@@ -161,7 +161,8 @@ class AcquisitionRole(Role):
             stats = rec.stop(status=cmd.status, reason=cmd.reason)  # raises the recorder's failure, if any
         finally:
             rec.acq.close()
-        return Stopped(copy.deepcopy(stats), [str(p) for p in rec.raw_files], rec.blocks_stored)
+        delays = list(rec.epocher.photon_delays_ms) if rec.epocher is not None else []
+        return Stopped(copy.deepcopy(stats), [str(p) for p in rec.raw_files], rec.blocks_stored, delays)
 
     def close(self) -> None:
         for u in self._unsub:

@@ -169,6 +169,9 @@ class Child:
             if main is not None:
                 sys.modules["__main__"] = main
         child_conn.close()
+        # what the child was given travelled with it: the parent keeps no reference (multiprocessing queues
+        # among the arguments are then released when the rig drops them, not reported as leaked at exit)
+        self.kwargs, self.proc._args = None, ()
         self.pid = self.proc.pid
         self.last_beat = time.monotonic()
         self._reader = threading.Thread(target=self._read, name=f"eegloop-{self.name}-reader", daemon=True)

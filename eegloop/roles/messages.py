@@ -10,7 +10,8 @@ process                   commands (reply)                          events
 presenter                 OpenWindow (Display), ShowText, SetScreen,   TrialShown, BlockShown, PausedAfter,
                           PushMarker, ShowRun (RunShown),              Resumed, EscapePressed,
                           FeedbackBlock (FeedbackBlockShown),          FeedbackShown
-                          CloseWindow; controls: Abort, Pause,
+                          FlashTest (onsets), CloseWindow;
+                          controls: Abort, Pause,
                           Resume, Fail
 acquisition               Connect (StreamDescription), StartRecording, RecorderFailed, Samples,
                           BeginRun, AddTimings, EndRun (run stats),    bus.Stream, bus.Marker
@@ -103,6 +104,14 @@ class FeedbackBlockShown:
     aborted: bool = False
     failed: Optional[str] = None
     frame_rate: float = 0.0
+
+
+@dataclass
+class FlashTest:
+    """The timing check: light the photodiode patch ``n`` times, ``interval_s`` apart (reply: the flips' LSL times)."""
+
+    n: int
+    interval_s: float
 
 
 @dataclass
@@ -255,6 +264,7 @@ class Stopped:
     stats: Any  # RecorderStats
     raw_files: list
     blocks_stored: list  # (block index, block id, status, reason)
+    photon_delays_ms: list = field(default_factory=list)  # marker to light, per stimulus (a photodiode channel)
 
 
 @dataclass

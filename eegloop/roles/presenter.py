@@ -20,7 +20,7 @@ from .._logging import logger
 from ..bus import Screen
 from ..errors import EegloopError
 from .child import Role
-from .messages import (Abort, BlockShown, CloseWindow, Display, EscapePressed, Fail, FeedbackBlock,
+from .messages import (Abort, BlockShown, CloseWindow, Display, EscapePressed, Fail, FeedbackBlock, FlashTest,
                        FeedbackBlockShown, FeedbackShown, OpenWindow, Pause, PausedAfter, PushMarker, Resume, Resumed,
                        RunShown, SetScreen, ShowRun, ShowText, TrialShown)
 
@@ -144,6 +144,9 @@ class PresenterRole(Role):
                 self.link.emit(EscapePressed())
         except EegloopError:  # a failure reported while idle: the next command hears it
             pass
+
+    def on_FlashTest(self, cmd: FlashTest) -> list:
+        return self.pres.flash_test(cmd.n, cmd.interval_s)
 
     def on_CloseWindow(self, _cmd: CloseWindow) -> None:
         self.screen = None

@@ -106,6 +106,13 @@ class WorkerRole(Role):
 
     def _loop(self) -> None:
         """Each epoch decoded the moment it arrives; a live image sent once generated."""
+        try:
+            self._decode_loop()
+        except BaseException as exc:  # the thread must not end silently: the presenter would wait for nothing
+            logger.error("the decode loop stopped: %s: %s", type(exc).__name__, exc)
+            raise
+
+    def _decode_loop(self) -> None:
         waiting: dict = {}  # trial -> Decoded whose image is being generated
         while not self._stop.is_set():
             try:
