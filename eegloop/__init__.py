@@ -36,7 +36,8 @@ _LAZY = {
     "parse_events": "recorder.importers", "import_epochset": "recorder.importers",
     "check_signal": "recorder.signal_check", "check_timing": "timing_check", "export_bids": "bids",
     "quick_train": "decoder", "evaluate": "decoder", "OnlineDecoder": "decoder", "EvalReport": "decoder",
-    "record_session": "session", "run_visit": "session",
+    "record_session": "session", "run_visit": "session", "Visit": "session", "VisitContext": "session",
+    "phases_for": "session", "Rig": "rig",
     "run_feedback": "feedback.loop",
     "write_report": "report",
 }
