@@ -7,9 +7,11 @@ images, 10 s pauses, 4 runs; interleaved order, drawn stimuli), recorded for
 real: a PsychoPy window (Xvfb when there is no display), the virtual amplifier
 on LSL, the recorder, raw BrainVision files and a SQLite database, exactly as
 ``eegloop record --simulate``. ``--blocks N`` stops after N blocks (all 40 take
-23.3 minutes). After each block it prints the process's resident memory now and
-its peak so far (sampled every 0.25 s); the goal is memory at the last block
-within 10 % of memory at block 5. Last line: JSON.
+23.3 minutes). The visit runs as one process per role (presenter, acquisition,
+virtual amplifier, and this one); after each block it prints their resident
+memory together now and its peak so far (sampled every 0.25 s); the goal is
+memory at the last block within 10 % of memory at block 5. The last line (JSON)
+also has each process's memory at the last block.
 """
 from __future__ import annotations
 
@@ -84,12 +86,27 @@ def main() -> None:
     skip = set(range(args.blocks + 1, n_blocks + 1))
     db = Database(f"sqlite:///{out / 'soak.db'}", data_dir=out)
     proc = psutil.Process()
-    peak = {"rss": proc.memory_info().rss}
+
+    def by_process() -> dict:
+        """Resident memory of this process and its children (the visit's roles, an Xvfb it started)."""
+        out = {"orchestrator": proc.memory_info().rss}
+        for c in proc.children(recursive=True):
+            try:
+                out[c.name()] = out.get(c.name(), 0) + c.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    def total_rss() -> int:
+        return sum(by_process().values())
+
+    peak = {"rss": total_rss()}
+    last_by: dict = {}
     stop = threading.Event()
 
     def sample():
         while not stop.wait(0.25):
-            peak["rss"] = max(peak["rss"], proc.memory_info().rss)
+            peak["rss"] = max(peak["rss"], total_rss())
     threading.Thread(target=sample, daemon=True).start()
     rows = []
     t0 = time.monotonic()
@@ -100,7 +117,8 @@ def main() -> None:
         if not m:
             print(line, flush=True)
             return
-        rss = proc.memory_info().rss
+        last_by.update(by_process())
+        rss = sum(last_by.values())
         peak["rss"] = max(peak["rss"], rss)
         rows.append({"block": int(m.group(2)), "t_s": round(time.monotonic() - t0, 1), "rss_mb": round(rss * mb, 1),
                      "peak_mb": round(peak["rss"] * mb, 1)})
@@ -119,7 +137,9 @@ def main() -> None:
                "rss_block5_mb": ref, "rss_last_mb": last, "growth_pct": round(100 * (last - ref) / ref, 1),
                "peak_mb": round(peak["rss"] * mb, 1), "epochs": res.epochs, "expected_epochs": res.expected_epochs,
                "lost_samples": res.lost_samples, "dropped_frames": res.dropped_frames,
-               "seconds": round(time.monotonic() - t0, 1), "cpu": cpu_name()}
+               "seconds": round(time.monotonic() - t0, 1), "cpu": cpu_name(),
+               "rss_last_by_process_mb": {k: round(v * mb, 1) for k, v in last_by.items()},
+               "scheduling": res.scheduling}
     # ratios measured in this run, comparable across machines (and across run lengths)
     expected_s = summary["blocks"] * (proto.paradigm.block_s + proto.paradigm.pause_s)
     summary["ratios"] = {"rss_last / rss_block5": round(last / ref, 4) if ref == ref and ref else None,
