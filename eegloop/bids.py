@@ -217,15 +217,28 @@ def _copy_merged_files(root: Path, tmp: Path, subject: str) -> None:
 
 def _publish(tmp: Path, root: Path, exists: bool) -> None:
     """Move the complete dataset at ``tmp`` into ``root``: one rename for a new dataset, else each file
-    replaced whole (``os.replace``: a reader sees the old file or the new one, never a truncated one)."""
+    replaced whole (``os.replace``: a reader sees the old file or the new one, never a truncated one), after
+    checking that no file would land on a folder (or a folder on a file)."""
     if not exists:
         os.rename(tmp, root)
         return
     for dirpath, dirnames, filenames in os.walk(tmp):
         rel = Path(dirpath).relative_to(tmp)
-        (root / rel).mkdir(exist_ok=True)
-        for f in filenames:
-            os.replace(Path(dirpath) / f, root / rel / f)
+        for names, want in ((dirnames, "folder"), (filenames, "file")):
+            for n in names:
+                dst = root / rel / n
+                if os.path.lexists(dst) and (dst.is_dir() if want == "file" else not dst.is_dir()):
+                    raise EegloopError(f"--out: {dst} is a {'folder' if want == 'file' else 'file'} where the "
+                                       f"dataset has a {want}; nothing was changed under {root}")
+    try:
+        for dirpath, dirnames, filenames in os.walk(tmp):
+            rel = Path(dirpath).relative_to(tmp)
+            (root / rel).mkdir(exist_ok=True)
+            for f in filenames:
+                os.replace(Path(dirpath) / f, root / rel / f)
+    except OSError as exc:  # between renames in one folder: hardly ever; each file is still whole
+        raise EegloopError(f"--out: moving the dataset into {root} failed ({exc.strerror or type(exc).__name__}); "
+                           "some of its files are replaced, each one whole: run the export again") from None
 
 
 def _add_stim_files(bp, files: list[str]) -> None:

@@ -101,7 +101,11 @@ def cmd_protocol_new(args) -> int:
     where = clip_text(str(out), 1000)
     # the copy is valid where it will live (stimulus folders are checked by `protocol check`), before it is written
     protocol_from_dict(parse_yaml_text(text, where), source=str(out))
-    atomic_write_text(out, text, mode=umask_mode())  # whole or not at all: an existing file is never left truncated
+    try:
+        atomic_write_text(out, text, mode=umask_mode())  # whole or not at all: an existing file is never truncated
+    except OSError as exc:  # disk full, file too large
+        raise EegloopError(f"{where}: cannot write it ({exc.strerror or type(exc).__name__})"
+                           + ("; the existing file is as it was" if out.exists() else "")) from None
     print(f"wrote {out} from the {args.template} template; edit it, then: eegloop protocol check {out}")
     return 0
 
@@ -118,9 +122,15 @@ def cmd_stimuli_synth(args) -> int:
     from ._files import new_folders
     from .stimuli import synthesize_stimuli
 
-    with new_folders(args.out, private=False) as created:  # a folder made here is removed again on failure
-        st = synthesize_stimuli(args.out, args.classes, args.per_class, size=args.size, seed=args.seed,
-                                created=created)
+    try:
+        with new_folders(args.out, private=False) as created:  # folders made here are removed again on failure
+            st = synthesize_stimuli(args.out, args.classes, args.per_class, size=args.size, seed=args.seed,
+                                    created=created)
+    except OSError as exc:  # disk full, file too large, a class folder that is a file
+        from .errors import EegloopError
+
+        raise EegloopError(f"--out: drawing the images into {args.out} failed ({exc.strerror or type(exc).__name__}); "
+                           "the folders this command made are removed, images that existed are as they were") from None
     print(f"drew {len(st.images)} images of {len(st.classes)} classes into {args.out}: "
           + ", ".join(f"{c} ({n})" for c, n in st.classes.items()))
     return 0
@@ -787,8 +797,14 @@ def cmd_console(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
+    from .errors import EegloopError
+
     db = _db(args, create=False)
-    path = write_report(db, args.session, args.out)
+    try:
+        path = write_report(db, args.session, args.out)
+    except OSError as exc:  # disk full: the folder made for it is removed, an existing report is as it was
+        raise EegloopError(f"--out: writing the report failed ({exc.strerror or type(exc).__name__}); nothing was "
+                           "left half-written") from None
     print(f"report: {path}")
     return 0
 
