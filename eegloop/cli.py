@@ -1117,7 +1117,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("replay", parents=[common], help="stream a recording as live LSL EEG + markers")
     c.add_argument("file", metavar="FILE", type=InputFile("a recording file (XDF, CSV, or any format MNE reads)"))
     c.add_argument("--speed", type=Number(0, 1000, lo_open=True, unit="(1 is real time)"), default=1.0,
-                   help="1.0 is real time (above 0, at most 1000)")
+                   help="how much faster than real time")
     c.add_argument("--format", choices=["xdf", "mne", "csv"])
     c.add_argument("--events", type=EventsMap(), help="marker value -> class ('1=house,2=face'): sent as stim_on markers")
     c.add_argument("--channels", type=channels, help="comma-separated channels to stream")
@@ -1144,7 +1144,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_subject_add)
     c = sbs.add_parser("list", parents=[common], help="list subjects")
     c.set_defaults(func=cmd_subject_list)
+    _show_ranges(parser)
     return parser
+
+
+def _show_ranges(parser: argparse.ArgumentParser, seen: set | None = None) -> None:
+    """``--help`` says what every option accepts: its type's description after its help."""
+    from .cli_types import ArgType
+
+    seen = set() if seen is None else seen
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                _show_ranges(sub, seen)
+        elif isinstance(a.type, ArgType) and id(a) not in seen and a.help is not argparse.SUPPRESS:
+            seen.add(id(a))  # the parents' actions are shared by the commands that take them
+            a.help = (f"{a.help} [{a.type.describe()}]" if a.help else a.type.describe()).replace("%", "%%")
 
 
 def _print_error(msg: str) -> None:
