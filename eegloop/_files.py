@@ -78,11 +78,12 @@ def atomic_path(path: str | Path, mode: int = FILE_MODE) -> Iterator[Path]:
 
     The sibling is created empty with ``mode`` (``0600`` by default) in the same folder, so the rename is
     atomic: readers see the old file or the whole new one, never a truncated one. On an error the sibling
-    is removed and ``path`` is as it was. The suffix is kept (``.x.png.eegloop-tmp-*.png``) so that writers
+    is removed and ``path`` is as it was. The suffix is kept (``.eegloop-tmp-*.png``) so that writers
     that choose a format by the file name (matplotlib, Pillow) choose the same one.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.eegloop-tmp-", suffix=path.suffix)
+    # a short name whatever the target's length (a name of 255 bytes has no room for a prefix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".eegloop-tmp-", suffix=path.suffix[:16])
     os.close(fd)
     tmp = Path(tmp)
     try:

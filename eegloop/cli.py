@@ -323,7 +323,6 @@ def _zero_shot_one(db, subject, args, say):
 
     from .decoder import stimulus_embeddings_for, subject_protocol
     from .decoder.zeroshot import zero_shot_evaluate
-    from .errors import EegloopError
 
     proto, sids = subject_protocol(db, subject, args.sessions)
     es = db.load_epochs(subject, sids)
@@ -713,10 +712,9 @@ def _plot_delays(res, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ._files import atomic_path, umask_mode
     from .errors import EegloopError
     from .recorder.timing import plot_delays
-
-    from ._files import atomic_path, umask_mode
 
     fig, ax = plt.subplots(figsize=(5, 3))
     plot_delays(ax, res, "flashes", bins=30)
@@ -795,9 +793,8 @@ def cmd_console(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
-
     from .errors import EegloopError
+    from .report import write_report
 
     db = _db(args, create=False)
     try:

@@ -34,9 +34,10 @@ from .errors import clip_text
 
 __all__ = ["ArgType", "Number", "Integer", "Port", "Host", "Text", "SubjectCode", "DatabaseUrl", "CommaList", "EventsMap",
            "InputFile", "InputFolder", "InputPath", "OutputFile", "OutputFolder", "DataFolder", "UniqueItems",
-           "check_listen", "PATH_MAX_CHARS"]
+           "check_listen", "PATH_MAX_CHARS", "NAME_MAX_BYTES"]
 
 PATH_MAX_CHARS = 4096  # Linux's PATH_MAX
+NAME_MAX_BYTES = 255  # one file or folder name (NAME_MAX of Linux's file systems)
 
 
 def _got(text: str) -> str:
@@ -332,6 +333,10 @@ class _PathType(ArgType):
             raise self.refuse(text)
         if "\x00" in text:
             raise self.refuse(text)
+        long = next((part for part in Path(text).parts if len(part.encode("utf-8")) > NAME_MAX_BYTES), None)
+        if long is not None:
+            raise self.refuse(text, f"must be {self.describe()} whose names are at most {NAME_MAX_BYTES} bytes "
+                                    f"(one has {len(long.encode('utf-8'))})")
         return Path(text)
 
     def describe(self) -> str:

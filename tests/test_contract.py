@@ -137,6 +137,8 @@ def bad_values(a: argparse.Action, w: Path) -> list[str]:
         out += [str(w / "afile"), str(w / "fifo"), UNDER_PROC, UNDER_PROC + "/deeper", str(w / "afile" / "sub")]
     else:
         raise AssertionError(f"{name_of(a)}: type kind {k!r} unknown to the contract test: teach it bad values")
+    if k in ("in_file", "in_folder", "in_path", "out_file", "out_folder", "data_folder"):
+        out += [str(w / ("x" * 256)), str(w / ("é" * 128) / "x"), "x" * (T.PATH_MAX_CHARS + 1)]  # names too long
     return out
 
 
@@ -196,17 +198,18 @@ def cases_for(words, parser, a, w):
 
 
 # -- the world a case must leave as it was ------------------------------------------------------------------
-def snapshot(w: Path) -> dict:
+def snapshot(w: Path, content: bool = False) -> dict:
+    """Every path under ``w`` with its kind, size and modification time (and its bytes' hash with ``content``)."""
     out = {}
     for root, dirs, files in os.walk(w):
         for n in dirs + files:
             p = Path(root) / n
-            if p.is_fifo():
-                out[str(p)] = "fifo"
-            elif p.is_file():
-                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+            st = p.lstat()
+            if p.is_file() and not p.is_symlink():
+                out[str(p)] = (st.st_size, st.st_mtime_ns) + ((hashlib.sha256(p.read_bytes()).hexdigest(),) if content
+                                                               else ())
             else:
-                out[str(p)] = "dir"
+                out[str(p)] = (st.st_mode, st.st_mtime_ns)
     return out
 
 
@@ -245,7 +248,7 @@ def test_every_option_refuses_its_bad_values(world, capsys):
     assert not missing, ("options whose type declares no range (give them a type from eegloop.cli_types, or "
                          f"choices): {', '.join(missing)}")
     rows = db_rows(w / "data" / "eegloop.db")  # (reading it touches SQLite's -shm file: before the snapshot)
-    before = snapshot(w)
+    before, first = snapshot(w), snapshot(w, content=True)
     t0 = time.monotonic()
     n_options = n_cases = 0
     failures = []
@@ -281,7 +284,7 @@ def test_every_option_refuses_its_bad_values(world, capsys):
                     changed = sorted(set(now.items()) ^ set(before.items()))[:3]
                     failures.append(f"eegloop {' '.join(words)} {name_of(a)} {what}: files changed: {changed}")
                     before = now
-    assert snapshot(w) == before
+    assert snapshot(w) == before and snapshot(w, content=True) == first  # every byte as it was
     assert db_rows(w / "data" / "eegloop.db") == rows
     seconds = time.monotonic() - t0
     with capsys.disabled():
