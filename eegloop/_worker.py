@@ -77,10 +77,15 @@ class Worker:
 
     @classmethod
     def of(cls, target, name: str) -> "Worker":
-        """A worker running ``target()`` (which checks the returned worker's :attr:`stopping`)."""
+        """A worker running ``target(worker)``: the target is handed its own worker.
+
+        The worker exists, complete, before its thread starts, and the target gets it as its argument, so a
+        loop that checks ``worker.stopping`` can never see an owner's attribute that is not assigned yet
+        (``self._worker = Worker.of(...).start()`` assigns only after the thread runs).
+        """
         w = cls()
         w.thread_name = name
-        w.run = target
+        w.run = lambda: target(w)
         return w
 
     @property

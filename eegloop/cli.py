@@ -89,19 +89,23 @@ def cmd_protocol_schema(args) -> int:
 
 
 def cmd_protocol_new(args) -> int:
-    from .errors import EegloopError
-    from .protocol import load_protocol, template_path
+    from ._files import atomic_write_text, umask_mode
+    from .errors import EegloopError, clip_text
+    from .protocol import parse_yaml_text, protocol_from_dict, template_path
 
     src = template_path(args.template)
-    out = args.file
-    if out.suffix.lower() not in (".yaml", ".yml"):
-        raise EegloopError(f"{out}: a protocol file ends in .yaml")
+    out = args.file  # a .yaml file in a folder we can write in (cli_types.OutputFile)
     if out.exists() and not args.force:
         raise EegloopError(f"{out}: exists already (--force replaces it)")
-    if not out.parent.is_dir():
-        raise EegloopError(f"{out}: folder {out.parent} does not exist")
-    out.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
-    load_protocol(out)  # the copy is valid where it now lives (stimulus folders are checked by `protocol check`)
+    text = src.read_text(encoding="utf-8")
+    where = clip_text(str(out), 1000)
+    # the copy is valid where it will live (stimulus folders are checked by `protocol check`), before it is written
+    protocol_from_dict(parse_yaml_text(text, where), source=str(out))
+    try:
+        atomic_write_text(out, text, mode=umask_mode())  # whole or not at all: an existing file is never truncated
+    except OSError as exc:  # disk full, file too large
+        raise EegloopError(f"{where}: cannot write it ({exc.strerror or type(exc).__name__})"
+                           + ("; the existing file is as it was" if out.exists() else "")) from None
     print(f"wrote {out} from the {args.template} template; edit it, then: eegloop protocol check {out}")
     return 0
 
@@ -115,9 +119,18 @@ def cmd_protocol_show(args) -> int:
 
 # -- stimuli ------------------------------------------------------------------------
 def cmd_stimuli_synth(args) -> int:
+    from ._files import new_folders
     from .stimuli import synthesize_stimuli
 
-    st = synthesize_stimuli(args.out, args.classes, args.per_class, size=args.size, seed=args.seed)
+    try:
+        with new_folders(args.out, private=False) as created:  # folders made here are removed again on failure
+            st = synthesize_stimuli(args.out, args.classes, args.per_class, size=args.size, seed=args.seed,
+                                    created=created)
+    except OSError as exc:  # disk full, file too large, a class folder that is a file
+        from .errors import EegloopError
+
+        raise EegloopError(f"--out: drawing the images into {args.out} failed ({exc.strerror or type(exc).__name__}); "
+                           "the folders this command made are removed, images that existed are as they were") from None
     print(f"drew {len(st.images)} images of {len(st.classes)} classes into {args.out}: "
           + ", ".join(f"{c} ({n})" for c, n in st.classes.items()))
     return 0
@@ -310,16 +323,13 @@ def _zero_shot_one(db, subject, args, say):
 
     from .decoder import stimulus_embeddings_for, subject_protocol
     from .decoder.zeroshot import zero_shot_evaluate
-    from .errors import EegloopError
 
     proto, sids = subject_protocol(db, subject, args.sessions)
     es = db.load_epochs(subject, sids)
     es = es.subset(np.flatnonzero(es.blocks < 10_000))
     test = None
     if args.test_classes:
-        test = [c.strip() for c in args.test_classes.split(",") if c.strip()]
-        if not test:
-            raise EegloopError("--test-classes: no class ids given")
+        test = list(args.test_classes)  # a list already: no empty or repeated items (cli_types.CommaList)
     else:  # the data's own split (THINGS-EEG2's test concepts), when an import recorded one
         named = [c for s in db.list_sessions(subject) if s.id in sids
                  for c in (s.info or {}).get("zero_shot_test_classes") or []]
@@ -346,7 +356,7 @@ def _evaluate_one(db, subject, args, say):
     if args.baselines:
         methods += [m for m in BASELINES if m not in methods]
     if args.methods:
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        methods = list(args.methods)
     teacher = None
     if any(m.startswith("kd") or m == "auto" for m in methods):
         try:
@@ -379,7 +389,7 @@ def cmd_evaluate(args) -> int:
     if args.all:
         subjects = known
     elif args.subjects:
-        subjects = [c.strip() for c in args.subjects.split(",") if c.strip()]
+        subjects = list(args.subjects)
     else:
         subjects = [args.subject]
     missing = [c for c in subjects if c not in known]
@@ -523,7 +533,7 @@ def cmd_import(args) -> int:
         return 0
     from .recorder.importers import prepare_import, store_import
 
-    channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
+    channels = list(args.channels) if args.channels else None
     prepared = prepare_import(args.subject, proto, args.files, args.format, parse_events(args.events), channels,
                               args.eeg_stream, args.marker_stream)
     db = _db(args)  # every file was read and cut first: a bad one leaves the database (and its folder) as it was
@@ -702,6 +712,7 @@ def _plot_delays(res, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ._files import atomic_path, umask_mode
     from .errors import EegloopError
     from .recorder.timing import plot_delays
 
@@ -709,7 +720,8 @@ def _plot_delays(res, path) -> None:
     plot_delays(ax, res, "flashes", bins=30)
     fig.tight_layout()
     try:
-        fig.savefig(path, dpi=100)
+        with atomic_path(path, mode=umask_mode()) as tmp:  # the format from the suffix (.png, .pdf, .svg), kept by tmp
+            fig.savefig(tmp, dpi=100, format=Path(path).suffix.lstrip(".").lower() or "png")
     except OSError as exc:
         raise EegloopError(f"--plot: cannot write {path} ({exc.strerror or type(exc).__name__})") from None
     finally:
@@ -748,12 +760,8 @@ def _console(args, proto=None, db=None):
         yield None
         return
     from .console import Console
-    from .errors import EegloopError
 
-    if not 0 <= args.console_port <= 65535:
-        raise EegloopError(f"--console-port: 0 (a free one) to 65535, got {args.console_port}")
-    if not 0 <= args.console_linger <= 86_400:  # also refuses nan
-        raise EegloopError(f"--console-linger: 0 to 86400 seconds, got {args.console_linger:g}")
+    # --console-port, --console-host and --console-linger were checked by their types; main() tried the address
     con = Console(proto, db, host=args.console_host, port=args.console_port).start()
     print(f"console: {con.url}", flush=True)
     try:
@@ -785,10 +793,15 @@ def cmd_console(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .errors import EegloopError
     from .report import write_report
 
     db = _db(args, create=False)
-    path = write_report(db, args.session, args.out)
+    try:
+        path = write_report(db, args.session, args.out)
+    except OSError as exc:  # disk full: the folder made for it is removed, an existing report is as it was
+        raise EegloopError(f"--out: writing the report failed ({exc.strerror or type(exc).__name__}); nothing was "
+                           "left half-written") from None
     print(f"report: {path}")
     return 0
 
@@ -801,8 +814,8 @@ def cmd_replay(args) -> int:
 
     proto = load_protocol(args.protocol) if args.protocol else None
     configure_lsl(args.scope or (proto.amplifier.lsl_scope if proto else "machine"))
-    channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
-    rec = read_recording(args.file, args.format, channels)
+    channels = list(args.channels) if args.channels else None
+    rec = read_recording(args.file, args.format, channels, protocol=proto)  # the same decision as `import`
     name = args.name or (proto.amplifier.stream_name if proto else "eegloop-replay")
     markers = args.marker_name or (proto.amplifier.marker_stream_name if proto else "eegloop-markers")
     sfreq = proto.amplifier.sfreq if proto and abs(proto.amplifier.sfreq - rec.sfreq) < 0.01 * rec.sfreq else None
@@ -818,29 +831,70 @@ def cmd_replay(args) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """A command line argparse refuses (a bad value, a missing or unknown argument): printed as one line."""
+
+    def __init__(self, message: str, prog: str = "eegloop"):
+        super().__init__(message)
+        self.message, self.prog = message, prog
+
+    def line(self) -> str:
+        """``--speed: must be ...`` (argparse's ``argument --speed: ...`` named by the option's long form)."""
+        import re
+
+        m = re.match(r"argument ([^:]+): (.*)\Z", self.message, re.S)
+        if m:
+            name = max(m.group(1).split("/"), key=len)  # -v/--verbose -> --verbose
+            return f"{name}: {m.group(2)}"
+        return f"{self.message} (see: {self.prog} --help)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a refusal is raised for :func:`main` to print as one line (no usage block, exit 2)."""
+
+    def error(self, message):  # noqa: D401 - argparse's hook
+        raise UsageError(message, self.prog)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The whole command line: every command and option, each value checked by its type
+    (:mod:`eegloop.cli_types`) while it is parsed. The contract test walks it."""
+    from .cli_types import (CommaList, DataFolder, DatabaseUrl, EventsMap, Host, InputFile, InputFolder, InputPath, Integer,
+                            Number, OutputFile, OutputFolder, Port, SubjectCode, Text, UniqueItems)
+    from .protocol import templates
+    from .stimuli import SYNTH_CLASSES
+
+    subject = SubjectCode(legacy=True)  # codes added before the letters-and-digits rule stay usable
+    session_id = Integer(1, 2**31 - 1)
+    protocol_file = InputFile("a protocol file (.yaml)")
+    seed = Integer(0, 2**32 - 1)
+    stream_name = Text("an LSL stream name", 128)
+    channels = CommaList(Text("a channel name", 64), "channel names", max_items=1024)
+    scopes = ["machine", "link", "site", "organization", "global"]
+
+    parser = _Parser(
         prog="eegloop",
         description="Closed-loop EEG visual-decoding experiments: protocol -> paradigm + recorder -> "
                     "database -> decoder -> feedback.",
     )
     parser.add_argument("--version", action="version", version=f"eegloop {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", default=None, help="SQLAlchemy URL (default: $EEGLOOP_DB or sqlite in --data)")
-    common.add_argument("--data", default=None, type=Path,
+    common = _Parser(add_help=False)
+    common.add_argument("--db", default=None, type=DatabaseUrl(),
+                        help="SQLAlchemy URL (default: $EEGLOOP_DB or sqlite in --data)")
+    common.add_argument("--data", default=None, type=DataFolder(),
                         help="data folder (default: $EEGLOOP_DATA or ./eegloop-data)")
     common.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    visit = argparse.ArgumentParser(add_help=False)  # commands that run a protocol with a subject
-    visit.add_argument("--protocol", type=Path, required=True)
-    visit.add_argument("--subject", required=True, help="pseudonymous subject code")
+    visit = _Parser(add_help=False)  # commands that run a protocol with a subject
+    visit.add_argument("--protocol", type=protocol_file, required=True)
+    visit.add_argument("--subject", type=subject, required=True, help="pseudonymous subject code")
     visit.add_argument("--simulate", action="store_true", help="start the virtual amplifier in this process")
-    console = argparse.ArgumentParser(add_help=False)  # commands that serve the operator console
+    console = _Parser(add_help=False)  # commands that serve the operator console
     console.add_argument("--console", action=argparse.BooleanOptionalAction, default=True,
                          help="serve the operator console (live traces, phase, controls) and print its URL")
-    console.add_argument("--console-port", type=int, default=0, help="its port (default: a free one)")
-    console.add_argument("--console-host", default="127.0.0.1",
+    console.add_argument("--console-port", type=Port(), default=0, help="its port (default: a free one)")
+    console.add_argument("--console-host", type=Host(), default="127.0.0.1",
                          help="its address (default 127.0.0.1; elsewhere every request needs the URL's token)")
-    console.add_argument("--console-linger", type=float, default=0.0, metavar="SECONDS",
+    console.add_argument("--console-linger", type=Number(0, 86_400, unit="seconds"), default=0.0, metavar="SECONDS",
                          help="keep serving this long after the visit (the report stays linked)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -849,13 +903,14 @@ def build_parser() -> argparse.ArgumentParser:
     psub = p.add_subparsers(dest="action", metavar="ACTION")
     psub.required = True
     c = psub.add_parser("check", parents=[common], help="validate a protocol (and its stimulus files)")
-    c.add_argument("file", type=Path)
+    c.add_argument("file", metavar="FILE", type=protocol_file)
     c.add_argument("--design-only", action="store_true",
                    help="validate everything but the stimulus files and print the implied design")
     c.set_defaults(func=cmd_protocol_check)
     c = psub.add_parser("new", parents=[common], help="start a protocol from a shipped template")
-    c.add_argument("file", type=Path, help="the new protocol file (.yaml)")
-    c.add_argument("--from", dest="template", default="interleaved",
+    c.add_argument("file", metavar="FILE", type=OutputFile("the new protocol file", suffixes=(".yaml", ".yml")),
+                   help="the new protocol file (.yaml)")
+    c.add_argument("--from", dest="template", default="interleaved", choices=templates(),
                    help="template: demo, ferrante2023 (the paper, blocked), interleaved (the honest default), n170, "
                         "things-eeg2 (imports of the public dataset), zero-shot (the EEG encoder on a simulated subject)")
     c.add_argument("--force", action="store_true", help="replace the file if it exists")
@@ -863,33 +918,38 @@ def build_parser() -> argparse.ArgumentParser:
     c = psub.add_parser("schema", parents=[common], help="print every protocol field with its default")
     c.set_defaults(func=cmd_protocol_schema)
     c = psub.add_parser("show", parents=[common], help="print a protocol with all defaults filled in")
-    c.add_argument("file", type=Path)
+    c.add_argument("file", metavar="FILE", type=protocol_file)
     c.set_defaults(func=cmd_protocol_show)
 
     p = sub.add_parser("stimuli", help="stimulus sets")
     ssub = p.add_subparsers(dest="action", metavar="ACTION")
     ssub.required = True
     c = ssub.add_parser("synth", parents=[common], help="draw distinct procedural images per class")
-    c.add_argument("--classes", type=int, default=4, help="number of classes (2-12)")
-    c.add_argument("--per-class", type=int, default=20, help="images per class")
-    c.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per class)")
-    c.add_argument("--size", type=int, default=256, help="image edge in pixels")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--classes", type=Integer(2, len(SYNTH_CLASSES)), default=4,
+                   help=f"number of classes (2-{len(SYNTH_CLASSES)})")
+    c.add_argument("--per-class", type=Integer(1, 100_000), default=20, help="images per class")
+    c.add_argument("--out", type=OutputFolder("the stimulus folder (created if needed)"), required=True,
+                   help="output folder (one sub-folder per class)")
+    c.add_argument("--size", type=Integer(16, 2048, "pixels"), default=256, help="image edge in pixels (16-2048)")
+    c.add_argument("--seed", type=seed, default=0)
     c.set_defaults(func=cmd_stimuli_synth)
 
     c = sub.add_parser("simulate", parents=[common], help="run the virtual amplifier (a simulated subject on LSL)")
-    c.add_argument("--protocol", type=Path, help="take amplifier and amplifier.simulate settings from a protocol")
-    c.add_argument("--name", help="LSL stream name (default eegloop-sim)")
-    c.add_argument("--channels", type=int, help="EEG channels (default 128)")
-    c.add_argument("--sfreq", type=float, help="sampling rate, Hz (default 1000)")
-    c.add_argument("--snr", type=float, help="class response amplitude relative to background")
-    c.add_argument("--class-signal", type=float, help="0 removes all class information")
-    c.add_argument("--block-drift", type=float, help="per-block offset independent of class, µV (confound)")
+    c.add_argument("--protocol", type=protocol_file,
+                   help="take amplifier and amplifier.simulate settings from a protocol")
+    c.add_argument("--name", type=stream_name, help="LSL stream name (default eegloop-sim)")
+    c.add_argument("--channels", type=Integer(1, 1024), help="EEG channels (default 128)")
+    # the simulated subject's 14-70 Hz drift band needs more than 31 Hz; the protocol's bound above
+    c.add_argument("--sfreq", type=Number(32, 100_000, unit="Hz"), help="sampling rate, Hz (default 1000)")
+    c.add_argument("--snr", type=Number(0, 1000), help="class response amplitude relative to background")
+    c.add_argument("--class-signal", type=Number(0, 1), help="0 removes all class information")
+    c.add_argument("--block-drift", type=Number(0, 1e6, unit="µV"),
+                   help="per-block offset independent of class, µV (confound)")
     c.add_argument("--onset-channel", action="store_true", help="add a STIM channel marking each onset sample")
-    c.add_argument("--seed", type=int)
-    c.add_argument("--scope", choices=["machine", "link", "site", "organization", "global"],
-                   help="LSL scope (default machine)")
-    c.add_argument("--duration", type=float, help="stop after this many seconds")
+    c.add_argument("--seed", type=seed)
+    c.add_argument("--scope", choices=scopes, help="LSL scope (default machine)")
+    c.add_argument("--duration", type=Number(0, 1e6, lo_open=True, unit="seconds"),
+                   help="stop after this many seconds (default: until Ctrl-C)")
     c.set_defaults(func=cmd_simulate)
 
     c = sub.add_parser("record", parents=[common, visit, console], help="run the paradigm and record EEG + markers")
@@ -900,8 +960,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_record)
 
     c = sub.add_parser("train", parents=[common], help="quick-train the subject's decoder and register it")
-    c.add_argument("--subject", required=True)
-    c.add_argument("--sessions", type=int, nargs="+", help="session ids (default: all of the subject's)")
+    c.add_argument("--subject", type=subject, required=True)
+    c.add_argument("--sessions", type=session_id, nargs="+", action=UniqueItems,
+                   help="session ids (default: all of the subject's)")
     c.add_argument("--no-teacher", action="store_true", help="plain cross-entropy, no CLIP distillation")
     c.add_argument("--encoder", action="store_true",
                    help="train the EEG -> CLIP-embedding encoder instead (zero-shot retrieval, feedback modes "
@@ -910,27 +971,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("evaluate", parents=[common], help="cross-validate by whole blocks/runs, chance beside")
     who = c.add_mutually_exclusive_group(required=True)
-    who.add_argument("--subject")
-    who.add_argument("--subjects", help="comma-separated subjects: the paper's table, mean (std) across them")
+    who.add_argument("--subject", type=subject)
+    who.add_argument("--subjects", type=CommaList(subject, "subject codes"),
+                     help="comma-separated subjects: the paper's table, mean (std) across them")
     who.add_argument("--all", action="store_true", help="every subject in the database")
-    c.add_argument("--permutations", type=int, default=None,
+    c.add_argument("--permutations", type=Integer(0, 10_000), default=None,
                    help="label-shuffled refits per method and subject for a permutation p-value (e.g. 100)")
-    c.add_argument("--sessions", type=int, nargs="+")
+    c.add_argument("--sessions", type=session_id, nargs="+", action=UniqueItems)
     c.add_argument("--split", choices=["block", "run", "random"], default=None,
                    help="folds leave whole blocks/runs out (default: the protocol's); random is INFLATED")
-    c.add_argument("--folds", type=int, default=None)
+    c.add_argument("--folds", type=Integer(2, 1000), default=None)
     c.add_argument("--shuffle-labels", action="store_true", help="permutation control: should score at chance "
                    "(with --zero-shot: training epochs get randomly permuted images' embeddings)")
     c.add_argument("--zero-shot", action="store_true",
                    help="the EEG encoder on classes it never saw: whole classes and their blocks held out, k-way "
                         "identification among the held-out images (2, 50, 200, all), chance and permutation p "
                         "(--permutations, default 1000 for this); an HTML report with retrieval curves")
-    c.add_argument("--test-classes", metavar="IDS",
+    c.add_argument("--test-classes", metavar="IDS", type=CommaList(Text("a class id", 128), "class ids", max_items=100_000),
                    help="--zero-shot: comma-separated classes to hold out (default: the data's own test split, "
                         "e.g. THINGS-EEG2's, else a random encoder.test_share of the classes)")
     c.add_argument("--baselines", action="store_true", help="also the paper's baselines (Table 1)")
-    c.add_argument("--methods", help="comma-separated methods instead (e.g. auto,riemann,kd_stft)")
-    c.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+    c.add_argument("--methods", type=CommaList(Text("a method name (letters, digits, _)", 64, pattern=r"[A-Za-z0-9_]+"), "method names", max_items=100),
+                   help="comma-separated methods instead (e.g. auto,riemann,kd_stft)")
+    c.add_argument("--budget", type=Number(0, 864_000, unit="seconds"), default=None, metavar="SECONDS",
                    help="wall-clock target per subject: the networks share what the other rows leave and a fit "
                         "that reaches its share stops, named in the output (default: the protocol's "
                         "decoder.evaluate_budget_s, 150 s; 0: train every network fully)")
@@ -940,38 +1003,44 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("import", parents=[common],
                        help="import recordings (XDF, MNE formats, CSV) or datasets (EEG-ImageNet, THINGS-EEG2) as a "
                             "session")
-    c.add_argument("files", nargs="+", help="recordings; eeg-imagenet: the .pth file; things-eeg2: a subject folder "
-                                            "(sub-01/) or its preprocessed_eeg_{training,test}.npy")
-    c.add_argument("--subject", required=True)
+    c.add_argument("files", metavar="FILES", nargs="+", action=UniqueItems,
+                   type=InputPath("a recording file (or a THINGS-EEG2 subject folder)"),
+                   help="recordings; eeg-imagenet: the .pth file; things-eeg2: a subject folder "
+                        "(sub-01/) or its preprocessed_eeg_{training,test}.npy")
+    c.add_argument("--subject", type=subject, required=True)
     c.add_argument("--format", choices=["xdf", "mne", "csv", "eeg-imagenet", "things-eeg2"])
-    c.add_argument("--eeg-subject", type=int, help="eeg-imagenet: keep this subject's trials only")
-    c.add_argument("--images", type=Path, metavar="DIR",
+    c.add_argument("--eeg-subject", type=Integer(0, 1000), help="eeg-imagenet: keep this subject's trials only")
+    c.add_argument("--images", type=InputFolder("the folder of the stimulus images"), metavar="DIR",
                    help="eeg-imagenet: the stimulus images (e.g. your ImageNet copy, <synset>/<name>.JPEG at any "
                         "depth); things-eeg2: the folder holding training_images/ and test_images/; registered so "
                         "the CLIP teacher can be fitted")
-    c.add_argument("--metadata", type=Path, metavar="FILE",
+    c.add_argument("--metadata", type=InputFile("THINGS-EEG2's image_metadata.npy"), metavar="FILE",
                    help="things-eeg2: the dataset's image_metadata.npy (default: beside the EEG files, or one "
                         "folder up)")
-    c.add_argument("--max-images", type=int, metavar="N",
+    c.add_argument("--max-images", type=Integer(1, 1_000_000), metavar="N",
                    help="things-eeg2: keep the first N images of each file (all their repetitions); default: all")
-    c.add_argument("--events", help="marker value -> class: '1=house,2=face' or a YAML file")
-    c.add_argument("--channels", help="comma-separated channels to keep (e.g. TP9,AF7,AF8,TP10)")
-    c.add_argument("--protocol", type=Path, help="protocol describing the recording (channels, sfreq, epochs)")
-    c.add_argument("--eeg-stream", help="XDF: EEG stream name or type")
-    c.add_argument("--marker-stream", help="XDF: marker stream name or type")
+    c.add_argument("--events", type=EventsMap(), help="marker value -> class: '1=house,2=face' or a YAML file")
+    c.add_argument("--channels", type=channels, help="comma-separated channels to keep (e.g. TP9,AF7,AF8,TP10)")
+    c.add_argument("--protocol", type=protocol_file, help="protocol describing the recording (channels, sfreq, epochs)")
+    c.add_argument("--eeg-stream", type=Text("an XDF stream name or type", 256), help="XDF: EEG stream name or type")
+    c.add_argument("--marker-stream", type=Text("an XDF stream name or type", 256),
+                   help="XDF: marker stream name or type")
     c.add_argument("--force", action="store_true",
                    help="import a file even if the same bytes were imported before (copies inflate scores)")
     c.set_defaults(func=cmd_import)
 
+    model_ref = Text("a diffusers model folder or a cached hub id", 1024)
+    modes = ["live", "bank", "stimulus", "retrieve", "embedding"]
     c = sub.add_parser("feedback", parents=[common, visit, console], help="closed-loop block: decode each epoch, show its image")
-    c.add_argument("--mode", choices=["live", "bank", "stimulus", "retrieve", "embedding"],
+    c.add_argument("--mode", choices=modes,
                    help="default: the protocol's feedback.mode; retrieve and embedding use the subject's EEG encoder")
-    c.add_argument("--trials", type=int, help="default: the protocol's feedback.trials")
-    c.add_argument("--generator", help="diffusers model folder or cached hub id (overrides feedback.generator)")
-    c.add_argument("--retrieve-folder", metavar="DIR",
+    c.add_argument("--trials", type=Integer(1, 10_000), help="default: the protocol's feedback.trials")
+    c.add_argument("--generator", type=model_ref,
+                   help="diffusers model folder or cached hub id (overrides feedback.generator)")
+    c.add_argument("--retrieve-folder", type=InputFolder("a folder of candidate images"), metavar="DIR",
                    help="retrieve/embedding: candidate images, any depth, sub-folders name classes (overrides "
                         "feedback.retrieve_folder; default: the stimuli)")
-    c.add_argument("--embedding-generator", metavar="MODEL",
+    c.add_argument("--embedding-generator", type=model_ref, metavar="MODEL",
                    help="embedding: Stable unCLIP folder or cached hub id (overrides feedback.embedding_generator)")
     c.add_argument("--format", choices=["cue", "rsvp"],
                    help="cue: one image per trial; rsvp: a burst of feedback.rsvp_images at the training pace "
@@ -980,26 +1049,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("session", parents=[common, visit, console], help="a whole visit: record, quick-train, feedback, report")
     c.add_argument("--resume", action="store_true", help="continue the subject's interrupted session")
-    c.add_argument("--mode", choices=["live", "bank", "stimulus", "retrieve", "embedding"], help="feedback mode (default: the protocol's)")
+    c.add_argument("--mode", choices=modes, help="feedback mode (default: the protocol's)")
     c.add_argument("--force", action="store_true",
                    help="record even when the signal check fails on some channels (the check is stored)")
     c.set_defaults(func=cmd_session)
 
     c = sub.add_parser("check-signal", parents=[common],
                        help="every electrode pass/warn/fail: flat, saturated, line noise, RMS, drift (exit 1 on fail)")
-    c.add_argument("--protocol", type=Path, required=True)
+    c.add_argument("--protocol", type=protocol_file, required=True)
     c.add_argument("--simulate", action="store_true", help="check the virtual amplifier (its bad-channel switches)")
-    c.add_argument("--seconds", type=float, help="default: the protocol's signal_check.seconds")
+    c.add_argument("--seconds", type=Number(1, 600, unit="seconds"), help="default: the protocol's signal_check.seconds")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_check_signal)
 
     c = sub.add_parser("check-timing", parents=[common],
                        help="measure the display's marker-to-photon delay with a photodiode on the patch")
-    c.add_argument("--protocol", type=Path, required=True)
+    c.add_argument("--protocol", type=protocol_file, required=True)
     c.add_argument("--simulate", action="store_true",
                    help="against the virtual amplifier (its photodiode follows amplifier.simulate.display_latency_ms)")
-    c.add_argument("--trials", type=int, help="flashes (default: the protocol's timing.check_trials)")
-    c.add_argument("--plot", type=Path, metavar="PNG", help="also draw the delays' histogram into this file")
+    c.add_argument("--trials", type=Integer(5, 10_000), help="flashes (default: the protocol's timing.check_trials)")
+    c.add_argument("--plot", type=OutputFile("the plot file", suffixes=(".png", ".pdf", ".svg")), metavar="PNG",
+                   help="also draw the delays' histogram into this file (.png, .pdf or .svg)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_check_timing)
 
@@ -1007,25 +1077,28 @@ def build_parser() -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="action", metavar="ACTION")
     msub.required = True
     c = msub.add_parser("list", parents=[common], help="what each protocol needs and what is cached here")
-    c.add_argument("--protocol", type=Path, help="one protocol (default: every shipped template)")
+    c.add_argument("--protocol", type=protocol_file, help="one protocol (default: every shipped template)")
     c.set_defaults(func=cmd_models_list)
     c = msub.add_parser("download", parents=[common],
                         help="fetch a protocol's missing weights into the usual caches (needs internet)")
-    c.add_argument("what", nargs="?", choices=["clip", "generator", "all"], default="all")
-    c.add_argument("--protocol", type=Path)
+    c.add_argument("what", metavar="WHAT", nargs="?", choices=["clip", "generator", "all"], default="all")
+    c.add_argument("--protocol", type=protocol_file)
     c.set_defaults(func=cmd_models_download)
 
     p = sub.add_parser("export", help="share data in the field's formats")
     esub = p.add_subparsers(dest="format", metavar="FORMAT")
     esub.required = True
     c = esub.add_parser("bids", parents=[common], help="a subject's recorded runs as a BIDS EEG dataset (MNE-BIDS)")
-    c.add_argument("--subject", required=True)
-    c.add_argument("--out", type=Path, required=True, help="the BIDS root folder (created; files replaced)")
-    c.add_argument("--sessions", type=int, nargs="+", help="only these sessions (default: all of the subject's)")
+    c.add_argument("--subject", type=subject, required=True)
+    c.add_argument("--out", type=OutputFolder("the BIDS root folder"), required=True,
+                   help="the BIDS root folder (created; files replaced)")
+    c.add_argument("--sessions", type=session_id, nargs="+", action=UniqueItems,
+                   help="only these sessions (default: all of the subject's)")
     c.set_defaults(func=cmd_export_bids)
 
     c = sub.add_parser("demo", parents=[common, console], help="the whole visit on the simulator, SQLite, in a few minutes")
-    c.add_argument("--out", type=Path, default=Path("eegloop-demo"), help="output folder (default ./eegloop-demo)")
+    c.add_argument("--out", type=OutputFolder("the demo's folder"), default="eegloop-demo",
+                   help="output folder (default ./eegloop-demo)")
     c.add_argument("--quick", action="store_true", help="an even shorter variant (used by the tests)")
     c.set_defaults(func=cmd_demo)
 
@@ -1034,21 +1107,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_console)
 
     c = sub.add_parser("report", parents=[common], help="write a session's self-contained HTML report")
-    c.add_argument("--session", type=int, required=True)
-    c.add_argument("--out", type=Path, help="folder (default: DATA/reports/session-NNNN)")
+    c.add_argument("--session", type=session_id, required=True)
+    c.add_argument("--out", type=OutputFolder("the report's folder"), help="folder (default: DATA/reports/session-NNNN)")
     c.set_defaults(func=cmd_report)
 
     c = sub.add_parser("replay", parents=[common], help="stream a recording as live LSL EEG + markers")
-    c.add_argument("file")
-    c.add_argument("--speed", type=float, default=1.0, help="1.0 is real time")
+    c.add_argument("file", metavar="FILE", type=InputFile("a recording file (XDF, CSV, or any format MNE reads)"))
+    c.add_argument("--speed", type=Number(0, 1000, lo_open=True, unit="(1 is real time)"), default=1.0,
+                   help="how much faster than real time")
     c.add_argument("--format", choices=["xdf", "mne", "csv"])
-    c.add_argument("--events", help="marker value -> class ('1=house,2=face'): sent as stim_on markers")
-    c.add_argument("--channels", help="comma-separated channels to stream")
-    c.add_argument("--protocol", type=Path, help="take stream names, sfreq and block length from a protocol")
-    c.add_argument("--name", help="EEG stream name")
-    c.add_argument("--marker-name", help="marker stream name")
-    c.add_argument("--scope", choices=["machine", "link", "site", "organization", "global"])
-    c.add_argument("--wait", type=float, default=0.0, help="wait up to this many seconds for a recorder to connect")
+    c.add_argument("--events", type=EventsMap(), help="marker value -> class ('1=house,2=face'): sent as stim_on markers")
+    c.add_argument("--channels", type=channels, help="comma-separated channels to stream")
+    c.add_argument("--protocol", type=protocol_file, help="take stream names, sfreq and block length from a protocol")
+    c.add_argument("--name", type=stream_name, help="EEG stream name")
+    c.add_argument("--marker-name", type=stream_name, help="marker stream name")
+    c.add_argument("--scope", choices=scopes)
+    c.add_argument("--wait", type=Number(0, 3600, unit="seconds"), default=0.0,
+                   help="wait up to this many seconds for a recorder to connect")
     c.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("db", help="create or upgrade the database schema")
@@ -1062,25 +1137,50 @@ def build_parser() -> argparse.ArgumentParser:
     sbs = p.add_subparsers(dest="action", metavar="ACTION")
     sbs.required = True
     c = sbs.add_parser("add", parents=[common], help="add a subject by code")
-    c.add_argument("code")
+    c.add_argument("code", metavar="CODE", type=SubjectCode())
     c.set_defaults(func=cmd_subject_add)
     c = sbs.add_parser("list", parents=[common], help="list subjects")
     c.set_defaults(func=cmd_subject_list)
+    _show_ranges(parser)
     return parser
+
+
+def _show_ranges(parser: argparse.ArgumentParser, seen: set | None = None) -> None:
+    """``--help`` says what every option accepts: its type's description after its help."""
+    from .cli_types import ArgType
+
+    seen = set() if seen is None else seen
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                _show_ranges(sub, seen)
+        elif isinstance(a.type, ArgType) and id(a) not in seen and a.help is not argparse.SUPPRESS:
+            seen.add(id(a))  # the parents' actions are shared by the commands that take them
+            a.help = (f"{a.help} [{a.type.describe()}]" if a.help else a.type.describe()).replace("%", "%%")
 
 
 def _print_error(msg: str) -> None:
     """``eegloop: error: ...`` on ONE line, whatever the message holds."""
+    from .errors import clip_text
+
     line = "; ".join(part.strip() for part in msg.splitlines() if part.strip())
-    print(f"eegloop: error: {line}", file=sys.stderr)
+    print(f"eegloop: error: {clip_text(line, 4000)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)  # every value is checked here, by its type (eegloop.cli_types)
+    except UsageError as exc:
+        _print_error(exc.line())
+        return EXIT_USER_ERROR
     set_log_level("info" if getattr(args, "verbose", False) else "warning")
     _OPENED.clear()
     try:
+        if getattr(args, "console", False):  # where the console would listen: before any work
+            from .cli_types import check_listen
+
+            check_listen(args.console_host, args.console_port)
         return int(args.func(args) or 0)
     except EegloopError as exc:
         _print_error(str(exc))

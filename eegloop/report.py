@@ -217,11 +217,10 @@ def write_report(db: Database, session_id: int, out: str | Path | None = None) -
 def _write_report(db: Database, session_id: int, out: str | Path | None = None) -> Path:
     import matplotlib.pyplot as plt
 
-    from ._files import private_dir, write_private_text
+    from ._files import new_folders, write_private_text
 
     info = db.get_session(session_id)
     out = Path(out) if out is not None else db.data_dir / "reports" / f"session-{session_id:04d}"
-    private_dir(out)
     sec: list[str] = []
     ev = info.info.get("evaluation")
     rec = info.info.get("recording", {})
@@ -467,7 +466,8 @@ started {info.started_at:%Y-%m-%d %H:%M}, eegloop {_e(info.software_version)}</p
 {''.join(sec)}
 </body></html>"""
     path = out / "report.html"
-    write_private_text(path, page)
+    with new_folders(out):  # made only now that the page is whole, and removed again if writing it fails
+        write_private_text(path, page)
     return path
 
 

@@ -12,6 +12,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -201,7 +202,7 @@ def _shape_mask(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def synthesize_stimuli(out: str | Path, classes: dict[str, str] | int, per_class: int,
-                       size: int = 256, seed: int = 0) -> StimulusSet:
+                       size: int = 256, seed: int = 0, created: Optional[list] = None) -> StimulusSet:
     """Draw distinct procedural images, one sub-folder per class.
 
     Parameters
@@ -217,8 +218,14 @@ def synthesize_stimuli(out: str | Path, classes: dict[str, str] | int, per_class
         Edge of each image in pixels.
     seed : int
         Images are a deterministic function of the seed.
+    created : list | None
+        The folders this call creates are appended (so that a caller can remove them if it fails,
+        :func:`eegloop._files.new_folders`). Each image is written whole (a temporary sibling renamed into
+        place): an image that existed is never left truncated.
     """
     from PIL import Image
+
+    from ._files import atomic_path, umask_mode
 
     if isinstance(classes, int):
         if not 2 <= classes <= len(SYNTH_CLASSES):
@@ -227,12 +234,18 @@ def synthesize_stimuli(out: str | Path, classes: dict[str, str] | int, per_class
     unknown = [c for c in classes if c not in SYNTH_CLASSES]
     if unknown:
         raise ProtocolError(f"stimuli.classes: cannot draw class '{unknown[0]}'; drawable: {', '.join(SYNTH_CLASSES)}")
+    if not 1 <= per_class <= 100_000 or not 16 <= size <= 2048:
+        raise ProtocolError(f"stimuli: 1 to 100000 images per class of 16 to 2048 pixels, got {per_class} of {size}")
     out = Path(out)
     rng = np.random.default_rng(seed)
     images = []
+    mode = umask_mode()
     for cid in classes:
         folder = out / cid
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            if created is not None:
+                created.append(folder)
         colour = np.array(_PALETTE[cid], dtype=np.float32)
         for k in range(per_class):
             bg = rng.uniform(20, 90, 3).astype(np.float32)
@@ -241,7 +254,8 @@ def synthesize_stimuli(out: str | Path, classes: dict[str, str] | int, per_class
             tint = colour * rng.uniform(0.8, 1.0)
             img = np.where(mask, tint, bg) + noise
             path = folder / f"{cid}_{k:03d}.png"
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
+            with atomic_path(path, mode) as tmp:
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(tmp, format="PNG")
             images.append(Stimulus(path=path, class_id=cid, sha256=file_sha256(path)))
     return StimulusSet(classes=dict(classes), images=tuple(images), root=out)
 

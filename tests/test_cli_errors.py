@@ -331,4 +331,4 @@ def test_bad_montage_and_timing_inputs_are_one_line(capsys, tmp_path):
     base["amplifier"]["montage"] = None
     p.write_text(yaml.safe_dump(base))
     rc, out, err = run(capsys, "check-timing", "--protocol", p, "--trials", "2")
-    one_line_error(rc, out, err, contains=("--trials: 5 to 10000, got 2",))
+    one_line_error(rc, out, err, contains=("--trials: must be a whole number from 5 to 10000, got '2'",))

@@ -29,7 +29,8 @@ from ..protocol import Protocol, read_yaml_file
 from ..stimuli import file_sha256
 from ..types import BlockRecord, Epoch, RejectedEpoch
 
-__all__ = ["Recording", "ImportError_", "parse_events", "read_csv", "read_xdf", "read_mne", "read_recording",
+__all__ = ["Recording", "ImportError_", "RecordingError", "parse_events", "read_csv", "read_xdf", "read_mne",
+           "read_recording", "check_recording",
            "PreparedImport", "prepare_import", "store_import",
            "cut_epochs", "import_recordings", "read_eeg_imagenet", "locate_images", "import_epochset",
            "things_eeg2_files", "read_things_eeg2", "locate_things_images"]
@@ -37,6 +38,10 @@ __all__ = ["Recording", "ImportError_", "parse_events", "read_csv", "read_xdf", 
 
 class ImportError_(EegloopError):
     """A file cannot be imported; the message names the file and the problem."""
+
+
+class RecordingError(ImportError_):
+    """A recording is not usable (:func:`check_recording`): the same sentence for import, replay and export."""
 
 
 @dataclass
@@ -128,7 +133,7 @@ def _pick_channels(rec: Recording, channels: Optional[Sequence[str]]) -> Recordi
         return rec
     missing = [c for c in channels if c not in rec.ch_names]
     if missing:
-        raise ImportError_(f"{clip_text(rec.source, 300)}: channel {clip_text(str(missing[0]), 60)} not found "
+        raise RecordingError(f"{clip_text(rec.source, 300)}: channel {clip_text(str(missing[0]), 60)} not found "
                            f"(has: {_names(rec.ch_names)})")
     idx = [rec.ch_names.index(c) for c in channels]
     return Recording(rec.data[idx], rec.times, rec.sfreq, list(channels), rec.markers, rec.source)
@@ -200,55 +205,55 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
     name = clip_text(str(path), 300)
     try:
         if not path.is_file():  # a folder, a FIFO (which would block), nothing
-            raise ImportError_(f"{name}: {'is not a regular file' if _exists(path) else 'file not found'}")
+            raise RecordingError(f"{name}: {'is not a regular file' if _exists(path) else 'file not found'}")
         with open(path, "rb") as fh:
             head = fh.readline(_MAX_HEADER_BYTES)
             body = fh.read()
     except ValueError:  # a NUL byte in the name
-        raise ImportError_(f"{name}: file not found") from None
+        raise RecordingError(f"{name}: file not found") from None
     except OSError as exc:
-        raise ImportError_(f"{name}: cannot read the file ({clip_text(exc.strerror or type(exc).__name__, 100)})") from None
+        raise RecordingError(f"{name}: cannot read the file ({clip_text(exc.strerror or type(exc).__name__, 100)})") from None
     if len(head) >= _MAX_HEADER_BYTES and not head.endswith(b"\n"):
-        raise ImportError_(f"{name}: the header line is longer than {_MAX_HEADER_BYTES >> 20} MiB")
+        raise RecordingError(f"{name}: the header line is longer than {_MAX_HEADER_BYTES >> 20} MiB")
     raw = head + body
     nul = raw.find(b"\x00")
     if nul >= 0:
         line = raw.count(b"\n", 0, nul) + 1
-        raise ImportError_(f"{name}: NUL bytes at line {line}: not a text CSV file")
+        raise RecordingError(f"{name}: NUL bytes at line {line}: not a text CSV file")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise ImportError_(f"{name}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line})") from None
+        raise RecordingError(f"{name}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line})") from None
     del raw
     head_text, _, text = text.partition("\n")
     try:
         header = next(csv.reader([head_text.rstrip("\r")]), [])
     except csv.Error as exc:
-        raise ImportError_(f"{name}: the header is not a CSV line ({clip_text(str(exc), 100)})") from None
+        raise RecordingError(f"{name}: the header is not a CSV line ({clip_text(str(exc), 100)})") from None
     header = [h.strip() for h in header]
     if not header or header == [""]:
-        raise ImportError_(f"{name}: empty file" if not head_text.strip() and not text.strip()
+        raise RecordingError(f"{name}: empty file" if not head_text.strip() and not text.strip()
                            else f"{name}: empty header line")
     if len(header) > _MAX_CSV_COLUMNS:
-        raise ImportError_(f"{name}: {len(header)} columns in the header, at most {_MAX_CSV_COLUMNS}")
+        raise RecordingError(f"{name}: {len(header)} columns in the header, at most {_MAX_CSV_COLUMNS}")
     if "" in header:
-        raise ImportError_(f"{name}: column {header.index('') + 1} of the header has no name")
+        raise RecordingError(f"{name}: column {header.index('') + 1} of the header has no name")
     seen: set[str] = set()
     for h in header:
         if h in seen:
-            raise ImportError_(f"{name}: column {short_repr(h, 40)} appears twice in the header")
+            raise RecordingError(f"{name}: column {short_repr(h, 40)} appears twice in the header")
         seen.add(h)
     if time_column not in header:
-        raise ImportError_(f"{name}: no '{clip_text(time_column, 40)}' column (columns: {_names(header)})")
+        raise RecordingError(f"{name}: no '{clip_text(time_column, 40)}' column (columns: {_names(header)})")
     marker_column = marker_column or next((h for h in header if h.lower().startswith("marker")), None)
     if marker_column is None:
-        raise ImportError_(f"{name}: no marker column (a column named Marker...)")
+        raise RecordingError(f"{name}: no marker column (a column named Marker...)")
     if marker_column not in header:
-        raise ImportError_(f"{name}: no '{clip_text(marker_column, 40)}' column (columns: {_names(header)})")
+        raise RecordingError(f"{name}: no '{clip_text(marker_column, 40)}' column (columns: {_names(header)})")
     data_cols = [h for h in header if h not in (time_column, marker_column)]
     if not data_cols:
-        raise ImportError_(f"{name}: no channel columns besides '{clip_text(time_column, 40)}' and "
+        raise RecordingError(f"{name}: no channel columns besides '{clip_text(time_column, 40)}' and "
                            f"'{clip_text(marker_column, 40)}'")
     try:
         with warnings.catch_warnings():
@@ -256,11 +261,11 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
             arr = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError as exc:
         problem = _csv_problem(text, len(header), header) or f"not numeric CSV ({clip_text(str(exc), 120)})"
-        raise ImportError_(f"{name}: {problem}") from None
+        raise RecordingError(f"{name}: {problem}") from None
     if arr.shape[0] < 2:
-        raise ImportError_(f"{name}: no samples (fewer than 2 rows)")
+        raise RecordingError(f"{name}: no samples (fewer than 2 rows)")
     if arr.shape[1] != len(header):
-        raise ImportError_(f"{name}: rows have {arr.shape[1]} cells, the header has {len(header)} columns")
+        raise RecordingError(f"{name}: rows have {arr.shape[1]} cells, the header has {len(header)} columns")
     del text
     bad = ~np.isfinite(arr)
     if bad.any():
@@ -269,16 +274,16 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
         rows = np.flatnonzero(bad[:, col])
         what = "timestamps" if header[col] == time_column else (
             "markers" if header[col] == marker_column else f"channel {clip_text(header[col], 40)}")
-        raise ImportError_(f"{name}: {len(rows)} non-finite value{'s' if len(rows) > 1 else ''} (NaN/inf) in "
+        raise RecordingError(f"{name}: {len(rows)} non-finite value{'s' if len(rows) > 1 else ''} (NaN/inf) in "
                            f"{what}, first at row {int(rows[0]) + 1}; clean or interpolate them first")
     t_raw = arr[:, header.index(time_column)]
     with np.errstate(over="ignore"):
         duration = float(t_raw[-1] - t_raw[0])
     if not duration > 0:
-        raise ImportError_(f"{name}: timestamps do not increase (first {t_raw[0]:g}, last {t_raw[-1]:g}): "
+        raise RecordingError(f"{name}: timestamps do not increase (first {t_raw[0]:g}, last {t_raw[-1]:g}): "
                            "no sampling rate")
     if not np.isfinite(duration):
-        raise ImportError_(f"{name}: timestamps span no finite duration (first {t_raw[0]:g}, last {t_raw[-1]:g})")
+        raise RecordingError(f"{name}: timestamps span no finite duration (first {t_raw[0]:g}, last {t_raw[-1]:g})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -292,11 +297,11 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
         data = arr[:, [header.index(h) for h in data_cols]].T.astype(np.float32)
     if not np.isfinite(data).all():
         ch = int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
-        raise ImportError_(f"{name}: channel {clip_text(data_cols[ch], 40)} has values beyond the float32 range "
+        raise RecordingError(f"{name}: channel {clip_text(data_cols[ch], 40)} has values beyond the float32 range "
                            "(±3.4e38)")
     sfreq = float((len(t) - 1) / (t[-1] - t[0]))  # timestamps may be rounded: use the mean rate
     if not (np.isfinite(sfreq) and sfreq > 0):
-        raise ImportError_(f"{name}: timestamps give no finite sampling rate ({len(t)} samples in "
+        raise RecordingError(f"{name}: timestamps give no finite sampling rate ({len(t)} samples in "
                            f"{float(t[-1] - t[0]):g} s)")
     nz = np.flatnonzero(mk != 0)
     markers = [(float(t[i]), f"{mk[i]:g}") for i in nz]
@@ -311,14 +316,30 @@ def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str]
     ``eeg``/``markers`` select streams by name or type (default: type EEG /
     the first string stream).
     """
+    import logging
+
     import pyxdf
 
     path = Path(path)
+    damage: list[str] = []
+
+    class _Damage(logging.Handler):  # pyxdf logs a damaged chunk and reads on; for eegloop the file is damaged
+        def emit(self, record):
+            damage.append(record.getMessage())
+
+    handler = _Damage(logging.ERROR)
+    pyxdf_log = logging.getLogger("pyxdf")
+    pyxdf_log.addHandler(handler)
     try:
         streams, _ = pyxdf.load_xdf(str(path), synchronize_clocks=True, handle_clock_resets=True,
                                     dejitter_timestamps=True)
     except Exception as exc:  # pyxdf raises many kinds on damaged files
-        raise ImportError_(f"{path}: not a readable XDF file ({type(exc).__name__}: {clip_text(str(exc), 200)})") from None
+        raise RecordingError(f"{path}: not a readable XDF file ({type(exc).__name__}: {clip_text(str(exc), 200)})") from None
+    finally:
+        pyxdf_log.removeHandler(handler)
+    if damage:
+        raise RecordingError(f"{path}: a damaged or truncated XDF file (pyxdf: {clip_text(damage[0], 160)}); "
+                             "eegloop imports whole files only")
 
     def name(s):
         return s["info"]["name"][0]
@@ -333,19 +354,28 @@ def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str]
     else:
         cand = [s for s in numeric if typ(s).upper() == "EEG"] or numeric
     if not cand:
-        raise ImportError_(f"{path}: no EEG stream{f' named {short_repr(eeg, 60)}' if eeg else ''} "
+        raise RecordingError(f"{path}: no EEG stream{f' named {short_repr(eeg, 60)}' if eeg else ''} "
                            f"(streams: {', '.join(f'{name(s)} ({typ(s)})' for s in streams)})")
     es = cand[0]
     if len(es["time_stamps"]) == 0:
-        raise ImportError_(f"{path}: EEG stream '{name(es)}' has no samples")
+        raise RecordingError(f"{path}: EEG stream '{name(es)}' has no samples")
     if markers:
         mcand = [s for s in strings if markers in (name(s), typ(s))]
     else:
         mcand = [s for s in strings if typ(s).lower() in ("markers", "stringmarker", "marker")] or strings
     mcand = [s for s in mcand if len(s["time_stamps"])]
     if not mcand:
-        raise ImportError_(f"{path}: no marker stream with samples{f' named {short_repr(markers, 60)}' if markers else ''}")
+        raise RecordingError(f"{path}: no marker stream with samples{f' named {short_repr(markers, 60)}' if markers else ''}")
     ms = mcand[0]
+    for st in (es, ms):  # a stream's footer is written when the recording is closed: none, or fewer samples, is a cut file
+        footer = (st.get("footer") or {}).get("info") or {}
+        count = (footer.get("sample_count") or [None])[0]
+        if not footer:
+            raise RecordingError(f"{path}: stream '{clip_text(name(st), 60)}' has no footer: a truncated XDF file "
+                                 "(the recording was not closed)")
+        if count is not None and str(count).strip().isdigit() and int(count) > len(st["time_stamps"]):
+            raise RecordingError(f"{path}: stream '{clip_text(name(st), 60)}' has {len(st['time_stamps'])} of the "
+                                 f"{int(count)} samples its footer counts: a truncated XDF file")
     data = np.asarray(es["time_series"], dtype=np.float32).T
     labels = []
     try:
@@ -367,9 +397,9 @@ def read_mne(path: str | Path, channels: Optional[Sequence[str]] = None) -> Reco
 
     path = Path(path)
     try:
-        raw = mne.io.read_raw(str(path), preload=True, verbose=False)
+        raw = mne.io.read_raw(str(path), preload=False, verbose=False)
     except Exception as exc:
-        raise ImportError_(f"{path}: MNE cannot read it ({type(exc).__name__}: {clip_text(str(exc), 200)})") from None
+        raise RecordingError(f"{path}: MNE cannot read it ({type(exc).__name__}: {clip_text(str(exc), 200)})") from None
     sf = raw.info["sfreq"]
     t = raw.times + (raw.first_samp / sf)
     markers = [(float(a["onset"] + raw.first_samp / sf), str(a["description"])) for a in raw.annotations]
@@ -378,18 +408,35 @@ def read_mne(path: str | Path, channels: Optional[Sequence[str]] = None) -> Reco
         ev = mne.find_events(raw, stim_channel=raw.ch_names[stim[0]], verbose=False)
         markers = [(float(t[s - raw.first_samp]), str(v)) for s, _, v in ev]
     picks = mne.pick_types(raw.info, eeg=True, stim=False, misc=False) if not channels else None
-    if picks is not None and len(picks):
-        raw.pick(picks)
-    data = (raw.get_data() * 1e6).astype(np.float32)  # volts -> microvolts
-    rec = Recording(data, t, sf, list(raw.ch_names), markers, str(path))
+    if picks is None or not len(picks):
+        picks = np.arange(len(raw.ch_names))
+    # read in pieces into float32 (microvolts): a long recording never lives as float64 in memory
+    data = np.empty((len(picks), raw.n_times), np.float32)
+    step = max(1, int(2**24 // max(len(picks), 1)))
+    try:
+        for a in range(0, raw.n_times, step):
+            b = min(raw.n_times, a + step)
+            data[:, a:b] = raw.get_data(picks=picks, start=a, stop=b) * 1e6  # volts -> microvolts
+    except Exception as exc:  # a data file shorter than its header says, unreadable bytes
+        raise RecordingError(f"{path}: MNE cannot read its samples ({type(exc).__name__}: "
+                             f"{clip_text(str(exc), 200)}): a damaged or truncated file") from None
+    rec = Recording(data, t, sf, [raw.ch_names[i] for i in picks], markers, str(path))
     return _pick_channels(rec, channels)
 
 
 def read_recording(path: str | Path, fmt: Optional[str] = None, channels=None, eeg_stream=None,
-                   marker_stream=None) -> Recording:
+                   marker_stream=None, protocol: Optional[Protocol] = None) -> Recording:
+    """Read a recording and decide whether it is usable (:func:`check_recording`): THE reader of recordings.
+
+    ``import``, ``replay`` and ``export bids`` all read through here, so one file is accepted or refused
+    with the same sentence everywhere: a damaged or truncated file, a missing EEG or marker stream, no
+    samples, NaN/inf samples or timestamps, missing, empty or repeated channel names, channel names
+    other than the protocol's ``amplifier.channel_names`` (when ``protocol`` lists them), no markers.
+    Raises :class:`RecordingError` (one line naming the file).
+    """
     path = Path(path)
     if not path.is_file():
-        raise ImportError_(f"{path}: file not found")
+        raise RecordingError(f"{path}: {'is not a regular file' if _exists(path) else 'file not found'}")
     fmt = fmt or {".xdf": "xdf", ".csv": "csv"}.get(path.suffix.lower(), "mne")
     if fmt == "xdf":
         rec = read_xdf(path, eeg_stream, marker_stream, channels)
@@ -399,7 +446,37 @@ def read_recording(path: str | Path, fmt: Optional[str] = None, channels=None, e
         rec = read_mne(path, channels)
     else:
         raise EegloopError(f"--format: must be xdf, mne or csv, got {short_repr(fmt)}")
+    expect = list(protocol.amplifier.channel_names) if protocol is not None else None
+    return check_recording(rec, expect_channels=expect or None)
+
+
+def check_recording(rec: Recording, expect_channels: Optional[Sequence[str]] = None) -> Recording:
+    """The one decision whether a recording read from a file is usable; returns it, or raises
+    :class:`RecordingError` with one line naming the file and the first problem."""
+    src = clip_text(rec.source, 300)
+    data = np.asarray(rec.data)
+    if data.ndim != 2 or data.shape[1] < 2 or len(rec.times) != data.shape[1]:
+        raise RecordingError(f"{src}: the EEG stream has no samples" if data.ndim == 2 and data.shape[1] < 2 else
+                             f"{src}: {len(rec.times)} timestamps for {data.shape[-1]} samples")
+    if not (np.isfinite(rec.sfreq) and rec.sfreq > 0):
+        raise RecordingError(f"{src}: no usable sampling rate ({rec.sfreq!r})")
+    names = [str(c) for c in rec.ch_names]
+    if len(names) != data.shape[0]:
+        raise RecordingError(f"{src}: {len(names)} channel names for {data.shape[0]} channels")
+    empty = [i for i, c in enumerate(names) if not c.strip()]
+    if empty:
+        raise RecordingError(f"{src}: channel {empty[0] + 1} has no name")
+    dup = next((c for c, n in Counter(names).items() if n > 1), None)
+    if dup is not None:
+        raise RecordingError(f"{src}: channel name {short_repr(dup, 40)} appears twice")
+    if expect_channels is not None and names != list(expect_channels):
+        wrong = next((i for i, (a, b) in enumerate(zip(names, expect_channels)) if a != b), min(len(names), len(expect_channels)))
+        raise RecordingError(f"{src}: channels {_names(names)}, the protocol names {_names(list(expect_channels))} "
+                             f"(amplifier.channel_names; first difference at channel {wrong + 1}); choose and order "
+                             "them with --channels")
     _check_finite(rec)
+    if not rec.markers:
+        raise RecordingError(f"{src}: no markers")
     return rec
 
 
@@ -407,13 +484,13 @@ def _check_finite(rec: Recording) -> None:
     """Refuse NaN/inf samples or timestamps, in any format (training would die on them much later)."""
     bad_t = ~np.isfinite(rec.times)
     if bad_t.any():
-        raise ImportError_(f"{rec.source}: {int(bad_t.sum())} non-finite timestamps (NaN/inf), first at sample "
+        raise RecordingError(f"{rec.source}: {int(bad_t.sum())} non-finite timestamps (NaN/inf), first at sample "
                            f"{int(np.flatnonzero(bad_t)[0])}")
     bad = ~np.isfinite(rec.data)
     if bad.any():
         ch = int(np.flatnonzero(bad.any(axis=1))[0])
         first = int(np.flatnonzero(bad[ch])[0])
-        raise ImportError_(f"{rec.source}: {int(bad.sum())} non-finite samples (NaN/inf), first in channel "
+        raise RecordingError(f"{rec.source}: {int(bad.sum())} non-finite samples (NaN/inf), first in channel "
                            f"{short_repr(rec.ch_names[ch], 40)} at sample {first}; clean or interpolate them first")
 
 
@@ -562,7 +639,7 @@ def prepare_import(subject: str, protocol: Protocol, files: Sequence[str | Path]
     runs = []
     block_offset = trial_offset = 0
     for run, f in enumerate(files, start=1):
-        rec = read_recording(f, fmt, channels, eeg_stream, marker_stream)
+        rec = read_recording(f, fmt, channels, eeg_stream, marker_stream, protocol=protocol)
         blocks, n_blocks = cut_epochs(rec, protocol, events, run, block_offset, trial_offset=trial_offset)
         fields = dict(status="imported", samples_received=int(rec.data.shape[1]),
                       samples_expected=int(round(rec.duration * rec.sfreq)) + 1, lost_samples=None,

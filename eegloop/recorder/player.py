@@ -36,7 +36,7 @@ class Player:
     events : dict
         Marker value -> class; mapped markers become ``stim_on`` markers.
     speed : float
-        1.0 is real time.
+        1.0 is real time; ``inf`` pushes everything at once (no pacing). Must be > 0.
     sfreq : float | None
         Nominal rate announced on the stream (default: the recording's, rounded to 0.01 Hz).
     block_s : float
@@ -49,6 +49,8 @@ class Player:
         self.rec, self.name, self.marker_name = rec, name, marker_name
         self.events = dict(events or {})
         self.speed = float(speed)
+        if not self.speed > 0:  # also nan
+            raise ValueError(f"speed must be > 0, got {speed!r}")
         self.sfreq = float(sfreq if sfreq is not None else round(rec.sfreq, 2))
         self.block_s = block_s
         self.chunk = max(1, int(round(chunk_s * self.sfreq)))
@@ -96,13 +98,14 @@ class Player:
         minfo = pylsl.StreamInfo(self.marker_name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string,
                                  f"eegloop-replay-markers-{self.marker_name}")
         self._mk = pylsl.StreamOutlet(minfo)
-        self._worker = Worker.of(self._run, "eegloop-player").start()
+        self._worker = Worker.of(self._run, "eegloop-player")
+        self._worker.start()
         return self
 
     def wait_for_consumers(self, timeout: float = 10.0) -> bool:
         return self._eeg.wait_for_consumers(timeout) and self._mk.wait_for_consumers(timeout)
 
-    def _run(self) -> None:
+    def _run(self, worker: Worker) -> None:
         import pylsl
 
         if self._wait > 0:  # a recorder started next gets the file from its first sample
@@ -112,10 +115,10 @@ class Player:
         data = np.ascontiguousarray(self.rec.data.T, dtype=np.float32)
         n = len(data)
         step = 1.0 / (self.sfreq * self.speed)
-        t0 = pylsl.local_clock() + 0.1
+        t0 = pylsl.local_clock() + (0.1 if np.isfinite(self.speed) else 0.0)  # inf: nothing to pace
         m = 0
         i = 0
-        while i < n and not self._worker.stopping:
+        while i < n and not worker.stopping:
             j = min(n, i + self.chunk)
             due = t0 + (j - 1) * step
             delay = due - pylsl.local_clock()

@@ -288,11 +288,11 @@ class VirtualAmplifier:
             d += np.random.default_rng([cfg.seed, trial, 13]).normal(0, cfg.display_jitter_ms / 1000)
         return max(0.0, d)
 
-    def _marker_loop(self) -> None:
+    def _marker_loop(self, worker: Worker) -> None:
         import pylsl
 
         inlet = None
-        while not self._mk.stopping and inlet is None:
+        while not worker.stopping and inlet is None:
             if self.marker_source_id:
                 found = pylsl.resolve_byprop("source_id", self.marker_source_id, minimum=1, timeout=0.5)
             else:
@@ -305,7 +305,7 @@ class VirtualAmplifier:
         inlet.time_correction(timeout=5.0)  # the first estimate takes ~0.6 s; not while markers arrive
         self.markers_connected.set()
         logger.info("simulator: following marker stream %r", self.amp.marker_stream_name)
-        while not self._mk.stopping:
+        while not worker.stopping:
             sample, ts = inlet.pull_sample(timeout=0.1)
             if sample is not None:
                 self.add_marker(parse_marker(sample[0]), ts)
@@ -370,7 +370,7 @@ class VirtualAmplifier:
             z[ch - 1] = 120.0
         return z.astype(np.float32)
 
-    def _impedance_loop(self) -> None:
+    def _impedance_loop(self, worker: Worker) -> None:
         import pylsl
 
         info = pylsl.StreamInfo(f"{self.amp.stream_name}-impedance", "Impedance", self.n_eeg, 1.0, pylsl.cf_float32,
@@ -382,12 +382,12 @@ class VirtualAmplifier:
             ch.append_child_value("unit", "kOhm")
         outlet = pylsl.StreamOutlet(info)
         z = self.impedances_kohm()
-        while not self._imp.stopping:
+        while not worker.stopping:
             outlet.push_sample(z)
-            self._imp.wait_stop(1.0)
+            worker.wait_stop(1.0)
         del outlet
 
-    def _run(self) -> None:
+    def _run(self, worker: Worker) -> None:
         import pylsl
 
         info = pylsl.StreamInfo(self.amp.stream_name, self.amp.stream_type, self.n_out, self.sfreq,
@@ -407,12 +407,12 @@ class VirtualAmplifier:
         made = 0
         period = self.cfg.chunk_ms / 1000
         next_wake = time.perf_counter()
-        while not self._out.stopping:
+        while not worker.stopping:
             now = pylsl.local_clock()
             due = int((now - self.latency - self.t0) * self.sfreq)  # samples whose time has come
             if self._duration is not None and due >= int(self._duration * self.sfreq):
                 due = int(self._duration * self.sfreq)
-                self._out.request_stop()
+                worker.request_stop()
             while made < due + int(self.latency * self.sfreq) + blk:
                 bg = np.zeros((self.n_out, blk), np.float32)
                 bg[:self.n_eeg] = self._make_block(blk)

@@ -322,8 +322,8 @@ def test_bad_files_are_one_line_errors(capsys, tmp_path, case):
 
 @pytest.mark.parametrize("extra,needle", [
     (("--eeg-subject", "1"), "--eeg-subject: only with --format eeg-imagenet"),
-    (("--max-images", "0"), "--max-images: must be at least 1"),
-    (("--images", "nowhere"), "--images: nowhere is not a folder"),
+    (("--max-images", "0"), "--max-images: must be a whole number from 1 to"),
+    (("--images", "nowhere"), "--images: no such folder; give the folder of the stimulus images, got 'nowhere'"),
 ])
 def test_bad_options(capsys, tmp_path, extra, needle):
     things = make_things(tmp_path / "things", images=False)
@@ -336,9 +336,11 @@ def test_bad_options(capsys, tmp_path, extra, needle):
 def test_options_of_other_formats_and_protocol_fit(capsys, tmp_path):
     things = make_things(tmp_path / "things", images=True)
     url = f"sqlite:///{tmp_path / 'data' / 'eegloop.db'}"
-    for extra, needle in ((("--metadata", "m.npy"), "--metadata: only with --format things-eeg2"),
+    (tmp_path / "m.npy").write_bytes(b"")
+    for extra, needle in ((("--metadata", tmp_path / "m.npy"), "--metadata: only with --format things-eeg2"),
                           (("--max-images", "3"), "--max-images: only with --format things-eeg2")):
-        rc, out, err = run_cli(capsys, "import", "x.csv", "--format", "csv", "--subject", "t1", "--protocol",
+        (tmp_path / "x.csv").write_text("timestamps,TP9,Marker0\n0,1,0\n")  # exists: the option is what is wrong
+        rc, out, err = run_cli(capsys, "import", tmp_path / "x.csv", "--format", "csv", "--subject", "t1", "--protocol",
                                REPO / "protocols" / "n170.yaml", "--db", url, *extra)
         assert needle in _one_line_error(rc, err)
     # a protocol the files do not fit: channels, then the analysis window
