@@ -26,6 +26,7 @@ class Worker:
     """
 
     thread_name = "eegloop-worker"
+    log_errors = True  # False: the owner reports the error itself (it reads :attr:`error`)
 
     def __init__(self) -> None:
         self._stop_event = threading.Event()
@@ -44,7 +45,8 @@ class Worker:
             self.run()
         except BaseException as exc:  # kept for the owner; the thread ends
             self.error = exc
-            logger.error("%s stopped: %s", self.thread_name, str(exc))  # str: a kept log record must not hold the traceback
+            if self.log_errors:
+                logger.error("%s stopped: %s", self.thread_name, str(exc))  # str: a kept log record must not hold the traceback
         finally:
             self.on_exit()
 

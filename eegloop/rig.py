@@ -95,6 +95,7 @@ class Rig:
         self._monitor: Optional[threading.Thread] = None
         self._unhook: list = []
         self._health: list = []
+        self._x_server: Optional[int] = None
         self._closed = False
 
     @property
@@ -120,9 +121,10 @@ class Rig:
                 from .paradigm.display import ensure_display
 
                 ensure_display(tuple(self.protocol.paradigm.screen.size))
+                self._x_server = x_server_pid()
                 self.presenter = Child("presenter", "eegloop.roles.presenter:PresenterRole",
                                        dict(protocol=self.protocol, marker_source_id=self.marker_id,
-                                            images=self._images, x_server=x_server_pid(),
+                                            images=self._images, x_server=self._x_server,
                                             cores=cores[0] if cores else None), self._on_event).spawn()
             if self.simulate:
                 self.eeg_source_id = f"eegloop-sim-{amp.stream_name}-{uuid.uuid4().hex[:12]}"
@@ -194,6 +196,8 @@ class Rig:
             self.say(ev.text)
         elif name == "RecorderFailed":  # the process is fine, the recording is not: the visit stops
             self._failed("acquisition", ev.reason, child_ok=True)
+        elif name == "WorkerFailed":
+            self._failed("worker", ev.reason, child_ok=True)
         elif name in _VISIT_EVENTS:
             self.events.put(ev)
         else:
@@ -204,7 +208,14 @@ class Rig:
         self._health.append((name, health))
 
     def _watch(self) -> None:
+        from .bus import CONTROLS
+        from .roles.messages import Pause, Resume
+
+        paused = CONTROLS.pause.is_set()
         while not self._stop.wait(0.02):
+            if CONTROLS.pause.is_set() != paused and self.presenter is not None:  # also a pause set directly
+                paused = CONTROLS.pause.is_set()
+                self.presenter.control(Pause() if paused else Resume())
             now = time.monotonic()
             for c in self.children:
                 reason = c.check(now)
@@ -222,9 +233,11 @@ class Rig:
 
         child = next((c for c in self.children if c.name == name), None)
         if not child_ok and child is not None:
+            if child.failure is not None:
+                return
+            child.kill()  # a hung child: nothing of it stays behind (before anything waits on its locks)
             if not child.fail(reason):
                 return
-            child.kill()  # a hung child: nothing of it stays behind
         if self.failure is None:
             self.failure = reason
             logger.error("%s", reason)
@@ -239,10 +252,23 @@ class Rig:
 
     # -- waiting on a long command ------------------------------------------------------------------------------
     def wait(self, pending: Pending, on_event: Optional[Callable[[Any], None]] = None,
-             timeout: Optional[float] = None) -> Any:
-        """Handle the visit's events (``on_event``) until ``pending`` is answered; its value (or its error)."""
+             timeout: Optional[float] = None, grace_s: Optional[float] = None) -> Any:
+        """Handle the visit's events (``on_event``) until ``pending`` is answered; its value (or its error).
+
+        When a child fails meanwhile the wait ends with :class:`ChildFailed`: at once (``grace_s`` None), or, for a
+        presenter finishing its neutral message, if no answer came ``grace_s`` s later (it is then killed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        failed_at = None
         while not pending.done():
+            if self.failure is not None and pending.child.failure is None:
+                failed_at = failed_at or time.monotonic()
+                if grace_s is None or time.monotonic() - failed_at > grace_s:
+                    if grace_s is not None:
+                        logger.warning("the %s process did not answer after the failure: stopping it",
+                                       pending.child.name)
+                        pending.child.kill()
+                    self.drain(on_event)
+                    raise ChildFailed(self.failure)
             try:
                 ev = self.events.get(timeout=0.01)
             except queue.Empty:
@@ -253,6 +279,10 @@ class Rig:
                 on_event(ev)
         self.drain(on_event)
         return pending.result(0)
+
+    def call(self, child: Child, command: Any, timeout: Optional[float] = None) -> Any:
+        """``command``'s reply from ``child``; :class:`ChildFailed` as soon as any child of the rig fails."""
+        return self.wait(child.request(command), None, timeout)
 
     def drain(self, on_event: Optional[Callable[[Any], None]] = None) -> None:
         """Handle the events already queued."""
@@ -270,12 +300,20 @@ class Rig:
         if self._closed:
             return
         self._closed = True
+        from .roles.messages import Abort
+
         for u in self._unhook:
             u()
         self._stop.set()
+        if self.presenter is not None:  # whatever it is showing ends now (as with Escape), then it closes
+            self.presenter.control(Abort())
         for c in (self.acquisition, self.worker, self.amplifier, self.presenter):
             if c is not None:
                 c.close(timeout=30 if c is self.acquisition else 10)
+        if self._x_server is not None:  # also after a presenter that died with its X server raised
+            from .roles.priority import restore_priority
+
+            restore_priority(self._x_server)
         for q in (self._epochs, self._images):
             if q is not None:
                 q.cancel_join_thread()  # nothing left in them is needed; never block the exit on them

@@ -169,6 +169,9 @@ class Visit:
         from .rig import Rig
 
         ctx = self.ctx
+        if ctx.db.url.startswith("sqlite") and ctx.db.sqlite_path is None:
+            raise EegloopError("--db: a visit's processes share the database: give a SQLite file or a database "
+                               "server, not an in-memory SQLite")
         for ph in self.phases:
             ph.prepare(ctx)
         last_rig = max((i for i, ph in enumerate(self.phases) if ph.uses_rig), default=-1)
@@ -253,13 +256,14 @@ def _connect(ctx: VisitContext, expect_timings: bool) -> None:
 
     rig = ctx.rig
     if rig.stream is None:
-        rig.stream = rig.acquisition.call(Connect(marker_source_id=rig.marker_id, eeg_source_id=rig.eeg_source_id,
-                                                  expect_timings=expect_timings,
-                                                  forward_samples=BUS.wants_samples), timeout=None)
+        rig.stream = rig.call(rig.acquisition, Connect(marker_source_id=rig.marker_id,
+                                                       eeg_source_id=rig.eeg_source_id,
+                                                       expect_timings=expect_timings,
+                                                       forward_samples=BUS.wants_samples))
         if rig.amplifier is not None:  # the simulated subject follows the markers from the first one
             from .roles.messages import WaitMarkers
 
-            if not rig.amplifier.call(WaitMarkers(10.0), timeout=None):
+            if not rig.call(rig.amplifier, WaitMarkers(10.0)):
                 logger.warning("the simulator did not connect to the marker stream")
 
 
@@ -272,14 +276,15 @@ def _start_recording(ctx: VisitContext, task: str) -> None:
     sid = ctx.session_id
     ctx.rig.watch("claim", lambda: SessionClaim.lost(ctx.db, sid))
     raw_dir = ctx.db.data_dir / "raw" / f"sub-{ctx.subject}" / f"ses-{sid:04d}"
-    ctx.rig.acquisition.call(StartRecording(sid, str(raw_dir), f"sub-{ctx.subject}_ses-{sid:04d}_task-{task}_run"))
+    ctx.rig.call(ctx.rig.acquisition, StartRecording(sid, str(raw_dir),
+                                                     f"sub-{ctx.subject}_ses-{sid:04d}_task-{task}_run"))
     ctx.recording_started = True
 
 
 def _open_window(ctx: VisitContext):
     from .roles.messages import OpenWindow
 
-    d = ctx.rig.presenter.call(OpenWindow(), timeout=None)
+    d = ctx.rig.call(ctx.rig.presenter, OpenWindow())
     if not ctx.window_open:
         ctx.window_open = True
         ctx.rig.display = d
@@ -351,6 +356,7 @@ class _Recording:
         self.failure: Optional[str] = None
         self.marked = False
         self.stopped = None  # the acquisition's Stopped
+        self.showing = False  # a run is on screen
         self.captured: dict = {}
 
     # what the presenter and the rig report while a run is on screen
@@ -358,8 +364,16 @@ class _Recording:
         from .rig import ChildFailedEvent
         from .roles.messages import AddTimings, BlockShown, GetStats, PausedAfter, Resumed
 
+        from .roles.messages import Interrupted
+
         ctx, say, rig, sid = self.ctx, self.ctx.say, self.ctx.rig, self.ctx.session_id
-        if isinstance(ev, BlockShown):
+        if isinstance(ev, Interrupted):
+            self.timings += ev.timings
+            if self.stopped is None:
+                self._add_timings(ev.run, ev.block, ev.timings)
+        elif self.marked:  # the visit is stopping: nothing else to record or say
+            return
+        elif isinstance(ev, BlockShown):
             self.blocks_done += 1
             rig.acquisition.call(AddTimings(ev.run, ev.block, _timing_rows(ev.timings)))
             st = rig.acquisition.call(GetStats())
@@ -386,19 +400,54 @@ class _Recording:
     def fail_now(self, reason: str) -> None:
         """A process died or the recording failed: the session is marked failed and the recording stopped at once
         (the presenter shows the neutral message meanwhile)."""
+        from .roles.messages import Fail
+
         if self.failure is None:
             self.failure = reason
         if not self.marked:
             self.marked = True
+            rig = self.ctx.rig
+            rig.presenter.control(Fail(reason))  # whatever failed, the paradigm stops at its next frame
             self.ctx.say(f"the visit stops: {reason}")
+            if self.showing and rig.presenter.failure is None:
+                self._take_interrupted(0.5)
             self._stop_recording("failed", reason)
             _mark_failed(self.ctx.db, self.ctx.session_id, self.current_run, self.failure)
+
+    def _add_timings(self, run: int, block: int, timings: list) -> None:
+        from .roles.messages import AddTimings
+
+        try:
+            self.ctx.rig.acquisition.call(AddTimings(run, block, _timing_rows(timings)), timeout=10)
+        except Exception as exc:  # the acquisition may be what failed
+            logger.warning("the timings of block %d could not be stored: %s", block, exc)
+
+    def _take_interrupted(self, seconds: float) -> None:
+        """The interrupted block's timings, which the presenter sends at its next frame: stored with its epochs."""
+        import queue as _queue
+
+        from .roles.messages import Interrupted
+
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            try:
+                ev = self.ctx.rig.events.get(timeout=0.01)
+            except _queue.Empty:
+                continue
+            if isinstance(ev, Interrupted):
+                self.timings += ev.timings
+                self._add_timings(ev.run, ev.block, ev.timings)
+                return
 
     def _stop_recording(self, status: str, reason: Optional[str]) -> None:
         from .roles.messages import EndRun, StopRecording
 
         acq = self.ctx.rig.acquisition
-        if self.stopped is not None or acq.failure is not None:
+        if self.stopped is not None:
+            return
+        if acq.failure is not None:  # the acquisition itself died: nothing to stop
+            self.failure = self.failure or acq.failure
+            self.stopped = False
             return
         try:
             if status != "done":
@@ -411,7 +460,7 @@ class _Recording:
             self.stopped = False
 
     def run(self) -> None:
-        from .paradigm.presentation import Aborted
+        from .paradigm.presentation import Aborted, RecordingFailed
         from .roles.messages import BeginRun, EndRun, PushMarker, ShowRun, ShowText
 
         ctx = self.ctx
@@ -425,15 +474,23 @@ class _Recording:
                                                    "frame_rate_hz": round(rig.display.frame_rate, 3)}))
             if p.paradigm.instructions:
                 BUS.publish(Phase("instructions", session_id=sid))
-                pres.call(ShowText(p.paradigm.instructions, wait_space=p.paradigm.wait_for_space,
-                                   duration=None if p.paradigm.wait_for_space else 1.0), timeout=None)
+                rig.call(pres, ShowText(p.paradigm.instructions, wait_space=p.paradigm.wait_for_space,
+                                        duration=None if p.paradigm.wait_for_space else 1.0))
             for run in self.todo:
                 self.current_run = run.run
                 BUS.publish(Phase("recording", f"run {run.run}", run.run, self.n_runs, run.blocks[0].block,
                                   self.n_blocks, (self.total_blocks - self.blocks_done) * self.block_cost, sid))
                 acq.call(BeginRun(run.run, expect_timings=True))
-                shown = rig.wait(pres.request(ShowRun(run, tuple(ctx.capture_trials))), self.on_event)
-                self.timings += shown.timings
+                self.showing = True
+                try:
+                    shown = rig.wait(pres.request(ShowRun(run, tuple(ctx.capture_trials))), self.on_event,
+                                     grace_s=5.0)  # after a failure: the neutral message, then its answer
+                finally:
+                    self.showing = False
+                if shown.failed is not None:
+                    self.timings += [t for t in shown.timings if t not in self.timings]
+                else:
+                    self.timings += shown.timings
                 self.captured.update(shown.captured)
                 if shown.failed is not None or rig.failure is not None:
                     self.fail_now(rig.failure or shown.failed)
@@ -455,13 +512,22 @@ class _Recording:
                 rig.check()
                 runs_done += 1
                 if self.between_runs is not None:
-                    self.between_runs(ctx, run.run)
+                    try:
+                        self.between_runs(ctx, run.run)
+                    except (RecordingError, ChildFailed, Aborted):
+                        raise
+                    except Exception as exc:  # e.g. the quick-train: it must not end the recording
+                        logger.debug("after run %d", run.run, exc_info=True)
+                        say(f"after run {run.run}: {exc} (the recording goes on)")
                     rig.check()
+                    if ctx.ended:  # Escape on the rest screen, the model kept: the recording ends here
+                        aborted = True
+                        break
             if self.failure is None:
                 pres.call(PushMarker("session_end", {"status": "aborted" if aborted else "completed"}))
-        except Aborted:  # Escape during the instructions
+        except Aborted:  # Escape during the instructions (or on a rest screen with nothing trained)
             aborted = True
-        except (ChildFailed, RecordingError) as exc:
+        except (ChildFailed, RecordingError, RecordingFailed) as exc:
             self.fail_now(rig.failure or str(exc))
         except BaseException as exc:  # Ctrl-C, a bug: stored as failed, then raised
             self.fail_now(_describe(exc))
@@ -544,6 +610,7 @@ class _Stop(EegloopError):
 
 class _Training(Worker):
     thread_name = "eegloop-quick-train"
+    log_errors = False  # the visit reports a failed training itself
 
     def __init__(self, fn):
         super().__init__()
@@ -683,7 +750,9 @@ class QuickTrainPhase(VisitPhase):
                     state["abort"] = True
                 elif isinstance(ev, ChildFailedEvent):
                     state["stop"] = ev.reason  # the training stops at its next epoch; the visit fails now
-                    job.join(0.5)
+                    _mark_failed(ctx.db, sid, None, ev.reason)
+                    BUS.publish(Finished("failed", sid))
+                    job.join(30)
                     raise RecordingError(f"session {sid}: {ev.reason}; completed blocks are stored (continue "
                                          "with: eegloop session --resume)")
             job.join()
@@ -726,8 +795,25 @@ class FeedbackPhase(VisitPhase):
         if mode not in ("live", "bank", "stimulus") + EMBEDDING_MODES:
             raise EegloopError(f"feedback mode {mode!r}: one of live, bank, stimulus, retrieve, embedding")
         configure_lsl(ctx.protocol.amplifier.lsl_scope)
-        if not self.in_visit:
+        if not self.in_visit:  # what the block needs, before any process starts
+            from .errors import ModelNotAvailableError
+            from .feedback.generator import generator_available
+            from .feedback.loop import load_encoder_for
+
             ctx.db.get_subject(ctx.subject)  # an unknown subject is its own one-line error
+            if mode in EMBEDDING_MODES:
+                try:
+                    ctx.db.latest_model(ctx.subject, encoder=True)
+                except EegloopError:
+                    load_encoder_for(ctx.db, ctx.subject, mode)  # its one line saying how to train one
+            else:
+                ctx.db.latest_model(ctx.subject)
+            gen = ctx.protocol.feedback.generator
+            if mode in ("live", "bank") and not generator_available(gen):
+                raise ModelNotAvailableError(
+                    f"generator '{gen}' is not available locally (feedback.generator); download it once on a "
+                    f"connected machine (e.g. huggingface-cli download {gen}) or set feedback.generator to a local "
+                    "folder; or use feedback.mode: stimulus")
         ctx.stimuli = ctx.stimuli or load_stimuli(ctx.protocol)
 
     def _mode(self, ctx: VisitContext) -> str:
@@ -772,7 +858,7 @@ class FeedbackPhase(VisitPhase):
         mode = self._mode(ctx)
         n_trials = ctx.feedback_trials or fb.trials
         worker = rig.start_worker()
-        loaded = worker.call(LoadModel(ctx.subject, mode), timeout=None)  # a missing model: one line, nothing made
+        loaded = rig.call(worker, LoadModel(ctx.subject, mode))  # a bad model: one line, nothing made
         _connect(ctx, expect_timings=False)
         db.get_or_add_subject(ctx.subject)
         created = ctx.session_id is None
@@ -789,7 +875,7 @@ class FeedbackPhase(VisitPhase):
             private_dir(img_dir)  # images/...: 0700 when eegloop creates it
             plan = choose_trials(ctx.stimuli, n_trials, fb.seed, trial_offset, cue_images(ctx.stimuli, fb.cue_share),
                                  fb.images_per_trial)
-            ready = worker.call(PrepareFeedback(plan, str(img_dir), ctx.progress is not None), timeout=None)
+            ready = rig.call(worker, PrepareFeedback(plan, str(img_dir), ctx.progress is not None))
             _start_recording(ctx, "feedback")
             run_index = max((r.index for r in db.get_runs(sid)), default=0) + 1
             BUS.publish(Phase("feedback", f"{n_trials} trials, mode {mode}", session_id=sid))
@@ -812,7 +898,7 @@ class FeedbackPhase(VisitPhase):
             try:
                 shown = rig.wait(rig.presenter.request(FeedbackBlock(
                     plan, run_index, FEEDBACK_BLOCK_BASE + run_index, mode,
-                    max(1, int(round(fb.display_s * d.frame_rate))), timeout, ready.preload)), on_event)
+                    max(1, int(round(fb.display_s * d.frame_rate))), timeout, ready.preload)), on_event, grace_s=5.0)
             except ChildFailed as exc:  # the presenter itself died
                 failure.setdefault("reason", rig.failure or str(exc))
                 shown = None
@@ -839,7 +925,7 @@ class FeedbackPhase(VisitPhase):
                 say("feedback aborted by the operator; trials so far are kept")
             if self.in_visit:
                 try:
-                    rig.presenter.call(ShowText("That was the last image.\n\nThank you!", duration=1.0), timeout=None)
+                    rig.call(rig.presenter, ShowText("That was the last image.\n\nThank you!", duration=1.0))
                 except Aborted:
                     pass
                 from .roles.messages import CloseWindow
@@ -848,6 +934,12 @@ class FeedbackPhase(VisitPhase):
         except BaseException:
             # a feedback session that never got a trial (no amplifier, no generator, ...) is not left behind
             if created and not rows and not db.get_feedback_trials(sid) and db.count_epochs(sid) == 0:
+                if ctx.recording_started and rig.acquisition.failure is None:
+                    try:  # its recorder first: nothing may write into a session being deleted
+                        rig.stream, ctx.recording_started = None, False
+                        rig.acquisition.call(StopRecording(status="failed"), timeout=30)
+                    except Exception as exc:
+                        logger.warning("stopping the recording: %s", exc)
                 ctx.claims.close()
                 db.delete_session(sid)
                 ctx.session_id = None

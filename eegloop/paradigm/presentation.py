@@ -119,6 +119,7 @@ class Presenter:
         self.paced = False
         self.frame_s = float("nan")
         self.flip_times: list[float] = []  # LSL clock
+        self.last_flip_monotonic = 0.0
         self.dropped_frames = 0
         self._abort = False
         self._offset = 0.0  # LSL clock - PsychoPy clock
@@ -240,6 +241,7 @@ class Presenter:
             self._next_tick += self.frame_s
         else:
             t = self.win.flip()
+        self.last_flip_monotonic = time.monotonic()
         t = self.to_lsl(t)
         if self.flip_times and t - self.flip_times[-1] > 1.5 * self.frame_s:
             self.dropped_frames += int(round((t - self.flip_times[-1]) / self.frame_s)) - 1

@@ -36,18 +36,18 @@ class EpochChannel:
         self.dropped = 0
 
     def offer(self, ep) -> bool:
-        dropped = False
-        while True:
+        for _ in range(20):  # bounded: a consumer that died holding the queue's lock never stalls the recorder
             try:
                 self.q.put_nowait(ep)
-                return not dropped
+                return True
             except queue.Full:
                 try:
                     self.q.get_nowait()
                     self.dropped += 1
-                    dropped = True
                 except queue.Empty:
                     time.sleep(0.0005)  # the queue's feeder thread still holds it
+        self.dropped += 1  # this epoch, then
+        return False
 
 
 class AcquisitionRole(Role):
@@ -130,20 +130,30 @@ class AcquisitionRole(Role):
         r.raw_prefix = cmd.raw_prefix
         r.start()
 
+    def _recorder(self):
+        if self.rec is None:
+            raise EegloopError("the acquisition is not recording")
+        return self.rec
+
     def on_BeginRun(self, cmd: BeginRun) -> None:
         if cmd.expect_timings is not None:
             self.rec.expect_timings = self.rec.epocher.expect_timings = cmd.expect_timings
         self.rec.begin_run(cmd.run)
 
     def on_AddTimings(self, cmd: AddTimings) -> None:
-        self.rec.add_timings(cmd.run, cmd.block, cmd.rows)
+        self._recorder().add_timings(cmd.run, cmd.block, cmd.rows)
 
     def on_EndRun(self, cmd: EndRun) -> dict:
-        return self.rec.end_run(wait=cmd.wait, status=cmd.status, reason=cmd.reason)
+        rec = self._recorder()
+        stats = rec.end_run(wait=cmd.wait, status=cmd.status, reason=cmd.reason)
+        if cmd.wait:  # the run's blocks are in the database when the reply comes (a quick-train may read them)
+            rec.flush()
+        return stats
 
     def on_GetStats(self, _cmd: GetStats):
-        with self.rec._lock:
-            return copy.deepcopy(self.rec.stats)
+        rec = self._recorder()
+        with rec._lock:
+            return copy.deepcopy(rec.stats)
 
     def on_Subscribe(self, _cmd: Subscribe) -> None:
         if self._channel is None and self.epochs is not None:
@@ -156,9 +166,13 @@ class AcquisitionRole(Role):
             self._channel = None
 
     def on_StopRecording(self, cmd: StopRecording) -> Stopped:
-        rec, self.rec = self.rec, None  # a recorder records once: the next phase connects anew
+        rec, self.rec = self._recorder(), None  # a recorder records once: the next phase connects anew
         try:
             stats = rec.stop(status=cmd.status, reason=cmd.reason)  # raises the recorder's failure, if any
+        except EegloopError:
+            raise
+        except Exception as exc:  # the recording's own failure (a full disk, the database): the visit's line
+            raise EegloopError(str(exc) or type(exc).__name__) from None
         finally:
             rec.acq.close()
         delays = list(rec.epocher.photon_delays_ms) if rec.epocher is not None else []

@@ -36,16 +36,22 @@ from typing import Any, Callable, Optional
 from .._logging import logger
 from ..errors import EegloopError
 
-__all__ = ["Child", "ChildFailed", "Role", "serve", "HEARTBEAT_S", "HANG_S"]
+__all__ = ["Child", "ChildFailed", "ChildError", "Role", "serve", "HEARTBEAT_S", "HANG_S"]
 
 HEARTBEAT_S = 0.1  # how often a child says it is alive
 HANG_S = 1.0  # no heartbeat for this long while its CPU time stands still: the child is hung (stopped, deadlocked)
 SILENT_MAX_S = 10.0  # no heartbeat for this long, busy or not: hung (a loop that never lets its threads run)
+FRAME_STALL_S = 5.0  # a frame loop (a run, a feedback block) without a frame for this long: hung (a GL call stuck)
 START_TIMEOUT_S = 120.0  # spawning, importing and setting up a role (torch, PsychoPy) on a loaded machine
 
 
 class ChildFailed(EegloopError):
     """A child process died, hung or could not start; the message says which and why (one line)."""
+
+
+class ChildError(RuntimeError):
+    """A bug in a child process (an exception that is not one of eegloop's errors): its traceback is in the
+    message, as a bug's traceback is everywhere else in eegloop."""
 
 
 # -- messages on the pipe --------------------------------------------------------------------------------------
@@ -72,6 +78,7 @@ class Ready:
 @dataclass
 class Heartbeat:
     t: float
+    stalled_s: Optional[float] = None  # a frame loop running: seconds since its last frame (None: none running)
 
 
 @dataclass
@@ -138,13 +145,15 @@ class Child:
         self.failure: Optional[str] = None
         self.closing = False
         self.last_beat = time.monotonic()
+        self.stalled_s: Optional[float] = None  # the child's frame loop without a frame for this long
         self._conn = None
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the pending replies and the failure
+        self._send_lock = threading.Lock()  # the pipe (a send may block: never while holding _lock)
         self._ready = threading.Event()
         self._start_error: Optional[BaseException] = None
-        self._reader: Optional[threading.Thread] = None
+        self._events: "queue.SimpleQueue" = queue.SimpleQueue()
         self._cpu = (-1.0, time.monotonic())  # (CPU seconds, when they last grew)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -163,32 +172,42 @@ class Child:
         # every child. The children need nothing from it (they run eegloop's roles only).
         main = sys.modules.get("__main__")
         sys.modules["__main__"] = types.ModuleType("__main__")
+        # born ignoring Ctrl-C (an ignored signal stays ignored across exec, and Python keeps it so): the parent
+        # stops its children in order, and a Ctrl-C while one starts prints no traceback of it
+        sigint = _ignore_sigint()
         try:
             self.proc.start()
         finally:
             if main is not None:
                 sys.modules["__main__"] = main
+            if sigint is not None:
+                signal.signal(signal.SIGINT, sigint)
         child_conn.close()
         # what the child was given travelled with it: the parent keeps no reference (multiprocessing queues
         # among the arguments are then released when the rig drops them, not reported as leaked at exit)
         self.kwargs, self.proc._args = None, ()
         self.pid = self.proc.pid
         self.last_beat = time.monotonic()
-        self._reader = threading.Thread(target=self._read, name=f"eegloop-{self.name}-reader", daemon=True)
-        self._reader.start()
+        threading.Thread(target=self._read, name=f"eegloop-{self.name}-reader", daemon=True).start()
+        threading.Thread(target=self._dispatch, name=f"eegloop-{self.name}-events", daemon=True).start()
         return self
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> Any:
         """Wait until the child's role is set up; its ``info``. Raises the child's start error or
-        :class:`ChildFailed`."""
+        :class:`ChildFailed` (at once when the process ends before it is ready)."""
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.05):
             if self._start_error is not None:
                 raise self._start_error
             if self.failure is not None:
                 raise ChildFailed(self.failure)
+            ended = self.proc.exitcode is not None and self.check(time.monotonic())
+            if ended:
+                self.fail(f"{ended} while starting")
+                raise ChildFailed(self.failure)
             if time.monotonic() > deadline:
                 self.fail(f"the {self.name} process did not start within {timeout:g} s")
+                self.kill()
                 raise ChildFailed(self.failure)
         return self.info
 
@@ -216,6 +235,7 @@ class Child:
             self.proc.kill()
             self.proc.join(2)
         self._fail_pending(f"the {self.name} process was closed")
+        self._events.put(None)
         try:
             self._conn.close()
         except Exception:
@@ -223,7 +243,6 @@ class Child:
 
     def kill(self) -> None:
         """End the child at once (SIGKILL): for a child that failed or hangs."""
-        self.closing = True
         if self.proc is not None and self.proc.is_alive():
             self.proc.kill()
             self.proc.join(2)
@@ -237,11 +256,13 @@ class Child:
             if self.failure is not None:
                 raise ChildFailed(self.failure)
             self._pending[rid] = slot
-            try:
+        try:
+            with self._send_lock:
                 self._conn.send(Request(rid, command))
-            except (OSError, EOFError, BrokenPipeError, ValueError) as exc:
+        except (OSError, EOFError, ValueError) as exc:
+            with self._lock:
                 self._pending.pop(rid, None)
-                raise ChildFailed(self.failure or f"the {self.name} process cannot be reached: {exc}") from None
+            raise ChildFailed(self.failure or f"the {self.name} process cannot be reached: {exc}") from None
         return Pending(self, rid, slot)
 
     def call(self, command: Any, timeout: Optional[float] = 60.0) -> Any:
@@ -250,17 +271,17 @@ class Child:
 
     def control(self, command: Any) -> None:
         """Send ``command`` without waiting for a reply (the child applies controls at once); never raises."""
-        with self._lock:
-            if self.failure is not None or self._conn is None:
-                return
-            try:
+        if self.failure is not None or self._conn is None:
+            return
+        try:
+            with self._send_lock:
                 self._conn.send(Request(next(self._ids), command, reply=False))
-            except (OSError, EOFError, ValueError):
-                pass
+        except (OSError, EOFError, ValueError):
+            pass
 
     # -- watching -------------------------------------------------------------------------------------------
     def fail(self, reason: str) -> bool:
-        """Mark the child failed (once); False if it already was."""
+        """Mark the child failed (once) and every caller waiting on it; False if it already was."""
         with self._lock:
             if self.failure is not None:
                 return False
@@ -295,9 +316,13 @@ class Child:
             stuck = cpu is not None and now - self._cpu[1] > HANG_S
             if stuck or silent > SILENT_MAX_S:
                 return f"the {self.name} process stopped responding (no heartbeat for {silent:.1f} s)"
+        stalled = self.stalled_s
+        if stalled is not None and stalled > FRAME_STALL_S:
+            return f"the {self.name} process's frame loop stopped (no frame for {stalled:.1f} s)"
         return None
 
     def _read(self) -> None:
+        """The pipe, read as fast as it comes (a slow event handler never delays a heartbeat)."""
         conn = self._conn
         while True:
             try:
@@ -309,8 +334,8 @@ class Child:
                 continue
             self.last_beat = time.monotonic()
             if isinstance(msg, Heartbeat):
-                continue
-            if isinstance(msg, Reply):
+                self.stalled_s = msg.stalled_s
+            elif isinstance(msg, Reply):
                 with self._lock:
                     slot = self._pending.pop(msg.id, None)
                 if slot is not None:
@@ -324,15 +349,47 @@ class Child:
             elif isinstance(msg, StartFailed):
                 self._start_error = msg.error
             else:
-                try:
-                    self.on_event(self, msg)
-                except Exception as exc:  # a handler's bug must not stop the replies
-                    logger.error("event %s from the %s process: %s", type(msg).__name__, self.name, exc)
+                self._events.put(msg)
+        # the pipe is closed: the process is ending; nobody waits for a reply that cannot come
+        if self.proc is not None:
+            self.proc.join(1.0)
+        self._fail_pending(self.failure or self.check(time.monotonic())
+                           or f"the {self.name} process closed its connection")
+
+    def _dispatch(self) -> None:
+        while True:
+            msg = self._events.get()
+            if msg is None:
+                return
+            try:
+                self.on_event(self, msg)
+            except Exception as exc:  # a handler's bug must not stop the others
+                logger.error("event %s from the %s process: %s", type(msg).__name__, self.name, exc)
+
+
+def _ignore_sigint():
+    """Ignore SIGINT for now (the main thread only); the handler to put back, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):
+        return None
 
 
 def _cpu_seconds(pid: Optional[int]) -> Optional[float]:
-    """User + system CPU seconds of process ``pid`` (Linux: /proc), None where that cannot be read."""
+    """User + system CPU seconds of process ``pid`` (psutil, every platform; Linux: /proc without it), None where
+    that cannot be read."""
     if pid is None:
+        return None
+    try:
+        import psutil
+
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except ImportError:
+        pass
+    except Exception:
         return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -426,6 +483,10 @@ class Role:
     def idle(self) -> None:
         pass
 
+    def stalled(self) -> Optional[float]:
+        """While a frame loop runs: seconds since its last frame (sent with each heartbeat); None otherwise."""
+        return None
+
     def close(self) -> None:
         """Release what the role holds (the process ends after it)."""
 
@@ -493,9 +554,16 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
     logger.setLevel(log_level)
     logger.propagate = False
 
+    holder: dict = {}
+
     def beat():
         while True:
-            link.send(Heartbeat(time.monotonic()))
+            role = holder.get("role")
+            try:
+                stalled = role.stalled() if role is not None else None
+            except Exception:
+                stalled = None
+            link.send(Heartbeat(time.monotonic(), stalled))
             time.sleep(HEARTBEAT_S)
 
     threading.Thread(target=beat, name="eegloop-heartbeat", daemon=True).start()
@@ -505,6 +573,7 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
         mod, cls = role_path.split(":")
         role: Role = getattr(importlib.import_module(mod), cls)(link, **kwargs)
         info = role.info()
+        holder["role"] = role
     except BaseException as exc:
         link.send(StartFailed(exc if isinstance(exc, EegloopError) else
                               ChildFailed(f"the {role_path.split(':')[1]} could not start: "
@@ -555,8 +624,7 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
             if msg.reply:
                 link.send(Reply(msg.id, value))
         except BaseException as exc:
-            if not isinstance(exc, EegloopError):
-                logger.error("%s: %s", role.name, "".join(traceback.format_exception_only(type(exc), exc)).strip())
+            if not isinstance(exc, EegloopError):  # a bug: its traceback travels with the reply (ChildError)
                 logger.debug("%s", traceback.format_exc())
             if msg.reply:
                 link.send(Reply(msg.id, error=_portable(exc)))
@@ -572,10 +640,10 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
 
 def _portable(exc: BaseException) -> BaseException:
     """``exc`` if it travels to the parent as it is (eegloop's own errors, rebuilt there from their message and
-    attributes), else a one-line :class:`ChildFailed` of its type and message."""
+    attributes); any other exception is a bug: a :class:`ChildError` carrying the child's traceback."""
     if isinstance(exc, EegloopError):
         # rebuilt in the parent as cls(*args): only classes whose constructor takes the message alone
         plain = type(exc).__init__ in (BaseException.__init__, Exception.__init__)
         return exc if plain else EegloopError(str(exc))
-    text = str(exc).splitlines()[0][:300] if str(exc) else ""
-    return ChildFailed(f"{type(exc).__name__}: {text}")
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return ChildError(f"in a child process:\n{tb}")

@@ -159,6 +159,15 @@ class BlockShown:
 
 
 @dataclass
+class Interrupted:
+    """The recording failed mid-block: the timings of what the block showed (sent before the neutral message)."""
+
+    run: int
+    block: int
+    timings: list
+
+
+@dataclass
 class PausedAfter:
     run: int
     block: int
@@ -332,6 +341,13 @@ class StartDecoding:
 @dataclass
 class StopDecoding:
     pass
+
+
+@dataclass
+class WorkerFailed:
+    """The worker's decode loop stopped (a bug): the feedback cannot go on."""
+
+    reason: str
 
 
 @dataclass

@@ -22,7 +22,7 @@ from ..errors import EegloopError
 from .child import Role
 from .messages import (Abort, BlockShown, CloseWindow, Display, EscapePressed, Fail, FeedbackBlock, FlashTest,
                        FeedbackBlockShown, FeedbackShown, OpenWindow, Pause, PausedAfter, PushMarker, Resume, Resumed,
-                       RunShown, SetScreen, ShowRun, ShowText, TrialShown)
+                       RunShown, SetScreen, ShowRun, ShowText, TrialShown, Interrupted)
 
 __all__ = ["PresenterRole", "NEUTRAL_MESSAGE", "PAUSED_MESSAGE"]
 
@@ -62,6 +62,36 @@ class PresenterRole(Role):
         self.scheduling = ("presenter: window not open yet", "normal")
         self._escape_told = False
         self._last_keys = 0.0
+        self._loop_since: Optional[float] = None  # a frame loop (run, feedback block, flashes) running since
+        # feedback images are taken off their queue by a thread of their own: reading a large message from a pipe
+        # waits for all of it (and forever if its writer died mid-way); the frame loop only looks at this dict
+        self.arrived: dict = {}
+        self._arrived_lock = threading.Lock()
+        if images is not None:
+            threading.Thread(target=self._take_images, name="eegloop-images", daemon=True).start()
+
+    def _take_images(self) -> None:
+        while True:
+            try:
+                img = self.images.get()
+            except (EOFError, OSError, ValueError):
+                return
+            with self._arrived_lock:
+                self.arrived[img.trial] = img
+
+    def stalled(self) -> Optional[float]:
+        since = self._loop_since
+        if since is None:
+            return None
+        return time.monotonic() - max(self.pres.last_flip_monotonic, since)
+
+    def _loop(self, fn, *args):
+        """Run a frame loop, watched: the heartbeat says how long ago its last frame was."""
+        self._loop_since = time.monotonic()
+        try:
+            return fn(*args)
+        finally:
+            self._loop_since = None
 
     def info(self) -> str:
         return self.outlet.get_info().source_id()
@@ -107,8 +137,14 @@ class PresenterRole(Role):
         self.link.emit(TrialShown(block.run, block.block, trial.trial, trial.class_id, t))
 
     def on_ShowText(self, cmd: ShowText) -> None:
+        from ..paradigm.presentation import RecordingFailed
+
         self.link.emit(Screen(cmd.text))
-        self.pres.show_text(cmd.text, wait_space=cmd.wait_space, duration=cmd.duration)
+        try:
+            self._loop(self.pres.show_text, cmd.text, cmd.wait_space, cmd.duration)
+        except RecordingFailed:
+            self._neutral()
+            raise
 
     def on_SetScreen(self, cmd: SetScreen) -> None:
         if cmd.text is not None and cmd.text != self.screen:
@@ -146,7 +182,7 @@ class PresenterRole(Role):
             pass
 
     def on_FlashTest(self, cmd: FlashTest) -> list:
-        return self.pres.flash_test(cmd.n, cmd.interval_s)
+        return self._loop(self.pres.flash_test, cmd.n, cmd.interval_s)
 
     def on_CloseWindow(self, _cmd: CloseWindow) -> None:
         self.screen = None
@@ -181,9 +217,12 @@ class PresenterRole(Role):
                 self.link.emit(Resumed(block.run, block.block))
 
         try:
-            res = p.run(cmd.run, on_block=on_block)
+            res = self._loop(p.run, cmd.run, on_block)
         except RecordingFailed as exc:
-            shown += getattr(exc, "timings", [])
+            partial = getattr(exc, "timings", [])
+            shown += partial
+            if partial:  # what the interrupted block showed is timed, like after Escape: sent before the message
+                self.link.emit(Interrupted(cmd.run.run, partial[0].block, partial))
             self._neutral()
             return RunShown(cmd.run.run, shown, failed=self.failure or str(exc), dropped_frames=p.dropped_frames)
         return RunShown(cmd.run.run, res.timings, res.aborted, res.partial_block, captured=dict(p.captured),
@@ -204,7 +243,7 @@ class PresenterRole(Role):
         p = self.pres
         n = 0
         try:
-            n = self._feedback(cmd)
+            n = self._loop(self._feedback, cmd)
         except Aborted:
             return FeedbackBlockShown(n, aborted=True, frame_rate=p.frame_rate)
         except RecordingFailed as exc:
@@ -223,7 +262,6 @@ class PresenterRole(Role):
         # upload sits between an epoch and its feedback image
         cues = [[p.image_stim(st.path) for st in pt.images] for pt in cmd.plan]
         ready_stims = {str(path): p.image_stim(path) for path in cmd.preload}
-        arrived: dict = {}
         p.push_on_flip("block_start", run=cmd.run_index, block=cmd.block, feedback=True, mode=cmd.mode)
         p.flip()
         for k, pt in enumerate(cmd.plan):
@@ -234,21 +272,17 @@ class PresenterRole(Role):
                                       **{"class": cls}, image=stim.path.name, feedback=True, feedback_trial=trial)
 
             def ready() -> bool:
-                while True:
-                    try:
-                        got = self.images.get_nowait()
-                    except queue.Empty:
-                        break
-                    if got.trial >= trial:  # an image of a trial already skipped is of no use
-                        arrived[got.trial] = got
-                return trial in arrived
+                return trial in self.arrived
 
             cue_path = str(pt.images[-1].path)
             if not p.hold_fixation_until(ready, cmd.timeout_s):
                 logger.warning("feedback trial %d: no image in time; skipped", trial)
                 self.link.emit(FeedbackShown(k, trial, cls, cue_path, t_onset, missing="image"))
                 continue
-            img = arrived.pop(trial)
+            with self._arrived_lock:
+                img = self.arrived.pop(trial)
+                for old in [t for t in self.arrived if t < trial]:  # images of trials already skipped
+                    del self.arrived[old]
             if img.error:
                 raise EegloopError(f"generation failed: {img.error}")
             stim = ready_stims.get(str(img.path)) if img.pixels is None else None

@@ -49,7 +49,8 @@ def raise_priority(pid: int = 0, what: str = "presenter") -> Scheduling:
         try:
             now = os.getpriority(os.PRIO_PROCESS, pid)
             if now > -10:
-                os.setpriority(os.PRIO_PROCESS, pid, -10)
+                for tid in _threads(pid):
+                    os.setpriority(os.PRIO_PROCESS, tid, -10)
             return Scheduling("nice", _cores(pid), f"{what}: real-time priority refused ({why}); running at nice -10 "
                                                    "(grant CAP_SYS_NICE or an rtprio limit for SCHED_FIFO)")
         except (PermissionError, OSError):
@@ -69,7 +70,7 @@ def raise_priority(pid: int = 0, what: str = "presenter") -> Scheduling:
 
 
 def restore_priority(pid: int) -> None:
-    """Back to the normal policy (an X server eegloop raised, when the visit ends); never raises."""
+    """Back to the normal policy and every core (an X server eegloop raised, when the visit ends); never raises."""
     if sys.platform.startswith("linux") and hasattr(os, "sched_setscheduler"):
         for tid in _threads(pid):
             try:
@@ -77,16 +78,21 @@ def restore_priority(pid: int) -> None:
                     os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
             except OSError:
                 pass
+        try:
+            os.sched_setaffinity(pid, range(os.cpu_count() or 1))
+        except (AttributeError, OSError, ValueError):
+            pass
 
 
 def _threads(pid: int) -> list:
-    """The thread ids of process ``pid`` (0: the calling thread only; threads it starts later inherit)."""
-    if pid in (0, os.getpid()):
-        return [0]
+    """The thread ids of process ``pid`` (0: this one): Linux schedules threads, so every thread running now gets
+    the policy (a helper thread holding the GIL at normal priority would make the real-time one wait), and the
+    threads started later inherit it from the one that starts them."""
+    pid = pid or os.getpid()
     try:
         return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     except OSError:
-        return [pid]
+        return [0] if pid == os.getpid() else [pid]
 
 
 def x_server_pid(display: Optional[str] = None) -> Optional[int]:

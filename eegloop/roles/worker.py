@@ -21,7 +21,7 @@ from .._logging import logger
 from ..errors import EegloopError
 from .child import Role
 from .messages import (FeedbackImage, FeedbackReady, LoadModel, ModelLoaded, PrepareFeedback, Say, StartDecoding,
-                       StopDecoding)
+                       StopDecoding, WorkerFailed)
 
 __all__ = ["WorkerRole"]
 
@@ -109,8 +109,10 @@ class WorkerRole(Role):
         try:
             self._decode_loop()
         except BaseException as exc:  # the thread must not end silently: the presenter would wait for nothing
-            logger.error("the decode loop stopped: %s: %s", type(exc).__name__, exc)
-            raise
+            import traceback
+
+            logger.debug("%s", traceback.format_exc())
+            self.link.emit(WorkerFailed(f"the worker's decoding stopped: {type(exc).__name__}: {exc}"))
 
     def _decode_loop(self) -> None:
         waiting: dict = {}  # trial -> Decoded whose image is being generated
