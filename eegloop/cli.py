@@ -233,15 +233,13 @@ def _record(args, proto, db) -> int:
 
 # -- decoder ------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from .decoder import honest_estimate, quick_train
+    from .decoder import heldout_line, honest_estimate, quick_train
 
     db = _db(args, create=False)
     if args.encoder:
         return _train_encoder(db, args)
     res = quick_train(db, args.subject, args.sessions, progress=True, use_teacher=not args.no_teacher)
     m = res.metrics
-    held = m["heldout"]
-    extra = f", auc {held['auc']:.3f} (chance 0.500)" if "auc" in held else ""
     from .decoder.selection import Selection
 
     sel = Selection.from_json(m["selection"])
@@ -255,17 +253,13 @@ def cmd_train(args) -> int:
         print(f"artifacts: {rej['rejected']} of {rej['rejected'] + rej['kept']} epochs dropped "
               f"(epochs.reject_uv {rej['reject_uv']}, flat_uv {rej['flat_uv']})")
     if m.get("epochs_run") is not None:
-        teacher = (f"teacher accuracy {m['teacher_top1']:.3f}" if m.get("teacher_top1") is not None
-                   else "no teacher (alpha 1)")
+        teacher = (f"teacher accuracy {m['teacher_top1']:.3f}, alpha {m.get('alpha')}"
+                   if m.get("teacher_top1") is not None else "no teacher (alpha 1)")
         print(f"trained in {m['seconds']:.1f} s on {m['n_train']} epochs ({m['epochs_run']} epochs run, best "
               f"{m['best_epoch']}; {m['device']}, {m['threads']} threads; {teacher})")
     else:
         print(f"trained in {m['seconds']:.1f} s on {m['n_train'] + m['n_heldout']} epochs")
-    es = m["early_stopping"]
-    what = "early-stopping set" if m.get("epochs_run") is not None else "held-out set (then refitted on all)"
-    print(f"{what}, {es['how']} ({m['n_heldout']} epochs): top1 {held['top1']:.3f} "
-          f"(chance {m['chance_top1']:.3f}){extra}" + (" — optimistic, not an honest estimate"
-                                                        if es["optimistic"] else ""))
+    print(heldout_line(m))
     est = honest_estimate(db, args.subject, m["method"])
     if est:
         print(est)
@@ -337,7 +331,7 @@ def _evaluate_one(db, subject, args, say):
 
     from .decoder import evaluate, fit_teacher, subject_protocol
     from .decoder.evaluation import BASELINES, main_method
-    from .errors import ModelNotAvailableError
+    from .errors import EegloopError, ModelNotAvailableError
 
     proto, sids = subject_protocol(db, subject, args.sessions)
     es = db.load_epochs(subject, sids)
@@ -347,15 +341,23 @@ def _evaluate_one(db, subject, args, say):
         methods += [m for m in BASELINES if m not in methods]
     if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.ablation and not any(m.startswith("kd") or m == "auto" for m in methods):
+        raise EegloopError(f"--ablation teacher: none of the methods distils ({', '.join(methods)}); "
+                           "add auto or a kd_* method")
     teacher = None
     if any(m.startswith("kd") or m == "auto" for m in methods):
         try:
             teacher = fit_teacher(db, proto, es)
         except ModelNotAvailableError as exc:
+            if args.ablation:
+                raise EegloopError(f"--ablation teacher: {exc}") from None
             print(f"eegloop: warning: {exc}", file=sys.stderr)
+    if args.ablation and teacher is None:
+        raise EegloopError(f"--ablation teacher: subject {subject!r} has no teacher to compare with (teacher.enabled "
+                           "is false in its protocol, or some epochs have no known stimulus image)")
     rep = evaluate(es, proto, methods=methods, split=args.split, n_folds=args.folds,
                    shuffle_labels=args.shuffle_labels, teacher=teacher, progress=say,
-                   permutations=args.permutations, budget_s=args.budget)
+                   permutations=args.permutations, budget_s=args.budget, ablation=args.ablation)
     return rep, sids
 
 
@@ -392,8 +394,8 @@ def cmd_evaluate(args) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     reports = {}
     if args.zero_shot:
-        if args.baselines or args.methods:
-            raise EegloopError("--zero-shot: evaluates the EEG encoder only (no --methods/--baselines)")
+        if args.baselines or args.methods or args.ablation:
+            raise EegloopError("--zero-shot: evaluates the EEG encoder only (no --methods/--baselines/--ablation)")
         from .report import write_zero_shot_report
 
         for subject in subjects:
@@ -934,6 +936,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-clock target per subject: the networks share what the other rows leave and a fit "
                         "that reaches its share stops, named in the output (default: the protocol's "
                         "decoder.evaluate_budget_s, 150 s; 0: train every network fully)")
+    c.add_argument("--ablation", choices=["teacher"],
+                   help="teacher: each distilling method (auto, kd_*) also without the teacher on the same folds; "
+                        "paired difference and its p")
     c.add_argument("--json", action="store_true", help="print the results as one JSON line")
     c.set_defaults(func=cmd_evaluate)
 

@@ -103,7 +103,9 @@ def build_summary(db: Database, session_id: int, protocol_path: Path) -> dict:
                      "top1": round(float(s.get("top1", m.metrics["heldout"]["top1"])), 4),
                      "top5": round(float(s.get("top5", 1.0 if n_classes <= 5 else float("nan"))), 4),
                      "chance_top1": round(float(ev.get("chance_top1", m.metrics.get("chance_top1"))), 4),
-                     "teacher_top1": m.metrics.get("teacher_top1")},
+                     "teacher_top1": m.metrics.get("teacher_top1"),
+                     # cross-validated (ev) unless the visit has none: then quick-train's tuned-on set, optimistic
+                     "inflated": bool(ev.get("inflated")), "optimistic": not s and m.metrics.get("heldout_optimistic", True)},
         "feedback": {"mode": fts[0].mode if fts else None, "trials": len(fts),
                      "correct": int(sum(f.predicted_class == f.true_class for f in fts)),
                      "latency_ms": {"decode_median": med("decode_ms"), "image_ready_median": med("image_ready_ms"),

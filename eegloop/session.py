@@ -476,12 +476,14 @@ def _visit(protocol, subject, db, simulate, progress, feedback_mode, report_dir,
             say(f"quick-train: EEG encoder {te.model_id} in {te.seconds:.1f} s; {held}")
 
         def done(tm):
-            held = tm.metrics["heldout"]
+            from .decoder import heldout_line, honest_estimate
+
             stop = (f"; stopped at its {budget:g} s budget after {tm.metrics.get('epochs_run')} epochs (best "
                     f"weights kept, epoch {tm.metrics.get('best_epoch')})"
                     if tm.metrics.get("stopped") == "time_budget" else "")
-            say(f"quick-train: model {tm.model_id} in {trained['seconds']:.1f} s; held-out whole "
-                f"{tm.metrics['split']}s top-1 {held['top1']:.3f} (chance {tm.metrics['chance_top1']:.3f}){stop}")
+            say(f"quick-train: model {tm.model_id} in {trained['seconds']:.1f} s{stop}; {heldout_line(tm.metrics)}")
+            say(honest_estimate(db, subject, tm.metrics.get("method")) or "honest estimate: the cross-validation "
+                "after the feedback block (whole blocks out)")
 
         def fit():  # the model is kept here too: Escape on the rest screen must not lose a finished training
             tm = quick_train(db, subject, [state["session"]], protocol=protocol, progress=watch)

@@ -30,7 +30,7 @@ from .evaluation import EvalReport, NoHonestFoldError, evaluate
 from .preprocessing import Preprocessor
 
 __all__ = ["quick_train", "train_encoder", "load_encoder", "load_decoder", "OnlineDecoder", "TrainedModel", "evaluate", "EvalReport", "honest_estimate",
-           "NoHonestFoldError", "Preprocessor", "fit_teacher", "subject_protocol", "save_model"]
+           "NoHonestFoldError", "Preprocessor", "fit_teacher", "subject_protocol", "save_model", "heldout_line"]
 
 
 @dataclass
@@ -209,10 +209,16 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
                       else fitted.predict(X[va], len(es.classes)))
     ch = chance_levels(es, va)
     info = fitted.info
+    because = (([f"it shares its {protocol.training.split}s with training"] if split.optimistic else [])
+               + heldout_tuning(method, pinned, is_sklearn(method)))
+    optimistic = bool(because)
+    why = "; ".join(because)
     metrics = {"method": method, "heldout": held, **ch, "split": protocol.training.split,
-               "early_stopping": {"how": split.how, "optimistic": split.optimistic,
-                                  "note": "not an honest estimate: the honest one is evaluate's (whole blocks out)"
-                                  if split.optimistic else "held-out whole groups, chosen for early stopping"},
+               "heldout_optimistic": optimistic,
+               "early_stopping": {"how": split.how, "optimistic": optimistic, "optimistic_because": because,
+                                  "note": (f"optimistic, not an honest estimate ({why}): the honest one is "
+                                           "evaluate's (whole blocks out)") if optimistic
+                                  else "held-out whole groups, used for nothing else"},
                "selection": sel.to_json(), "rejection": rejection.to_json(), "feedback_cues_held_out": n_cues,
                "n_train": int(len(tr)), "n_heldout": int(len(va)),
                "epochs_run": info.get("epochs_run"), "best_epoch": info.get("best_epoch"),
@@ -231,6 +237,35 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
                        metrics={k: v for k, v in metrics.items() if k != "history"}, kind=kind)
     logger.info("model %d (%s) saved to %s", mid, method, path)
     return TrainedModel(mid, path, metrics, time.perf_counter() - t0, fitted.history)
+
+
+def heldout_line(m: dict) -> str:
+    """A quick-trained model's held-out score in one line: its set, chance beside, and whether it is optimistic
+    (the set it was tuned on: best epoch, calibration, auto's choice) with why."""
+    held = m["heldout"]
+    es = m.get("early_stopping") or {}
+    extra = f", auc {held['auc']:.3f} (chance 0.500)" if "auc" in held else ""
+    what = "early-stopping set" if m.get("epochs_run") is not None else "held-out set (then refitted on all)"
+    optimistic = m.get("heldout_optimistic", True)  # a model saved before the flag: tuned on it, as networks are
+    tuned = es.get("optimistic_because") or []
+    return (f"{what}, {es.get('how', '?')} ({m.get('n_heldout')} epochs): top1 {held['top1']:.3f} "
+            f"(chance {m['chance_top1']:.3f}){extra}"
+            + ((" — OPTIMISTIC, not an honest estimate" + (f": {', '.join(tuned)}" if tuned else ""))
+               if optimistic else " — held-out whole groups, used for nothing else"))
+
+
+def heldout_tuning(method: str, pinned: str, pipeline: bool) -> list:
+    """What quick-train tuned on its held-out (early-stopping) set, in words: a score there is optimistic when any.
+
+    A network picks its best epoch and fits the bias calibration on that set; ``auto``'s inner folds compared the
+    candidates on every epoch, that set's included. A pinned pipeline is scored by a fit that never saw it.
+    """
+    tuned = []
+    if not pipeline:
+        tuned += ["the best epoch was picked on it", "the bias calibration was fitted on it"]
+    if pinned == "auto":
+        tuned.append("auto's inner folds, which chose the decoder, included it")
+    return tuned
 
 
 class OnlineDecoder:
