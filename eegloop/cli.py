@@ -569,7 +569,11 @@ def cmd_feedback(args) -> int:
     with _console(args, proto):
         res = run_feedback(proto, args.subject, db, simulate=args.simulate, mode=args.mode, trials=args.trials,
                            progress=lambda m: print(m, flush=True))
+    from .feedback.cues import cue_honesty
+
     lat = res.latency_ms
+    honesty = cue_honesty((r.get("cue_trained"), r["predicted"] == r["true_class"]) for r in res.rows
+                          if not r["missing"] and r.get("scored", True)).describe()
     n_img = proto.feedback.images_per_trial
     fmt = f", rsvp bursts of {n_img} images" if n_img > 1 else ""
     if res.scored is not None:  # retrieve/embedding: the nearest candidate image's class against the cue's
@@ -582,6 +586,7 @@ def cmd_feedback(args) -> int:
               f"{lat['image_ready_ms']['median']:.1f} ms, on screen {lat['to_screen_ms']['median']:.1f} ms (p95 "
               f"{lat['to_screen_ms']['p95']:.1f}); from the image's onset to its feedback on screen "
               f"{lat['onset_to_screen_ms']['median']:.0f} ms; session {res.session_id}")
+        print(f"feedback cues: {honesty}")
         return 0
     print(f"feedback ({res.mode}{fmt}): {res.correct}/{res.trials} decoded as shown "
           f"(chance {1 / res.n_classes:.2f}); {res.missing} trials missing; "
@@ -589,6 +594,7 @@ def cmd_feedback(args) -> int:
           f"{lat['image_ready_ms']['median']:.1f} ms, on screen {lat['to_screen_ms']['median']:.1f} ms "
           f"(p95 {lat['to_screen_ms']['p95']:.1f}); from the image's onset to its feedback on screen "
           f"{lat['onset_to_screen_ms']['median']:.0f} ms; session {res.session_id}")
+    print(f"feedback cues: {honesty}")
     return 0
 
 

@@ -216,6 +216,15 @@ def quick_train_paragraph(metrics: dict) -> str:
     return f"{how}. {heldout_line(mm)[0].upper()}{heldout_line(mm)[1:]}." if "heldout" in mm else how + "."
 
 
+def feedback_honesty(fts):
+    """Whether a session's feedback accuracy is an honest online estimate: every scored trial (the embedding modes
+    score only trials whose cue class has candidates) showed images the decoder never saw (:mod:`.feedback.cues`)."""
+    from .feedback.cues import cue_honesty
+
+    scored = [f for f in fts if ((f.latencies or {}).get("retrieval") or {}).get("scored", True)]
+    return cue_honesty(((f.latencies or {}).get("cue_trained"), f.predicted_class == f.true_class) for f in scored)
+
+
 def write_report(db: Database, session_id: int, out: str | Path | None = None) -> Path:
     """Write ``report.html`` for a session (a 0600 file); returns its path.
 
@@ -413,13 +422,8 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
         ax.set_ylabel("ms after epoch complete")
         ax.set_title("feedback latency per stage")
         n_classes = len(fts[0].probabilities)
-        held_cues = None
-        if info.info.get("model_id"):
-            held_cues = db.get_model(info.info["model_id"]).metrics.get("feedback_cues_held_out")
-        honesty = (f" The cues were images kept out of quick-train ({held_cues} epochs of them held out): an "
-                   "honest online estimate." if held_cues else
-                   " The cues may be images the decoder was trained on (feedback.cue_share 0 or no stimulus "
-                   "images): not an honest estimate.")
+        said = feedback_honesty(fts).describe()
+        honesty = f" {said[0].upper()}{said[1:]}."
         bursts = sorted({int(f.latencies.get("epochs", 1)) for f in fts})
         lived = [f.latencies["onset_to_screen_ms"] for f in fts if "onset_to_screen_ms" in f.latencies]
         onset = (f". What the subject lived, from the (last) image's onset to its feedback on screen: median "

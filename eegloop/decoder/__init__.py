@@ -75,11 +75,14 @@ def fit_teacher(db, protocol: Protocol, es: EpochSet):
 
 
 def save_model(model, pre: Preprocessor, classes: dict, channel_names: list, out: Path, metrics: dict,
-               bias=None, method: str | None = None, n_times: int | None = None) -> Path:
+               bias=None, method: str | None = None, n_times: int | None = None,
+               trained_images: Optional[Sequence[str]] = None) -> Path:
     """Weights (safetensors for networks, skops for pipelines) + a JSON with everything else.
 
     The JSON holds the architecture or pipeline name, the preprocessing, the classes, the calibration
-    offsets and the metrics; nothing in either file is executed when it is loaded.
+    offsets, the metrics and ``trained_images`` (the sha256 of every stimulus image the model was trained on:
+    the feedback block shows it others, :mod:`eegloop.feedback.cues`); nothing in either file is executed when
+    it is loaded.
     """
     from .._files import private_dir, write_private_text
     from .evaluation import is_sklearn
@@ -97,9 +100,16 @@ def save_model(model, pre: Preprocessor, classes: dict, channel_names: list, out
     meta = {"model": config, "method": method, "preprocessing": pre.to_dict(), "classes": classes,
             "channel_names": list(channel_names), "metrics": metrics,
             "calibration_bias": [float(v) for v in bias] if bias is not None else None, "format": "eegloop-model-2",
-            "n_times": n_times}
+            "n_times": n_times,
+            "trained_images": sorted({s for s in trained_images if s}) if trained_images is not None else None}
     write_private_text(out.with_suffix(".json"), json.dumps(meta, indent=2))
     return out
+
+
+def _db_config(meta: dict) -> dict:
+    """A model's JSON as the database keeps it: without the list of trained images (thousands of sha256 for
+    THINGS-EEG2), which stays in the JSON beside the weights."""
+    return {k: v for k, v in meta.items() if k != "trained_images"}
 
 
 def _write_weights(model, out: Path) -> None:
@@ -229,11 +239,12 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
                "history": fitted.history}
     pre = Preprocessor.from_protocol(protocol.preprocessing, protocol.epochs, es.sfreq, es.tmin)
     pre = pre.with_representation(feature_key(method))  # what the chosen method was fitted on
+    metrics["n_trained_images"] = len({s for s in es.images if s})
     path = save_model(fitted.model, pre, dict(es.classes), es.channel_names, _model_path(db, subject, "model"),
-                      metrics, fitted.bias, method,
-                      n_times=int(es.data.shape[-1]))
+                      metrics, fitted.bias, method, n_times=int(es.data.shape[-1]),
+                      trained_images=list(es.images))  # every epoch's image, the early-stopping set's included
     kind = method if (tl is not None or not method.startswith("kd_")) else method.replace("kd_", "cnn_", 1)
-    mid = db.add_model(subject, sids, path, config=read_model_meta(path),
+    mid = db.add_model(subject, sids, path, config=_db_config(read_model_meta(path)),
                        metrics={k: v for k, v in metrics.items() if k != "history"}, kind=kind)
     logger.info("model %d (%s) saved to %s", mid, method, path)
     return TrainedModel(mid, path, metrics, time.perf_counter() - t0, fitted.history)
@@ -437,9 +448,9 @@ def train_encoder(db, subject: str, session_ids: Sequence[int] | None = None, pr
     meta = {"model": fit.model.get_config(), "preprocessing": pre.to_dict(), "channel_names": list(es.channel_names),
             "classes": dict(es.classes), "clip_model": clip_model, "clip_pretrained": clip_pre,
             "center": [float(v) for v in center], "metrics": metrics, "format": "eegloop-encoder-1",
-            "n_times": int(es.data.shape[-1])}
+            "n_times": int(es.data.shape[-1]), "trained_images": sorted(set(es.images.tolist()))}
     write_private_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
-    mid = db.add_model(subject, sids, path, config=meta, metrics={k: v for k, v in metrics.items() if k != "history"},
+    mid = db.add_model(subject, sids, path, config=_db_config(meta), metrics={k: v for k, v in metrics.items() if k != "history"},
                        kind=EEGEncoder.kind)
     logger.info("encoder %d saved to %s (%s)", mid, path,
                 f"held-out blocks {val['val_k']}-way top-1 {val['val_top1']:.3f}, chance {val['chance_top1']:.3f}"

@@ -388,13 +388,15 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
     from ..database import CLAIM_OWNER
     from ..paradigm.presentation import Aborted, Presenter
     from ..rig import Rig
-    from ..stimuli import cue_images
+    from .cues import cue_pools, mark_cue, trained_images
 
     fb = protocol.feedback
     img_dir = db.data_dir / "images" / f"sub-{subject}" / f"ses-{session_id:04d}"
     private_dir(img_dir)  # images/...: 0700 when eegloop creates it
     per_trial = fb.images_per_trial
-    plan = _choose_trials(stimuli, n_trials, fb.seed, trial_offset, cue_images(stimuli, fb.cue_share), per_trial)
+    trained = trained_images((decoder or encoder).meta)  # cues are images the model never saw (issue 25)
+    plan = _choose_trials(stimuli, n_trials, fb.seed, trial_offset, cue_pools(stimuli, fb.cue_share, trained, say),
+                          per_trial)
     source = ImageSource(mode, protocol, stimuli, img_dir, say, progress=progress is not None, encoder=encoder,
                          cache_dir=db.data_dir / "cache" / "clip")
     try:
@@ -426,7 +428,8 @@ def _feedback(protocol, subject, db, simulate, session_id, mode, n_trials, say, 
         rec.begin_run(run_index)
         worker.start()
         _trials(protocol, pres, plan, worker, source, run_index, mode, rows, say,
-                lambda row, lat, k: _log_trial(db, session_id, model_id, mode, row, k, n_trials, say, tally))
+                lambda row, lat, k: _log_trial(db, session_id, model_id, mode, mark_cue(row, trained), k, n_trials,
+                                               say, tally))
     except Aborted:
         say("feedback aborted by the operator; trials so far are kept")
     finally:
@@ -515,7 +518,7 @@ def _trials(protocol, pres, plan, worker: DecodeWorker, source: ImageSource, run
                    # judged whenever the cue's class is among the candidates: a nearest image of another (even
                    # never-trained) class is a miss, never dropped from the count
                    retrieval=ret, scored=ret is None or cls in source.retriever.candidates.labels,
-                   cue=str(pt.images[-1].path))
+                   cue=str(pt.images[-1].path), cue_sha256=[st.sha256 for st in pt.images])
         rows.append(row)
         log(row, lat, k)
     pres.push_on_flip("block_end", run=run_index, block=block, feedback=True)
@@ -539,6 +542,7 @@ def _log_trial(db, session_id, model_id, mode, row, k, n_trials, say, tally: dic
     ret = row.get("retrieval")
     stored = dict(lat, retrieval={**ret.to_json(), "cue": row.get("cue"), "scored": bool(row.get("scored", True))}) \
         if ret is not None else lat
+    stored = dict(stored, cue_sha256=row.get("cue_sha256"), cue_trained=row.get("cue_trained"))  # cues.py
     db.add_feedback_trial(session_id, model_id=model_id, trial=row["trial"], mode=mode, probabilities=probs,
                           predicted_class=pred, true_class=cls,
                           image_path=db.relpath(row["image_path"]) if row["image_path"] else None,
