@@ -448,6 +448,8 @@ def cmd_import(args) -> int:
                            "see protocols/n170.yaml")
     proto = load_protocol(args.protocol)
     _check_new_subject(args, args.subject)
+    if args.channel_types and args.format in ("eeg-imagenet", "things-eeg2"):
+        raise EegloopError(f"--channel-types: not with --format {args.format} (its files hold EEG channels only)")
     if args.images is not None and args.format not in ("eeg-imagenet", "things-eeg2"):
         raise EegloopError("--images: only with --format eeg-imagenet or things-eeg2 (recorded sessions know their "
                            "images)")
@@ -523,11 +525,11 @@ def cmd_import(args) -> int:
               "stimulus images: not given (--images DIR, e.g. your ImageNet copy): kd_* models train without "
               "the CLIP teacher")
         return 0
-    from .recorder.importers import prepare_import, store_import
+    from .recorder.importers import parse_channel_types, prepare_import, store_import
 
     channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
     prepared = prepare_import(args.subject, proto, args.files, args.format, parse_events(args.events), channels,
-                              args.eeg_stream, args.marker_stream)
+                              args.eeg_stream, args.marker_stream, parse_channel_types(args.channel_types))
     db = _db(args)  # every file was read and cut first: a bad one leaves the database (and its folder) as it was
     sid = store_import(db, prepared, force=args.force)
     es = db.get_epochs(sid)
@@ -810,7 +812,8 @@ def cmd_replay(args) -> int:
     proto = load_protocol(args.protocol) if args.protocol else None
     configure_lsl(args.scope or (proto.amplifier.lsl_scope if proto else "machine"))
     channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
-    rec = read_recording(args.file, args.format, channels)
+    rec = read_recording(args.file, args.format, channels,
+                         channel_types=proto.amplifier.channel_types if proto else None)
     name = args.name or (proto.amplifier.stream_name if proto else "eegloop-replay")
     markers = args.marker_name or (proto.amplifier.marker_stream_name if proto else "eegloop-markers")
     sfreq = proto.amplifier.sfreq if proto and abs(proto.amplifier.sfreq - rec.sfreq) < 0.01 * rec.sfreq else None
@@ -967,6 +970,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="things-eeg2: keep the first N images of each file (all their repetitions); default: all")
     c.add_argument("--events", help="marker value -> class: '1=house,2=face' or a YAML file")
     c.add_argument("--channels", help="comma-separated channels to keep (e.g. TP9,AF7,AF8,TP10)")
+    c.add_argument("--channel-types", metavar="LABEL=TYPE,...",
+                   help="retype channels (eeg, eog, ecg, emg, misc, stim, resp; only eeg is decoded), e.g. "
+                        "'Right AUX=misc': over the file's own types and the protocol's amplifier.channel_types")
     c.add_argument("--protocol", type=Path, help="protocol describing the recording (channels, sfreq, epochs)")
     c.add_argument("--eeg-stream", help="XDF: EEG stream name or type")
     c.add_argument("--marker-stream", help="XDF: marker stream name or type")
