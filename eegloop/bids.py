@@ -7,7 +7,10 @@ BrainVision file (BIDS's preferred EEG format, so its data are copied, not conve
 ``channels.tsv`` (each channel's type as recorded: EEG, EOG, MISC for a photodiode, ...), ``electrodes.tsv``
 with the positions of ``amplifier.montage``, ``eeg.json`` and the dataset's ``participants.tsv``. The task is the protocol's name
 (letters and digits kept: BIDS labels are alphanumeric); feedback runs are task ``feedback``.
-Sessions imported from files are skipped (their sources are elsewhere) and named in the result.
+Sessions imported from recordings (XDF, CSV, anything MNE reads) are exported from their source files, read
+again as they were imported (the channels kept, their types, electrodes in µV; a file that changed since is
+skipped and named); sessions of a dataset's epochs (EEG-ImageNet, THINGS-EEG2) have no continuous recording
+and are skipped and named.
 """
 from __future__ import annotations
 
@@ -41,12 +44,11 @@ def _label(text: str) -> str:
 
 def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequence[int]] = None,
                 progress: Optional[Callable[[str], None]] = None) -> BidsExport:
-    """Write ``subject``'s recorded runs under ``out`` as BIDS; returns what was written and skipped."""
-    import mne
-    from mne_bids import BIDSPath, make_dataset_description, write_raw_bids
+    """Write ``subject``'s recorded (and imported) runs under ``out`` as BIDS; returns what was written and
+    skipped."""
+    import tempfile
 
-    from .montage import load_montage, set_positions
-    from .protocol import CHANNEL_TYPES, parse_yaml_text, protocol_from_dict
+    from mne_bids import make_dataset_description
 
     say = progress or (lambda _m: None)
     sessions = db.list_sessions(subject)
@@ -66,19 +68,65 @@ def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequenc
     except OSError as exc:
         raise EegloopError(f"--out: cannot write a dataset at {root} ({exc.strerror or type(exc).__name__})") from None
     res = BidsExport(root)
+    tmp = tempfile.TemporaryDirectory(prefix="eegloop-bids-")  # imported runs as BrainVision (0700), then copied
+    try:
+        _export_sessions(db, subject, sessions, root, res, Path(tmp.name), say)
+    finally:
+        tmp.cleanup()
+    if not res.runs:
+        raise EegloopError(f"subject {subject!r}: no recorded run to export"
+                           + (f" ({'; '.join(f'session {s}: {w}' for s, w in res.skipped)})" if res.skipped else ""))
+    make_dataset_description(path=root, name=f"eegloop export of subject {subject}", overwrite=True,
+                             generated_by=[{"Name": "eegloop"}], verbose="error")
+    return res
+
+
+def _imported_runs(db, info, tmp: Path) -> tuple[list, dict, str]:
+    """An imported session's runs as (run, BrainVision path) from their source files, with each channel's type;
+    or no runs and why."""
+    from .recorder.importers import ImportError_, source_as_brainvision
+
+    digests = {sha for sha, _ in db.source_files(info.id)}
+    stim: dict = {}
+    for ev in db.get_events(info.id, "stim_on"):
+        p = ev.payload or {}
+        stim.setdefault(p.get("run"), []).append((ev.lsl_time, p.get("class", ""), p.get("trial")))
+    out, types, why = [], {}, ""
+    for run in db.get_runs(info.id):
+        try:
+            got = source_as_brainvision(run.info or {}, stim.get(run.index, []),
+                                        tmp / f"ses{info.id}-run{run.index}.vhdr", digests)
+        except ImportError_ as exc:
+            return [], {}, f"run {run.index}: {exc}"
+        types.update(zip((run.info or {}).get("channels") or [], got.ch_types))
+        out.append((run, got.vhdr))
+    return out, types, why or "no runs"
+
+
+def _export_sessions(db, subject: str, sessions, root: Path, res: BidsExport, tmp: Path, say) -> None:
+    import mne
+    from mne_bids import BIDSPath, write_raw_bids
+
+    from .montage import load_montage, set_positions
+    from .protocol import CHANNEL_TYPES, parse_yaml_text, protocol_from_dict
+
     for info in sessions:
-        recorded = [r for r in db.get_runs(info.id) if r.raw_path]
-        runs = [r for r in recorded if db.abspath(r.raw_path).is_file()]
-        if not runs:
-            why = ("imported from files (no raw recording of its own)" if info.kind == "imported" else
-                   f"its raw files are not under {db.data_dir} (e.g. {recorded[0].raw_path}; give --data)"
+        imported_types = {}
+        if info.kind == "imported":
+            runs, imported_types, why = _imported_runs(db, info, tmp)
+        else:
+            recorded = [r for r in db.get_runs(info.id) if r.raw_path]
+            runs = [(r, db.abspath(r.raw_path)) for r in recorded if db.abspath(r.raw_path).is_file()]
+            why = (f"its raw files are not under {db.data_dir} (e.g. {recorded[0].raw_path}; give --data)"
                    if recorded else "no raw recording")
+        if not runs:
             res.skipped.append((info.id, why))
             continue
         proto = protocol_from_dict(parse_yaml_text(info.protocol_yaml, f"session {info.id}'s protocol"))
         classes = list(proto.stimuli.classes)
         types = {c["name"]: c["type"] for c in (info.info or {}).get("channels", []) if isinstance(c, dict)
                  and c.get("type") in CHANNEL_TYPES and c.get("name")}
+        types.update({c: t for c, t in imported_types.items() if t in CHANNEL_TYPES})
         try:
             montage = load_montage(proto.amplifier.montage, proto.base_dir)
         except EegloopError as exc:  # a montage file that stayed on the recording machine: no positions
@@ -88,8 +136,7 @@ def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequenc
         for ev in db.get_events(info.id, "stim_on"):
             p = ev.payload or {}
             payload[(p.get("run"), str(p.get("trial")))] = p
-        for run in runs:
-            path = db.abspath(run.raw_path)
+        for run, path in runs:
             raw = mne.io.read_raw_brainvision(path, preload=False, verbose="error")
             known = {c: t for c, t in types.items() if c in raw.ch_names and raw.get_channel_types([c])[0] != t}
             if known:  # EOG, misc (a photodiode), stim... as recorded, never all EEG
@@ -123,12 +170,6 @@ def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequenc
             _add_stim_files(bp, files)
             res.runs.append((info.id, run.index, task, len(onsets), bp.fpath))
             say(f"session {info.id} run {run.index}: {len(onsets)} stimulus events -> {bp.fpath.relative_to(root)}")
-    if not res.runs:
-        raise EegloopError(f"subject {subject!r}: no recorded run to export"
-                           + (f" ({'; '.join(f'session {s}: {w}' for s, w in res.skipped)})" if res.skipped else ""))
-    make_dataset_description(path=root, name=f"eegloop export of subject {subject}", overwrite=True,
-                             generated_by=[{"Name": "eegloop"}], verbose="error")
-    return res
 
 
 def _add_stim_files(bp, files: list[str]) -> None:
