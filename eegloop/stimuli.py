@@ -227,12 +227,13 @@ def synthesize_stimuli(out: str | Path, classes: dict[str, str] | int, per_class
     unknown = [c for c in classes if c not in SYNTH_CLASSES]
     if unknown:
         raise ProtocolError(f"stimuli.classes: cannot draw class '{unknown[0]}'; drawable: {', '.join(SYNTH_CLASSES)}")
+    from ._files import private_dir, private_file
+
     out = Path(out)
     rng = np.random.default_rng(seed)
     images = []
     for cid in classes:
-        folder = out / cid
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_dir(out / cid)  # folders eegloop creates are 0700, its files 0600 (a data folder's demo)
         colour = np.array(_PALETTE[cid], dtype=np.float32)
         for k in range(per_class):
             bg = rng.uniform(20, 90, 3).astype(np.float32)
@@ -240,7 +241,7 @@ def synthesize_stimuli(out: str | Path, classes: dict[str, str] | int, per_class
             mask = _shape_mask(cid, size, rng)[..., None]
             tint = colour * rng.uniform(0.8, 1.0)
             img = np.where(mask, tint, bg) + noise
-            path = folder / f"{cid}_{k:03d}.png"
+            path = private_file(folder / f"{cid}_{k:03d}.png", create=True)
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
             images.append(Stimulus(path=path, class_id=cid, sha256=file_sha256(path)))
     return StimulusSet(classes=dict(classes), images=tuple(images), root=out)

@@ -73,6 +73,11 @@ def test_demo_end_to_end(tmp_path, display):
     ev = info.info["evaluation"]
     assert s["training"]["split"] == ev["split"] == "block"
     assert s["training"]["inflated"] is False and s["training"]["optimistic"] is False  # cross-validated
+    # everything the demo wrote in its folder is private (0700 folders, 0600 files), whatever the umask
+    import stat
+
+    loose = [str(p) for p in out.rglob("*") if stat.S_IMODE(p.stat().st_mode) != (0o700 if p.is_dir() else 0o600)]
+    assert not loose, loose[:5]
     assert s["training"]["top1"] == pytest.approx(ev["summary"][ev["main_method"]]["top1"], abs=1e-4)
     assert s["training"]["chance_top1"] == pytest.approx(0.25)
     fts = db.get_feedback_trials(sid)

@@ -283,7 +283,9 @@ class ImageSource:
     def keep(self, got, trial: int, class_id: str) -> None:
         """Save a generated image with the session (bank and stimulus images have their files already)."""
         if got.source == "generated":
-            got.path = str(self.img_dir / f"trial-{trial:04d}_{class_id}.png")
+            from .._files import private_file
+
+            got.path = str(private_file(self.img_dir / f"trial-{trial:04d}_{class_id}.png", create=True))  # 0600
             got.image.save(got.path)
 
     def close(self) -> None:
