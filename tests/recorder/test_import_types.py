@@ -134,3 +134,19 @@ def test_csv_channel_types_through_the_cli(tmp_path, capsys):
     assert es.channel_names == ["TP9", "AF7", "AF8", "TP10"] and len(es) > 20
     run = db.get_runs(1)[0]
     assert run.info["ch_types"] == ["eeg"] * 4 + ["misc"] and run.info["channels"][-1] == "Right AUX"
+
+
+def test_bad_inputs_are_named(tmp_path):
+    """Needs no shared data: a Muse-like CSV written here."""
+    path = _csv(tmp_path)
+    rec = read_recording(path, "csv", ["TP9", "AF7", "AF8", "TP10"])
+    with pytest.raises(ImportError_, match="sampled at 256 Hz, the protocol expects 500 Hz"):
+        cut_epochs(rec, protocol(4, 500), {"1": "house", "2": "face"}, 1)
+    with pytest.raises(ImportError_, match="channel Cz not found"):
+        read_recording(path, "csv", ["Cz"])
+    with pytest.raises(ImportError_, match="file not found"):
+        read_recording(tmp_path / "none.csv")
+    empty = tmp_path / "e.csv"
+    empty.write_text("timestamps,TP9,Marker0\n")
+    with pytest.raises(ImportError_, match="no samples"):
+        read_recording(empty)
