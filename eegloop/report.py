@@ -66,7 +66,8 @@ def _wilson(k: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, 
     den = 1 + z * z / n
     mid = (p + z * z / (2 * n)) / den
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return mid - half, mid + half
+    # rounding puts the bound of 0 of n (or n of n) a hair beyond p: never, or an error bar would be negative
+    return np.minimum(np.clip(mid - half, 0, 1), p), np.maximum(np.clip(mid + half, 0, 1), p)
 
 
 def _confusion_section(plt, cm: np.ndarray, names: list, chance: float) -> str:
