@@ -288,6 +288,7 @@ def whole(args, proto, es) -> None:
     sel = m.get("selection", {})
     print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "seconds": round(secs, 1),
                       "method": m["method"], "heldout_top1": round(m["heldout"]["top1"], 3),
+                      "heldout_optimistic": m.get("heldout_optimistic", True),  # tuned on: not an estimate
                       "selection_seconds": sel.get("seconds"),
                       "candidates": {k: (v.get("skipped") or round(v.get("score", float("nan")), 3))
                                      for k, v in sel.get("candidates", {}).items()}}))

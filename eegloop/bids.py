@@ -7,7 +7,10 @@ BrainVision file (BIDS's preferred EEG format, so its data are copied, not conve
 ``channels.tsv`` (each channel's type as recorded: EEG, EOG, MISC for a photodiode, ...), ``electrodes.tsv``
 with the positions of ``amplifier.montage``, ``eeg.json`` and the dataset's ``participants.tsv``. The task is the protocol's name
 (letters and digits kept: BIDS labels are alphanumeric); feedback runs are task ``feedback``.
-Sessions imported from files are skipped (their sources are elsewhere) and named in the result.
+Sessions imported from recordings (XDF, CSV, anything MNE reads) are exported from their source files, read
+again as they were imported (the channels kept, their types, electrodes in µV; a file that changed since is
+skipped and named); sessions of a dataset's epochs (EEG-ImageNet, THINGS-EEG2) have no continuous recording
+and are skipped and named.
 
 The images that ``stim_file`` names are copied into the dataset's ``stimuli/`` folder (``stimuli/class/image``,
 BIDS's place for them); a row whose image file is no longer on this machine gets ``n/a``. The dataset passes
@@ -53,7 +56,10 @@ def _label(text: str) -> str:
 
 def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequence[int]] = None,
                 progress: Optional[Callable[[str], None]] = None) -> BidsExport:
-    """Write ``subject``'s recorded runs under ``out`` as BIDS; returns what was written and skipped."""
+    """Write ``subject``'s recorded (and imported) runs under ``out`` as BIDS; returns what was written and
+    skipped."""
+    import tempfile
+
     import mne
     from mne_bids import BIDSPath, make_dataset_description, write_raw_bids
 
@@ -71,76 +77,106 @@ def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequenc
             raise EegloopError(f"--sessions: session {unknown[0]} does not belong to subject {subject!r}")
         sessions = [s for s in sessions if s.id in set(session_ids)]
     root = Path(out)
-    # -- every run's raw file is checked before anything is written -------------------------------------
     res = BidsExport(root)
-    plan = []  # (session info, protocol, classes, channel types, montage, stim payloads, [(run, raw path)])
-    for info in sessions:
-        recorded = [r for r in db.get_runs(info.id) if r.raw_path]
-        runs = [r for r in recorded if db.abspath(r.raw_path).is_file()]
-        if not runs:
-            why = ("imported from files (no raw recording of its own)" if info.kind == "imported" else
-                   f"its raw files are not under {db.data_dir} (e.g. {recorded[0].raw_path}; give --data)"
-                   if recorded else "no raw recording")
-            res.skipped.append((info.id, why))
-            continue
-        proto = protocol_from_dict(parse_yaml_text(info.protocol_yaml, f"session {info.id}'s protocol"))
-        for run in runs:  # the one reader of recordings decides, with the sentence import and replay give
-            read_recording(db.abspath(run.raw_path), "mne")
-        classes = list(proto.stimuli.classes)
-        types = {c["name"]: c["type"] for c in (info.info or {}).get("channels", []) if isinstance(c, dict)
-                 and c.get("type") in CHANNEL_TYPES and c.get("name")}
-        try:
-            montage = load_montage(proto.amplifier.montage, proto.base_dir)
-        except EegloopError as exc:  # a montage file that stayed on the recording machine: no positions
-            montage = None
-            say(f"session {info.id}: no electrode positions ({exc})")
-        payload = {}
-        for ev in db.get_events(info.id, "stim_on"):
-            p = ev.payload or {}
-            payload[(p.get("run"), str(p.get("trial")))] = p
-        plan.append((info, proto, classes, types, montage, payload, runs))
-    if not plan:
-        raise EegloopError(f"subject {subject!r}: no recorded run to export"
-                           + (f" ({'; '.join(f'session {s}: {w}' for s, w in res.skipped)})" if res.skipped else ""))
-    stimulus_files = _stimulus_files(db)
-
-    # -- written into a temporary folder, moved into place when complete -----------------------------------
-    from ._files import new_folders, umask_mode
-
+    conv = tempfile.TemporaryDirectory(prefix="eegloop-bids-")  # imported runs as BrainVision (0700), then copied
     try:
-        with new_folders(root.parent, private=False):  # parents made here are removed again on failure
-            exists = root.is_dir()
-            tmp = Path(tempfile.mkdtemp(dir=root if exists else root.parent,
-                                        prefix=".eegloop-export-" if exists else f".{root.name}.eegloop-export-"))
+        # -- every run's raw file is checked before anything is written ---------------------------------------
+        plan = []  # (session info, protocol, classes, channel types, montage, stim payloads, [(run, raw path)])
+        for info in sessions:
+            imported_types = {}
+            if info.kind == "imported":  # its source files, read again as they were imported
+                runs, imported_types, why = _imported_runs(db, info, Path(conv.name))
+            else:
+                recorded = [r for r in db.get_runs(info.id) if r.raw_path]
+                runs = [(r, db.abspath(r.raw_path)) for r in recorded if db.abspath(r.raw_path).is_file()]
+                why = (f"its raw files are not under {db.data_dir} (e.g. {recorded[0].raw_path}; give --data)"
+                       if recorded else "no raw recording")
+                for _, path in runs:  # the one reader of recordings decides, with the sentence import and replay give
+                    read_recording(path, "mne")
+            if not runs:
+                res.skipped.append((info.id, why))
+                continue
+            proto = protocol_from_dict(parse_yaml_text(info.protocol_yaml, f"session {info.id}'s protocol"))
+            classes = list(proto.stimuli.classes)
+            types = {c["name"]: c["type"] for c in (info.info or {}).get("channels", []) if isinstance(c, dict)
+                     and c.get("type") in CHANNEL_TYPES and c.get("name")}
+            types.update({c: t for c, t in imported_types.items() if t in CHANNEL_TYPES})
             try:
-                os.chmod(tmp, umask_mode(0o777))
-                if exists:  # MNE-BIDS merges participants and scans with what the dataset holds
-                    _copy_merged_files(root, tmp, subject)
-                stimuli: dict[str, Path] = {}
-                for info, proto, classes, types, montage, payload, runs in plan:
-                    for run in runs:
-                        _write_run(db, info, proto, classes, types, montage, payload, run, subject, tmp, res,
-                                   stimulus_files, stimuli, say, mne, BIDSPath, write_raw_bids, set_positions)
-                make_dataset_description(path=tmp, name=f"eegloop export of subject {subject}", overwrite=True,
-                                         generated_by=[{"Name": "eegloop"}], verbose="error")
-                for rel, src in sorted(stimuli.items()):  # the images stim_file names, where BIDS looks for them
-                    dst = tmp / "stimuli" / rel
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src, dst)
-                _publish(tmp, root, exists)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as exc:  # disk full, permissions: nothing of this export is left in --out
-        raise EegloopError(f"--out: writing the dataset under {root} failed ({exc.strerror or type(exc).__name__}); "
-                           "nothing was changed there") from None
+                montage = load_montage(proto.amplifier.montage, proto.base_dir)
+            except EegloopError as exc:  # a montage file that stayed on the recording machine: no positions
+                montage = None
+                say(f"session {info.id}: no electrode positions ({exc})")
+            payload = {}
+            for ev in db.get_events(info.id, "stim_on"):
+                p = ev.payload or {}
+                payload[(p.get("run"), str(p.get("trial")))] = p
+            plan.append((info, proto, classes, types, montage, payload, runs))
+        if not plan:
+            raise EegloopError(f"subject {subject!r}: no recorded run to export"
+                               + (f" ({'; '.join(f'session {s}: {w}' for s, w in res.skipped)})" if res.skipped
+                                  else ""))
+        stimulus_files = _stimulus_files(db)
+
+        # -- written into a temporary folder, moved into place when complete ---------------------------------
+        from ._files import new_folders, umask_mode
+
+        try:
+            with new_folders(root.parent, private=False):  # parents made here are removed again on failure
+                exists = root.is_dir()
+                tmp = Path(tempfile.mkdtemp(dir=root if exists else root.parent,
+                                            prefix=".eegloop-export-" if exists else f".{root.name}.eegloop-export-"))
+                try:
+                    os.chmod(tmp, umask_mode(0o777))
+                    if exists:  # MNE-BIDS merges participants and scans with what the dataset holds
+                        _copy_merged_files(root, tmp, subject)
+                    stimuli: dict[str, Path] = {}
+                    for info, proto, classes, types, montage, payload, runs in plan:
+                        for run, path in runs:
+                            _write_run(info, proto, classes, types, montage, payload, run, path, subject, tmp, res,
+                                       stimulus_files, stimuli, say, mne, BIDSPath, write_raw_bids, set_positions)
+                    make_dataset_description(path=tmp, name=f"eegloop export of subject {subject}", overwrite=True,
+                                             generated_by=[{"Name": "eegloop"}], verbose="error")
+                    for rel, src in sorted(stimuli.items()):  # the images stim_file names, where BIDS looks for them
+                        dst = tmp / "stimuli" / rel
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(src, dst)
+                    _publish(tmp, root, exists)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        except OSError as exc:  # disk full, permissions: nothing of this export is left in --out
+            raise EegloopError(f"--out: writing the dataset under {root} failed ({exc.strerror or type(exc).__name__}); "
+                               "nothing was changed there") from None
+    finally:
+        conv.cleanup()
     res.runs = [(sid, idx, task, n, root / Path(f).relative_to(tmp)) for sid, idx, task, n, f in res.runs]
     return res
 
 
-def _write_run(db, info, proto, classes, types, montage, payload, run, subject, tmp, res, stimulus_files, stimuli,
+def _imported_runs(db, info, tmp: Path) -> tuple[list, dict, str]:
+    """An imported session's runs as (run, BrainVision path) from their source files, with each channel's type;
+    or no runs and why."""
+    from .recorder.importers import ImportError_, source_as_brainvision
+
+    digests = {sha for sha, _ in db.source_files(info.id)}
+    stim: dict = {}
+    for ev in db.get_events(info.id, "stim_on"):
+        p = ev.payload or {}
+        stim.setdefault(p.get("run"), []).append((ev.lsl_time, p.get("class", ""), p.get("trial")))
+    out, types = [], {}
+    for run in db.get_runs(info.id):
+        try:
+            got = source_as_brainvision(run.info or {}, stim.get(run.index, []),
+                                        tmp / f"ses{info.id}-run{run.index}.vhdr", digests)
+        except ImportError_ as exc:
+            return [], {}, f"run {run.index}: {exc}"
+        types.update(zip((run.info or {}).get("channels") or [], got.ch_types))
+        out.append((run, got.vhdr))
+    return out, types, "no runs"
+
+
+def _write_run(info, proto, classes, types, montage, payload, run, path, subject, tmp, res, stimulus_files, stimuli,
                say, mne, BIDSPath, write_raw_bids, set_positions) -> None:
-    """One recorded run into the dataset at ``tmp`` (events.tsv with stim_file; the images it names noted)."""
-    path = db.abspath(run.raw_path)
+    """One run's raw file into the dataset at ``tmp`` (events.tsv with stim_file; the images it names noted)."""
     raw = mne.io.read_raw_brainvision(path, preload=False, verbose="error")
     known = {c: t for c, t in types.items() if c in raw.ch_names and raw.get_channel_types([c])[0] != t}
     if known:  # EOG, misc (a photodiode), stim... as recorded, never all EEG

@@ -246,15 +246,13 @@ def _record(args, proto, db) -> int:
 
 # -- decoder ------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from .decoder import honest_estimate, quick_train
+    from .decoder import heldout_line, honest_estimate, quick_train
 
     db = _db(args, create=False)
     if args.encoder:
         return _train_encoder(db, args)
     res = quick_train(db, args.subject, args.sessions, progress=True, use_teacher=not args.no_teacher)
     m = res.metrics
-    held = m["heldout"]
-    extra = f", auc {held['auc']:.3f} (chance 0.500)" if "auc" in held else ""
     from .decoder.selection import Selection
 
     sel = Selection.from_json(m["selection"])
@@ -268,17 +266,13 @@ def cmd_train(args) -> int:
         print(f"artifacts: {rej['rejected']} of {rej['rejected'] + rej['kept']} epochs dropped "
               f"(epochs.reject_uv {rej['reject_uv']}, flat_uv {rej['flat_uv']})")
     if m.get("epochs_run") is not None:
-        teacher = (f"teacher accuracy {m['teacher_top1']:.3f}" if m.get("teacher_top1") is not None
-                   else "no teacher (alpha 1)")
+        teacher = (f"teacher accuracy {m['teacher_top1']:.3f}, alpha {m.get('alpha')}"
+                   if m.get("teacher_top1") is not None else "no teacher (alpha 1)")
         print(f"trained in {m['seconds']:.1f} s on {m['n_train']} epochs ({m['epochs_run']} epochs run, best "
               f"{m['best_epoch']}; {m['device']}, {m['threads']} threads; {teacher})")
     else:
         print(f"trained in {m['seconds']:.1f} s on {m['n_train'] + m['n_heldout']} epochs")
-    es = m["early_stopping"]
-    what = "early-stopping set" if m.get("epochs_run") is not None else "held-out set (then refitted on all)"
-    print(f"{what}, {es['how']} ({m['n_heldout']} epochs): top1 {held['top1']:.3f} "
-          f"(chance {m['chance_top1']:.3f}){extra}" + (" — optimistic, not an honest estimate"
-                                                        if es["optimistic"] else ""))
+    print(heldout_line(m))
     est = honest_estimate(db, args.subject, m["method"])
     if est:
         print(est)
@@ -347,7 +341,7 @@ def _evaluate_one(db, subject, args, say):
 
     from .decoder import evaluate, fit_teacher, subject_protocol
     from .decoder.evaluation import BASELINES, main_method
-    from .errors import ModelNotAvailableError
+    from .errors import EegloopError, ModelNotAvailableError
 
     proto, sids = subject_protocol(db, subject, args.sessions)
     es = db.load_epochs(subject, sids)
@@ -357,15 +351,23 @@ def _evaluate_one(db, subject, args, say):
         methods += [m for m in BASELINES if m not in methods]
     if args.methods:
         methods = list(args.methods)
+    if args.ablation and not any(m.startswith("kd") or m == "auto" for m in methods):
+        raise EegloopError(f"--ablation teacher: none of the methods distils ({', '.join(methods)}); "
+                           "add auto or a kd_* method")
     teacher = None
     if any(m.startswith("kd") or m == "auto" for m in methods):
         try:
             teacher = fit_teacher(db, proto, es)
         except ModelNotAvailableError as exc:
+            if args.ablation:
+                raise EegloopError(f"--ablation teacher: {exc}") from None
             print(f"eegloop: warning: {exc}", file=sys.stderr)
+    if args.ablation and teacher is None:
+        raise EegloopError(f"--ablation teacher: subject {subject!r} has no teacher to compare with (teacher.enabled "
+                           "is false in its protocol, or some epochs have no known stimulus image)")
     rep = evaluate(es, proto, methods=methods, split=args.split, n_folds=args.folds,
                    shuffle_labels=args.shuffle_labels, teacher=teacher, progress=say,
-                   permutations=args.permutations, budget_s=args.budget)
+                   permutations=args.permutations, budget_s=args.budget, ablation=args.ablation)
     return rep, sids
 
 
@@ -402,8 +404,8 @@ def cmd_evaluate(args) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     reports = {}
     if args.zero_shot:
-        if args.baselines or args.methods:
-            raise EegloopError("--zero-shot: evaluates the EEG encoder only (no --methods/--baselines)")
+        if args.baselines or args.methods or args.ablation:
+            raise EegloopError("--zero-shot: evaluates the EEG encoder only (no --methods/--baselines/--ablation)")
         from .report import write_zero_shot_report
 
         for subject in subjects:
@@ -456,6 +458,8 @@ def cmd_import(args) -> int:
                            "see protocols/n170.yaml")
     proto = load_protocol(args.protocol)
     _check_new_subject(args, args.subject)
+    if args.channel_types and args.format in ("eeg-imagenet", "things-eeg2"):
+        raise EegloopError(f"--channel-types: not with --format {args.format} (its files hold EEG channels only)")
     if args.images is not None and args.format not in ("eeg-imagenet", "things-eeg2"):
         raise EegloopError("--images: only with --format eeg-imagenet or things-eeg2 (recorded sessions know their "
                            "images)")
@@ -531,11 +535,11 @@ def cmd_import(args) -> int:
               "stimulus images: not given (--images DIR, e.g. your ImageNet copy): kd_* models train without "
               "the CLIP teacher")
         return 0
-    from .recorder.importers import prepare_import, store_import
+    from .recorder.importers import parse_channel_types, prepare_import, store_import
 
     channels = list(args.channels) if args.channels else None
     prepared = prepare_import(args.subject, proto, args.files, args.format, parse_events(args.events), channels,
-                              args.eeg_stream, args.marker_stream)
+                              args.eeg_stream, args.marker_stream, parse_channel_types(args.channel_types))
     db = _db(args)  # every file was read and cut first: a bad one leaves the database (and its folder) as it was
     sid = store_import(db, prepared, force=args.force)
     es = db.get_epochs(sid)
@@ -577,7 +581,11 @@ def cmd_feedback(args) -> int:
     with _console(args, proto):
         res = run_feedback(proto, args.subject, db, simulate=args.simulate, mode=args.mode, trials=args.trials,
                            progress=lambda m: print(m, flush=True))
+    from .feedback.cues import cue_honesty
+
     lat = res.latency_ms
+    honesty = cue_honesty((r.get("cue_trained"), r["predicted"] == r["true_class"]) for r in res.rows
+                          if not r["missing"] and r.get("scored", True)).describe()
     n_img = proto.feedback.images_per_trial
     fmt = f", rsvp bursts of {n_img} images" if n_img > 1 else ""
     if res.scored is not None:  # retrieve/embedding: the nearest candidate image's class against the cue's
@@ -590,6 +598,7 @@ def cmd_feedback(args) -> int:
               f"{lat['image_ready_ms']['median']:.1f} ms, on screen {lat['to_screen_ms']['median']:.1f} ms (p95 "
               f"{lat['to_screen_ms']['p95']:.1f}); from the image's onset to its feedback on screen "
               f"{lat['onset_to_screen_ms']['median']:.0f} ms; session {res.session_id}")
+        print(f"feedback cues: {honesty}")
         return 0
     print(f"feedback ({res.mode}{fmt}): {res.correct}/{res.trials} decoded as shown "
           f"(chance {1 / res.n_classes:.2f}); {res.missing} trials missing; "
@@ -597,6 +606,7 @@ def cmd_feedback(args) -> int:
           f"{lat['image_ready_ms']['median']:.1f} ms, on screen {lat['to_screen_ms']['median']:.1f} ms "
           f"(p95 {lat['to_screen_ms']['p95']:.1f}); from the image's onset to its feedback on screen "
           f"{lat['onset_to_screen_ms']['median']:.0f} ms; session {res.session_id}")
+    print(f"feedback cues: {honesty}")
     return 0
 
 
@@ -815,7 +825,8 @@ def cmd_replay(args) -> int:
     proto = load_protocol(args.protocol) if args.protocol else None
     configure_lsl(args.scope or (proto.amplifier.lsl_scope if proto else "machine"))
     channels = list(args.channels) if args.channels else None
-    rec = read_recording(args.file, args.format, channels, protocol=proto)  # the same decision as `import`
+    rec = read_recording(args.file, args.format, channels,  # the same decision as `import`
+                         channel_types=proto.amplifier.channel_types if proto else None, protocol=proto)
     name = args.name or (proto.amplifier.stream_name if proto else "eegloop-replay")
     markers = args.marker_name or (proto.amplifier.marker_stream_name if proto else "eegloop-markers")
     sfreq = proto.amplifier.sfreq if proto and abs(proto.amplifier.sfreq - rec.sfreq) < 0.01 * rec.sfreq else None
@@ -859,7 +870,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: every command and option, each value checked by its type
     (:mod:`eegloop.cli_types`) while it is parsed. The contract test walks it."""
-    from .cli_types import (CommaList, DataFolder, DatabaseUrl, EventsMap, Host, InputFile, InputFolder, InputPath, Integer,
+    from .cli_types import (ChannelTypesMap, CommaList, DataFolder, DatabaseUrl, EventsMap, Host, InputFile, InputFolder, InputPath, Integer,
                             Number, OutputFile, OutputFolder, Port, SubjectCode, Text, UniqueItems)
     from .protocol import templates
     from .stimuli import SYNTH_CLASSES
@@ -997,6 +1008,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-clock target per subject: the networks share what the other rows leave and a fit "
                         "that reaches its share stops, named in the output (default: the protocol's "
                         "decoder.evaluate_budget_s, 150 s; 0: train every network fully)")
+    c.add_argument("--ablation", choices=["teacher"],
+                   help="teacher: each distilling method (auto, kd_*) also without the teacher on the same folds; "
+                        "paired difference and its p")
     c.add_argument("--json", action="store_true", help="print the results as one JSON line")
     c.set_defaults(func=cmd_evaluate)
 
@@ -1021,6 +1035,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="things-eeg2: keep the first N images of each file (all their repetitions); default: all")
     c.add_argument("--events", type=EventsMap(), help="marker value -> class: '1=house,2=face' or a YAML file")
     c.add_argument("--channels", type=channels, help="comma-separated channels to keep (e.g. TP9,AF7,AF8,TP10)")
+    c.add_argument("--channel-types", type=ChannelTypesMap(), metavar="LABEL=TYPE,...",
+                   help="retype channels (eeg, eog, ecg, emg, misc, stim, resp; only eeg is decoded), e.g. "
+                        "'Right AUX=misc': over the file's own types and the protocol's amplifier.channel_types")
     c.add_argument("--protocol", type=protocol_file, help="protocol describing the recording (channels, sfreq, epochs)")
     c.add_argument("--eeg-stream", type=Text("an XDF stream name or type", 256), help="XDF: EEG stream name or type")
     c.add_argument("--marker-stream", type=Text("an XDF stream name or type", 256),

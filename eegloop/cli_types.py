@@ -228,6 +228,32 @@ class EventsMap(Text):
         return text
 
 
+class ChannelTypesMap(Text):
+    """``--channel-types``: ``LABEL=TYPE,...``, parsed (and refused) while the command line is."""
+
+    kind = "channel types"
+
+    def __init__(self):
+        super().__init__("LABEL=TYPE,... (types: eeg, eog, ecg, emg, misc, stim, resp; e.g. 'Right AUX=misc')",
+                         max_chars=100_000)
+
+    def describe(self) -> str:
+        return self.what
+
+    def __call__(self, text: str) -> str:
+        text = super().__call__(text)
+        from .errors import EegloopError
+        from .recorder.importers import parse_channel_types
+
+        try:
+            parse_channel_types(text)
+        except EegloopError as exc:
+            msg = str(exc)
+            raise argparse.ArgumentTypeError(msg[len("--channel-types: "):] if msg.startswith("--channel-types: ")
+                                             else msg) from None
+        return text
+
+
 class Host(ArgType):
     """An IPv4 or IPv6 address or a host name (RFC 1123 syntax; all-numeric names must be IPv4 addresses)."""
 

@@ -38,7 +38,7 @@ def run_demo(out: str | Path = "eegloop-demo", quick: bool = False,
     from .protocol import load_protocol
     from .session import run_visit
 
-    from ._files import private_dir
+    from ._files import private_dir, write_private_text
 
     t_start = time.monotonic()
     out = Path(out).resolve()
@@ -51,7 +51,7 @@ def run_demo(out: str | Path = "eegloop-demo", quick: bool = False,
         data["training"].update(max_epochs=10, patience=5, n_folds=2)
         data["feedback"].update(trials=4)
     proto_path = out / "protocol.yaml"
-    proto_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    write_private_text(proto_path, yaml.safe_dump(data, sort_keys=False))  # 0600, as all in the data folder
     proto = load_protocol(proto_path)
     db = Database(f"sqlite:///{out / 'eegloop.db'}", data_dir=out)
     mode = "bank" if generator_available(proto.feedback.generator) else "stimulus"
@@ -59,7 +59,7 @@ def run_demo(out: str | Path = "eegloop-demo", quick: bool = False,
     say(f"eegloop demo: virtual amplifier, {proto_path.name}, database {out / 'eegloop.db'}, feedback mode {mode}")
     visit = run_visit(proto, SUBJECT, db, simulate=True, progress=progress, feedback_mode=mode, report_dir=out)
     summary = build_summary(db, visit.session_id, proto_path)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_private_text(out / "summary.json", json.dumps(summary, indent=2))
     say(f"demo finished in {time.monotonic() - t_start:.0f} s; summary: {out / 'summary.json'}")
     say(f"report: {out / summary['report']}")
     return summary
@@ -103,7 +103,9 @@ def build_summary(db: Database, session_id: int, protocol_path: Path) -> dict:
                      "top1": round(float(s.get("top1", m.metrics["heldout"]["top1"])), 4),
                      "top5": round(float(s.get("top5", 1.0 if n_classes <= 5 else float("nan"))), 4),
                      "chance_top1": round(float(ev.get("chance_top1", m.metrics.get("chance_top1"))), 4),
-                     "teacher_top1": m.metrics.get("teacher_top1")},
+                     "teacher_top1": m.metrics.get("teacher_top1"),
+                     # cross-validated (ev) unless the visit has none: then quick-train's tuned-on set, optimistic
+                     "inflated": bool(ev.get("inflated")), "optimistic": not s and m.metrics.get("heldout_optimistic", True)},
         "feedback": {"mode": fts[0].mode if fts else None, "trials": len(fts),
                      "correct": int(sum(f.predicted_class == f.true_class for f in fts)),
                      "latency_ms": {"decode_median": med("decode_ms"), "image_ready_median": med("image_ready_ms"),

@@ -140,8 +140,10 @@ def image_embeddings(images: Sequence[tuple[str | Path, str]], model: str, pretr
                 for (_, sha), v in zip(part, z):
                     feats[sha] = v
                     try:
-                        cdir.mkdir(parents=True, exist_ok=True)
-                        tmp = cdir / f".{sha}.{os.getpid()}.npy"
+                        from ._files import private_dir, private_file
+
+                        private_dir(cdir)  # in the data folder: 0700, its files 0600
+                        tmp = private_file(cdir / f".{sha}.{os.getpid()}.npy", create=True)
                         np.save(tmp, v)
                         os.replace(tmp, cdir / f"{sha}.npy")
                     except OSError as exc:  # a read-only cache costs time, not correctness

@@ -79,6 +79,12 @@ def resolve_stream(name: str | None, stype: str | None, timeout: float, what: st
                    source_id: str | None = None, hostname: str | None = None, unique: bool = False):
     """Find one stream by name (and type); raise one clear StreamError if absent.
 
+    Types are compared case-insensitively (MNE-LSL's player says ``eeg``, most amplifier apps ``EEG``), and a
+    stream found by its name that declares no type at all (MNE-LSL's player replaying channels of several types)
+    is not refused for it. When no
+    stream matches, the error lists the near misses — streams of that name with another type, of that type with
+    another name, or either on another host or source id — each with its host and source id.
+
     Parameters
     ----------
     name, stype : str | None
@@ -101,7 +107,8 @@ def resolve_stream(name: str | None, stype: str | None, timeout: float, what: st
     timeout = max(timeout, 1.0)
 
     def matching(found):
-        out = [s for s in found if (not name or s.name() == name) and (not stype or s.type() == stype or not name)]
+        out = [s for s in found if (not name or s.name() == name)
+               and (same_type(s.type(), stype) or (name and not s.type()))]
         if source_id:
             out = [s for s in out if s.source_id() == source_id]
         if hostname:
@@ -113,7 +120,10 @@ def resolve_stream(name: str | None, stype: str | None, timeout: float, what: st
             return pylsl.resolve_byprop("source_id", source_id, minimum=minimum, timeout=wait)
         if name:
             return pylsl.resolve_byprop("name", name, minimum=minimum, timeout=wait)
-        return pylsl.resolve_byprop("type", stype, minimum=minimum, timeout=wait)
+        if stype and "'" not in stype:  # liblsl's own match is case-sensitive: an XPath that folds the case
+            return pylsl.resolve_bypred(f"translate(type,'{_UPPER}','{_LOWER}')='{stype.lower()}'",
+                                        minimum=minimum, timeout=wait)
+        return pylsl.resolve_streams(wait_time=wait)
 
     found = matching(query(1, timeout))
     if unique and found and not source_id:
@@ -129,16 +139,56 @@ def resolve_stream(name: str | None, stype: str | None, timeout: float, what: st
         full = (f"; all {LSL_PORT_RANGE} of LSL's ports ({LSL_BASE_PORT}-{LSL_BASE_PORT + LSL_PORT_RANGE - 1}) "
                 "are taken on this machine, so a stream started now may be unreachable: close LSL programs "
                 "you do not need" if busy is not None and busy >= LSL_PORT_RANGE else "")
-        raise StreamError(f"no {what} with {ident}{pins} found on LSL within {timeout:g} s; {how}{full}")
+        ident += f" type '{stype}'" if name and stype else ""
+        near = near_misses(pylsl.resolve_streams(wait_time=1.0), name, stype, source_id, hostname)
+        raise StreamError(f"no {what} with {ident}{pins} found on LSL within {timeout:g} s"
+                          + (f"; near misses: {near}" if near else "") + f"; {how}{full}")
     if len(found) > 1:
         uniq = {s.uid() for s in found}  # one outlet may answer more than once
         if unique and len(uniq) > 1:
-            listed = "; ".join(f"'{s.name()}' ({s.type()}) on {s.hostname()}, source id '{s.source_id()}'"
-                               for s in found[:6])
+            listed = "; ".join(describe_stream(s) for s in found[:6])
             raise StreamError(f"{len(found)} {what}s match name '{name}' type '{stype}': {listed}; pin one with "
                               "amplifier.source_id or amplifier.hostname in the protocol")
         logger.warning("%d %ss named %r found; using the first (%s)", len(found), what, name, found[0].hostname())
     return found[0]
+
+
+_UPPER, _LOWER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"
+
+
+def same_type(found: str, wanted: str | None) -> bool:
+    """An LSL content type matches the one asked for, whatever its case (None or "": any type)."""
+    return not wanted or (found or "").casefold() == wanted.casefold()
+
+
+def describe_stream(s) -> str:
+    """One stream in words: name, type, host, source id."""
+    return f"'{s.name()}' ({s.type() or 'no type'}) on {s.hostname()}, source id '{s.source_id()}'"
+
+
+def near_misses(streams, name: str | None, stype: str | None, source_id: str | None = None,
+                hostname: str | None = None, limit: int = 6) -> str:
+    """The streams a search for (name, type, source id, host) just missed, in words ("" when none).
+
+    Same name with another type; same type with another name; name and type right on another host or source id.
+    """
+    out, seen = [], set()
+    for s in streams:
+        if s.uid() in seen:
+            continue
+        seen.add(s.uid())
+        name_ok = bool(name) and s.name() == name
+        type_ok = bool(stype) and same_type(s.type(), stype)
+        if name_ok and stype and not type_ok and s.type():
+            out.append(f"name right, type {s.type() or 'none'!r}: {describe_stream(s)}")
+        elif type_ok and name and not name_ok:
+            out.append(f"type right, name {s.name()!r}: {describe_stream(s)}")
+        elif (name_ok or not name) and (type_ok or not stype) and (source_id or hostname):
+            out.append(f"another {'source id' if source_id and s.source_id() != source_id else 'host'}: "
+                       f"{describe_stream(s)}")
+    out.sort(key=lambda line: not line.startswith("name right"))  # the name's own streams first
+    more = f"; and {len(out) - limit} more" if len(out) > limit else ""
+    return "; ".join(out[:limit]) + more
 
 
 LSL_BASE_PORT, LSL_PORT_RANGE = 16572, 32  # liblsl's defaults, which eegloop keeps

@@ -66,7 +66,8 @@ def _wilson(k: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, 
     den = 1 + z * z / n
     mid = (p + z * z / (2 * n)) / den
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return mid - half, mid + half
+    # rounding puts the bound of 0 of n (or n of n) a hair beyond p: never, or an error bar would be negative
+    return np.minimum(np.clip(mid - half, 0, 1), p), np.maximum(np.clip(mid + half, 0, 1), p)
 
 
 def _confusion_section(plt, cm: np.ndarray, names: list, chance: float) -> str:
@@ -200,6 +201,31 @@ def _photon_section(plt, delays: list, n_stim: int, offset_ms: float) -> str:
             + _fig(_png(fig), "marker-to-photon delay of every stimulus, measured by the photodiode"))
 
 
+def quick_train_paragraph(metrics: dict) -> str:
+    """How a model was quick-trained and its held-out score, labelled optimistic where it is (plain text)."""
+    from .decoder import heldout_line
+
+    mm = metrics
+    if mm.get("epochs_run") is not None:  # a network
+        how = (f"{mm.get('seconds', 0):.1f} s on {mm.get('n_train')} epochs, {mm.get('device')} "
+               f"({mm.get('precision', 'fp32')}), {mm.get('epochs_run')} epochs run (best {mm.get('best_epoch')}); "
+               + (f"teacher {mm['teacher_top1']:.3f}, alpha {mm.get('alpha')}" if mm.get("teacher_top1") is not None
+                  else "no teacher (alpha 1)"))
+    else:  # a pipeline: fitted once, no epochs, nothing to distil
+        how = (f"{mm.get('seconds', 0):.1f} s, a pipeline fitted in one pass on "
+               f"{(mm.get('n_train') or 0) + (mm.get('n_heldout') or 0)} epochs (no training epochs, no distillation)")
+    return f"{how}. {heldout_line(mm)[0].upper()}{heldout_line(mm)[1:]}." if "heldout" in mm else how + "."
+
+
+def feedback_honesty(fts):
+    """Whether a session's feedback accuracy is an honest online estimate: every scored trial (the embedding modes
+    score only trials whose cue class has candidates) showed images the decoder never saw (:mod:`.feedback.cues`)."""
+    from .feedback.cues import cue_honesty
+
+    scored = [f for f in fts if ((f.latencies or {}).get("retrieval") or {}).get("scored", True)]
+    return cue_honesty(((f.latencies or {}).get("cue_trained"), f.predicted_class == f.true_class) for f in scored)
+
+
 def write_report(db: Database, session_id: int, out: str | Path | None = None) -> Path:
     """Write ``report.html`` for a session (a 0600 file); returns its path.
 
@@ -235,7 +261,10 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
         s = ev["summary"][main]
         banner = ""
         if ev.get("inflated"):
-            banner = "<p class='warn'>RANDOM SPLIT — trials of one block in train and test: scores INFLATED.</p>"
+            why = ev.get("inflated_why") or "random split: trials of one block in train and test"
+            banner = f"<p class='warn'>{_e(why)} — scores INFLATED.</p>"
+        if ev.get("shuffled_labels"):
+            banner += "<p class='warn'>Control: labels shuffled — these scores should sit at chance.</p>"
         sec.append(f"<h2>Decoding ({_e(ev['split'])}-wise cross-validation, {_e(ev['n_folds'])} folds, "
                    f"{_e(ev['n_epochs'])} epochs)</h2>{banner}"
                    f"<p class='big'>top-1 {s['top1']:.3f} ± {s['top1_std']:.3f} — chance {ev['chance']['chance_top1']:.3f}"
@@ -268,18 +297,16 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
         hist = []
         if meta_path.is_file():
             hist = json.loads(meta_path.read_text()).get("metrics", {}).get("history", [])
-        held = m.metrics.get("heldout", {})
-        es_info = m.metrics.get("early_stopping") or {}
-        sec.append(f"<h2>Quick-train (model {m.id}: {_e(m.metrics.get('method', m.kind))})</h2><p>"
-                   f"{m.metrics.get('seconds', 0):.1f} s on "
-                   f"{_e(m.metrics.get('n_train'))} epochs, {_e(m.metrics.get('device'))} "
-                   f"({_e(m.metrics.get('precision', 'fp32'))}), {_e(m.metrics.get('epochs_run'))} epochs run (best "
-                   f"{_e(m.metrics.get('best_epoch'))}); held out ({_e(es_info.get('how', 'whole ' + str(m.metrics.get('split')) + 's'))}): "
-                   f"top-1 {held.get('top1', float('nan')):.3f} (chance "
-                   f"{m.metrics.get('chance_top1', float('nan')):.3f})"
-                   f"{' — optimistic, not an honest estimate' if es_info.get('optimistic') else ''}; teacher "
-                   f"{'%.3f' % m.metrics['teacher_top1'] if m.metrics.get('teacher_top1') is not None else 'none (alpha 1)'}"
-                   "</p>")
+        honest = None
+        if ev and "error" not in ev and not ev.get("inflated") and not ev.get("shuffled_labels"):
+            honest = f"The honest estimate is the {ev.get('split')}-wise cross-validation under Decoding above."
+        else:
+            from .decoder import honest_estimate
+
+            honest = honest_estimate(db, info.subject, m.metrics.get("method"))
+        sec.append(f"<h2>Quick-train (model {m.id}: {_e(m.metrics.get('method', m.kind))})</h2>"
+                   f"<p>{_e(quick_train_paragraph(m.metrics))}"
+                   + (f" {_e(honest)}" if honest else "") + "</p>")
         sel = m.metrics.get("selection") or {}
         if sel.get("candidates"):
             rows = [[name, ("chosen" if name == sel.get("winner") else ""),
@@ -395,13 +422,8 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
         ax.set_ylabel("ms after epoch complete")
         ax.set_title("feedback latency per stage")
         n_classes = len(fts[0].probabilities)
-        held_cues = None
-        if info.info.get("model_id"):
-            held_cues = db.get_model(info.info["model_id"]).metrics.get("feedback_cues_held_out")
-        honesty = (f" The cues were images kept out of quick-train ({held_cues} epochs of them held out): an "
-                   "honest online estimate." if held_cues else
-                   " The cues may be images the decoder was trained on (feedback.cue_share 0 or no stimulus "
-                   "images): not an honest estimate.")
+        said = feedback_honesty(fts).describe()
+        honesty = f" {said[0].upper()}{said[1:]}."
         bursts = sorted({int(f.latencies.get("epochs", 1)) for f in fts})
         lived = [f.latencies["onset_to_screen_ms"] for f in fts if "onset_to_screen_ms" in f.latencies]
         onset = (f". What the subject lived, from the (last) image's onset to its feedback on screen: median "

@@ -701,12 +701,14 @@ class QuickTrainPhase(VisitPhase):
             return f"Rest for a moment.\n\nThe decoder is training: {when}."
 
         def done(tm):
-            held = tm.metrics["heldout"]
+            from .decoder import heldout_line, honest_estimate
+
             stop = (f"; stopped at its {budget:g} s budget after {tm.metrics.get('epochs_run')} epochs (best "
                     f"weights kept, epoch {tm.metrics.get('best_epoch')})"
                     if tm.metrics.get("stopped") == "time_budget" else "")
-            say(f"quick-train: model {tm.model_id} in {t.seconds:.1f} s; held-out whole "
-                f"{tm.metrics['split']}s top-1 {held['top1']:.3f} (chance {tm.metrics['chance_top1']:.3f}){stop}")
+            say(f"quick-train: model {tm.model_id} in {t.seconds:.1f} s{stop}; {heldout_line(tm.metrics)}")
+            say(honest_estimate(ctx.db, ctx.subject, tm.metrics.get("method")) or "honest estimate: the "
+                "cross-validation after the feedback block (whole blocks out)")
 
         def fit():  # the model is kept at once: Escape on the rest screen must not lose a finished training
             tm = quick_train(ctx.db, ctx.subject, [sid], protocol=p, progress=watch)
@@ -851,7 +853,7 @@ class FeedbackPhase(VisitPhase):
         from .roles.messages import (BeginRun, EndRun, FeedbackBlock, FeedbackShown, LoadModel, PrepareFeedback,
                                      ShowText, StartDecoding, StopDecoding, StopRecording, Subscribe,
                                      Unsubscribe)
-        from .stimuli import cue_images
+        from .feedback.cues import cue_pools
 
         db, p, say, rig = ctx.db, ctx.protocol, ctx.say, ctx.rig
         fb = p.feedback
@@ -873,8 +875,10 @@ class FeedbackPhase(VisitPhase):
         rows: list = []
         try:
             private_dir(img_dir)  # images/...: 0700 when eegloop creates it
-            plan = choose_trials(ctx.stimuli, n_trials, fb.seed, trial_offset, cue_images(ctx.stimuli, fb.cue_share),
-                                 fb.images_per_trial)
+            # cues are images the model never saw (feedback/cues.py)
+            trained = frozenset(loaded.trained) if loaded.trained is not None else None
+            plan = choose_trials(ctx.stimuli, n_trials, fb.seed, trial_offset,
+                                 cue_pools(ctx.stimuli, fb.cue_share, trained, say), fb.images_per_trial)
             ready = rig.call(worker, PrepareFeedback(plan, str(img_dir), ctx.progress is not None))
             _start_recording(ctx, "feedback")
             run_index = max((r.index for r in db.get_runs(sid)), default=0) + 1
@@ -885,7 +889,7 @@ class FeedbackPhase(VisitPhase):
             worker.call(StartDecoding())
             e = p.epochs
             timeout = e.tmax + max(e.margin_s, e.right_margin_s or 0) + 3.0 + (60 if ready.live else 0)
-            log = TrialLog(db, sid, loaded.model_id, mode, n_trials, say, fb.images_per_trial)
+            log = TrialLog(db, sid, loaded.model_id, mode, n_trials, say, fb.images_per_trial, plan, trained)
             failure: dict = {}
 
             def on_event(ev):

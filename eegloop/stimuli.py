@@ -225,7 +225,7 @@ def synthesize_stimuli(out: str | Path, classes: dict[str, str] | int, per_class
     """
     from PIL import Image
 
-    from ._files import atomic_path, umask_mode
+    from ._files import atomic_path
 
     if isinstance(classes, int):
         if not 2 <= classes <= len(SYNTH_CLASSES):
@@ -236,16 +236,14 @@ def synthesize_stimuli(out: str | Path, classes: dict[str, str] | int, per_class
         raise ProtocolError(f"stimuli.classes: cannot draw class '{unknown[0]}'; drawable: {', '.join(SYNTH_CLASSES)}")
     if not 1 <= per_class <= 100_000 or not 16 <= size <= 2048:
         raise ProtocolError(f"stimuli: 1 to 100000 images per class of 16 to 2048 pixels, got {per_class} of {size}")
+    from ._files import FILE_MODE, private_dir
+
     out = Path(out)
     rng = np.random.default_rng(seed)
     images = []
-    mode = umask_mode()
     for cid in classes:
-        folder = out / cid
-        if not folder.is_dir():
-            folder.mkdir(parents=True, exist_ok=True)
-            if created is not None:
-                created.append(folder)
+        # folders eegloop creates are 0700, its files 0600 (a data folder's demo); the CLI removes them on failure
+        folder = private_dir(out / cid, created)
         colour = np.array(_PALETTE[cid], dtype=np.float32)
         for k in range(per_class):
             bg = rng.uniform(20, 90, 3).astype(np.float32)
@@ -254,7 +252,7 @@ def synthesize_stimuli(out: str | Path, classes: dict[str, str] | int, per_class
             tint = colour * rng.uniform(0.8, 1.0)
             img = np.where(mask, tint, bg) + noise
             path = folder / f"{cid}_{k:03d}.png"
-            with atomic_path(path, mode) as tmp:
+            with atomic_path(path, FILE_MODE) as tmp:
                 Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(tmp, format="PNG")
             images.append(Stimulus(path=path, class_id=cid, sha256=file_sha256(path)))
     return StimulusSet(classes=dict(classes), images=tuple(images), root=out)

@@ -168,14 +168,22 @@ def test_console_browses_past_sessions(tmp_path):
     sid = db.create_session("B1", load_protocol(REPO / "protocols" / "demo.yaml"))
     proc, url = _start([sys.executable, "-m", "eegloop", "console", "--data", str(tmp_path)])
     try:
-        base = url.split("?")[0]
-        rows = json.load(urllib.request.urlopen(f"{base}sessions", timeout=10))
+        base, token = url.split("?")[0], url.split("token=")[1]
+        assert url.startswith("http://127.0.0.1:")
+        rows = json.load(urllib.request.urlopen(f"{base}sessions?token={token}", timeout=10))
         assert [(r["id"], r["subject"], r["protocol"]) for r in rows] == [(sid, "B1", "demo")]
-        page = urllib.request.urlopen(f"{base}report?session={sid}", timeout=30).read().decode()
+        page = urllib.request.urlopen(f"{base}report?session={sid}&token={token}", timeout=30).read().decode()
         assert f"eegloop — session {sid}, subject B1" in page
-        with pytest.raises(urllib.error.HTTPError) as refused:  # controls need the token, even on 127.0.0.1
-            urllib.request.urlopen(urllib.request.Request(f"{base}control/pause", method="POST"), timeout=5)
-        assert refused.value.code == 403
+        # every endpoint needs the token, even on 127.0.0.1 (a lab PC is shared), a wrong one too
+        for path, method in (("", "GET"), ("events", "GET"), ("sessions", "GET"), (f"report?session={sid}", "GET"),
+                             ("image/0", "GET"), ("control/pause", "POST")):
+            for bad in ("", "token=wrong&", "token=%C3%A9&"):
+                sep = "&" if "?" in path else "?"
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(urllib.request.Request(f"{base}{path}{sep}{bad}".rstrip("?&"),
+                                                                  method=method), timeout=5)
+                assert refused.value.code == 403, (path, bad)
+        assert sum("token=" in line for line in proc.lines) == 1  # the URL is printed once
     finally:
         proc.terminate()
         proc.wait(10)

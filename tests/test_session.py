@@ -17,7 +17,7 @@ KEYS = {
     "subject": None, "session_id": None, "protocol": None,
     "epochs": {"recorded", "expected"}, "samples": {"received", "lost"},
     "timing": {"frame_rate_hz", "stim_duration_ms_median", "stim_duration_ms_max_abs_error", "dropped_frames"},
-    "training": {"seconds", "split", "top1", "top5", "chance_top1", "teacher_top1"},
+    "training": {"seconds", "split", "top1", "top5", "chance_top1", "teacher_top1", "inflated", "optimistic"},
     "feedback": {"mode", "trials", "correct", "latency_ms"}, "report": None,
     "signal_check": None, "photon_delay_ms": {"median", "sd", "found", "stimuli", "static_offset"},
 }
@@ -72,6 +72,12 @@ def test_demo_end_to_end(tmp_path, display):
     assert s["timing"]["stim_duration_ms_max_abs_error"] == pytest.approx(worst, abs=0.05)  # frame rate is rounded
     ev = info.info["evaluation"]
     assert s["training"]["split"] == ev["split"] == "block"
+    assert s["training"]["inflated"] is False and s["training"]["optimistic"] is False  # cross-validated
+    # everything the demo wrote in its folder is private (0700 folders, 0600 files), whatever the umask
+    import stat
+
+    loose = [str(p) for p in out.rglob("*") if stat.S_IMODE(p.stat().st_mode) != (0o700 if p.is_dir() else 0o600)]
+    assert not loose, loose[:5]
     assert s["training"]["top1"] == pytest.approx(ev["summary"][ev["main_method"]]["top1"], abs=1e-4)
     assert s["training"]["chance_top1"] == pytest.approx(0.25)
     fts = db.get_feedback_trials(sid)

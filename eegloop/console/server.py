@@ -98,10 +98,11 @@ class Console:
                 logger.debug("console quality: %s", exc)
 
     # -- the app -----------------------------------------------------------------------
-    def _allowed(self, request, control: bool = False) -> bool:
+    def _allowed(self, request) -> bool:
+        """Every endpoint needs the token (the URL printed once at start, as Jupyter does), on 127.0.0.1 too: a
+        lab PC is shared, and live EEG, feedback images, past sessions and reports are a subject's data."""
         given = request.query_params.get("token") or request.headers.get("x-eegloop-token", "")
-        ok = secrets.compare_digest(given, self.token)
-        return ok if (control or not self.local) else True
+        return secrets.compare_digest(given.encode(), self.token.encode())
 
     def app(self):
         from starlette.applications import Starlette
@@ -143,7 +144,7 @@ class Console:
                                      headers={"Cache-Control": "no-store"})
 
         async def control(request):
-            if not self._allowed(request, control=True):
+            if not self._allowed(request):
                 return refused
             action = request.path_params["action"]
             if action == "pause":

@@ -795,6 +795,12 @@ class Database:
             row = s.scalar(select(SourceFileRow).where(SourceFileRow.sha256 == sha256).limit(1))
             return (row.session_id, row.path) if row is not None else None
 
+    def source_files(self, session_id: int) -> list[tuple[str, str]]:
+        """(sha256, path) of every file imported into a session."""
+        with self.session() as s:
+            rows = s.scalars(select(SourceFileRow).where(SourceFileRow.session_id == session_id))
+            return [(r.sha256, r.path) for r in rows]
+
     def import_session(self, subject: str, protocol, runs: Sequence[tuple[int, dict, Sequence[BlockRecord]]],
                        files: Sequence[tuple[str, str, int]] = (), info: dict | None = None) -> int:
         """Store an imported session in ONE transaction: nothing is written unless everything is.

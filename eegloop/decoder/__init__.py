@@ -30,7 +30,7 @@ from .evaluation import EvalReport, NoHonestFoldError, evaluate
 from .preprocessing import Preprocessor
 
 __all__ = ["quick_train", "train_encoder", "load_encoder", "load_decoder", "OnlineDecoder", "TrainedModel", "evaluate", "EvalReport", "honest_estimate",
-           "NoHonestFoldError", "Preprocessor", "fit_teacher", "subject_protocol", "save_model"]
+           "NoHonestFoldError", "Preprocessor", "fit_teacher", "subject_protocol", "save_model", "heldout_line"]
 
 
 @dataclass
@@ -75,11 +75,14 @@ def fit_teacher(db, protocol: Protocol, es: EpochSet):
 
 
 def save_model(model, pre: Preprocessor, classes: dict, channel_names: list, out: Path, metrics: dict,
-               bias=None, method: str | None = None, n_times: int | None = None) -> Path:
+               bias=None, method: str | None = None, n_times: int | None = None,
+               trained_images: Optional[Sequence[str]] = None) -> Path:
     """Weights (safetensors for networks, skops for pipelines) + a JSON with everything else.
 
     The JSON holds the architecture or pipeline name, the preprocessing, the classes, the calibration
-    offsets and the metrics; nothing in either file is executed when it is loaded.
+    offsets, the metrics and ``trained_images`` (the sha256 of every stimulus image the model was trained on:
+    the feedback block shows it others, :mod:`eegloop.feedback.cues`); nothing in either file is executed when
+    it is loaded.
     """
     from .._files import private_dir, write_private_text
     from .evaluation import is_sklearn
@@ -97,9 +100,16 @@ def save_model(model, pre: Preprocessor, classes: dict, channel_names: list, out
     meta = {"model": config, "method": method, "preprocessing": pre.to_dict(), "classes": classes,
             "channel_names": list(channel_names), "metrics": metrics,
             "calibration_bias": [float(v) for v in bias] if bias is not None else None, "format": "eegloop-model-2",
-            "n_times": n_times}
+            "n_times": n_times,
+            "trained_images": sorted({s for s in trained_images if s}) if trained_images is not None else None}
     write_private_text(out.with_suffix(".json"), json.dumps(meta, indent=2))
     return out
+
+
+def _db_config(meta: dict) -> dict:
+    """A model's JSON as the database keeps it: without the list of trained images (thousands of sha256 for
+    THINGS-EEG2), which stays in the JSON beside the weights."""
+    return {k: v for k, v in meta.items() if k != "trained_images"}
 
 
 def _write_weights(model, out: Path) -> None:
@@ -209,10 +219,16 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
                       else fitted.predict(X[va], len(es.classes)))
     ch = chance_levels(es, va)
     info = fitted.info
+    because = (([f"it shares its {protocol.training.split}s with training"] if split.optimistic else [])
+               + heldout_tuning(method, pinned, is_sklearn(method)))
+    optimistic = bool(because)
+    why = "; ".join(because)
     metrics = {"method": method, "heldout": held, **ch, "split": protocol.training.split,
-               "early_stopping": {"how": split.how, "optimistic": split.optimistic,
-                                  "note": "not an honest estimate: the honest one is evaluate's (whole blocks out)"
-                                  if split.optimistic else "held-out whole groups, chosen for early stopping"},
+               "heldout_optimistic": optimistic,
+               "early_stopping": {"how": split.how, "optimistic": optimistic, "optimistic_because": because,
+                                  "note": (f"optimistic, not an honest estimate ({why}): the honest one is "
+                                           "evaluate's (whole blocks out)") if optimistic
+                                  else "held-out whole groups, used for nothing else"},
                "selection": sel.to_json(), "rejection": rejection.to_json(), "feedback_cues_held_out": n_cues,
                "n_train": int(len(tr)), "n_heldout": int(len(va)),
                "epochs_run": info.get("epochs_run"), "best_epoch": info.get("best_epoch"),
@@ -223,14 +239,44 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
                "history": fitted.history}
     pre = Preprocessor.from_protocol(protocol.preprocessing, protocol.epochs, es.sfreq, es.tmin)
     pre = pre.with_representation(feature_key(method))  # what the chosen method was fitted on
+    metrics["n_trained_images"] = len({s for s in es.images if s})
     path = save_model(fitted.model, pre, dict(es.classes), es.channel_names, _model_path(db, subject, "model"),
-                      metrics, fitted.bias, method,
-                      n_times=int(es.data.shape[-1]))
+                      metrics, fitted.bias, method, n_times=int(es.data.shape[-1]),
+                      trained_images=list(es.images))  # every epoch's image, the early-stopping set's included
     kind = method if (tl is not None or not method.startswith("kd_")) else method.replace("kd_", "cnn_", 1)
-    mid = db.add_model(subject, sids, path, config=read_model_meta(path),
+    mid = db.add_model(subject, sids, path, config=_db_config(read_model_meta(path)),
                        metrics={k: v for k, v in metrics.items() if k != "history"}, kind=kind)
     logger.info("model %d (%s) saved to %s", mid, method, path)
     return TrainedModel(mid, path, metrics, time.perf_counter() - t0, fitted.history)
+
+
+def heldout_line(m: dict) -> str:
+    """A quick-trained model's held-out score in one line: its set, chance beside, and whether it is optimistic
+    (the set it was tuned on: best epoch, calibration, auto's choice) with why."""
+    held = m["heldout"]
+    es = m.get("early_stopping") or {}
+    extra = f", auc {held['auc']:.3f} (chance 0.500)" if "auc" in held else ""
+    what = "early-stopping set" if m.get("epochs_run") is not None else "held-out set (then refitted on all)"
+    optimistic = m.get("heldout_optimistic", True)  # a model saved before the flag: tuned on it, as networks are
+    tuned = es.get("optimistic_because") or []
+    return (f"{what}, {es.get('how', '?')} ({m.get('n_heldout')} epochs): top1 {held['top1']:.3f} "
+            f"(chance {m['chance_top1']:.3f}){extra}"
+            + ((" — OPTIMISTIC, not an honest estimate" + (f": {', '.join(tuned)}" if tuned else ""))
+               if optimistic else " — held-out whole groups, used for nothing else"))
+
+
+def heldout_tuning(method: str, pinned: str, pipeline: bool) -> list:
+    """What quick-train tuned on its held-out (early-stopping) set, in words: a score there is optimistic when any.
+
+    A network picks its best epoch and fits the bias calibration on that set; ``auto``'s inner folds compared the
+    candidates on every epoch, that set's included. A pinned pipeline is scored by a fit that never saw it.
+    """
+    tuned = []
+    if not pipeline:
+        tuned += ["the best epoch was picked on it", "the bias calibration was fitted on it"]
+    if pinned == "auto":
+        tuned.append("auto's inner folds, which chose the decoder, included it")
+    return tuned
 
 
 class OnlineDecoder:
@@ -402,9 +448,9 @@ def train_encoder(db, subject: str, session_ids: Sequence[int] | None = None, pr
     meta = {"model": fit.model.get_config(), "preprocessing": pre.to_dict(), "channel_names": list(es.channel_names),
             "classes": dict(es.classes), "clip_model": clip_model, "clip_pretrained": clip_pre,
             "center": [float(v) for v in center], "metrics": metrics, "format": "eegloop-encoder-1",
-            "n_times": int(es.data.shape[-1])}
+            "n_times": int(es.data.shape[-1]), "trained_images": sorted(set(es.images.tolist()))}
     write_private_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
-    mid = db.add_model(subject, sids, path, config=meta, metrics={k: v for k, v in metrics.items() if k != "history"},
+    mid = db.add_model(subject, sids, path, config=_db_config(meta), metrics={k: v for k, v in metrics.items() if k != "history"},
                        kind=EEGEncoder.kind)
     logger.info("encoder %d saved to %s (%s)", mid, path,
                 f"held-out blocks {val['val_k']}-way top-1 {val['val_top1']:.3f}, chance {val['chance_top1']:.3f}"

@@ -248,6 +248,28 @@ def reject_artifacts(es: EpochSet, protocol: Protocol) -> Rejection:
     return Rejection(np.flatnonzero(~ptp_bad & ~flat_bad), by_class, e.reject_uv, e.flat_uv)
 
 
+def inflation(es: EpochSet, folds: list, split: str) -> str:
+    """Why scores on these folds are inflated, in words, or "" when they are not.
+
+    A random split puts trials of one block in training and test (they share its slow drift). Folds that
+    leave whole blocks out are still inflated when a test epoch shows an image its fold trained on (another
+    repetition of it, as in THINGS-EEG2's runs): the decoder may recognise the image rather than its class.
+    """
+    if split == "random":
+        return "random split: trials of the same block are in train and test"
+    if es.images is None or not any(es.images):
+        return ""
+    shared = 0
+    for tr, te in folds:
+        seen = {im for im in es.images[tr] if im}
+        shared += sum(1 for im in es.images[te] if im and im in seen)
+    n_test = sum(len(te) for _, te in folds)
+    if not shared:
+        return ""
+    return (f"images repeated across folds: {shared} of {n_test} test epochs ({100 * shared / n_test:.0f} %) show "
+            f"an image their fold trained on (another repetition of it)")
+
+
 def permutation_pvalue(observed: float, null: list) -> float:
     """(1 + #null >= observed) / (1 + #null): never 0, exact under exchangeability."""
     null = [v for v in null if v == v]
@@ -256,6 +278,93 @@ def permutation_pvalue(observed: float, null: list) -> float:
 
 def _key_metric(n_classes: int) -> str:
     return "auc" if n_classes == 2 else "balanced_accuracy"
+
+
+def distils(method: str) -> bool:
+    """Whether ``method`` learns from the teacher's soft targets (``kd_*``, and ``auto``, which may pick one)."""
+    return method.startswith("kd") or method == "auto"
+
+
+def describe_alphas(alphas: list, configured: float) -> str:
+    """In words, the distillation weight each fold trained with (1: plain cross-entropy; None: a pipeline)."""
+    n = len(alphas)
+    nets = [a for a in alphas if a is not None]
+    kd = [a for a in nets if a < 1.0]
+    parts = []
+    if kd:
+        parts.append(f"distilled from the teacher (alpha {kd[0]:g}) in {len(kd)}/{n} folds")
+    if len(nets) > len(kd):
+        parts.append(f"plain cross-entropy (alpha 1) in {len(nets) - len(kd)}/{n} folds")
+    if len(nets) < n:
+        parts.append(f"a pipeline (no distillation) in {n - len(nets)}/{n} folds")
+    out = "; ".join(parts)
+    if kd and len(kd) < len(nets):
+        out += f" (training.alpha {configured:g} needs the teacher's soft targets for every training epoch)"
+    return out
+
+
+def paired_sign_flip(diff, n_random: int = 20_000, seed: int = 0) -> float:
+    """Two-sided p-value of a mean paired difference being 0: every sign flip of the differences (exact up to
+    16 pairs, else ``n_random`` random ones with the observed counted); the smallest possible is 2 / 2^n."""
+    d = np.asarray([v for v in diff if v == v], float)
+    if len(d) == 0:
+        return float("nan")
+    obs = abs(d.mean())
+    if len(d) <= 16:
+        signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))[None]) & 1)
+    else:
+        signs = np.random.default_rng(seed).choice([-1, 1], size=(n_random, len(d)))
+        signs = np.vstack([np.ones(len(d)), signs])
+    null = np.abs((signs * d).mean(1))
+    return float(np.mean(null >= obs - 1e-12))
+
+
+@dataclass
+class Ablation:
+    """One distilling method fitted on the same folds, with the same seeds, with and without the teacher."""
+
+    method: str
+    metric: str
+    with_teacher: list  # key metric per fold
+    without_teacher: list
+    alpha_with: list  # alpha per fold (1: the teacher gave no soft targets for that fold)
+    alpha_without: list
+    stopped_with: int = 0  # folds the time budget ended
+    stopped_without: int = 0
+
+    @property
+    def diff(self) -> list:
+        return [a - b for a, b in zip(self.with_teacher, self.without_teacher)]
+
+    @property
+    def p(self) -> float:
+        return paired_sign_flip(self.diff)
+
+    def to_json(self) -> dict:
+        d = self.diff
+        return {"method": self.method, "metric": self.metric, "with_teacher": [round(v, 4) for v in self.with_teacher],
+                "without_teacher": [round(v, 4) for v in self.without_teacher], "difference": [round(v, 4) for v in d],
+                "mean_difference": round(float(np.nanmean(d)), 4), "std_difference": round(float(np.nanstd(d)), 4),
+                "p": round(self.p, 4), "test": "exact paired sign-flip over folds, two-sided",
+                "alpha_with": self.alpha_with, "alpha_without": self.alpha_without,
+                "budget_stopped": [self.stopped_with, self.stopped_without]}
+
+    def describe(self) -> str:
+        d = self.diff
+        label = {"balanced_accuracy": "bal. acc.", "auc": "AUC"}.get(self.metric, self.metric)
+        line = (f"teacher ablation, {self.method}: {label} {np.nanmean(self.with_teacher):.3f} with the teacher, "
+                f"{np.nanmean(self.without_teacher):.3f} without (alpha 1); paired difference "
+                f"{np.nanmean(d):+.3f} (std {np.nanstd(d):.3f}) over {len(d)} folds, p {self.p:.3f} "
+                f"(exact sign-flip, two-sided" + (f"; never below {2 / 2 ** len(d):.3f} with {len(d)} folds"
+                                                  if len(d) <= 8 else "") + ")")
+        if all(a is None for a in self.alpha_with + self.alpha_without):
+            line += " — a pipeline in every fold: nothing to distil"
+        elif not any(a is not None and a < 1 for a in self.alpha_with):
+            line += " — the teacher gave no soft targets in any fold: nothing was distilled"
+        if self.stopped_with or self.stopped_without:
+            line += (f" — the time budget stopped {self.stopped_with} and {self.stopped_without} fits: "
+                     "--budget 0 trains both fully")
+        return line
 
 
 @dataclass
@@ -268,6 +377,7 @@ class EvalReport:
     chance: dict
     inflated: bool
     shuffled: bool
+    inflated_why: str = ""  # what makes the scores inflated ("" when they are not)
     methods: dict = field(default_factory=dict)  # method -> list of per-fold score dicts
     confusion: dict = field(default_factory=dict)  # method -> matrix (true x predicted)
     histories: dict = field(default_factory=dict)  # method -> per-fold training histories
@@ -279,6 +389,8 @@ class EvalReport:
     rejection: Optional[dict] = None
     budget_stopped: dict = field(default_factory=dict)  # method -> folds whose training the time budget ended
     fit_cap_s: dict = field(default_factory=dict)  # method -> seconds each of its fits was allowed
+    alphas: dict = field(default_factory=dict)  # method -> distillation weight alpha per fold (1: no teacher)
+    ablation: dict = field(default_factory=dict)  # method -> Ablation (evaluate(ablation="teacher"))
 
     @property
     def key_metric(self) -> str:
@@ -302,6 +414,7 @@ class EvalReport:
         s = self.summary()
         d = {"split": self.split, "n_folds": self.n_folds, "n_epochs": self.n_epochs,
              "chance_top1": self.chance["chance_top1"], "inflated": self.inflated,
+             **({"inflated_why": self.inflated_why} if self.inflated else {}),
              "shuffled_labels": self.shuffled, "key_metric": self.key_metric,
              "methods": {m: {k: round(v, 4) for k, v in s[m].items() if not k.endswith("_std")} for m in s}}
         if self.teacher_accuracy is not None:
@@ -317,6 +430,10 @@ class EvalReport:
             d["rejection"] = self.rejection
         if self.budget_stopped:
             d["budget_stopped"] = dict(self.budget_stopped)
+        if self.alphas:
+            d["alpha"] = {m: list(v) for m, v in self.alphas.items()}
+        if self.ablation:
+            d["ablation"] = {m: a.to_json() for m, a in self.ablation.items()}
         return d
 
     def table(self) -> str:
@@ -330,7 +447,8 @@ class EvalReport:
             + f"{'seconds':>9}"
         lines = []
         if self.inflated:
-            lines.append("!! RANDOM SPLIT: trials of the same block are in train and test — these scores are INFLATED !!")
+            lines.append("!! RANDOM SPLIT: trials of the same block are in train and test — these scores are INFLATED !!"
+                         if self.split == "random" else f"!! {self.inflated_why} — these scores are INFLATED !!")
         if self.shuffled:
             lines.append("(control: labels shuffled — scores should sit at chance)")
         lines.append(f"{self.split}-wise folds: {self.n_folds}, epochs: {self.n_epochs}, classes: {self.n_classes}")
@@ -361,6 +479,7 @@ class EvalReport:
                                                                    Counter(self.selected).most_common()))
         if self.teacher_accuracy is not None:
             lines.append(f"teacher (CLIP linear head) accuracy over images: {self.teacher_accuracy:.3f}")
+        lines += [a.describe() for a in self.ablation.values()]
         lines += self.notes
         return "\n".join(lines)
 
@@ -466,6 +585,8 @@ def fit_method(method: str, es: EpochSet, feats: dict, fit_idx, val_idx, protoco
 
     model = build_network(method, X, n_classes)
     tl = teacher_logits[fit_idx] if (teacher_logits is not None and method.startswith("kd")) else None
+    if tl is not None and not np.isfinite(tl).all():
+        raise RuntimeError("soft targets missing for some training epochs (the teacher was refitted on other images)")
     res = fit(model, X[fit_idx], y[fit_idx], protocol.training, X[val_idx], y[val_idx], teacher_logits=tl,
               progress=progress, seed=seed, max_epochs=max_epochs, max_seconds=max_seconds, after_passes=after_passes)
     val_proba = predict_proba(res.model, X[val_idx], res.device, batch=512)
@@ -489,19 +610,29 @@ def features_for(es: EpochSet, protocol: Protocol, methods) -> dict:
 
 
 def _teacher_logits(teacher, es: EpochSet, train_idx=None):
-    """Soft targets per epoch from ``teacher`` refitted on the training images only (None if unknown)."""
+    """Soft targets for the training epochs, as quick-train makes them; None where the teacher cannot give them.
+
+    The teacher's linear head is refitted on the training epochs' images and labels only (their labels: a
+    label-shuffled set gets a teacher that learnt the shuffled labels, not one handing the true classes back).
+    Rows outside ``train_idx`` are NaN: no test image's logits exist or are needed, and
+    :func:`fit_method` refuses a NaN soft target, so none can reach a fit unseen.
+    """
     if teacher is None or len(es.images) != len(es) or not all(es.images):
         return None
-    t = teacher if train_idx is None else teacher.for_training(list(es.images[train_idx]))
-    tl = t.logits_for(list(es.images))
+    idx = np.arange(len(es)) if train_idx is None else np.asarray(train_idx)
+    t = teacher.for_training(list(es.images[idx]), list(es.labels[idx]))
+    tl = t.logits_for(list(es.images[idx]))
     if tl is None:
         return None
-    return tl[:, [t.classes.index(c) for c in es.class_ids]]
+    out = np.full((len(es), len(es.classes)), np.nan, np.float32)
+    out[idx] = tl[:, [t.classes.index(c) for c in es.class_ids]]
+    return out
 
 
 def _one_fold(m: str, es: EpochSet, feats: dict, tr_all, te, protocol: Protocol, tl, split: str, seed: int,
               max_s: float | None = None, threads: int | None = None):
-    """Fit ``m`` on one outer fold's training part: (test probabilities, history, chosen method, how it stopped)."""
+    """Fit ``m`` on one outer fold's training part: (test probabilities, history, chosen method, how it stopped,
+    the distillation weight alpha it trained with: 1 is plain cross-entropy, None for a pipeline)."""
     if threads is not None:  # a worker process: its share of the cores, for every fit it makes
         import os
 
@@ -518,7 +649,7 @@ def _one_fold(m: str, es: EpochSet, feats: dict, tr_all, te, protocol: Protocol,
         tr, va = inner_validation(es, tr_all, split, seed)
         fitted = fit_method(m, es, feats, tr, va, protocol, tl, False, seed, max_seconds=max_s)
     p = fitted.predict(feats[feature_key(fitted.method)][te], len(es.classes))
-    return p, fitted.history, fitted.method, fitted.info.get("stopped")
+    return p, fitted.history, fitted.method, fitted.info.get("stopped"), fitted.info.get("alpha")
 
 
 def _fold_workers(n_jobs: int) -> int:
@@ -567,7 +698,7 @@ def _map_folds(jobs: list, parallel: bool):
 def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None = None,
              n_folds: int | None = None, shuffle_labels: bool = False, teacher=None,
              progress: Callable[[str], None] | None = None, seed: int = 0, permutations: int = 0,
-             reject: bool = True, budget_s: float | None = None) -> EvalReport:
+             reject: bool = True, budget_s: float | None = None, ablation: str | None = None) -> EvalReport:
     """Cross-validate ``methods`` on ``es`` with folds by block, run or (inflated) random split.
 
     Parameters
@@ -576,8 +707,14 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
         Names from :data:`METHODS`; ``auto`` runs the whole model selection inside each outer fold
         (nested), so its score is what the default decoder earns on blocks it never saw.
     teacher : ClipTeacher | None
-        Soft targets for the ``kd_*`` methods, its linear head refitted on each fold's training images
-        only; without one they train with alpha = 1 (noted in the report).
+        Soft targets for the ``kd_*`` methods (and ``auto``'s), made as quick-train makes them: the linear
+        head refitted on each fold's training images only, its logits for those images the training epochs'
+        targets (a test image's are never needed). The alpha each fold trained with is in
+        ``report.alphas``; without a teacher it is 1 (plain cross-entropy), said in the notes.
+    ablation : "teacher" | None
+        Also fit every distilling method (``kd_*``, ``auto``) on the same folds with the same seeds without
+        the teacher (alpha = 1): ``report.ablation`` holds both rows, the paired per-fold difference of the
+        key metric and its exact sign-flip p-value.
     permutations : int
         Label-shuffled refits per method for a permutation p-value (0: none).
     reject : bool
@@ -597,6 +734,11 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise EegloopError(f"--methods: unknown method {short_repr(unknown[0])}; choose from {', '.join(METHODS)}")
+    if ablation not in (None, "teacher"):
+        raise EegloopError(f"--ablation: only 'teacher', got {short_repr(ablation)}")
+    if ablation and not any(distils(m) for m in methods):
+        raise EegloopError(f"--ablation teacher: none of the methods distils ({', '.join(methods)}); "
+                           "add auto or a kd_* method")
     say = progress or (lambda _m: None)
     rej = None
     if reject:
@@ -624,45 +766,53 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
             say(f"{m}: skipped ({why})")
             notes.append(f"{m} skipped: {why}")
     has_teacher = teacher is not None and len(es.images) == len(es) and all(es.images)
-    if not has_teacher and any(m.startswith("kd") or m == "auto" for m in methods):
+    if ablation and not has_teacher:
+        raise EegloopError("--ablation teacher: no teacher soft targets (teacher disabled, its weights "
+                           "unavailable, or epochs without known stimulus images): nothing to compare")
+    if not has_teacher and any(distils(m) for m in methods):
         notes.append("no teacher soft targets (teacher disabled, unavailable, or epochs without images): "
                      "kd_* methods trained with alpha = 1 (plain cross-entropy)")
-    elif has_teacher:
-        notes.append("teacher: its linear head refitted in each fold on that fold's training images only")
     if rej is not None and rej["rejected"]:
         notes.append(f"artifact rejection: {rej['rejected']} epochs dropped before the folds were made")
     feats = features_for(es, protocol, methods)
+    why = inflation(es, folds, split)
+    if why and split != "random":
+        say(f"!! {why}: scores INFLATED")
     report = EvalReport(split=split, n_folds=len(folds), n_epochs=len(es), n_classes=len(es.classes),
-                        classes=dict(es.classes), chance=chance_levels(es), inflated=(split == "random"),
+                        classes=dict(es.classes), chance=chance_levels(es), inflated=bool(why), inflated_why=why,
                         shuffled=shuffle_labels, teacher_accuracy=getattr(teacher, "accuracy", None), notes=notes,
                         rejection=rej)
     key = _key_metric(len(es.classes))
 
-    def run_folds(m: str, labels_es: EpochSet, record: bool, fold_seed: int, max_s: float | None = None):
+    def run_folds(m: str, labels_es: EpochSet, record: bool, fold_seed: int, max_s: float | None = None,
+                  teach: bool = True):
         yy = labels_es.y
         conf = np.zeros((len(es.classes),) * 2, int)
-        fold_scores, hists, chosen = [], [], []
+        fold_scores, hists, chosen, alphas = [], [], [], []
         jobs = [(m, labels_es, feats, tr_all, te, protocol,
-                 _teacher_logits(teacher, labels_es, tr_all) if has_teacher and (m.startswith("kd") or m == "auto")
-                 else None, split, fold_seed + k, max_s) for k, (tr_all, te) in enumerate(folds)]
+                 _teacher_logits(teacher, labels_es, tr_all) if teach and has_teacher and distils(m) else None,
+                 split, fold_seed + k, max_s) for k, (tr_all, te) in enumerate(folds)]
         stopped = 0
         parallel = not is_sklearn(m) or m == "cebra_knn"  # CEBRA trains a small network too
-        for k, (p, history, winner, how) in enumerate(_map_folds(jobs, parallel=parallel)):
+        tag = "" if teach or not distils(m) else " without the teacher"
+        for k, (p, history, winner, how, alpha) in enumerate(_map_folds(jobs, parallel=parallel)):
             stopped += how == "time_budget"
             te = folds[k][1]
             sc = scores(yy[te], p)
             fold_scores.append(sc)
             hists.append(history)
+            alphas.append(alpha)
             if m == "auto":
                 chosen.append(winner)
             np.add.at(conf, (yy[te], p.argmax(1)), 1)
             if record:
-                say(f"{m}: fold {k + 1}/{len(folds)} top1 {sc['top1']:.3f}"
+                say(f"{m}{tag}: fold {k + 1}/{len(folds)} top1 {sc['top1']:.3f}"
                     + (f" auc {sc['auc']:.3f}" if "auc" in sc else "")
                     + (f" [{winner}]" if m == "auto" else "")
+                    + (f" alpha {alpha:g}" if alpha is not None else "")
                     + f" (chance {report.chance['chance_top1']:.3f})"
                     + (" (stopped by the time budget)" if how == "time_budget" else ""))
-        return fold_scores, hists, conf, chosen, stopped
+        return fold_scores, hists, conf, chosen, stopped, alphas
 
     budget = protocol.decoder.evaluate_budget_s if budget_s is None else budget_s
     nets = [m for m in methods if m != "auto" and not is_sklearn(m)]
@@ -670,6 +820,7 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
     rounds = -(-len(folds) // _fold_workers(len(folds)))  # fold fits one after another per worker
     started = time.perf_counter()
     net_start = None
+    passes = {m: 2 if ablation and distils(m) else 1 for m in methods}  # the ablation fits each fold twice
     for m in order:
         t0 = time.perf_counter()
         if m in nets and net_start is None:
@@ -678,15 +829,22 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
         if budget and m in nets:
             # what the other rows left, and never less than 40 % of the budget: rows cut to nothing teach nothing
             left = max(budget - (t0 - started), 0.4 * budget - (t0 - net_start))
-            n_left = len(nets) - nets.index(m)
+            n_left = sum(passes[n] for n in nets[nets.index(m):])
             max_s = max(1.0, 0.85 * left / (n_left * rounds))
             report.fit_cap_s[m] = round(max_s, 1)
-        fs, hs, conf, chosen, stopped = run_folds(m, es, True, seed, max_s)
+        fs, hs, conf, chosen, stopped, alphas = run_folds(m, es, True, seed, max_s)
         if stopped:
             report.budget_stopped[m] = stopped
         report.methods[m], report.histories[m], report.confusion[m] = fs, hs, conf.tolist()
+        if distils(m) or any(a is not None for a in alphas):
+            report.alphas[m] = alphas
         if chosen:
             report.selected = chosen
+        if ablation and distils(m):
+            fs_off, _h, _c, _ch, stopped_off, alphas_off = run_folds(m, es, True, seed, max_s, teach=False)
+            report.ablation[m] = Ablation(m, key, [f[key] for f in fs], [f[key] for f in fs_off], alphas,
+                                          alphas_off, stopped, stopped_off)
+            say(report.ablation[m].describe())
         report.seconds[m] = time.perf_counter() - t0
         say(f"{m}: {len(folds)} folds in {report.seconds[m]:.1f} s")
         if permutations:
@@ -700,6 +858,9 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
                 say(f"{m}: shuffled-label refit {i + 1}/{permutations}: {key} {null[-1]:.3f}")
             report.null[m] = null
     report.methods = {m: report.methods[m] for m in methods}  # the order asked for
+    for m, alphas in report.alphas.items():
+        if distils(m):
+            report.notes.append(f"{m}: {describe_alphas(alphas, protocol.training.alpha)}")
     if report.budget_stopped:
         report.notes.append(
             f"time budget {budget:g} s (decoder.evaluate_budget_s, --budget): training stopped early in "
@@ -722,11 +883,24 @@ def across_subjects(reports: dict) -> tuple[str, dict]:
     keys = {r.key_metric for r in reports.values()}
     key = keys.pop() if len(keys) == 1 else "balanced_accuracy"
     label = {"balanced_accuracy": "bal. acc.", "auc": "AUC"}.get(key, key)
-    summary = {"metric": key, "subjects": subjects, "methods": {}, "chance": {}}
+    inflated = {s: r.inflated_why for s, r in reports.items() if r.inflated}
+    shuffled = [s for s, r in reports.items() if r.shuffled]
+    summary = {"metric": key, "subjects": subjects, "methods": {}, "chance": {},
+               "split": {s: r.split for s, r in reports.items()},
+               "n_folds": {s: r.n_folds for s, r in reports.items()},
+               "inflated": bool(inflated), "inflated_subjects": inflated,
+               "shuffled_labels": bool(shuffled), "shuffled_subjects": shuffled}
     width = max(12, *(len(s) + 2 for s in subjects))
     head = f"{'method':<44}" + "".join(f"{s:>{width}}" for s in subjects) + f"{'mean (std)':>18}"
-    lines = [f"{label} per subject ({', '.join(f'{s}: {r.split}-wise, {r.n_folds} folds' for s, r in reports.items())})",
-             head, "-" * len(head)]
+    lines = []
+    if inflated:
+        lines.append(f"!! INFLATED scores for {', '.join(inflated)}: "
+                     + "; ".join(f"{s}: {why}" for s, why in inflated.items())
+                     + (" — the mean mixes them in" if len(inflated) < len(reports) else "") + " !!")
+    if shuffled:
+        lines.append(f"(control: labels shuffled for {', '.join(shuffled)} — scores should sit at chance)")
+    lines += [f"{label} per subject ({', '.join(f'{s}: {r.split}-wise, {r.n_folds} folds' for s, r in reports.items())})",
+              head, "-" * len(head)]
     for m in [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]:
         vals, cells, per = [], [], {}
         for s, r in reports.items():

@@ -39,23 +39,49 @@ class ClipTeacher:
     features: dict = field(default_factory=dict, repr=False)  # sha256 -> CLIP image feature
     labels: dict = field(default_factory=dict, repr=False)  # sha256 -> class id
 
-    def for_training(self, shas: Sequence[str]) -> "ClipTeacher":
+    def for_training(self, shas: Sequence[str], labels: Optional[Sequence[str]] = None) -> "ClipTeacher":
         """The same teacher with its linear head refitted on these images only (one fold's training images).
 
         Fitting the head on every image, a fold's test images included, would let the test images shape
-        the soft targets the student learns from.
+        the soft targets the student learns from. The refitted teacher knows the logits of ``shas`` only,
+        exactly what quick-train's teacher knows of its training images; a test image is never needed.
+
+        Parameters
+        ----------
+        shas : sequence of str
+            The training epochs' image sha256 (repeats allowed).
+        labels : sequence of str | None
+            The class id of each of those epochs (default: each image's own class). A label-shuffled
+            control passes its shuffled labels, so that the teacher cannot hand the student the true
+            classes back: the head is then fitted on every (image, label) pair the epochs hold.
         """
-        keep = sorted(set(shas))
-        if not keep or any(s not in self.features for s in keep):
-            return self
-        X = np.stack([self.features[s] for s in keep])
+        if labels is None:
+            pairs = sorted(set(shas))
+            if not pairs or any(s not in self.features for s in pairs):
+                return self.known_only(())
+            pairs = [(s, self.labels[s]) for s in pairs]
+        else:
+            pairs = sorted(set(zip(shas, labels)))
+            if not pairs or any(s not in self.features for s, _ in pairs):
+                return self.known_only(())
         idx = {c: i for i, c in enumerate(self.classes)}
-        y = np.array([idx[self.labels[s]] for s in keep])
+        X = np.stack([self.features[s] for s, _ in pairs])
+        y = np.array([idx[c] for _, c in pairs])
+        keep = sorted({s for s, _ in pairs})
         if len(np.unique(y)) < 2:
-            return self
-        logits = _head_logits(X, y, len(self.classes))
-        return ClipTeacher(self.classes, {s: v for s, v in zip(keep, logits)}, self.accuracy, len(keep),
+            return self.known_only(())
+        head = _head_logits(X, y, len(self.classes))
+        by_sha = {}
+        for (s, _), v in zip(pairs, head):  # an image with several labels (a shuffled control): one logit row
+            by_sha.setdefault(s, v)
+        return ClipTeacher(self.classes, {s: by_sha[s] for s in keep}, self.accuracy, len(keep),
                            self.model_name, self.features, self.labels)
+
+    def known_only(self, shas: Sequence[str]) -> "ClipTeacher":
+        """The same teacher knowing the logits of ``shas`` only (none: it distils nothing)."""
+        keep = {s for s in shas if s in self.logits_by_sha}
+        return ClipTeacher(self.classes, {s: v for s, v in self.logits_by_sha.items() if s in keep}, self.accuracy,
+                           len(keep), self.model_name, self.features, self.labels)
 
     @classmethod
     def fit(cls, cfg: TeacherConfig, images: Sequence[tuple[str, str, str]], classes: list,

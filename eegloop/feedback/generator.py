@@ -273,8 +273,10 @@ class ImageBank:
                 gi = generator.generate(c, seed + 1000 * ci + k)
                 gi.source = "bank"
                 if out_dir is not None:
-                    out_dir.mkdir(parents=True, exist_ok=True)
-                    gi.path = str(out_dir / f"bank_{c}_{k:02d}.png")
+                    from .._files import private_dir, private_file
+
+                    private_dir(out_dir)  # the session's images: 0700/0600 whatever the umask
+                    gi.path = str(private_file(out_dir / f"bank_{c}_{k:02d}.png", create=True))
                     gi.image.save(gi.path)
                 self.images[c].append(gi)
                 bar.update(1)

@@ -36,7 +36,7 @@ the filter's right margin, decoding, the image and one refresh).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -248,7 +248,9 @@ class ImageSource:
     def keep(self, got, trial: int, class_id: str) -> None:
         """Save a generated image with the session (bank and stimulus images have their files already)."""
         if got.source == "generated":
-            got.path = str(self.img_dir / f"trial-{trial:04d}_{class_id}.png")
+            from .._files import private_file
+
+            got.path = str(private_file(self.img_dir / f"trial-{trial:04d}_{class_id}.png", create=True))  # 0600
             got.image.save(got.path)
 
     def close(self) -> None:
@@ -339,10 +341,14 @@ class TrialLog:
     class folder, the top 5) is stored with the latencies under ``retrieval``, and the line shows the running
     accuracy over the trials that can be judged."""
 
-    def __init__(self, db, session_id: int, model_id: int, mode: str, n_trials: int, say, images_per_trial: int = 1):
+    def __init__(self, db, session_id: int, model_id: int, mode: str, n_trials: int, say, images_per_trial: int = 1,
+                 plan: Optional[list] = None, trained: Optional[frozenset] = None):
         self.db, self.session_id, self.model_id, self.mode = db, session_id, model_id, mode
         self.n_trials, self.say, self.images_per_trial = n_trials, say, images_per_trial
         self.correct = self.scored = 0
+        # each trial's images and whether the model saw any of them (:mod:`.cues`)
+        self.cues = {pt.trial: [st.sha256 for st in pt.images] for pt in (plan or [])}
+        self.trained = trained
 
     def add(self, shown) -> dict:
         from ..bus import BUS, FeedbackTrial
@@ -363,8 +369,13 @@ class TrialLog:
                        retrieve_ms=(img.probs_lsl - t0) * 1000)
         if self.images_per_trial > 1:
             lat["epochs"] = self.images_per_trial
+        from .cues import cues_trained
+
         probs, pred, cls = img.probabilities, img.predicted, shown.true_class
+        shas = self.cues.get(shown.trial, [])
+        was_trained = cues_trained(shas, self.trained)
         stored = dict(lat, retrieval={**ret, "cue": shown.cue, "scored": bool(img.scored)}) if ret is not None else lat
+        stored = dict(stored, cue_sha256=shas, cue_trained=was_trained)
         db = self.db
         db.add_feedback_trial(self.session_id, model_id=self.model_id, trial=shown.trial, mode=self.mode,
                               probabilities=probs, predicted_class=pred, true_class=cls,
@@ -391,7 +402,7 @@ class TrialLog:
                      f"{lat['to_screen_ms']:.1f} ms; running {self.correct}/{self.scored}")
         return dict(trial=shown.trial, true_class=cls, predicted=pred, probabilities=probs, image_path=img.path,
                     seed=img.seed, latencies=lat, missing=False, retrieval=ret, scored=bool(img.scored),
-                    cue=shown.cue)
+                    cue=shown.cue, cue_sha256=shas, cue_trained=was_trained)
 
 
 def feedback_result(db, session_id, model_id, mode, fb, rows, warmup_s, frame_rate, n_classes,

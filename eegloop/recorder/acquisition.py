@@ -82,6 +82,48 @@ def unit_scale(unit: str) -> Optional[float]:
     return _TO_UV.get(u)
 
 
+def channel_types(labels: list, declared: list, overrides: dict, where: str, error=StreamError,
+                  photodiode: Optional[str] = None, field: str = "amplifier.channel_types") -> list:
+    """Each channel's type in MNE's names: ``overrides`` (the protocol's ``amplifier.channel_types``, labels in any
+    case) first, then the declared ``<type>`` (EEG when none is declared); a photodiode channel is never EEG.
+    A label in ``overrides`` that no channel has raises ``error`` naming ``field`` and ``where``."""
+    over = {k.lower(): v.lower() for k, v in overrides.items()}
+    unknown = sorted(set(over) - {lab.lower() for lab in labels})
+    if unknown:
+        raise error(f"{field}: no channel {unknown[0]!r} in {where} "
+                    f"(it has {', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''})"[:400])
+    out = []
+    for lab, typ in zip(labels, declared):
+        t = over.get(lab.lower()) or _LSL_TYPES.get((typ or "eeg").strip().lower(), "misc")
+        if lab == photodiode and t == "eeg":
+            t = "misc"
+        out.append(t)
+    odd = sorted({t for t in declared if t and t.strip().lower() not in _LSL_TYPES})
+    if odd:
+        logger.info("%s: channel type(s) %s stored as misc (not decoded)", where, ", ".join(odd))
+    return out
+
+
+def channel_scales(labels: list, types: list, units: list, where: str, error=StreamError) -> tuple[list, list]:
+    """Per channel, the factor to µV (1.0 for a channel kept in its own unit) and the unit it is stored in.
+
+    An electrode (EEG, EOG, ECG, EMG) in a unit that is not a voltage raises ``error``; any other channel in
+    such a unit (a photodiode, a trigger) is kept as it is, its unit noted."""
+    scale, out_units = [], []
+    for lab, typ, unit in zip(labels, types, units):
+        f = unit_scale(unit)
+        if typ in _BIOPOTENTIAL:
+            if f is None:
+                raise error(f"{where}: {typ.upper()} channel {lab!r} is in {unit!r}, not "
+                            "a voltage eegloop knows (V, mV, µV/uV/microvolts, nV); if it is not an "
+                            "electrode, give it a type in amplifier.channel_types (e.g. misc)"[:400])
+        elif (unit or "").strip().lower() not in _TO_UV:
+            f = None  # a photodiode, a trigger: kept in its own unit, whatever number it declares
+        scale.append(1.0 if f is None else f)
+        out_units.append("µV" if f is not None else _unit_text(unit))
+    return scale, out_units
+
+
 class Acquisition:
     """Inlets, clock correction and counts for one EEG stream (and the marker stream).
 
@@ -111,26 +153,14 @@ class Acquisition:
         self.armed = False  # a run is being recorded: a stream silent for stall_timeout_s is then an error
 
     def _types(self, stream: str, labels: list, declared: list) -> list:
-        """Each channel's type in MNE's names: the protocol's ``amplifier.channel_types`` first, then the
-        stream's ``<type>`` (EEG when it declares none); the photodiode channel is never EEG."""
-        over = {k.lower(): v.lower() for k, v in self.amp.channel_types.items()}
-        unknown = sorted(set(over) - {lab.lower() for lab in labels})
-        if unknown:
-            raise StreamError(f"amplifier.channel_types: no channel {unknown[0]!r} in EEG stream '{stream}' "
-                              f"(it has {', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''})"[:400])
+        """Each channel's type in MNE's names (:func:`channel_types`): the protocol's ``amplifier.channel_types``
+        first, then the stream's ``<type>`` (EEG when it declares none); the photodiode channel is never EEG."""
+        types = channel_types(labels, declared, self.amp.channel_types, f"EEG stream '{stream}'",
+                              photodiode=self.photodiode)
         if self.photodiode and self.photodiode not in labels:
             raise StreamError(f"timing.photodiode_channel: no channel {self.photodiode!r} in EEG stream '{stream}' "
                               f"(it has {', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''})"[:400])
-        out = []
-        for lab, typ in zip(labels, declared):
-            t = over.get(lab.lower()) or _LSL_TYPES.get((typ or "eeg").strip().lower(), "misc")
-            if lab == self.photodiode and t == "eeg":
-                t = "misc"
-            out.append(t)
-        odd = sorted({t for t in declared if t and t.strip().lower() not in _LSL_TYPES})
-        if odd:
-            logger.info("EEG stream %r: channel type(s) %s stored as misc (not decoded)", stream, ", ".join(odd))
-        return out
+        return types
 
     def connect(self, markers: bool = True, timeout: float | None = None, marker_source_id: str | None = None,
                 eeg_source_id: str | None = None) -> "Acquisition":
@@ -163,19 +193,8 @@ class Acquisition:
                                       f"amplifier.channel_names lists {len(amp.channel_names)}")
                 labels = list(amp.channel_names)
         types = self._types(full.name(), labels, types)
-        scale, out_units = [], []
-        for lab, typ, unit in zip(labels, types, units):
-            f = unit_scale(unit)
-            if typ in _BIOPOTENTIAL:
-                if f is None:
-                    raise StreamError(f"EEG stream '{full.name()}': {typ.upper()} channel {lab!r} is in {unit!r}, not "
-                                      "a voltage eegloop knows (V, mV, µV/uV/microvolts, nV); if it is not an "
-                                      "electrode, give it a type in amplifier.channel_types (e.g. misc)"[:400])
-            elif (unit or "").strip().lower() not in _TO_UV:
-                f = None  # a photodiode, a trigger: kept in its own unit, whatever number it declares
-            scale.append(1.0 if f is None else f)
-            # what the raw file says each stored channel is in: µV for every voltage (scaled on arrival)
-            out_units.append("µV" if f is not None else _unit_text(unit))
+        # what the raw file says each stored channel is in: µV for every voltage (scaled on arrival)
+        scale, out_units = channel_scales(labels, types, units, f"EEG stream '{full.name()}'")
         if not any(units):
             logger.info("EEG stream %r declares no channel units: values taken as microvolts", full.name())
         self._scale = np.asarray(scale, np.float32)[:, None] if any(f != 1.0 for f in scale) else None

@@ -29,11 +29,11 @@ from ..protocol import Protocol, read_yaml_file
 from ..stimuli import file_sha256
 from ..types import BlockRecord, Epoch, RejectedEpoch
 
-__all__ = ["Recording", "ImportError_", "RecordingError", "parse_events", "read_csv", "read_xdf", "read_mne",
-           "read_recording", "check_recording",
+__all__ = ["Recording", "ImportError_", "RecordingError", "parse_events", "parse_channel_types", "read_csv",
+           "read_xdf", "read_mne", "read_recording", "check_recording",
            "PreparedImport", "prepare_import", "store_import",
            "cut_epochs", "import_recordings", "read_eeg_imagenet", "locate_images", "import_epochset",
-           "things_eeg2_files", "read_things_eeg2", "locate_things_images"]
+           "things_eeg2_files", "read_things_eeg2", "locate_things_images", "SourceRun", "source_as_brainvision"]
 
 
 class ImportError_(EegloopError):
@@ -46,7 +46,11 @@ class RecordingError(ImportError_):
 
 @dataclass
 class Recording:
-    """A continuous recording read from a file (the signal in microvolts)."""
+    """A continuous recording read from a file: every channel with its type (MNE's names); electrodes in µV.
+
+    Only the ``eeg`` channels are cut into epochs and decoded (:attr:`eeg_idx`); EOG, ECG, EMG, misc, resp and
+    stim channels stay with the recording (its source file, the BIDS export).
+    """
 
     data: np.ndarray  # (n_channels, n_times) float32
     times: np.ndarray  # (n_times,) seconds, the file's clock (clock-corrected for XDF)
@@ -54,6 +58,21 @@ class Recording:
     ch_names: list
     markers: list = field(default_factory=list)  # [(time, value str)]
     source: str = ""
+    ch_types: list = field(default_factory=list)  # per channel: eeg, eog, ecg, emg, misc, resp, stim (default eeg)
+    units: list = field(default_factory=list)  # per channel, the unit its values are in (µV for electrodes)
+
+    def __post_init__(self) -> None:
+        n = len(self.ch_names)
+        self.ch_types = list(self.ch_types) or ["eeg"] * n
+        self.units = list(self.units) or ["µV"] * n
+
+    @property
+    def eeg_idx(self) -> list:
+        return [i for i, t in enumerate(self.ch_types) if t == "eeg"]
+
+    @property
+    def eeg_names(self) -> list:
+        return [self.ch_names[i] for i in self.eeg_idx]
 
     @property
     def duration(self) -> float:
@@ -136,7 +155,42 @@ def _pick_channels(rec: Recording, channels: Optional[Sequence[str]]) -> Recordi
         raise RecordingError(f"{clip_text(rec.source, 300)}: channel {clip_text(str(missing[0]), 60)} not found "
                            f"(has: {_names(rec.ch_names)})")
     idx = [rec.ch_names.index(c) for c in channels]
-    return Recording(rec.data[idx], rec.times, rec.sfreq, list(channels), rec.markers, rec.source)
+    return Recording(rec.data[idx], rec.times, rec.sfreq, list(channels), rec.markers, rec.source,
+                     [rec.ch_types[i] for i in idx], [rec.units[i] for i in idx])
+
+
+def parse_channel_types(spec: Optional[str]) -> dict:
+    """``--channel-types``: ``'Right AUX=misc,EXG1=eog'`` -> {label: type}; types as in amplifier.channel_types."""
+    from ..protocol import CHANNEL_TYPES
+
+    out: dict = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        label, sep, typ = part.rpartition("=")
+        label, typ = label.strip(), typ.strip().lower()
+        if not sep or not label:
+            raise EegloopError(f"--channel-types: {short_repr(part.strip(), 40)} is not LABEL=TYPE")
+        if typ not in CHANNEL_TYPES:
+            raise EegloopError(f"--channel-types: {short_repr(label, 40)}: type {short_repr(typ, 20)} is not one of "
+                               f"{', '.join(CHANNEL_TYPES)}")
+        out[label] = typ
+    return out
+
+
+def _typed(data: np.ndarray, labels: list, declared: list, units: list, overrides: Optional[dict],
+           where: str) -> tuple[np.ndarray, list, list]:
+    """Final channel types (``overrides`` first, then the declared ones, EEG by default) and the data with every
+    voltage scaled to µV (:func:`~eegloop.recorder.acquisition.channel_scales`, as live acquisition does)."""
+    from .acquisition import channel_scales, channel_types
+
+    types = channel_types(labels, declared, overrides or {}, where, error=ImportError_,
+                          field="amplifier.channel_types / --channel-types")
+    scale, out_units = channel_scales(labels, types, units, where, error=ImportError_)
+    if any(f != 1.0 for f in scale):
+        with np.errstate(over="ignore"):
+            data = (data.astype(np.float64) * np.asarray(scale)[:, None]).astype(np.float32)
+    return data, types, out_units
 
 
 def _dejitter(t: np.ndarray, src: str, max_jitter_s: float = 0.1) -> np.ndarray:
@@ -190,8 +244,11 @@ def _csv_problem(text: str, ncols: int, header: list[str]) -> str | None:
 
 
 def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_column: str = "timestamps",
-             marker_column: Optional[str] = None) -> Recording:
+             marker_column: Optional[str] = None, channel_types: Optional[dict] = None) -> Recording:
     """CSV with a timestamp column, channel columns and a marker column (0 = no marker).
+
+    Values are microvolts; every channel is EEG unless ``channel_types`` (``--channel-types``, the protocol's
+    ``amplifier.channel_types``) says otherwise, e.g. ``{"Right AUX": "misc"}``.
 
     Any file gives a :class:`Recording` or an :class:`ImportError_` with one
     line naming the file: not UTF-8, NUL bytes, an empty or duplicate header,
@@ -305,16 +362,20 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
                            f"{float(t[-1] - t[0]):g} s)")
     nz = np.flatnonzero(mk != 0)
     markers = [(float(t[i]), f"{mk[i]:g}") for i in nz]
-    rec = Recording(data, t, sfreq, data_cols, markers, str(path))
+    n = len(data_cols)  # a CSV declares neither types nor units: EEG in µV unless retyped
+    _, types, units = _typed(data[:0], data_cols, [""] * n, [""] * n, channel_types, name)
+    rec = Recording(data, t, sfreq, data_cols, markers, str(path), types, units)
     return _pick_channels(rec, channels)
 
 
 def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str] = None,
-             channels: Optional[Sequence[str]] = None) -> Recording:
+             channels: Optional[Sequence[str]] = None, channel_types: Optional[dict] = None) -> Recording:
     """An XDF file (LabRecorder) via pyxdf, with its clock synchronisation and reset handling.
 
-    ``eeg``/``markers`` select streams by name or type (default: type EEG /
-    the first string stream).
+    ``eeg``/``markers`` select streams by name or type (types in any case; default: type EEG / the first
+    string stream). Channel labels, types and units come from the stream's description, as live acquisition
+    reads them: voltages (V, mV, µV, nV, MNE-LSL's powers of ten) are scaled to µV, an electrode in another unit
+    is refused, ``channel_types`` retypes channels (``amplifier.channel_types``, ``--channel-types``).
     """
     import logging
 
@@ -350,7 +411,7 @@ def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str]
     numeric = [s for s in streams if s["info"]["channel_format"][0] != "string"]
     strings = [s for s in streams if s["info"]["channel_format"][0] == "string"]
     if eeg:
-        cand = [s for s in numeric if eeg in (name(s), typ(s))]
+        cand = [s for s in numeric if name(s) == eeg or (typ(s) or "").lower() == eeg.lower()]
     else:
         cand = [s for s in numeric if typ(s).upper() == "EEG"] or numeric
     if not cand:
@@ -360,7 +421,7 @@ def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str]
     if len(es["time_stamps"]) == 0:
         raise RecordingError(f"{path}: EEG stream '{name(es)}' has no samples")
     if markers:
-        mcand = [s for s in strings if markers in (name(s), typ(s))]
+        mcand = [s for s in strings if name(s) == markers or (typ(s) or "").lower() == markers.lower()]
     else:
         mcand = [s for s in strings if typ(s).lower() in ("markers", "stringmarker", "marker")] or strings
     mcand = [s for s in mcand if len(s["time_stamps"])]
@@ -377,22 +438,37 @@ def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str]
             raise RecordingError(f"{path}: stream '{clip_text(name(st), 60)}' has {len(st['time_stamps'])} of the "
                                  f"{int(count)} samples its footer counts: a truncated XDF file")
     data = np.asarray(es["time_series"], dtype=np.float32).T
-    labels = []
+    labels, declared, units = [], [], []
+
+    def first(c, key):
+        v = c.get(key) if hasattr(c, "get") else None
+        return str(v[0]) if v and v[0] is not None else ""
+
     try:
         ch = es["info"]["desc"][0]["channels"][0]["channel"]
-        labels = [c["label"][0] for c in ch]
+        labels = [first(c, "label") for c in ch]
+        declared = [first(c, "type") for c in ch]
+        units = [first(c, "unit") for c in ch]
     except (KeyError, IndexError, TypeError):
         pass
-    if len(labels) != data.shape[0]:
-        labels = [f"Ch{i + 1}" for i in range(data.shape[0])]
+    if len(labels) != data.shape[0] or not all(labels):
+        labels, declared, units = [f"Ch{i + 1}" for i in range(data.shape[0])], [], []
+    n = data.shape[0]
+    data, types, units = _typed(data, labels, declared or [""] * n, units or [""] * n, channel_types,
+                                f"{clip_text(str(path), 300)}: EEG stream '{clip_text(name(es), 60)}'")
     sfreq = float(es["info"]["nominal_srate"][0])
     mk = [(float(t), str(v[0])) for t, v in zip(ms["time_stamps"], ms["time_series"])]
-    rec = Recording(data, np.asarray(es["time_stamps"], float), sfreq, labels, mk, str(path))
+    rec = Recording(data, np.asarray(es["time_stamps"], float), sfreq, labels, mk, str(path), types, units)
     return _pick_channels(rec, channels)
 
 
-def read_mne(path: str | Path, channels: Optional[Sequence[str]] = None) -> Recording:
-    """Anything MNE reads (FIF, BrainVision, EDF/BDF, EEGLAB .set): events from annotations or a stim channel."""
+def read_mne(path: str | Path, channels: Optional[Sequence[str]] = None,
+             channel_types: Optional[dict] = None) -> Recording:
+    """Anything MNE reads (FIF, BrainVision, EDF/BDF, EEGLAB .set): events from annotations or a stim channel.
+
+    Every channel is kept with MNE's type (retyped by ``channel_types``); electrodes (EEG, EOG, ECG, EMG) are
+    scaled from volts to µV, other channels kept in MNE's values.
+    """
     import mne
 
     path = Path(path)
@@ -407,43 +483,58 @@ def read_mne(path: str | Path, channels: Optional[Sequence[str]] = None) -> Reco
     if not markers and len(stim):
         ev = mne.find_events(raw, stim_channel=raw.ch_names[stim[0]], verbose=False)
         markers = [(float(t[s - raw.first_samp]), str(v)) for s, _, v in ev]
-    picks = mne.pick_types(raw.info, eeg=True, stim=False, misc=False) if not channels else None
-    if picks is None or not len(picks):
-        picks = np.arange(len(raw.ch_names))
-    # read in pieces into float32 (microvolts): a long recording never lives as float64 in memory
-    data = np.empty((len(picks), raw.n_times), np.float32)
-    step = max(1, int(2**24 // max(len(picks), 1)))
+    from .acquisition import _LSL_TYPES, channel_scales
+    from .acquisition import channel_types as type_channels
+
+    labels = list(raw.ch_names)
+    declared = [t if t in _LSL_TYPES else "misc" for t in raw.get_channel_types()]
+    units = ["V" if t in ("eeg", "eog", "ecg", "emg") else "n/a" for t in declared]  # MNE's values are SI
+    where = clip_text(str(path), 300)
+    types = type_channels(labels, declared, channel_types or {}, where, error=ImportError_,
+                          field="amplifier.channel_types / --channel-types")
+    scale, units = channel_scales(labels, types, units, where, error=ImportError_)
+    scale = np.asarray(scale, np.float64)[:, None]
+    # read in pieces into float32 (electrodes in microvolts): a long recording never lives as float64 in memory
+    data = np.empty((len(labels), raw.n_times), np.float32)
+    step = max(1, int(2**24 // max(len(labels), 1)))
     try:
         for a in range(0, raw.n_times, step):
             b = min(raw.n_times, a + step)
-            data[:, a:b] = raw.get_data(picks=picks, start=a, stop=b) * 1e6  # volts -> microvolts
+            data[:, a:b] = raw.get_data(start=a, stop=b) * scale
     except Exception as exc:  # a data file shorter than its header says, unreadable bytes
         raise RecordingError(f"{path}: MNE cannot read its samples ({type(exc).__name__}: "
                              f"{clip_text(str(exc), 200)}): a damaged or truncated file") from None
-    rec = Recording(data, t, sf, [raw.ch_names[i] for i in picks], markers, str(path))
+    rec = Recording(data, t, sf, labels, markers, str(path), types, units)
     return _pick_channels(rec, channels)
 
 
+def _format_of(path: str | Path, fmt: Optional[str]) -> str:
+    return fmt or {".xdf": "xdf", ".csv": "csv"}.get(Path(path).suffix.lower(), "mne")
+
+
 def read_recording(path: str | Path, fmt: Optional[str] = None, channels=None, eeg_stream=None,
-                   marker_stream=None, protocol: Optional[Protocol] = None) -> Recording:
-    """Read a recording and decide whether it is usable (:func:`check_recording`): THE reader of recordings.
+                   marker_stream=None, channel_types: Optional[dict] = None,
+                   protocol: Optional[Protocol] = None) -> Recording:
+    """Read a recording, its channels typed and electrodes in µV, and decide whether it is usable
+    (:func:`check_recording`): THE reader of recordings.
 
     ``import``, ``replay`` and ``export bids`` all read through here, so one file is accepted or refused
     with the same sentence everywhere: a damaged or truncated file, a missing EEG or marker stream, no
-    samples, NaN/inf samples or timestamps, missing, empty or repeated channel names, channel names
+    samples, NaN/inf samples or timestamps, missing, empty or repeated channel names, EEG channel names
     other than the protocol's ``amplifier.channel_names`` (when ``protocol`` lists them), no markers.
-    Raises :class:`RecordingError` (one line naming the file).
+    ``channel_types`` retypes channels (``amplifier.channel_types``, ``--channel-types``). Raises
+    :class:`RecordingError` (one line naming the file).
     """
     path = Path(path)
     if not path.is_file():
         raise RecordingError(f"{path}: {'is not a regular file' if _exists(path) else 'file not found'}")
     fmt = fmt or {".xdf": "xdf", ".csv": "csv"}.get(path.suffix.lower(), "mne")
     if fmt == "xdf":
-        rec = read_xdf(path, eeg_stream, marker_stream, channels)
+        rec = read_xdf(path, eeg_stream, marker_stream, channels, channel_types)
     elif fmt == "csv":
-        rec = read_csv(path, channels)
+        rec = read_csv(path, channels, channel_types=channel_types)
     elif fmt == "mne":
-        rec = read_mne(path, channels)
+        rec = read_mne(path, channels, channel_types)
     else:
         raise EegloopError(f"--format: must be xdf, mne or csv, got {short_repr(fmt)}")
     expect = list(protocol.amplifier.channel_names) if protocol is not None else None
@@ -469,9 +560,10 @@ def check_recording(rec: Recording, expect_channels: Optional[Sequence[str]] = N
     dup = next((c for c, n in Counter(names).items() if n > 1), None)
     if dup is not None:
         raise RecordingError(f"{src}: channel name {short_repr(dup, 40)} appears twice")
-    if expect_channels is not None and names != list(expect_channels):
-        wrong = next((i for i, (a, b) in enumerate(zip(names, expect_channels)) if a != b), min(len(names), len(expect_channels)))
-        raise RecordingError(f"{src}: channels {_names(names)}, the protocol names {_names(list(expect_channels))} "
+    eeg = [names[i] for i in rec.eeg_idx]  # other channels (EOG, misc, ...) are kept, never decoded
+    if expect_channels is not None and eeg != list(expect_channels):
+        wrong = next((i for i, (a, b) in enumerate(zip(eeg, expect_channels)) if a != b), min(len(eeg), len(expect_channels)))
+        raise RecordingError(f"{src}: EEG channels {_names(eeg)}, the protocol names {_names(list(expect_channels))} "
                              f"(amplifier.channel_names; first difference at channel {wrong + 1}); choose and order "
                              "them with --channels")
     _check_finite(rec)
@@ -525,9 +617,13 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
     if check_rate and abs(rec.sfreq - amp.sfreq) > 0.01 * amp.sfreq:
         raise ImportError_(f"{src}: sampled at {rec.sfreq:g} Hz, the protocol expects {amp.sfreq:g} Hz "
                            "(amplifier.sfreq); use a protocol for this recording")
-    if rec.data.shape[0] != amp.channels:
-        raise ImportError_(f"{src}: {rec.data.shape[0]} channels ({_names(rec.ch_names)}), the protocol expects "
-                           f"{amp.channels} (amplifier.channels); choose them with --channels")
+    eeg = rec.eeg_idx  # only EEG is cut and decoded; the other channels stay with the recording
+    if len(eeg) != amp.channels:
+        others = [f"{n} ({t})" for n, t in zip(rec.ch_names, rec.ch_types) if t != "eeg"]
+        raise ImportError_(f"{src}: {len(eeg)} EEG channels ({_names(rec.eeg_names)})"
+                           + (f" besides {_names(others)}" if others else "")
+                           + f", the protocol expects {amp.channels} (amplifier.channels); choose them with "
+                           "--channels, or type the others with --channel-types (e.g. 'Right AUX=misc')")
     if not rec.markers:
         raise ImportError_(f"{src}: no markers")
     long = next((c for c in (_marker_class(v, events) for _, v in rec.markers) if c and len(c) > _MAX_CLASS_NAME),
@@ -571,12 +667,13 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
             br.rejected.append(RejectedEpoch(cls, run, block, "edge", trial, float(mt),
                                              "the recording starts or ends inside the epoch window"))
             continue
-        problem = check_onset(t[i], on, sf) or check_epoch(rec.data[:, a:b], t[a:b], sf)
+        x = rec.data[eeg, a:b]
+        problem = check_onset(t[i], on, sf) or check_epoch(x, t[a:b], sf)
         if problem is not None:
             br.rejected.append(RejectedEpoch(cls, run, block, problem[0], trial, float(on), problem[1]))
             continue
-        br.epochs.append(Epoch(data=rec.data[:, a:b], label=cls, sfreq=sf, tmin=win.tmin,
-                               channel_names=list(rec.ch_names), run=run, block=block, trial=trial, onset_lsl=on))
+        br.epochs.append(Epoch(data=x, label=cls, sfreq=sf, tmin=win.tmin,
+                               channel_names=list(rec.eeg_names), run=run, block=block, trial=trial, onset_lsl=on))
     out = [blocks[k] for k in sorted(blocks)]
     rejected = Counter(r.reason for br in out for r in br.rejected)
     if rejected:
@@ -629,8 +726,13 @@ def _digests(files: Sequence[str | Path]) -> list[tuple[str, str, int]]:
 
 def prepare_import(subject: str, protocol: Protocol, files: Sequence[str | Path], fmt: Optional[str] = None,
                    events: Optional[dict] = None, channels: Optional[Sequence[str]] = None,
-                   eeg_stream: Optional[str] = None, marker_stream: Optional[str] = None) -> PreparedImport:
-    """Read, check and cut every file (one run per file); nothing is written."""
+                   eeg_stream: Optional[str] = None, marker_stream: Optional[str] = None,
+                   channel_types: Optional[dict] = None) -> PreparedImport:
+    """Read, check and cut every file (one run per file); nothing is written.
+
+    Channel types: the file's own (XDF descriptions, MNE), then the protocol's ``amplifier.channel_types``, then
+    ``channel_types`` (``--channel-types``); only EEG channels are cut into epochs.
+    """
     from ..database import check_subject_code
 
     check_subject_code(subject)
@@ -638,12 +740,15 @@ def prepare_import(subject: str, protocol: Protocol, files: Sequence[str | Path]
     sources = _digests(files)
     runs = []
     block_offset = trial_offset = 0
+    retype = {**protocol.amplifier.channel_types, **(channel_types or {})}
     for run, f in enumerate(files, start=1):
-        rec = read_recording(f, fmt, channels, eeg_stream, marker_stream, protocol=protocol)
+        rec = read_recording(f, fmt, channels, eeg_stream, marker_stream, retype, protocol=protocol)
         blocks, n_blocks = cut_epochs(rec, protocol, events, run, block_offset, trial_offset=trial_offset)
         fields = dict(status="imported", samples_received=int(rec.data.shape[1]),
                       samples_expected=int(round(rec.duration * rec.sfreq)) + 1, lost_samples=None,
-                      info={"source": str(Path(f).resolve()), "sfreq": rec.sfreq, "channels": rec.ch_names})
+                      info={"source": str(Path(f).resolve()), "sfreq": rec.sfreq, "channels": rec.ch_names,
+                            "ch_types": rec.ch_types, "units": rec.units, "format": _format_of(f, fmt),
+                            "eeg_stream": eeg_stream, "marker_stream": marker_stream})
         runs.append((run, fields, blocks))
         block_offset += n_blocks
         trial_offset = max([ev.get("trial") or 0 for br in blocks for ev, _ in br.events] + [trial_offset])
@@ -673,7 +778,7 @@ def store_import(db, prepared: PreparedImport, force: bool = False) -> int:
 def import_recordings(db, subject: str, protocol: Protocol, files: Sequence[str | Path], fmt: Optional[str] = None,
                       events: Optional[dict] = None, channels: Optional[Sequence[str]] = None,
                       eeg_stream: Optional[str] = None, marker_stream: Optional[str] = None,
-                      force: bool = False) -> int:
+                      force: bool = False, channel_types: Optional[dict] = None) -> int:
     """Import ``files`` as one session of ``subject`` (one run per file); returns the session id.
 
     All files are read and cut first (:func:`prepare_import`), then the session is written in ONE
@@ -681,7 +786,7 @@ def import_recordings(db, subject: str, protocol: Protocol, files: Sequence[str 
     file, or a failure while writing, leaves the database as it was.
     """
     return store_import(db, prepare_import(subject, protocol, files, fmt, events, channels, eeg_stream,
-                                           marker_stream), force=force)
+                                           marker_stream, channel_types), force=force)
 
 
 def _load_pth_safely(path: Path):
@@ -1183,3 +1288,49 @@ def locate_things_images(es, images_dir: str | Path):
     stim = StimulusSet(dict(es.classes), tuple(Stimulus((root / rel).resolve(), label, file_sha256(root / rel))
                                                for rel, label in sorted(wanted.items())), root.resolve())
     return stim, es
+
+
+@dataclass(frozen=True)
+class SourceRun:
+    """An imported run's continuous recording, re-read from its source file (for the BIDS export)."""
+
+    vhdr: Path  # the recording as a BrainVision file (every channel, electrodes in µV, one marker per stimulus)
+    ch_types: list  # per channel, MNE's names
+    n_events: int
+
+
+def source_as_brainvision(run_info: dict, events: Sequence[tuple[float, str, int]], out_vhdr: Path,
+                          digests: Optional[set] = None, channel_types: Optional[dict] = None) -> SourceRun:
+    """Re-read an imported run's source file as it was imported and write it as BrainVision.
+
+    ``run_info`` is the run's stored info (the source path, its format, the channels kept and their types);
+    ``events`` the run's stimulus events as (time on the file's clock, class, trial): each becomes a
+    ``Stimulus`` marker ``stim_on/<class>/trial<n>`` at its nearest sample, as the recorder writes them.
+    ``digests``: the sha256 the import recorded; a source whose content changed since is refused (its samples
+    would not be the ones the epochs came from). Raises :class:`ImportError_` with one line.
+    """
+    from .rawfile import BrainVisionWriter
+
+    src = run_info.get("source")
+    if not src:
+        raise ImportError_("no source file recorded with the run (imported from a dataset's epochs, not a recording)")
+    path = Path(src)
+    if not path.is_file():
+        raise ImportError_(f"its source file {clip_text(src, 200)} is not here any more")
+    if digests is not None and file_sha256(path) not in digests:
+        raise ImportError_(f"its source file {clip_text(src, 200)} changed since it was imported")
+    names = run_info.get("channels") or None
+    types = dict(zip(names, run_info["ch_types"])) if names and run_info.get("ch_types") else channel_types
+    rec = read_recording(path, run_info.get("format"), names, run_info.get("eeg_stream"),
+                         run_info.get("marker_stream"), types)
+    w = BrainVisionWriter(out_vhdr, rec.ch_names, rec.sfreq, units=rec.units)
+    try:
+        w.write(rec.data)
+        for t, cls, trial in events:
+            i = int(np.clip(np.searchsorted(rec.times, t), 0, len(rec.times) - 1))
+            if i > 0 and abs(rec.times[i - 1] - t) <= abs(rec.times[i] - t):
+                i -= 1
+            w.marker(i, f"stim_on/{cls}/trial{trial}")
+    finally:
+        w.close()
+    return SourceRun(w.vhdr, list(rec.ch_types), len(events))

@@ -89,11 +89,11 @@ class Player:
         info = pylsl.StreamInfo(self.name, "EEG", len(self.rec.ch_names), self.sfreq, pylsl.cf_float32,
                                 f"eegloop-replay-{self.name}")
         chans = info.desc().append_child("channels")
-        for lab in self.rec.ch_names:
+        for lab, typ, unit in zip(self.rec.ch_names, self.rec.ch_types, self.rec.units):
             ch = chans.append_child("channel")
             ch.append_child_value("label", lab)
-            ch.append_child_value("unit", "microvolts")
-            ch.append_child_value("type", "EEG")
+            ch.append_child_value("unit", "microvolts" if unit == "µV" else unit)
+            ch.append_child_value("type", typ.upper())  # the recording's types: only EEG is decoded again
         self._eeg = pylsl.StreamOutlet(info, chunk_size=self.chunk)
         minfo = pylsl.StreamInfo(self.marker_name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string,
                                  f"eegloop-replay-markers-{self.marker_name}")

@@ -36,12 +36,14 @@ class BrainVisionWriter:
 
     def __init__(self, vhdr: str | Path, ch_names: list[str], sfreq: float, units: list[str] | None = None,
                  flush_s: float = 1.0):
-        from .._files import private_dir
+        from .._files import private_dir, private_file
 
         self.vhdr = Path(vhdr)
         private_dir(self.vhdr.parent)  # raw/...: 0700 when eegloop creates it
         self.eeg = self.vhdr.with_suffix(".eeg")
         self.vmrk = self.vhdr.with_suffix(".vmrk")
+        for f in (self.vhdr, self.eeg, self.vmrk):  # a subject's recording: 0600 from its first byte
+            private_file(f, create=True)
         self.n_channels = len(ch_names)
         self.sfreq = sfreq
         self.n_samples = 0

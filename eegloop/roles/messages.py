@@ -312,6 +312,7 @@ class LoadModel:
 class ModelLoaded:
     model_id: int
     classes: list
+    trained: Optional[list] = None  # sha256 of every image the model was trained on (None: it did not keep them)
 
 
 @dataclass

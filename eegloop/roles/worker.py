@@ -74,7 +74,10 @@ class WorkerRole(Role):
         # before anything is shown: the online epochs must be cut like the training ones
         check_epoch_length((self.decoder or self.encoder).meta,
                            np.zeros(epoch_window(proto.epochs, amp.sfreq).length))
-        return ModelLoaded(self.model_id, classes)
+        from ..feedback.cues import trained_images
+
+        trained = trained_images((self.decoder or self.encoder).meta or {})
+        return ModelLoaded(self.model_id, classes, sorted(trained) if trained is not None else None)
 
     def on_PrepareFeedback(self, cmd: PrepareFeedback) -> FeedbackReady:
         from ..feedback.loop import DecodeWorker, ImageSource

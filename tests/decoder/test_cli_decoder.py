@@ -57,11 +57,26 @@ def test_import_evaluate_train_n170(tmp_path):
     assert meta["metrics"]["selection"]["winner"] == meta["method"]
 
 
+def _muse_csv(path, seed=0):
+    """A Muse-like CSV as eeg-notebooks writes them (256 Hz, 4 electrodes, Right AUX, Marker0 1/2)."""
+    import numpy as np
+
+    n = 256 * 30
+    rng = np.random.default_rng(seed)
+    mk = np.zeros(n)
+    at = np.arange(256, n - 512, 256)
+    mk[at] = np.tile([1, 2], len(at))[:len(at)]
+    with open(path, "w") as fh:
+        fh.write("timestamps,TP9,AF7,AF8,TP10,Right AUX,Marker0\n")
+        np.savetxt(fh, np.column_stack([np.arange(n) / 256, rng.standard_normal((n, 5)) * 10, mk]), delimiter=",",
+                   fmt="%.6f")
+    return str(path)
+
+
 def test_import_bad_events_leaves_database_unchanged(tmp_path):
-    if not N170.is_dir():
-        pytest.skip("shared/data/n170 not beside the checkout")
+    """Needs no shared data: two Muse-like files written here."""
     env = {"EEGLOOP_DATA": str(tmp_path)}
-    files = sorted(str(p) for p in (N170 / "subject2" / "session1").glob("*.csv"))
+    files = [_muse_csv(tmp_path / f"m{k}.csv", k) for k in range(2)]
     r = eegloop("import", *files, "--subject", "s", "--format", "csv", "--events", "1=house",
                 "--channels", "TP9,AF7,AF8,TP10", "--protocol", "protocols/n170.yaml", env=env)
     assert r.returncode == 2

@@ -198,21 +198,23 @@ def test_saved_model_decodes_online_like_offline(tmp_path):
 def test_teacher_on_tiny_open_clip(tmp_path, tiny_clip_dir):
     import shutil
 
-    st = synthesize_stimuli(tmp_path / "img", 3, per_class=6, size=48)
+    st = synthesize_stimuli(tmp_path / "img", 3, per_class=10, size=48)
     clip_dir = tmp_path / "clip"
     shutil.copytree(tiny_clip_dir, clip_dir)
     cfg = TeacherConfig(model=f"local-dir:{clip_dir}", pretrained=None)
     imgs = [(str(s.path), s.sha256, s.class_id) for s in st.images]
     teacher = ClipTeacher.fit(cfg, imgs, list(st.classes), cache_dir=tmp_path / "cache")
-    assert 0.0 <= teacher.accuracy <= 1.0 and teacher.n_images == 18
+    # 3 classes (chance 1/3), 30 images: a shuffled-label accuracy has an SD near 0.09; measured 0.77-0.93 over
+    # four drawings of the images
+    assert teacher.accuracy > 1 / 3 + 0.25 and teacher.n_images == 30
     cached = list((tmp_path / "cache").rglob("*.npy"))
-    assert len(cached) == 18
+    assert len(cached) == 30
     logits = teacher.logits_for([s.sha256 for s in st.images])
-    assert logits.shape == (18, 3)
+    assert logits.shape == (30, 3)
     # features come from the cache the second time: the model folder is not even needed
     shutil.rmtree(clip_dir)
     again = ClipTeacher.fit(cfg, imgs, list(st.classes), cache_dir=tmp_path / "cache")
-    assert again.n_images == 18
+    assert again.n_images == 30
     np.testing.assert_allclose(again.logits_for([s.sha256 for s in st.images]), logits, rtol=1e-5)
 
 
@@ -244,7 +246,8 @@ def test_n170_default_decoder_matches_the_riemannian_peer(tmp_path):
     print(f"\nn170 subject2, one file out: default AUC {s['auto']['auc']:.3f} "
           f"(chose {rep.selected}), xDAWN+TS+LR {s['riemann']['auc']:.3f} (chance 0.5)")
     assert s["auto"]["auc"] >= s["riemann"]["auc"] - 0.01 and s["auto"]["auc"] > 0.65
-    assert 0.35 < s["auto"]["balanced_accuracy"] and abs(s["auto"]["top1"] - s["auto"]["balanced_accuracy"]) < 0.05
+    # 348 epochs, two classes: a shuffled-label balanced accuracy has an SD near 0.027; measured 0.65
+    assert s["auto"]["balanced_accuracy"] > 0.5 + 0.08 and abs(s["auto"]["top1"] - s["auto"]["balanced_accuracy"]) < 0.05
     assert rep.rejection["rejected"] > 0 and set(rep.rejection["by_class"]) == {"house", "face"}
 
 

@@ -62,10 +62,11 @@ def test_markers_timing_and_pixels(tmp_path, display, short_protocol):
     for t in timings:
         assert abs(t.actual_frames - t.intended_frames) <= 1, t
         assert abs(t.duration_s - t.intended_frames / pres.frame_rate) <= 1.0 / pres.frame_rate
-    # the marker received by the inlet carries the flip's time (LSL clock)
+    # the marker received by the inlet carries its own flip's time (LSL clock): each one nearer its flip than
+    # half a frame, so it belongs to that flip and no other (how close on an idle machine: bench_paradigm.py)
     marker_ts = [ts for m, ts in got if m["event"] == "stim_on"]
     flips = np.array([t.actual_onset_lsl for t in timings])
-    assert np.max(np.abs(np.array(marker_ts) - flips)) < 0.001
+    assert np.max(np.abs(np.array(marker_ts) - flips)) < 0.5 / pres.frame_rate
 
     # the image on screen is the scheduled one: read back from the window buffer, compare with all images
     from PIL import Image

@@ -144,12 +144,16 @@ def test_mne_lsl_player_replaying_a_recording(tmp_path):
     fif = tmp_path / "rec_raw.fif"
     raw.save(fif, verbose="error")
     name = f"player-{uuid.uuid4().hex[:6]}"
+    # the protocol's defaults (stream_type EEG, no source id): the player says type 'eeg'
     proto = protocol_from_dict({"stimuli": {"folder": "x"}, "epochs": {"tmax": 0.3, "margin_s": 0.1},
-                                "amplifier": {"stream_name": name, "stream_type": "", "channels": 2, "sfreq": sf,
-                                              "source_id": f"src-{name}", "resolve_timeout_s": 5}})
+                                "amplifier": {"stream_name": name, "channels": 2, "sfreq": sf,
+                                              "resolve_timeout_s": 5}})
+    assert proto.amplifier.stream_type == "EEG" and proto.amplifier.source_id is None
     player = PlayerLSL(fif, chunk_size=16, name=name, source_id=f"src-{name}")
     player.start()
     try:
+        # channels of several types: the player declares no stream type; found by its name all the same
+        assert Acquisition(proto.amplifier).connect(markers=False).eeg_inlet.info().type() == ""
         rec = Recorder(proto, raw_dir=tmp_path / "raw").connect(markers=False)
         rec.start()
         rec.begin_run(1)
@@ -168,3 +172,60 @@ def test_mne_lsl_player_replaying_a_recording(tmp_path):
     idx = np.arange(first, first + k) % n
     assert np.allclose(v[:2], x[:2, idx], rtol=1e-5, atol=1e-11)
     assert np.array_equal(v[3] > 0.5, x[3, idx] > 0.5)
+
+
+def test_mne_lsl_player_of_eeg_alone_is_found_with_the_protocol_defaults(tmp_path):
+    """MNE-LSL's player of an all-EEG recording publishes type 'eeg': the protocol's default stream_type 'EEG'
+    finds it (liblsl compares types case-sensitively; eegloop does not)."""
+    import mne
+    from mne_lsl.player import PlayerLSL
+
+    sf = 256.0
+    x = np.random.default_rng(4).standard_normal((2, 256 * 10)) * 1e-5
+    fif = tmp_path / "eeg_raw.fif"
+    mne.io.RawArray(x, mne.create_info(["C3", "C4"], sf, "eeg"), verbose="error").save(fif, verbose="error")
+    name = f"extplayer-{uuid.uuid4().hex[:6]}"
+    proto = protocol_from_dict({"stimuli": {"folder": "x"}, "amplifier": {"stream_name": name, "channels": 2,
+                                                                          "sfreq": sf}})
+    assert proto.amplifier.stream_type == "EEG" and proto.amplifier.source_id is None
+    player = PlayerLSL(fif, chunk_size=16, name=name)
+    player.start()
+    try:
+        acq = Acquisition(proto.amplifier).connect(markers=False)
+        assert acq.eeg_inlet.info().type() == "eeg" and acq.eeg_inlet.info().name() == name
+        assert acq.eeg_names == ["C3", "C4"]
+        acq.close()
+    finally:
+        player.stop()
+
+
+def test_types_match_whatever_their_case_and_a_miss_lists_the_near_ones():
+    """A stream is found by name with its type in any case, or by type alone; one not found names the streams of
+    that name with another type and of that type with another name, with host and source id."""
+    import socket
+
+    tag = uuid.uuid4().hex[:6]
+    low, up = f"eeg-{tag}", f"EEG-{tag.upper()}"  # a type of this test's own, in two cases
+    eeg = pylsl.StreamOutlet(pylsl.StreamInfo(f"amp-{tag}", low, 2, 250, pylsl.cf_float32, f"src-amp-{tag}"))
+    other = pylsl.StreamOutlet(pylsl.StreamInfo(f"aux-{tag}", "Markers", 1, 0, pylsl.cf_string, f"src-aux-{tag}"))
+    try:
+        acq = Acquisition(amp(f"amp-{tag}", 2, 250, source_id=None, stream_type=up)).connect(markers=False)
+        assert acq.eeg_inlet.info().name() == f"amp-{tag}"
+        acq.close()
+        from eegloop.lsl import resolve_stream
+
+        found = resolve_stream(None, up, 3, "EEG stream", "start it")  # by type alone, liblsl's match folded
+        assert found.type() == low and found.name() == f"amp-{tag}"
+        with pytest.raises(StreamError) as exc:  # the name of a marker stream, the type of the EEG one
+            Acquisition(amp(f"aux-{tag}", 2, 250, source_id=None, stream_type=up,
+                            resolve_timeout_s=1)).connect(markers=False)
+        msg = str(exc.value)
+        assert f"no EEG stream with name 'aux-{tag}' type '{up}' found" in msg and "\n" not in msg
+        host = socket.gethostname()
+        assert f"name right, type 'Markers': 'aux-{tag}' (Markers) on {host}, source id 'src-aux-{tag}'" in msg
+        assert f"type right, name 'amp-{tag}': 'amp-{tag}' ({low}) on {host}, source id 'src-amp-{tag}'" in msg
+        with pytest.raises(StreamError, match=f"another source id: 'amp-{tag}' \\({low}\\)"):
+            Acquisition(amp(f"amp-{tag}", 2, 250, source_id="nope", stream_type=up,
+                            resolve_timeout_s=1)).connect(markers=False)
+    finally:
+        del eeg, other

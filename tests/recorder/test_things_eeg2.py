@@ -153,6 +153,16 @@ def test_import_with_images(capsys, tmp_path):
     feats = pre(es.data[:5])
     assert feats.shape == (5,) + pre.output_shape(17, 100) and np.isfinite(feats).all()
 
+    # class decoding on these runs: every fold tests images the other runs showed too (repetitions): inflated
+    import json
+
+    rc, out, err = run_cli(capsys, "evaluate", "--subject", "t1", "--split", "run", "--methods", "lda_windowed",
+                           "--folds", "4", "--db", url, "--json")
+    assert rc == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["split"] == "run" and res["inflated"] is True and res["shuffled_labels"] is False
+    assert res["inflated_why"].startswith("images repeated across folds: 80 of 80 test epochs (100 %)")
+
     # the same files again: refused (a copy would inflate every score), database unchanged
     db.close()
     before = _sha(tmp_path / "data" / "eegloop.db")

@@ -22,11 +22,15 @@ def _varlen(n: int) -> bytes:
 
 
 def write_xdf(path: Path, eeg: np.ndarray, sfreq: float, t0: float, markers: list[tuple[float, str]],
-              labels: list[str] | None = None, units: str = "microvolts") -> Path:
-    """``eeg`` (channels, samples) float32 at ``sfreq`` from LSL time ``t0``; ``markers`` (time, string)."""
+              labels: list[str] | None = None, units: str | list = "microvolts",
+              types: list[str] | None = None) -> Path:
+    """``eeg`` (channels, samples) float32 at ``sfreq`` from LSL time ``t0``; ``markers`` (time, string);
+    each channel's label, unit and type in the stream's description (one unit for all, or one each)."""
     n_ch, n = eeg.shape
-    chans = "".join(f"<channel><label>{lab}</label><unit>{units}</unit><type>EEG</type></channel>"
-                    for lab in (labels or [f"Ch{i + 1}" for i in range(n_ch)]))
+    units = [units] * n_ch if isinstance(units, str) else list(units)
+    chans = "".join(f"<channel><label>{lab}</label><unit>{u}</unit><type>{t}</type></channel>"
+                    for lab, u, t in zip(labels or [f"Ch{i + 1}" for i in range(n_ch)], units,
+                                         types or ["EEG"] * n_ch))
     heads = {1: (f"<?xml version=\"1.0\"?><info><name>Amp</name><type>EEG</type><channel_count>{n_ch}"
                  f"</channel_count><nominal_srate>{sfreq}</nominal_srate><channel_format>float32</channel_format>"
                  f"<source_id>amp1</source_id><created_at>{t0}</created_at><desc><channels>{chans}</channels>"
