@@ -83,8 +83,26 @@ def test_imported_sessions_export_from_their_source_files(tmp_path):
             np.testing.assert_allclose(raw.get_data()[:3], xx[:3], rtol=1e-5, atol=1e-12)
         assert run.info["source"].endswith((".csv", ".xdf"))
 
+    # the official validator on the export of imported recordings: no errors (issue 29), warnings README lists
+    _validate(out)
+
     # a source file changed since: that session is skipped and named, the others exported
     files[1].write_text(files[1].read_text() + "\n")
     res = export_bids(db, "lab1", tmp_path / "bids2")
     assert [s for s, _ in res.skipped] == [sid] and "changed since it was imported" in res.skipped[0][1]
     assert [s for s, *_ in res.runs] == [sid2]
+
+
+def _validate(out: Path) -> None:
+    import json
+    import subprocess
+
+    from test_bids import REPO, _validator
+
+    p = subprocess.run([*_validator(), str(out), "--json"], capture_output=True, text=True, timeout=300)
+    assert p.stdout.strip(), p.stderr[-2000:]
+    issues = json.loads(p.stdout)["issues"]
+    assert [(i["key"], i.get("reason")) for i in issues["errors"]] == []
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("<!-- bids-validator-warnings -->")[1]
+    unlisted = [i["key"] for i in issues["warnings"] if f"`{i['key']}`" not in section]
+    assert not unlisted, f"bids-validator warns {unlisted}: list them in README (bids-validator-warnings)"

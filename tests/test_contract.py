@@ -71,6 +71,8 @@ def valid_value(a: argparse.Action, w: Path) -> str:
         return f"sqlite:///{w / 'data' / 'eegloop.db'}"
     if k == "events":
         return "1=a,2=b"
+    if k == "channel types":
+        return "Right AUX=misc"
     if k == "text":
         return "S1" if isinstance(t, T.SubjectCode) else "x"
     if k == "list":
@@ -105,8 +107,10 @@ def bad_values(a: argparse.Action, w: Path) -> list[str]:
     elif k in ("integer", "port"):
         out += ["abc", "1.5", "nan", "inf", str(t.lo - 1), str(t.hi + 1), "9" * 5000, "0x10"]
         out += [v for v in ("0", "-1") if not t.lo <= int(v) <= t.hi]
-    elif k in ("text", "db_url", "events"):
+    elif k in ("text", "db_url", "events", "channel types"):
         out += [" ", "a\nb", "tab\there", "x" * (t.max_chars + 1)]
+        if k == "channel types":
+            out += ["=", "AUX=", "=misc", "AUX", "AUX=brain", "AUX=misc,X"]
         if getattr(t, "pattern", None) is not None:
             out += [v for v in ("a b", "a-b", "!", "é") if not t.pattern.fullmatch(v)]
         if k == "events":

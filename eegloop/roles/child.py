@@ -150,6 +150,7 @@ class Child:
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.Lock()  # the pending replies and the failure
+        self._proc_lock = threading.Lock()  # waiting for the process (see _exitcode)
         self._send_lock = threading.Lock()  # the pipe (a send may block: never while holding _lock)
         self._ready = threading.Event()
         self._start_error: Optional[BaseException] = None
@@ -201,7 +202,7 @@ class Child:
                 raise self._start_error
             if self.failure is not None:
                 raise ChildFailed(self.failure)
-            ended = self.proc.exitcode is not None and self.check(time.monotonic())
+            ended = self._exitcode() is not None and self.check(time.monotonic())
             if ended:
                 self.fail(f"{ended} while starting")
                 raise ChildFailed(self.failure)
@@ -211,9 +212,19 @@ class Child:
                 raise ChildFailed(self.failure)
         return self.info
 
+    # every wait for (and reaping of) the process goes through one lock: multiprocessing's Popen is not safe
+    # when two threads reap at once (one of them is told "not yet ended" about a process already gone)
+    def _exitcode(self) -> Optional[int]:
+        with self._proc_lock:
+            return self.proc.exitcode
+
+    def _join(self, timeout: float) -> None:
+        with self._proc_lock:
+            self.proc.join(timeout)
+
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.is_alive()
+        return self.proc is not None and self._exitcode() is None
 
     def close(self, timeout: float = 10.0, command: Any = None) -> None:
         """Ask the child to finish (``command``, default its role's close) and wait; terminate, then kill, a child
@@ -226,14 +237,15 @@ class Child:
                 self.call(command if command is not None else Close(), timeout=timeout)
             except Exception as exc:
                 logger.warning("closing the %s process: %s", self.name, exc)
-        self.proc.join(max(0.1, min(timeout, 5.0)) if self.alive else 0)
-        if self.proc.is_alive():
+        if self.alive:
+            self._join(max(0.1, min(timeout, 5.0)))
+        if self.alive:
             logger.warning("the %s process did not end: terminating it", self.name)
             self.proc.terminate()
-            self.proc.join(2)
-        if self.proc.is_alive():
+            self._join(2)
+        if self.alive:
             self.proc.kill()
-            self.proc.join(2)
+            self._join(2)
         self._fail_pending(f"the {self.name} process was closed")
         self._events.put(None)
         try:
@@ -243,9 +255,9 @@ class Child:
 
     def kill(self) -> None:
         """End the child at once (SIGKILL): for a child that failed or hangs."""
-        if self.proc is not None and self.proc.is_alive():
+        if self.proc is not None and self.alive:
             self.proc.kill()
-            self.proc.join(2)
+            self._join(2)
 
     # -- commands -------------------------------------------------------------------------------------------
     def request(self, command: Any) -> Pending:
@@ -300,7 +312,7 @@ class Child:
         """Why the child must be considered failed now (it ended, or it hangs), or None."""
         if self.proc is None or self.closing or self.failure is not None:
             return None
-        code = self.proc.exitcode
+        code = self._exitcode()
         if code is not None:
             try:
                 how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
@@ -351,8 +363,10 @@ class Child:
             else:
                 self._events.put(msg)
         # the pipe is closed: the process is ending; nobody waits for a reply that cannot come
-        if self.proc is not None:
-            self.proc.join(1.0)
+        if self.proc is not None:  # its end, without reaping it here (the sentinel is ready once it exited)
+            from multiprocessing.connection import wait
+
+            wait([self.proc.sentinel], 1.0)
         self._fail_pending(self.failure or self.check(time.monotonic())
                            or f"the {self.name} process closed its connection")
 
