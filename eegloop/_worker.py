@@ -36,8 +36,11 @@ class Worker:
     def start(self) -> "Worker":
         if self._thread is not None:
             raise RuntimeError(f"{self.thread_name} already started")
-        self._thread = threading.Thread(target=self._main, name=self.thread_name, daemon=True)
-        self._thread.start()
+        t = threading.Thread(target=self._main, name=self.thread_name, daemon=True)
+        t.start()
+        # set once it runs: an owner checking "started but no longer alive" (a failed loop) never sees the moment
+        # between creating the thread and starting it as a thread that ended
+        self._thread = t
         return self
 
     def _main(self) -> None:

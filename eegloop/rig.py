@@ -68,17 +68,21 @@ class Rig:
         Start the presenter (its window opens with ``OpenWindow``).
     acquisition : bool
         Start the acquisition (a rig with the presenter alone: the paradigm's own timing, benchmarks).
+    worker : bool
+        Start the decode/generate worker with the others (a visit that will give feedback): its imports (torch)
+        are done while the subject is recorded, not while they wait for the first feedback trial.
     say : callable | None
         Progress lines the children send (the worker's generator warm-up, ...).
     """
 
     def __init__(self, protocol, simulate: bool = False, db=None, presenter: bool = True,
-                 say: Optional[Callable[[str], None]] = None, acquisition: bool = True):
+                 say: Optional[Callable[[str], None]] = None, acquisition: bool = True, worker: bool = False):
         self.protocol = protocol
         self.simulate = simulate
         self.db = db
         self.with_presenter = presenter
         self.with_acquisition = acquisition
+        self.with_worker = worker
         self.say = say or (lambda _t: None)
         self.presenter: Optional[Child] = None
         self.acquisition: Optional[Child] = None
@@ -139,13 +143,16 @@ class Rig:
                                          dict(protocol=self.protocol, db_url=self.db.url if self.db else None,
                                               data_dir=str(self.db.data_dir) if self.db else None,
                                               owner=CLAIM_OWNER, epochs=self._epochs), self._on_event).spawn()
+            if self.with_worker and self.db is not None:
+                self._spawn_worker()
             if cores:  # the presenter and its X server have the last core: everyone else the others
                 for c in self.children:
                     if c is not self.presenter:
                         pin(c.pid, cores[1])
                 pin(0, cores[1])
             for c in self.children:
-                c.wait_ready()
+                if c is not self.worker:  # the worker is awaited when first used
+                    c.wait_ready()
             self._monitor = threading.Thread(target=self._watch, name="eegloop-rig-monitor", daemon=True)
             self._monitor.start()
             self._hook_controls()
@@ -154,19 +161,21 @@ class Rig:
             raise
         return self
 
-    def start_worker(self) -> Child:
-        """The decode/generate worker (feedback), started on first use."""
-        if self.worker is None:
-            self.worker = Child("worker", "eegloop.roles.worker:WorkerRole",
-                                dict(protocol=self.protocol, db_url=self.db.url, data_dir=str(self.db.data_dir),
-                                     epochs=self._epochs, images=self._images), self._on_event).spawn()
-            cores = None
-            from .roles.priority import pin, spare_cores
+    def _spawn_worker(self) -> None:
+        self.worker = Child("worker", "eegloop.roles.worker:WorkerRole",
+                            dict(protocol=self.protocol, db_url=self.db.url, data_dir=str(self.db.data_dir),
+                                 epochs=self._epochs, images=self._images), self._on_event).spawn()
+        from .roles.priority import pin, spare_cores
 
-            cores = spare_cores()
-            if cores:
-                pin(self.worker.pid, cores[1])
-            self.worker.wait_ready()
+        cores = spare_cores()
+        if cores:
+            pin(self.worker.pid, cores[1])
+
+    def start_worker(self) -> Child:
+        """The decode/generate worker (feedback), started on first use unless the rig started it already."""
+        if self.worker is None:
+            self._spawn_worker()
+        self.worker.wait_ready()
         return self.worker
 
     def _hook_controls(self) -> None:

@@ -179,7 +179,8 @@ class Visit:
             ctx.claims = claims
             if ctx.session_id is not None:  # a resumed or continued session: this process's from now on
                 claims.enter_context(SessionClaim(ctx.db, ctx.session_id))
-            rig = Rig(ctx.protocol, ctx.simulate, ctx.db, say=ctx.say) if last_rig >= 0 else None
+            feedback = any(isinstance(ph, FeedbackPhase) for ph in self.phases)
+            rig = Rig(ctx.protocol, ctx.simulate, ctx.db, say=ctx.say, worker=feedback) if last_rig >= 0 else None
             try:
                 if rig is not None:
                     ctx.rig = rig.start()

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 from .._logging import logger
 from ..errors import EegloopError
@@ -22,18 +21,25 @@ __all__ = ["ensure_display"]
 _xvfb: subprocess.Popen | None = None
 
 
-def _die_with_us() -> None:
-    """In the Xvfb child, before it starts (Linux): the kernel ends it when eegloop ends, even by SIGKILL."""
+def _parent_death_call():
+    """In the Xvfb child, before it starts (Linux): the kernel ends it when eegloop ends, even by SIGKILL. Resolved
+    here, in the parent: between fork and exec the child may not import or take a lock."""
     import sys
 
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            import signal
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None  # the kernel's signal follows the starting thread: only the main thread lives as long as we do
+    try:
+        import ctypes
+        import signal
 
-            ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except Exception:
-            pass
+        prctl, sig = ctypes.CDLL(None).prctl, int(signal.SIGTERM)
+    except Exception:
+        return None
+
+    def call() -> None:
+        prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    return call
 
 
 def ensure_display(size: tuple[int, int] = (1280, 1024)) -> str:
@@ -52,23 +58,38 @@ def ensure_display(size: tuple[int, int] = (1280, 1024)) -> str:
     if xvfb is None:
         raise EegloopError("no display (DISPLAY is not set) and Xvfb is not installed: run on a machine with a "
                            "screen, or install Xvfb (Debian/Ubuntu: apt-get install xvfb)")
-    for n in range(99, 199):
-        if Path(f"/tmp/.X11-unix/X{n}").exists() or Path(f"/tmp/.X{n}-lock").exists():
-            continue
-        proc = subprocess.Popen([xvfb, f":{n}", "-screen", "0", f"{size[0]}x{size[1]}x24", "-nolisten", "tcp"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                # the kernel's signal follows the starting thread: the main thread lives as long as we do
-                                preexec_fn=_die_with_us if threading.current_thread() is threading.main_thread() else None)
-        for _ in range(100):
-            if Path(f"/tmp/.X11-unix/X{n}").exists():
+    # Xvfb picks a free display itself and says which (-displayfd): two programs starting one at once (two test
+    # workers, two visits) never race for the same number
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen([xvfb, "-displayfd", str(w), "-screen", "0", f"{size[0]}x{size[1]}x24",
+                                 "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                pass_fds=(w,), preexec_fn=_parent_death_call())
+    finally:
+        os.close(w)
+    try:
+        import select
+
+        got = b""
+        deadline = time.monotonic() + 10
+        while not got.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([r], [], [], 0.1)
+            if ready:
+                chunk = os.read(r, 32)
+                if not chunk:
+                    break
+                got += chunk
+            elif proc.poll() is not None:
                 break
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        if proc.poll() is None and Path(f"/tmp/.X11-unix/X{n}").exists():
-            _xvfb = proc
-            atexit.register(proc.terminate)
-            os.environ["DISPLAY"] = f":{n}"
-            logger.info("no display: started Xvfb on :%d (no vertical sync there; flips are paced in software)", n)
-            return os.environ["DISPLAY"]
-    raise EegloopError("no display and Xvfb could not be started (tried displays :99 to :198)")
+    finally:
+        os.close(r)
+    if proc.poll() is None and got.strip().isdigit():
+        n = int(got.strip())
+        _xvfb = proc
+        atexit.register(proc.terminate)
+        os.environ["DISPLAY"] = f":{n}"
+        logger.info("no display: started Xvfb on :%d (no vertical sync there; flips are paced in software)", n)
+        return os.environ["DISPLAY"]
+    if proc.poll() is None:
+        proc.terminate()
+    raise EegloopError("no display and Xvfb could not be started (Xvfb -displayfd named no display within 10 s)")

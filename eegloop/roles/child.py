@@ -363,12 +363,14 @@ class Child:
             else:
                 self._events.put(msg)
         # the pipe is closed: the process is ending; nobody waits for a reply that cannot come
-        if self.proc is not None:  # its end, without reaping it here (the sentinel is ready once it exited)
-            from multiprocessing.connection import wait
-
-            wait([self.proc.sentinel], 1.0)
-        self._fail_pending(self.failure or self.check(time.monotonic())
-                           or f"the {self.name} process closed its connection")
+        reason = None
+        if self.proc is not None:  # how it ended: its pipe closes a moment before its exit status is there
+            deadline = time.monotonic() + 2.0
+            while reason is None and self.failure is None and not self.closing and time.monotonic() < deadline:
+                reason = self.check(time.monotonic()) if self._exitcode() is not None else None
+                if reason is None:
+                    time.sleep(0.005)
+        self._fail_pending(self.failure or reason or f"the {self.name} process closed its connection")
 
     def _dispatch(self) -> None:
         while True:

@@ -35,6 +35,7 @@ class WorkerRole(Role):
     def __init__(self, link, protocol, db_url: str, data_dir: str, epochs, images):
         super().__init__(link)
         from ..database import Database
+        from ..decoder import load_decoder  # noqa: F401 - torch and the decoder imported now, while the visit records
 
         self.protocol = protocol
         self.db = Database(db_url, data_dir=data_dir, create=False)

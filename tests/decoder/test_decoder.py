@@ -108,6 +108,7 @@ def test_training_settings_are_measured_once_per_machine(tmp_path, monkeypatch):
     assert all(p.is_contiguous() for p in res.model.parameters())
 
 
+@pytest.mark.realtime  # its figure is the machine's load's as much as the code's: run alone
 def test_budget_aware_schedule_decays_only_when_the_budget_binds():
     """schedule budget: where max_epochs cannot fit the time budget at the first epoch's pace, the learning rate
     jumps to budget_lr and falls linearly to ~zero at the budget's end; where they fit, it stays the paper's

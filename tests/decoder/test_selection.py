@@ -98,6 +98,7 @@ def test_quick_train_pipeline_decodes_online_like_offline(tmp_path):
         np.testing.assert_allclose(list(p.values()), offline[i], rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.realtime  # its figure is the machine's load's as much as the code's: run alone
 def test_quick_train_keeps_its_time_budget(tmp_path):
     """training.budget_s bounds the whole quick-train: the epochs are planned from the measured pace, training
     stops at the budget with the best weights, and the model's metrics say so; budget 0 trains every epoch."""

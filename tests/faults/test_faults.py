@@ -52,6 +52,7 @@ def on_shown(trial: int, action):
         unsubscribe()
 
 
+@pytest.mark.realtime  # its figure is the machine's load's as much as the code's: run alone
 def test_stream_stops_mid_block(tmp_path, display, fault_protocol):
     """The amplifier stops in block 2: the visit stops, blocks before it stay stored, status failed."""
     from eegloop.recorder.simulator import VirtualAmplifier

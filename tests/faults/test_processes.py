@@ -20,6 +20,8 @@ from eegloop.errors import EegloopError
 
 from faultkit import accounting, child_env, eegloop_cmd, raw_files_readable
 
+pytestmark = pytest.mark.realtime  # "within a second": run alone, after the others (README's test command)
+
 
 def _db(tmp_path):
     return Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)

@@ -1,6 +1,8 @@
 """Real PsychoPy windows (under Xvfb when headless) with real LSL marker streams."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import time
 
@@ -25,6 +27,7 @@ THREE = {"stimuli": {"classes": {"circle": "red circle", "square": "blue square"
          "epochs": {"tmax": 0.2, "margin_s": 0.05}}
 
 
+@pytest.mark.realtime  # its figure is the machine's load's as much as the code's: run alone
 def test_markers_timing_and_pixels(tmp_path, display, short_protocol):
     proto = short_protocol(**{**THREE, "paradigm": {**THREE["paradigm"], "photodiode": True}})
     stim = load_stimuli(proto)
