@@ -58,8 +58,6 @@ def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequenc
                 progress: Optional[Callable[[str], None]] = None) -> BidsExport:
     """Write ``subject``'s recorded (and imported) runs under ``out`` as BIDS; returns what was written and
     skipped."""
-    import tempfile
-
     import mne
     from mne_bids import BIDSPath, make_dataset_description, write_raw_bids
 

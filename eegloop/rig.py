@@ -30,7 +30,6 @@ the presenter (window and marker outlet).
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time

@@ -363,11 +363,9 @@ class _Recording:
     # what the presenter and the rig report while a run is on screen
     def on_event(self, ev) -> None:
         from .rig import ChildFailedEvent
-        from .roles.messages import AddTimings, BlockShown, GetStats, PausedAfter, Resumed
+        from .roles.messages import AddTimings, BlockShown, GetStats, Interrupted, PausedAfter, Resumed
 
-        from .roles.messages import Interrupted
-
-        ctx, say, rig, sid = self.ctx, self.ctx.say, self.ctx.rig, self.ctx.session_id
+        say, rig, sid = self.ctx.say, self.ctx.rig, self.ctx.session_id
         if isinstance(ev, Interrupted):
             self.timings += ev.timings
             if self.stopped is None:
@@ -465,7 +463,7 @@ class _Recording:
         from .roles.messages import BeginRun, EndRun, PushMarker, ShowRun, ShowText
 
         ctx = self.ctx
-        db, p, say, rig, sid = ctx.db, ctx.protocol, ctx.say, ctx.rig, ctx.session_id
+        p, say, rig, sid = ctx.protocol, ctx.say, ctx.rig, ctx.session_id
         pres, acq = rig.presenter, rig.acquisition
         aborted = False
         runs_done = 0

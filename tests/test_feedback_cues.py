@@ -59,12 +59,12 @@ def test_feedback_cues_unseen_marked_and_the_rsvp_decision_uses_every_epoch(tmp_
     from eegloop.report import feedback_honesty, write_report
     from eegloop.session import record_session
 
-    # a network on an almost absent signal: its probabilities are near 0.5, or, where it saturates on the noise,
-    # the epochs of a burst disagree (5 bursts of 3 near-random decisions: all unanimous about 1 time in 1000), so
-    # that a burst's posterior differs from its first epoch's (a decoder deciding on the first epoch is caught)
+    # the Riemannian pipeline on a weak signal: its probabilities stay well inside (0, 1) (0.1-0.9 here; a network
+    # saturates on some recordings, and collapses onto one class on no signal), so that a burst's posterior differs
+    # from its first epoch's and a decoder deciding on the first epoch is caught
     proto = short_protocol(paradigm={"block_s": 1.0, "images_per_class": 10},
-                           amplifier={"simulate": {"snr": 0.02}},
-                           decoder={"model": "kd_erp"}, training={"max_epochs": 4},
+                           amplifier={"simulate": {"snr": 0.3}},
+                           decoder={"model": "riemann"}, training={"max_epochs": 4},
                            feedback={"trials": 5, "mode": "stimulus", "format": "rsvp", "rsvp_images": 3,
                                      "display_s": 0.1, "cue_share": 0.3})
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
@@ -96,8 +96,18 @@ def test_feedback_cues_unseen_marked_and_the_rsvp_decision_uses_every_epoch(tmp_
     second = [t for t in db.get_feedback_trials(sid) if t.trial > 200]
     for t in second:
         assert len(t.latencies["cue_sha256"]) == 3 and not set(t.latencies["cue_sha256"]) & trained
-        assert t.latencies["cue_trained"] is False
+        assert t.latencies["cue_trained"] is False and t.latencies["epochs"] == 3
     assert feedback_honesty(second).honest
+    # the rsvp format: each trial a burst of 3 images of one class, each its own marker and epoch
+    stim_on = [e.payload for e in db.get_events(sid, "stim_on")
+               if (e.payload or {}).get("feedback") and e.payload["feedback_trial"] > 200]
+    assert len(stim_on) == 15 and sorted({p["feedback_trial"] for p in stim_on}) == [t.trial for t in second]
+    for t in second:
+        burst = [p for p in stim_on if p["feedback_trial"] == t.trial]
+        assert len(burst) == 3 and {p["class"] for p in burst} == {t.true_class}
+        assert sorted(p["trial"] for p in burst) == [(t.trial - 1) * 3 + j + 1 for j in range(3)]
+    epochs_of = {e.trial for e in db.get_epochs(sid) if e.block >= 10_000}
+    assert {p["trial"] for p in stim_on} <= epochs_of  # every image of every burst is an epoch
     page = write_report(db, sid).read_text()
     # the session's trials mix both blocks: the report does not call them honest
     assert "showed images the decoder was trained on: not an honest online estimate" in page

@@ -40,7 +40,6 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .._logging import logger
 from ..errors import EegloopError
 from ..lsl import local_clock
 from ..protocol import Protocol

@@ -11,7 +11,6 @@ screen and its countdown), flipping at the frame rate and watching for Escape.
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from typing import Optional

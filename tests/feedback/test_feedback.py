@@ -54,6 +54,11 @@ def test_missing_generator_is_one_line_and_fast():
 
 @pytest.mark.parametrize("mode", ["bank", "live"])
 def test_closed_loop_block(tmp_path, display, tiny_sd, mode, short_protocol):
+    """A feedback block with a generator, through the worker process; and everything the visit writes in its data
+    folder is its owner's alone whatever the umask (issue 25): raw BrainVision files, the generated or bank images,
+    the drawn stimuli, the CLIP feature cache, models."""
+    import os
+
     from eegloop.database import Database
     from eegloop.decoder import quick_train
     from eegloop.feedback.loop import run_feedback
@@ -61,17 +66,24 @@ def test_closed_loop_block(tmp_path, display, tiny_sd, mode, short_protocol):
 
     # the decoder pinned (auto's model selection is tested in tests/decoder): a network in one loop, a
     # scikit-learn pipeline in the other, both through OnlineDecoder
-    proto = short_protocol(paradigm={"block_s": 1.0, "images_per_class": 10},
-                           training={"max_epochs": 8, "patience": 4},
-                           decoder={"model": "kd_erp" if mode == "bank" else "lda_windowed"},
-                           feedback={"trials": 4, "generator": str(tiny_sd), "size_px": 64, "mode": mode,
-                                     "bank_per_class": 2, "display_s": 0.1})
-    db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
-    rec = record_session(proto, "S1", db, simulate=True, progress=None)
-    quick_train(db, "S1", progress=False)
-    lines = []
-    res = run_feedback(proto, "S1", db, simulate=True, session_id=rec.session_id, progress=lines.append,
-                       trial_offset=100)
+    data = tmp_path / "data"
+    old_umask = os.umask(0o022)
+    try:
+        proto = short_protocol(stimuli={"folder": str(data / "stimuli")},  # drawn inside it, as the demo does
+                               paradigm={"block_s": 1.0, "images_per_class": 10},
+                               training={"max_epochs": 8, "patience": 4},
+                               teacher={"enabled": True, "model": "tiny-random-clip", "pretrained": None},
+                               decoder={"model": "kd_erp" if mode == "bank" else "lda_windowed"},
+                               feedback={"trials": 4, "generator": str(tiny_sd), "size_px": 64, "mode": mode,
+                                         "bank_per_class": 2, "display_s": 0.1})
+        db = Database(None, data_dir=data)
+        rec = record_session(proto, "S1", db, simulate=True, progress=None)
+        quick_train(db, "S1", progress=False)
+        lines = []
+        res = run_feedback(proto, "S1", db, simulate=True, session_id=rec.session_id, progress=lines.append,
+                           trial_offset=100)
+    finally:
+        os.umask(old_umask)
     assert res.mode == mode and res.trials == 4 and res.missing == 0
     rows = db.get_feedback_trials(rec.session_id)
     assert [r.trial for r in rows] == [101, 102, 103, 104]
@@ -80,7 +92,7 @@ def test_closed_loop_block(tmp_path, display, tiny_sd, mode, short_protocol):
         assert abs(sum(r.probabilities.values()) - 1) < 1e-5
         assert r.predicted_class == max(r.probabilities, key=r.probabilities.get)
         assert r.true_class in ("circle", "square")
-        assert (tmp_path / r.image_path).is_file()
+        assert (data / r.image_path).is_file()
         lat = r.latencies
         assert 0 <= lat["decode_ms"] <= lat["image_ready_ms"] <= lat["to_screen_ms"]
         assert lat["decode_ms"] < 200
@@ -90,39 +102,17 @@ def test_closed_loop_block(tmp_path, display, tiny_sd, mode, short_protocol):
         frame_ms = 1000 / res.frame_rate_hz
         assert all(r.latencies["to_screen_ms"] - r.latencies["decode_ms"] <= 6 * frame_ms + 20 for r in rows)
     assert any(line.startswith("generator") for line in lines)
+    if os.name == "posix":  # 0700 folders, 0600 files, under a umask that would have made them 0755/0644
+        import stat
 
-
-def test_rsvp_feedback_bursts_decide_on_every_epoch(tmp_path, display, short_protocol):
-    """The rsvp format: each trial is a burst of held-out images at the training pace, each its own marker and
-    epoch; the trial's decision is the burst's summed log-probability, stored with its probabilities."""
-    from eegloop.database import Database
-    from eegloop.decoder import quick_train
-    from eegloop.feedback.loop import run_feedback
-    from eegloop.session import record_session
-    from eegloop.stimuli import cue_images, load_stimuli
-
-    proto = short_protocol(paradigm={"block_s": 1.0, "images_per_class": 10},
-                           training={"max_epochs": 8, "patience": 4},
-                           feedback={"trials": 3, "mode": "stimulus", "format": "rsvp", "rsvp_images": 3,
-                                     "display_s": 0.1, "cue_share": 0.3})
-    db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
-    rec = record_session(proto, "S1", db, simulate=True, progress=None)
-    quick_train(db, "S1", progress=False)
-    res = run_feedback(proto, "S1", db, simulate=True, session_id=rec.session_id, progress=None)
-    assert res.trials == 3 and res.missing == 0
-    rows = db.get_feedback_trials(rec.session_id)
-    assert [r.trial for r in rows] == [1, 2, 3]
-    for r in rows:
-        assert r.latencies["epochs"] == 3
-        assert abs(sum(r.probabilities.values()) - 1) < 1e-5
-        assert r.predicted_class == max(r.probabilities, key=r.probabilities.get)
-    stim_on = [e for e in db.get_events(rec.session_id, "stim_on") if (e.payload or {}).get("feedback")]
-    assert len(stim_on) == 9
-    assert sorted({e.payload["feedback_trial"] for e in stim_on}) == [1, 2, 3]
-    for t in (1, 2, 3):  # a burst is one class, and only held-out cue images
-        burst = [e.payload for e in stim_on if e.payload["feedback_trial"] == t]
-        assert len(burst) == 3 and len({p["class"] for p in burst}) == 1
-        cues = {s.path.name for s in cue_images(load_stimuli(proto), 0.3)[burst[0]["class"]]}
-        assert {p["image"] for p in burst} <= cues
-    fb_epochs = [e for e in db.get_epochs(rec.session_id) if e.block >= 10_000]
-    assert sorted(e.trial for e in fb_epochs) == list(range(1, 10))  # every image of every burst is an epoch
+        modes = {}
+        for d, dirs, files in os.walk(data):
+            for name in dirs + files:
+                q = os.path.join(d, name)
+                modes[os.path.relpath(q, data)] = (stat.S_IMODE(os.lstat(q).st_mode), os.path.isdir(q))
+        kinds = {q.split(os.sep)[0] for q in modes}
+        assert {"raw", "images", "models", "cache", "stimuli"} <= kinds, kinds
+        assert any(q.endswith(".eeg") for q in modes) and any(q.endswith(".npy") for q in modes)
+        assert any(("bank_" if mode == "bank" else "trial-") in q for q in modes)
+        wrong = {q: oct(m) for q, (m, is_dir) in modes.items() if m != (0o700 if is_dir else 0o600)}
+        assert not wrong, wrong
