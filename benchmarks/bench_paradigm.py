@@ -26,6 +26,7 @@ import json
 import os
 import tempfile
 import uuid
+from pathlib import Path
 
 import numpy as np
 
@@ -286,12 +287,9 @@ def visit_load(args) -> None:
                 cpu1, b1 = _cpu(procs), sum(_cpu({i: p for i, p in enumerate(browser_procs)}).values())
                 rig.acquisition.call(EndRun(), timeout=60)
                 generated, t_end = 0, time.monotonic() + 30
-                while generated < len(plan) and time.monotonic() < t_end:  # the last epochs' images
-                    try:
-                        rig._images.get(timeout=0.5)
-                        generated += 1
-                    except Exception:
-                        pass
+                while generated < len(plan) and time.monotonic() < t_end:  # the last epochs' images (saved by
+                    time.sleep(0.2)                                        # the worker once sent)
+                    generated = len(list(Path(f"{tmp}/img").glob("trial-*.png")))
                 worker.call(StopDecoding())
                 stats = rig.acquisition.call(StopRecording(), timeout=60).stats
                 claim.__exit__(None, None, None)

@@ -19,6 +19,7 @@ from ..errors import EegloopError
 __all__ = ["ensure_display"]
 
 _xvfb: subprocess.Popen | None = None
+_xvfb_display: str | None = None  # the display it serves
 
 
 def _parent_death_call():
@@ -50,7 +51,7 @@ def ensure_display(size: tuple[int, int] = (1280, 1024)) -> str:
     EegloopError
         No display and no Xvfb: one line saying what to install.
     """
-    global _xvfb
+    global _xvfb, _xvfb_display
     disp = os.environ.get("DISPLAY")
     if disp:
         return disp
@@ -85,7 +86,7 @@ def ensure_display(size: tuple[int, int] = (1280, 1024)) -> str:
         os.close(r)
     if proc.poll() is None and got.strip().isdigit():
         n = int(got.strip())
-        _xvfb = proc
+        _xvfb, _xvfb_display = proc, f":{n}"
         atexit.register(proc.terminate)
         os.environ["DISPLAY"] = f":{n}"
         logger.info("no display: started Xvfb on :%d (no vertical sync there; flips are paced in software)", n)

@@ -101,6 +101,10 @@ def x_server_pid(display: Optional[str] = None) -> Optional[int]:
     display = display or os.environ.get("DISPLAY", "")
     if not display.startswith(":"):
         return None
+    from ..paradigm import display as started
+
+    if started._xvfb is not None and started._xvfb.poll() is None and started._xvfb_display == display:
+        return started._xvfb.pid  # the Xvfb this process started (-displayfd makes no lock file)
     num = display[1:].split(".")[0]
     try:
         pid = int(Path(f"/tmp/.X{int(num)}-lock").read_text().strip())
