@@ -68,8 +68,9 @@ class Rig:
     acquisition : bool
         Start the acquisition (a rig with the presenter alone: the paradigm's own timing, benchmarks).
     worker : bool
-        Start the decode/generate worker with the others (a visit that will give feedback): its imports (torch)
-        are done while the subject is recorded, not while they wait for the first feedback trial.
+        The visit will give feedback: :meth:`prestart_worker` starts the decode/generate worker ahead of its use
+        (the session calls it when the quick-train begins: its imports, torch among them, are done while the
+        subject rests, not while stimuli are shown nor while the subject waits for the first feedback trial).
     say : callable | None
         Progress lines the children send (the worker's generator warm-up, ...).
     """
@@ -142,8 +143,6 @@ class Rig:
                                          dict(protocol=self.protocol, db_url=self.db.url if self.db else None,
                                               data_dir=str(self.db.data_dir) if self.db else None,
                                               owner=CLAIM_OWNER, epochs=self._epochs), self._on_event).spawn()
-            if self.with_worker and self.db is not None:
-                self._spawn_worker()
             if cores:  # the presenter and its X server have the last core: everyone else the others
                 for c in self.children:
                     if c is not self.presenter:
@@ -169,6 +168,11 @@ class Rig:
         cores = spare_cores()
         if cores:
             pin(self.worker.pid, cores[1])
+
+    def prestart_worker(self) -> None:
+        """Start the worker now without waiting for it (see ``worker``); nothing when it runs already."""
+        if self.with_worker and self.worker is None and self.db is not None and not self._closed:
+            self._spawn_worker()
 
     def start_worker(self) -> Child:
         """The decode/generate worker (feedback), started on first use unless the rig started it already."""

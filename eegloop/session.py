@@ -665,6 +665,7 @@ class QuickTrainPhase(VisitPhase):
         say, p, sid, rig = ctx.say, ctx.protocol, ctx.session_id, ctx.rig
         if not ctx.window_open:  # a resumed visit whose recording was complete: the rest screen needs the window
             _open_window(ctx)
+        rig.prestart_worker()  # the feedback's worker gets ready while the subject rests (no stimulus on screen)
         say("quick-train: starting")
         BUS.publish(Phase("quick-train", "selecting and fitting the decoder", session_id=sid))
         t0 = time.monotonic()

@@ -397,7 +397,21 @@ class Presenter:
         self.flip()
 
     def run_block(self, block: Block) -> list[TrialTiming]:
-        """Show one block; returns each trial's timing."""
+        """Show one block; returns each trial's timing.
+
+        Python's cyclic garbage collector is off during the block (a full collection of PsychoPy's objects takes
+        longer than a frame); it runs again in the pause that follows."""
+        import gc
+
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run_block(block)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _run_block(self, block: Block) -> list[TrialTiming]:
         if block.block not in self._preloaded:
             self.preload(block)
         stims = self._preloaded.pop(block.block)

@@ -127,6 +127,10 @@ class PresenterRole(Role):
             self.scheduling = ("; ".join(lines) + (" and its X server" if self._raised_x else ""), sched.policy)
             (logger.info if sched.policy == "fifo" else logger.warning)("%s", self.scheduling[0])
             p.open()
+            import gc
+
+            gc.collect()
+            gc.freeze()  # what the window and PsychoPy made lives as long as the process: no collection walks it again
             p.health = lambda: self.failure
             p.on_trial_shown = self._shown
             self.outlet.wait_for_consumers(2.0)
