@@ -57,6 +57,10 @@ def watch_visit(proc, classes) -> None:
         deadline = time.monotonic() + 300
         seen_image = None
         while time.monotonic() < deadline and not page.query_selector("#reportlink"):
+            if proc.poll() is not None:
+                time.sleep(0.2)  # the reader thread takes the last lines
+                pytest.fail(f"the visit ended (exit {proc.returncode}) without a report link; phases {phases}; "
+                            f"its output:\n{''.join(proc.lines)[-4000:]}")
             ph = page.inner_text("#phase")
             if not phases or phases[-1] != ph:
                 phases.append(ph)
@@ -69,7 +73,7 @@ def watch_visit(proc, classes) -> None:
                 page.wait_for_function("document.querySelector('#fbimage').naturalWidth > 0")
                 seen_image = page.inner_text("#decoded")
             page.wait_for_timeout(100)
-        assert page.query_selector("#reportlink"), phases
+        assert page.query_selector("#reportlink"), (phases, "".join(proc.lines)[-4000:])
         phases.append(page.inner_text("#phase"))
         rep = page.request.get(url.split("?")[0] + page.get_attribute("#reportlink", "href"))
         assert rep.status == 200 and "eegloop — session" in rep.text()

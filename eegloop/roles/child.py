@@ -323,15 +323,25 @@ class Child:
         if cpu is not None and cpu != self._cpu[0]:
             self._cpu = (cpu, now)  # when its CPU time last grew
         silent = now - self.last_beat
-        if silent > HANG_S and self._ready.is_set():
-            # silent and idle: stopped or deadlocked; silent but busy (a long call holding the GIL): given longer
-            stuck = cpu is not None and now - self._cpu[1] > HANG_S
+        if silent > HANG_S and self._ready.is_set() and not self._unread():
+            # silent and idle: stopped or deadlocked; silent but busy (a long call holding the GIL) or waiting for a
+            # core on a loaded machine (runnable): given longer. Heartbeats waiting in the pipe mean this process
+            # was slow to read them, not that the child is silent.
+            state = _state(self.pid)
+            stuck = state == "stopped" or (state != "running" and cpu is not None and now - self._cpu[1] > HANG_S)
             if stuck or silent > SILENT_MAX_S:
                 return f"the {self.name} process stopped responding (no heartbeat for {silent:.1f} s)"
         stalled = self.stalled_s
         if stalled is not None and stalled > FRAME_STALL_S:
             return f"the {self.name} process's frame loop stopped (no frame for {stalled:.1f} s)"
         return None
+
+    def _unread(self) -> bool:
+        """Whether messages from the child wait in the pipe (the reading thread has not had its turn)."""
+        try:
+            return self._conn is not None and self._conn.poll(0)
+        except (OSError, ValueError, EOFError):
+            return False
 
     def _read(self) -> None:
         """The pipe, read as fast as it comes (a slow event handler never delays a heartbeat)."""
@@ -391,6 +401,20 @@ def _ignore_sigint():
         return signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (ValueError, OSError):
         return None
+
+
+def _state(pid: Optional[int]) -> Optional[str]:
+    """'running' (on a core or waiting for one), 'stopped' (SIGSTOP, a debugger) or another psutil status of
+    process ``pid``; None where it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        import psutil
+
+        status = psutil.Process(pid).status()
+    except Exception:
+        return None
+    return "stopped" if status in ("stopped", "tracing-stop") else status
 
 
 def _cpu_seconds(pid: Optional[int]) -> Optional[float]:
