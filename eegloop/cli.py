@@ -219,7 +219,7 @@ def cmd_record(args) -> int:
 
 
 def _record(args, proto, db) -> int:
-    from .session import record_session
+    from .session import record_session, steal_note
 
     if args.resume:
         from .database.claim import SessionClaim
@@ -238,7 +238,8 @@ def _record(args, proto, db) -> int:
     print(f"recording {state}: session {res.session_id}, {res.epochs}/{res.expected_epochs} epochs, "
           f"{res.samples_received} samples ({res.lost_samples} lost), {res.dropped_frames} dropped frames, "
           f"image duration median {res.stim_duration_ms_median:.1f} ms (max error "
-          f"{res.stim_duration_ms_max_abs_error:.1f} ms) at {res.frame_rate_hz:.2f} Hz")
+          f"{res.stim_duration_ms_max_abs_error:.1f} ms) at {res.frame_rate_hz:.2f} Hz"
+          f"{steal_note(res.cpu_steal_pct_max)}")
     for f in res.raw_files:
         print(f"raw: {f}")
     return 1 if res.aborted else 0

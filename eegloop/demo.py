@@ -36,7 +36,7 @@ def run_demo(out: str | Path = "eegloop-demo", quick: bool = False,
     from .feedback.generator import generator_available
     from .paradigm.display import ensure_display
     from .protocol import load_protocol
-    from .session import run_visit
+    from .session import run_visit, steal_note
 
     from ._files import private_dir, write_private_text
 
@@ -60,6 +60,9 @@ def run_demo(out: str | Path = "eegloop-demo", quick: bool = False,
     visit = run_visit(proto, SUBJECT, db, simulate=True, progress=progress, feedback_mode=mode, report_dir=out)
     summary = build_summary(db, visit.session_id, proto_path)
     write_private_text(out / "summary.json", json.dumps(summary, indent=2))
+    tm = summary["timing"]
+    say(f"stimuli: {tm['dropped_frames']} dropped frames, image duration max error "
+        f"{tm['stim_duration_ms_max_abs_error']:.1f} ms{steal_note(tm['cpu_steal_pct_max'])}")
     say(f"demo finished in {time.monotonic() - t_start:.0f} s; summary: {out / 'summary.json'}")
     say(f"report: {out / summary['report']}")
     return summary
@@ -97,7 +100,9 @@ def build_summary(db: Database, session_id: int, protocol_path: Path) -> dict:
                     "lost": int(sum(r.lost_samples or 0 for r in runs))},
         "timing": {"frame_rate_hz": round(fr, 3), "stim_duration_ms_median": round(float(np.median(durs)), 3),
                    "stim_duration_ms_max_abs_error": round(float(np.max(np.abs(durs - intended))), 3),
-                   "dropped_frames": int(sum(t.dropped_frames for t in timings))},
+                   "dropped_frames": int(sum(t.dropped_frames for t in timings)),
+                   # the worst block's share of the CPU a virtual machine's host took (frames drop then)
+                   "cpu_steal_pct_max": rec.get("cpu_steal_pct_max")},
         "training": {"seconds": round(float(info.info.get("train_seconds", m.metrics.get("seconds", 0.0))), 2),
                      "split": ev.get("split", m.metrics.get("split")),
                      "top1": round(float(s.get("top1", m.metrics["heldout"]["top1"])), 4),

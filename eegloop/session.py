@@ -41,6 +41,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ._logging import logger
+from ._machine import StealMeter
 from ._worker import Worker
 from .bus import BUS, CONTROLS, Finished, Phase, SignalChecked, TrainEpoch, VisitStats
 from .database import Database
@@ -56,6 +57,7 @@ __all__ = ["RecordResult", "VisitResult", "record_session", "run_visit", "Record
 
 #: feedback blocks are numbered from here, apart from the recording's
 FEEDBACK_BLOCK_BASE = 10_000
+STEAL_NOTE_PCT = 5.0  # the host's share of the CPU in a block above which the timing line names it
 
 
 class RecordingError(EegloopError):
@@ -85,6 +87,7 @@ class RecordResult:
     marker_minus_flip_ms_max: float
     raw_files: list = field(default_factory=list)
     scheduling: str = ""  # the presenter's priority, obtained or refused (one line)
+    cpu_steal_pct_max: Optional[float] = None  # the worst block's share of the CPU the host took (virtual machines)
     captured: dict = field(default_factory=dict)  # trial -> frame (capture_trials)
 
 
@@ -353,6 +356,7 @@ class _Recording:
         self.block_cost = ctx.protocol.paradigm.block_s + ctx.protocol.paradigm.pause_s
         self.n_runs, self.n_blocks = len(ctx.schedule.runs), len(ctx.schedule.blocks)
         self.t_start = time.monotonic()
+        self.steal = StealMeter()  # the host's share of the CPU, block by block (dropped frames on a VM follow it)
         self.current_run: Optional[int] = None
         self.failure: Optional[str] = None
         self.marked = False
@@ -374,6 +378,7 @@ class _Recording:
             return
         elif isinstance(ev, BlockShown):
             self.blocks_done += 1
+            self.steal.lap()
             rig.acquisition.call(AddTimings(ev.run, ev.block, _timing_rows(ev.timings)))
             st = rig.acquisition.call(GetStats())
             left = (self.total_blocks - self.blocks_done) * self.block_cost
@@ -553,7 +558,8 @@ class _Recording:
                                          "samples_received": stats.samples_received,
                                          "lost_samples": stats.lost_samples,
                                          "epochs_rejected": dict(stats.epochs_rejected),
-                                         "online_dropped": stats.online_dropped, "scheduling": d.scheduling})
+                                         "online_dropped": stats.online_dropped, "scheduling": d.scheduling,
+                                         "cpu_steal_pct_max": _round(self.steal.max_pct)})
         durs = np.array([t.duration_s for t in self.timings]) if self.timings else np.array([np.nan])
         err = np.abs(durs - p.paradigm.image_s)
         mmf = [abs(t.marker_lsl - t.actual_onset_lsl) for t in self.timings] or [np.nan]
@@ -569,7 +575,7 @@ class _Recording:
             stim_duration_ms_max_abs_error=float(np.max(err) * 1000),
             marker_minus_flip_ms_max=float(np.max(mmf) * 1000),
             raw_files=sorted(str(f) for f in raw_dir.glob("*.vhdr")), scheduling=d.scheduling,
-            captured=self.captured)
+            captured=self.captured, cpu_steal_pct_max=_round(self.steal.max_pct))
         if aborted:
             ctx.ended = "aborted"
         ctx.recording_started = False  # the recorder is stopped: a later phase records anew
@@ -589,6 +595,18 @@ def _mark_failed(db: Database, session_id: int, run: Optional[int], reason: str,
     except Exception as exc:
         logger.error("could not mark session %d failed: %s", session_id, str(exc))
         return False
+
+
+def _round(x: Optional[float], digits: int = 1) -> Optional[float]:
+    return None if x is None else round(float(x), digits)
+
+
+def steal_note(pct: Optional[float]) -> str:
+    """A clause for the timing line when the host took a noticeable share of a virtual machine's CPU."""
+    if pct is None or pct < STEAL_NOTE_PCT:
+        return ""
+    return (f"; the virtual machine's host took up to {pct:.0f} % of its CPU during a block (steal time): frames "
+            f"drop then whatever the priority")
 
 
 def _timing_rows(timings) -> list[dict]:

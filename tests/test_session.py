@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 KEYS = {
     "subject": None, "session_id": None, "protocol": None,
     "epochs": {"recorded", "expected"}, "samples": {"received", "lost"},
-    "timing": {"frame_rate_hz", "stim_duration_ms_median", "stim_duration_ms_max_abs_error", "dropped_frames"},
+    "timing": {"frame_rate_hz", "stim_duration_ms_median", "stim_duration_ms_max_abs_error", "dropped_frames",
+               "cpu_steal_pct_max"},
     "training": {"seconds", "split", "top1", "top5", "chance_top1", "teacher_top1", "inflated", "optimistic"},
     "feedback": {"mode", "trials", "correct", "latency_ms"}, "report": None,
     "signal_check": None, "photon_delay_ms": {"median", "sd", "found", "stimuli", "static_offset"},
@@ -65,6 +66,10 @@ def test_demo_end_to_end(tmp_path, display):
     assert s["timing"]["stim_duration_ms_median"] == pytest.approx(np.median([t.duration_s for t in tt]) * 1000,
                                                                    abs=1e-3)
     assert s["timing"]["dropped_frames"] == sum(t.dropped_frames for t in tt)
+    # the host's share of the CPU in the worst block (Linux's steal count), as the recording stored it
+    assert s["timing"]["cpu_steal_pct_max"] == info.info["recording"]["cpu_steal_pct_max"]
+    assert 0 <= s["timing"]["cpu_steal_pct_max"] <= 100
+    assert f"stimuli: {s['timing']['dropped_frames']} dropped frames" in stdout
     # the summary's worst stimulus-duration error is the database's, whatever this machine's load made it
     # (how small it is on an idle machine is measured by benchmarks/bench_paradigm.py, not asserted here)
     intended = np.array([t.intended_frames for t in tt]) * 1000 / s["timing"]["frame_rate_hz"]

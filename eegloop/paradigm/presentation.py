@@ -366,6 +366,11 @@ class Presenter:
                 w, h = im.size
                 size = (px, px * h / w) if w >= h else (px * w / h, px)
                 stims.append(visual.ImageStim(self.win, image=im.copy(), size=size, units="pix"))
+        # each drawn once into the back buffer, which is then cleared (never shown): the texture upload and the
+        # first use of the image shader happen here, in the pause, not on the block's first frames
+        for stim in stims:
+            stim.draw()
+        self.win.clearBuffer()
         self._preloaded[block.block] = stims
 
     def pause(self, run: int, block: int, seconds: float, next_block: Block | None,
