@@ -65,6 +65,7 @@ def main() -> None:
 
     import psutil
 
+    from eegloop._machine import StealMeter
     from eegloop.database import Database
     from eegloop.protocol import protocol_from_dict
     from eegloop.session import record_session
@@ -111,6 +112,9 @@ def main() -> None:
     rows = []
     t0 = time.monotonic()
     mb = 1 / 2**20
+    # the share of the CPU the host took in each block and its pause (steal): on a virtual machine dropped
+    # frames follow it (each block's dropped frames are read back from the database at the end)
+    steal = StealMeter()
 
     def progress(line: str) -> None:
         m = re.match(r"run (\d+)/\d+\s+block (\d+)/\d+", line)
@@ -120,11 +124,12 @@ def main() -> None:
         last_by.update(by_process())
         rss = sum(last_by.values())
         peak["rss"] = max(peak["rss"], rss)
+        st = steal.lap()
         rows.append({"block": int(m.group(2)), "t_s": round(time.monotonic() - t0, 1), "rss_mb": round(rss * mb, 1),
-                     "peak_mb": round(peak["rss"] * mb, 1)})
+                     "peak_mb": round(peak["rss"] * mb, 1), "steal_pct": None if st is None else round(st, 1)})
         r = rows[-1]
         print(f"block {r['block']:3d}  {r['t_s']:7.1f} s  rss {r['rss_mb']:8.1f} MB  peak {r['peak_mb']:8.1f} MB  "
-              f"| {line.split('  ', 2)[-1]}", flush=True)
+              f"steal {r['steal_pct'] if st is not None else '-':>5} %  | {line.split('  ', 2)[-1]}", flush=True)
 
     print(f"soak: {args.blocks} of {n_blocks} blocks, {args.channels} ch x {args.sfreq:g} Hz, {args.classes} classes; "
           f"{platform.processor() or platform.machine()}; data in {out}", flush=True)
@@ -140,6 +145,23 @@ def main() -> None:
                "seconds": round(time.monotonic() - t0, 1), "cpu": cpu_name(),
                "rss_last_by_process_mb": {k: round(v * mb, 1) for k, v in last_by.items()},
                "scheduling": res.scheduling}
+    from sqlalchemy import func, select
+
+    from eegloop.database.models import BlockRow, EventRow, TrialTimingRow
+
+    with db.session() as s:  # the frames dropped while each block's images were shown
+        q = (select(BlockRow.index, func.sum(TrialTimingRow.dropped_frames))
+             .join(EventRow, EventRow.block_id == BlockRow.id).join(TrialTimingRow, TrialTimingRow.event_id == EventRow.id).where(EventRow.session_id == res.session_id)
+             .group_by(BlockRow.index))
+        dropped = {int(b): int(n or 0) for b, n in s.execute(q)}
+    for r in rows:
+        r["dropped"] = dropped.get(r["block"], 0)
+    calm = [r for r in rows if r.get("steal_pct") is not None and r["steal_pct"] < 5]
+    stolen = [r for r in rows if r.get("steal_pct") is not None and r["steal_pct"] >= 5]
+    summary["by_steal"] = {  # blocks (and their pause) in which the host took under / over 5 % of the CPU
+        "blocks_steal_under_5pct": len(calm), "dropped_in_them": sum(r.get("dropped", 0) for r in calm),
+        "blocks_steal_over_5pct": len(stolen), "dropped_in_them_over": sum(r.get("dropped", 0) for r in stolen),
+        "steal_pct_max": max((r["steal_pct"] for r in rows if r.get("steal_pct") is not None), default=None)}
     # ratios measured in this run, comparable across machines (and across run lengths)
     expected_s = summary["blocks"] * (proto.paradigm.block_s + proto.paradigm.pause_s)
     summary["ratios"] = {"rss_last / rss_block5": round(last / ref, 4) if ref == ref and ref else None,
