@@ -151,7 +151,9 @@ def main() -> None:
 
     with db.session() as s:  # the frames dropped while each block's images were shown
         q = (select(BlockRow.index, func.sum(TrialTimingRow.dropped_frames))
-             .join(EventRow, EventRow.block_id == BlockRow.id).join(TrialTimingRow, TrialTimingRow.event_id == EventRow.id).where(EventRow.session_id == res.session_id)
+             .join(EventRow, EventRow.block_id == BlockRow.id)
+             .join(TrialTimingRow, TrialTimingRow.event_id == EventRow.id)
+             .where(EventRow.session_id == res.session_id)
              .group_by(BlockRow.index))
         dropped = {int(b): int(n or 0) for b, n in s.execute(q)}
     for r in rows:
