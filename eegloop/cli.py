@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__, set_log_level
 from .errors import EegloopError
+from .types import FEEDBACK_BLOCK_BASE
 
 EXIT_USER_ERROR = 2
 
@@ -321,7 +322,7 @@ def _zero_shot_one(db, subject, args, say):
 
     proto, sids = subject_protocol(db, subject, args.sessions)
     es = db.load_epochs(subject, sids)
-    es = es.subset(np.flatnonzero(es.blocks < 10_000))
+    es = es.subset(np.flatnonzero(es.blocks < FEEDBACK_BLOCK_BASE))
     test = None
     if args.test_classes:
         test = list(args.test_classes)  # a list already: no empty or repeated items (cli_types.CommaList)
@@ -346,7 +347,7 @@ def _evaluate_one(db, subject, args, say):
 
     proto, sids = subject_protocol(db, subject, args.sessions)
     es = db.load_epochs(subject, sids)
-    es = es.subset(np.flatnonzero(es.blocks < 10_000))  # recording blocks, not feedback trials
+    es = es.subset(np.flatnonzero(es.blocks < FEEDBACK_BLOCK_BASE))  # recording blocks, not feedback trials
     methods = [main_method(proto)]
     if args.baselines:
         methods += [m for m in BASELINES if m not in methods]

@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from .database import Database
+from .types import FEEDBACK_BLOCK_BASE
 
 __all__ = ["run_demo", "demo_protocol_path"]
 
@@ -73,7 +74,7 @@ def build_summary(db: Database, session_id: int, protocol_path: Path) -> dict:
     info = db.get_session(session_id)
     rec = info.info.get("recording", {})
     ev = info.info.get("evaluation") or {}
-    epochs = [e for e in db.get_epochs(session_id) if e.block < 10_000]
+    epochs = [e for e in db.get_epochs(session_id) if e.block < FEEDBACK_BLOCK_BASE]
     runs = db.get_runs(session_id)
     timings = db.get_trial_timings(session_id)
     durs = np.array([t.duration_s for t in timings]) * 1000

@@ -19,12 +19,35 @@ __all__ = ["configure_lsl", "lsl_config_text", "resolve_stream", "local_clock"]
 _configured: str | None = None
 
 
+def lsl_ports() -> tuple[int, int, int]:
+    """(discovery port, first port, number of ports) of liblsl: its defaults (16571, 16572, 32), or a block of
+    its own from ``EEGLOOP_LSL_PORTS=DISCOVERY_PORT`` (the ports after it, 32 of them: an LSL "network" that
+    no other program's streams reach, for two rigs or two test runs on one machine; every process of a visit
+    inherits it)."""
+    raw = os.environ.get("EEGLOOP_LSL_PORTS", "").strip()
+    if not raw:
+        return 16571, 16572, 32
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 1024 <= port <= 65535 - 33:
+        raise StreamError(f"EEGLOOP_LSL_PORTS: must be a port from 1024 to {65535 - 33} (LSL's discovery port; "
+                          f"the 32 after it carry the streams), got {raw[:40]!r}")
+    return port, port + 1, 32
+
+
 def lsl_config_text(scope: str = "machine") -> str:
     """The ``lsl_api.cfg`` content eegloop uses for ``scope``."""
     # machine scope: the multicast (discovery) listener binds to loopback too; liblsl's unicast UDP and TCP
     # data ports still listen on all interfaces (liblsl has no setting for them: a lab network needs a firewall)
     listen = "ListenAddress = 127.0.0.1\n" if scope == "machine" else ""
-    return f"[ports]\nIPv6 = disable\n\n[multicast]\nResolveScope = {scope}\n{listen}\n[log]\nlevel = -2\n"
+    ports = ""
+    if os.environ.get("EEGLOOP_LSL_PORTS", "").strip():
+        discovery, base, n = lsl_ports()
+        ports = f"MulticastPort = {discovery}\nBasePort = {base}\nPortRange = {n}\n"
+    return (f"[ports]\nIPv6 = disable\n{ports}\n[multicast]\nResolveScope = {scope}\n{listen}\n"
+            "[log]\nlevel = -2\n")
 
 
 def configure_lsl(scope: str = "machine") -> None:
@@ -136,9 +159,10 @@ def resolve_stream(name: str | None, stype: str | None, timeout: float, what: st
         ident = f"name '{name}'" if name else f"type '{stype}'"
         pins = "".join(f", {k} '{v}'" for k, v in (("source id", source_id), ("host", hostname)) if v)
         busy = lsl_ports_taken()
-        full = (f"; all {LSL_PORT_RANGE} of LSL's ports ({LSL_BASE_PORT}-{LSL_BASE_PORT + LSL_PORT_RANGE - 1}) "
+        _, base, n = lsl_ports()
+        full = (f"; all {n} of LSL's ports ({base}-{base + n - 1}) "
                 "are taken on this machine, so a stream started now may be unreachable: close LSL programs "
-                "you do not need" if busy is not None and busy >= LSL_PORT_RANGE else "")
+                "you do not need" if busy is not None and busy >= n else "")
         ident += f" type '{stype}'" if name and stype else ""
         near = near_misses(pylsl.resolve_streams(wait_time=1.0), name, stype, source_id, hostname)
         raise StreamError(f"no {what} with {ident}{pins} found on LSL within {timeout:g} s"
@@ -174,9 +198,9 @@ def near_misses(streams, name: str | None, stype: str | None, source_id: str | N
     """
     out, seen = [], set()
     for s in streams:
-        if s.uid() in seen:
+        if s.uid() in seen or describe_stream(s) in seen:  # one outlet answering twice, or restarted alike
             continue
-        seen.add(s.uid())
+        seen.update((s.uid(), describe_stream(s)))
         name_ok = bool(name) and s.name() == name
         type_ok = bool(stype) and same_type(s.type(), stype)
         if name_ok and stype and not type_ok and s.type():
@@ -189,9 +213,6 @@ def near_misses(streams, name: str | None, stype: str | None, source_id: str | N
     out.sort(key=lambda line: not line.startswith("name right"))  # the name's own streams first
     more = f"; and {len(out) - limit} more" if len(out) > limit else ""
     return "; ".join(out[:limit]) + more
-
-
-LSL_BASE_PORT, LSL_PORT_RANGE = 16572, 32  # liblsl's defaults, which eegloop keeps
 
 
 def lsl_ports_taken(this_process: bool = False) -> int | None:
@@ -214,6 +235,7 @@ def lsl_ports_taken(this_process: bool = False) -> int | None:
                 continue
             if link.startswith("socket:["):
                 mine.add(link[8:-1])
+    _, base, n = lsl_ports()
     ports, read = set(), False
     for table in ("/proc/net/udp", "/proc/net/udp6"):
         try:
@@ -228,7 +250,7 @@ def lsl_ports_taken(this_process: bool = False) -> int | None:
                 port = int(f[1].rsplit(":", 1)[1], 16)
             except (IndexError, ValueError):
                 continue
-            if LSL_BASE_PORT <= port < LSL_BASE_PORT + LSL_PORT_RANGE and (mine is None or
+            if base <= port < base + n and (mine is None or
                                                                            (len(f) > 9 and f[9] in mine)):
                 ports.add(port)
     return len(ports) if read else None

@@ -13,7 +13,9 @@ from typing import Optional
 
 from .errors import EegloopError
 
-__all__ = ["load_montage", "set_positions", "positions"]
+__all__ = ["load_montage", "set_positions", "positions", "DEFAULT_MONTAGE"]
+
+DEFAULT_MONTAGE = "standard_1005"  # amplifier.montage when a protocol does not say (MNE's 10-05 positions)
 
 # names MNE is renaming (same positions): used when this MNE has the new name, so no FutureWarning
 _RENAMED = {"standard_1005": "colin27_1005", "standard_1020": "colin27_1020",

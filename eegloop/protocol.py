@@ -31,6 +31,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .errors import ProtocolError, clip_text, short_repr
+from .montage import DEFAULT_MONTAGE
 
 __all__ = [
     "Protocol",
@@ -181,7 +182,7 @@ class AmplifierConfig:
     channel_types: dict[str, str] = _f(
         factory=dict, doc="channel label -> type (eeg, eog, ecg, emg, misc, stim, resp), overriding the stream's "
                           "own <type>; only eeg channels are decoded, the others are stored with the recording")
-    montage: Optional[str] = _f("standard_1005", doc="electrode positions: an MNE standard montage name "
+    montage: Optional[str] = _f(DEFAULT_MONTAGE, doc="electrode positions: an MNE standard montage name "
                                 "(standard_1005, biosemi64, ...) or a file MNE reads (.elc, .sfp, .bvef, .csd ...), "
                                 "relative to the protocol; null: none")
     resolve_timeout_s: float = _f(5.0, gt=0, le=600, doc="how long to look for a stream")

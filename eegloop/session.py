@@ -49,6 +49,7 @@ from .database.claim import SessionClaim
 from .errors import EegloopError
 from .protocol import Protocol
 from .roles.child import ChildFailed
+from .types import FEEDBACK_BLOCK_BASE
 
 __all__ = ["RecordResult", "VisitResult", "record_session", "run_visit", "RecordingError", "SignalCheckFailed",
            "gate_on_signal", "Visit", "VisitContext", "VisitPhase", "SignalCheckPhase", "RecordingPhase",
@@ -56,7 +57,6 @@ __all__ = ["RecordResult", "VisitResult", "record_session", "run_visit", "Record
            "resumable_session", "FEEDBACK_BLOCK_BASE"]
 
 #: feedback blocks are numbered from here, apart from the recording's
-FEEDBACK_BLOCK_BASE = 10_000
 STEAL_NOTE_PCT = 5.0  # the host's share of the CPU in a block above which the timing line names it
 
 

@@ -11,7 +11,13 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["Epoch", "EpochSet", "RejectedEpoch", "BlockRecord"]
+from .montage import DEFAULT_MONTAGE
+
+__all__ = ["Epoch", "EpochSet", "RejectedEpoch", "BlockRecord", "FEEDBACK_BLOCK_BASE"]
+
+# a feedback run's epochs are stored with block numbers from here (10000 + run): recording blocks stay below it,
+# so training and evaluation can keep the subject's recorded blocks apart from what the feedback showed
+FEEDBACK_BLOCK_BASE = 10_000
 
 
 @dataclass
@@ -128,7 +134,7 @@ class EpochSet:
     images: Optional[np.ndarray] = None  # (n,) sha256 of each epoch's stimulus image ('' if unknown)
     onsets: Optional[np.ndarray] = None  # (n,) LSL time of each onset, s (NaN if unknown)
     trials: Optional[np.ndarray] = None  # (n,) trial number in its session (-1 if unknown)
-    montage: Optional[str] = "standard_1005"  # electrode positions for to_mne (amplifier.montage)
+    montage: Optional[str] = DEFAULT_MONTAGE  # electrode positions for to_mne (amplifier.montage)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels).astype(str)
@@ -153,7 +159,7 @@ class EpochSet:
 
     @classmethod
     def from_epochs(cls, epochs: list[Epoch], sessions: list[int] | None = None,
-                    classes: dict[str, str] | None = None, montage: Optional[str] = "standard_1005") -> "EpochSet":
+                    classes: dict[str, str] | None = None, montage: Optional[str] = DEFAULT_MONTAGE) -> "EpochSet":
         if not epochs:
             raise ValueError("no epochs")
         shapes = {e.data.shape for e in epochs}

@@ -19,10 +19,18 @@ os.environ.pop("EEGLOOP_DB", None)
 os.environ.pop("EEGLOOP_DATA", None)
 # the training-settings calibration caches per machine: the tests keep theirs apart from the user's
 os.environ["EEGLOOP_CACHE_DIR"] = tempfile.mkdtemp(prefix="eegloop-tests-cache-")
+# tests run two at a time (pytest-xdist): each worker gets an LSL port block of its own, so a test that opens
+# hundreds of outlets in one worker cannot take the 32 ports the other's streams are found on (a stream that finds
+# them taken gets a random port no query reaches); the tests run alone afterwards keep liblsl's defaults
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw") and _worker[2:].isdigit():
+    os.environ["EEGLOOP_LSL_PORTS"] = str(20000 + 100 * int(_worker[2:]))
+else:
+    os.environ.pop("EEGLOOP_LSL_PORTS", None)
 # belt and braces: any LSL use in the tests stays on this machine, even one that forgot configure_lsl()
 from eegloop.lsl import lsl_config_text  # noqa: E402 (imports no LSL library)
 
-_cfg = Path(tempfile.gettempdir()) / "eegloop-tests-lsl_api.cfg"
+_cfg = Path(tempfile.gettempdir()) / f"eegloop-tests-lsl_api{'-' + _worker if _worker else ''}.cfg"
 _cfg.write_text(lsl_config_text("machine"))
 os.environ["LSLAPICFG"] = str(_cfg)
 

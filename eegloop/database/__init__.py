@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 
 from .. import __version__
 from ..errors import DatabaseError, clip_text
+from ..montage import DEFAULT_MONTAGE
 from ..types import BlockRecord, Epoch, EpochSet
 from .models import (
     BlockRow,
@@ -217,9 +218,9 @@ def _montage_of(protocol_yaml: str) -> Optional[str]:
     try:
         amp = (yaml.safe_load(protocol_yaml) or {}).get("amplifier") or {}
     except yaml.YAMLError:
-        return "standard_1005"
-    m = amp.get("montage", "standard_1005") if isinstance(amp, dict) else "standard_1005"
-    return m if isinstance(m, str) or m is None else "standard_1005"
+        return DEFAULT_MONTAGE
+    m = amp.get("montage", DEFAULT_MONTAGE) if isinstance(amp, dict) else DEFAULT_MONTAGE
+    return m if isinstance(m, str) or m is None else DEFAULT_MONTAGE
 
 
 def _event_row(session_id: int, run_id: Optional[int], block_id: Optional[int], m: dict, t: float) -> EventRow:

@@ -25,7 +25,7 @@ import numpy as np
 from .._logging import logger
 from ..errors import EegloopError, ModelNotAvailableError
 from ..protocol import Protocol, protocol_from_dict
-from ..types import Epoch, EpochSet
+from ..types import FEEDBACK_BLOCK_BASE, Epoch, EpochSet
 from .evaluation import EvalReport, NoHonestFoldError, evaluate
 from .preprocessing import Preprocessor
 
@@ -164,7 +164,7 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
     proto_db, sids = subject_protocol(db, subject, session_ids)
     protocol = protocol or proto_db
     es = db.load_epochs(subject, sids)
-    es = es.subset(np.flatnonzero(es.blocks < 10_000))  # recording blocks only, not feedback trials
+    es = es.subset(np.flatnonzero(es.blocks < FEEDBACK_BLOCK_BASE))  # recording blocks only, not feedback trials
     held_cues = set(exclude_images or ())
     if not held_cues and protocol.feedback.cue_share > 0 and any(es.images):
         held_cues = _feedback_cues(protocol)
@@ -390,7 +390,7 @@ def train_encoder(db, subject: str, session_ids: Sequence[int] | None = None, pr
     proto_db, sids = subject_protocol(db, subject, session_ids)
     protocol = protocol or proto_db
     es = db.load_epochs(subject, sids)
-    es = es.subset(np.flatnonzero(es.blocks < 10_000))
+    es = es.subset(np.flatnonzero(es.blocks < FEEDBACK_BLOCK_BASE))
     held = set(exclude_images or ())
     if not held and protocol.feedback.cue_share > 0 and any(es.images):
         held = _feedback_cues(protocol)

@@ -209,3 +209,50 @@ def test_killed_process_leaves_readable_raw(tmp_path):
     # flushed at least every second: at most ~1 s (plus output latency) missing
     assert raw.n_times / 500 > 3.0 - 1.3
     assert np.isfinite(raw.get_data()).all()
+
+
+def _lsl_env(ports: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("LSLAPICFG", "EEGLOOP_LSL_PORTS", "EEGLOOP_LSL_SCOPE")}
+    if ports is not None:
+        env["EEGLOOP_LSL_PORTS"] = ports
+    return env
+
+
+_FIND = textwrap.dedent("""
+    import sys
+    from eegloop.errors import StreamError
+    from eegloop.lsl import resolve_stream
+    try:
+        resolve_stream(sys.argv[1], "EEG", 3.0, "EEG stream", "")
+        print("found")
+    except StreamError:
+        print("not found")
+""")
+
+
+def test_an_lsl_port_block_of_its_own_is_a_separate_network(tmp_path):
+    """EEGLOOP_LSL_PORTS gives a rig (or a test worker) liblsl ports of its own: its streams are found by
+    processes with the same block and by nobody else; a bad value is one line, exit 2."""
+    name = f"own-{uuid.uuid4().hex[:8]}"
+    sim = subprocess.Popen([sys.executable, "-m", "eegloop", "simulate", "--name", name, "--channels", "4",
+                            "--duration", "30", "--data", str(tmp_path / "d")], env=_lsl_env("23000"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def find(ports):
+            return subprocess.run([sys.executable, "-c", _FIND, name], env=_lsl_env(ports), capture_output=True,
+                                  text=True, timeout=60).stdout.strip()
+
+        deadline = time.monotonic() + 30
+        while find("23000") != "found":  # the simulator's start (imports, the outlet)
+            assert sim.poll() is None and time.monotonic() < deadline, sim.stderr.read() if sim.poll() else ""
+        assert find("23500") == "not found"  # another block
+        assert find(None) == "not found"  # liblsl's defaults
+    finally:
+        sim.kill()
+        sim.wait()
+    bad = subprocess.run([sys.executable, "-m", "eegloop", "simulate", "--name", name, "--duration", "1",
+                          "--data", str(tmp_path / "d2")], env=_lsl_env("80"), capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert bad.stderr.startswith("eegloop: error: EEGLOOP_LSL_PORTS: must be a port"), bad.stderr
+    assert not (tmp_path / "d2").exists()
