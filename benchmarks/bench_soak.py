@@ -68,7 +68,7 @@ def main() -> None:
     from eegloop._machine import StealMeter
     from eegloop.database import Database
     from eegloop.protocol import protocol_from_dict
-    from eegloop.session import record_session
+    from eegloop.session import STEAL_NOTE_PCT, record_session
 
     out = args.out or Path(tempfile.mkdtemp(prefix="eegloop-soak-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -158,12 +158,13 @@ def main() -> None:
         dropped = {int(b): int(n or 0) for b, n in s.execute(q)}
     for r in rows:
         r["dropped"] = dropped.get(r["block"], 0)
-    calm = [r for r in rows if r.get("steal_pct") is not None and r["steal_pct"] < 5]
-    stolen = [r for r in rows if r.get("steal_pct") is not None and r["steal_pct"] >= 5]
-    summary["by_steal"] = {  # blocks (and their pause) in which the host took under / over 5 % of the CPU
-        "blocks_steal_under_5pct": len(calm), "dropped_in_them": sum(r.get("dropped", 0) for r in calm),
-        "blocks_steal_over_5pct": len(stolen), "dropped_in_them_over": sum(r.get("dropped", 0) for r in stolen),
-        "steal_pct_max": max((r["steal_pct"] for r in rows if r.get("steal_pct") is not None), default=None)}
+    # blocks (and their pause) in which the host took under / over the share a visit's timing line names
+    calm = [r for r in rows if r["steal_pct"] is not None and r["steal_pct"] < STEAL_NOTE_PCT]
+    stolen = [r for r in rows if r["steal_pct"] is not None and r["steal_pct"] >= STEAL_NOTE_PCT]
+    summary["by_steal"] = {
+        "blocks_steal_under_5pct": len(calm), "dropped_in_them": sum(r["dropped"] for r in calm),
+        "blocks_steal_over_5pct": len(stolen), "dropped_in_them_over": sum(r["dropped"] for r in stolen),
+        "steal_pct_max": None if steal.max_pct is None else round(steal.max_pct, 1)}
     # ratios measured in this run, comparable across machines (and across run lengths)
     expected_s = summary["blocks"] * (proto.paradigm.block_s + proto.paradigm.pause_s)
     summary["ratios"] = {"rss_last / rss_block5": round(last / ref, 4) if ref == ref and ref else None,

@@ -51,7 +51,7 @@ class StealMeter:
 
     On a virtual machine, frames drop whenever the hypervisor runs other guests on its cores, whatever the
     priority inside; measured on the 2-core cloud machines this is built on, the demo dropped frames exactly in
-    the seconds where steal rose from ~1 % to 20-40 %, with eegloop using ~25 % of the CPU. A visit records the
+    the seconds where steal rose from ~1 % to 18-44 %, with eegloop using ~25 % of the CPU. A visit records the
     worst block so that a report's dropped frames can be told from its own load.
     """
 

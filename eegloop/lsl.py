@@ -19,6 +19,9 @@ __all__ = ["configure_lsl", "lsl_config_text", "resolve_stream", "local_clock"]
 _configured: str | None = None
 
 
+_LSL_DEFAULT_PORTS = (16571, 16572, 32)  # liblsl's own: discovery port, first port, number of ports
+
+
 def lsl_ports() -> tuple[int, int, int]:
     """(discovery port, first port, number of ports) of liblsl: its defaults (16571, 16572, 32), or a block of
     its own from ``EEGLOOP_LSL_PORTS=DISCOVERY_PORT`` (the ports after it, 32 of them: an LSL "network" that
@@ -26,7 +29,7 @@ def lsl_ports() -> tuple[int, int, int]:
     inherits it)."""
     raw = os.environ.get("EEGLOOP_LSL_PORTS", "").strip()
     if not raw:
-        return 16571, 16572, 32
+        return _LSL_DEFAULT_PORTS
     try:
         port = int(raw)
     except ValueError:
@@ -42,10 +45,9 @@ def lsl_config_text(scope: str = "machine") -> str:
     # machine scope: the multicast (discovery) listener binds to loopback too; liblsl's unicast UDP and TCP
     # data ports still listen on all interfaces (liblsl has no setting for them: a lab network needs a firewall)
     listen = "ListenAddress = 127.0.0.1\n" if scope == "machine" else ""
-    ports = ""
-    if os.environ.get("EEGLOOP_LSL_PORTS", "").strip():
-        discovery, base, n = lsl_ports()
-        ports = f"MulticastPort = {discovery}\nBasePort = {base}\nPortRange = {n}\n"
+    discovery, base, n = lsl_ports()
+    ports = ("" if (discovery, base, n) == _LSL_DEFAULT_PORTS  # liblsl's defaults: nothing to say
+             else f"MulticastPort = {discovery}\nBasePort = {base}\nPortRange = {n}\n")
     return (f"[ports]\nIPv6 = disable\n{ports}\n[multicast]\nResolveScope = {scope}\n{listen}\n"
             "[log]\nlevel = -2\n")
 
@@ -250,8 +252,7 @@ def lsl_ports_taken(this_process: bool = False) -> int | None:
                 port = int(f[1].rsplit(":", 1)[1], 16)
             except (IndexError, ValueError):
                 continue
-            if base <= port < base + n and (mine is None or
-                                                                           (len(f) > 9 and f[9] in mine)):
+            if base <= port < base + n and (mine is None or (len(f) > 9 and f[9] in mine)):
                 ports.add(port)
     return len(ports) if read else None
 

@@ -56,7 +56,6 @@ __all__ = ["RecordResult", "VisitResult", "record_session", "run_visit", "Record
            "QuickTrainPhase", "FeedbackPhase", "EvaluationPhase", "ReportPhase", "phases_for",
            "resumable_session", "FEEDBACK_BLOCK_BASE"]
 
-#: feedback blocks are numbered from here, apart from the recording's
 STEAL_NOTE_PCT = 5.0  # the host's share of the CPU in a block above which the timing line names it
 
 
@@ -552,6 +551,7 @@ class _Recording:
         not_done = [(b, reason) for b, _, st, reason in self.stopped.blocks_stored if st != "done"]
         if not_done and not aborted:
             ctx.say(f"{len(not_done)} block(s) incomplete ({not_done[0][1]}, ...): record them again with --resume")
+        steal = _round(self.steal.max_pct)  # the worst block's
         db.set_session_status(sid, "aborted" if aborted else "incomplete" if not_done else "recorded",
                               ended=aborted,
                               recording={"runs_done": runs_done, "frame_rate_hz": d.frame_rate, "paced": d.paced,
@@ -559,7 +559,7 @@ class _Recording:
                                          "lost_samples": stats.lost_samples,
                                          "epochs_rejected": dict(stats.epochs_rejected),
                                          "online_dropped": stats.online_dropped, "scheduling": d.scheduling,
-                                         "cpu_steal_pct_max": _round(self.steal.max_pct)})
+                                         "cpu_steal_pct_max": steal})
         durs = np.array([t.duration_s for t in self.timings]) if self.timings else np.array([np.nan])
         err = np.abs(durs - p.paradigm.image_s)
         mmf = [abs(t.marker_lsl - t.actual_onset_lsl) for t in self.timings] or [np.nan]
@@ -575,7 +575,7 @@ class _Recording:
             stim_duration_ms_max_abs_error=float(np.max(err) * 1000),
             marker_minus_flip_ms_max=float(np.max(mmf) * 1000),
             raw_files=sorted(str(f) for f in raw_dir.glob("*.vhdr")), scheduling=d.scheduling,
-            captured=self.captured, cpu_steal_pct_max=_round(self.steal.max_pct))
+            captured=self.captured, cpu_steal_pct_max=steal)
         if aborted:
             ctx.ended = "aborted"
         ctx.recording_started = False  # the recorder is stopped: a later phase records anew
