@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -12,38 +13,49 @@ from eegloop.roles.child import HANG_S, Child
 pytestmark = pytest.mark.realtime  # seconds without a heartbeat: run alone, after the others
 
 
-def _quiet_child() -> Child:
-    """A child that only sends its heartbeats (the base role: no command, no work)."""
-    c = Child("quiet", "eegloop.roles.child:Role", {}, on_event=lambda child, ev: None).spawn()
-    c.wait_ready(60)
-    return c
+class _Gated:
+    """The child's pipe as the parent's reading thread sees it, with a gate: while it is closed the thread gets
+    no message, as when the orchestrator is too busy (a long call holding the GIL, a loaded machine) to let it
+    run. Everything else goes to the real pipe."""
+
+    def __init__(self, conn, gate: threading.Event):
+        self._conn, self._gate = conn, gate
+
+    def recv(self):
+        self._gate.wait()
+        return self._conn.recv()
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
 
 
-def _hold_the_gil(seconds: float) -> None:
-    """Keep every other thread of this process off the interpreter (one C call that never lets go of the GIL),
-    as a long call in the orchestrator can: the pipe's reader does not run meanwhile."""
-    import re
+class _SlowReader(Child):
+    gate: threading.Event
 
-    n, took = 16, 0.0
-    while took < 0.05:  # catastrophic backtracking: each more letter doubles the time of one C call
-        n += 1
-        t0 = time.perf_counter()
-        re.match(r"(a+)+$", "a" * n + "b")
-        took = time.perf_counter() - t0
-    while took < seconds:
-        n, took = n + 1, took * 2
-    re.match(r"(a+)+$", "a" * n + "b")
+    def _read(self) -> None:
+        self._conn = _Gated(self._conn, self.gate)
+        super()._read()
 
 
 def test_a_parent_too_busy_to_read_does_not_call_its_child_hung():
     """Heartbeats waiting unread in the pipe are a slow parent, not a silent child; a child stopped for real
     (SIGSTOP) is still caught after HANG_S."""
-    c = _quiet_child()
+    c = _SlowReader("quiet", "eegloop.roles.child:Role", {}, on_event=lambda child, ev: None)  # heartbeats only
+    c.gate = threading.Event()
+    c.gate.set()
+    c.spawn()
     try:
-        _hold_the_gil(HANG_S + 1.5)
+        c.wait_ready(60)
+        c.gate.clear()  # the reading thread has no turn from now on (it may still take one message)
+        time.sleep(HANG_S + 1.5)
         now = time.monotonic()
-        assert now - c.last_beat > HANG_S  # the reader had no turn: by its clock the child is silent
+        assert now - c.last_beat > HANG_S  # by the reader's clock the child is silent
         assert c.check(now) is None  # ... but its heartbeats wait in the pipe
+        c.gate.set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() - c.last_beat > 0.5:  # the reader catches up
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         os.kill(c.pid, signal.SIGSTOP)
         try:
             deadline = time.monotonic() + 10
