@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .._logging import logger
+from .._worker import Worker
 from ..errors import EegloopError
 
 __all__ = ["Child", "ChildFailed", "ChildError", "Role", "serve", "HEARTBEAT_S", "HANG_S"]
@@ -189,8 +190,9 @@ class Child:
         self.kwargs, self.proc._args = None, ()
         self.pid = self.proc.pid
         self.last_beat = time.monotonic()
-        threading.Thread(target=self._read, name=f"eegloop-{self.name}-reader", daemon=True).start()
-        threading.Thread(target=self._dispatch, name=f"eegloop-{self.name}-events", daemon=True).start()
+        # both end with the child: the reader at the pipe's end, the dispatcher at close()'s None
+        self._reader = Worker.of(lambda _w: self._read(), f"eegloop-{self.name}-reader").start()
+        self._dispatcher = Worker.of(lambda _w: self._dispatch(), f"eegloop-{self.name}-events").start()
         return self
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> Any:
@@ -451,8 +453,7 @@ class Link:
     def __init__(self, conn):
         self.conn = conn
         self._out: "queue.SimpleQueue" = queue.SimpleQueue()
-        self._sender = threading.Thread(target=self._send_loop, name="eegloop-link-sender", daemon=True)
-        self._sender.start()
+        self._sender = Worker.of(lambda _w: self._send_loop(), "eegloop-link-sender").start()  # ends at flush()
 
     def send(self, msg: Any) -> None:
         self._out.put(msg)
@@ -548,7 +549,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
     parent = mp.parent_process()
 
-    def watch():  # every platform: the parent's sentinel becomes ready when it ends
+    def watch(_worker):  # every platform: the parent's sentinel becomes ready when it ends
         try:
             from multiprocessing.connection import wait
 
@@ -561,7 +562,7 @@ def _die_with_parent(parent_pid: int) -> None:
             pass
         os._exit(1)
 
-    threading.Thread(target=watch, name="eegloop-parent-watch", daemon=True).start()
+    Worker.of(watch, "eegloop-parent-watch").start()
 
 
 def _name_process(role_path: str) -> None:
@@ -593,27 +594,53 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
     logger.handlers[:] = [_ForwardLogs(link)]
     logger.setLevel(log_level)
     logger.propagate = False
+    beat = _Heartbeat(link).start()
+    role, info = _start_role(role_path, link, kwargs)
+    beat.role = role
+    inbox: "queue.Queue" = queue.Queue()
+    Worker.of(lambda _w: _read_commands(conn, role, link, inbox), "eegloop-command-reader").start()
+    link.send(Ready(os.getpid(), info))
+    code = _take_commands(role, link, inbox)
+    link.flush()
+    conn.close()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)  # no interpreter shutdown: libraries' atexit hooks (LSL, GL) belong to the role's close()
 
-    holder: dict = {}
 
-    def beat():
-        while True:
-            role = holder.get("role")
+class _Heartbeat(Worker):
+    """Tells the parent every :data:`HEARTBEAT_S` that the child is alive (with its frame loop's stall, once the
+    role is set up); runs until the process ends."""
+
+    thread_name = "eegloop-heartbeat"
+
+    def __init__(self, link: Link):
+        super().__init__()
+        self.link = link
+        self.role: Optional[Role] = None
+
+    def run(self) -> None:
+        while not self.stopping:  # never asked to stop: the process ends with it
+            role = self.role
             try:
                 stalled = role.stalled() if role is not None else None
             except Exception:
                 stalled = None
-            link.send(Heartbeat(time.monotonic(), stalled))
+            self.link.send(Heartbeat(time.monotonic(), stalled))
             time.sleep(HEARTBEAT_S)
 
-    threading.Thread(target=beat, name="eegloop-heartbeat", daemon=True).start()
+
+def _start_role(role_path: str, link: Link, kwargs: dict) -> tuple:
+    """The role set up and its :meth:`Role.info`; a failure is sent to the parent and ends the process."""
     try:
         import importlib
 
         mod, cls = role_path.split(":")
         role: Role = getattr(importlib.import_module(mod), cls)(link, **kwargs)
-        info = role.info()
-        holder["role"] = role
+        return role, role.info()
     except BaseException as exc:
         link.send(StartFailed(exc if isinstance(exc, EegloopError) else
                               ChildFailed(f"the {role_path.split(':')[1]} could not start: "
@@ -621,29 +648,31 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
         logger.debug("start failed: %s", traceback.format_exc())
         link.flush()
         os._exit(1)
-    inbox: "queue.Queue" = queue.Queue()
 
-    def read():
-        while True:
+
+def _read_commands(conn, role: "Role", link: Link, inbox: "queue.Queue") -> None:
+    """The pipe from the parent: controls applied at once, every other command queued for the main thread; None
+    queued when the parent closes its end."""
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):  # the parent closed its end
+            inbox.put(None)
+            return
+        if isinstance(msg, Request) and isinstance(msg.command, role.controls):
             try:
-                msg = conn.recv()
-            except (EOFError, OSError):  # the parent closed its end
-                inbox.put(None)
-                return
-            if isinstance(msg, Request) and isinstance(msg.command, role.controls):
-                try:
-                    value = role.handle(msg.command)
-                    if msg.reply:
-                        link.send(Reply(msg.id, value))
-                except BaseException as exc:
-                    if msg.reply:
-                        link.send(Reply(msg.id, error=_portable(exc)))
-            else:
-                inbox.put(msg)
+                value = role.handle(msg.command)
+                if msg.reply:
+                    link.send(Reply(msg.id, value))
+            except BaseException as exc:
+                if msg.reply:
+                    link.send(Reply(msg.id, error=_portable(exc)))
+        else:
+            inbox.put(msg)
 
-    threading.Thread(target=read, name="eegloop-command-reader", daemon=True).start()
-    link.send(Ready(os.getpid(), info))
-    code = 0
+
+def _take_commands(role: "Role", link: Link, inbox: "queue.Queue") -> int:
+    """Commands one at a time on the main thread until the role is closed; the process's exit code."""
     while role.running:
         try:
             msg = inbox.get(timeout=role.idle_s) if role.idle_s else inbox.get()
@@ -654,11 +683,8 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
                 logger.error("%s: %s", role.name, exc)
             continue
         if msg is None:  # the parent is gone
-            try:
-                role.close()
-            finally:
-                code = 1
-            break
+            role.close()
+            return 1
         try:
             value = role.handle(msg.command)
             if msg.reply:
@@ -668,14 +694,7 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
                 logger.debug("%s", traceback.format_exc())
             if msg.reply:
                 link.send(Reply(msg.id, error=_portable(exc)))
-    link.flush()
-    conn.close()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(code)  # no interpreter shutdown: libraries' atexit hooks (LSL, GL) belong to the role's close()
+    return 0
 
 
 def _portable(exc: BaseException) -> BaseException:
