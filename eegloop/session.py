@@ -49,6 +49,7 @@ from .phases.quick_train import QuickTrainPhase
 from .phases.recording import STEAL_NOTE_PCT, RecordingPhase, steal_note
 from .phases.report import EvaluationPhase, ReportPhase
 from .phases.signal import SignalCheckPhase, gate_on_signal
+from .progress import Reporter, use_log_level
 from .protocol import Protocol
 from .types import FEEDBACK_BLOCK_BASE
 
@@ -145,9 +146,9 @@ def resumable_session(db: Database, subject: str, protocol: Protocol) -> tuple[i
 
 
 def record_session(protocol: Protocol, subject: str, db: Database, simulate: bool = False,
-                   progress: Callable[[str], None] | None = print, session_id: int | None = None,
+                   progress: Callable[[str], None] | None = None, session_id: int | None = None,
                    runs: Optional[list[int]] = None, capture_trials=(), skip_blocks=frozenset(),
-                   force: bool = False) -> RecordResult:
+                   force: bool = False, verbose: bool | str | int | None = None) -> RecordResult:
     """Run the paradigm and the recorder for the protocol's runs (each in its own process).
 
     Nothing is written to the database before the amplifier is found and the
@@ -166,7 +167,8 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
     simulate : bool
         Run the virtual amplifier (its own process, ``amplifier.simulate`` settings).
     progress : callable | None
-        Receives one line per block (run/block, time left).
+        Receives the progress lines (one per block: run/block, time left) instead of the ``eegloop.progress``
+        logger (:mod:`eegloop.progress`); they are published on the bus either way.
     session_id : int | None
         Continue this session instead of creating one.
     runs : list of int | None
@@ -177,21 +179,32 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
         Blocks already recorded completely (``--resume``): not shown again.
     force : bool
         Record even when the signal check (``signal_check.before_visit``) fails on some channels.
+    verbose : bool | str | int | None
+        eegloop's log level for the call, progress lines included (``False``: silent but for problems; ``None``:
+        as it is; see :mod:`eegloop.progress`).
     """
-    ctx = VisitContext(protocol, subject, db, BUS.tee(progress), progress, simulate=simulate, force=force,
+    ctx = VisitContext(protocol, subject, db, Reporter(progress), simulate=simulate, force=force,
                        session_id=session_id, skip_blocks=frozenset(skip_blocks), runs=runs,
                        capture_trials=tuple(capture_trials))
-    Visit(ctx, phases_for("record")).run()
+    with use_log_level(verbose):
+        Visit(ctx, phases_for("record")).run()
     return ctx.record
 
 
 def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = False, resume: bool = False,
-              progress: Callable[[str], None] | None = print, feedback_mode: str | None = None,
-              report_dir: Path | None = None, force: bool = False) -> VisitResult:
+              progress: Callable[[str], None] | None = None, feedback_mode: str | None = None,
+              report_dir: Path | None = None, force: bool = False,
+              verbose: bool | str | int | None = None) -> VisitResult:
     """A subject's visit: signal check -> record -> quick-train (automatic, while the subject rests; within
     ``training.budget_s``) -> feedback -> cross-validation for the report (the subject is done) -> report.
-    ``force`` records even when the signal check fails (see :func:`record_session`)."""
-    say = BUS.tee(progress)
+    ``force`` records even when the signal check fails; ``progress`` and ``verbose`` as in :func:`record_session`."""
+    with use_log_level(verbose):
+        return _run_visit(protocol, subject, db, simulate, resume, Reporter(progress), feedback_mode, report_dir,
+                          force)
+
+
+def _run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool, resume: bool, say: Reporter,
+               feedback_mode: str | None, report_dir: Path | None, force: bool) -> VisitResult:
     db.check_new_subject(subject)
     session_id, done = None, set()
     if resume:
@@ -199,7 +212,7 @@ def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = F
         with SessionClaim(db, session_id):  # a second --resume of it refuses here, before anything starts
             pass
         say(f"resuming session {session_id}: {len(done)} complete block(s) are kept; the others are shown again")
-    ctx = VisitContext(protocol, subject, db, say, progress, simulate=simulate, force=force,
+    ctx = VisitContext(protocol, subject, db, say, simulate=simulate, force=force,
                        feedback_mode=feedback_mode, report_dir=report_dir, session_id=session_id,
                        skip_blocks=frozenset(done))
     phases = phases_for("session")

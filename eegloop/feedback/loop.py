@@ -51,8 +51,8 @@ __all__ = ["FeedbackResult", "run_feedback", "ImageSource", "DecodeWorker", "Dec
 
 
 def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, session_id: int | None = None,
-                 mode: str | None = None, trials: int | None = None, progress: Callable[[str], None] | None = print,
-                 trial_offset: int = 0) -> FeedbackResult:
+                 mode: str | None = None, trials: int | None = None, progress: Callable[[str], None] | None = None,
+                 trial_offset: int = 0, verbose: bool | str | int | None = None) -> FeedbackResult:
     """Run one feedback block with the subject's latest model (presenter, acquisition, worker and, with
     ``simulate``, the virtual amplifier each in its own process).
 
@@ -65,13 +65,20 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
         Add the block to this session (default: a new session of kind ``feedback``).
     trials : int | None
         How many trials (default ``feedback.trials``).
+    progress : callable | None
+        Receives the progress lines (one per trial) instead of the ``eegloop.progress`` logger
+        (:mod:`eegloop.progress`); they are published on the bus either way.
+    verbose : bool | str | int | None
+        eegloop's log level for the call, progress lines included (``False``: silent but for problems; ``None``:
+        as it is).
     """
-    from ..bus import BUS
+    from ..progress import Reporter, use_log_level
     from ..session import Visit, VisitContext, phases_for
 
-    ctx = VisitContext(protocol, subject, db, BUS.tee(progress), progress, simulate=simulate, feedback_mode=mode,
+    ctx = VisitContext(protocol, subject, db, Reporter(progress), simulate=simulate, feedback_mode=mode,
                        feedback_trials=trials, trial_offset=trial_offset, session_id=session_id)
-    Visit(ctx, phases_for("feedback")).run()
+    with use_log_level(verbose):
+        Visit(ctx, phases_for("feedback")).run()
     return ctx.feedback
 
 

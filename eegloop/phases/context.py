@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from .._logging import logger
 from ..bus import BUS
 from ..database import Database
 from ..database.claim import SessionClaim
 from ..errors import EegloopError
+from ..progress import Reporter
 from ..protocol import Protocol
 
 __all__ = ["RecordingError", "SignalCheckFailed", "RecordResult", "Trained", "VisitContext", "VisitPhase",
@@ -71,8 +72,7 @@ class VisitContext:
     protocol: Protocol
     subject: str
     db: Database
-    say: Callable[[str], None]
-    progress: Optional[Callable[[str], None]] = None
+    say: Reporter  # the visit's progress lines (eegloop.progress)
     simulate: bool = False
     force: bool = False
     feedback_mode: Optional[str] = None

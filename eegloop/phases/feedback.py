@@ -129,7 +129,7 @@ class FeedbackPhase(VisitPhase):
         trained = frozenset(loaded.trained) if loaded.trained is not None else None
         plan = choose_trials(ctx.stimuli, n_trials, fb.seed, trial_offset,
                              cue_pools(ctx.stimuli, fb.cue_share, trained, say), fb.images_per_trial)
-        ready = rig.call(worker, PrepareFeedback(plan, str(img_dir), ctx.progress is not None))
+        ready = rig.call(worker, PrepareFeedback(plan, str(img_dir), ctx.say.shown))
         start_recording(ctx, "feedback")
         run_index = max((r.index for r in db.get_runs(sid)), default=0) + 1
         BUS.publish(Phase("feedback", f"{n_trials} trials, mode {mode}", session_id=sid))

@@ -594,9 +594,10 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
     logger.handlers[:] = [_ForwardLogs(link)]
     logger.setLevel(log_level)
     logger.propagate = False
-    beat = _Heartbeat(link).start()
+    holder: dict = {}
+    Worker.of(lambda w: _beat(w, link, holder), "eegloop-heartbeat").start()
     role, info = _start_role(role_path, link, kwargs)
-    beat.role = role
+    holder["role"] = role
     inbox: "queue.Queue" = queue.Queue()
     Worker.of(lambda _w: _read_commands(conn, role, link, inbox), "eegloop-command-reader").start()
     link.send(Ready(os.getpid(), info))
@@ -611,26 +612,17 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
     os._exit(code)  # no interpreter shutdown: libraries' atexit hooks (LSL, GL) belong to the role's close()
 
 
-class _Heartbeat(Worker):
-    """Tells the parent every :data:`HEARTBEAT_S` that the child is alive (with its frame loop's stall, once the
-    role is set up); runs until the process ends."""
-
-    thread_name = "eegloop-heartbeat"
-
-    def __init__(self, link: Link):
-        super().__init__()
-        self.link = link
-        self.role: Optional[Role] = None
-
-    def run(self) -> None:
-        while not self.stopping:  # never asked to stop: the process ends with it
-            role = self.role
-            try:
-                stalled = role.stalled() if role is not None else None
-            except Exception:
-                stalled = None
-            self.link.send(Heartbeat(time.monotonic(), stalled))
-            time.sleep(HEARTBEAT_S)
+def _beat(worker: Worker, link: Link, holder: dict) -> None:
+    """Tell the parent every :data:`HEARTBEAT_S` that the child is alive (with the frame loop's stall once the role
+    is set up: ``holder["role"]``), until the process ends."""
+    while not worker.stopping:
+        role = holder.get("role")
+        try:
+            stalled = role.stalled() if role is not None else None
+        except Exception:
+            stalled = None
+        link.send(Heartbeat(time.monotonic(), stalled))
+        time.sleep(HEARTBEAT_S)
 
 
 def _start_role(role_path: str, link: Link, kwargs: dict) -> tuple:
