@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional
 from .._logging import logger
 from .._worker import Worker
 from ..errors import EegloopError
+from .process_state import cpu_seconds, process_state
 
 __all__ = ["Child", "ChildFailed", "ChildError", "Role", "serve", "HEARTBEAT_S", "HANG_S"]
 
@@ -321,7 +322,7 @@ class Child:
             except ValueError:
                 how = f"exited with code {code}"
             return f"the {self.name} process {how}"
-        cpu = _cpu_seconds(self.pid)
+        cpu = cpu_seconds(self.pid)
         if cpu is not None and cpu != self._cpu[0]:
             self._cpu = (cpu, now)  # when its CPU time last grew
         silent = now - self.last_beat
@@ -329,7 +330,7 @@ class Child:
             # silent and idle: stopped or deadlocked; silent but busy (a long call holding the GIL) or waiting for a
             # core on a loaded machine (runnable): given longer. Heartbeats waiting in the pipe mean this process
             # was slow to read them, not that the child is silent.
-            state = _state(self.pid)
+            state = process_state(self.pid)
             stuck = state == "stopped" or (state != "running" and cpu is not None and now - self._cpu[1] > HANG_S)
             if stuck or silent > SILENT_MAX_S:
                 return f"the {self.name} process stopped responding (no heartbeat for {silent:.1f} s)"
@@ -402,42 +403,6 @@ def _ignore_sigint():
     try:
         return signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (ValueError, OSError):
-        return None
-
-
-def _state(pid: Optional[int]) -> Optional[str]:
-    """'running' (on a core or waiting for one), 'stopped' (SIGSTOP, a debugger) or another psutil status of
-    process ``pid``; None where it cannot be read."""
-    if pid is None:
-        return None
-    try:
-        import psutil
-
-        status = psutil.Process(pid).status()
-    except Exception:
-        return None
-    return "stopped" if status in ("stopped", "tracing-stop") else status
-
-
-def _cpu_seconds(pid: Optional[int]) -> Optional[float]:
-    """User + system CPU seconds of process ``pid`` (psutil, every platform; Linux: /proc without it), None where
-    that cannot be read."""
-    if pid is None:
-        return None
-    try:
-        import psutil
-
-        t = psutil.Process(pid).cpu_times()
-        return t.user + t.system
-    except ImportError:
-        pass
-    except Exception:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
         return None
 
 
