@@ -1,8 +1,8 @@
 """The visit's event bus: small typed events that the terminal, the console and anything else subscribe to.
 
-One bus per process (:data:`BUS`). The visit publishes what happens — its phase, each progress line, quality,
-training epochs, feedback trials, the end — and the recorder hands its samples and markers to sample
-subscribers (only when there are any: a visit without a console pays one list check per chunk). A subscriber
+One bus per process (:data:`BUS`). The visit publishes what happens — its phase, each progress line (said by
+:class:`eegloop.progress.Reporter`, which also logs it), quality, training epochs, feedback trials, the end — and
+the recorder hands its samples and markers to sample subscribers (only when there are any: a visit without a console pays one list check per chunk). A subscriber
 that raises is logged and dropped from nothing else: publishing never fails the experiment.
 
 :data:`CONTROLS` carries the operator's requests (pause after the current block, resume, abort) from the
@@ -37,7 +37,8 @@ class Phase:
 
 @dataclass
 class Line:
-    """One progress line (what the terminal prints)."""
+    """One progress line of the visit (:class:`eegloop.progress.Reporter` publishes it; the terminal has it from the
+    ``eegloop.progress`` logger)."""
 
     text: str
 
@@ -155,14 +156,6 @@ class Bus:
                 fn(data, ts)
             except Exception as exc:
                 logger.warning("sample subscriber failed: %s", exc)
-
-    def tee(self, progress: Optional[Callable[[str], None]]) -> Callable[[str], None]:
-        """A ``say`` that prints through ``progress`` (when given) and publishes each line."""
-        def say(text: str) -> None:
-            if progress is not None:
-                progress(text)
-            self.publish(Line(str(text)))
-        return say
 
 
 class Controls:

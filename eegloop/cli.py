@@ -1194,6 +1194,8 @@ def main(argv: list[str] | None = None) -> int:
         _print_error(exc.line())
         return EXIT_USER_ERROR
     set_log_level("info" if getattr(args, "verbose", False) else "warning")
+    from .progress import PROGRESS_LOGGER  # the commands print the lines (progress=): not again in --verbose's log
+    PROGRESS_LOGGER.propagate = False
     _OPENED.clear()
     try:
         if getattr(args, "console", False):  # where the console would listen: before any work

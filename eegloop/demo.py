@@ -32,14 +32,26 @@ def demo_protocol_path() -> Path:
 
 
 def run_demo(out: str | Path = "eegloop-demo", quick: bool = False,
-             progress: Callable[[str], None] | None = print) -> dict:
-    """Run the demo visit into ``out``; returns the summary written to ``out/summary.json``."""
+             progress: Callable[[str], None] | None = None, verbose: bool | str | int | None = None) -> dict:
+    """Run the demo visit into ``out``; returns the summary written to ``out/summary.json``.
+
+    Its progress lines go to ``progress`` when given, else to the ``eegloop.progress`` logger; ``verbose`` sets
+    eegloop's log level for the call (see :mod:`eegloop.progress`).
+    """
+    from .progress import use_log_level
+
+    with use_log_level(verbose):
+        return _run_demo(Path(out), quick, progress)
+
+
+def _run_demo(out: Path, quick: bool, progress: Callable[[str], None] | None) -> dict:
     from .feedback.generator import generator_available
     from .paradigm.display import ensure_display
     from .protocol import load_protocol
     from .session import run_visit, steal_note
 
     from ._files import private_dir, write_private_text
+    from .progress import Reporter
 
     t_start = time.monotonic()
     out = Path(out).resolve()
@@ -56,7 +68,7 @@ def run_demo(out: str | Path = "eegloop-demo", quick: bool = False,
     proto = load_protocol(proto_path)
     db = Database(f"sqlite:///{out / 'eegloop.db'}", data_dir=out)
     mode = "bank" if generator_available(proto.feedback.generator) else "stimulus"
-    say = progress or (lambda _m: None)
+    say = Reporter(progress, bus=False)  # the visit's own lines go on the bus; the demo's around it never did
     say(f"eegloop demo: virtual amplifier, {proto_path.name}, database {out / 'eegloop.db'}, feedback mode {mode}")
     visit = run_visit(proto, SUBJECT, db, simulate=True, progress=progress, feedback_mode=mode, report_dir=out)
     summary = build_summary(db, visit.session_id, proto_path)

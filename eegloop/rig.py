@@ -31,13 +31,13 @@ the presenter (window and marker outlet).
 from __future__ import annotations
 
 import queue
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ._logging import logger
+from ._worker import Worker
 from .roles.child import Child, ChildFailed, Pending
 
 __all__ = ["Rig", "ChildFailedEvent", "release_lsl", "simulated_embeddings"]
@@ -95,8 +95,7 @@ class Rig:
         self.marker_id = f"eegloop-{protocol.amplifier.marker_stream_name}-{uuid.uuid4().hex[:12]}"
         self.eeg_source_id: Optional[str] = None
         self._epochs = self._images = None
-        self._stop = threading.Event()
-        self._monitor: Optional[threading.Thread] = None
+        self._monitor: Optional[Worker] = None  # watches the children (and :meth:`watch`'s checks) every 20 ms
         self._unhook: list = []
         self._health: list = []
         self._x_server: Optional[int] = None
@@ -151,8 +150,7 @@ class Rig:
             for c in self.children:
                 if c is not self.worker:  # the worker is awaited when first used
                     c.wait_ready()
-            self._monitor = threading.Thread(target=self._watch, name="eegloop-rig-monitor", daemon=True)
-            self._monitor.start()
+            self._monitor = Worker.of(self._watch, "eegloop-rig-monitor").start()
             self._hook_controls()
         except BaseException:
             self.close()
@@ -219,12 +217,12 @@ class Rig:
         """Also stop the visit when ``health()`` returns an error (checked with the children, every 20 ms)."""
         self._health.append((name, health))
 
-    def _watch(self) -> None:
+    def _watch(self, monitor: Worker) -> None:
         from .bus import CONTROLS
         from .roles.messages import Pause, Resume
 
         paused = CONTROLS.pause.is_set()
-        while not self._stop.wait(0.02):
+        while not monitor.wait_stop(0.02):
             if CONTROLS.pause.is_set() != paused and self.presenter is not None:  # also a pause set directly
                 paused = CONTROLS.pause.is_set()
                 self.presenter.control(Pause() if paused else Resume())
@@ -316,7 +314,8 @@ class Rig:
 
         for u in self._unhook:
             u()
-        self._stop.set()
+        if self._monitor is not None:
+            self._monitor.request_stop()  # not joined: a check in progress (the claim's query) ends on its own
         if self.presenter is not None:  # whatever it is showing ends now (as with Escape), then it closes
             self.presenter.control(Abort())
         for c in (self.acquisition, self.worker, self.amplifier, self.presenter):

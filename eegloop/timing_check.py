@@ -21,22 +21,37 @@ __all__ = ["check_timing"]
 
 
 def check_timing(protocol: Protocol, simulate: bool = False, trials: Optional[int] = None,
-                 progress: Callable[[str], None] | None = print):
+                 progress: Callable[[str], None] | None = None, verbose: bool | str | int | None = None):
     """Flash the photodiode patch, record, and summarise the marker-to-photon delays.
+
+    Parameters
+    ----------
+    progress : callable | None
+        Receives the progress line instead of the ``eegloop.progress`` logger (:mod:`eegloop.progress`).
+    verbose : bool | str | int | None
+        eegloop's log level for the call (``False``: silent but for problems; ``None``: as it is).
 
     Returns
     -------
     TimingSummary
         Median, spread and every delay; ``suggested_offset_ms`` is the value for ``timing.static_offset_ms``.
     """
+    from .progress import use_log_level
+
+    with use_log_level(verbose):
+        return _check_timing(protocol, simulate, trials, progress)
+
+
+def _check_timing(protocol: Protocol, simulate: bool, trials: Optional[int], progress):
     from .lsl import configure_lsl
+    from .progress import Reporter
     from .recorder.simulator import PHOTODIODE_LABEL
     from .recorder.timing import summarize
     from .rig import Rig
     from .roles.messages import (BeginRun, Connect, EndRun, FlashTest, OpenWindow, StartRecording, StopRecording,
                                  WaitMarkers)
 
-    say = progress or (lambda _m: None)
+    say = Reporter(progress, bus=False)
     amp, tm = protocol.amplifier, protocol.timing
     if simulate:
         amp = dataclasses.replace(amp, simulate=dataclasses.replace(amp.simulate or SimulateConfig(), photodiode=True))

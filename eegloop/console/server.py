@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from .._logging import logger
+from .._worker import Worker
 from ..bus import CONTROLS
 from ..errors import EegloopError
 from .state import ConsoleState
@@ -40,9 +41,9 @@ class Console:
         line = (protocol.preprocessing.notch_hz or 50.0) if protocol is not None else 50.0
         self.state = ConsoleState(protocol.signal_check if protocol is not None else None, line)
         self._server = None
-        self._thread: Optional[threading.Thread] = None
-        self._quality: Optional[threading.Thread] = None
-        self._stop = threading.Event()
+        self._serving: Optional[Worker] = None  # uvicorn's loop
+        self._quality: Optional[Worker] = None  # the live quality, once a second
+        self._stop = threading.Event()  # the page's event streams end
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
@@ -62,27 +63,29 @@ class Console:
                              lifespan="off", ws="none")
         self._server = uvicorn.Server(cfg)
         self._server.install_signal_handlers = lambda: None  # the visit's process keeps its own Ctrl-C
-        self._thread = threading.Thread(target=self._server.run, name="eegloop-console", daemon=True)
-        self._thread.start()
+        self._serving = Worker.of(lambda _w: self._server.run(), "eegloop-console")
+        self._serving.log_errors = False  # uvicorn says itself why it could not listen; the line below says it too
+        self._serving.start()
         deadline = time.monotonic() + 10
-        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+        while not self._server.started and self._serving.alive and time.monotonic() < deadline:
             time.sleep(0.02)
         if not self._server.started:
             self.state.detach()
             raise EegloopError(f"--console-port: the console could not listen on {self.host}:{self.port} "
                                "(in use? choose another port, or --no-console)")
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
-        self._quality = threading.Thread(target=self._quality_loop, name="eegloop-console-quality", daemon=True)
-        self._quality.start()
+        self._quality = Worker.of(self._quality_loop, "eegloop-console-quality").start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        if self._quality is not None:
+            self._quality.request_stop()
         self.state.detach()
         if self._server is not None:
             self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._serving is not None:
+            self._serving.join(5)
 
     def __enter__(self):
         return self.start()
@@ -90,8 +93,8 @@ class Console:
     def __exit__(self, *exc):
         self.stop()
 
-    def _quality_loop(self) -> None:
-        while not self._stop.wait(1.0):
+    def _quality_loop(self, worker: Worker) -> None:
+        while not worker.wait_stop(1.0):
             try:
                 self.state.update_quality()
             except Exception as exc:  # the quality view must never end the visit
@@ -109,11 +112,7 @@ class Console:
         from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
         from starlette.routing import Route
 
-        static = resources.files("eegloop.console") / "static"
-        script = (static / "console.js").read_text(encoding="utf-8")
-        # the script goes inside the page: one request, which carries the token
-        page = (static / "index.html").read_text(encoding="utf-8").replace(
-            '<script src="console.js"></script>', f"<script>\n{script}\n</script>")
+        page = self._page()
         refused = PlainTextResponse("eegloop console: a valid token is required", status_code=403)
 
         async def index(request):
@@ -123,24 +122,7 @@ class Console:
             if not self._allowed(request):
                 return refused
 
-            async def stream():
-                since = max(0, self.state.seq - int(self.state.rate * 10))
-                loop = asyncio.get_running_loop()
-                nxt = loop.time()
-                while not self._stop.is_set():
-                    snap = self.state.snapshot(since)
-                    since = snap["seq"]
-                    try:
-                        text = json.dumps(snap, allow_nan=False, default=str)
-                    except ValueError:  # a NaN somewhere: this update is skipped, not the stream
-                        text = json.dumps({"seq": since, "skipped": True})
-                    yield f"data: {text}\n\n"
-                    if await request.is_disconnected():
-                        break
-                    nxt = max(nxt + UPDATE_S, loop.time())  # a steady rate, whatever each update cost
-                    await asyncio.sleep(nxt - loop.time())
-
-            return StreamingResponse(stream(), media_type="text/event-stream",
+            return StreamingResponse(self._stream(request), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-store"})
 
         async def control(request):
@@ -190,6 +172,33 @@ class Console:
         return Starlette(routes=[Route("/", index), Route("/events", events),
                                  Route("/control/{action}", control, methods=["POST"]), Route("/report", report),
                                  Route("/image/{k:int}", image), Route("/sessions", sessions)])
+
+    @staticmethod
+    def _page() -> str:
+        """The console's page with its script inside: one request, which carries the token."""
+        static = resources.files("eegloop.console") / "static"
+        script = (static / "console.js").read_text(encoding="utf-8")
+        return (static / "index.html").read_text(encoding="utf-8").replace(
+            '<script src="console.js"></script>', f"<script>\n{script}\n</script>")
+
+    async def _stream(self, request):
+        """The page's server-sent events: a snapshot of the state every :data:`UPDATE_S`, until the page goes or
+        the console stops."""
+        since = max(0, self.state.seq - int(self.state.rate * 10))
+        loop = asyncio.get_running_loop()
+        nxt = loop.time()
+        while not self._stop.is_set():
+            snap = self.state.snapshot(since)
+            since = snap["seq"]
+            try:
+                text = json.dumps(snap, allow_nan=False, default=str)
+            except ValueError:  # a NaN somewhere: this update is skipped, not the stream
+                text = json.dumps({"seq": since, "skipped": True})
+            yield f"data: {text}\n\n"
+            if await request.is_disconnected():
+                break
+            nxt = max(nxt + UPDATE_S, loop.time())  # a steady rate, whatever each update cost
+            await asyncio.sleep(nxt - loop.time())
 
     def _session_report(self, sid: str) -> Optional[Path]:
         from ..report import write_report

@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .._logging import logger
+from .._worker import Worker
 from ..errors import EegloopError
+from .process_state import cpu_seconds, process_state
 
 __all__ = ["Child", "ChildFailed", "ChildError", "Role", "serve", "HEARTBEAT_S", "HANG_S"]
 
@@ -189,8 +191,9 @@ class Child:
         self.kwargs, self.proc._args = None, ()
         self.pid = self.proc.pid
         self.last_beat = time.monotonic()
-        threading.Thread(target=self._read, name=f"eegloop-{self.name}-reader", daemon=True).start()
-        threading.Thread(target=self._dispatch, name=f"eegloop-{self.name}-events", daemon=True).start()
+        # both end with the child: the reader at the pipe's end, the dispatcher at close()'s None
+        self._reader = Worker.of(lambda _w: self._read(), f"eegloop-{self.name}-reader").start()
+        self._dispatcher = Worker.of(lambda _w: self._dispatch(), f"eegloop-{self.name}-events").start()
         return self
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> Any:
@@ -319,7 +322,7 @@ class Child:
             except ValueError:
                 how = f"exited with code {code}"
             return f"the {self.name} process {how}"
-        cpu = _cpu_seconds(self.pid)
+        cpu = cpu_seconds(self.pid)
         if cpu is not None and cpu != self._cpu[0]:
             self._cpu = (cpu, now)  # when its CPU time last grew
         silent = now - self.last_beat
@@ -327,7 +330,7 @@ class Child:
             # silent and idle: stopped or deadlocked; silent but busy (a long call holding the GIL) or waiting for a
             # core on a loaded machine (runnable): given longer. Heartbeats waiting in the pipe mean this process
             # was slow to read them, not that the child is silent.
-            state = _state(self.pid)
+            state = process_state(self.pid)
             stuck = state == "stopped" or (state != "running" and cpu is not None and now - self._cpu[1] > HANG_S)
             if stuck or silent > SILENT_MAX_S:
                 return f"the {self.name} process stopped responding (no heartbeat for {silent:.1f} s)"
@@ -403,42 +406,6 @@ def _ignore_sigint():
         return None
 
 
-def _state(pid: Optional[int]) -> Optional[str]:
-    """'running' (on a core or waiting for one), 'stopped' (SIGSTOP, a debugger) or another psutil status of
-    process ``pid``; None where it cannot be read."""
-    if pid is None:
-        return None
-    try:
-        import psutil
-
-        status = psutil.Process(pid).status()
-    except Exception:
-        return None
-    return "stopped" if status in ("stopped", "tracing-stop") else status
-
-
-def _cpu_seconds(pid: Optional[int]) -> Optional[float]:
-    """User + system CPU seconds of process ``pid`` (psutil, every platform; Linux: /proc without it), None where
-    that cannot be read."""
-    if pid is None:
-        return None
-    try:
-        import psutil
-
-        t = psutil.Process(pid).cpu_times()
-        return t.user + t.system
-    except ImportError:
-        pass
-    except Exception:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 # -- child side -------------------------------------------------------------------------------------------------
 @dataclass
 class Close:
@@ -451,8 +418,7 @@ class Link:
     def __init__(self, conn):
         self.conn = conn
         self._out: "queue.SimpleQueue" = queue.SimpleQueue()
-        self._sender = threading.Thread(target=self._send_loop, name="eegloop-link-sender", daemon=True)
-        self._sender.start()
+        self._sender = Worker.of(lambda _w: self._send_loop(), "eegloop-link-sender").start()  # ends at flush()
 
     def send(self, msg: Any) -> None:
         self._out.put(msg)
@@ -548,7 +514,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
     parent = mp.parent_process()
 
-    def watch():  # every platform: the parent's sentinel becomes ready when it ends
+    def watch(_worker):  # every platform: the parent's sentinel becomes ready when it ends
         try:
             from multiprocessing.connection import wait
 
@@ -561,7 +527,7 @@ def _die_with_parent(parent_pid: int) -> None:
             pass
         os._exit(1)
 
-    threading.Thread(target=watch, name="eegloop-parent-watch", daemon=True).start()
+    Worker.of(watch, "eegloop-parent-watch").start()
 
 
 def _name_process(role_path: str) -> None:
@@ -593,27 +559,45 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
     logger.handlers[:] = [_ForwardLogs(link)]
     logger.setLevel(log_level)
     logger.propagate = False
-
     holder: dict = {}
+    Worker.of(lambda w: _beat(w, link, holder), "eegloop-heartbeat").start()
+    role, info = _start_role(role_path, link, kwargs)
+    holder["role"] = role
+    inbox: "queue.Queue" = queue.Queue()
+    Worker.of(lambda _w: _read_commands(conn, role, link, inbox), "eegloop-command-reader").start()
+    link.send(Ready(os.getpid(), info))
+    code = _take_commands(role, link, inbox)
+    link.flush()
+    conn.close()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)  # no interpreter shutdown: libraries' atexit hooks (LSL, GL) belong to the role's close()
 
-    def beat():
-        while True:
-            role = holder.get("role")
-            try:
-                stalled = role.stalled() if role is not None else None
-            except Exception:
-                stalled = None
-            link.send(Heartbeat(time.monotonic(), stalled))
-            time.sleep(HEARTBEAT_S)
 
-    threading.Thread(target=beat, name="eegloop-heartbeat", daemon=True).start()
+def _beat(worker: Worker, link: Link, holder: dict) -> None:
+    """Tell the parent every :data:`HEARTBEAT_S` that the child is alive (with the frame loop's stall once the role
+    is set up: ``holder["role"]``), until the process ends."""
+    while not worker.stopping:
+        role = holder.get("role")
+        try:
+            stalled = role.stalled() if role is not None else None
+        except Exception:
+            stalled = None
+        link.send(Heartbeat(time.monotonic(), stalled))
+        time.sleep(HEARTBEAT_S)
+
+
+def _start_role(role_path: str, link: Link, kwargs: dict) -> tuple:
+    """The role set up and its :meth:`Role.info`; a failure is sent to the parent and ends the process."""
     try:
         import importlib
 
         mod, cls = role_path.split(":")
         role: Role = getattr(importlib.import_module(mod), cls)(link, **kwargs)
-        info = role.info()
-        holder["role"] = role
+        return role, role.info()
     except BaseException as exc:
         link.send(StartFailed(exc if isinstance(exc, EegloopError) else
                               ChildFailed(f"the {role_path.split(':')[1]} could not start: "
@@ -621,29 +605,31 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
         logger.debug("start failed: %s", traceback.format_exc())
         link.flush()
         os._exit(1)
-    inbox: "queue.Queue" = queue.Queue()
 
-    def read():
-        while True:
+
+def _read_commands(conn, role: "Role", link: Link, inbox: "queue.Queue") -> None:
+    """The pipe from the parent: controls applied at once, every other command queued for the main thread; None
+    queued when the parent closes its end."""
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):  # the parent closed its end
+            inbox.put(None)
+            return
+        if isinstance(msg, Request) and isinstance(msg.command, role.controls):
             try:
-                msg = conn.recv()
-            except (EOFError, OSError):  # the parent closed its end
-                inbox.put(None)
-                return
-            if isinstance(msg, Request) and isinstance(msg.command, role.controls):
-                try:
-                    value = role.handle(msg.command)
-                    if msg.reply:
-                        link.send(Reply(msg.id, value))
-                except BaseException as exc:
-                    if msg.reply:
-                        link.send(Reply(msg.id, error=_portable(exc)))
-            else:
-                inbox.put(msg)
+                value = role.handle(msg.command)
+                if msg.reply:
+                    link.send(Reply(msg.id, value))
+            except BaseException as exc:
+                if msg.reply:
+                    link.send(Reply(msg.id, error=_portable(exc)))
+        else:
+            inbox.put(msg)
 
-    threading.Thread(target=read, name="eegloop-command-reader", daemon=True).start()
-    link.send(Ready(os.getpid(), info))
-    code = 0
+
+def _take_commands(role: "Role", link: Link, inbox: "queue.Queue") -> int:
+    """Commands one at a time on the main thread until the role is closed; the process's exit code."""
     while role.running:
         try:
             msg = inbox.get(timeout=role.idle_s) if role.idle_s else inbox.get()
@@ -654,11 +640,8 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
                 logger.error("%s: %s", role.name, exc)
             continue
         if msg is None:  # the parent is gone
-            try:
-                role.close()
-            finally:
-                code = 1
-            break
+            role.close()
+            return 1
         try:
             value = role.handle(msg.command)
             if msg.reply:
@@ -668,14 +651,7 @@ def serve(role_path: str, conn, kwargs: dict, parent_pid: int, log_level: int) -
                 logger.debug("%s", traceback.format_exc())
             if msg.reply:
                 link.send(Reply(msg.id, error=_portable(exc)))
-    link.flush()
-    conn.close()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(code)  # no interpreter shutdown: libraries' atexit hooks (LSL, GL) belong to the role's close()
+    return 0
 
 
 def _portable(exc: BaseException) -> BaseException:

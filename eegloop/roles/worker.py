@@ -11,13 +11,13 @@ Python-heavy work (diffusers, torch) here never holds the presenter's interprete
 from __future__ import annotations
 
 import queue
-import threading
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from .._logging import logger
+from .._worker import Worker
 from ..errors import EegloopError
 from .child import Role
 from .messages import (FeedbackImage, FeedbackReady, LoadModel, ModelLoaded, PrepareFeedback, Say, StartDecoding,
@@ -46,8 +46,7 @@ class WorkerRole(Role):
         self.source = None
         self.decode = None
         self.classes_of: dict = {}
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._decoding: Optional[Worker] = None
 
     def say(self, text: str) -> None:
         self.link.emit(Say(str(text)))
@@ -98,29 +97,26 @@ class WorkerRole(Role):
                              [gi.path for gi in self.source.preloaded()], self.source.live)
 
     def on_StartDecoding(self, _cmd: StartDecoding) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="eegloop-decode", daemon=True)
-        self._thread.start()
+        self._decoding = Worker.of(self._loop, "eegloop-decode").start()
 
     def on_StopDecoding(self, _cmd: StopDecoding) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        if self._decoding is not None:
+            self._decoding.stop(5)
+            self._decoding = None
 
-    def _loop(self) -> None:
+    def _loop(self, worker: Worker) -> None:
         """Each epoch decoded the moment it arrives; a live image sent once generated."""
         try:
-            self._decode_loop()
+            self._decode_loop(worker)
         except BaseException as exc:  # the thread must not end silently: the presenter would wait for nothing
             import traceback
 
             logger.debug("%s", traceback.format_exc())
             self.link.emit(WorkerFailed(f"the worker's decoding stopped: {type(exc).__name__}: {exc}"))
 
-    def _decode_loop(self) -> None:
+    def _decode_loop(self, worker: Worker) -> None:
         waiting: dict = {}  # trial -> Decoded whose image is being generated
-        while not self._stop.is_set():
+        while not worker.stopping:
             try:
                 ep = self.epochs.get(timeout=0.004 if waiting else 0.05)
             except queue.Empty:
@@ -182,9 +178,8 @@ class WorkerRole(Role):
                 logger.error("saving the feedback image %s: %s", path, exc)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._decoding is not None:
+            self._decoding.stop(5)
         if self.source is not None:
             self.source.close()
         self.db.engine.dispose()

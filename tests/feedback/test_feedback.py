@@ -116,3 +116,63 @@ def test_closed_loop_block(tmp_path, display, tiny_sd, mode, short_protocol):
         assert any(("bank_" if mode == "bank" else "trial-") in q for q in modes)
         wrong = {q: oct(m) for q, (m, is_dir) in modes.items() if m != (0o700 if is_dir else 0o600)}
         assert not wrong, wrong
+
+
+def test_one_place_silences_or_redirects_a_visits_lines(tmp_path, display, short_protocol, capfd):
+    """One progress channel (eegloop.progress): a recording with verbose=False prints nothing and gives a handler
+    nothing, while the bus (the console) still hears its lines; a feedback block with verbose=True gives the one
+    handler on the ``eegloop.progress`` logger every line, the same and in the same order as the bus, and prints
+    nothing itself."""
+    import logging
+
+    from eegloop.bus import BUS, Line
+    from eegloop.database import Database
+    from eegloop.decoder import quick_train
+    from eegloop.feedback.loop import run_feedback
+    from eegloop.session import record_session
+
+    proto = short_protocol(training={"max_epochs": 5, "patience": 3}, decoder={"model": "lda_windowed"},
+                           feedback={"trials": 2, "mode": "stimulus", "display_s": 0.1})
+    db = Database(None, data_dir=tmp_path / "data")
+    got, heard = [], []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            got.append((record.name, record.getMessage()))
+
+    handler = Keep(level=logging.DEBUG)
+    level = logging.getLogger("eegloop").level
+    logging.getLogger("eegloop.progress").addHandler(handler)
+    unsubscribe = BUS.subscribe(lambda ev: heard.append(ev.text) if isinstance(ev, Line) else None)
+    try:
+        capfd.readouterr()
+        rec = record_session(proto, "S1", db, simulate=True, verbose=False)
+        silent = capfd.readouterr()
+        assert got == [] and silent.out == ""
+        assert any(line.startswith("run 1/") for line in heard), heard  # the console still hears the visit
+        assert not any(line in silent.err for line in heard)
+        quick_train(db, "S1", progress=False)
+        heard.clear()
+        run_feedback(proto, "S1", db, simulate=True, session_id=rec.session_id, trial_offset=100, verbose=True)
+        loud = capfd.readouterr()
+    finally:
+        logging.getLogger("eegloop.progress").removeHandler(handler)
+        unsubscribe()
+    lines = [text for name, text in got if name == "eegloop.progress"]
+    assert lines == heard and sum(line.startswith("feedback 1/2: shown") for line in lines) == 1, lines
+    assert loud.out == ""
+    assert logging.getLogger("eegloop").level == level  # the call's level is put back
+
+
+def test_print_progress_prints_the_lines_as_print_did(capsys):
+    """The CLI's way to show the lines: plain, one a line, on stdout; stopped, nothing more."""
+    from eegloop.progress import Reporter, print_progress
+
+    stop = print_progress()
+    try:
+        Reporter(bus=False)("run 1/2  block 1/4")
+        Reporter(lambda _t: None, bus=False)("to the callable only")
+    finally:
+        stop()
+    Reporter(bus=False)("after")
+    assert capsys.readouterr().out == "run 1/2  block 1/4\n"
