@@ -44,7 +44,7 @@ from ._logging import logger
 from ._machine import StealMeter
 from ._worker import Worker
 from .bus import BUS, CONTROLS, Finished, Phase, SignalChecked, TrainEpoch, VisitStats
-from .database import Database
+from .database import Database, RecordingSummary, SessionStatus
 from .database.claim import SessionClaim
 from .errors import EegloopError
 from .protocol import Protocol
@@ -196,7 +196,7 @@ class Visit:
                 from .paradigm.presentation import Aborted
 
                 if isinstance(exc, Aborted) and ctx.session_id is not None:  # Escape with nothing to keep
-                    ctx.db.set_session_status(ctx.session_id, "aborted", ended=True)
+                    ctx.db.set_session_status(ctx.session_id, SessionStatus.ABORTED, ended=True)
                     BUS.publish(Finished("aborted", ctx.session_id))
                 elif ctx.session_id is not None and not isinstance(exc, (RecordingError, SignalCheckFailed)):
                     reason = _describe(exc)
@@ -332,7 +332,7 @@ class RecordingPhase(VisitPhase):
             ctx.session_id = db.create_session(ctx.subject, p)
             ctx.claims.enter_context(SessionClaim(db, ctx.session_id))
         sid = ctx.session_id
-        checks = list((db.get_session(sid).info or {}).get("signal_checks", []))
+        checks = list(db.get_session(sid).details.signal_checks or [])
         if ctx.signal_check is not None:
             check = ctx.signal_check
             checks.append({**check.to_json(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -340,7 +340,7 @@ class RecordingPhase(VisitPhase):
         db.update_session_info(sid, channels=rig.stream.channels, signal_checks=checks)
         db.add_stimuli(ctx.stimuli)
         _start_recording(ctx, _task(p))
-        db.set_session_status(sid, "recording")
+        db.set_session_status(sid, SessionStatus.RECORDING)
         _Recording(ctx, self.todo, self.between_runs).run()
 
 
@@ -552,14 +552,14 @@ class _Recording:
         if not_done and not aborted:
             ctx.say(f"{len(not_done)} block(s) incomplete ({not_done[0][1]}, ...): record them again with --resume")
         steal = _round(self.steal.max_pct)  # the worst block's
-        db.set_session_status(sid, "aborted" if aborted else "incomplete" if not_done else "recorded",
-                              ended=aborted,
-                              recording={"runs_done": runs_done, "frame_rate_hz": d.frame_rate, "paced": d.paced,
-                                         "samples_received": stats.samples_received,
-                                         "lost_samples": stats.lost_samples,
-                                         "epochs_rejected": dict(stats.epochs_rejected),
-                                         "online_dropped": stats.online_dropped, "scheduling": d.scheduling,
-                                         "cpu_steal_pct_max": steal})
+        db.set_session_status(sid, SessionStatus.ABORTED if aborted else SessionStatus.INCOMPLETE if not_done
+                              else SessionStatus.RECORDED, ended=aborted,
+                              recording=RecordingSummary(runs_done=runs_done, frame_rate_hz=d.frame_rate, paced=d.paced,
+                                                         samples_received=stats.samples_received,
+                                                         lost_samples=stats.lost_samples,
+                                                         epochs_rejected=dict(stats.epochs_rejected),
+                                                         online_dropped=stats.online_dropped, scheduling=d.scheduling,
+                                                         cpu_steal_pct_max=steal))
         durs = np.array([t.duration_s for t in self.timings]) if self.timings else np.array([np.nan])
         err = np.abs(durs - p.paradigm.image_s)
         mmf = [abs(t.marker_lsl - t.actual_onset_lsl) for t in self.timings] or [np.nan]
@@ -585,12 +585,13 @@ def _mark_failed(db: Database, session_id: int, run: Optional[int], reason: str,
     """Session (and the run that was recording) -> ``failed`` with the reason; best effort, the database itself
     may be what failed. ``only_open``: leave a session that already ended (completed, aborted, failed) as it is."""
     try:
-        if only_open and db.get_session(session_id).status in ("completed", "aborted", "failed"):
+        if only_open and db.get_session(session_id).status in (SessionStatus.COMPLETED, SessionStatus.ABORTED,
+                                                                SessionStatus.FAILED):
             return False
         for r in db.get_runs(session_id):
             if r.status == "recording" or r.index == run:
                 db.update_run(r.id, status="failed", info={**(r.info or {}), "reason": reason})
-        db.set_session_status(session_id, "failed", ended=True, failure=reason)
+        db.set_session_status(session_id, SessionStatus.FAILED, ended=True, failure=reason)
         return True
     except Exception as exc:
         logger.error("could not mark session %d failed: %s", session_id, str(exc))
@@ -671,7 +672,8 @@ class QuickTrainPhase(VisitPhase):
         if ctx.ended:
             return
         t = ctx.trained
-        ctx.db.set_session_status(ctx.session_id, "trained", model_id=t.model.model_id, train_seconds=t.seconds,
+        ctx.db.set_session_status(ctx.session_id, SessionStatus.TRAINED, model_id=t.model.model_id,
+                                  train_seconds=t.seconds,
                                   **({"encoder_id": t.encoder.model_id} if t.encoder is not None else {}))
 
     def train(self, ctx: VisitContext) -> None:
@@ -785,7 +787,7 @@ class QuickTrainPhase(VisitPhase):
         if state["abort"]:
             if t.model is None:
                 raise Aborted("aborted by the operator (Escape)")
-            ctx.db.set_session_status(sid, "trained", model_id=t.model.model_id, train_seconds=t.seconds)
+            ctx.db.set_session_status(sid, SessionStatus.TRAINED, model_id=t.model.model_id, train_seconds=t.seconds)
             say(f"session {sid}: Escape during the quick-train; the model is kept and the feedback block skipped "
                 "(run it later with: eegloop feedback)")
             BUS.publish(Finished("aborted", sid))
@@ -982,7 +984,8 @@ class EvaluationPhase(VisitPhase):
         ctx.say("cross-validating (whole blocks left out) for the report; the subject is done")
         BUS.publish(Phase("evaluation", "cross-validating for the report", session_id=ctx.session_id))
         ctx.evaluation = _evaluate_for_report(ctx.db, ctx.subject, ctx.session_id, ctx.protocol, ctx.say)
-        ctx.db.set_session_status(ctx.session_id, "completed", ended=True, evaluation=ctx.evaluation)  # merged
+        ctx.db.set_session_status(ctx.session_id, SessionStatus.COMPLETED, ended=True,
+                                  evaluation=ctx.evaluation)  # merged
 
 
 class ReportPhase(VisitPhase):
@@ -1039,7 +1042,8 @@ def phases_for(command: str) -> list:
 def resumable_session(db: Database, subject: str, protocol: Protocol) -> tuple[int, set]:
     """The subject's latest interrupted session of this protocol (same file contents) and its complete blocks."""
     for s in reversed(db.list_sessions(subject)):
-        if s.kind == "recorded" and s.status in ("created", "recording", "aborted", "failed", "incomplete") \
+        if s.kind == "recorded" and s.status in (SessionStatus.CREATED, SessionStatus.RECORDING, SessionStatus.ABORTED,
+                                                 SessionStatus.FAILED, SessionStatus.INCOMPLETE) \
                 and s.protocol_sha256 == protocol.sha256:
             done = {b.index for b in db.get_blocks(s.id) if b.status == "done"}
             return s.id, done
