@@ -35,6 +35,7 @@ __all__ = [
     "montage_of",
     "classes_of",
     "info_json",
+    "status_text",
 ]
 
 
@@ -64,7 +65,7 @@ class SessionStatus(str, enum.Enum):
         return format(self.value, spec)
 
 
-def _status_text(status: "SessionStatus | str") -> str:
+def status_text(status: "SessionStatus | str") -> str:
     """The text stored for ``status`` (a member's value; any other text as it is)."""
     return status.value if isinstance(status, SessionStatus) else status
 

@@ -12,7 +12,7 @@ import socket
 import time
 import uuid
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
@@ -21,7 +21,7 @@ from .. import __version__
 from ..errors import DatabaseError
 from .engine import Repository
 from .models import SessionRow, SubjectRow
-from .records import SessionInfo, SessionStatus, _status_text, info_json
+from .records import SessionInfo, SessionStatus, status_text, info_json
 from .subjects import subject_row
 
 __all__ = ["Sessions", "SessionClaimedError", "CLAIM_OWNER", "touch_claim", "fence"]
@@ -77,7 +77,7 @@ class Sessions(Repository):
             row = s.get(SessionRow, session_id)
             if row is None:
                 raise DatabaseError(f"unknown session {session_id}")
-            row.status = _status_text(status)
+            row.status = status_text(status)
             if ended:
                 row.ended_at = datetime.now().astimezone()
             if info:
