@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .bus import BUS, Finished
-from .database import Database
+from .database import Database, SessionStatus
 from .database.claim import SessionClaim
 from .errors import EegloopError
 from .phases.context import (RecordingError, RecordResult, SignalCheckFailed, Trained, VisitContext, VisitPhase,
@@ -106,7 +106,7 @@ class Visit:
                 from .paradigm.presentation import Aborted
 
                 if isinstance(exc, Aborted) and ctx.session_id is not None:  # Escape with nothing to keep
-                    ctx.db.set_session_status(ctx.session_id, "aborted", ended=True)
+                    ctx.db.set_session_status(ctx.session_id, SessionStatus.ABORTED, ended=True)
                     BUS.publish(Finished("aborted", ctx.session_id))
                 elif ctx.session_id is not None and not isinstance(exc, (RecordingError, SignalCheckFailed)):
                     reason = describe_failure(exc)
@@ -135,7 +135,8 @@ def phases_for(command: str) -> list:
 def resumable_session(db: Database, subject: str, protocol: Protocol) -> tuple[int, set]:
     """The subject's latest interrupted session of this protocol (same file contents) and its complete blocks."""
     for s in reversed(db.list_sessions(subject)):
-        if s.kind == "recorded" and s.status in ("created", "recording", "aborted", "failed", "incomplete") \
+        if s.kind == "recorded" and s.status in (SessionStatus.CREATED, SessionStatus.RECORDING, SessionStatus.ABORTED,
+                                                 SessionStatus.FAILED, SessionStatus.INCOMPLETE) \
                 and s.protocol_sha256 == protocol.sha256:
             done = {b.index for b in db.get_blocks(s.id) if b.status == "done"}
             return s.id, done

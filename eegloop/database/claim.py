@@ -12,9 +12,9 @@ import os
 
 from .._logging import logger
 from .._worker import Worker
+from .sessions import SessionClaimedError
 
 __all__ = ["SessionClaim", "CLAIM_TTL_S"]
-
 
 
 def _ttl_from_env() -> float:
@@ -58,8 +58,6 @@ class SessionClaim(Worker):
         return self
 
     def run(self) -> None:
-        from . import SessionClaimedError
-
         while not self.wait_stop(self.ttl_s / 4):
             try:
                 if not self.db.renew_claim(self.session_id):

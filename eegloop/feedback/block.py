@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..database import FeedbackSummary, SessionStatus
 from ..errors import EegloopError
 
 __all__ = ["EMBEDDING_MODES", "FeedbackResult", "PlannedTrial", "choose_trials", "load_encoder_for", "TrialLog",
@@ -178,8 +179,8 @@ def feedback_result(db, session_id, model_id, mode, fb, rows, warmup_s, frame_ra
                          warmup_s=warmup_s, frame_rate_hz=frame_rate, n_classes=n_classes, rows=rows,
                          scored=sum(bool(r["scored"]) for r in done) if embedding else None, candidates=candidates)
     extra = {"scored": res.scored, "candidates": candidates, "encoder_id": model_id} if embedding else {}
-    db.set_session_status(session_id, "feedback-done",
-                          feedback={"mode": mode, "format": fb.format, "images_per_trial": fb.images_per_trial,
-                                    "trials": res.trials, "correct": res.correct,
-                                    "latency_ms": res.latency_ms, "model_id": model_id, **extra})
+    db.set_session_status(session_id, SessionStatus.FEEDBACK_DONE,
+                          feedback=FeedbackSummary(mode=mode, format=fb.format, images_per_trial=fb.images_per_trial,
+                                                   trials=res.trials, correct=res.correct,
+                                                   latency_ms=res.latency_ms, model_id=model_id, **extra))
     return res

@@ -14,7 +14,7 @@ from typing import Optional
 
 from .._logging import logger
 from ..bus import BUS
-from ..database import Database
+from ..database import Database, SessionStatus
 from ..database.claim import SessionClaim
 from ..errors import EegloopError
 from ..progress import Reporter
@@ -125,12 +125,13 @@ def mark_failed(db: Database, session_id: int, run: Optional[int], reason: str, 
     """Session (and the run that was recording) -> ``failed`` with the reason; best effort, the database itself
     may be what failed. ``only_open``: leave a session that already ended (completed, aborted, failed) as it is."""
     try:
-        if only_open and db.get_session(session_id).status in ("completed", "aborted", "failed"):
+        if only_open and db.get_session(session_id).status in (SessionStatus.COMPLETED, SessionStatus.ABORTED,
+                                                                SessionStatus.FAILED):
             return False
         for r in db.get_runs(session_id):
             if r.status == "recording" or r.index == run:
                 db.update_run(r.id, status="failed", info={**(r.info or {}), "reason": reason})
-        db.set_session_status(session_id, "failed", ended=True, failure=reason)
+        db.set_session_status(session_id, SessionStatus.FAILED, ended=True, failure=reason)
         return True
     except Exception as exc:
         logger.error("could not mark session %d failed: %s", session_id, str(exc))

@@ -8,6 +8,7 @@ from typing import Optional
 from .._logging import logger
 from .._worker import Worker
 from ..bus import BUS, CONTROLS, Finished, Phase, TrainEpoch
+from ..database import SessionStatus
 from ..errors import EegloopError
 from .context import RecordingError, VisitContext, VisitPhase, fmt_duration, mark_failed, open_window
 
@@ -144,7 +145,7 @@ class QuickTrainPhase(VisitPhase):
         if ctx.ended:
             return
         t = ctx.trained
-        ctx.db.set_session_status(ctx.session_id, "trained", model_id=t.model.model_id, train_seconds=t.seconds,
+        ctx.db.set_session_status(ctx.session_id, SessionStatus.TRAINED, model_id=t.model.model_id, train_seconds=t.seconds,
                                   **({"encoder_id": t.encoder.model_id} if t.encoder is not None else {}))
 
     def train(self, ctx: VisitContext) -> None:
@@ -173,7 +174,7 @@ class QuickTrainPhase(VisitPhase):
         if job.abort:
             if t.model is None:
                 raise Aborted("aborted by the operator (Escape)")
-            ctx.db.set_session_status(sid, "trained", model_id=t.model.model_id, train_seconds=t.seconds)
+            ctx.db.set_session_status(sid, SessionStatus.TRAINED, model_id=t.model.model_id, train_seconds=t.seconds)
             say(f"session {sid}: Escape during the quick-train; the model is kept and the feedback block skipped "
                 "(run it later with: eegloop feedback)")
             BUS.publish(Finished("aborted", sid))

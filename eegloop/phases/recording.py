@@ -11,6 +11,7 @@ import numpy as np
 from .._logging import logger
 from .._machine import StealMeter
 from ..bus import BUS, Finished, Phase, VisitStats
+from ..database import RecordingSummary, SessionStatus
 from ..database.claim import SessionClaim
 from ..errors import EegloopError
 from ..protocol import Protocol
@@ -59,7 +60,7 @@ class RecordingPhase(VisitPhase):
             ctx.session_id = db.create_session(ctx.subject, p)
             ctx.claims.enter_context(SessionClaim(db, ctx.session_id))
         sid = ctx.session_id
-        checks = list((db.get_session(sid).info or {}).get("signal_checks", []))
+        checks = list(db.get_session(sid).details.signal_checks or [])
         if ctx.signal_check is not None:
             check = ctx.signal_check
             checks.append({**check.to_json(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -67,7 +68,7 @@ class RecordingPhase(VisitPhase):
         db.update_session_info(sid, channels=rig.stream.channels, signal_checks=checks)
         db.add_stimuli(ctx.stimuli)
         start_recording(ctx, _task(p))
-        db.set_session_status(sid, "recording")
+        db.set_session_status(sid, SessionStatus.RECORDING)
         _Recording(ctx, self.todo, self.between_runs).run()
 
 
@@ -284,14 +285,14 @@ class _Recording:
         if not_done and not aborted:
             ctx.say(f"{len(not_done)} block(s) incomplete ({not_done[0][1]}, ...): record them again with --resume")
         steal = _round(self.steal.max_pct)  # the worst block's
-        db.set_session_status(sid, "aborted" if aborted else "incomplete" if not_done else "recorded",
-                              ended=aborted,
-                              recording={"runs_done": runs_done, "frame_rate_hz": d.frame_rate, "paced": d.paced,
-                                         "samples_received": stats.samples_received,
-                                         "lost_samples": stats.lost_samples,
-                                         "epochs_rejected": dict(stats.epochs_rejected),
-                                         "online_dropped": stats.online_dropped, "scheduling": d.scheduling,
-                                         "cpu_steal_pct_max": steal})
+        db.set_session_status(sid, SessionStatus.ABORTED if aborted else SessionStatus.INCOMPLETE if not_done
+                              else SessionStatus.RECORDED, ended=aborted,
+                              recording=RecordingSummary(runs_done=runs_done, frame_rate_hz=d.frame_rate, paced=d.paced,
+                                                         samples_received=stats.samples_received,
+                                                         lost_samples=stats.lost_samples,
+                                                         epochs_rejected=dict(stats.epochs_rejected),
+                                                         online_dropped=stats.online_dropped, scheduling=d.scheduling,
+                                                         cpu_steal_pct_max=steal))
         durs = np.array([t.duration_s for t in self.timings]) if self.timings else np.array([np.nan])
         err = np.abs(durs - p.paradigm.image_s)
         mmf = [abs(t.marker_lsl - t.actual_onset_lsl) for t in self.timings] or [np.nan]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..bus import BUS, Finished, Phase
-from ..database import Database
+from ..database import Database, SessionStatus
 from ..protocol import Protocol
 from ..types import FEEDBACK_BLOCK_BASE
 from .context import VisitContext, VisitPhase
@@ -23,7 +23,8 @@ class EvaluationPhase(VisitPhase):
         ctx.say("cross-validating (whole blocks left out) for the report; the subject is done")
         BUS.publish(Phase("evaluation", "cross-validating for the report", session_id=ctx.session_id))
         ctx.evaluation = _evaluate_for_report(ctx.db, ctx.subject, ctx.session_id, ctx.protocol, ctx.say)
-        ctx.db.set_session_status(ctx.session_id, "completed", ended=True, evaluation=ctx.evaluation)  # merged
+        ctx.db.set_session_status(ctx.session_id, SessionStatus.COMPLETED, ended=True,
+                                  evaluation=ctx.evaluation)  # merged
 
 
 class ReportPhase(VisitPhase):

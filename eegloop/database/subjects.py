@@ -1,0 +1,81 @@
+"""Subjects: pseudonymous codes, never names."""
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..errors import DatabaseError, short_repr
+from .engine import Repository
+from .models import SessionRow, SubjectRow
+from .records import SubjectInfo
+
+__all__ = ["Subjects", "check_subject_code", "subject_row"]
+
+_CODE = re.compile(r"\A[A-Za-z0-9]{1,64}\Z")  # letters and digits: a valid BIDS label ("sub-<label>")
+
+
+def check_subject_code(code: str) -> str:
+    """``code`` if it is a valid subject code (1-64 ASCII letters and digits, a valid BIDS label), else
+    :class:`DatabaseError` with a one-line message."""
+    if not isinstance(code, str) or not _CODE.match(code):
+        raise DatabaseError(
+            f"subject code {short_repr(code, 70)}: use a pseudonymous code of 1-64 letters and digits only "
+            "(A-Z, a-z, 0-9, e.g. S01 or P007: no spaces, '-', '_' or '.'; never the subject's name)"
+        )
+    return code
+
+
+def subject_row(s: Session, code: str) -> SubjectRow:
+    """The row of subject ``code`` in unit of work ``s``; a one-line error naming the command to add it."""
+    row = s.scalar(select(SubjectRow).where(SubjectRow.code == code))
+    if row is None:
+        raise DatabaseError(f"unknown subject {code!r} (add it with: eegloop subject add {code})")
+    return row
+
+
+class Subjects(Repository):
+    """Adding, finding and listing subjects."""
+
+    def add(self, code: str) -> SubjectInfo:
+        """Add a subject by pseudonymous code (1-64 letters and digits; no names)."""
+        check_subject_code(code)
+        try:
+            with self.session() as s:
+                row = SubjectRow(code=code)
+                s.add(row)
+                s.flush()
+                return SubjectInfo(row.id, row.code, row.created_at, 0)
+        except IntegrityError:
+            raise DatabaseError(f"subject {code!r} already exists") from None
+
+    def check_new(self, code: str) -> None:
+        """Raise the one-line code error unless ``code`` is valid or already in the database (codes added
+        before the letters-and-digits rule stay usable). Writes nothing."""
+        try:
+            check_subject_code(code)
+        except DatabaseError as exc:
+            try:
+                self.get(code)
+            except DatabaseError:
+                raise exc from None
+
+    def get_or_add(self, code: str) -> SubjectInfo:
+        try:
+            return self.get(code)
+        except DatabaseError:
+            return self.add(code)
+
+    def get(self, code: str) -> SubjectInfo:
+        with self.session() as s:
+            row = subject_row(s, code)
+            n = s.scalar(select(func.count(SessionRow.id)).where(SessionRow.subject_id == row.id))
+            return SubjectInfo(row.id, row.code, row.created_at, n)
+
+    def all(self) -> list[SubjectInfo]:
+        with self.session() as s:
+            q = (select(SubjectRow, func.count(SessionRow.id)).outerjoin(SessionRow)
+                 .group_by(SubjectRow.id).order_by(SubjectRow.code))
+            return [SubjectInfo(r.id, r.code, r.created_at, n) for r, n in s.execute(q)]
