@@ -30,8 +30,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .errors import ProtocolError, clip_text, short_repr
-from .montage import DEFAULT_MONTAGE
+from ..errors import ProtocolError, clip_text, short_repr
+from ..montage import DEFAULT_MONTAGE
 
 __all__ = [
     "Protocol",
@@ -838,7 +838,7 @@ def protocol_from_dict(data: dict | None, source: str | None = None) -> Protocol
     return proto
 
 
-TEMPLATES_DIR = Path(__file__).resolve().parent / "protocols"  # shipped inside the package (package data)
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "protocols"  # shipped inside the package (package data)
 
 
 def templates() -> list[str]:
