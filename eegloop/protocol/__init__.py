@@ -16,15 +16,20 @@ Use :func:`load_protocol` to read a file, :meth:`Protocol.to_yaml` to write
 the complete, self-describing protocol back (round-trips), and
 :func:`protocol_from_dict` for protocols built in code.
 """
-from .schema import (  # noqa: F401
-    CHANNEL_TYPES, DECODER_MODELS, MAX_YAML_BYTES, TEMPLATES_DIR, AmplifierConfig, DecoderConfig, Design,
-    EncoderConfig, EpochsConfig, FeedbackConfig, ParadigmConfig, PreprocessingConfig, Protocol, ScreenConfig,
-    SignalCheckConfig, SimulateConfig, StimuliConfig, TeacherConfig, TimingConfig, TrainingConfig, describe_schema,
-    load_protocol, parse_yaml_text, protocol_from_dict, read_yaml_file, template_path, templates,
+from .design import Design
+from .loading import load_protocol, protocol_from_dict, stored_protocol
+from .safe_yaml import MAX_YAML_BYTES, parse_yaml_text, read_yaml_file
+from .schema import (
+    CHANNEL_TYPES, DECODER_MODELS, AmplifierConfig, DecoderConfig, EncoderConfig, EpochsConfig, FeedbackConfig,
+    ParadigmConfig, PreprocessingConfig, Protocol, ScreenConfig, SignalCheckConfig, SimulateConfig, StimuliConfig,
+    TeacherConfig, TimingConfig, TrainingConfig, describe_schema,
 )
+from .templates import TEMPLATES_DIR, template_path, templates
 
 __all__ = [
     "Protocol", "StimuliConfig", "ScreenConfig", "ParadigmConfig", "SimulateConfig", "AmplifierConfig",
     "EpochsConfig", "PreprocessingConfig", "TeacherConfig", "TrainingConfig", "EncoderConfig", "DecoderConfig",
     "FeedbackConfig", "SignalCheckConfig", "TimingConfig", "Design", "load_protocol", "protocol_from_dict",
+    "stored_protocol", "CHANNEL_TYPES", "DECODER_MODELS", "MAX_YAML_BYTES", "TEMPLATES_DIR", "describe_schema",
+    "parse_yaml_text", "read_yaml_file", "template_path", "templates",
 ]
