@@ -13,8 +13,14 @@ file and the field path, e.g.::
     protocols/x.yaml: paradigm.image_s: must be > 0, got -0.5
 
 Use :func:`load_protocol` to read a file, :meth:`Protocol.to_yaml` to write
-the complete, self-describing protocol back (round-trips), and
-:func:`protocol_from_dict` for protocols built in code.
+the complete, self-describing protocol back (round-trips),
+:func:`protocol_from_dict` for protocols built in code, and
+:func:`stored_protocol` for the YAML a session stored in the database.
+
+The package: ``schema`` (one dataclass per section, :class:`Protocol`),
+``design`` (what a paradigm implies), ``loading`` (types and bounds, the
+readers), ``checks`` (fields against each other), ``safe_yaml`` (YAML from
+untrusted bytes, bounded) and ``templates`` (the shipped protocols).
 """
 from .design import Design
 from .loading import load_protocol, protocol_from_dict, stored_protocol
