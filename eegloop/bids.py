@@ -58,13 +58,6 @@ def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequenc
                 progress: Optional[Callable[[str], None]] = None) -> BidsExport:
     """Write ``subject``'s recorded (and imported) runs under ``out`` as BIDS; returns what was written and
     skipped."""
-    import mne
-    from mne_bids import BIDSPath, make_dataset_description, write_raw_bids
-
-    from .montage import load_montage, set_positions
-    from .protocol import CHANNEL_TYPES, parse_yaml_text, protocol_from_dict
-    from .recorder.importers import read_recording
-
     say = progress or (lambda _m: None)
     sessions = db.list_sessions(subject)
     if not sessions:
@@ -81,73 +74,95 @@ def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequenc
         # -- every run's raw file is checked before anything is written ---------------------------------------
         plan = []  # (session info, protocol, classes, channel types, montage, stim payloads, [(run, raw path)])
         for info in sessions:
-            imported_types = {}
-            if info.kind == "imported":  # its source files, read again as they were imported
-                runs, imported_types, why = _imported_runs(db, info, Path(conv.name))
-            else:
-                recorded = [r for r in db.get_runs(info.id) if r.raw_path]
-                runs = [(r, db.abspath(r.raw_path)) for r in recorded if db.abspath(r.raw_path).is_file()]
-                why = (f"its raw files are not under {db.data_dir} (e.g. {recorded[0].raw_path}; give --data)"
-                       if recorded else "no raw recording")
-                for _, path in runs:  # the one reader of recordings decides, with the sentence import and replay give
-                    read_recording(path, "mne")
-            if not runs:
-                res.skipped.append((info.id, why))
-                continue
-            proto = protocol_from_dict(parse_yaml_text(info.protocol_yaml, f"session {info.id}'s protocol"))
-            classes = list(proto.stimuli.classes)
-            types = {c["name"]: c["type"] for c in (info.info or {}).get("channels", []) if isinstance(c, dict)
-                     and c.get("type") in CHANNEL_TYPES and c.get("name")}
-            types.update({c: t for c, t in imported_types.items() if t in CHANNEL_TYPES})
-            try:
-                montage = load_montage(proto.amplifier.montage, proto.base_dir)
-            except EegloopError as exc:  # a montage file that stayed on the recording machine: no positions
-                montage = None
-                say(f"session {info.id}: no electrode positions ({exc})")
-            payload = {}
-            for ev in db.get_events(info.id, "stim_on"):
-                p = ev.payload or {}
-                payload[(p.get("run"), str(p.get("trial")))] = p
-            plan.append((info, proto, classes, types, montage, payload, runs))
+            planned = _plan_session(db, info, Path(conv.name), res, say)
+            if planned is not None:
+                plan.append(planned)
         if not plan:
             raise EegloopError(f"subject {subject!r}: no recorded run to export"
                                + (f" ({'; '.join(f'session {s}: {w}' for s, w in res.skipped)})" if res.skipped
                                   else ""))
-        stimulus_files = _stimulus_files(db)
-
-        # -- written into a temporary folder, moved into place when complete ---------------------------------
-        from ._files import new_folders, umask_mode
-
-        try:
-            with new_folders(root.parent, private=False):  # parents made here are removed again on failure
-                exists = root.is_dir()
-                tmp = Path(tempfile.mkdtemp(dir=root if exists else root.parent,
-                                            prefix=".eegloop-export-" if exists else f".{root.name}.eegloop-export-"))
-                try:
-                    os.chmod(tmp, umask_mode(0o777))
-                    if exists:  # MNE-BIDS merges participants and scans with what the dataset holds
-                        _copy_merged_files(root, tmp, subject)
-                    stimuli: dict[str, Path] = {}
-                    for info, proto, classes, types, montage, payload, runs in plan:
-                        for run, path in runs:
-                            _write_run(info, proto, classes, types, montage, payload, run, path, subject, tmp, res,
-                                       stimulus_files, stimuli, say, mne, BIDSPath, write_raw_bids, set_positions)
-                    make_dataset_description(path=tmp, name=f"eegloop export of subject {subject}", overwrite=True,
-                                             generated_by=[{"Name": "eegloop"}], verbose="error")
-                    for rel, src in sorted(stimuli.items()):  # the images stim_file names, where BIDS looks for them
-                        dst = tmp / "stimuli" / rel
-                        dst.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(src, dst)
-                    _publish(tmp, root, exists)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-        except OSError as exc:  # disk full, permissions: nothing of this export is left in --out
-            raise EegloopError(f"--out: writing the dataset under {root} failed ({exc.strerror or type(exc).__name__}); "
-                               "nothing was changed there") from None
+        tmp = _write_dataset(db, subject, root, plan, res, say)
     finally:
         conv.cleanup()
     res.runs = [(sid, idx, task, n, root / Path(f).relative_to(tmp)) for sid, idx, task, n, f in res.runs]
     return res
+
+
+def _plan_session(db, info, conv: Path, res: BidsExport, say) -> Optional[tuple]:
+    """What one session exports: (info, protocol, classes, channel types, montage, stim payloads, [(run, raw
+    path)]) once every raw file passed the one reader of recordings; None (noted in ``res.skipped``) when it
+    has no run to export."""
+    from .montage import load_montage
+    from .protocol import CHANNEL_TYPES, stored_protocol
+    from .recorder.importers import read_recording
+
+    imported_types = {}
+    if info.kind == "imported":  # its source files, read again as they were imported
+        runs, imported_types, why = _imported_runs(db, info, conv)
+    else:
+        recorded = [r for r in db.get_runs(info.id) if r.raw_path]
+        runs = [(r, db.abspath(r.raw_path)) for r in recorded if db.abspath(r.raw_path).is_file()]
+        why = (f"its raw files are not under {db.data_dir} (e.g. {recorded[0].raw_path}; give --data)"
+               if recorded else "no raw recording")
+        for _, path in runs:  # the one reader of recordings decides, with the sentence import and replay give
+            read_recording(path, "mne")
+    if not runs:
+        res.skipped.append((info.id, why))
+        return None
+    proto = stored_protocol(info.protocol_yaml, f"session {info.id}'s protocol")
+    classes = list(proto.stimuli.classes)
+    types = {c["name"]: c["type"] for c in (info.info or {}).get("channels", []) if isinstance(c, dict)
+             and c.get("type") in CHANNEL_TYPES and c.get("name")}
+    types.update({c: t for c, t in imported_types.items() if t in CHANNEL_TYPES})
+    try:
+        montage = load_montage(proto.amplifier.montage, proto.base_dir)
+    except EegloopError as exc:  # a montage file that stayed on the recording machine: no positions
+        montage = None
+        say(f"session {info.id}: no electrode positions ({exc})")
+    payload = {}
+    for ev in db.get_events(info.id, "stim_on"):
+        p = ev.payload or {}
+        payload[(p.get("run"), str(p.get("trial")))] = p
+    return info, proto, classes, types, montage, payload, runs
+
+
+def _write_dataset(db, subject: str, root: Path, plan: list, res: BidsExport, say) -> Path:
+    """Write the planned runs into a temporary folder beside (or in) ``root`` and move it into place when
+    complete; returns the temporary folder's path (the files in ``res.runs`` are under it)."""
+    import mne
+    from mne_bids import BIDSPath, make_dataset_description, write_raw_bids
+
+    from ._files import new_folders, umask_mode
+    from .montage import set_positions
+
+    stimulus_files = _stimulus_files(db)
+    try:
+        with new_folders(root.parent, private=False):  # parents made here are removed again on failure
+            exists = root.is_dir()
+            tmp = Path(tempfile.mkdtemp(dir=root if exists else root.parent,
+                                        prefix=".eegloop-export-" if exists else f".{root.name}.eegloop-export-"))
+            try:
+                os.chmod(tmp, umask_mode(0o777))
+                if exists:  # MNE-BIDS merges participants and scans with what the dataset holds
+                    _copy_merged_files(root, tmp, subject)
+                stimuli: dict[str, Path] = {}
+                for info, proto, classes, types, montage, payload, runs in plan:
+                    for run, path in runs:
+                        _write_run(info, proto, classes, types, montage, payload, run, path, subject, tmp, res,
+                                   stimulus_files, stimuli, say, mne, BIDSPath, write_raw_bids, set_positions)
+                make_dataset_description(path=tmp, name=f"eegloop export of subject {subject}", overwrite=True,
+                                         generated_by=[{"Name": "eegloop"}], verbose="error")
+                for rel, src in sorted(stimuli.items()):  # the images stim_file names, where BIDS looks for them
+                    dst = tmp / "stimuli" / rel
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, dst)
+                _publish(tmp, root, exists)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:  # disk full, permissions: nothing of this export is left in --out
+        raise EegloopError(f"--out: writing the dataset under {root} failed ({exc.strerror or type(exc).__name__}); "
+                           "nothing was changed there") from None
+    return tmp
 
 
 def _imported_runs(db, info, tmp: Path) -> tuple[list, dict, str]:

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from .database import Database
+from .protocol import stored_protocol
 
 __all__ = ["write_report", "write_zero_shot_report"]
 
@@ -134,21 +135,6 @@ def _confusion_section(plt, cm: np.ndarray, names: list, chance: float) -> str:
     return html
 
 
-def _montage_spec(protocol_yaml: str):
-    from .database import _montage_of
-
-    return _montage_of(protocol_yaml)
-
-
-def _static_offset(protocol_yaml: str) -> float:
-    import yaml
-
-    try:
-        v = ((yaml.safe_load(protocol_yaml) or {}).get("timing") or {}).get("static_offset_ms", 0.0)
-        return float(v)
-    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
-        return 0.0
-
 
 def _signal_section(plt, chk: dict, montage_spec, k: int) -> str:
     """The stored signal check: its verdict, a head map of the 1-40 Hz RMS with failing electrodes crossed
@@ -240,6 +226,7 @@ def write_report(db: Database, session_id: int, out: str | Path | None = None) -
         return _write_report(db, session_id, out)
 
 
+
 def _write_report(db: Database, session_id: int, out: str | Path | None = None) -> Path:
     import matplotlib.pyplot as plt
 
@@ -247,11 +234,43 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
 
     info = db.get_session(session_id)
     out = Path(out) if out is not None else db.data_dir / "reports" / f"session-{session_id:04d}"
-    sec: list[str] = []
     ev = info.info.get("evaluation")
-    rec = info.info.get("recording", {})
+    sec = _decoding_sections(plt, ev)
+    model_id = info.info.get("model_id")
+    if model_id:
+        m = db.get_model(model_id)
+        sec += _model_sections(plt, db, info, ev, m)
+    proto = stored_protocol(info.protocol_yaml, tolerant=True)  # its montage and the display's offset
+    for k, chk in enumerate(info.info.get("signal_checks") or []):
+        sec.append(_signal_section(plt, chk, proto.amplifier.montage, k + 1))
+    delays, n_stim = db.photon_delays(session_id)
+    if delays:
+        sec.append(_photon_section(plt, delays, n_stim, proto.timing.static_offset_ms))
+    sec += _stimulus_timing_sections(plt, db, session_id, info.info.get("recording", {}))
+    sec += _recording_sections(db, session_id)
+    sec += _feedback_sections(plt, db, session_id)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>eegloop session {session_id}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+h1{{font-size:1.5em}} h2{{border-bottom:1px solid #ccc;margin-top:1.6em}} .big{{font-size:1.3em}}
+.warn{{background:#fdd;padding:.5em;font-weight:bold}} .note{{color:#666}}
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
+.row{{display:flex;flex-wrap:wrap}} figure{{margin:0 1em 1em 0;max-width:100%}} figure img{{max-width:100%;height:auto}} figcaption{{color:#555;font-size:.85em}} .grid{{display:flex;flex-wrap:wrap}} .cell{{width:150px;margin:4px;font-size:.8em;
+text-align:center;padding:4px}} .ok{{background:#e6f4e6}} .bad{{background:#fbe9e9}} .noimg{{height:128px}}</style>
+</head><body><h1>eegloop — session {session_id}, subject {_e(info.subject)}</h1>
+<p>protocol <b>{_e(info.protocol_name)}</b> (sha256 {_e(info.protocol_sha256[:12])}…), status {_e(info.status)},
+started {info.started_at:%Y-%m-%d %H:%M}, eegloop {_e(info.software_version)}</p>
+{''.join(sec)}
+</body></html>"""
+    path = out / "report.html"
+    with new_folders(out):  # made only now that the page is whole, and removed again if writing it fails
+        write_private_text(path, page)
+    return path
 
-    # -- decoding --------------------------------------------------------------------
+
+def _decoding_sections(plt, ev) -> list[str]:
+    """The stored cross-validation: its score beside chance (or why there is none), the confusion matrix, the
+    baselines and the notes."""
+    sec: list[str] = []
     if ev and "error" in ev:
         sec.append(f"<h2>Decoding</h2><p class='warn'>No cross-validated score: {_e(ev['error'])}</p>")
     elif ev:
@@ -288,85 +307,104 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
             sec.append("<h3>Baselines (mean (std) over folds)</h3>" + _table(rows, ["method"] + metrics))
         for n in ev.get("notes", []):
             sec.append(f"<p class='note'>{_e(n)}</p>")
+    return sec
 
-    # -- model and training curves ---------------------------------------------------
-    model_id = info.info.get("model_id")
-    if model_id:
-        m = db.get_model(model_id)
-        meta_path = db.abspath(m.checkpoint_path).with_suffix(".json")
-        hist = []
-        if meta_path.is_file():
-            hist = json.loads(meta_path.read_text()).get("metrics", {}).get("history", [])
-        honest = None
-        if ev and "error" not in ev and not ev.get("inflated") and not ev.get("shuffled_labels"):
-            honest = f"The honest estimate is the {ev.get('split')}-wise cross-validation under Decoding above."
-        else:
-            from .decoder import honest_estimate
 
-            honest = honest_estimate(db, info.subject, m.metrics.get("method"))
-        sec.append(f"<h2>Quick-train (model {m.id}: {_e(m.metrics.get('method', m.kind))})</h2>"
-                   f"<p>{_e(quick_train_paragraph(m.metrics))}"
-                   + (f" {_e(honest)}" if honest else "") + "</p>")
-        sel = m.metrics.get("selection") or {}
-        if sel.get("candidates"):
-            rows = [[name, ("chosen" if name == sel.get("winner") else ""),
-                     c.get("skipped") and f"skipped: {c['skipped']}" or f"{c['score']:.3f}",
-                     ", ".join(f"{v:.3f}" for v in c.get("folds", [])), c.get("seconds", "")]
-                    for name, c in sel["candidates"].items()]
-            scored = {n: c for n, c in sel["candidates"].items() if "score" in c}
-            if scored:
-                fig, ax = plt.subplots(figsize=(5, 2.6))
-                names_ = list(scored)
-                ax.barh(range(len(names_)), [scored[n]["score"] for n in names_],
-                        color=["#cc6677" if n == sel.get("winner") else "#4477aa" for n in names_])
-                for i, n in enumerate(names_):
-                    ax.plot(scored[n]["folds"], [i] * len(scored[n]["folds"]), "k.", ms=4)
-                ax.set_yticks(range(len(names_)), names_, fontsize=8)
-                chance_sel = 0.5 if sel.get("metric") == "auc" else 1 / max(len(m.metrics.get("rejection", {}).get(
-                    "by_class", {})) or 2, 2)
-                ax.axvline(chance_sel, color="r", ls="--", label="chance")
-                ax.set_xlabel(str(sel.get("metric")))
-                ax.legend(fontsize=7)
-                ax.set_title("model selection: inner folds (dots), chosen in red")
-                sec.append(_fig(_png(fig), "model selection: each candidate's inner-fold score"))
-            sec.append(f"<h3>Model selection ({_e(sel.get('n_folds'))} inner {_e(sel.get('split'))}-wise folds, "
-                       f"{_e(sel.get('metric'))})</h3>" + _table(rows, ["candidate", "", sel.get("metric", "score"),
-                                                                          "folds", "seconds"])
-                       + (f"<p class='note'>{_e(sel['note'])}</p>" if sel.get("note") else ""))
-        elif sel.get("note"):
-            sec.append(f"<p class='note'>model: {_e(sel['note'])}</p>")
-        rej = m.metrics.get("rejection") or {}
-        if rej.get("by_class") and (rej.get("reject_uv") is not None or rej.get("flat_uv") is not None):
-            rows = [[c, v["kept"], v["peak_to_peak"], v["flat"]] for c, v in rej["by_class"].items()]
-            sec.append(f"<h3>Artifact rejection: {_e(rej['rejected'])} of {_e(rej['rejected'] + rej['kept'])} epochs "
-                       f"(peak-to-peak &gt; {_e(rej['reject_uv'])} µV, flat &lt; {_e(rej['flat_uv'])} µV)</h3>"
-                       + _table(rows, ["class", "kept", "peak-to-peak", "flat"]))
-        if hist:
-            ep = [h["epoch"] for h in hist]
-            fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3))
-            a1.plot(ep, [h["train_loss"] for h in hist], label="train")
-            a1.plot(ep, [h["val_loss"] for h in hist], label="validation")
-            a1.set_xlabel("epoch")
-            a1.set_ylabel("loss")
-            a1.legend()
-            a2.plot(ep, [h["train_acc"] for h in hist], label="train")
-            a2.plot(ep, [h["val_acc"] for h in hist], label="validation")
-            a2.axhline(m.metrics.get("chance_top1", 0), color="r", ls="--", label="chance")
-            a2.set_xlabel("epoch")
-            a2.set_ylabel("accuracy")
-            a2.legend()
-            fig.suptitle("training curves")
-            sec.append(_fig(_png(fig), "training curves: loss and accuracy, train and held-out blocks"))
+def _model_sections(plt, db: Database, info, ev, m) -> list[str]:
+    """The session's quick-trained model ``m``: how it was trained, beside the honest estimate; its model
+    selection, artifact rejection and training curves."""
+    sec: list[str] = []
+    honest = None
+    if ev and "error" not in ev and not ev.get("inflated") and not ev.get("shuffled_labels"):
+        honest = f"The honest estimate is the {ev.get('split')}-wise cross-validation under Decoding above."
+    else:
+        from .decoder import honest_estimate
 
-    # -- signal check and display timing ----------------------------------------------------
-    proto_montage = _montage_spec(info.protocol_yaml)
-    for k, chk in enumerate(info.info.get("signal_checks") or []):
-        sec.append(_signal_section(plt, chk, proto_montage, k + 1))
-    delays, n_stim = db.photon_delays(session_id)
-    if delays:
-        sec.append(_photon_section(plt, delays, n_stim, _static_offset(info.protocol_yaml)))
+        honest = honest_estimate(db, info.subject, m.metrics.get("method"))
+    sec.append(f"<h2>Quick-train (model {m.id}: {_e(m.metrics.get('method', m.kind))})</h2>"
+               f"<p>{_e(quick_train_paragraph(m.metrics))}"
+               + (f" {_e(honest)}" if honest else "") + "</p>")
+    sec += _selection_sections(plt, m)
+    sec += _rejection_sections(m)
+    sec += _curve_sections(plt, db, m)
+    return sec
 
-    # -- timing ----------------------------------------------------------------------------
+
+def _selection_sections(plt, m) -> list[str]:
+    """Auto's model selection: each candidate's inner-fold score (a plot and a table), or its note."""
+    sec: list[str] = []
+    sel = m.metrics.get("selection") or {}
+    if sel.get("candidates"):
+        rows = [[name, ("chosen" if name == sel.get("winner") else ""),
+                 c.get("skipped") and f"skipped: {c['skipped']}" or f"{c['score']:.3f}",
+                 ", ".join(f"{v:.3f}" for v in c.get("folds", [])), c.get("seconds", "")]
+                for name, c in sel["candidates"].items()]
+        scored = {n: c for n, c in sel["candidates"].items() if "score" in c}
+        if scored:
+            fig, ax = plt.subplots(figsize=(5, 2.6))
+            names_ = list(scored)
+            ax.barh(range(len(names_)), [scored[n]["score"] for n in names_],
+                    color=["#cc6677" if n == sel.get("winner") else "#4477aa" for n in names_])
+            for i, n in enumerate(names_):
+                ax.plot(scored[n]["folds"], [i] * len(scored[n]["folds"]), "k.", ms=4)
+            ax.set_yticks(range(len(names_)), names_, fontsize=8)
+            chance_sel = 0.5 if sel.get("metric") == "auc" else 1 / max(len(m.metrics.get("rejection", {}).get(
+                "by_class", {})) or 2, 2)
+            ax.axvline(chance_sel, color="r", ls="--", label="chance")
+            ax.set_xlabel(str(sel.get("metric")))
+            ax.legend(fontsize=7)
+            ax.set_title("model selection: inner folds (dots), chosen in red")
+            sec.append(_fig(_png(fig), "model selection: each candidate's inner-fold score"))
+        sec.append(f"<h3>Model selection ({_e(sel.get('n_folds'))} inner {_e(sel.get('split'))}-wise folds, "
+                   f"{_e(sel.get('metric'))})</h3>" + _table(rows, ["candidate", "", sel.get("metric", "score"),
+                                                                      "folds", "seconds"])
+                   + (f"<p class='note'>{_e(sel['note'])}</p>" if sel.get("note") else ""))
+    elif sel.get("note"):
+        sec.append(f"<p class='note'>model: {_e(sel['note'])}</p>")
+    return sec
+
+
+def _rejection_sections(m) -> list[str]:
+    """The epochs artifact rejection dropped, per class (when the protocol rejects)."""
+    sec: list[str] = []
+    rej = m.metrics.get("rejection") or {}
+    if rej.get("by_class") and (rej.get("reject_uv") is not None or rej.get("flat_uv") is not None):
+        rows = [[c, v["kept"], v["peak_to_peak"], v["flat"]] for c, v in rej["by_class"].items()]
+        sec.append(f"<h3>Artifact rejection: {_e(rej['rejected'])} of {_e(rej['rejected'] + rej['kept'])} epochs "
+                   f"(peak-to-peak &gt; {_e(rej['reject_uv'])} µV, flat &lt; {_e(rej['flat_uv'])} µV)</h3>"
+                   + _table(rows, ["class", "kept", "peak-to-peak", "flat"]))
+    return sec
+
+
+def _curve_sections(plt, db: Database, m) -> list[str]:
+    """The network's training curves (loss and accuracy per epoch) from the history saved beside its weights."""
+    sec: list[str] = []
+    meta_path = db.abspath(m.checkpoint_path).with_suffix(".json")
+    hist = []
+    if meta_path.is_file():
+        hist = json.loads(meta_path.read_text()).get("metrics", {}).get("history", [])
+    if hist:
+        ep = [h["epoch"] for h in hist]
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3))
+        a1.plot(ep, [h["train_loss"] for h in hist], label="train")
+        a1.plot(ep, [h["val_loss"] for h in hist], label="validation")
+        a1.set_xlabel("epoch")
+        a1.set_ylabel("loss")
+        a1.legend()
+        a2.plot(ep, [h["train_acc"] for h in hist], label="train")
+        a2.plot(ep, [h["val_acc"] for h in hist], label="validation")
+        a2.axhline(m.metrics.get("chance_top1", 0), color="r", ls="--", label="chance")
+        a2.set_xlabel("epoch")
+        a2.set_ylabel("accuracy")
+        a2.legend()
+        fig.suptitle("training curves")
+        sec.append(_fig(_png(fig), "training curves: loss and accuracy, train and held-out blocks"))
+    return sec
+
+
+def _stimulus_timing_sections(plt, db: Database, session_id: int, rec: dict) -> list[str]:
+    """Each stimulus's duration on screen (histogram) and the dropped frames."""
+    sec: list[str] = []
     tt = db.get_trial_timings(session_id)
     if tt:
         durs = np.array([t.duration_s for t in tt]) * 1000
@@ -381,8 +419,12 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
                    f"{np.median(durs):.2f} ms, max |error| vs intended "
                    f"{np.max(np.abs(durs - np.array([t.intended_frames for t in tt]) * 1000 / max(rec.get('frame_rate_hz', 60), 1))):.2f} ms,"
                    f" dropped frames {dropped}</p>" + _fig(_png(fig), "stimulus timing: duration histogram"))
+    return sec
 
-    # -- recorder accounting -------------------------------------------------------------
+
+def _recording_sections(db: Database, session_id: int) -> list[str]:
+    """The recorder's accounting: samples per run, epochs stored and rejected, blocks not complete."""
+    sec: list[str] = []
     runs = db.get_runs(session_id)
     if runs:
         rows = [[r.index, r.status, r.samples_received, r.samples_expected, r.lost_samples,
@@ -408,89 +450,93 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
             rows, ["run", "status", "samples received", "expected", "lost", "gaps", "stalls", "raw file"])
             + (("<p>Blocks with rejected epochs or not complete:</p>" + _table(
                 bad, ["block", "status", "shown", "stored", "rejected", "reason"])) if bad else ""))
+    return sec
 
-    # -- feedback ---------------------------------------------------------------------------
+
+def _feedback_sections(plt, db: Database, session_id: int) -> list[str]:
+    """The closed-loop feedback: accuracy and latency per stage, every trial's image, and for the embedding
+    modes a few decoded embeddings' nearest candidates."""
     fts = db.get_feedback_trials(session_id)
-    if fts:
-        modes = sorted({f.mode for f in fts})
-        correct = sum(f.predicted_class == f.true_class for f in fts)
-        stages = ["decode_ms", "image_ready_ms", "to_screen_ms"]
-        data = [[f.latencies.get(k, np.nan) for f in fts] for k in stages]
-        fig, ax = plt.subplots(figsize=(5, 3))
-        ax.boxplot(data)
-        ax.set_xticks([1, 2, 3], ["probabilities", "image ready", "on screen"])
-        ax.set_ylabel("ms after epoch complete")
-        ax.set_title("feedback latency per stage")
-        n_classes = len(fts[0].probabilities)
-        said = feedback_honesty(fts).describe()
-        honesty = f" {said[0].upper()}{said[1:]}."
-        bursts = sorted({int(f.latencies.get("epochs", 1)) for f in fts})
-        lived = [f.latencies["onset_to_screen_ms"] for f in fts if "onset_to_screen_ms" in f.latencies]
-        onset = (f". What the subject lived, from the (last) image's onset to its feedback on screen: median "
-                 f"{np.median(lived):.0f} ms (the epoch window, the filter's right margin, decoding, the image and "
-                 "a refresh)." if lived else "")
-        fmt = ("one cue image a trial" if bursts == [1] else
-               f"RSVP bursts of {'/'.join(map(str, bursts))} images at the training pace, decided on their "
-               "summed log-probabilities")
-        rets = [f.latencies.get("retrieval") for f in fts]
-        judged = f"{correct}/{len(fts)} decoded as shown (chance {1 / n_classes:.2f}; {fmt})."
-        if any(rets):  # retrieve/embedding: the nearest image's class, where it can be judged
-            scored = [f for f, r in zip(fts, rets) if r and r.get("scored", True)]
-            labelled = [c for c in fts[0].probabilities if c != "(unlabelled)"]
-            judged = (f"{sum(f.predicted_class == f.true_class for f in scored)}/{len(scored)} nearest images of the "
-                      f"shown class (chance about {1 / max(len(labelled), 1):.2f}: {len(labelled)} candidate classes; "
-                      f"a nearest image of another class, trained or not, is a miss; trials whose shown class has no "
-                      f"candidate image are not judged: {len(fts) - len(scored)}; {fmt}).")
-        sec.append(f"<h2>Feedback ({_e(', '.join(map(str, modes)))} mode)</h2><p>{judged}"
-                   f"{honesty} Median latency from (the last) epoch complete: "
-                   + ", ".join(f"{k.replace('_ms', '')} {np.nanmedian(d):.1f} ms" for k, d in zip(stages, data))
-                   + onset + "</p>" + _fig(_png(fig), "feedback latency per stage (ms after the epoch was complete)"))
-        cells = []
-        for f in fts:
-            uri = _img_uri(db.abspath(f.image_path)) if f.image_path else None
-            ok = "ok" if f.predicted_class == f.true_class else "bad"
-            img = f"<img src='{uri}'>" if uri else "<div class='noimg'>no image</div>"
-            cells.append(f"<div class='cell {ok}'>{img}<br>trial {_e(f.trial)}<br>shown <b>{_e(f.true_class)}"
-                         f"</b><br>decoded <b>{_e(f.predicted_class)}</b> "
-                         f"({f.probabilities[f.predicted_class]:.2f})</div>")
-        sec.append("<div class='grid'>" + "".join(cells) + "</div>")
-        ex = []
-        for f, r in list(zip(fts, rets))[:6]:
-            if not r:
-                continue
+    if not fts:
+        return []
+    rets = [f.latencies.get("retrieval") for f in fts]
+    return [_feedback_summary(plt, fts, rets), _feedback_grid(db, fts)] + _retrieval_examples(db, fts, rets)
 
-            def thumb(path, label, style=""):
-                uri = _img_uri(Path(path), 96) if path else None
-                img = f"<img src='{uri}' style='{style}'>" if uri else "<div class='noimg'>no image</div>"
-                return f"<div class='cell'>{img}<br>{label}</div>"
 
-            row = [thumb(r.get("cue"), f"shown: <b>{_e(f.true_class)}</b>", "outline:3px solid #36c")]
-            row += [thumb(h.get("path"), f"#{i + 1} {_e(h.get('class') or '?')} ({float(h.get('similarity', 0)):.2f})",
-                          "outline:3px solid #3a3" if h.get("path") and h.get("path") == r.get("cue") else "")
-                    for i, h in enumerate(r.get("top") or [])]
-            if f.image_path and (not r.get("path") or Path(db.abspath(f.image_path)) != Path(r["path"])):
-                row.append(thumb(db.abspath(f.image_path), "generated"))
-            ex.append(f"<div class='grid'>{''.join(row)}</div>")
-        if ex:
-            sec.append("<h3>Decoded embeddings: the image shown, its five nearest candidates (class, cosine "
-                       "similarity) and the generated image</h3>" + "".join(ex))
+def _feedback_summary(plt, fts, rets) -> str:
+    """How many trials were decoded as shown (or retrieved an image of the shown class), whether that is an
+    honest online estimate, and the latency of each stage (a box plot)."""
+    modes = sorted({f.mode for f in fts})
+    correct = sum(f.predicted_class == f.true_class for f in fts)
+    stages = ["decode_ms", "image_ready_ms", "to_screen_ms"]
+    data = [[f.latencies.get(k, np.nan) for f in fts] for k in stages]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.boxplot(data)
+    ax.set_xticks([1, 2, 3], ["probabilities", "image ready", "on screen"])
+    ax.set_ylabel("ms after epoch complete")
+    ax.set_title("feedback latency per stage")
+    n_classes = len(fts[0].probabilities)
+    said = feedback_honesty(fts).describe()
+    honesty = f" {said[0].upper()}{said[1:]}."
+    bursts = sorted({int(f.latencies.get("epochs", 1)) for f in fts})
+    lived = [f.latencies["onset_to_screen_ms"] for f in fts if "onset_to_screen_ms" in f.latencies]
+    onset = (f". What the subject lived, from the (last) image's onset to its feedback on screen: median "
+             f"{np.median(lived):.0f} ms (the epoch window, the filter's right margin, decoding, the image and "
+             "a refresh)." if lived else "")
+    fmt = ("one cue image a trial" if bursts == [1] else
+           f"RSVP bursts of {'/'.join(map(str, bursts))} images at the training pace, decided on their "
+           "summed log-probabilities")
+    judged = f"{correct}/{len(fts)} decoded as shown (chance {1 / n_classes:.2f}; {fmt})."
+    if any(rets):  # retrieve/embedding: the nearest image's class, where it can be judged
+        scored = [f for f, r in zip(fts, rets) if r and r.get("scored", True)]
+        labelled = [c for c in fts[0].probabilities if c != "(unlabelled)"]
+        judged = (f"{sum(f.predicted_class == f.true_class for f in scored)}/{len(scored)} nearest images of the "
+                  f"shown class (chance about {1 / max(len(labelled), 1):.2f}: {len(labelled)} candidate classes; "
+                  f"a nearest image of another class, trained or not, is a miss; trials whose shown class has no "
+                  f"candidate image are not judged: {len(fts) - len(scored)}; {fmt}).")
+    return (f"<h2>Feedback ({_e(', '.join(map(str, modes)))} mode)</h2><p>{judged}"
+            f"{honesty} Median latency from (the last) epoch complete: "
+            + ", ".join(f"{k.replace('_ms', '')} {np.nanmedian(d):.1f} ms" for k, d in zip(stages, data))
+            + onset + "</p>" + _fig(_png(fig), "feedback latency per stage (ms after the epoch was complete)"))
 
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>eegloop session {session_id}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-h1{{font-size:1.5em}} h2{{border-bottom:1px solid #ccc;margin-top:1.6em}} .big{{font-size:1.3em}}
-.warn{{background:#fdd;padding:.5em;font-weight:bold}} .note{{color:#666}}
-table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
-.row{{display:flex;flex-wrap:wrap}} figure{{margin:0 1em 1em 0;max-width:100%}} figure img{{max-width:100%;height:auto}} figcaption{{color:#555;font-size:.85em}} .grid{{display:flex;flex-wrap:wrap}} .cell{{width:150px;margin:4px;font-size:.8em;
-text-align:center;padding:4px}} .ok{{background:#e6f4e6}} .bad{{background:#fbe9e9}} .noimg{{height:128px}}</style>
-</head><body><h1>eegloop — session {session_id}, subject {_e(info.subject)}</h1>
-<p>protocol <b>{_e(info.protocol_name)}</b> (sha256 {_e(info.protocol_sha256[:12])}…), status {_e(info.status)},
-started {info.started_at:%Y-%m-%d %H:%M}, eegloop {_e(info.software_version)}</p>
-{''.join(sec)}
-</body></html>"""
-    path = out / "report.html"
-    with new_folders(out):  # made only now that the page is whole, and removed again if writing it fails
-        write_private_text(path, page)
-    return path
+
+def _feedback_grid(db: Database, fts) -> str:
+    """Every feedback trial: its image, the class shown and the class decoded."""
+    cells = []
+    for f in fts:
+        uri = _img_uri(db.abspath(f.image_path)) if f.image_path else None
+        ok = "ok" if f.predicted_class == f.true_class else "bad"
+        img = f"<img src='{uri}'>" if uri else "<div class='noimg'>no image</div>"
+        cells.append(f"<div class='cell {ok}'>{img}<br>trial {_e(f.trial)}<br>shown <b>{_e(f.true_class)}"
+                     f"</b><br>decoded <b>{_e(f.predicted_class)}</b> "
+                     f"({f.probabilities[f.predicted_class]:.2f})</div>")
+    return "<div class='grid'>" + "".join(cells) + "</div>"
+
+
+def _retrieval_examples(db: Database, fts, rets) -> list[str]:
+    """The first (up to six) retrieval trials: the image shown, its nearest candidates and the generated image."""
+    ex = []
+    for f, r in list(zip(fts, rets))[:6]:
+        if not r:
+            continue
+        row = [_thumb(r.get("cue"), f"shown: <b>{_e(f.true_class)}</b>", "outline:3px solid #36c")]
+        row += [_thumb(h.get("path"), f"#{i + 1} {_e(h.get('class') or '?')} ({float(h.get('similarity', 0)):.2f})",
+                      "outline:3px solid #3a3" if h.get("path") and h.get("path") == r.get("cue") else "")
+                for i, h in enumerate(r.get("top") or [])]
+        if f.image_path and (not r.get("path") or Path(db.abspath(f.image_path)) != Path(r["path"])):
+            row.append(_thumb(db.abspath(f.image_path), "generated"))
+        ex.append(f"<div class='grid'>{''.join(row)}</div>")
+    if not ex:
+        return []
+    return ["<h3>Decoded embeddings: the image shown, its five nearest candidates (class, cosine "
+            "similarity) and the generated image</h3>" + "".join(ex)]
+
+
+def _thumb(path, label, style="") -> str:
+    """A 96-pixel thumbnail of the image at ``path`` (or a placeholder) above ``label`` (HTML)."""
+    uri = _img_uri(Path(path), 96) if path else None
+    img = f"<img src='{uri}' style='{style}'>" if uri else "<div class='noimg'>no image</div>"
+    return f"<div class='cell'>{img}<br>{label}</div>"
 
 
 _STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222} h1{font-size:1.5em}
@@ -513,10 +559,18 @@ def write_zero_shot_report(db: Database, subject: str, result: dict, out: str | 
 
 
 def _write_zero_shot_report(db: Database, subject: str, r: dict, out: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     from ._files import write_private_text
 
+    sec = _zero_shot_scores(r) + _zero_shot_curves(r) + _zero_shot_examples(db, r) + _zero_shot_fits(r)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>eegloop zero-shot {_e(subject)}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>eegloop — zero-shot evaluation, subject {_e(subject)}</h1>"
+            f"<p class='note'>sessions {_e(r.get('sessions'))}, {r.get('seconds', 0):.0f} s</p>{''.join(sec)}</body></html>")
+    write_private_text(out, page)
+    return out
+
+
+def _zero_shot_scores(r: dict) -> list[str]:
+    """The k-way table beside chance, the permutation p-value and the notes (after the shuffled control's warning)."""
     sec = []
     if r.get("shuffled_images"):
         sec.append("<p class='warn'>Control: training images shuffled among epochs — scores should sit at "
@@ -533,49 +587,65 @@ def _write_zero_shot_report(db: Database, subject: str, r: dict, out: Path) -> P
                  f"reassignments of predictions to images; null 95 % band {r['null_band'][0]:.3f}–"
                  f"{r['null_band'][1]:.3f})</p>"
                + "".join(f"<p class='note'>{_e(n)}</p>" for n in r.get("notes", [])))
-    def curve(points, chance, xlabel, ylabel, caption):  # (x, score, chance) points beside the chance line
-        x, acc, ch = (np.array(v, float) for v in zip(*points))
-        fig, ax = plt.subplots(figsize=(4.6, 3.4))
-        ax.plot(x, acc, "o-", label="encoder")
-        ax.plot(x, ch, "k--", label=chance)
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(0, 1.02)
-        ax.legend(frameon=False)
-        return _fig(_png(fig), caption)
+    return sec
+
+
+def _zero_shot_curves(r: dict) -> list[str]:
+    """k-way identification against k, and retrieval among all test images against n, each beside chance."""
+    import matplotlib.pyplot as plt
 
     figs = []
     if r.get("curve_k"):
-        figs.append(curve(r["curve_k"], "chance (1/k)", "k (candidates)", "top-1",
-                          "k-way identification: top-1 against the number of candidates"))
+        figs.append(_curve(plt, r["curve_k"], "chance (1/k)", "k (candidates)", "top-1",
+                           "k-way identification: top-1 against the number of candidates"))
     if r.get("curve_topn"):
-        figs.append(curve(r["curve_topn"], "chance (n/N)", f"n (retrieved among all {r['n_test_images']})",
-                          "true image in the top n",
-                          "retrieval: share of test images whose own image is among the n nearest"))
-    sec.append("<div class='row'>" + "".join(figs) + "</div>")
+        figs.append(_curve(plt, r["curve_topn"], "chance (n/N)", f"n (retrieved among all {r['n_test_images']})",
+                           "true image in the top n",
+                           "retrieval: share of test images whose own image is among the n nearest"))
+    return ["<div class='row'>" + "".join(figs) + "</div>"]
+
+
+def _curve(plt, points, chance, xlabel, ylabel, caption) -> str:
+    """A figure of (x, score, chance) ``points`` beside the chance line (log x axis)."""
+    x, acc, ch = (np.array(v, float) for v in zip(*points))
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    ax.plot(x, acc, "o-", label="encoder")
+    ax.plot(x, ch, "k--", label=chance)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.02)
+    ax.legend(frameon=False)
+    return _fig(_png(fig), caption)
+
+
+def _zero_shot_examples(db: Database, r: dict) -> list[str]:
+    """For a few held-out images: the stimulus and its five nearest retrieved images."""
     path_of = {s.sha256: s.path for s in db.get_stimuli()}
     ex = []
     for e in r.get("examples", []):
-        def cell(sha, label, cls=""):
-            uri = _img_uri(Path(path_of[sha]), 96) if sha in path_of else None
-            img = f"<img src='{uri}'>" if uri else "<div style='height:96px'>no image</div>"
-            return f"<div class='cell'><div class='{cls}'>{img}</div>{label}</div>"
-
-        cells = [cell(e["image"], f"shown: {_e(e['class'])}<br>rank {e['rank'] + 1}", "stim")]
-        cells += [cell(s, f"#{i + 1} ({sim:.2f})", "hit" if s == e["image"] else "")
+        cells = [_example_cell(path_of, e["image"], f"shown: {_e(e['class'])}<br>rank {e['rank'] + 1}", "stim")]
+        cells += [_example_cell(path_of, s, f"#{i + 1} ({sim:.2f})", "hit" if s == e["image"] else "")
                   for i, (s, sim) in enumerate(zip(e["retrieved"], e["similarity"]))]
         ex.append("<div class='ex'>" + "".join(cells) + "</div>")
-    if ex:
-        sec.append("<h2>Examples</h2><p class='note'>Blue: the image shown; then the five nearest held-out images "
-                   "to the decoded embedding (cosine similarity), green when it is the shown image.</p>" + "".join(ex))
+    if not ex:
+        return []
+    return ["<h2>Examples</h2><p class='note'>Blue: the image shown; then the five nearest held-out images "
+            "to the decoded embedding (cosine similarity), green when it is the shown image.</p>" + "".join(ex)]
+
+
+def _example_cell(path_of: dict, sha, label, cls="") -> str:
+    """A thumbnail of the registered image ``sha`` (or a placeholder) above ``label``, in a box of class ``cls``."""
+    uri = _img_uri(Path(path_of[sha]), 96) if sha in path_of else None
+    img = f"<img src='{uri}'>" if uri else "<div style='height:96px'>no image</div>"
+    return f"<div class='cell'><div class='{cls}'>{img}</div>{label}</div>"
+
+
+def _zero_shot_fits(r: dict) -> list[str]:
+    """Each fold's training of the encoder."""
     fits = r.get("fits") or []
-    if fits:
-        sec.append("<h2>Training</h2>" + _table([[i + 1, f["n_train"], f["epochs_run"], f["best_epoch"], f["stopped"],
-                                                  f["seconds"]] for i, f in enumerate(fits)],
-                                                 ["fold", "epochs", "epochs run", "best", "stopped", "seconds"]))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>eegloop zero-shot {_e(subject)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>eegloop — zero-shot evaluation, subject {_e(subject)}</h1>"
-            f"<p class='note'>sessions {_e(r.get('sessions'))}, {r.get('seconds', 0):.0f} s</p>{''.join(sec)}</body></html>")
-    write_private_text(out, page)
-    return out
+    if not fits:
+        return []
+    return ["<h2>Training</h2>" + _table([[i + 1, f["n_train"], f["epochs_run"], f["best_epoch"], f["stopped"],
+                                           f["seconds"]] for i, f in enumerate(fits)],
+                                         ["fold", "epochs", "epochs run", "best", "stopped", "seconds"])]

@@ -361,3 +361,28 @@ def test_short_repr_is_bounded():
         s = short_repr(v)
         assert len(s) <= 80 and len(s.splitlines()) == 1
     assert len(short_repr("y" * 1000, limit=20)) == 20
+
+
+def test_stored_protocol_reads_back_what_a_session_stored(tmp_path):
+    """Strict: the stored YAML is validated as a file is (a YAML error names where it was read); tolerant: what a
+    report or the database's epochs need is read from any stored text, field by field, without raising."""
+    from eegloop.montage import DEFAULT_MONTAGE
+    from eegloop.protocol import stored_protocol
+
+    p = protocol_from_dict(base(tmp_path, amplifier={"montage": "biosemi64", "simulate": {"flat_channels": [2]}},
+                                timing={"static_offset_ms": 12.5}))
+    assert stored_protocol(p.to_yaml()) == p
+    assert stored_protocol(p.to_yaml(), tolerant=True) == p
+    with pytest.raises(ProtocolError, match=r"^session 3's protocol: line 1, column 11: not valid YAML"):
+        stored_protocol("timing: [1", "session 3's protocol")
+    with pytest.raises(ProtocolError, match="^stimuli: give a folder"):
+        stored_protocol("name: p")
+
+    hand = stored_protocol("name: p\nbogus: 1\namplifier: {montage: biosemi64, channels: many, simulate: true}\n"
+                           "timing: {static_offset_ms: 3}\nstimuli: {classes: {a: A, b: 2}}", tolerant=True)
+    assert (hand.name, hand.amplifier.montage, hand.amplifier.channels) == ("p", "biosemi64", 128)
+    assert hand.amplifier.simulate is not None and hand.timing.static_offset_ms == 3.0
+    assert hand.stimuli.classes == {"a": "A", "b": "2"} and hand.stimuli.folder is None  # no cross-checks
+    for text in ("timing: [1", "- a list", "", "amplifier: 5\ntiming: {static_offset_ms: huge}"):
+        got = stored_protocol(text, tolerant=True)
+        assert got.amplifier.montage == DEFAULT_MONTAGE and got.timing.static_offset_ms == 0.0
