@@ -32,12 +32,10 @@ from .records import (
     SessionStatus,
     SubjectInfo,
     montage_of,
-    stored_protocol,
 )
 from .sessions import CLAIM_OWNER, SessionClaimedError
 from .subjects import check_subject_code
 
-_montage_of = montage_of  # the old private name, still imported by eegloop.report
 
 __all__ = [
     "Database",
@@ -55,7 +53,6 @@ __all__ = [
     "SessionDetails",
     "RecordingSummary",
     "FeedbackSummary",
-    "stored_protocol",
     "montage_of",
     "DONE_STATUSES",
     "MIGRATIONS",

@@ -11,7 +11,6 @@ import numpy as np
 from sqlalchemy import func, select
 
 from ..errors import DatabaseError
-from ..montage import DEFAULT_MONTAGE
 from ..types import Epoch, EpochSet
 from .engine import Repository
 from .models import BlockRow, EpochRow, EventRow, StimulusRow
@@ -113,8 +112,7 @@ class Epochs(Repository):
                     e.image = sha_by_name.get((e.label, name))
             epochs += es
             sess += [info.id] * len(es)
-            proto = info.protocol  # None: a stored protocol this version cannot read
-            classes.update(proto.stimuli.classes if proto is not None else {})
+            classes.update(info.protocol.stimuli.classes)  # none from a stored protocol this version cannot read
         if not epochs:
             raise DatabaseError(f"subject {subject!r} has no epochs yet (record or import a session first)")
         present = set(e.label for e in epochs)
@@ -125,4 +123,4 @@ class Epochs(Repository):
 
 def _montage(info: SessionInfo) -> str | None:
     """The montage of a session's stored protocol (the default when it cannot be read)."""
-    return info.protocol.amplifier.montage if info.protocol is not None else DEFAULT_MONTAGE
+    return info.protocol.amplifier.montage

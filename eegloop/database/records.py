@@ -17,11 +17,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Optional
 
-import yaml
 
-from ..errors import ProtocolError
-from ..montage import DEFAULT_MONTAGE
-from ..protocol import Protocol, protocol_from_dict
+from ..protocol import Protocol, stored_protocol
 
 __all__ = [
     "SessionStatus",
@@ -31,7 +28,6 @@ __all__ = [
     "SessionDetails",
     "RecordingSummary",
     "FeedbackSummary",
-    "stored_protocol",
     "montage_of",
     "classes_of",
     "info_json",
@@ -239,10 +235,10 @@ class SessionInfo:
         return SessionDetails.from_json(self.info)
 
     @cached_property
-    def protocol(self) -> Optional[Protocol]:
-        """The stored protocol as a :class:`~eegloop.protocol.Protocol`, or ``None`` if this version cannot
-        read it (see :func:`stored_protocol`)."""
-        return stored_protocol(self.protocol_yaml)
+    def protocol(self) -> Protocol:
+        """The stored protocol as a :class:`~eegloop.protocol.Protocol`, read tolerantly
+        (:func:`eegloop.protocol.stored_protocol`: a field this version cannot read keeps its default)."""
+        return stored_protocol(self.protocol_yaml, tolerant=True)
 
 
 @dataclass(frozen=True)
@@ -257,23 +253,11 @@ class ModelRecord:
     created_at: datetime
 
 
-def stored_protocol(protocol_yaml: str) -> Optional[Protocol]:
-    """The protocol stored with a session, read as a :class:`~eegloop.protocol.Protocol`
-    (:func:`~eegloop.protocol.protocol_from_dict`), or ``None`` when this version cannot read it (not YAML,
-    or not valid under this version's schema: an old or hand-edited row)."""
-    try:
-        return protocol_from_dict(yaml.safe_load(protocol_yaml))
-    except (yaml.YAMLError, ProtocolError):
-        return None
-
-
 def montage_of(protocol_yaml: str) -> Optional[str]:
     """A stored protocol's ``amplifier.montage`` (the default when it does not say or cannot be read)."""
-    p = stored_protocol(protocol_yaml)
-    return p.amplifier.montage if p is not None else DEFAULT_MONTAGE
+    return stored_protocol(protocol_yaml, tolerant=True).amplifier.montage
 
 
 def classes_of(protocol_yaml: str) -> dict[str, str]:
     """A stored protocol's ``stimuli.classes`` (id -> name; empty when it cannot be read)."""
-    p = stored_protocol(protocol_yaml)
-    return dict(p.stimuli.classes) if p is not None else {}
+    return dict(stored_protocol(protocol_yaml, tolerant=True).stimuli.classes)

@@ -16,10 +16,9 @@ from eegloop.database import (
     SessionDetails,
     SessionStatus,
     montage_of,
-    stored_protocol,
 )
 from eegloop.montage import DEFAULT_MONTAGE
-from eegloop.protocol import load_protocol, protocol_from_dict
+from eegloop.protocol import load_protocol, protocol_from_dict, stored_protocol
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -115,10 +114,12 @@ def test_details_round_trip_what_the_visit_writes():
 def test_stored_protocol_is_read_through_protocol_from_dict(tmp_path):
     p = _proto(tmp_path, montage="standard_1020")
     assert stored_protocol(p.to_yaml()) == protocol_from_dict(p.to_dict())
+    assert stored_protocol(p.to_yaml(), tolerant=True) == protocol_from_dict(p.to_dict())
     assert montage_of(p.to_yaml()) == "standard_1020"
     assert montage_of(_proto(tmp_path, montage=None).to_yaml()) is None
     for unreadable in ("name: [unclosed", "name: p", "- a list"):  # not YAML; not a protocol of this version
-        assert stored_protocol(unreadable) is None and montage_of(unreadable) == DEFAULT_MONTAGE
+        assert stored_protocol(unreadable, tolerant=True).stimuli.classes == {}
+        assert montage_of(unreadable) == DEFAULT_MONTAGE
 
 
 def test_session_info_gives_its_protocol_and_details(tmp_path):
@@ -130,10 +131,3 @@ def test_session_info_gives_its_protocol_and_details(tmp_path):
     assert info.protocol.stimuli.classes == p.stimuli.classes and info.protocol.sha256 == p.sha256
     assert info.details.model_id == 2 and info.info == {"model_id": 2}
     db.close()
-
-
-def test_old_private_montage_name_still_works():
-    from eegloop.database import _montage_of  # eegloop.report imports it (until it reads SessionInfo.protocol)
-
-    assert _montage_of("name: [unclosed") == DEFAULT_MONTAGE
-
