@@ -276,7 +276,7 @@ def test_bad_subject_code_writes_nothing(capsys, tmp_path, monkeypatch, code):
 def test_subject_code_added_before_the_rule_stays_usable(capsys, tmp_path):
     import argparse
 
-    from eegloop.cli import _check_new_subject
+    from eegloop.cli.app import _check_new_subject
     from eegloop.errors import DatabaseError
 
     assert run(capsys, "db", "init", "--data", tmp_path)[0] == 0
@@ -298,7 +298,7 @@ def test_good_subject_codes(capsys, tmp_path):
 
 
 def test_other_exceptions_keep_their_traceback(monkeypatch, tmp_path):
-    import eegloop.cli as cli
+    import eegloop.cli.app as cli
 
     def boom(args):
         raise RuntimeError("a bug")

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import clip_text
+from ..errors import clip_text
 
 __all__ = ["ArgType", "Number", "Integer", "Port", "Host", "Text", "SubjectCode", "DatabaseUrl", "CommaList", "EventsMap",
            "InputFile", "InputFolder", "InputPath", "OutputFile", "OutputFolder", "DataFolder", "UniqueItems",
@@ -217,8 +217,8 @@ class EventsMap(Text):
 
     def __call__(self, text: str) -> str:
         text = super().__call__(text)
-        from .errors import EegloopError
-        from .recorder.importers import parse_events
+        from ..errors import EegloopError
+        from ..recorder.importers import parse_events
 
         try:
             parse_events(text)
@@ -242,8 +242,8 @@ class ChannelTypesMap(Text):
 
     def __call__(self, text: str) -> str:
         text = super().__call__(text)
-        from .errors import EegloopError
-        from .recorder.importers import parse_channel_types
+        from ..errors import EegloopError
+        from ..recorder.importers import parse_channel_types
 
         try:
             parse_channel_types(text)
@@ -527,7 +527,7 @@ def check_listen(host: str, port: int, host_option: str = "--console-host", port
     import errno
     import socket
 
-    from .errors import EegloopError
+    from ..errors import EegloopError
 
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

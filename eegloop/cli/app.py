@@ -11,9 +11,9 @@ import contextlib
 import sys
 from pathlib import Path
 
-from . import __version__, set_log_level
-from .errors import EegloopError
-from .types import FEEDBACK_BLOCK_BASE
+from .. import __version__, set_log_level
+from ..errors import EegloopError
+from ..types import FEEDBACK_BLOCK_BASE
 
 EXIT_USER_ERROR = 2
 
@@ -24,7 +24,7 @@ _OPENED: list = []  # the databases this command opened: main() words their lock
 def _db(args, create: bool = True):
     """The database of ``--db``/``--data``. ``create=False`` for commands that only use an existing one: they
     never create a database (nor the data folder) and never migrate it."""
-    from .database import Database
+    from ..database import Database
 
     db = Database(args.db, data_dir=args.data, create=create)
     _OPENED.append(db)
@@ -34,7 +34,7 @@ def _db(args, create: bool = True):
 def _check_new_subject(args, code: str) -> None:
     """Before anything is written: a subject code this command may add is letters and digits only. A code
     already in the database (added before that rule) stays usable."""
-    from .database import check_subject_code
+    from ..database import check_subject_code
 
     try:
         check_subject_code(code)
@@ -49,7 +49,7 @@ def _protocol_for_run(args):
     """The protocol of a command that streams; ``--simulate`` gives it default simulator settings if it has none."""
     import dataclasses
 
-    from .protocol import SimulateConfig, load_protocol
+    from ..protocol import SimulateConfig, load_protocol
 
     proto = load_protocol(args.protocol)
     if getattr(args, "simulate", False) and proto.amplifier.simulate is None:
@@ -59,13 +59,13 @@ def _protocol_for_run(args):
 
 # -- protocol ---------------------------------------------------------------------
 def cmd_protocol_check(args) -> int:
-    from .protocol import load_protocol
-    from .stimuli import load_stimuli
+    from ..protocol import load_protocol
+    from ..stimuli import load_stimuli
 
     proto = load_protocol(args.file)
     if args.design_only:
         if not proto.stimuli.classes:
-            from .errors import ProtocolError
+            from ..errors import ProtocolError
 
             raise ProtocolError(f"{args.file}: stimuli.classes: --design-only needs the class list in the protocol")
         design = proto.design()
@@ -74,7 +74,7 @@ def cmd_protocol_check(args) -> int:
         return 0
     stim = load_stimuli(proto)
     design = proto.design(len(stim.classes))
-    from .montage import load_montage
+    from ..montage import load_montage
 
     load_montage(proto.amplifier.montage, proto.base_dir)  # a montage that cannot be read: one line now
     print(f"{args.file}: valid; {len(stim.images)} images in {len(stim.classes)} classes under {stim.root}")
@@ -83,16 +83,16 @@ def cmd_protocol_check(args) -> int:
 
 
 def cmd_protocol_schema(args) -> int:
-    from .protocol import describe_schema
+    from ..protocol import describe_schema
 
     print(describe_schema())
     return 0
 
 
 def cmd_protocol_new(args) -> int:
-    from ._files import atomic_write_text, umask_mode
-    from .errors import EegloopError, clip_text
-    from .protocol import parse_yaml_text, protocol_from_dict, template_path
+    from .._files import atomic_write_text, umask_mode
+    from ..errors import EegloopError, clip_text
+    from ..protocol import parse_yaml_text, protocol_from_dict, template_path
 
     src = template_path(args.template)
     out = args.file  # a .yaml file in a folder we can write in (cli_types.OutputFile)
@@ -112,7 +112,7 @@ def cmd_protocol_new(args) -> int:
 
 
 def cmd_protocol_show(args) -> int:
-    from .protocol import load_protocol
+    from ..protocol import load_protocol
 
     print(load_protocol(args.file).to_yaml(), end="")
     return 0
@@ -120,15 +120,15 @@ def cmd_protocol_show(args) -> int:
 
 # -- stimuli ------------------------------------------------------------------------
 def cmd_stimuli_synth(args) -> int:
-    from ._files import new_folders
-    from .stimuli import synthesize_stimuli
+    from .._files import new_folders
+    from ..stimuli import synthesize_stimuli
 
     try:
         with new_folders(args.out, private=False) as created:  # folders made here are removed again on failure
             st = synthesize_stimuli(args.out, args.classes, args.per_class, size=args.size, seed=args.seed,
                                     created=created)
     except OSError as exc:  # disk full, file too large, a class folder that is a file
-        from .errors import EegloopError
+        from ..errors import EegloopError
 
         raise EegloopError(f"--out: drawing the images into {args.out} failed ({exc.strerror or type(exc).__name__}); "
                            "the folders this command made are removed, images that existed are as they were") from None
@@ -146,7 +146,7 @@ def cmd_db(args) -> int:
 
 
 def cmd_subject_add(args) -> int:
-    from .database import check_subject_code
+    from ..database import check_subject_code
 
     check_subject_code(args.code)  # before the database (and its folder) is created
     subj = _db(args).add_subject(args.code)
@@ -168,9 +168,9 @@ def cmd_simulate(args) -> int:
     import dataclasses
     import time
 
-    from .lsl import configure_lsl
-    from .protocol import AmplifierConfig, SimulateConfig, load_protocol
-    from .recorder.simulator import VirtualAmplifier
+    from ..lsl import configure_lsl
+    from ..protocol import AmplifierConfig, SimulateConfig, load_protocol
+    from ..recorder.simulator import VirtualAmplifier
 
     if args.protocol:
         proto = load_protocol(args.protocol)
@@ -186,7 +186,7 @@ def cmd_simulate(args) -> int:
     configure_lsl(amp.lsl_scope)
     embeddings = None
     if args.protocol and sim.embedding_signal > 0:
-        from .rig import simulated_embeddings
+        from ..rig import simulated_embeddings
 
         embeddings = simulated_embeddings(dataclasses.replace(proto, amplifier=dataclasses.replace(amp, simulate=sim)))
     va = VirtualAmplifier(amp, sim, embeddings=embeddings).start(duration=args.duration)
@@ -220,11 +220,11 @@ def cmd_record(args) -> int:
 
 
 def _record(args, proto, db) -> int:
-    from .session import record_session, steal_note
+    from ..session import record_session, steal_note
 
     if args.resume:
-        from .database.claim import SessionClaim
-        from .session import resumable_session
+        from ..database.claim import SessionClaim
+        from ..session import resumable_session
 
         sid, done = resumable_session(db, args.subject, proto)
         with SessionClaim(db, sid):  # a second --resume of the same session refuses here
@@ -248,14 +248,14 @@ def _record(args, proto, db) -> int:
 
 # -- decoder ------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from .decoder import heldout_line, honest_estimate, quick_train
+    from ..decoder import heldout_line, honest_estimate, quick_train
 
     db = _db(args, create=False)
     if args.encoder:
         return _train_encoder(db, args)
     res = quick_train(db, args.subject, args.sessions, progress=True, use_teacher=not args.no_teacher)
     m = res.metrics
-    from .decoder.selection import Selection
+    from ..decoder.selection import Selection
 
     sel = Selection.from_json(m["selection"])
     print(f"model {res.model_id}: {res.path}")
@@ -280,10 +280,10 @@ def cmd_train(args) -> int:
         print(est)
     else:
         print(f"honest estimate: run `eegloop evaluate --subject {args.subject}` (whole blocks left out)")
-    from .decoder import subject_protocol
+    from ..decoder import subject_protocol
 
     if subject_protocol(db, args.subject, args.sessions)[0].encoder.enabled:  # the protocol asks for the encoder too
-        from .errors import EegloopError
+        from ..errors import EegloopError
 
         try:
             return _train_encoder(db, args)
@@ -293,7 +293,7 @@ def cmd_train(args) -> int:
 
 
 def _train_encoder(db, args) -> int:
-    from .decoder import train_encoder
+    from ..decoder import train_encoder
 
     def show(rec):
         if rec["epoch"] == 1 or rec["epoch"] % 10 == 0:
@@ -317,8 +317,8 @@ def _train_encoder(db, args) -> int:
 def _zero_shot_one(db, subject, args, say):
     import numpy as np
 
-    from .decoder import stimulus_embeddings_for, subject_protocol
-    from .decoder.zeroshot import zero_shot_evaluate
+    from ..decoder import stimulus_embeddings_for, subject_protocol
+    from ..decoder.zeroshot import zero_shot_evaluate
 
     proto, sids = subject_protocol(db, subject, args.sessions)
     es = db.load_epochs(subject, sids)
@@ -341,9 +341,9 @@ def _zero_shot_one(db, subject, args, say):
 def _evaluate_one(db, subject, args, say):
     import numpy as np
 
-    from .decoder import evaluate, fit_teacher, subject_protocol
-    from .decoder.evaluation import BASELINES, main_method
-    from .errors import EegloopError, ModelNotAvailableError
+    from ..decoder import evaluate, fit_teacher, subject_protocol
+    from ..decoder.evaluation import BASELINES, main_method
+    from ..errors import EegloopError, ModelNotAvailableError
 
     proto, sids = subject_protocol(db, subject, args.sessions)
     es = db.load_epochs(subject, sids)
@@ -377,8 +377,8 @@ def cmd_evaluate(args) -> int:
     import json
     from datetime import datetime
 
-    from ._files import private_dir, write_private_text
-    from .errors import EegloopError, clip_text
+    from .._files import private_dir, write_private_text
+    from ..errors import EegloopError, clip_text
 
     db = _db(args, create=False)
     if args.permutations is None:  # zero-shot's null costs no refits: 1000 by default; refits: none by default
@@ -408,7 +408,7 @@ def cmd_evaluate(args) -> int:
     if args.zero_shot:
         if args.baselines or args.methods or args.ablation:
             raise EegloopError("--zero-shot: evaluates the EEG encoder only (no --methods/--baselines/--ablation)")
-        from .report import write_zero_shot_report
+        from ..report import write_zero_shot_report
 
         for subject in subjects:
             if len(subjects) > 1 and say:
@@ -441,7 +441,7 @@ def cmd_evaluate(args) -> int:
             return 0
         if say:
             print(rep.table())
-    from .decoder.evaluation import across_subjects
+    from ..decoder.evaluation import across_subjects
 
     table, summary = across_subjects(reports)
     write_private_text(out / f"evaluation-across-{stamp}.json", json.dumps(summary, indent=1))
@@ -450,10 +450,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .protocol import load_protocol
-    from .recorder.importers import parse_events
+    from ..protocol import load_protocol
+    from ..recorder.importers import parse_events
 
-    from .errors import EegloopError
+    from ..errors import EegloopError
 
     if args.protocol is None:
         raise EegloopError("--protocol: needed to import (channels, sampling rate, epochs, preprocessing); "
@@ -469,7 +469,7 @@ def cmd_import(args) -> int:
         if given is not None and args.format != "things-eeg2":
             raise EegloopError(f"{opt}: only with --format things-eeg2")
     if args.format == "things-eeg2":  # one subject's preprocessed THINGS-EEG2 files (Gifford et al. 2022)
-        from .recorder.importers import (THINGS_EEG2_TEST_RUN, import_epochset, locate_things_images, read_things_eeg2,
+        from ..recorder.importers import (THINGS_EEG2_TEST_RUN, import_epochset, locate_things_images, read_things_eeg2,
                                          things_eeg2_files)
 
         if args.eeg_subject is not None:
@@ -515,14 +515,14 @@ def cmd_import(args) -> int:
               "kd_* models train without the CLIP teacher")
         return 0
     if args.format == "eeg-imagenet":
-        from .recorder.importers import import_epochset, read_eeg_imagenet
+        from ..recorder.importers import import_epochset, read_eeg_imagenet
 
         if len(args.files) != 1:
             raise EegloopError("--format eeg-imagenet: give one .pth file")
         es, _ = read_eeg_imagenet(args.files[0], subject=args.eeg_subject, sfreq=proto.amplifier.sfreq)
         stim = None
         if args.images:
-            from .recorder.importers import locate_images
+            from ..recorder.importers import locate_images
 
             stim, es = locate_images(es, args.images, proto.stimuli.extensions)
         db = _db(args)  # the file was read first: a bad one leaves the database (and its folder) as it was
@@ -537,7 +537,7 @@ def cmd_import(args) -> int:
               "stimulus images: not given (--images DIR, e.g. your ImageNet copy): kd_* models train without "
               "the CLIP teacher")
         return 0
-    from .recorder.importers import parse_channel_types, prepare_import, store_import
+    from ..recorder.importers import parse_channel_types, prepare_import, store_import
 
     channels = list(args.channels) if args.channels else None
     prepared = prepare_import(args.subject, proto, args.files, args.format, parse_events(args.events), channels,
@@ -547,7 +547,7 @@ def cmd_import(args) -> int:
     es = db.get_epochs(sid)
     from collections import Counter
 
-    from .errors import clip_text
+    from ..errors import clip_text
 
     counts = Counter(e.label for e in es)
     rejected = db.rejected_by_reason(sid)
@@ -565,7 +565,7 @@ def cmd_import(args) -> int:
 def cmd_feedback(args) -> int:
     import dataclasses
 
-    from .feedback.loop import run_feedback
+    from ..feedback.loop import run_feedback
 
     proto = _protocol_for_run(args)
     if args.generator:
@@ -583,7 +583,7 @@ def cmd_feedback(args) -> int:
     with _console(args, proto):
         res = run_feedback(proto, args.subject, db, simulate=args.simulate, mode=args.mode, trials=args.trials,
                            progress=lambda m: print(m, flush=True))
-    from .feedback.cues import cue_honesty
+    from ..feedback.cues import cue_honesty
 
     lat = res.latency_ms
     honesty = cue_honesty((r.get("cue_trained"), r["predicted"] == r["true_class"]) for r in res.rows
@@ -613,7 +613,7 @@ def cmd_feedback(args) -> int:
 
 
 def cmd_export_bids(args) -> int:
-    from .bids import export_bids
+    from ..bids import export_bids
 
     db = _db(args, create=False)
     res = export_bids(db, args.subject, args.out, args.sessions, progress=lambda m: print(m, flush=True))
@@ -623,7 +623,7 @@ def cmd_export_bids(args) -> int:
 
 
 def _protocols_for_models(args) -> list:
-    from .protocol import load_protocol, template_path, templates
+    from ..protocol import load_protocol, template_path, templates
 
     if args.protocol is not None:
         return [load_protocol(args.protocol)]
@@ -631,7 +631,7 @@ def _protocols_for_models(args) -> list:
 
 
 def cmd_models_list(args) -> int:
-    from .models_cache import cached_repos, needs
+    from ..models_cache import cached_repos, needs
 
     for proto in _protocols_for_models(args):
         print(f"protocol {proto.name}:")
@@ -643,10 +643,10 @@ def cmd_models_list(args) -> int:
 
 
 def cmd_models_download(args) -> int:
-    from .models_cache import download
+    from ..models_cache import download
 
     if args.protocol is None:
-        from .errors import EegloopError
+        from ..errors import EegloopError
 
         raise EegloopError("--protocol: which protocol's models to fetch (e.g. protocols/ferrante2023.yaml)")
     (proto,) = _protocols_for_models(args)
@@ -659,14 +659,14 @@ def cmd_models_download(args) -> int:
 def cmd_check_signal(args) -> int:
     import json
 
-    from .lsl import configure_lsl
-    from .recorder.signal_check import check_signal
+    from ..lsl import configure_lsl
+    from ..recorder.signal_check import check_signal
 
     proto = _protocol_for_run(args)
     if args.seconds is not None:
         import dataclasses
 
-        from .errors import EegloopError
+        from ..errors import EegloopError
 
         if not 1 <= args.seconds <= 600:  # also refuses nan
             raise EegloopError(f"--seconds: 1 to 600, got {args.seconds:g}")
@@ -675,7 +675,7 @@ def cmd_check_signal(args) -> int:
     configure_lsl(proto.amplifier.lsl_scope)
     sim = None
     if args.simulate:
-        from .recorder.simulator import VirtualAmplifier
+        from ..recorder.simulator import VirtualAmplifier
 
         sim = VirtualAmplifier(proto.amplifier, proto.amplifier.simulate, listen_markers=False).start()
     try:
@@ -694,7 +694,7 @@ def cmd_check_timing(args) -> int:
 
     import numpy as np
 
-    from .timing_check import check_timing
+    from ..timing_check import check_timing
 
     proto = _protocol_for_run(args)
     res = check_timing(proto, simulate=args.simulate, trials=args.trials,
@@ -724,9 +724,9 @@ def _plot_delays(res, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ._files import atomic_path, umask_mode
-    from .errors import EegloopError
-    from .recorder.timing import plot_delays
+    from .._files import atomic_path, umask_mode
+    from ..errors import EegloopError
+    from ..recorder.timing import plot_delays
 
     fig, ax = plt.subplots(figsize=(5, 3))
     plot_delays(ax, res, "flashes", bins=30)
@@ -742,7 +742,7 @@ def _plot_delays(res, path) -> None:
 
 # -- the visit ----------------------------------------------------------------------
 def cmd_session(args) -> int:
-    from .session import run_visit
+    from ..session import run_visit
 
     proto = _protocol_for_run(args)
     _check_new_subject(args, args.subject)
@@ -757,8 +757,8 @@ def cmd_session(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import demo_protocol_path, run_demo
-    from .protocol import load_protocol
+    from ..demo import demo_protocol_path, run_demo
+    from ..protocol import load_protocol
 
     with _console(args, load_protocol(demo_protocol_path())):
         run_demo(args.out, quick=args.quick, progress=lambda m: print(m, flush=True))
@@ -771,7 +771,7 @@ def _console(args, proto=None, db=None):
     if not getattr(args, "console", False):
         yield None
         return
-    from .console import Console
+    from ..console import Console
 
     # --console-port, --console-host and --console-linger were checked by their types; main() tried the address
     con = Console(proto, db, host=args.console_host, port=args.console_port).start()
@@ -805,8 +805,8 @@ def cmd_console(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .errors import EegloopError
-    from .report import write_report
+    from ..errors import EegloopError
+    from ..report import write_report
 
     db = _db(args, create=False)
     try:
@@ -819,10 +819,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from .lsl import configure_lsl
-    from .protocol import load_protocol
-    from .recorder.importers import parse_events, read_recording
-    from .recorder.player import Player
+    from ..lsl import configure_lsl
+    from ..protocol import load_protocol
+    from ..recorder.importers import parse_events, read_recording
+    from ..recorder.player import Player
 
     proto = load_protocol(args.protocol) if args.protocol else None
     configure_lsl(args.scope or (proto.amplifier.lsl_scope if proto else "machine"))
@@ -872,10 +872,10 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: every command and option, each value checked by its type
     (:mod:`eegloop.cli_types`) while it is parsed. The contract test walks it."""
-    from .cli_types import (ChannelTypesMap, CommaList, DataFolder, DatabaseUrl, EventsMap, Host, InputFile, InputFolder, InputPath, Integer,
+    from .types import (ChannelTypesMap, CommaList, DataFolder, DatabaseUrl, EventsMap, Host, InputFile, InputFolder, InputPath, Integer,
                             Number, OutputFile, OutputFolder, Port, SubjectCode, Text, UniqueItems)
-    from .protocol import templates
-    from .stimuli import SYNTH_CLASSES
+    from ..protocol import templates
+    from ..stimuli import SYNTH_CLASSES
 
     subject = SubjectCode(legacy=True)  # codes added before the letters-and-digits rule stay usable
     session_id = Integer(1, 2**31 - 1)
@@ -1166,7 +1166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _show_ranges(parser: argparse.ArgumentParser, seen: set | None = None) -> None:
     """``--help`` says what every option accepts: its type's description after its help."""
-    from .cli_types import ArgType
+    from .types import ArgType
 
     seen = set() if seen is None else seen
     for a in parser._actions:
@@ -1180,7 +1180,7 @@ def _show_ranges(parser: argparse.ArgumentParser, seen: set | None = None) -> No
 
 def _print_error(msg: str) -> None:
     """``eegloop: error: ...`` on ONE line, whatever the message holds."""
-    from .errors import clip_text
+    from ..errors import clip_text
 
     line = "; ".join(part.strip() for part in msg.splitlines() if part.strip())
     print(f"eegloop: error: {clip_text(line, 4000)}", file=sys.stderr)
@@ -1197,7 +1197,7 @@ def main(argv: list[str] | None = None) -> int:
     _OPENED.clear()
     try:
         if getattr(args, "console", False):  # where the console would listen: before any work
-            from .cli_types import check_listen
+            from .types import check_listen
 
             check_listen(args.console_host, args.console_port)
         return int(args.func(args) or 0)
