@@ -22,7 +22,7 @@ from importlib import import_module
 from ._logging import logger, set_log_level
 from .errors import EegloopError, ProtocolError
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401 (one home: eegloop/_version.py)
 
 # public name -> module that defines it (loaded on first access, PEP 562)
 _LAZY = {

@@ -276,7 +276,7 @@ def test_bad_subject_code_writes_nothing(capsys, tmp_path, monkeypatch, code):
 def test_subject_code_added_before_the_rule_stays_usable(capsys, tmp_path):
     import argparse
 
-    from eegloop.cli import _check_new_subject
+    from eegloop.cli.common import check_new_subject
     from eegloop.errors import DatabaseError
 
     assert run(capsys, "db", "init", "--data", tmp_path)[0] == 0
@@ -285,9 +285,9 @@ def test_subject_code_added_before_the_rule_stays_usable(capsys, tmp_path):
     con.commit()
     con.close()
     args = argparse.Namespace(db=None, data=tmp_path)
-    _check_new_subject(args, "old-code")  # known: record/session may continue with it
+    check_new_subject(args, "old-code")  # known: record/session may continue with it
     with pytest.raises(DatabaseError, match="letters and digits"):
-        _check_new_subject(args, "new-code")
+        check_new_subject(args, "new-code")
 
 
 def test_good_subject_codes(capsys, tmp_path):
@@ -299,11 +299,12 @@ def test_good_subject_codes(capsys, tmp_path):
 
 def test_other_exceptions_keep_their_traceback(monkeypatch, tmp_path):
     import eegloop.cli as cli
+    import eegloop.cli.db as cli_db
 
     def boom(args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(cli, "cmd_subject_list", boom)
+    monkeypatch.setattr(cli_db, "subject_list", boom)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["subject", "list", "--data", str(tmp_path)])
 

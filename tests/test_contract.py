@@ -1,7 +1,7 @@
 """The bad-argument contract, for every option of every command, derived from the parser itself.
 
 The test walks ``eegloop.cli.build_parser()`` (every command, every option and positional), derives bad values
-from each option's declared type (:mod:`eegloop.cli_types`: its bounds, lengths and kind of path) or its
+from each option's declared type (:mod:`eegloop.cli.types`: its bounds, lengths and kind of path) or its
 ``choices``, and runs each through ``eegloop.cli.main()`` in-process, in a throw-away folder with a database
 holding rows. Every case must give exit status 2 and one line ``eegloop: error: ...`` naming the option, no
 traceback, nothing on stdout, no file created or changed, the database's rows unchanged. An option whose type
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from eegloop import cli_types as T
+from eegloop.cli import types as T
 from eegloop.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,7 +249,7 @@ def test_every_option_refuses_its_bad_values(world, capsys):
     assert len(found) >= 25, [" ".join(c) for c, _ in found]
     missing = [f"eegloop {' '.join(words)} {name_of(a)}" for words, p in found for a in p._actions
                if undeclared(a) and not isinstance(a, argparse._HelpAction)]
-    assert not missing, ("options whose type declares no range (give them a type from eegloop.cli_types, or "
+    assert not missing, ("options whose type declares no range (give them a type from eegloop.cli.types, or "
                          f"choices): {', '.join(missing)}")
     rows = db_rows(w / "data" / "eegloop.db")  # (reading it touches SQLite's -shm file: before the snapshot)
     before, first = snapshot(w), snapshot(w, content=True)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from .. import __version__
+from .._version import __version__
 from ..errors import DatabaseError, clip_text
 
 __all__ = ["Store", "Repository", "default_data_dir", "default_url", "MIGRATIONS"]

@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from .. import __version__
+from .._version import __version__
 from ..types import BlockRecord
 from .engine import Repository
 from .epochs import epoch_rows

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from .. import __version__
+from .._version import __version__
 from ..errors import DatabaseError
 from .engine import Repository
 from .models import SessionRow, SubjectRow

@@ -1,0 +1,303 @@
+"""``eegloop train`` and ``eegloop evaluate``: a subject's decoder (and EEG encoder), trained or cross-validated."""
+from __future__ import annotations
+
+import sys
+
+from .common import SESSION_ID, SUBJECT, Parents, open_db, say
+from .types import CommaList, Integer, Number, Text, UniqueItems
+
+
+def add_parser(commands, parents: Parents) -> None:
+    """Add ``train`` and ``evaluate`` to the top-level sub-parsers."""
+    c = commands.add_parser("train", parents=[parents.common], help="quick-train the subject's decoder and register it")
+    c.add_argument("--subject", type=SUBJECT, required=True)
+    c.add_argument("--sessions", type=SESSION_ID, nargs="+", action=UniqueItems,
+                   help="session ids (default: all of the subject's)")
+    c.add_argument("--no-teacher", action="store_true", help="plain cross-entropy, no CLIP distillation")
+    c.add_argument("--encoder", action="store_true",
+                   help="train the EEG -> CLIP-embedding encoder instead (zero-shot retrieval, feedback modes "
+                        "retrieve and embedding); targets: the teacher's CLIP image embeddings")
+    c.set_defaults(run=run)
+    _add_evaluate(commands, parents)
+
+
+def _add_evaluate(commands, parents: Parents) -> None:
+    c = commands.add_parser("evaluate", parents=[parents.common], help="cross-validate by whole blocks/runs, chance beside")
+    who = c.add_mutually_exclusive_group(required=True)
+    who.add_argument("--subject", type=SUBJECT)
+    who.add_argument("--subjects", type=CommaList(SUBJECT, "subject codes"),
+                     help="comma-separated subjects: the paper's table, mean (std) across them")
+    who.add_argument("--all", action="store_true", help="every subject in the database")
+    c.add_argument("--permutations", type=Integer(0, 10_000), default=None,
+                   help="label-shuffled refits per method and subject for a permutation p-value (e.g. 100)")
+    c.add_argument("--sessions", type=SESSION_ID, nargs="+", action=UniqueItems)
+    c.add_argument("--split", choices=["block", "run", "random"], default=None,
+                   help="folds leave whole blocks/runs out (default: the protocol's); random is INFLATED")
+    c.add_argument("--folds", type=Integer(2, 1000), default=None)
+    c.add_argument("--shuffle-labels", action="store_true", help="permutation control: should score at chance "
+                   "(with --zero-shot: training epochs get randomly permuted images' embeddings)")
+    c.add_argument("--zero-shot", action="store_true",
+                   help="the EEG encoder on classes it never saw: whole classes and their blocks held out, k-way "
+                        "identification among the held-out images (2, 50, 200, all), chance and permutation p "
+                        "(--permutations, default 1000 for this); an HTML report with retrieval curves")
+    c.add_argument("--test-classes", metavar="IDS", type=CommaList(Text("a class id", 128), "class ids", max_items=100_000),
+                   help="--zero-shot: comma-separated classes to hold out (default: the data's own test split, "
+                        "e.g. THINGS-EEG2's, else a random encoder.test_share of the classes)")
+    c.add_argument("--baselines", action="store_true", help="also the paper's baselines (Table 1)")
+    c.add_argument("--methods", type=CommaList(Text("a method name (letters, digits, _)", 64, pattern=r"[A-Za-z0-9_]+"), "method names", max_items=100),
+                   help="comma-separated methods instead (e.g. auto,riemann,kd_stft)")
+    c.add_argument("--budget", type=Number(0, 864_000, unit="seconds"), default=None, metavar="SECONDS",
+                   help="wall-clock target per subject: the networks share what the other rows leave and a fit "
+                        "that reaches its share stops, named in the output (default: the protocol's "
+                        "decoder.evaluate_budget_s, 150 s; 0: train every network fully)")
+    c.add_argument("--ablation", choices=["teacher"],
+                   help="teacher: each distilling method (auto, kd_*) also without the teacher on the same folds; "
+                        "paired difference and its p")
+    c.add_argument("--json", action="store_true", help="print the results as one JSON line")
+    c.set_defaults(run=run)
+
+
+def run(args) -> int:
+    """Run ``eegloop train`` or ``eegloop evaluate``."""
+    return {"train": train, "evaluate": evaluate}[args.command](args)
+
+
+# -- train --------------------------------------------------------------------------
+def train(args) -> int:
+    from ..decoder import heldout_line, honest_estimate, quick_train
+
+    db = open_db(args, create=False)
+    if args.encoder:
+        return _train_encoder(db, args)
+    res = quick_train(db, args.subject, args.sessions, progress=True, use_teacher=not args.no_teacher)
+    m = res.metrics
+    for line in _trained_lines(res):
+        print(line)
+    print(heldout_line(m))
+    est = honest_estimate(db, args.subject, m["method"])
+    if est:
+        print(est)
+    else:
+        print(f"honest estimate: run `eegloop evaluate --subject {args.subject}` (whole blocks left out)")
+    from ..decoder import subject_protocol
+
+    if subject_protocol(db, args.subject, args.sessions)[0].encoder.enabled:  # the protocol asks for the encoder too
+        from ..errors import EegloopError
+
+        try:
+            return _train_encoder(db, args)
+        except EegloopError as exc:  # the decoder above is saved: its success stands
+            print(f"eegloop: warning: the EEG encoder was not trained: {exc}", file=sys.stderr)
+    return 0
+
+
+def _trained_lines(res) -> list[str]:
+    """What ``train`` prints of quick_train's result: the model, how its method was chosen, the epochs dropped
+    and the training run."""
+    from ..decoder.selection import Selection
+
+    m = res.metrics
+    sel = Selection.from_json(m["selection"])
+    lines = [f"model {res.model_id}: {res.path}"]
+    if sel.n_folds:
+        lines.append(f"decoder: {m['method']}, chosen by " + sel.describe())
+    else:
+        lines.append(f"decoder: {m['method']}" + (f" ({sel.note})" if sel.note else ""))
+    rej = m["rejection"]
+    if rej["rejected"]:
+        lines.append(f"artifacts: {rej['rejected']} of {rej['rejected'] + rej['kept']} epochs dropped "
+                     f"(epochs.reject_uv {rej['reject_uv']}, flat_uv {rej['flat_uv']})")
+    if m.get("epochs_run") is not None:
+        teacher = (f"teacher accuracy {m['teacher_top1']:.3f}, alpha {m.get('alpha')}"
+                   if m.get("teacher_top1") is not None else "no teacher (alpha 1)")
+        lines.append(f"trained in {m['seconds']:.1f} s on {m['n_train']} epochs ({m['epochs_run']} epochs run, best "
+                     f"{m['best_epoch']}; {m['device']}, {m['threads']} threads; {teacher})")
+    else:
+        lines.append(f"trained in {m['seconds']:.1f} s on {m['n_train'] + m['n_heldout']} epochs")
+    return lines
+
+
+def _train_encoder(db, args) -> int:
+    from ..decoder import train_encoder
+
+    def show(rec):
+        if rec["epoch"] == 1 or rec["epoch"] % 10 == 0:
+            print(f"encoder epoch {rec['epoch']}/{rec['planned']}: loss {rec['train_loss']:.3f}"
+                  + (f", held-out blocks loss {rec['val_loss']:.3f}, top-1 {rec['val_top1']:.3f}" if "val_loss" in rec
+                     else "") + f" ({rec['seconds']:.1f} s)", flush=True)
+
+    res = train_encoder(db, args.subject, args.sessions, progress=show)
+    m = res.metrics
+    print(f"encoder {res.model_id}: {res.path}")
+    print(f"trained in {m['seconds']:.1f} s on {m['n_train']} epochs ({m['epochs_run']} epochs run, best "
+          f"{m['best_epoch']}, stopped: {m['stopped']}); targets: CLIP {m['clip_model']} image embeddings")
+    if "val_top1" in m:
+        print(f"held-out blocks ({m['n_heldout']} epochs, {m['val_images']} images): {m['val_k']}-way top-1 "
+              f"{m['val_top1']:.3f} (chance {m['chance_top1']:.3f}), top-5 {m['val_top5']:.3f} (chance "
+              f"{m['chance_top5']:.3f}) — images of trained classes; the zero-shot number: "
+              f"`eegloop evaluate --subject {args.subject} --zero-shot`")
+    return 0
+
+
+# -- evaluate -----------------------------------------------------------------------
+def evaluate(args) -> int:
+    from datetime import datetime
+
+    from .._files import private_dir
+
+    db = open_db(args, create=False)
+    subjects = _subjects(args, db)
+    progress = None if args.json else say
+    out = private_dir(db.data_dir / "reports")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    if args.zero_shot:
+        return _evaluate_zero_shot(db, args, subjects, progress, out, stamp)
+    return _evaluate_methods(db, args, subjects, progress, out, stamp)
+
+
+def _subjects(args, db) -> list[str]:
+    """The subjects ``evaluate`` scores (``--subject``, ``--subjects`` or ``--all``), its numbers checked first."""
+    from ..errors import EegloopError, clip_text
+
+    if args.permutations is None:  # zero-shot's null costs no refits: 1000 by default; refits: none by default
+        args.permutations = 1000 if args.zero_shot else 0
+    if args.permutations < 0 or args.permutations > 10_000:
+        raise EegloopError(f"--permutations: 0 to 10000, got {args.permutations}")
+    if args.folds is not None and not 2 <= args.folds <= 1000:
+        raise EegloopError(f"--folds: 2 to 1000, got {args.folds}")
+    if args.budget is not None and not 0 <= args.budget <= 864_000:  # also refuses nan
+        raise EegloopError(f"--budget: 0 to 864000 seconds, got {args.budget:g}")
+    known = [s.code for s in db.list_subjects()]
+    if args.all:
+        subjects = known
+    elif args.subjects:
+        subjects = list(args.subjects)
+    else:
+        subjects = [args.subject]
+    missing = [c for c in subjects if c not in known]
+    if not subjects:
+        raise EegloopError("--all: no subjects in the database" if args.all else "--subjects: no subject codes given")
+    if missing:
+        raise EegloopError(f"--subject{'s' if args.subjects else ''}: unknown subject {clip_text(missing[0], 40)!r}")
+    return subjects
+
+
+def _evaluate_zero_shot(db, args, subjects, progress, out, stamp) -> int:
+    import json
+
+    from .._files import write_private_text
+    from ..errors import EegloopError
+
+    if args.baselines or args.methods or args.ablation:
+        raise EegloopError("--zero-shot: evaluates the EEG encoder only (no --methods/--baselines/--ablation)")
+    from ..report import write_zero_shot_report
+
+    for subject in subjects:
+        if len(subjects) > 1 and progress:
+            progress(f"== {subject} ==")
+        rep, sids = _zero_shot_one(db, subject, args, progress)
+        full = {**rep.to_json(), "subject": subject, "sessions": sids}
+        jpath = out / f"zero-shot-{subject}-{stamp}.json"
+        write_private_text(jpath, json.dumps(full, indent=1))
+        html = write_zero_shot_report(db, subject, full, jpath.with_suffix(".html"))
+        if args.json:
+            print(json.dumps(full))
+        else:
+            print(rep.table())
+            print(f"report: {html}")
+    return 0
+
+
+def _evaluate_methods(db, args, subjects, progress, out, stamp) -> int:
+    import json
+
+    from .._files import write_private_text
+
+    reports = {}
+    for subject in subjects:
+        if len(subjects) > 1 and progress:
+            progress(f"== {subject} ==")
+        rep, sids = _evaluate_one(db, subject, args, progress)
+        reports[subject] = rep
+        full = {**rep.to_json(), "subject": subject, "sessions": sids, "summary": rep.summary(),
+                "folds": rep.methods, "confusion": rep.confusion, "classes": rep.classes, "chance": rep.chance,
+                "notes": rep.notes}
+        write_private_text(out / f"evaluation-{subject}-{stamp}.json", json.dumps(full, indent=1))
+        if len(subjects) == 1:
+            if args.json:
+                print(json.dumps(rep.to_json()))
+            else:
+                print(rep.table())
+            return 0
+        if progress:
+            print(rep.table())
+    from ..decoder.evaluation import across_subjects
+
+    table, summary = across_subjects(reports)
+    write_private_text(out / f"evaluation-across-{stamp}.json", json.dumps(summary, indent=1))
+    print(json.dumps(summary) if args.json else table)
+    return 0
+
+
+def _recorded_epochs(db, subject, args):
+    """The subject's protocol, sessions and epochs of its recording blocks (not feedback trials)."""
+    import numpy as np
+
+    from ..decoder import subject_protocol
+    from ..types import FEEDBACK_BLOCK_BASE
+
+    proto, sids = subject_protocol(db, subject, args.sessions)
+    es = db.load_epochs(subject, sids)
+    es = es.subset(np.flatnonzero(es.blocks < FEEDBACK_BLOCK_BASE))  # recording blocks, not feedback trials
+    return proto, sids, es
+
+
+def _zero_shot_one(db, subject, args, progress):
+    from ..decoder import stimulus_embeddings_for
+    from ..decoder.zeroshot import zero_shot_evaluate
+
+    proto, sids, es = _recorded_epochs(db, subject, args)
+    test = None
+    if args.test_classes:
+        test = list(args.test_classes)  # a list already: no empty or repeated items (types.CommaList)
+    else:  # the data's own split (THINGS-EEG2's test concepts), when an import recorded one
+        named = [c for s in db.list_sessions(subject) if s.id in sids
+                 for c in (s.info or {}).get("zero_shot_test_classes") or []]
+        test = sorted(set(named)) or None
+    Z, model, _pre = stimulus_embeddings_for(db, proto, es.images)
+    rep = zero_shot_evaluate(es, Z, proto, test_classes=test, split=args.split, n_folds=args.folds,
+                             permutations=1000 if args.permutations is None else args.permutations,
+                             budget_s=args.budget,
+                             shuffle_images=args.shuffle_labels, progress=progress, clip_model=model)
+    return rep, sids
+
+
+def _evaluate_one(db, subject, args, progress):
+    from ..decoder import evaluate, fit_teacher
+    from ..decoder.evaluation import BASELINES, main_method
+    from ..errors import EegloopError, ModelNotAvailableError
+
+    proto, sids, es = _recorded_epochs(db, subject, args)
+    methods = [main_method(proto)]
+    if args.baselines:
+        methods += [m for m in BASELINES if m not in methods]
+    if args.methods:
+        methods = list(args.methods)
+    if args.ablation and not any(m.startswith("kd") or m == "auto" for m in methods):
+        raise EegloopError(f"--ablation teacher: none of the methods distils ({', '.join(methods)}); "
+                           "add auto or a kd_* method")
+    teacher = None
+    if any(m.startswith("kd") or m == "auto" for m in methods):
+        try:
+            teacher = fit_teacher(db, proto, es)
+        except ModelNotAvailableError as exc:
+            if args.ablation:
+                raise EegloopError(f"--ablation teacher: {exc}") from None
+            print(f"eegloop: warning: {exc}", file=sys.stderr)
+    if args.ablation and teacher is None:
+        raise EegloopError(f"--ablation teacher: subject {subject!r} has no teacher to compare with (teacher.enabled "
+                           "is false in its protocol, or some epochs have no known stimulus image)")
+    rep = evaluate(es, proto, methods=methods, split=args.split, n_folds=args.folds,
+                   shuffle_labels=args.shuffle_labels, teacher=teacher, progress=progress,
+                   permutations=args.permutations, budget_s=args.budget, ablation=args.ablation)
+    return rep, sids
