@@ -23,11 +23,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .._logging import logger
-from ..errors import EegloopError, clip_text, short_repr
-from ..protocol import Protocol, read_yaml_file
-from ..stimuli import file_sha256
-from ..types import BlockRecord, Epoch, RejectedEpoch
+from ..._logging import logger
+from ...errors import EegloopError, clip_text, short_repr
+from ...protocol import Protocol, read_yaml_file
+from ...stimuli import file_sha256
+from ...types import BlockRecord, Epoch, RejectedEpoch
 
 __all__ = ["Recording", "ImportError_", "RecordingError", "parse_events", "parse_channel_types", "read_csv",
            "read_xdf", "read_mne", "read_recording", "check_recording",
@@ -161,7 +161,7 @@ def _pick_channels(rec: Recording, channels: Optional[Sequence[str]]) -> Recordi
 
 def parse_channel_types(spec: Optional[str]) -> dict:
     """``--channel-types``: ``'Right AUX=misc,EXG1=eog'`` -> {label: type}; types as in amplifier.channel_types."""
-    from ..protocol import CHANNEL_TYPES
+    from ...protocol import CHANNEL_TYPES
 
     out: dict = {}
     for part in (spec or "").split(","):
@@ -182,7 +182,7 @@ def _typed(data: np.ndarray, labels: list, declared: list, units: list, override
            where: str) -> tuple[np.ndarray, list, list]:
     """Final channel types (``overrides`` first, then the declared ones, EEG by default) and the data with every
     voltage scaled to µV (:func:`~eegloop.recorder.acquisition.channel_scales`, as live acquisition does)."""
-    from .acquisition import channel_scales, channel_types
+    from ..acquisition import channel_scales, channel_types
 
     types = channel_types(labels, declared, overrides or {}, where, error=ImportError_,
                           field="amplifier.channel_types / --channel-types")
@@ -483,8 +483,8 @@ def read_mne(path: str | Path, channels: Optional[Sequence[str]] = None,
     if not markers and len(stim):
         ev = mne.find_events(raw, stim_channel=raw.ch_names[stim[0]], verbose=False)
         markers = [(float(t[s - raw.first_samp]), str(v)) for s, _, v in ev]
-    from .acquisition import _LSL_TYPES, channel_scales
-    from .acquisition import channel_types as type_channels
+    from ..acquisition import _LSL_TYPES, channel_scales
+    from ..acquisition import channel_types as type_channels
 
     labels = list(raw.ch_names)
     declared = [t if t in _LSL_TYPES else "misc" for t in raw.get_channel_types()]
@@ -608,7 +608,7 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
     :func:`~eegloop.recorder.epocher.check_epoch`, shared with the recorder: an epoch over a gap or a clock
     reset, or cut off by the file's edge, is a rejected epoch with its reason, never a valid one.
     """
-    from .epocher import check_epoch, check_onset, epoch_window
+    from ..epocher import check_epoch, check_onset, epoch_window
 
     amp, p = protocol.amplifier, protocol.paradigm
     src = rec.source
@@ -733,7 +733,7 @@ def prepare_import(subject: str, protocol: Protocol, files: Sequence[str | Path]
     Channel types: the file's own (XDF descriptions, MNE), then the protocol's ``amplifier.channel_types``, then
     ``channel_types`` (``--channel-types``); only EEG channels are cut into epochs.
     """
-    from ..database import check_subject_code
+    from ...database import check_subject_code
 
     check_subject_code(subject)
     events = dict(events or {})
@@ -838,7 +838,7 @@ def read_eeg_imagenet(path: str | Path, splits: str | Path | None = None, subjec
     splits : list of dict
         The splits file's folds (empty without one).
     """
-    from ..types import EpochSet
+    from ...types import EpochSet
 
     path = Path(path)
     d = _load_pth_safely(path)
@@ -884,8 +884,8 @@ def locate_images(es, images_dir: str | Path, extensions=None):
     es : EpochSet
         A copy whose ``images`` are the files' names, as the database matches them.
     """
-    from ..protocol import StimuliConfig
-    from ..stimuli import Stimulus, StimulusSet, file_sha256
+    from ...protocol import StimuliConfig
+    from ...stimuli import Stimulus, StimulusSet, file_sha256
 
     suffixes = tuple(s.lower() for s in (extensions or StimuliConfig().extensions))
     root = Path(images_dir)
@@ -925,7 +925,7 @@ def import_epochset(db, subject: str, protocol: Protocol, es, source: str | Sequ
     info : dict, optional
         Merged into the session's info (e.g. ``{"format": "things-eeg2", "zero_shot_test_classes": [...]}``).
     """
-    from ..database import check_subject_code
+    from ...database import check_subject_code
 
     check_subject_code(subject)
     sources = [source] if isinstance(source, (str, Path)) else list(source)
@@ -1035,7 +1035,7 @@ def _what(x) -> str:
 
 
 def _load_dict(path: Path, what: str, keys: Sequence[str]) -> dict:
-    from .._safe_pickle import load_npy
+    from ..._safe_pickle import load_npy
 
     d = load_npy(path, what, ImportError_, unwrap=True)
     name = clip_text(str(path), 300)
@@ -1168,7 +1168,7 @@ def read_things_eeg2(path_or_folder: str | Path | Sequence[str | Path], metadata
         keys or shapes, non-finite values, EEG files that disagree on channels or times, metadata that does
         not list the files' images, a protocol the files do not fit.
     """
-    from ..types import EpochSet
+    from ...types import EpochSet
 
     if max_images is not None and int(max_images) < 1:
         raise ImportError_(f"--max-images: must be at least 1, got {max_images}")
@@ -1271,7 +1271,7 @@ def locate_things_images(es, images_dir: str | Path):
     es : EpochSet
         The epochs, unchanged (their ``images`` already are the files' names, as the database matches them).
     """
-    from ..stimuli import Stimulus, StimulusSet
+    from ...stimuli import Stimulus, StimulusSet
 
     root = Path(images_dir)
     if not root.is_dir():
@@ -1309,7 +1309,7 @@ def source_as_brainvision(run_info: dict, events: Sequence[tuple[float, str, int
     ``digests``: the sha256 the import recorded; a source whose content changed since is refused (its samples
     would not be the ones the epochs came from). Raises :class:`ImportError_` with one line.
     """
-    from .rawfile import BrainVisionWriter
+    from ..rawfile import BrainVisionWriter
 
     src = run_info.get("source")
     if not src:
