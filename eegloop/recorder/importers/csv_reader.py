@@ -56,23 +56,9 @@ def _csv_problem(text: str, ncols: int, header: list[str]) -> str | None:
     return None
 
 
-def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_column: str = "timestamps",
-             marker_column: Optional[str] = None, channel_types: Optional[dict] = None) -> Recording:
-    """CSV with a timestamp column, channel columns and a marker column (0 = no marker).
-
-    Values are microvolts; every channel is EEG unless ``channel_types`` (``--channel-types``, the protocol's
-    ``amplifier.channel_types``) says otherwise, e.g. ``{"Right AUX": "misc"}``.
-
-    Any file gives a :class:`Recording` or an :class:`DataImportError` with one
-    line naming the file: not UTF-8, NUL bytes, an empty or duplicate header,
-    more than 4096 columns, ragged rows, non-numeric cells, NaN/inf values
-    (column and row named), fewer than 2 rows, timestamps that do not increase.
-    """
-    import io
-    import warnings
-
-    path = Path(path)
-    name = clip_text(str(path), 300)
+def _read_text(path: Path, name: str) -> tuple[str, str]:
+    """The header line and the rest of a CSV file, as text: a regular, readable file, a header line under
+    4 MiB, no NUL bytes, UTF-8 (a byte-order mark dropped)."""
     try:
         if not path.is_file():  # a folder, a FIFO (which would block), nothing
             raise RecordingError(f"{name}: {'is not a regular file' if path_exists(path) else 'file not found'}")
@@ -97,6 +83,13 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
         raise RecordingError(f"{name}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line})") from None
     del raw
     head_text, _, text = text.partition("\n")
+    return head_text, text
+
+
+def _columns(head_text: str, text: str, name: str, time_column: str,
+             marker_column: Optional[str]) -> tuple[list[str], str, list[str]]:
+    """(header, marker column, channel columns) of a CSV file's header line: named, distinct columns, at most
+    4096, with the time column, a marker column and at least one channel."""
     try:
         header = next(csv.reader([head_text.rstrip("\r")]), [])
     except csv.Error as exc:
@@ -125,6 +118,14 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
     if not data_cols:
         raise RecordingError(f"{name}: no channel columns besides '{clip_text(time_column, 40)}' and "
                            f"'{clip_text(marker_column, 40)}'")
+    return header, marker_column, data_cols
+
+
+def _numbers(text: str, header: list[str], name: str, time_column: str, marker_column: str) -> np.ndarray:
+    """The CSV body as a (rows, columns) float64 array: numeric, not ragged, at least 2 rows, all finite."""
+    import io
+    import warnings
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "input contained no data"
@@ -136,7 +137,6 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
         raise RecordingError(f"{name}: no samples (fewer than 2 rows)")
     if arr.shape[1] != len(header):
         raise RecordingError(f"{name}: rows have {arr.shape[1]} cells, the header has {len(header)} columns")
-    del text
     bad = ~np.isfinite(arr)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])  # in reading order
@@ -146,7 +146,14 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
             "markers" if header[col] == marker_column else f"channel {clip_text(header[col], 40)}")
         raise RecordingError(f"{name}: {len(rows)} non-finite value{'s' if len(rows) > 1 else ''} (NaN/inf) in "
                            f"{what}, first at row {int(rows[0]) + 1}; clean or interpolate them first")
-    t_raw = arr[:, header.index(time_column)]
+    return arr
+
+
+def _sample_times(t_raw: np.ndarray, path: Path, name: str) -> np.ndarray:
+    """The samples' times: increasing over a finite span, dejittered when the file's stamps jitter
+    (:func:`_dejitter`), the file's own when dejittering fails."""
+    import warnings
+
     with np.errstate(over="ignore"):
         duration = float(t_raw[-1] - t_raw[0])
     if not duration > 0:
@@ -162,6 +169,28 @@ def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_co
         t = t_raw
     if not np.all(np.isfinite(t)) or not t[-1] > t[0]:
         t = t_raw
+    return t
+
+
+def read_csv(path: str | Path, channels: Optional[Sequence[str]] = None, time_column: str = "timestamps",
+             marker_column: Optional[str] = None, channel_types: Optional[dict] = None) -> Recording:
+    """CSV with a timestamp column, channel columns and a marker column (0 = no marker).
+
+    Values are microvolts; every channel is EEG unless ``channel_types`` (``--channel-types``, the protocol's
+    ``amplifier.channel_types``) says otherwise, e.g. ``{"Right AUX": "misc"}``.
+
+    Any file gives a :class:`Recording` or an :class:`DataImportError` with one
+    line naming the file: not UTF-8, NUL bytes, an empty or duplicate header,
+    more than 4096 columns, ragged rows, non-numeric cells, NaN/inf values
+    (column and row named), fewer than 2 rows, timestamps that do not increase.
+    """
+    path = Path(path)
+    name = clip_text(str(path), 300)
+    head_text, text = _read_text(path, name)
+    header, marker_column, data_cols = _columns(head_text, text, name, time_column, marker_column)
+    arr = _numbers(text, header, name, time_column, marker_column)
+    del text
+    t = _sample_times(arr[:, header.index(time_column)], path, name)
     mk = arr[:, header.index(marker_column)]
     with np.errstate(over="ignore"):
         data = arr[:, [header.index(h) for h in data_cols]].T.astype(np.float32)

@@ -13,6 +13,42 @@ from .events import MAX_CLASS_NAME, marker_class
 from .recording import DataImportError, Recording, listed_names
 
 
+def _check_cuttable(rec: Recording, protocol: Protocol, events: dict[str, str], check_rate: bool) -> None:
+    """Refuse, before cutting, a recording that cannot be cut for ``protocol``: no samples, another sampling
+    rate (when ``check_rate``), another number of EEG channels, no markers, a class name too long, a marker
+    value the events map does not know."""
+    amp = protocol.amplifier
+    src = rec.source
+    if rec.data.shape[1] < 2:
+        raise DataImportError(f"{src}: the EEG stream has no samples")
+    if check_rate and abs(rec.sfreq - amp.sfreq) > 0.01 * amp.sfreq:
+        raise DataImportError(f"{src}: sampled at {rec.sfreq:g} Hz, the protocol expects {amp.sfreq:g} Hz "
+                              "(amplifier.sfreq); use a protocol for this recording")
+    eeg = rec.eeg_idx  # only EEG is cut and decoded; the other channels stay with the recording
+    if len(eeg) != amp.channels:
+        others = [f"{n} ({t})" for n, t in zip(rec.ch_names, rec.ch_types) if t != "eeg"]
+        raise DataImportError(f"{src}: {len(eeg)} EEG channels ({listed_names(rec.eeg_names)})"
+                              + (f" besides {listed_names(others)}" if others else "")
+                              + f", the protocol expects {amp.channels} (amplifier.channels); choose them with "
+                              "--channels, or type the others with --channel-types (e.g. 'Right AUX=misc')")
+    if not rec.markers:
+        raise DataImportError(f"{src}: no markers")
+    long = next((c for c in (marker_class(v, events) for _, v in rec.markers) if c and len(c) > MAX_CLASS_NAME),
+                None)
+    if long is not None:
+        raise DataImportError(f"{src}: class {short_repr(long, 40)} from a marker is longer than {MAX_CLASS_NAME} "
+                              "characters")
+    unknown = Counter(v for _, v in rec.markers if marker_class(v, events) is None)
+    if unknown:
+        known = listed_names(list(events)) if events else "none given"
+        listed = sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0]))
+        raise DataImportError(f"{src}: unknown marker value{'s' if len(unknown) > 1 else ''} "
+                              + ", ".join(f"{short_repr(u, 40)} ({n}x)" for u, n in listed[:8])
+                              + (f" and {len(listed) - 8} more" if len(listed) > 8 else "")
+                              + f" (events map has: {known}); map them with --events VALUE=CLASS,..., "
+                              "or VALUE=ignore for markers that are not stimuli")
+
+
 def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: int, block_offset: int = 0,
                check_rate: bool = True, trial_offset: int = 0) -> tuple[list[BlockRecord], int]:
     """Cut epochs around mapped markers exactly as the recorder does; returns (blocks, n_blocks).
@@ -24,36 +60,10 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
     """
     from ..epocher import check_epoch, check_onset, epoch_window
 
-    amp, p = protocol.amplifier, protocol.paradigm
+    _check_cuttable(rec, protocol, events, check_rate)
+    p = protocol.paradigm
     src = rec.source
-    if rec.data.shape[1] < 2:
-        raise DataImportError(f"{src}: the EEG stream has no samples")
-    if check_rate and abs(rec.sfreq - amp.sfreq) > 0.01 * amp.sfreq:
-        raise DataImportError(f"{src}: sampled at {rec.sfreq:g} Hz, the protocol expects {amp.sfreq:g} Hz "
-                           "(amplifier.sfreq); use a protocol for this recording")
-    eeg = rec.eeg_idx  # only EEG is cut and decoded; the other channels stay with the recording
-    if len(eeg) != amp.channels:
-        others = [f"{n} ({t})" for n, t in zip(rec.ch_names, rec.ch_types) if t != "eeg"]
-        raise DataImportError(f"{src}: {len(eeg)} EEG channels ({listed_names(rec.eeg_names)})"
-                           + (f" besides {listed_names(others)}" if others else "")
-                           + f", the protocol expects {amp.channels} (amplifier.channels); choose them with "
-                           "--channels, or type the others with --channel-types (e.g. 'Right AUX=misc')")
-    if not rec.markers:
-        raise DataImportError(f"{src}: no markers")
-    long = next((c for c in (marker_class(v, events) for _, v in rec.markers) if c and len(c) > MAX_CLASS_NAME),
-                None)
-    if long is not None:
-        raise DataImportError(f"{src}: class {short_repr(long, 40)} from a marker is longer than {MAX_CLASS_NAME} "
-                           "characters")
-    unknown = Counter(v for _, v in rec.markers if marker_class(v, events) is None)
-    if unknown:
-        known = listed_names(list(events)) if events else "none given"
-        listed = sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0]))
-        raise DataImportError(f"{src}: unknown marker value{'s' if len(unknown) > 1 else ''} "
-                           + ", ".join(f"{short_repr(u, 40)} ({n}x)" for u, n in listed[:8])
-                           + (f" and {len(listed) - 8} more" if len(listed) > 8 else "")
-                           + f" (events map has: {known}); map them with --events VALUE=CLASS,..., "
-                           "or VALUE=ignore for markers that are not stimuli")
+    eeg = rec.eeg_idx  # only EEG is cut and decoded
     sf = rec.sfreq
     win = epoch_window(protocol.epochs, sf)
     t = rec.times
@@ -95,8 +105,9 @@ def cut_epochs(rec: Recording, protocol: Protocol, events: dict[str, str], run: 
     if not any(br.epochs for br in out):
         e = protocol.epochs
         raise DataImportError(f"{src}: no complete epoch could be cut ({len(rec.markers)} markers, "
-                           f"{rec.duration:.1f} s of signal, window {e.tmin}..{e.tmax} s + {e.margin_s} s margins"
-                           + (f"; rejected: {', '.join(f'{n} {w}' for w, n in rejected.items())}" if rejected else "")
-                           + ")")
+                              f"{rec.duration:.1f} s of signal, window {e.tmin}..{e.tmax} s + {e.margin_s} s margins"
+                              + (f"; rejected: {', '.join(f'{n} {w}' for w, n in rejected.items())}"
+                                 if rejected else "")
+                              + ")")
     n_blocks = int((t[-1] - t0) // p.block_s) + 1
     return out, n_blocks

@@ -118,8 +118,8 @@ def locate_images(es, images_dir: str | Path, extensions=None):
     missing = sorted(wanted - set(found))
     if missing:
         raise DataImportError(f"--images: {len(missing)} of {len(wanted)} images not found under {images_dir} "
-                           f"(first: {missing[0][:80]!r}; looked for <name>{{{','.join(suffixes)}}} "
-                           "at any depth)")
+                              f"(first: {missing[0][:80]!r}; looked for <name>{{{','.join(suffixes)}}} "
+                              "at any depth)")
     label_of = {}
     for name, label in zip(es.images, es.labels):
         if label_of.setdefault(str(name), str(label)) != str(label):

@@ -9,10 +9,8 @@ from ...errors import EegloopError, clip_text, short_repr
 from ...protocol import read_yaml_file
 from .recording import path_exists
 
-
-MAX_CLASS_NAME = 128
-MAX_MARKER = 256
-
+MAX_CLASS_NAME = 128  # the longest class name an events map, a marker or a dataset may give
+MAX_MARKER = 256  # the longest marker value an events map may give
 
 IGNORE = "ignore"  # the class name that says: this marker value is not a stimulus
 

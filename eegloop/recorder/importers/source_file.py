@@ -36,7 +36,8 @@ def source_as_brainvision(run_info: dict, events: Sequence[tuple[float, str, int
 
     src = run_info.get("source")
     if not src:
-        raise DataImportError("no source file recorded with the run (imported from a dataset's epochs, not a recording)")
+        raise DataImportError("no source file recorded with the run (imported from a dataset's epochs, "
+                              "not a recording)")
     path = Path(src)
     if not path.is_file():
         raise DataImportError(f"its source file {clip_text(src, 200)} is not here any more")

@@ -97,8 +97,8 @@ def store_import(db, prepared: PreparedImport, force: bool = False) -> int:
             prior = db.find_source_file(digest)
             if prior is not None:
                 raise DataImportError(f"{path}: already imported as session {prior[0]} (identical content, from "
-                                   f"{short_repr(prior[1], 120)}); a second copy would inflate cross-validated "
-                                   "scores; use --force to import it anyway")
+                                      f"{short_repr(prior[1], 120)}); a second copy would inflate cross-validated "
+                                      "scores; use --force to import it anyway")
     sid = db.import_session(prepared.subject, prepared.protocol, prepared.runs, files=prepared.files,
                             info={"files": [f[0] for f in prepared.files], "events": prepared.events,
                                   **prepared.info})

@@ -57,7 +57,7 @@ def things_eeg2_files(path_or_folder: str | Path | Sequence[str | Path],
         eeg = {k: folder / f for k, f in THINGS_EEG2_FILES.items() if (folder / f).is_file()}
         if not eeg:
             raise DataImportError(f"{clip_text(str(folder), 300)}: no {wanted} in this folder (give a THINGS-EEG2 "
-                               "subject folder, e.g. sub-01/, or the files)")
+                                  "subject folder, e.g. sub-01/, or the files)")
     else:
         for p in paths:
             name = clip_text(str(p), 300)
@@ -72,8 +72,8 @@ def things_eeg2_files(path_or_folder: str | Path | Sequence[str | Path],
                 continue
             split = _things_split_of(p)
             if split is None:
-                raise DataImportError(f"{name}: neither the training nor the test file (THINGS-EEG2 names them {wanted}: "
-                                   "the name must say 'training' or 'test')")
+                raise DataImportError(f"{name}: neither the training nor the test file (THINGS-EEG2 names them "
+                                      f"{wanted}: the name must say 'training' or 'test')")
             if split in eeg:
                 raise DataImportError(f"{name}: a second {split} file (the first: {clip_text(str(eeg[split]), 200)})")
             eeg[split] = p
@@ -85,8 +85,8 @@ def things_eeg2_files(path_or_folder: str | Path | Sequence[str | Path],
         meta = next((d / THINGS_EEG2_METADATA for d in look if (d / THINGS_EEG2_METADATA).is_file()), None)
         if meta is None:
             raise DataImportError(f"{clip_text(str(folders[0]), 300)}: no {THINGS_EEG2_METADATA} here or in the folder "
-                               "above (the dataset's list of the image shown in each trial); give it with "
-                               "--metadata FILE")
+                                  "above (the dataset's list of the image shown in each trial); give it with "
+                                  "--metadata FILE")
     return eeg, meta
 
 
@@ -103,11 +103,11 @@ def _load_npy_dict(path: Path, what: str, keys: Sequence[str]) -> dict:
     name = clip_text(str(path), 300)
     if not isinstance(d, dict):
         raise DataImportError(f"{name}: not a {what}: expected a dict saved with np.save (keys {', '.join(keys)}), "
-                           f"got {_describe_value(d)}")
+                              f"got {_describe_value(d)}")
     missing = [k for k in keys if k not in d]
     if missing:
         raise DataImportError(f"{name}: not a {what}: no {', '.join(repr(k) for k in missing)} "
-                           f"(its keys: {listed_names([short_repr(k, 40) for k in d])})")
+                              f"(its keys: {listed_names([short_repr(k, 40) for k in d])})")
     return d
 
 
@@ -150,7 +150,7 @@ def _read_things_eeg(path: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
     x = d["preprocessed_eeg_data"]
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu" or x.ndim != 4:
         raise DataImportError(f"{name}: 'preprocessed_eeg_data' must be a numeric array of shape (images, repetitions, "
-                           f"channels, times), got {_describe_value(x)}")
+                              f"channels, times), got {_describe_value(x)}")
     if 0 in x.shape:
         raise DataImportError(f"{name}: 'preprocessed_eeg_data' holds no data (shape {x.shape})")
     ch = _checked_strings(d["ch_names"], name, "ch_names", 64)
@@ -159,21 +159,22 @@ def _read_things_eeg(path: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
         raise DataImportError(f"{name}: channel {short_repr(dup, 40)} appears twice in 'ch_names'")
     t = d["times"]
     if not isinstance(t, np.ndarray) or t.dtype.kind not in "fiu" or t.ndim != 1 or len(t) < 2:
-        raise DataImportError(f"{name}: 'times' must be a 1-D numeric array of at least 2 times, got {_describe_value(t)}")
+        raise DataImportError(f"{name}: 'times' must be a 1-D numeric array of at least 2 times, "
+                              f"got {_describe_value(t)}")
     t = t.astype(np.float64)
     steps = np.diff(t)
     if not np.isfinite(t).all() or not steps.min() > 0 or np.ptp(steps) > 1e-3 * steps.mean():
         raise DataImportError(f"{name}: 'times' are not regular increasing times (first {t[0]:g}, step "
-                           f"{steps[0]:g}..{steps.max():g} s)")
+                              f"{steps[0]:g}..{steps.max():g} s)")
     if x.shape[2] != len(ch) or x.shape[3] != len(t):
         raise DataImportError(f"{name}: 'preprocessed_eeg_data' has shape {x.shape}: expected (images, repetitions, "
-                           f"{len(ch)} channels as in 'ch_names', {len(t)} times as in 'times')")
+                              f"{len(ch)} channels as in 'ch_names', {len(t)} times as in 'times')")
     for a in range(0, x.shape[0], 512):  # in chunks: a mask of the whole training file would be 100 M booleans
         bad = ~np.isfinite(x[a:a + 512])
         if bad.any():
             i, r, c, _ = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
             raise DataImportError(f"{name}: non-finite values (NaN/inf) in 'preprocessed_eeg_data', first at image "
-                               f"{a + i}, repetition {r}, channel {short_repr(ch[c], 40)}")
+                                  f"{a + i}, repetition {r}, channel {short_repr(ch[c], 40)}")
     return x, ch, t
 
 
@@ -182,6 +183,91 @@ def _things_display_name(concept: str) -> str:
     import re
 
     return re.sub(r"^\d+_", "", concept).replace("_", " ").strip() or concept
+
+
+def _read_things_parts(eeg_files: dict[str, Path], meta_path: Path,
+                       max_images: Optional[int]) -> tuple[list, list, np.ndarray]:
+    """(parts, channel names, times) of the EEG files, each part ``(split, data, concepts, image files)`` with
+    its first ``max_images`` images; the files must match the metadata and agree on channels and times."""
+    meta = _read_things_metadata(meta_path)
+    meta_name = clip_text(str(meta_path), 200)
+    parts = []  # (split, data, concepts, image files)
+    ch_names: list = []
+    times = np.zeros(0)
+    first = ""
+    for split in ("training", "test"):
+        if split not in eeg_files:
+            continue
+        path = eeg_files[split]
+        name = clip_text(str(path), 300)
+        x, ch, t = _read_things_eeg(path)
+        concepts, files = meta[split]
+        key = _THINGS_META_KEYS[split][0]
+        if x.shape[0] != len(concepts):
+            raise DataImportError(f"{name}: {x.shape[0]} images, but {meta_name} lists {len(concepts)} {split} images "
+                                  f"({key!r}): not this file's metadata")
+        if split == "training" and x.shape[1] >= THINGS_EEG2_TEST_RUN:
+            raise DataImportError(f"{name}: {x.shape[1]} repetitions; at most {THINGS_EEG2_TEST_RUN - 1} fit before "
+                                  f"the test file's runs ({THINGS_EEG2_TEST_RUN}..)")
+        if parts:
+            if ch != ch_names:
+                raise DataImportError(f"{name}: channels ({listed_names(ch)}) differ from those of {first} "
+                                      f"({listed_names(ch_names)})")
+            if len(t) != len(times) or not np.allclose(t, times, rtol=0, atol=1e-6):
+                raise DataImportError(f"{name}: 'times' ({t[0]:g}..{t[-1]:g} s, {len(t)} samples) differ from those of "
+                                      f"{first} ({times[0]:g}..{times[-1]:g} s, {len(times)} samples)")
+        else:
+            ch_names, times, first = ch, t, name
+        n = x.shape[0] if max_images is None else min(int(max_images), x.shape[0])
+        parts.append((split, x[:n], concepts[:n], files[:n]))
+    return parts, ch_names, times
+
+
+def _check_fits_protocol(protocol: Protocol, eeg_files: dict[str, Path], ch_names: list, times: np.ndarray,
+                         sfreq: float) -> None:
+    """Refuse files that do not fit ``protocol``: its number of channels, its sampling rate (within 1 %), its
+    analysis window inside the files' epochs."""
+    tmin = float(times[0])
+    amp, e = protocol.amplifier, protocol.epochs
+    src = clip_text(str(next(iter(eeg_files.values()))), 300)
+    if len(ch_names) != amp.channels:
+        raise DataImportError(f"{src}: {len(ch_names)} channels ({listed_names(ch_names)}), the protocol expects "
+                              f"{amp.channels} (amplifier.channels); use protocols/things-eeg2.yaml")
+    if abs(sfreq - amp.sfreq) > 0.01 * amp.sfreq:
+        raise DataImportError(f"{src}: sampled at {sfreq:g} Hz, the protocol expects {amp.sfreq:g} Hz "
+                              "(amplifier.sfreq); use protocols/things-eeg2.yaml")
+    a = int(round((e.tmin - tmin) * sfreq))
+    if a < 0 or a + int(round((e.tmax - e.tmin) * sfreq)) > len(times):
+        raise DataImportError(f"{src}: the protocol's analysis window {e.tmin:g}..{e.tmax:g} s (epochs.tmin, "
+                              f"epochs.tmax) is not inside the file's epochs ({tmin:g}..{times[-1]:g} s); use "
+                              "protocols/things-eeg2.yaml")
+
+
+def _stack_repetitions(parts: list, n_channels: int, n_times: int) -> tuple[np.ndarray, list, list, list]:
+    """(data, labels, images, runs) of every repetition of every image: each training repetition its own run
+    (1..), the test file's repetitions in :data:`_THINGS_TEST_GROUPS` consecutive runs from
+    :data:`THINGS_EEG2_TEST_RUN`."""
+    total = sum(x.shape[0] * x.shape[1] for _, x, _, _ in parts)
+    data = np.empty((total, n_channels, n_times), np.float32)
+    labels, images, runs = [], [], []
+    k = 0
+    for split, x, concepts, files in parts:
+        reps = x.shape[1]
+        if split == "training":
+            groups = [[r] for r in range(reps)]
+            first_run = 1
+        else:
+            groups = [g.tolist() for g in np.array_split(np.arange(reps), min(_THINGS_TEST_GROUPS, reps))]
+            first_run = THINGS_EEG2_TEST_RUN
+        for g, rep_ids in enumerate(groups):
+            for r in rep_ids:
+                n = x.shape[0]
+                data[k:k + n] = x[:, r]
+                k += n
+                labels += concepts
+                images += files
+                runs += [first_run + g] * n
+    return data, labels, images, runs
 
 
 def read_things_eeg2(path_or_folder: str | Path | Sequence[str | Path], metadata: str | Path | None = None,
@@ -235,73 +321,13 @@ def read_things_eeg2(path_or_folder: str | Path | Sequence[str | Path], metadata
     if max_images is not None and int(max_images) < 1:
         raise DataImportError(f"--max-images: must be at least 1, got {max_images}")
     eeg_files, meta_path = things_eeg2_files(path_or_folder, metadata)
-    meta = _read_things_metadata(meta_path)
-    meta_name = clip_text(str(meta_path), 200)
-    parts = []  # (split, file, data, concepts, image files)
-    ch_names: list = []
-    times = np.zeros(0)
-    first = ""
-    for split in ("training", "test"):
-        if split not in eeg_files:
-            continue
-        path = eeg_files[split]
-        name = clip_text(str(path), 300)
-        x, ch, t = _read_things_eeg(path)
-        concepts, files = meta[split]
-        key = _THINGS_META_KEYS[split][0]
-        if x.shape[0] != len(concepts):
-            raise DataImportError(f"{name}: {x.shape[0]} images, but {meta_name} lists {len(concepts)} {split} images "
-                               f"({key!r}): not this file's metadata")
-        if split == "training" and x.shape[1] >= THINGS_EEG2_TEST_RUN:
-            raise DataImportError(f"{name}: {x.shape[1]} repetitions; at most {THINGS_EEG2_TEST_RUN - 1} fit before the "
-                               f"test file's runs ({THINGS_EEG2_TEST_RUN}..)")
-        if parts:
-            if ch != ch_names:
-                raise DataImportError(f"{name}: channels ({listed_names(ch)}) differ from those of {first} ({listed_names(ch_names)})")
-            if len(t) != len(times) or not np.allclose(t, times, rtol=0, atol=1e-6):
-                raise DataImportError(f"{name}: 'times' ({t[0]:g}..{t[-1]:g} s, {len(t)} samples) differ from those of "
-                                   f"{first} ({times[0]:g}..{times[-1]:g} s, {len(times)} samples)")
-        else:
-            ch_names, times, first = ch, t, name
-        n = x.shape[0] if max_images is None else min(int(max_images), x.shape[0])
-        parts.append((split, x[:n], concepts[:n], files[:n]))
+    parts, ch_names, times = _read_things_parts(eeg_files, meta_path, max_images)
     sfreq = float((len(times) - 1) / (times[-1] - times[0]))
     sfreq = float(np.round(sfreq, 6))  # 1 / 0.01000000000000001 -> 100.0
     tmin = float(times[0])
     if protocol is not None:
-        amp, e = protocol.amplifier, protocol.epochs
-        src = clip_text(str(next(iter(eeg_files.values()))), 300)
-        if len(ch_names) != amp.channels:
-            raise DataImportError(f"{src}: {len(ch_names)} channels ({listed_names(ch_names)}), the protocol expects "
-                               f"{amp.channels} (amplifier.channels); use protocols/things-eeg2.yaml")
-        if abs(sfreq - amp.sfreq) > 0.01 * amp.sfreq:
-            raise DataImportError(f"{src}: sampled at {sfreq:g} Hz, the protocol expects {amp.sfreq:g} Hz "
-                               "(amplifier.sfreq); use protocols/things-eeg2.yaml")
-        a = int(round((e.tmin - tmin) * sfreq))
-        if a < 0 or a + int(round((e.tmax - e.tmin) * sfreq)) > len(times):
-            raise DataImportError(f"{src}: the protocol's analysis window {e.tmin:g}..{e.tmax:g} s (epochs.tmin, "
-                               f"epochs.tmax) is not inside the file's epochs ({tmin:g}..{times[-1]:g} s); use "
-                               "protocols/things-eeg2.yaml")
-    total = sum(x.shape[0] * x.shape[1] for _, x, _, _ in parts)
-    data = np.empty((total, len(ch_names), len(times)), np.float32)
-    labels, images, runs = [], [], []
-    k = 0
-    for split, x, concepts, files in parts:
-        reps = x.shape[1]
-        if split == "training":
-            groups = [[r] for r in range(reps)]
-            first_run = 1
-        else:
-            groups = [g.tolist() for g in np.array_split(np.arange(reps), min(_THINGS_TEST_GROUPS, reps))]
-            first_run = THINGS_EEG2_TEST_RUN
-        for g, rep_ids in enumerate(groups):
-            for r in rep_ids:
-                n = x.shape[0]
-                data[k:k + n] = x[:, r]
-                k += n
-                labels += concepts
-                images += files
-                runs += [first_run + g] * n
+        _check_fits_protocol(protocol, eeg_files, ch_names, times, sfreq)
+    data, labels, images, runs = _stack_repetitions(parts, len(ch_names), len(times))
     del parts
     train_concepts = [lab for lab, r in zip(labels, runs) if r < THINGS_EEG2_TEST_RUN]
     test_classes = list(dict.fromkeys(lab for lab, r in zip(labels, runs) if r >= THINGS_EEG2_TEST_RUN))
@@ -345,8 +371,8 @@ def locate_things_images(es, images_dir: str | Path):
     missing = [rel for rel in wanted if not (root / rel).is_file()]
     if missing:
         raise DataImportError(f"--images: {len(missing)} of {len(wanted)} images not found under "
-                           f"{clip_text(str(images_dir), 200)} (first: {clip_text(missing[0].as_posix(), 160)}); give "
-                           "the folder holding THINGS-EEG2's training_images/ and test_images/")
+                              f"{clip_text(str(images_dir), 200)} (first: {clip_text(missing[0].as_posix(), 160)}); "
+                              "give the folder holding THINGS-EEG2's training_images/ and test_images/")
     stim = StimulusSet(dict(es.classes), tuple(Stimulus((root / rel).resolve(), label, file_sha256(root / rel))
                                                for rel, label in sorted(wanted.items())), root.resolve())
     return stim, es

@@ -10,20 +10,21 @@ from ...errors import clip_text, short_repr
 from .recording import Recording, RecordingError, pick_channels, typed_channels
 
 
-def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str] = None,
-             channels: Optional[Sequence[str]] = None, channel_types: Optional[dict] = None) -> Recording:
-    """An XDF file (LabRecorder) via pyxdf, with its clock synchronisation and reset handling.
+def _stream_name(s: dict) -> str:
+    return s["info"]["name"][0]
 
-    ``eeg``/``markers`` select streams by name or type (types in any case; default: type EEG / the first
-    string stream). Channel labels, types and units come from the stream's description, as live acquisition
-    reads them: voltages (V, mV, µV, nV, MNE-LSL's powers of ten) are scaled to µV, an electrode in another unit
-    is refused, ``channel_types`` retypes channels (``amplifier.channel_types``, ``--channel-types``).
-    """
+
+def _stream_type(s: dict) -> str:
+    return s["info"]["type"][0]
+
+
+def _load_streams(path: Path) -> list:
+    """Every stream of an XDF file, clocks synchronised, resets handled, timestamps dejittered; a file pyxdf
+    cannot read, or reads only by skipping a damaged chunk, is refused."""
     import logging
 
     import pyxdf
 
-    path = Path(path)
     damage: list[str] = []
 
     class _Damage(logging.Handler):  # pyxdf logs a damaged chunk and reads on; for eegloop the file is damaged
@@ -43,13 +44,12 @@ def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str]
     if damage:
         raise RecordingError(f"{path}: a damaged or truncated XDF file (pyxdf: {clip_text(damage[0], 160)}); "
                              "eegloop imports whole files only")
+    return streams
 
-    def name(s):
-        return s["info"]["name"][0]
 
-    def typ(s):
-        return s["info"]["type"][0]
-
+def _pick_streams(streams: list, path: Path, eeg: Optional[str], markers: Optional[str]) -> tuple[dict, dict]:
+    """(EEG stream, marker stream): chosen by name or type, both with samples."""
+    name, typ = _stream_name, _stream_type
     numeric = [s for s in streams if s["info"]["channel_format"][0] != "string"]
     strings = [s for s in streams if s["info"]["channel_format"][0] == "string"]
     if eeg:
@@ -69,35 +69,61 @@ def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str]
     mcand = [s for s in mcand if len(s["time_stamps"])]
     if not mcand:
         raise RecordingError(f"{path}: no marker stream with samples{f' named {short_repr(markers, 60)}' if markers else ''}")
-    ms = mcand[0]
-    for st in (es, ms):  # a stream's footer is written when the recording is closed: none, or fewer samples, is a cut file
+    return es, mcand[0]
+
+
+def _check_footers(path: Path, *streams: dict) -> None:
+    """A stream's footer is written when the recording is closed: none, or fewer samples, is a cut file."""
+    for st in streams:
         footer = (st.get("footer") or {}).get("info") or {}
         count = (footer.get("sample_count") or [None])[0]
+        name = clip_text(_stream_name(st), 60)
         if not footer:
-            raise RecordingError(f"{path}: stream '{clip_text(name(st), 60)}' has no footer: a truncated XDF file "
+            raise RecordingError(f"{path}: stream '{name}' has no footer: a truncated XDF file "
                                  "(the recording was not closed)")
         if count is not None and str(count).strip().isdigit() and int(count) > len(st["time_stamps"]):
-            raise RecordingError(f"{path}: stream '{clip_text(name(st), 60)}' has {len(st['time_stamps'])} of the "
+            raise RecordingError(f"{path}: stream '{name}' has {len(st['time_stamps'])} of the "
                                  f"{int(count)} samples its footer counts: a truncated XDF file")
-    data = np.asarray(es["time_series"], dtype=np.float32).T
+
+
+def _first_value(c, key: str) -> str:
+    v = c.get(key) if hasattr(c, "get") else None
+    return str(v[0]) if v and v[0] is not None else ""
+
+
+def _channel_description(es: dict, n: int) -> tuple[list, list, list]:
+    """(labels, declared types, units) from the EEG stream's description; ``Ch1..`` and nothing declared when
+    the description does not name every one of its ``n`` channels."""
     labels, declared, units = [], [], []
-
-    def first(c, key):
-        v = c.get(key) if hasattr(c, "get") else None
-        return str(v[0]) if v and v[0] is not None else ""
-
     try:
         ch = es["info"]["desc"][0]["channels"][0]["channel"]
-        labels = [first(c, "label") for c in ch]
-        declared = [first(c, "type") for c in ch]
-        units = [first(c, "unit") for c in ch]
+        labels = [_first_value(c, "label") for c in ch]
+        declared = [_first_value(c, "type") for c in ch]
+        units = [_first_value(c, "unit") for c in ch]
     except (KeyError, IndexError, TypeError):
         pass
-    if len(labels) != data.shape[0] or not all(labels):
-        labels, declared, units = [f"Ch{i + 1}" for i in range(data.shape[0])], [], []
+    if len(labels) != n or not all(labels):
+        labels, declared, units = [f"Ch{i + 1}" for i in range(n)], [], []
+    return labels, declared, units
+
+
+def read_xdf(path: str | Path, eeg: Optional[str] = None, markers: Optional[str] = None,
+             channels: Optional[Sequence[str]] = None, channel_types: Optional[dict] = None) -> Recording:
+    """An XDF file (LabRecorder) via pyxdf, with its clock synchronisation and reset handling.
+
+    ``eeg``/``markers`` select streams by name or type (types in any case; default: type EEG / the first
+    string stream). Channel labels, types and units come from the stream's description, as live acquisition
+    reads them: voltages (V, mV, µV, nV, MNE-LSL's powers of ten) are scaled to µV, an electrode in another unit
+    is refused, ``channel_types`` retypes channels (``amplifier.channel_types``, ``--channel-types``).
+    """
+    path = Path(path)
+    es, ms = _pick_streams(_load_streams(path), path, eeg, markers)
+    _check_footers(path, es, ms)
+    data = np.asarray(es["time_series"], dtype=np.float32).T
     n = data.shape[0]
-    data, types, units = typed_channels(data, labels, declared or [""] * n, units or [""] * n, channel_types,
-                                f"{clip_text(str(path), 300)}: EEG stream '{clip_text(name(es), 60)}'")
+    labels, declared, units = _channel_description(es, n)
+    where = f"{clip_text(str(path), 300)}: EEG stream '{clip_text(_stream_name(es), 60)}'"
+    data, types, units = typed_channels(data, labels, declared or [""] * n, units or [""] * n, channel_types, where)
     sfreq = float(es["info"]["nominal_srate"][0])
     mk = [(float(t), str(v[0])) for t, v in zip(ms["time_stamps"], ms["time_series"])]
     rec = Recording(data, np.asarray(es["time_stamps"], float), sfreq, labels, mk, str(path), types, units)
