@@ -16,7 +16,7 @@ configure_lsl("machine")
 
 from eegloop.database import Database  # noqa: E402
 from eegloop.protocol import load_protocol, protocol_from_dict  # noqa: E402
-from eegloop.recorder.importers import (ImportError_, cut_epochs, import_recordings, parse_events,  # noqa: E402
+from eegloop.recorder.importers import (DataImportError, cut_epochs, import_recordings, parse_events,  # noqa: E402
                                         read_recording)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ def test_xdf_clock_resets_imports_with_its_markers(tmp_path):
 def test_xdf_edge_cases_fail_clearly(tmp_path, name, needle):
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
     proto = xdf_protocol(3, 10, tmax=0.3, margin_s=0.0)
-    with pytest.raises(ImportError_) as exc:
+    with pytest.raises(DataImportError) as exc:
         import_recordings(db, "x", proto, [DATA / "xdf" / name])
     assert needle in str(exc.value) and name in str(exc.value) and "\n" not in str(exc.value)
     assert db.list_subjects() == []  # nothing written
@@ -93,7 +93,7 @@ def test_xdf_edge_cases_fail_clearly(tmp_path, name, needle):
 def test_minimal_xdf_too_short_for_an_epoch():
     rec = read_recording(DATA / "xdf" / "minimal.xdf")
     events = {v: "a" for _, v in rec.markers}
-    with pytest.raises(ImportError_, match="no complete epoch"):
+    with pytest.raises(DataImportError, match="no complete epoch"):
         cut_epochs(rec, xdf_protocol(3, 10, tmax=0.5, margin_s=0.5), events, run=1)
 
 
@@ -146,9 +146,9 @@ def test_same_file_twice_is_refused_unless_forced(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
     sid = import_recordings(db, "s", proto, [f], "csv", parse_events(N170), CH)
     n = db.count_epochs(sid)
-    with pytest.raises(ImportError_, match=rf"already imported as session {sid} .*--force"):
+    with pytest.raises(DataImportError, match=rf"already imported as session {sid} .*--force"):
         import_recordings(db, "s", proto, [copy], "csv", parse_events(N170), CH)
-    with pytest.raises(ImportError_, match="given twice"):
+    with pytest.raises(DataImportError, match="given twice"):
         import_recordings(db, "t", proto, [f, copy], "csv", parse_events(N170), CH)
     assert [s.id for s in db.list_sessions()] == [sid]
     sid2 = import_recordings(db, "s", proto, [copy], "csv", parse_events(N170), CH, force=True)

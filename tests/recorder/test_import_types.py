@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from eegloop.protocol import protocol_from_dict
-from eegloop.recorder.importers import ImportError_, cut_epochs, read_recording
+from eegloop.recorder.importers import DataImportError, cut_epochs, read_recording
 from xdfkit import write_xdf
 
 
@@ -56,7 +56,7 @@ def test_non_finite_samples_refused_in_any_format(tmp_path):
     x[2, 500] = 1
     x[1, 700] = np.nan
     mne.io.RawArray(x, info, verbose=False).save(tmp_path / "n_raw.fif", verbose=False)
-    with pytest.raises(ImportError_, match=r"1 non-finite samples \(NaN/inf\), first in channel 'C4' at sample 700"):
+    with pytest.raises(DataImportError, match=r"1 non-finite samples \(NaN/inf\), first in channel 'C4' at sample 700"):
         read_recording(tmp_path / "n_raw.fif")
 
 
@@ -82,7 +82,7 @@ def test_xdf_channel_types_and_units_from_the_stream_description(tmp_path):
     assert eps and all(e.data.shape[0] == 2 and e.channel_names == ["C3", "C4"] for e in eps)
     # an electrode in a unit that is no voltage: refused in one line, unless the protocol retypes it
     path, _ = _xdf(tmp_path, ["V", "V", "kOhm", "lux"], ["EEG", "EEG", "EEG", "misc"], name="bad.xdf")
-    with pytest.raises(ImportError_, match=r"EEG channel 'EXG1' is in 'kOhm', not a voltage") as exc:
+    with pytest.raises(DataImportError, match=r"EEG channel 'EXG1' is in 'kOhm', not a voltage") as exc:
         read_recording(path)
     assert "\n" not in str(exc.value)
     rec = read_recording(path, channel_types={"EXG1": "misc"})
@@ -140,13 +140,13 @@ def test_bad_inputs_are_named(tmp_path):
     """Needs no shared data: a Muse-like CSV written here."""
     path = _csv(tmp_path)
     rec = read_recording(path, "csv", ["TP9", "AF7", "AF8", "TP10"])
-    with pytest.raises(ImportError_, match="sampled at 256 Hz, the protocol expects 500 Hz"):
+    with pytest.raises(DataImportError, match="sampled at 256 Hz, the protocol expects 500 Hz"):
         cut_epochs(rec, protocol(4, 500), {"1": "house", "2": "face"}, 1)
-    with pytest.raises(ImportError_, match="channel Cz not found"):
+    with pytest.raises(DataImportError, match="channel Cz not found"):
         read_recording(path, "csv", ["Cz"])
-    with pytest.raises(ImportError_, match="file not found"):
+    with pytest.raises(DataImportError, match="file not found"):
         read_recording(tmp_path / "none.csv")
     empty = tmp_path / "e.csv"
     empty.write_text("timestamps,TP9,Marker0\n")
-    with pytest.raises(ImportError_, match="no samples"):
+    with pytest.raises(DataImportError, match="no samples"):
         read_recording(empty)

@@ -9,7 +9,7 @@ import pytest
 
 from eegloop.database import Database
 from eegloop.protocol import protocol_from_dict
-from eegloop.recorder.importers import ImportError_, import_recordings, parse_events
+from eegloop.recorder.importers import DataImportError, import_recordings, parse_events
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,7 +40,7 @@ def test_xdf_with_empty_and_non_stimulus_markers(tmp_path):
                      sf, 100.0, sorted(marks))
     proto = xdf_protocol(8, 250)
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
-    with pytest.raises(ImportError_) as e:
+    with pytest.raises(DataImportError) as e:
         import_recordings(db, "p", proto, [path], events=parse_events("101=nontarget,201=target"))
     msg = str(e.value)
     assert "unknown marker values 'start' (1x), '' (1x)" in msg or "unknown marker values '' (1x), 'start' (1x)" in msg
