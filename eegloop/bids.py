@@ -168,7 +168,7 @@ def _write_dataset(db, subject: str, root: Path, plan: list, res: BidsExport, sa
 def _imported_runs(db, info, tmp: Path) -> tuple[list, dict, str]:
     """An imported session's runs as (run, BrainVision path) from their source files, with each channel's type;
     or no runs and why."""
-    from .recorder.importers import ImportError_, source_as_brainvision
+    from .recorder.importers import DataImportError, source_as_brainvision
 
     digests = {sha for sha, _ in db.source_files(info.id)}
     stim: dict = {}
@@ -180,7 +180,7 @@ def _imported_runs(db, info, tmp: Path) -> tuple[list, dict, str]:
         try:
             got = source_as_brainvision(run.info or {}, stim.get(run.index, []),
                                         tmp / f"ses{info.id}-run{run.index}.vhdr", digests)
-        except ImportError_ as exc:
+        except DataImportError as exc:
             return [], {}, f"run {run.index}: {exc}"
         types.update(zip((run.info or {}).get("channels") or [], got.ch_types))
         out.append((run, got.vhdr))

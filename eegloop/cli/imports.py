@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import EegloopError
+from ..recorder.importers.registry import format_names
 from .common import CHANNELS, PROTOCOL_FILE, SUBJECT, Parents, check_new_subject, open_db
 from .types import ChannelTypesMap, EventsMap, InputFile, InputFolder, InputPath, Integer, Text, UniqueItems
 
-DATASETS = ("eeg-imagenet", "things-eeg2")  # formats whose files hold epochs already, not recordings
+DATASETS = tuple(format_names("dataset"))  # formats whose files hold epochs already, not recordings
 
 
 def add_parser(commands, parents: Parents) -> None:
@@ -23,7 +24,7 @@ def add_parser(commands, parents: Parents) -> None:
                    help="recordings; eeg-imagenet: the .pth file; things-eeg2: a subject folder "
                         "(sub-01/) or its preprocessed_eeg_{training,test}.npy")
     c.add_argument("--subject", type=SUBJECT, required=True)
-    c.add_argument("--format", choices=["xdf", "mne", "csv", "eeg-imagenet", "things-eeg2"])
+    c.add_argument("--format", choices=format_names())  # the importers' registry
     c.add_argument("--eeg-subject", type=Integer(0, 1000), help="eeg-imagenet: keep this subject's trials only")
     c.add_argument("--images", type=InputFolder("the folder of the stimulus images"), metavar="DIR",
                    help="eeg-imagenet: the stimulus images (e.g. your ImageNet copy, <synset>/<name>.JPEG at any "

@@ -2,6 +2,7 @@
 a recording played back)."""
 from __future__ import annotations
 
+from ..recorder.importers.registry import format_names
 from .common import CHANNELS, PROTOCOL_FILE, SCOPES, SEED, STREAM_NAME, Parents
 from .types import EventsMap, InputFile, Integer, Number
 
@@ -31,7 +32,7 @@ def add_parser(commands, parents: Parents) -> None:
     c.add_argument("file", metavar="FILE", type=InputFile("a recording file (XDF, CSV, or any format MNE reads)"))
     c.add_argument("--speed", type=Number(0, 1000, lo_open=True, unit="(1 is real time)"), default=1.0,
                    help="how much faster than real time")
-    c.add_argument("--format", choices=["xdf", "mne", "csv"])
+    c.add_argument("--format", choices=format_names("recording"))  # the importers' registry
     c.add_argument("--events", type=EventsMap(), help="marker value -> class ('1=house,2=face'): sent as stim_on markers")
     c.add_argument("--channels", type=CHANNELS, help="comma-separated channels to stream")
     c.add_argument("--protocol", type=PROTOCOL_FILE, help="take stream names, sfreq and block length from a protocol")

@@ -20,7 +20,7 @@ import numpy as np
 from .._logging import logger
 from .._worker import Worker
 from ..lsl import ensure_configured
-from .importers import Recording, _marker_class
+from .importers import Recording, marker_class
 
 __all__ = ["Player"]
 
@@ -70,7 +70,7 @@ class Player:
         out, trial = [], 0
         t0 = self.rec.times[0]
         for t, value in self.rec.markers:
-            cls = _marker_class(value, self.events) if self.events else None
+            cls = marker_class(value, self.events) if self.events else None
             if cls:
                 trial += 1
                 block = int((t - t0) // self.block_s) + 1

@@ -17,22 +17,41 @@ One module per job: :mod:`.recording` (the :class:`Recording`, its errors, the u
 files), :mod:`.formats` (the registry of ``--format`` choices and :func:`read_recording`), :mod:`.cutting`
 (epochs), :mod:`.storing` (one session in one transaction), :mod:`.eeg_imagenet` and :mod:`.things_eeg2`
 (the two datasets), :mod:`.source_file` (a run's source re-read for the BIDS export). This package only
-re-exports.
+re-exports, lazily.
 """
-from .csv_reader import read_csv
-from .cutting import cut_epochs
-from .eeg_imagenet import locate_images, read_eeg_imagenet
-from .events import IGNORE, marker_class, parse_events
-from .formats import ImportFormat, format_names, formats, read_recording
-from .mne_reader import read_mne
-from .recording import DataImportError, Recording, RecordingError, check_recording, parse_channel_types
-from .source_file import SourceRun, source_as_brainvision
-from .storing import PreparedImport, import_epochset, import_recordings, prepare_import, store_import
-from .things_eeg2 import THINGS_EEG2_TEST_RUN, locate_things_images, read_things_eeg2, things_eeg2_files
-from .xdf_reader import read_xdf
 
-ImportError_ = DataImportError  # the old name, still used by eegloop/bids.py
-_marker_class = marker_class  # the old name, still used by eegloop/recorder/player.py
+
+_LAZY = {  # name -> its module: imported on first use, so the CLI's parser (which reads formats()) stays light
+    'read_csv': 'csv_reader',
+    'cut_epochs': 'cutting',
+    'locate_images': 'eeg_imagenet',
+    'read_eeg_imagenet': 'eeg_imagenet',
+    'IGNORE': 'events',
+    'marker_class': 'events',
+    'parse_events': 'events',
+    'ImportFormat': 'registry',
+    'format_names': 'registry',
+    'formats': 'registry',
+    'read_recording': 'formats',
+    'read_mne': 'mne_reader',
+    'DataImportError': 'recording',
+    'Recording': 'recording',
+    'RecordingError': 'recording',
+    'check_recording': 'recording',
+    'parse_channel_types': 'recording',
+    'SourceRun': 'source_file',
+    'source_as_brainvision': 'source_file',
+    'PreparedImport': 'storing',
+    'import_epochset': 'storing',
+    'import_recordings': 'storing',
+    'prepare_import': 'storing',
+    'store_import': 'storing',
+    'THINGS_EEG2_TEST_RUN': 'things_eeg2',
+    'locate_things_images': 'things_eeg2',
+    'read_things_eeg2': 'things_eeg2',
+    'things_eeg2_files': 'things_eeg2',
+    'read_xdf': 'xdf_reader',
+}
 
 __all__ = ["Recording", "DataImportError", "RecordingError", "parse_events", "parse_channel_types", "read_csv",
            "read_xdf", "read_mne", "read_recording", "check_recording", "ImportFormat", "formats", "format_names",
@@ -40,3 +59,17 @@ __all__ = ["Recording", "DataImportError", "RecordingError", "parse_events", "pa
            "cut_epochs", "import_recordings", "read_eeg_imagenet", "locate_images", "import_epochset",
            "things_eeg2_files", "read_things_eeg2", "locate_things_images", "THINGS_EEG2_TEST_RUN", "SourceRun",
            "source_as_brainvision"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -15,7 +15,8 @@ from ...stimuli import file_sha256
 from ...types import BlockRecord, Epoch
 from .cutting import cut_epochs
 from .events import IGNORE
-from .formats import format_of, read_recording
+from .formats import read_recording
+from .registry import format_of
 from .recording import DataImportError
 
 
