@@ -679,6 +679,7 @@ class QuickTrainPhase(VisitPhase):
         from .paradigm.presentation import Aborted
         from .rig import ChildFailedEvent
         from .roles.messages import EscapePressed, SetScreen
+        from .stimuli import feedback_cue_shas
 
         say, p, sid, rig = ctx.say, ctx.protocol, ctx.session_id, ctx.rig
         if not ctx.window_open:  # a resumed visit whose recording was complete: the rest screen needs the window
@@ -729,7 +730,8 @@ class QuickTrainPhase(VisitPhase):
                 "cross-validation after the feedback block (whole blocks out)")
 
         def fit():  # the model is kept at once: Escape on the rest screen must not lose a finished training
-            tm = quick_train(ctx.db, ctx.subject, [sid], protocol=p, progress=watch)
+            cues = feedback_cue_shas(p, ctx.stimuli)  # the feedback block's cues: kept out of training
+            tm = quick_train(ctx.db, ctx.subject, [sid], protocol=p, progress=watch, exclude_images=cues)
             t.model, t.seconds = tm, time.monotonic() - t0
             done(tm)
             if self.with_encoder:  # after the decoder, in the same rest: a failure leaves the decoder's modes
@@ -738,7 +740,8 @@ class QuickTrainPhase(VisitPhase):
                 eta.clear()
                 stage.update(t0=time.monotonic(), budget=p.encoder.budget_s)
                 try:
-                    te = train_encoder(ctx.db, ctx.subject, [sid], protocol=p, progress=watch_encoder)
+                    te = train_encoder(ctx.db, ctx.subject, [sid], protocol=p, progress=watch_encoder,
+                                       exclude_images=cues)
                 except _Stop:
                     raise
                 except Exception as exc:  # a bad image, torch, numpy: the decoder's feedback modes remain
