@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -26,7 +27,7 @@ from ._logging import logger
 from .errors import ModelNotAvailableError
 
 __all__ = ["TINY_CLIP", "load_clip", "image_embeddings", "embedding_key", "default_cache_dir", "clip_available",
-           "stimulus_embeddings"]
+           "stimulus_embeddings", "clip_weights", "ClipWeights"]
 
 #: ``teacher.model`` value for the built-in tiny random CLIP (simulation and tests only)
 TINY_CLIP = "tiny-random-clip"
@@ -95,11 +96,46 @@ def load_clip(model: str, pretrained: Optional[str], device: str = "cpu"):
 
 def clip_available(model: str, pretrained: Optional[str]) -> bool:
     """Whether :func:`load_clip` would find the weights (the tiny model always is)."""
-    if model == TINY_CLIP:
-        return True
-    from .models_cache import _clip_need
+    return clip_weights(model, pretrained).available
 
-    return _clip_need(model, pretrained).available
+
+@dataclass(frozen=True)
+class ClipWeights:
+    """Where a CLIP model's weights come from (a local path, a hub repository, a URL) and whether they are here."""
+
+    source: str
+    available: bool
+    note: str = ""
+
+
+def clip_weights(model: str, pretrained: Optional[str]) -> ClipWeights:
+    """Where :func:`load_clip` would find ``model``'s weights, and whether they are on this machine (the tiny model
+    always is); what ``eegloop models list`` reports (:mod:`eegloop.models_cache`)."""
+    if model == TINY_CLIP:  # built here from a seed: nothing to fetch (and nothing it says about real images)
+        return ClipWeights("built-in, random weights (simulation only)", True)
+    if model.startswith("local-dir:"):
+        d = Path(model[len("local-dir:"):]).expanduser()
+        return ClipWeights(str(d), d.is_dir(), "" if d.is_dir() else "folder not found")
+    if pretrained and (pretrained.startswith(("/", ".", "~")) or Path(pretrained).suffix in
+                       (".safetensors", ".bin", ".pt", ".pth")):
+        p = Path(pretrained).expanduser()
+        return ClipWeights(str(p), p.is_file(), "" if p.is_file() else "file not found")
+    try:
+        from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME, get_pretrained_cfg
+    except ImportError:  # pragma: no cover - open_clip is a dependency
+        return ClipWeights("?", False, "open_clip not installed")
+    cfg = get_pretrained_cfg(model, pretrained or "") if pretrained else {}
+    repo = (cfg.get("hf_hub") or "").strip("/")
+    if not repo:
+        url = cfg.get("url") or ""
+        if not url:
+            return ClipWeights("?", False, "open_clip knows no such model/tag")
+        hit = (Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip" / Path(url).name).is_file()
+        return ClipWeights(url, hit, "" if hit else "not downloaded")
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = any(isinstance(try_to_load_from_cache(repo, f), str) for f in (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME))
+    return ClipWeights(repo, hit, "" if hit else "not downloaded")
 
 
 def image_embeddings(images: Sequence[tuple[str | Path, str]], model: str, pretrained: Optional[str],

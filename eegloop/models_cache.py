@@ -7,11 +7,11 @@ protocol, what is needed and what is there.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from .embeddings import clip_weights
 from .errors import EegloopError
 
 __all__ = ["ModelNeed", "needs", "cached_repos", "download"]
@@ -33,33 +33,8 @@ class ModelNeed:
 
 def _clip_need(model: str, pretrained: Optional[str]) -> ModelNeed:
     name = f"{model} ({pretrained})" if pretrained else model
-    from .embeddings import TINY_CLIP
-
-    if model == TINY_CLIP:  # built here from a seed: nothing to fetch (and nothing it says about real images)
-        return ModelNeed("clip", name, "built-in, random weights (simulation only)", True)
-    if model.startswith("local-dir:"):
-        d = Path(model[len("local-dir:"):]).expanduser()
-        return ModelNeed("clip", name, str(d), d.is_dir(), "" if d.is_dir() else "folder not found")
-    if pretrained and (pretrained.startswith(("/", ".", "~")) or Path(pretrained).suffix in
-                       (".safetensors", ".bin", ".pt", ".pth")):
-        p = Path(pretrained).expanduser()
-        return ModelNeed("clip", name, str(p), p.is_file(), "" if p.is_file() else "file not found")
-    try:
-        from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME, get_pretrained_cfg
-    except ImportError:  # pragma: no cover - open_clip is a dependency
-        return ModelNeed("clip", name, "?", False, "open_clip not installed")
-    cfg = get_pretrained_cfg(model, pretrained or "") if pretrained else {}
-    repo = (cfg.get("hf_hub") or "").strip("/")
-    if not repo:
-        url = cfg.get("url") or ""
-        if not url:
-            return ModelNeed("clip", name, "?", False, "open_clip knows no such model/tag")
-        hit = (Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip" / Path(url).name).is_file()
-        return ModelNeed("clip", name, url, hit, "" if hit else "not downloaded")
-    from huggingface_hub import try_to_load_from_cache
-
-    hit = any(isinstance(try_to_load_from_cache(repo, f), str) for f in (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME))
-    return ModelNeed("clip", name, repo, hit, "" if hit else "not downloaded")
+    w = clip_weights(model, pretrained)
+    return ModelNeed("clip", name, w.source, w.available, w.note)
 
 
 def _generator_need(model: str) -> ModelNeed:

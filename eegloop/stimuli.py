@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from ._logging import logger
-from .errors import ProtocolError
+from .errors import EegloopError, ProtocolError
 from .protocol import Protocol
 
 __all__ = ["Stimulus", "StimulusSet", "load_stimuli", "synthesize_stimuli", "SYNTH_CLASSES", "file_sha256", "cue_images"]
@@ -271,3 +271,21 @@ def cue_images(stimuli, share: float) -> dict:
         ranked = sorted(imgs, key=lambda s: s.sha256 or str(s.path))
         out[c] = ranked[:max(1, int(round(share * len(ranked))))]
     return out
+
+
+def feedback_cue_shas(protocol: Protocol, stimuli=None) -> set:
+    """sha256 of the images the feedback block will use as cues (``feedback.cue_share``, :func:`cue_images`):
+    what the visit keeps out of quick-train, so that online accuracy is an honest estimate.
+
+    ``stimuli`` is the protocol's set when already loaded. Empty when ``cue_share`` is 0, and (logged) when the
+    images cannot be read (imported data without the image folder: nothing to hold out).
+    """
+    if protocol.feedback.cue_share <= 0:
+        return set()
+    if stimuli is None:
+        try:
+            stimuli = load_stimuli(protocol, check_design=False)
+        except (EegloopError, OSError) as exc:
+            logger.info("feedback cues not held out: %s", exc)
+            return set()
+    return {s.sha256 for imgs in cue_images(stimuli, protocol.feedback.cue_share).values() for s in imgs}

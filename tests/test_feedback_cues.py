@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from eegloop.feedback.cues import CueHonesty, cue_honesty, cue_pools, cues_trained, trained_images
-from eegloop.stimuli import Stimulus, StimulusSet
+from eegloop.stimuli import Stimulus, StimulusSet, feedback_cue_shas
 
 
 def _set(per_class=10):
@@ -88,7 +88,7 @@ def test_feedback_cues_unseen_marked_and_the_rsvp_decision_uses_every_epoch(tmp_
     assert not feedback_honesty(first).honest
 
     # 2. cues held out at training (0.3); the feedback's protocol asks for more (0.6): only unseen images are shown
-    tm = quick_train(db, "S1", protocol=proto, progress=False)
+    tm = quick_train(db, "S1", protocol=proto, progress=False, exclude_images=feedback_cue_shas(proto))
     trained = set(json.loads(tm.path.with_suffix(".json").read_text())["trained_images"])
     wide = dataclasses.replace(proto, feedback=dataclasses.replace(proto.feedback, cue_share=0.6))
     res = run_feedback(wide, "S1", db, simulate=True, session_id=sid, progress=None, trial_offset=200)

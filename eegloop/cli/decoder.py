@@ -69,7 +69,8 @@ def train(args) -> int:
     db = open_db(args, create=False)
     if args.encoder:
         return _train_encoder(db, args)
-    res = quick_train(db, args.subject, args.sessions, progress=True, use_teacher=not args.no_teacher)
+    res = quick_train(db, args.subject, args.sessions, progress=True, use_teacher=not args.no_teacher,
+                      exclude_images=_feedback_cues(db, args))
     m = res.metrics
     for line in _trained_lines(res):
         print(line)
@@ -117,6 +118,15 @@ def _trained_lines(res) -> list[str]:
     return lines
 
 
+def _feedback_cues(db, args) -> set:
+    """The images the subject's feedback block uses as cues (its stored protocol's ``feedback.cue_share``): kept
+    out of training, as the visit keeps them, so that the feedback's accuracy stays an honest estimate."""
+    from ..decoder import subject_protocol
+    from ..stimuli import feedback_cue_shas
+
+    return feedback_cue_shas(subject_protocol(db, args.subject, args.sessions)[0])
+
+
 def _train_encoder(db, args) -> int:
     from ..decoder import train_encoder
 
@@ -126,7 +136,7 @@ def _train_encoder(db, args) -> int:
                   + (f", held-out blocks loss {rec['val_loss']:.3f}, top-1 {rec['val_top1']:.3f}" if "val_loss" in rec
                      else "") + f" ({rec['seconds']:.1f} s)", flush=True)
 
-    res = train_encoder(db, args.subject, args.sessions, progress=show)
+    res = train_encoder(db, args.subject, args.sessions, progress=show, exclude_images=_feedback_cues(db, args))
     m = res.metrics
     print(f"encoder {res.model_id}: {res.path}")
     print(f"trained in {m['seconds']:.1f} s on {m['n_train']} epochs ({m['epochs_run']} epochs run, best "

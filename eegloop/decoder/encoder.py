@@ -158,7 +158,7 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
     decay linearly from ``cfg.lr`` to zero at its end (as the student's :func:`~.training.fit`);
     ``after_passes`` validation-sized passes the caller makes afterwards are kept inside the budget.
     """
-    from .training import TrainingClock, set_threads
+    from .training import EarlyStopping, TrainingClock, set_threads
 
     t0 = time.perf_counter()
     if max_seconds is None and cfg.budget_s:
@@ -175,55 +175,23 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
     logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature), device=device))
     opt = torch.optim.AdamW([*model.parameters(), logit_scale], lr=cfg.lr, weight_decay=cfg.weight_decay)
     Xt, Zt = torch.as_tensor(X, device=device), torch.as_tensor(Z, device=device)
-    has_val = X_val is not None and len(X_val) >= 2
-    if has_val:
-        Xv = torch.as_tensor(np.ascontiguousarray(X_val, dtype=np.float32), device=device)
-        Zv = torch.as_tensor(np.ascontiguousarray(Z_val, dtype=np.float32), device=device)
-        val_pick = torch.as_tensor(np.sort(rng.permutation(len(X_val))[:1000]), device=device)
+    val = None
+    if X_val is not None and len(X_val) >= 2:
+        val = (torch.as_tensor(np.ascontiguousarray(X_val, dtype=np.float32), device=device),
+               torch.as_tensor(np.ascontiguousarray(Z_val, dtype=np.float32), device=device),
+               torch.as_tensor(np.sort(rng.permutation(len(X_val))[:1000]), device=device))
     res = EncoderFit(model, float(logit_scale.detach().exp()), threads=threads)
-    best, best_state, bad = float("inf"), copy.deepcopy(model.state_dict()), 0
+    stopper, best_state = EarlyStopping(), copy.deepcopy(model.state_dict())
     best_scale = float(logit_scale.detach())
     bs = min(cfg.batch_size, len(X))
     clock = TrainingClock(t0, max_seconds, cfg.max_epochs, after_passes)
     for ep in range(1, cfg.max_epochs + 1):
-        model.train()
-        order = rng.permutation(len(X))
-        tot, n, cut = 0.0, 0, False
-        for i in range(0, len(X), bs):
-            idx = order[i:i + bs]
-            if len(idx) < 2:
-                continue
-            if n and clock.over():
-                cut = True
-                break
-            clock.begin_step(opt, cfg.lr)
-            it = torch.as_tensor(idx, device=device)
-            loss = contrastive_loss(model(Xt[it]), Zt[it], logit_scale, cfg.mse_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            tot += float(loss.detach()) * len(idx)
-            n += len(idx)
-            clock.end_step()
+        tot, n, cut = _encoder_epoch(model, opt, Xt, Zt, logit_scale, cfg, bs, rng, clock, device)
         model.eval()
         t_val = time.perf_counter()
         rec = {"epoch": ep, "train_loss": tot / max(n, 1)}
-        if has_val:
-            with torch.no_grad():
-                pv = torch.cat([model(Xv[i:i + 512]) for i in range(0, len(Xv), 512)])
-                # the loss in fixed chunks of the training batch's size (a batch's loss compares within it; one
-                # matrix over all held-out epochs would be n^2: 1 GB at THINGS-EEG2's 16 000)
-                parts = [(float(contrastive_loss(pv[i:i + bs], Zv[i:i + bs], logit_scale.detach())), len(pv[i:i + bs]))
-                         for i in range(0, len(pv), bs) if len(pv[i:i + bs]) >= 2]
-                rec["val_loss"] = sum(v * n for v, n in parts) / max(sum(n for _, n in parts), 1)
-                # identification among (at most 1000 of) the held-out epochs: the true image (or an identical one)
-                # beats every other candidate
-                k = val_pick
-                zv = F.normalize(Zv[k], dim=-1)
-                same = (zv @ zv.T) > 1 - 1e-6
-                top = (F.normalize(pv[k], dim=-1) @ zv.T).argmax(1)
-                rec["val_top1"] = float(same[torch.arange(len(top)), top].float().mean())
+        if val is not None:
+            rec.update(_encoder_validation(model, *val, logit_scale, bs))
         clock.val_s = time.perf_counter() - t_val
         planned, pace, now = clock.plan(ep)
         if cfg.schedule == "budget" and clock.start_decay_if_binding(ep, planned):
@@ -233,15 +201,12 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
         res.history.append(rec)
         if progress is not None:
             progress(rec)
-        score = rec.get("val_loss", rec["train_loss"])
-        if score < best - 1e-6:
-            best, bad, res.best_epoch = score, 0, ep
+        if stopper.improved(rec.get("val_loss", rec["train_loss"])):
+            res.best_epoch = ep
             best_state, best_scale = copy.deepcopy(model.state_dict()), float(logit_scale.detach())
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                res.stopped = "early_stopping"
-                break
+        elif stopper.bad >= cfg.patience:
+            res.stopped = "early_stopping"
+            break
         if cut or (ep < cfg.max_epochs and clock.over()):
             res.stopped = "time_budget"
             logger.info("encoder: time budget %.1f s reached at epoch %d (best %d)", max_seconds, ep, res.best_epoch)
@@ -252,6 +217,49 @@ def fit_encoder(X: np.ndarray, Z: np.ndarray, cfg: EncoderConfig, sfreq: float, 
     res.epochs_run = len(res.history)
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _encoder_epoch(model: EEGEncoder, opt, Xt: torch.Tensor, Zt: torch.Tensor, logit_scale: nn.Parameter,
+                   cfg: EncoderConfig, bs: int, rng: np.random.Generator, clock,
+                   device: str) -> tuple[float, int, bool]:
+    """One pass over the training set in shuffled batches; returns (summed loss, samples, cut short by the clock)."""
+    model.train()
+    order = rng.permutation(len(Xt))
+    tot, n = 0.0, 0
+    for i in range(0, len(Xt), bs):
+        idx = order[i:i + bs]
+        if len(idx) < 2:
+            continue
+        if n and clock.over():
+            return tot, n, True
+        clock.begin_step(opt, cfg.lr)
+        it = torch.as_tensor(idx, device=device)
+        loss = contrastive_loss(model(Xt[it]), Zt[it], logit_scale, cfg.mse_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        tot += float(loss.detach()) * len(idx)
+        n += len(idx)
+        clock.end_step()
+    return tot, n, False
+
+
+@torch.no_grad()
+def _encoder_validation(model: EEGEncoder, Xv: torch.Tensor, Zv: torch.Tensor, pick: torch.Tensor,
+                        logit_scale: nn.Parameter, bs: int) -> dict:
+    """The held-out loss and identification top-1 among (at most 1000 of) the held-out epochs."""
+    pv = torch.cat([model(Xv[i:i + 512]) for i in range(0, len(Xv), 512)])
+    # the loss in fixed chunks of the training batch's size (a batch's loss compares within it; one
+    # matrix over all held-out epochs would be n^2: 1 GB at THINGS-EEG2's 16 000)
+    parts = [(float(contrastive_loss(pv[i:i + bs], Zv[i:i + bs], logit_scale.detach())), len(pv[i:i + bs]))
+             for i in range(0, len(pv), bs) if len(pv[i:i + bs]) >= 2]
+    val_loss = sum(v * n for v, n in parts) / max(sum(n for _, n in parts), 1)
+    # identification: the true image (or an identical one) beats every other candidate
+    zv = F.normalize(Zv[pick], dim=-1)
+    same = (zv @ zv.T) > 1 - 1e-6
+    top = (F.normalize(pv[pick], dim=-1) @ zv.T).argmax(1)
+    return {"val_loss": val_loss, "val_top1": float(same[torch.arange(len(top)), top].float().mean())}
 
 
 @torch.no_grad()
@@ -273,7 +281,7 @@ class OnlineEncoder:
     def __init__(self, path: str | Path, device: str = "cpu"):
         from safetensors.torch import load_file
 
-        from . import read_model_meta
+        from .modelio import read_model_meta
         from .preprocessing import Preprocessor
 
         path = Path(path)
@@ -297,7 +305,7 @@ class OnlineEncoder:
 
     def encode(self, epoch) -> np.ndarray:
         """The embedding (unit length, float32) of one epoch (channels x times, the training layout)."""
-        from . import check_epoch_length
+        from .modelio import check_epoch_length
 
         data = getattr(epoch, "data", epoch)
         check_epoch_length(self.meta, data)

@@ -2,7 +2,7 @@
 
 Models declare their shape like braindecode's: ``n_chans``, ``n_outputs``
 (classes), and the input size (``n_freqs`` x ``n_times`` for images,
-``n_times`` for time series); :meth:`get_config` / :func:`build_model`
+``n_times`` for time series); :meth:`get_config` / :func:`~.methods.build_model`
 round-trip a model's architecture through plain JSON.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ResidualCNN", "LSTMNet", "Conv1DNet", "build_model", "count_params"]
+__all__ = ["ResidualCNN", "LSTMNet", "Conv1DNet", "count_params"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -132,18 +132,6 @@ class Conv1DNet(nn.Module):
     def get_config(self) -> dict:
         return dict(kind=self.kind, n_chans=self.n_chans, n_outputs=self.n_outputs, n_times=self.n_times,
                     width=self.width, dropout=self.dropout)
-
-
-_KINDS = {c.kind: c for c in (ResidualCNN, LSTMNet, Conv1DNet)}
-
-
-def build_model(config: dict) -> nn.Module:
-    """Rebuild a model from :meth:`get_config` output."""
-    cfg = dict(config)
-    cls = _KINDS[cfg.pop("kind")]
-    if "widths" in cfg:
-        cfg["widths"] = tuple(cfg["widths"])
-    return cls(**cfg)
 
 
 def _check():  # pragma: no cover - quick manual check of the parameter count

@@ -2,7 +2,8 @@
 
 Each pipeline takes the preprocessed signal (n, channels, times) — the same
 :class:`~.preprocessing.Preprocessor` path as the CNNs, with the ``time``
-representation — and ends in a classifier with ``predict_proba``:
+representation — and ends in a classifier with ``predict_proba`` (which methods are pipelines:
+the registry, :mod:`.methods`):
 
 - ``lda_windowed``: the mean of each 50 ms window per channel, standardised,
   shrinkage LDA (Ledoit-Wolf) with equal class priors: the classic ERP decoder.
@@ -32,10 +33,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..errors import EegloopError
 
-__all__ = ["SKLEARN_METHODS", "make_pipeline_for", "save_pipeline", "load_pipeline", "WindowMeans", "LogPower",
+__all__ = ["make_pipeline_for", "save_pipeline", "load_pipeline", "WindowMeans", "LogPower",
            "Flatten", "skip_reason"]
 
-SKLEARN_METHODS = ("lda_windowed", "logreg_windowed", "riemann", "logreg_power", "logreg_pca", "cebra_knn")
 _MAX_XDAWN_DIM = 32  # beyond this (many classes) xDAWN covariances cost minutes: 40 classes x 128 ch, 2000 epochs:
 # 156 s for 3 inner folds on 2 cores (AMD EPYC), five times the selection budget
 

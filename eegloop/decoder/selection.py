@@ -23,8 +23,10 @@ from .._logging import logger
 from ..errors import EegloopError
 from ..protocol import Protocol
 from ..types import EpochSet
-from .evaluation import (Fitted, NoHonestFoldError, _key_metric, build_network, feature_key, fit_method,
-                         inner_validation, is_sklearn, make_folds, scores)
+from .fitting import Fitted, fit_method
+from .folds import NoHonestFoldError, inner_validation, make_folds
+from .methods import build_network, feature_key, is_network, student
+from .scoring import key_metric, scores
 
 __all__ = ["Selection", "select_model"]
 
@@ -110,8 +112,8 @@ def select_model(es: EpochSet, protocol: Protocol, feats: dict, train_idx=None, 
     idx = np.arange(len(es)) if train_idx is None else np.asarray(train_idx)
     sub = es.subset(idx)
     n_classes = len(es.classes)
-    metric = _key_metric(n_classes)
-    fallback = f"kd_{protocol.preprocessing.representation}"
+    metric = key_metric(n_classes)
+    fallback = student(protocol.preprocessing.representation)
     t_start = time.perf_counter()
     try:
         folds = make_folds(sub, split, dc.inner_folds, seed)
@@ -131,7 +133,7 @@ def select_model(es: EpochSet, protocol: Protocol, feats: dict, train_idx=None, 
             sel.candidates[name] = {"skipped": why}
             continue
         X = feats[feature_key(name)]
-        if not is_sklearn(name):
+        if is_network(name):
             n_fit = int(np.mean([len(tr) for tr, _ in folds]))
             est = _seconds_per_fit(name, X[idx[:64]], n_fit, n_classes, protocol) * len(folds)
             left = budget - (time.perf_counter() - t_start)

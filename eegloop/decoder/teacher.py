@@ -22,9 +22,10 @@ import numpy as np
 
 from .._logging import logger
 from ..embeddings import load_clip
-from ..protocol import TeacherConfig
+from ..protocol import Protocol, TeacherConfig
+from ..types import EpochSet
 
-__all__ = ["ClipTeacher", "load_clip"]
+__all__ = ["ClipTeacher", "load_clip", "fit_teacher"]
 
 
 @dataclass
@@ -132,3 +133,21 @@ def _head_logits(X: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
     out = np.full((len(X), n_classes), -1e4, np.float32)  # a class absent from the images gets no mass
     out[:, clf.classes_] = d
     return out
+
+
+def fit_teacher(db, protocol: Protocol, es: EpochSet):
+    """Fit the CLIP teacher on the session's stimulus images, or return None (with the reason logged)."""
+    if not protocol.teacher.enabled:
+        return None
+    if not all(es.images):
+        logger.warning("teacher skipped: some epochs have no known stimulus image")
+        return None
+    by_sha = {r.sha256: r for r in db.get_stimuli()}
+    images = []
+    for sha in sorted(set(es.images)):
+        r = by_sha.get(sha)
+        if r is None or not Path(r.path).is_file():
+            logger.warning("teacher skipped: stimulus image %s is missing", r.path if r else sha)
+            return None
+        images.append((r.path, sha, r.class_id))
+    return ClipTeacher.fit(protocol.teacher, images, list(es.classes), cache_dir=db.data_dir / "cache" / "clip")

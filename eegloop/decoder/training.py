@@ -21,8 +21,8 @@ from .._logging import logger
 from .._machine import cpu_flags, cpu_model
 from ..protocol import TrainingConfig
 
-__all__ = ["distillation_loss", "fit", "TrainResult", "TrainSettings", "TrainingClock", "calibrate", "pick_device",
-           "predict_proba"]
+__all__ = ["distillation_loss", "fit", "TrainResult", "TrainSettings", "TrainingClock", "EarlyStopping", "calibrate",
+           "pick_device", "predict_proba"]
 
 
 def pick_device() -> str:
@@ -331,96 +331,48 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
     model = model.to(device)
     alpha = cfg.alpha if teacher_logits is not None else 1.0
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    Xt = torch.as_tensor(X, device=device)
-    yt = torch.as_tensor(y, device=device, dtype=torch.long)
-    Tt = torch.as_tensor(teacher_logits, device=device) if teacher_logits is not None else None
-    Xv = torch.as_tensor(X_val, device=device)
-    yv = torch.as_tensor(y_val, device=device, dtype=torch.long)
-    best, best_state, bad = float("inf"), copy.deepcopy(model.state_dict()), 0
+    d = _Tensors(torch.as_tensor(X, device=device), torch.as_tensor(y, device=device, dtype=torch.long),
+                 torch.as_tensor(teacher_logits, device=device) if teacher_logits is not None else None,
+                 torch.as_tensor(X_val, device=device), torch.as_tensor(y_val, device=device, dtype=torch.long))
+    best_state = copy.deepcopy(model.state_dict())
     res = TrainResult(model=model, device=device, threads=threads, alpha=alpha)
-    n = min(cfg.batch_size, len(X))
-    settings = choose_settings(cfg.precision, model, Xt[:n], yt[:n], device)
-    bf16 = settings.bf16
-    res.precision, res.channels_last = ("bf16" if bf16 else "fp32"), settings.channels_last
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        Xt = Xt.contiguous(memory_format=torch.channels_last)
-
-    def autocast():
-        return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
-
+    model, settings = _apply_settings(cfg, model, d, device, res)
     n_epochs = max_epochs or cfg.max_epochs
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_epochs, desc="training", unit="epoch", leave=False)
+    bar = _progress_bar(progress, n_epochs)
     clock = TrainingClock(t0, max_seconds, n_epochs, after_passes)
+    stopper = EarlyStopping()
     for ep in range(1, n_epochs + 1):
-        model.train()
-        tot, correct, n = 0.0, 0, 0
-        cut = False
-        for idx in _batches(len(X), cfg.batch_size, rng):
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            if n and clock.over():
-                cut = True  # checked between batches: a big network's epoch can be longer than the whole cap
-                break
-            clock.begin_step(opt, cfg.budget_lr)
-            it = torch.as_tensor(idx, device=device)
-            with autocast():
-                logits = model(Xt[it])
-            logits = logits.float()
-            loss = distillation_loss(logits, yt[it], Tt[it] if Tt is not None else None, alpha, cfg.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            tot += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == yt[it]).sum())
-            n += len(idx)
-            clock.end_step()
-        model.eval()
-        t_val = time.perf_counter()
-        with torch.no_grad():
-            vl, vc = 0.0, 0
-            for i in range(0, len(Xv), 512):
-                with autocast():
-                    lo = model(Xv[i:i + 512]).float()
-                vl += float(F.cross_entropy(lo, yv[i:i + 512], reduction="sum"))
-                vc += int((lo.argmax(1) == yv[i:i + 512]).sum())
-        clock.val_s = time.perf_counter() - t_val
+        tot, correct, n, cut = _train_epoch(model, opt, d, cfg, alpha, settings.bf16, device, rng, clock)
+        vl, vc = _validate(model, d, settings.bf16, device, clock)
         # the plan: as many epochs as the budget holds at that pace (early stopping may end sooner)
         planned, pace, now = clock.plan(ep)
-        rec = dict(epoch=ep, train_loss=tot / max(n, 1), train_acc=correct / max(n, 1),
-                   val_loss=vl / max(len(Xv), 1), val_acc=vc / max(len(Xv), 1), planned=planned,
-                   seconds=round(now - t0, 3), eta_s=round((planned - ep) * pace, 1))
+        rec = dict(epoch=ep, train_loss=tot / max(n, 1), train_acc=correct / max(n, 1), val_loss=vl / max(len(d.Xv), 1),
+                   val_acc=vc / max(len(d.Xv), 1), planned=planned, seconds=round(now - t0, 3),
+                   eta_s=round((planned - ep) * pace, 1))
         if cfg.schedule == "budget" and clock.start_decay_if_binding(ep, planned):
             res.decay_from_epoch = ep
             logger.info("budget-aware schedule: lr decays to zero over the %d epochs the budget holds", planned)
         rec["lr"] = opt.param_groups[0]["lr"]
         res.history.append(rec)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{rec['train_loss']:.3f}", val_loss=f"{rec['val_loss']:.3f}",
-                            val_acc=f"{rec['val_acc']:.2f}")
-        elif callable(progress):
-            progress(rec)
-        if rec["val_loss"] < best - 1e-6:
-            best, bad, res.best_epoch = rec["val_loss"], 0, ep
+        _report(bar, progress, rec)
+        if stopper.improved(rec["val_loss"]):
+            res.best_epoch = ep
             best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                logger.info("early stop at epoch %d (best %d)", ep, res.best_epoch)
-                res.stopped = "early_stopping"
-                break
+        elif stopper.bad >= cfg.patience:
+            logger.info("early stop at epoch %d (best %d)", ep, res.best_epoch)
+            res.stopped = "early_stopping"
+            break
         if cut or (ep < n_epochs and clock.over()):
             logger.info("time budget %.1f s reached at epoch %d (best %d)", max_seconds, ep, res.best_epoch)
             res.stopped = "time_budget"
             break
     if bar is not None:
         bar.close()
+    return _finish(model, best_state, settings, res, t0)
+
+
+def _finish(model: nn.Module, best_state: dict, settings: TrainSettings, res: TrainResult, t0: float) -> TrainResult:
+    """The best epoch's weights back, in the default memory layout, in eval mode; the result's counts."""
     model.load_state_dict(best_state)
     if settings.channels_last:  # saved and used online in the default layout
         model = model.to(memory_format=torch.contiguous_format)
@@ -428,3 +380,106 @@ def fit(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: TrainingConfig, X_v
     res.epochs_run = len(res.history)
     res.seconds = time.perf_counter() - t0
     return res
+
+
+@dataclass
+class _Tensors:
+    """A fit's data on its device: training inputs, labels, soft targets (or None), validation inputs and labels."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+    T: Optional[torch.Tensor]
+    Xv: torch.Tensor
+    yv: torch.Tensor
+
+
+def _apply_settings(cfg: TrainingConfig, model: nn.Module, d: _Tensors, device: str, res: TrainResult):
+    """Measure (or recall) this machine's fastest settings for the model, record them in ``res`` and apply
+    channels-last memory where it won; returns (model, settings)."""
+    n = min(cfg.batch_size, len(d.X))
+    settings = choose_settings(cfg.precision, model, d.X[:n], d.y[:n], device)
+    res.precision, res.channels_last = ("bf16" if settings.bf16 else "fp32"), settings.channels_last
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        d.X = d.X.contiguous(memory_format=torch.channels_last)
+    return model, settings
+
+
+class EarlyStopping:
+    """The best validation score so far (lower is better) and the epochs since it last improved."""
+
+    def __init__(self):
+        self.best, self.bad = float("inf"), 0
+
+    def improved(self, score: float) -> bool:
+        """True (and the count reset) when ``score`` beats the best by more than 1e-6, else one more bad epoch."""
+        if score < self.best - 1e-6:
+            self.best, self.bad = score, 0
+            return True
+        self.bad += 1
+        return False
+
+
+def _autocast(device: str, bf16: bool):
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
+
+
+def _progress_bar(progress, n_epochs: int):
+    """A tqdm bar over the epochs when ``progress`` is True, else None."""
+    if progress is not True:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n_epochs, desc="training", unit="epoch", leave=False)
+
+
+def _report(bar, progress, rec: dict) -> None:
+    """One epoch's record to the bar, or to the ``progress`` callable."""
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{rec['train_loss']:.3f}", val_loss=f"{rec['val_loss']:.3f}",
+                        val_acc=f"{rec['val_acc']:.2f}")
+    elif callable(progress):
+        progress(rec)
+
+
+def _train_epoch(model: nn.Module, opt, d: _Tensors, cfg: TrainingConfig, alpha: float, bf16: bool, device: str,
+                 rng: np.random.Generator, clock: TrainingClock) -> tuple[float, int, int, bool]:
+    """One pass over the training set in shuffled batches; returns (summed loss, correct, samples, cut short)."""
+    model.train()
+    tot, correct, n = 0.0, 0, 0
+    for idx in _batches(len(d.X), cfg.batch_size, rng):
+        if len(idx) < 2:  # BatchNorm needs two samples
+            continue
+        if n and clock.over():
+            return tot, correct, n, True  # checked between batches: a big network's epoch can be longer than the cap
+        clock.begin_step(opt, cfg.budget_lr)
+        it = torch.as_tensor(idx, device=device)
+        with _autocast(device, bf16):
+            logits = model(d.X[it])
+        logits = logits.float()
+        loss = distillation_loss(logits, d.y[it], d.T[it] if d.T is not None else None, alpha, cfg.temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        tot += float(loss.detach()) * len(idx)
+        correct += int((logits.argmax(1) == d.y[it]).sum())
+        n += len(idx)
+        clock.end_step()
+    return tot, correct, n, False
+
+
+def _validate(model: nn.Module, d: _Tensors, bf16: bool, device: str, clock: TrainingClock) -> tuple[float, int]:
+    """Summed cross-entropy and correct count on the validation set (timed for the clock)."""
+    model.eval()
+    t_val = time.perf_counter()
+    with torch.no_grad():
+        vl, vc = 0.0, 0
+        for i in range(0, len(d.Xv), 512):
+            with _autocast(device, bf16):
+                lo = model(d.Xv[i:i + 512]).float()
+            vl += float(F.cross_entropy(lo, d.yv[i:i + 512], reduction="sum"))
+            vc += int((lo.argmax(1) == d.yv[i:i + 512]).sum())
+    clock.val_s = time.perf_counter() - t_val
+    return vl, vc

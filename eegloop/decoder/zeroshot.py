@@ -25,7 +25,7 @@ from .._logging import logger
 from ..errors import EegloopError
 from ..protocol import Protocol
 from ..types import EpochSet
-from .evaluation import NoHonestFoldError
+from .folds import NoHonestFoldError
 
 __all__ = ["ZeroShotReport", "zero_shot_evaluate", "zero_shot_splits", "identification", "choose_test_classes"]
 
@@ -184,7 +184,7 @@ def zero_shot_evaluate(es: EpochSet, embeddings: dict, protocol: Protocol, test_
     shuffle_images : bool
         The control: training epochs get the embeddings of randomly permuted images (should score chance).
     """
-    from .encoder import center_targets, encode, fit_encoder, image_mean, similarity
+    from .encoder import ENCODER_REPRESENTATION, center_targets, image_mean, similarity
     from .preprocessing import Preprocessor
 
     t_start = time.perf_counter()
@@ -192,6 +192,46 @@ def zero_shot_evaluate(es: EpochSet, embeddings: dict, protocol: Protocol, test_
     split = split or protocol.training.split
     if split == "random":
         zero_shot_splits(es, [], split)  # refuses, with the reason
+    es, notes = _with_known_images(es, embeddings)
+    test_classes = _held_out_classes(es, test_classes, protocol, seed)
+    is_test = np.isin(es.labels, test_classes)
+    folds = zero_shot_splits(es, test_classes, split, n_folds or protocol.training.n_folds, seed)
+    pre = Preprocessor.from_protocol(protocol.preprocessing, protocol.epochs, es.sfreq, es.tmin)
+    pre = pre.with_representation(ENCODER_REPRESENTATION)
+    say(f"zero-shot: preprocessing {len(es)} epochs")
+    X = pre(es.data)
+    center = image_mean(embeddings, es.images[~is_test])
+    Z_all = center_targets(np.stack([embeddings[s] for s in es.images]), center)
+    budget = protocol.decoder.evaluate_budget_s if budget_s is None else budget_s
+    rng = np.random.default_rng(seed + 77)
+    test_images = sorted(set(es.images[is_test].tolist()))
+    if len(test_images) < 2:
+        raise EegloopError(f"zero-shot: the held-out classes have {len(test_images)} image(s); identification needs "
+                           "at least 2")
+    P, fits, trained_on = _predict_folds(es, folds, X, Z_all, protocol, split, es.sfreq / pre.series_factor,
+                                         test_images, budget, rng, seed, shuffle_images, say)
+    S = similarity(P, np.stack([embeddings[s] for s in test_images]), center)
+    N = len(test_images)
+    scores, main_k, p, band, null = _identification_scores(S, rng, permutations)
+    curve_k, curve_topn = _curves(S)
+    examples = _examples(S, test_images, es, seed)
+    if len(folds) == 1:
+        notes.append(f"the held-out classes never share a {split} with training classes: one fold")
+    stopped = sum(f["stopped"] == "time_budget" for f in fits)
+    if stopped:
+        notes.append(f"time budget {budget:g} s: {stopped} of {len(fits)} encoder fits stopped by it (--budget 0: "
+                     "no limit)")
+    rep = ZeroShotReport(split=split, test_classes=list(test_classes), n_train_epochs=len(trained_on),
+                         n_test_epochs=int(is_test.sum()), n_test_images=N, n_folds=len(folds), scores=scores,
+                         main_k=main_k, pvalue=p, null_band=band, permutations=len(null), curve_k=curve_k,
+                         curve_topn=curve_topn, examples=examples, seconds=time.perf_counter() - t_start,
+                         shuffled=shuffle_images, notes=notes, fits=fits, clip_model=clip_model)
+    logger.info("zero-shot evaluation: %s", {k: v for k, v in rep.to_json().items() if k in ("scores", "pvalue")})
+    return rep
+
+
+def _with_known_images(es: EpochSet, embeddings: dict) -> tuple[EpochSet, list]:
+    """The epochs of a known image with a CLIP embedding (one line when there are none), and the note."""
     known = np.array([bool(s) and s in embeddings for s in es.images])
     if not known.any():
         raise EegloopError("zero-shot: no epoch has a known stimulus image with a CLIP embedding (imported data "
@@ -200,6 +240,11 @@ def zero_shot_evaluate(es: EpochSet, embeddings: dict, protocol: Protocol, test_
     if not known.all():
         notes.append(f"{int((~known).sum())} epochs without a known image left out")
         es = es.subset(np.flatnonzero(known))
+    return es, notes
+
+
+def _held_out_classes(es: EpochSet, test_classes, protocol: Protocol, seed: int) -> list:
+    """The classes never trained on (given, else a random ``encoder.test_share``), checked against the epochs."""
     classes = sorted(set(es.labels.tolist()))  # the classes with epochs (the set may name others)
     if test_classes is None:
         test_classes = choose_test_classes(classes, protocol.encoder.test_share, seed)
@@ -209,25 +254,17 @@ def zero_shot_evaluate(es: EpochSet, embeddings: dict, protocol: Protocol, test_
         raise EegloopError(f"--test-classes: {unknown[0]!r} is not a class of these epochs")
     if len(set(classes) - set(test_classes)) < 2:
         raise EegloopError("zero-shot: at least two classes must remain for training")
-    is_test = np.isin(es.labels, test_classes)
-    groups = es.groups(split)
-    folds = zero_shot_splits(es, test_classes, split, n_folds or protocol.training.n_folds, seed)
-    pre = Preprocessor.from_protocol(protocol.preprocessing, protocol.epochs, es.sfreq, es.tmin)
-    from .encoder import ENCODER_REPRESENTATION
+    return test_classes
 
-    pre = pre.with_representation(ENCODER_REPRESENTATION)
-    say(f"zero-shot: preprocessing {len(es)} epochs")
-    X = pre(es.data)
-    sfreq_in = es.sfreq / pre.series_factor
-    train_cls = ~is_test
-    center = image_mean(embeddings, es.images[train_cls])
-    Z_all = center_targets(np.stack([embeddings[s] for s in es.images]), center)
-    budget = protocol.decoder.evaluate_budget_s if budget_s is None else budget_s
-    rng = np.random.default_rng(seed + 77)
-    test_images = sorted(set(es.images[is_test].tolist()))
-    if len(test_images) < 2:
-        raise EegloopError(f"zero-shot: the held-out classes have {len(test_images)} image(s); identification needs "
-                           "at least 2")
+
+def _predict_folds(es: EpochSet, folds: list, X: np.ndarray, Z_all: np.ndarray, protocol: Protocol, split: str,
+                   sfreq_in: float, test_images: list, budget: float, rng: np.random.Generator, seed: int,
+                   shuffle_images: bool, say) -> tuple[np.ndarray, list, set]:
+    """One encoder per fold, trained on the other classes outside the fold's groups; returns the test images'
+    predicted embeddings (unit length, summed over folds), each fit's record and the epochs trained on."""
+    from .encoder import encode, fit_encoder
+
+    groups = es.groups(split)
     pos = {s: i for i, s in enumerate(test_images)}
     pred_sum = np.zeros((len(test_images), Z_all.shape[1]))
     fits = []
@@ -257,9 +294,14 @@ def zero_shot_evaluate(es: EpochSet, embeddings: dict, protocol: Protocol, test_
             x = X[te[imgs == s]].mean(0, keepdims=True)
             pred_sum[pos[s]] += encode(fit.model, x)[0]
     P = pred_sum / np.maximum(np.linalg.norm(pred_sum, axis=1, keepdims=True), 1e-12)
-    C = np.stack([embeddings[s] for s in test_images])
-    S = similarity(P, C, center)
-    N = len(test_images)
+    return P, fits, trained_on
+
+
+def _identification_scores(S: np.ndarray, rng: np.random.Generator, permutations: int):
+    """k-way scores per k, the main k, its permutation p-value and null band, and the null itself."""
+    from .scoring import permutation_pvalue
+
+    N = S.shape[0]
     scores = {}
     for k in [k for k in K_WAYS if k < N] + [N]:
         t1, t5 = identification(S, k)
@@ -272,15 +314,26 @@ def zero_shot_evaluate(es: EpochSet, embeddings: dict, protocol: Protocol, test_
     for _ in range(permutations):
         perm = rng.permutation(N)
         null.append(_perm_top1(S, perm, main_k))
-    from .evaluation import permutation_pvalue
-
     p = permutation_pvalue(observed, null) if null else float("nan")
     band = (float(np.percentile(null, 2.5)), float(np.percentile(null, 97.5))) if null else (float("nan"),) * 2
+    return scores, main_k, p, band, null
+
+
+def _curves(S: np.ndarray) -> tuple[list, list]:
+    """Top-1 against k (k-way), and accuracy among all test images against n (top-n), with chance."""
+    N = S.shape[0]
     ks = sorted(set([2, 3, 5, 10, 20, 50, 100, 200, 500, 1000]) & set(range(2, N)) | {N})
     curve_k = [(int(k), round(identification(S, k)[0], 4), round(1 / k, 4)) for k in ks]
     ranks = _ranks(S)
     ns = sorted(set([1, 2, 3, 5, 10, 20, 50, 100, 200, 500]) & set(range(1, N)) | {N})
     curve_topn = [(int(n), round(float(np.mean(ranks < n)), 4), round(n / N, 4)) for n in ns]
+    return curve_k, curve_topn
+
+
+def _examples(S: np.ndarray, test_images: list, es: EpochSet, seed: int) -> list:
+    """Six test images (a fixed random choice) with the five images retrieved for each."""
+    N = S.shape[0]
+    ranks = _ranks(S)
     examples = []
     cls_of = {s: c for s, c in zip(es.images, es.labels)}
     for i in np.random.default_rng(seed).permutation(N)[:6]:
@@ -288,19 +341,7 @@ def zero_shot_evaluate(es: EpochSet, embeddings: dict, protocol: Protocol, test_
         examples.append({"image": test_images[i], "class": str(cls_of[test_images[i]]),
                          "retrieved": [test_images[j] for j in order],
                          "similarity": [round(float(S[i, j]), 4) for j in order], "rank": int(ranks[i])})
-    if len(folds) == 1:
-        notes.append(f"the held-out classes never share a {split} with training classes: one fold")
-    stopped = sum(f["stopped"] == "time_budget" for f in fits)
-    if stopped:
-        notes.append(f"time budget {budget:g} s: {stopped} of {len(fits)} encoder fits stopped by it (--budget 0: "
-                     "no limit)")
-    rep = ZeroShotReport(split=split, test_classes=list(test_classes), n_train_epochs=len(trained_on),
-                         n_test_epochs=int(is_test.sum()), n_test_images=N, n_folds=len(folds), scores=scores,
-                         main_k=main_k, pvalue=p, null_band=band, permutations=len(null), curve_k=curve_k,
-                         curve_topn=curve_topn, examples=examples, seconds=time.perf_counter() - t_start,
-                         shuffled=shuffle_images, notes=notes, fits=fits, clip_model=clip_model)
-    logger.info("zero-shot evaluation: %s", {k: v for k, v in rep.to_json().items() if k in ("scores", "pvalue")})
-    return rep
+    return examples
 
 
 def _perm_top1(S: np.ndarray, perm: np.ndarray, k: int) -> float:

@@ -67,10 +67,12 @@ class _Training(Worker):
 
     def run(self) -> None:
         from ..decoder import quick_train
+        from ..stimuli import feedback_cue_shas
 
         ctx = self.ctx
         p, sid, t = ctx.protocol, ctx.session_id, ctx.trained
-        tm = quick_train(ctx.db, ctx.subject, [sid], protocol=p, progress=self.watch)
+        self.cues = feedback_cue_shas(p, ctx.stimuli)  # the feedback block's cues: kept out of training
+        tm = quick_train(ctx.db, ctx.subject, [sid], protocol=p, progress=self.watch, exclude_images=self.cues)
         t.model, t.seconds = tm, time.monotonic() - self.t0
         self._said(tm)
         if self.with_encoder:  # after the decoder, in the same rest: a failure leaves the decoder's modes
@@ -97,7 +99,8 @@ class _Training(Worker):
         self.eta.clear()
         self.stage.update(t0=time.monotonic(), budget=p.encoder.budget_s)
         try:
-            te = train_encoder(ctx.db, ctx.subject, [sid], protocol=p, progress=self.watch_encoder)
+            te = train_encoder(ctx.db, ctx.subject, [sid], protocol=p, progress=self.watch_encoder,
+                               exclude_images=self.cues)
         except _Stop:
             raise
         except Exception as exc:  # a bad image, torch, numpy: the decoder's feedback modes remain

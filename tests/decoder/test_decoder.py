@@ -10,7 +10,8 @@ import torch
 
 from eegloop.decoder import OnlineDecoder, save_model
 from eegloop.decoder.evaluation import NoHonestFoldError, evaluate, make_folds
-from eegloop.decoder.models import ResidualCNN, build_model, count_params
+from eegloop.decoder.methods import build_model
+from eegloop.decoder.models import ResidualCNN, count_params
 from eegloop.decoder.preprocessing import Preprocessor
 from eegloop.decoder.teacher import ClipTeacher, load_clip
 from eegloop.decoder.training import distillation_loss, predict_proba

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eegloop.decoder.evaluation import _teacher_logits, evaluate, make_folds, paired_sign_flip
+from eegloop.decoder.evaluation import evaluate, make_folds, paired_sign_flip
+from eegloop.decoder.fitting import teacher_logits_for as _teacher_logits
 from eegloop.decoder.teacher import ClipTeacher
 from eegloop.errors import EegloopError
 from eegloop.paradigm.schedule import make_schedule
