@@ -284,20 +284,25 @@ def _zero_shot_one(db, subject, args, progress):
 
 def _evaluate_one(db, subject, args, progress):
     from ..decoder import evaluate, fit_teacher
-    from ..decoder.evaluation import BASELINES, main_method
-    from ..errors import EegloopError, ModelNotAvailableError
+    from ..decoder.evaluation import main_method
+    from ..decoder.methods import BASELINES, distils, method_names
+    from ..errors import EegloopError, ModelNotAvailableError, short_repr
 
+    unknown = [m for m in args.methods or () if m not in method_names()]  # before any work; evaluate says the same
+    if unknown:
+        raise EegloopError(f"--methods: unknown method {short_repr(unknown[0])}; "
+                           f"choose from {', '.join(method_names())}")
     proto, sids, es = _recorded_epochs(db, subject, args)
     methods = [main_method(proto)]
     if args.baselines:
         methods += [m for m in BASELINES if m not in methods]
     if args.methods:
         methods = list(args.methods)
-    if args.ablation and not any(m.startswith("kd") or m == "auto" for m in methods):
+    if args.ablation and not any(distils(m) for m in methods):
         raise EegloopError(f"--ablation teacher: none of the methods distils ({', '.join(methods)}); "
                            "add auto or a kd_* method")
     teacher = None
-    if any(m.startswith("kd") or m == "auto" for m in methods):
+    if any(distils(m) for m in methods):
         try:
             teacher = fit_teacher(db, proto, es)
         except ModelNotAvailableError as exc:
