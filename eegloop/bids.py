@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .errors import EegloopError
+from .progress import Reporter, verbose
 
 __all__ = ["BidsExport", "export_bids"]
 
@@ -54,11 +55,13 @@ def _label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", text) or "task"
 
 
+@verbose
 def export_bids(db, subject: str, out: str | Path, session_ids: Optional[Sequence[int]] = None,
-                progress: Optional[Callable[[str], None]] = None) -> BidsExport:
+                progress: Optional[Callable[[str], None]] = None,
+                verbose: bool | str | int | None = None) -> BidsExport:
     """Write ``subject``'s recorded (and imported) runs under ``out`` as BIDS; returns what was written and
     skipped."""
-    say = progress or (lambda _m: None)
+    say = Reporter(progress, bus=False)  # to progress= when given, else the eegloop.progress logger
     sessions = db.list_sessions(subject)
     if not sessions:
         raise EegloopError(f"--subject: {subject!r} has no sessions")

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 from .embeddings import clip_weights
 from .errors import EegloopError
+from .progress import Reporter, verbose
 
 __all__ = ["ModelNeed", "needs", "cached_repos", "download"]
 
@@ -73,13 +74,15 @@ def cached_repos() -> list[tuple[str, int]]:
     return sorted((r.repo_id, int(r.size_on_disk)) for r in info.repos if r.repo_type == "model")
 
 
-def download(protocol, what: str = "all", progress: Optional[Callable[[str], None]] = None) -> list[ModelNeed]:
+@verbose
+def download(protocol, what: str = "all", progress: Optional[Callable[[str], None]] = None,
+             verbose: bool | str | int | None = None) -> list[ModelNeed]:
     """Fetch the protocol's missing weights into the usual caches (needs internet); returns them after.
 
     Raises :class:`EegloopError` with one line when the hub cannot be reached (offline, or
     ``HF_HUB_OFFLINE`` set), saying what is missing.
     """
-    say = progress or (lambda _m: None)
+    say = Reporter(progress, bus=False)  # to progress= when given, else the eegloop.progress logger
     todo = [n for n in needs(protocol) if what in ("all", n.role) and not n.available]
     for n in todo:
         if n.source.startswith(("/", ".", "~")) or n.note.endswith("not found"):

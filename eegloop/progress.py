@@ -27,7 +27,7 @@ from typing import Callable, Optional, TextIO
 
 from ._logging import logger, use_log_level
 
-__all__ = ["PROGRESS_LOGGER", "Reporter", "print_progress", "use_log_level"]
+__all__ = ["PROGRESS_LOGGER", "Reporter", "print_progress", "use_log_level", "verbose"]
 
 #: the logger every progress line is an INFO record of (a child of ``eegloop``: its level and handlers apply)
 PROGRESS_LOGGER = logger.getChild("progress")
@@ -104,3 +104,21 @@ def print_progress(stream: Optional[TextIO] = None) -> Callable[[], None]:
         PROGRESS_LOGGER.propagate = before[1]
 
     return stop
+
+
+def verbose(func):
+    """Decorator (MNE's ``@verbose``): the function's ``verbose`` argument sets eegloop's log level, progress
+    lines included, for the call (:func:`use_log_level`)."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(func)
+    if "verbose" not in sig.parameters:
+        raise TypeError(f"{func.__qualname__} has no verbose argument")
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with use_log_level(sig.bind_partial(*args, **kwargs).arguments.get("verbose")):
+            return func(*args, **kwargs)
+
+    return wrapper

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import PROTOCOL_FILE, Parents, protocol_for_run, say
+from .common import PROTOCOL_FILE, Parents, protocol_for_run, say, silent
 from .types import Integer, Number, OutputFile
 
 
@@ -58,7 +58,7 @@ def check_signal(args) -> int:
 
         sim = VirtualAmplifier(proto.amplifier, proto.amplifier.simulate, listen_markers=False).start()
     try:
-        res = check_signal(proto, progress=None if args.json else say)
+        res = check_signal(proto, progress=silent if args.json else say)
     finally:
         if sim is not None:
             sim.stop()
@@ -75,7 +75,7 @@ def check_timing(args) -> int:
 
     proto = protocol_for_run(args)
     res = check_timing(proto, simulate=args.simulate, trials=args.trials,
-                       progress=(lambda _line: None) if args.json else None)  # --json: the JSON alone
+                       progress=silent if args.json else None)  # --json: the JSON alone
     if args.plot is not None:
         _plot_delays(res, args.plot)
     if args.json:

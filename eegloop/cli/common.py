@@ -109,6 +109,11 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
+def silent(_message: str) -> None:
+    """No progress lines (``--json``: the JSON alone on stdout); ``progress=None`` would send them to the
+    ``eegloop.progress`` logger, which the CLI prints."""
+
+
 def open_db(args, create: bool = True):
     """The database of ``--db``/``--data``. ``create=False`` for commands that only use an existing one: they
     never create a database (nor the data folder) and never migrate it."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import SESSION_ID, SUBJECT, Parents, open_db, say
+from .common import SESSION_ID, SUBJECT, Parents, open_db, say, silent
 from .types import CommaList, Integer, Number, Text, UniqueItems
 
 
@@ -157,7 +157,7 @@ def evaluate(args) -> int:
 
     db = open_db(args, create=False)
     subjects = _subjects(args, db)
-    progress = None if args.json else say
+    progress = silent if args.json else say  # --json: the JSON alone on stdout
     out = private_dir(db.data_dir / "reports")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.zero_shot:
@@ -239,7 +239,7 @@ def _evaluate_methods(db, args, subjects, progress, out, stamp) -> int:
             else:
                 print(rep.table())
             return 0
-        if progress:
+        if not args.json:
             print(rep.table())
     from ..decoder.evaluation import across_subjects
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from .._logging import logger
 from ..errors import EegloopError, short_repr
+from ..progress import Reporter, verbose
 from ..protocol import Protocol
 from ..types import EpochSet
 # the names below moved to their own modules; imported here too, where callers have always found them
@@ -462,10 +463,12 @@ def _final_notes(report: "EvalReport", methods: tuple, protocol: Protocol, budge
             + "; those rows are what the networks reach in that time: --budget 0 trains them fully")
 
 
+@verbose
 def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None = None,
              n_folds: int | None = None, shuffle_labels: bool = False, teacher=None,
              progress: Callable[[str], None] | None = None, seed: int = 0, permutations: int = 0,
-             reject: bool = True, budget_s: float | None = None, ablation: str | None = None) -> EvalReport:
+             reject: bool = True, budget_s: float | None = None, ablation: str | None = None,
+             verbose: bool | str | int | None = None) -> EvalReport:
     """Cross-validate ``methods`` on ``es`` with folds by block, run or (inflated) random split.
 
     Parameters
@@ -496,7 +499,7 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
     split = split or protocol.training.split
     n_folds = n_folds or protocol.training.n_folds
     methods = _checked_methods(methods, protocol, ablation)
-    say = progress or (lambda _m: None)
+    say = Reporter(progress, bus=False)  # to progress= when given, else the eegloop.progress logger
     es, rej = _prepared_epochs(es, protocol, reject, shuffle_labels, seed, say)
     folds = make_folds(es, split, n_folds, seed)
     notes = []

@@ -23,6 +23,7 @@ import numpy as np
 
 from .._logging import logger
 from ..errors import EegloopError
+from ..progress import Reporter, verbose
 from ..protocol import Protocol
 from ..types import EpochSet
 from .folds import NoHonestFoldError
@@ -159,10 +160,12 @@ def zero_shot_splits(es: EpochSet, test_classes: Sequence[str], split: str = "bl
     return out
 
 
+@verbose
 def zero_shot_evaluate(es: EpochSet, embeddings: dict, protocol: Protocol, test_classes: Optional[Sequence[str]] = None,
                        split: Optional[str] = None, n_folds: Optional[int] = None, permutations: int = 1000,
                        seed: int = 0, budget_s: Optional[float] = None, shuffle_images: bool = False,
-                       progress: Optional[Callable[[str], None]] = None, clip_model: str = "") -> ZeroShotReport:
+                       progress: Optional[Callable[[str], None]] = None, clip_model: str = "",
+                       verbose: bool | str | int | None = None) -> ZeroShotReport:
     """Train the encoder on some classes, identify images of the others (see the module's notes).
 
     Parameters
@@ -188,7 +191,7 @@ def zero_shot_evaluate(es: EpochSet, embeddings: dict, protocol: Protocol, test_
     from .preprocessing import Preprocessor
 
     t_start = time.perf_counter()
-    say = progress or (lambda _m: None)
+    say = Reporter(progress, bus=False)  # to progress= when given, else the eegloop.progress logger
     split = split or protocol.training.split
     if split == "random":
         zero_shot_splits(es, [], split)  # refuses, with the reason

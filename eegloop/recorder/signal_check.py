@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import StreamError
+from ..progress import Reporter, verbose
 
 __all__ = ["ChannelCheck", "SignalCheck", "check_signal", "assess"]
 
@@ -156,13 +157,15 @@ def read_impedance(protocol, labels: list, timeout: float, source_id: Optional[s
     return {n: float(v) for n, v in zip(names, sample) if n in set(labels)}
 
 
-def check_signal(protocol, progress=None, eeg_source_id: Optional[str] = None) -> SignalCheck:
+@verbose
+def check_signal(protocol, progress=None, eeg_source_id: Optional[str] = None,
+                 verbose: bool | str | int | None = None) -> SignalCheck:
     """Pull ``signal_check.seconds`` from the protocol's EEG stream and assess every EEG channel
     (``eeg_source_id`` pins the stream, e.g. to an in-process virtual amplifier)."""
     from .acquisition import Acquisition
 
     cfg = protocol.signal_check
-    say = progress or (lambda _m: None)
+    say = Reporter(progress, bus=False)  # to progress= when given, else the eegloop.progress logger
     acq = Acquisition(protocol.amplifier, photodiode=protocol.timing.photodiode_channel).connect(
         markers=False, eeg_source_id=eeg_source_id)
     chunks = []

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import copy
 import queue
-import threading
 import time
 from typing import Optional
 
 from .._logging import logger
+from .._worker import Worker
 from ..errors import EegloopError
 from .child import Role
 from .messages import (AddTimings, BeginRun, Connect, EndRun, GetStats, RecorderFailed, Samples, StartRecording,
@@ -75,12 +75,10 @@ class AcquisitionRole(Role):
         self._told = False
         self._pending: list = []
         self._last_samples = 0.0
-        self._watch = threading.Thread(target=self._watch_failure, name="eegloop-failure-watch", daemon=True)
-        self._watch.start()
+        self._watch = Worker.of(self._watch_failure, "eegloop-failure-watch").start()
 
-    def _watch_failure(self) -> None:
-        while True:
-            time.sleep(0.02)
+    def _watch_failure(self, worker: Worker) -> None:
+        while not worker.wait_stop(0.02):
             rec = self.rec
             if rec is not None and not self._told and not rec._stopped:
                 err = rec.failure

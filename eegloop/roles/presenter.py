@@ -16,6 +16,7 @@ import time
 from typing import Optional
 
 from .._logging import logger
+from .._worker import Worker
 from ..bus import Screen
 from ..errors import EegloopError
 from .child import Role
@@ -67,10 +68,10 @@ class PresenterRole(Role):
         self.arrived: dict = {}
         self._arrived_lock = threading.Lock()
         if images is not None:
-            threading.Thread(target=self._take_images, name="eegloop-images", daemon=True).start()
+            Worker.of(self._take_images, "eegloop-images").start()
 
-    def _take_images(self) -> None:
-        while True:
+    def _take_images(self, _worker: Worker) -> None:
+        while True:  # until the worker's end of the channel closes
             try:
                 img = self.images.get()
             except (EOFError, OSError, ValueError):
