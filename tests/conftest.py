@@ -25,6 +25,11 @@ os.environ["EEGLOOP_CACHE_DIR"] = tempfile.mkdtemp(prefix="eegloop-tests-cache-"
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _worker.startswith("gw") and _worker[2:].isdigit():
     os.environ["EEGLOOP_LSL_PORTS"] = str(20000 + 100 * int(_worker[2:]))
+    # the workers share the cores already: one core's worth each (folds one after another, one intra-op thread),
+    # as the processes they start inherit; two loky fold workers and two torch threads in each of two test
+    # workers cost more CPU than they give. tests/decoder/test_decoder.py runs the parallel folds on purpose.
+    for _var in ("EEGLOOP_JOBS", "EEGLOOP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 else:
     os.environ.pop("EEGLOOP_LSL_PORTS", None)
 # belt and braces: any LSL use in the tests stays on this machine, even one that forgot configure_lsl()
