@@ -11,6 +11,7 @@ What the command line does, a notebook does with ``import eegloop``::
     report = eegloop.evaluate(es, proto, methods=["auto", "riemann"])
     print(report.table())
     model = eegloop.quick_train(db, "S01")
+    eegloop.print_progress()                      # the long functions' progress lines, printed (or verbose=)
     dec = eegloop.OnlineDecoder(model.path)       # one epoch -> class probabilities
 
 The names below load on first use, so ``import eegloop`` stays light (no torch, no PsychoPy until needed).
@@ -20,9 +21,8 @@ from __future__ import annotations
 from importlib import import_module
 
 from ._logging import logger, set_log_level
+from ._version import __version__  # one home: eegloop/_version.py
 from .errors import EegloopError, ProtocolError
-
-from ._version import __version__  # noqa: F401 (one home: eegloop/_version.py)
 
 # public name -> module that defines it (loaded on first access, PEP 562)
 _LAZY = {
@@ -41,6 +41,8 @@ _LAZY = {
     "phases_for": "session", "Rig": "rig",
     "run_feedback": "feedback.loop",
     "write_report": "report",
+    "print_progress": "progress", "use_log_level": "progress", "SessionStatus": "database",
+    "stored_protocol": "protocol", "method_names": "decoder.methods",
 }
 
 __all__ = ["__version__", "logger", "set_log_level", "EegloopError", "ProtocolError", *_LAZY]
