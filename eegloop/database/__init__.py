@@ -31,7 +31,6 @@ from .records import (
     SessionInfo,
     SessionStatus,
     SubjectInfo,
-    montage_of,
 )
 from .sessions import CLAIM_OWNER, SessionClaimedError
 from .subjects import check_subject_code
@@ -53,7 +52,6 @@ __all__ = [
     "SessionDetails",
     "RecordingSummary",
     "FeedbackSummary",
-    "montage_of",
     "DONE_STATUSES",
     "MIGRATIONS",
 ]

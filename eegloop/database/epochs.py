@@ -14,7 +14,6 @@ from ..errors import DatabaseError
 from ..types import Epoch, EpochSet
 from .engine import Repository
 from .models import BlockRow, EpochRow, EventRow, StimulusRow
-from .records import SessionInfo
 from .sessions import Sessions
 
 __all__ = ["Epochs", "encode_array", "decode_array", "epoch_rows", "DONE_STATUSES"]
@@ -118,9 +117,5 @@ class Epochs(Repository):
         present = set(e.label for e in epochs)
         ordered = {c: n for c, n in classes.items() if c in present}
         ordered.update({c: c for c in sorted(present) if c not in ordered})
-        return EpochSet.from_epochs(epochs, sessions=sess, classes=ordered, montage=_montage(sessions[0]))
-
-
-def _montage(info: SessionInfo) -> str | None:
-    """The montage of a session's stored protocol (the default when it cannot be read)."""
-    return info.protocol.amplifier.montage
+        return EpochSet.from_epochs(epochs, sessions=sess, classes=ordered,
+                                   montage=sessions[0].protocol.amplifier.montage)  # default if unreadable

@@ -28,8 +28,6 @@ __all__ = [
     "SessionDetails",
     "RecordingSummary",
     "FeedbackSummary",
-    "montage_of",
-    "classes_of",
     "info_json",
     "status_text",
 ]
@@ -252,12 +250,3 @@ class ModelRecord:
     metrics: dict
     created_at: datetime
 
-
-def montage_of(protocol_yaml: str) -> Optional[str]:
-    """A stored protocol's ``amplifier.montage`` (the default when it does not say or cannot be read)."""
-    return stored_protocol(protocol_yaml, tolerant=True).amplifier.montage
-
-
-def classes_of(protocol_yaml: str) -> dict[str, str]:
-    """A stored protocol's ``stimuli.classes`` (id -> name; empty when it cannot be read)."""
-    return dict(stored_protocol(protocol_yaml, tolerant=True).stimuli.classes)

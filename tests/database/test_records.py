@@ -15,7 +15,6 @@ from eegloop.database import (
     RecordingSummary,
     SessionDetails,
     SessionStatus,
-    montage_of,
 )
 from eegloop.montage import DEFAULT_MONTAGE
 from eegloop.protocol import load_protocol, protocol_from_dict, stored_protocol
@@ -115,11 +114,11 @@ def test_stored_protocol_is_read_through_protocol_from_dict(tmp_path):
     p = _proto(tmp_path, montage="standard_1020")
     assert stored_protocol(p.to_yaml()) == protocol_from_dict(p.to_dict())
     assert stored_protocol(p.to_yaml(), tolerant=True) == protocol_from_dict(p.to_dict())
-    assert montage_of(p.to_yaml()) == "standard_1020"
-    assert montage_of(_proto(tmp_path, montage=None).to_yaml()) is None
+    assert stored_protocol(p.to_yaml(), tolerant=True).amplifier.montage == "standard_1020"
+    assert stored_protocol(_proto(tmp_path, montage=None).to_yaml(), tolerant=True).amplifier.montage is None
     for unreadable in ("name: [unclosed", "name: p", "- a list"):  # not YAML; not a protocol of this version
         assert stored_protocol(unreadable, tolerant=True).stimuli.classes == {}
-        assert montage_of(unreadable) == DEFAULT_MONTAGE
+        assert stored_protocol(unreadable, tolerant=True).amplifier.montage == DEFAULT_MONTAGE
 
 
 def test_session_info_gives_its_protocol_and_details(tmp_path):
