@@ -50,7 +50,7 @@ def main() -> None:
 
 def one(method: str, args) -> dict:
     from eegloop.decoder import OnlineDecoder, save_model
-    from eegloop.decoder.evaluation import _rep_of, is_sklearn
+    from eegloop.decoder.methods import is_sklearn, rep_of
     from eegloop.decoder.models import ResidualCNN
     from eegloop.decoder.pipelines import fit_pipeline
     from eegloop.decoder.preprocessing import Preprocessor
@@ -58,7 +58,7 @@ def one(method: str, args) -> dict:
 
     n_classes = 4 if method == "riemann" else args.classes
     ep = EpochsConfig()
-    rep = "time" if is_sklearn(method) else _rep_of(method)
+    rep = "time" if is_sklearn(method) else rep_of(method)
     pre = Preprocessor.from_protocol(PreprocessingConfig(), ep, args.sfreq, ep.tmin - ep.margin_s)
     pre = pre.with_representation(rep)
     n_times = int(round((ep.tmax - ep.tmin + 2 * ep.margin_s) * args.sfreq))

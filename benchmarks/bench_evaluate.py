@@ -69,7 +69,8 @@ def bench_n170(args) -> dict:
 
     from eegloop.database import Database
     from eegloop.decoder import evaluate
-    from eegloop.decoder.evaluation import BASELINES, make_folds
+    from eegloop.decoder.folds import make_folds
+    from eegloop.decoder.methods import BASELINES
     from eegloop.protocol import load_protocol
     from eegloop.recorder.importers import import_recordings, parse_events
 
@@ -159,7 +160,7 @@ def bench_sim(args) -> dict:
     es = simulate_epochs(proto, make_schedule(proto, stim))
     print(f"simulated {len(es)} epochs x {args.channels} ch x {es.data.shape[-1]} samples in "
           f"{time.perf_counter() - t0:.1f} s")
-    from eegloop.decoder.evaluation import BASELINES
+    from eegloop.decoder.methods import BASELINES
 
     if args.cli:
         return through_cli(args, proto, es)

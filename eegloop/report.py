@@ -296,7 +296,7 @@ def _decoding_sections(plt, ev) -> list[str]:
         cm = np.array(ev["confusion"][main], float)
         sec.append(_confusion_section(plt, cm, names, ev["chance"]["chance_top1"]))
         if len(ev["summary"]) > 1:
-            from .decoder.evaluation import PAPER_NAMES
+            from .decoder.methods import PAPER_NAMES
 
             metrics = [k for k in ("top1", "balanced_accuracy", "top3", "top5", "f1", "kappa", "auc") if k in s]
             rows = [[PAPER_NAMES.get(m, m)] + [f"{v[k]:.3f} ({v[k + '_std']:.3f})" for k in metrics]

@@ -24,15 +24,11 @@ from ..errors import EegloopError, short_repr
 from ..progress import Reporter, verbose
 from ..protocol import Protocol
 from ..types import EpochSet
-# the names below moved to their own modules; imported here too, where callers have always found them
-from .fitting import (Fitted, apply_bias, calibrate_bias, features_for, fit_method,  # noqa: F401
-                      teacher_logits_for)
-from .folds import InnerSplit, NoHonestFoldError, inflation, inner_validation, make_folds  # noqa: F401
-from .methods import (BASELINES, METHODS, PAPER_NAMES, build_network, distils, feature_key,  # noqa: F401
-                      get_method, is_network, is_sklearn)
-from .methods import rep_of as _rep_of  # noqa: F401
-from .rejection import Rejection, reject_artifacts  # noqa: F401
-from .scoring import chance_levels, key_metric, paired_sign_flip, permutation_pvalue, scores  # noqa: F401
+from .fitting import features_for, fit_method, teacher_logits_for
+from .folds import InnerSplit, NoHonestFoldError, inflation, inner_validation, make_folds
+from .methods import METHODS, PAPER_NAMES, build_network, distils, feature_key, get_method, is_network
+from .rejection import Rejection, reject_artifacts
+from .scoring import chance_levels, key_metric, paired_sign_flip, permutation_pvalue, scores
 
 __all__ = ["NoHonestFoldError", "make_folds", "scores", "evaluate", "EvalReport", "METHODS", "PAPER_NAMES",
            "inner_validation", "InnerSplit", "reject_artifacts", "Rejection", "permutation_pvalue", "across_subjects",

@@ -276,7 +276,7 @@ def test_eeg_imagenet_reader(tmp_path):
 
 
 def test_every_baseline_runs_on_the_same_folds():
-    from eegloop.decoder.evaluation import BASELINES
+    from eegloop.decoder.methods import BASELINES
 
     proto = sim_protocol(training={"max_epochs": 2, "n_folds": 2})
     es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))

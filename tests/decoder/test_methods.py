@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 
 from eegloop.decoder import load_training_epochs
-from eegloop.decoder.evaluation import METHODS, PAPER_NAMES
-from eegloop.decoder.methods import (build_model, build_network, distils, feature_key, get_method, is_network,
-                                     is_sklearn, method_names, stored_kind, student)
+from eegloop.decoder.methods import (METHODS, PAPER_NAMES, build_model, build_network, distils, feature_key, get_method,
+                                     is_network, is_sklearn, method_names, stored_kind, student)
 from eegloop.paradigm.schedule import make_schedule
 from eegloop.recorder.simulator import simulate_epochs
 from eegloop.stimuli import feedback_cue_shas

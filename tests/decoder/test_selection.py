@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from eegloop.decoder import OnlineDecoder, quick_train
-from eegloop.decoder.evaluation import (across_subjects, calibrate_bias, evaluate, features_for, inner_validation,
-                                        reject_artifacts)
+from eegloop.decoder.evaluation import across_subjects, evaluate, features_for, inner_validation, reject_artifacts
+from eegloop.decoder.fitting import calibrate_bias
 from eegloop.decoder.pipelines import load_pipeline
 from eegloop.decoder.preprocessing import Preprocessor
 from eegloop.decoder.selection import select_model
@@ -173,7 +173,7 @@ def test_calibration_removes_a_lean_to_one_class():
     p1 = 1 / (1 + np.exp(-(score + 1.0)))
     proba = np.column_stack([1 - p1, p1])
     assert (proba.argmax(1) == 1).mean() > 0.9
-    from eegloop.decoder.evaluation import apply_bias
+    from eegloop.decoder.fitting import apply_bias
 
     fixed = apply_bias(proba, calibrate_bias(proba, y, 2))
     share = (fixed.argmax(1) == 1).mean()
