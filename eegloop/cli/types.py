@@ -203,55 +203,47 @@ class DatabaseUrl(Text):
                                           "password)")
 
 
-class EventsMap(Text):
+class _ParsedMap(Text):
+    """A ``KEY=VALUE,...`` option the importers parse: parsed (and refused) while the command line is, with the
+    parser's own sentence (less its leading ``--option: ``)."""
+
+    option = ""  # the option, as the parser's messages start with it
+    parser_name = ""  # its parser in eegloop.recorder.importers
+
+    def describe(self) -> str:
+        return self.what
+
+    def __call__(self, text: str) -> str:
+        text = super().__call__(text)
+        from ..errors import EegloopError
+        from ..recorder import importers
+
+        try:
+            getattr(importers, self.parser_name)(text)
+        except EegloopError as exc:
+            msg, prefix = str(exc), f"{self.option}: "
+            raise argparse.ArgumentTypeError(msg[len(prefix):] if msg.startswith(prefix) else msg) from None
+        return text
+
+
+class EventsMap(_ParsedMap):
     """``--events``: ``VALUE=CLASS,...`` or a YAML file, parsed (and refused) while the command line is."""
 
-    kind = "events"
+    kind, option, parser_name = "events", "--events", "parse_events"
 
     def __init__(self):
         super().__init__("marker value -> class: 'VALUE=CLASS,...' (e.g. 1=house,2=face) or a YAML file",
                          max_chars=100_000)
 
-    def describe(self) -> str:
-        return self.what
 
-    def __call__(self, text: str) -> str:
-        text = super().__call__(text)
-        from ..errors import EegloopError
-        from ..recorder.importers import parse_events
-
-        try:
-            parse_events(text)
-        except EegloopError as exc:
-            msg = str(exc)
-            raise argparse.ArgumentTypeError(msg[len("--events: "):] if msg.startswith("--events: ") else msg) from None
-        return text
-
-
-class ChannelTypesMap(Text):
+class ChannelTypesMap(_ParsedMap):
     """``--channel-types``: ``LABEL=TYPE,...``, parsed (and refused) while the command line is."""
 
-    kind = "channel types"
+    kind, option, parser_name = "channel types", "--channel-types", "parse_channel_types"
 
     def __init__(self):
         super().__init__("LABEL=TYPE,... (types: eeg, eog, ecg, emg, misc, stim, resp; e.g. 'Right AUX=misc')",
                          max_chars=100_000)
-
-    def describe(self) -> str:
-        return self.what
-
-    def __call__(self, text: str) -> str:
-        text = super().__call__(text)
-        from ..errors import EegloopError
-        from ..recorder.importers import parse_channel_types
-
-        try:
-            parse_channel_types(text)
-        except EegloopError as exc:
-            msg = str(exc)
-            raise argparse.ArgumentTypeError(msg[len("--channel-types: "):] if msg.startswith("--channel-types: ")
-                                             else msg) from None
-        return text
 
 
 class Host(ArgType):
