@@ -1,12 +1,8 @@
 """Evaluation that cannot fool its user.
 
-Folds leave whole blocks (default) or whole runs out (:mod:`.folds`) — never a random split of
-trials, which a block design makes meaningless (Li et al. 2021): trials of one
-block share slow drift, so a classifier can recognise the block instead of the
-image. Where a class sits in a single block (the paper's design), no honest
-fold can test it, and :func:`make_folds` raises :class:`NoHonestFoldError`
-naming the classes instead of printing a score. ``split="random"`` exists only
-to show the difference; its results carry ``inflated: true``.
+Folds leave whole blocks (default) or whole runs out, never a random split of trials; a class no honest fold can
+test raises :class:`NoHonestFoldError` instead of a score (:mod:`.folds` says why); ``split="random"`` exists only
+to show the difference and its results carry ``inflated: true``.
 
 Scores always come with chance level (:mod:`.scoring`); ``shuffle_labels`` is the permutation
 control.
