@@ -18,8 +18,7 @@ The names below load on first use, so ``import eegloop`` stays light (no torch, 
 """
 from __future__ import annotations
 
-from importlib import import_module
-
+from ._lazy import lazy_exports
 from ._logging import logger, set_log_level
 from ._version import __version__  # one home: eegloop/_version.py
 from .errors import EegloopError, ProtocolError
@@ -48,14 +47,4 @@ _LAZY = {
 __all__ = ["__version__", "logger", "set_log_level", "EegloopError", "ProtocolError", *_LAZY]
 
 
-def __getattr__(name: str):
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'eegloop' has no attribute {name!r}")
-    value = getattr(import_module(f".{mod}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -19,7 +19,7 @@ files), :mod:`.formats` (the registry of ``--format`` choices and :func:`read_re
 (the two datasets), :mod:`.source_file` (a run's source re-read for the BIDS export). This package only
 re-exports, lazily.
 """
-
+from ..._lazy import lazy_exports
 
 _LAZY = {  # name -> its module: imported on first use, so the CLI's parser (which reads formats()) stays light
     'read_csv': 'csv_reader',
@@ -53,23 +53,7 @@ _LAZY = {  # name -> its module: imported on first use, so the CLI's parser (whi
     'read_xdf': 'xdf_reader',
 }
 
-__all__ = ["Recording", "DataImportError", "RecordingError", "parse_events", "parse_channel_types", "read_csv",
-           "read_xdf", "read_mne", "read_recording", "check_recording", "ImportFormat", "formats", "format_names",
-           "PreparedImport", "prepare_import", "store_import", "IGNORE", "marker_class",
-           "cut_epochs", "import_recordings", "read_eeg_imagenet", "locate_images", "import_epochset",
-           "things_eeg2_files", "read_things_eeg2", "locate_things_images", "THINGS_EEG2_TEST_RUN", "SourceRun",
-           "source_as_brainvision"]
+__all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        from importlib import import_module
-
-        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
