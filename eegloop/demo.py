@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from .database import Database
+from .progress import verbose
 from .types import FEEDBACK_BLOCK_BASE
 
 __all__ = ["run_demo", "demo_protocol_path"]
@@ -31,6 +32,7 @@ def demo_protocol_path() -> Path:
     return template_path("demo")
 
 
+@verbose
 def run_demo(out: str | Path = "eegloop-demo", quick: bool = False,
              progress: Callable[[str], None] | None = None, verbose: bool | str | int | None = None) -> dict:
     """Run the demo visit into ``out``; returns the summary written to ``out/summary.json``.
@@ -38,10 +40,7 @@ def run_demo(out: str | Path = "eegloop-demo", quick: bool = False,
     Its progress lines go to ``progress`` when given, else to the ``eegloop.progress`` logger; ``verbose`` sets
     eegloop's log level for the call (see :mod:`eegloop.progress`).
     """
-    from .progress import use_log_level
-
-    with use_log_level(verbose):
-        return _run_demo(Path(out), quick, progress)
+    return _run_demo(Path(out), quick, progress)
 
 
 def _run_demo(out: Path, quick: bool, progress: Callable[[str], None] | None) -> dict:

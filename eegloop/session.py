@@ -49,7 +49,7 @@ from .phases.quick_train import QuickTrainPhase
 from .phases.recording import STEAL_NOTE_PCT, RecordingPhase, steal_note
 from .phases.report import EvaluationPhase, ReportPhase
 from .phases.signal import SignalCheckPhase, gate_on_signal
-from .progress import Reporter, use_log_level
+from .progress import Reporter, verbose
 from .protocol import Protocol
 from .types import FEEDBACK_BLOCK_BASE
 
@@ -146,6 +146,7 @@ def resumable_session(db: Database, subject: str, protocol: Protocol) -> tuple[i
 
 
 
+@verbose
 def record_session(protocol: Protocol, subject: str, db: Database, simulate: bool = False,
                    progress: Callable[[str], None] | None = None, session_id: int | None = None,
                    runs: Optional[list[int]] = None, capture_trials=(), skip_blocks=frozenset(),
@@ -187,11 +188,11 @@ def record_session(protocol: Protocol, subject: str, db: Database, simulate: boo
     ctx = VisitContext(protocol, subject, db, Reporter(progress), simulate=simulate, force=force,
                        session_id=session_id, skip_blocks=frozenset(skip_blocks), runs=runs,
                        capture_trials=tuple(capture_trials))
-    with use_log_level(verbose):
-        Visit(ctx, phases_for("record")).run()
+    Visit(ctx, phases_for("record")).run()
     return ctx.record
 
 
+@verbose
 def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = False, resume: bool = False,
               progress: Callable[[str], None] | None = None, feedback_mode: str | None = None,
               report_dir: Path | None = None, force: bool = False,
@@ -199,9 +200,7 @@ def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = F
     """A subject's visit: signal check -> record -> quick-train (automatic, while the subject rests; within
     ``training.budget_s``) -> feedback -> cross-validation for the report (the subject is done) -> report.
     ``force`` records even when the signal check fails; ``progress`` and ``verbose`` as in :func:`record_session`."""
-    with use_log_level(verbose):
-        return _run_visit(protocol, subject, db, simulate, resume, Reporter(progress), feedback_mode, report_dir,
-                          force)
+    return _run_visit(protocol, subject, db, simulate, resume, Reporter(progress), feedback_mode, report_dir, force)
 
 
 def _run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool, resume: bool, say: Reporter,

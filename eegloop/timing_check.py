@@ -15,11 +15,13 @@ from typing import Callable, Optional
 
 from ._logging import logger
 from .errors import EegloopError
+from .progress import verbose
 from .protocol import Protocol, SimulateConfig
 
 __all__ = ["check_timing"]
 
 
+@verbose
 def check_timing(protocol: Protocol, simulate: bool = False, trials: Optional[int] = None,
                  progress: Callable[[str], None] | None = None, verbose: bool | str | int | None = None):
     """Flash the photodiode patch, record, and summarise the marker-to-photon delays.
@@ -36,10 +38,7 @@ def check_timing(protocol: Protocol, simulate: bool = False, trials: Optional[in
     TimingSummary
         Median, spread and every delay; ``suggested_offset_ms`` is the value for ``timing.static_offset_ms``.
     """
-    from .progress import use_log_level
-
-    with use_log_level(verbose):
-        return _check_timing(protocol, simulate, trials, progress)
+    return _check_timing(protocol, simulate, trials, progress)
 
 
 def _check_timing(protocol: Protocol, simulate: bool, trials: Optional[int], progress):

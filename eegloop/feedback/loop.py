@@ -42,6 +42,7 @@ import numpy as np
 
 from ..errors import EegloopError
 from ..lsl import local_clock
+from ..progress import verbose
 from ..protocol import Protocol
 from .block import (EMBEDDING_MODES, FeedbackResult, PlannedTrial, TrialLog, choose_trials, feedback_result,
                     load_encoder_for)
@@ -50,6 +51,7 @@ __all__ = ["FeedbackResult", "run_feedback", "ImageSource", "DecodeWorker", "Dec
            "PlannedTrial", "choose_trials", "TrialLog", "feedback_result", "load_encoder_for", "safe_name"]
 
 
+@verbose
 def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, session_id: int | None = None,
                  mode: str | None = None, trials: int | None = None, progress: Callable[[str], None] | None = None,
                  trial_offset: int = 0, verbose: bool | str | int | None = None) -> FeedbackResult:
@@ -72,13 +74,12 @@ def run_feedback(protocol: Protocol, subject: str, db, simulate: bool = False, s
         eegloop's log level for the call, progress lines included (``False``: silent but for problems; ``None``:
         as it is).
     """
-    from ..progress import Reporter, use_log_level
+    from ..progress import Reporter
     from ..session import Visit, VisitContext, phases_for
 
     ctx = VisitContext(protocol, subject, db, Reporter(progress), simulate=simulate, feedback_mode=mode,
                        feedback_trials=trials, trial_offset=trial_offset, session_id=session_id)
-    with use_log_level(verbose):
-        Visit(ctx, phases_for("feedback")).run()
+    Visit(ctx, phases_for("feedback")).run()
     return ctx.feedback
 
 
