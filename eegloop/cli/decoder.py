@@ -157,12 +157,28 @@ def evaluate(args) -> int:
 
     db = open_db(args, create=False)
     subjects = _subjects(args, db)
+    _check_methods(args)  # before any work: no folder made, no epochs read
     progress = silent if args.json else say  # --json: the JSON alone on stdout
     out = private_dir(db.data_dir / "reports")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.zero_shot:
         return _evaluate_zero_shot(db, args, subjects, progress, out, stamp)
     return _evaluate_methods(db, args, subjects, progress, out, stamp)
+
+
+def _check_methods(args) -> None:
+    """``--methods`` against the registry (evaluate says the same), and none with ``--zero-shot``."""
+    from ..decoder.methods import method_names
+    from ..errors import EegloopError, short_repr
+
+    if args.zero_shot:
+        if args.baselines or args.methods or args.ablation:
+            raise EegloopError("--zero-shot: evaluates the EEG encoder only (no --methods/--baselines/--ablation)")
+        return
+    unknown = [m for m in args.methods or () if m not in method_names()]
+    if unknown:
+        raise EegloopError(f"--methods: unknown method {short_repr(unknown[0])}; "
+                           f"choose from {', '.join(method_names())}")
 
 
 def _subjects(args, db) -> list[str]:
@@ -196,10 +212,6 @@ def _evaluate_zero_shot(db, args, subjects, progress, out, stamp) -> int:
     import json
 
     from .._files import write_private_text
-    from ..errors import EegloopError
-
-    if args.baselines or args.methods or args.ablation:
-        raise EegloopError("--zero-shot: evaluates the EEG encoder only (no --methods/--baselines/--ablation)")
     from ..report import write_zero_shot_report
 
     for subject in subjects:
@@ -285,13 +297,9 @@ def _zero_shot_one(db, subject, args, progress):
 def _evaluate_one(db, subject, args, progress):
     from ..decoder import evaluate, fit_teacher
     from ..decoder.evaluation import main_method
-    from ..decoder.methods import BASELINES, distils, method_names
-    from ..errors import EegloopError, ModelNotAvailableError, short_repr
+    from ..decoder.methods import BASELINES, distils
+    from ..errors import EegloopError, ModelNotAvailableError
 
-    unknown = [m for m in args.methods or () if m not in method_names()]  # before any work; evaluate says the same
-    if unknown:
-        raise EegloopError(f"--methods: unknown method {short_repr(unknown[0])}; "
-                           f"choose from {', '.join(method_names())}")
     proto, sids, es = _recorded_epochs(db, subject, args)
     methods = [main_method(proto)]
     if args.baselines:
