@@ -94,6 +94,20 @@ def fresh_postgres_db(postgres_url):
     return postgres_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Start the longest tests first, so that the suite does not end on one long test while the other workers
+    wait: ``@pytest.mark.slow(weight=N)`` (a whole visit, a real dataset's fits: tens of seconds), then any test
+    that opens a window (``display``: a visit or a presentation), then the rest, each group in collection order
+    (a stable sort: the same order in every xdist worker, as xdist requires)."""
+    def rank(item):
+        slow = item.get_closest_marker("slow")
+        if slow is not None:
+            return -1 - slow.kwargs.get("weight", 1)
+        return -1 if "display" in getattr(item, "fixturenames", ()) else 0
+
+    items.sort(key=rank)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'eegloop.db'}"

@@ -26,6 +26,7 @@ def test_import_is_light_and_every_public_name_resolves():
         eegloop.nope  # noqa: B018
 
 
+@pytest.mark.slow
 def test_example_scripts_run(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "examples" / "simulated_subject.py"), str(tmp_path)],
                        capture_output=True, text=True, cwd=tmp_path, timeout=300)

@@ -60,6 +60,7 @@ def _tree(root: Path) -> dict:
             for p in sorted(root.rglob("*"))}
 
 
+@pytest.mark.slow
 def test_export_bids_reads_back_like_the_database(tmp_path, recorded):
     from mne_bids import BIDSPath, read_raw_bids
 

@@ -242,6 +242,7 @@ def world(tmp_path, monkeypatch, capsys):
     return w
 
 
+@pytest.mark.slow
 def test_every_option_refuses_its_bad_values(world, capsys):
     w = world
     parser = build_parser()

@@ -52,6 +52,7 @@ def test_honesty_only_when_every_scored_trial_was_unseen():
     assert not cue_honesty([]).honest
 
 
+@pytest.mark.slow(weight=2)
 def test_feedback_cues_unseen_marked_and_the_rsvp_decision_uses_every_epoch(tmp_path, display, short_protocol):
     from eegloop.database import Database
     from eegloop.decoder import OnlineDecoder, quick_train

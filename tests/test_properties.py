@@ -224,6 +224,7 @@ def test_any_yaml_document_as_protocol(work, doc):
     _check_protocol(path)
 
 
+@pytest.mark.slow
 @_settings(400)
 @given(doc=schema_docs)
 def test_schema_shaped_documents(work, doc):

@@ -24,6 +24,7 @@ KEYS = {
 }
 
 
+@pytest.mark.slow(weight=3)
 def test_demo_end_to_end(tmp_path, display):
     """The demo visit, watched through its operator console in Chromium (tests/test_console.py has the rest of the
     console): the traces move, the phase runs recording -> quick-train -> feedback, a feedback image shows with its
@@ -111,6 +112,7 @@ def test_demo_end_to_end(tmp_path, display):
     assert (out / "raw").is_dir() and list((out / "raw").rglob("*.vhdr"))
 
 
+@pytest.mark.slow(weight=2)
 def test_resume_continues_at_next_block(tmp_path, display, short_protocol):
     from eegloop.session import record_session, run_visit
 
@@ -190,6 +192,7 @@ def test_abort_during_the_quick_train_keeps_the_model(tmp_path, display, short_p
     assert db.get_feedback_trials(visit.session_id) == [] and ends[-1] == "aborted"
 
 
+@pytest.mark.slow(weight=2)
 def test_a_failing_signal_check_stops_the_visit_unless_forced(tmp_path, display, short_protocol):
     """A flat electrode: `record` refuses before anything is stored (one line, exit 2); with --force it records,
     stores the check with the session and draws it in the report. The same visit carries a photodiode (a misc

@@ -19,6 +19,7 @@ def eegloop(*args, cwd=REPO, env=None):
                           cwd=cwd, env=e, timeout=600)
 
 
+@pytest.mark.slow(weight=2)
 @pytest.mark.skipif(not N170.is_dir(), reason="shared/data/n170 not beside the checkout")
 def test_import_evaluate_train_n170(tmp_path):
     env = {"EEGLOOP_DATA": str(tmp_path)}
@@ -91,6 +92,7 @@ def test_import_bad_events_leaves_database_unchanged(tmp_path):
     assert "no subjects yet" in r.stdout
 
 
+@pytest.mark.slow
 def test_eeg_imagenet_import_and_honest_refusal(tmp_path):
     import numpy as np
     import torch
@@ -118,6 +120,7 @@ def test_eeg_imagenet_import_and_honest_refusal(tmp_path):
     assert r.returncode == 0 and "INFLATED" in r.stdout
 
 
+@pytest.mark.slow
 def test_eeg_imagenet_images_register_and_feed_the_teacher(tmp_path, tiny_clip_dir):
     """--images DIR finds each EEG-ImageNet image name (ImageNet's <synset>/<name>.JPEG), registers it, and
     the teacher is then fitted on exactly those images; one missing image is a one-line error."""

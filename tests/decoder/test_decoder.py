@@ -142,6 +142,7 @@ def test_budget_aware_schedule_decays_only_when_the_budget_binds():
     assert res.stopped == "time_budget" and res.decay_from_epoch is None and seen[-1]["lr"] == cfg.lr
 
 
+@pytest.mark.slow
 def test_student_beats_chance_with_block_folds(monkeypatch):
     # the folds side by side in joblib's worker processes, as on a user's multi-core machine (the suite's two
     # workers run every other evaluation's folds one after another: tests/conftest.py)
@@ -162,6 +163,7 @@ def test_shuffled_labels_sit_at_chance():
     assert rep.summary()["logreg_windowed"]["top1"] < 0.42
 
 
+@pytest.mark.slow
 def test_block_design_confound_run_folds_at_chance_random_split_inflated():
     """class_signal 0 + block drift, blocked design with every class in each run."""
     proto = sim_protocol(order="blocked", paradigm={"block_s": 10, "images_per_class": 20, "repeats": 3},
@@ -234,6 +236,7 @@ def test_missing_clip_weights_one_line_and_fast():
         load_clip("ViT-B-32", "/nonexistent/clip.safetensors")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not N170.is_dir(), reason="shared/data/n170 not beside the checkout")
 def test_n170_default_decoder_matches_the_riemannian_peer(tmp_path):
     """Real EEG, leaving one file out: the default (auto) is at least the xDAWN + tangent-space pipeline."""
@@ -275,6 +278,7 @@ def test_eeg_imagenet_reader(tmp_path):
         make_folds(es, "block", 3)
 
 
+@pytest.mark.slow
 def test_every_baseline_runs_on_the_same_folds():
     from eegloop.decoder.methods import BASELINES
 

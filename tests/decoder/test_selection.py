@@ -242,6 +242,7 @@ def test_evaluate_time_budget_caps_network_fits_and_says_so():
     assert not full.budget_stopped and all(len(h) == 3 for h in full.histories["conv1d"])
 
 
+@pytest.mark.slow(weight=2)
 def test_cebra_knn_baseline_decodes():
     proto = sim_protocol()
     es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))

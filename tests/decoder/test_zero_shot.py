@@ -100,6 +100,7 @@ def test_splits_hold_out_classes_and_their_blocks(stim_dir):
     assert not set(esb.blocks[tr]) & set(esb.blocks[te])
 
 
+@pytest.mark.slow(weight=2)
 def test_zero_shot_on_the_embedding_driven_subject_and_its_control(stim_dir, subject):
     p, es, Z = subject
     rep = zero_shot_evaluate(es, Z, p, permutations=300, budget_s=40, seed=0)
@@ -133,6 +134,7 @@ def _store(tmp_path, p, es, stim):
     return db
 
 
+@pytest.mark.slow(weight=2)
 def test_train_encoder_and_evaluate_zero_shot_through_the_cli(tmp_path, subject, capsys):
     from eegloop.cli import main
     from eegloop.decoder import load_decoder, load_encoder

@@ -95,6 +95,7 @@ def _sim_cfg():
     return SimulateConfig(seed=2, snr=0.6)
 
 
+@pytest.mark.slow
 def test_gap_inside_an_epoch_is_rejected(tmp_path):
     """An amplifier whose timestamps jump by 9 s mid-block: epochs over the jump are rejected ('gap')."""
     from eegloop.protocol import protocol_from_dict
@@ -159,6 +160,7 @@ def test_gap_inside_an_epoch_is_rejected(tmp_path):
     assert raw_files_readable(db, sid) > 0
 
 
+@pytest.mark.slow(weight=2)
 def test_escape_mid_block_then_resume(tmp_path, display, fault_protocol):
     """Escape in block 2; --resume shows block 2 again (replacing its rows) and block 3; all done."""
     from eegloop.session import record_session, resumable_session
@@ -254,6 +256,7 @@ def test_disk_full_stops_the_visit(tmp_path, display, fault_protocol, fresh_post
     assert raw_files_readable(db, 1) > 0
 
 
+@pytest.mark.slow(weight=2)
 def test_sigkill_mid_block_then_resume(tmp_path, display, fault_protocol):
     """The visit's own process is killed in block 2: its children (presenter, acquisition, amplifier) die with it;
     a resume after the claim expired completes the session."""

@@ -80,6 +80,7 @@ def tiny_unclip(tmp_path_factory):
     return build_tiny_unclip_pipeline(tmp_path_factory.mktemp("tiny-unclip"), embed_dim=64)
 
 
+@pytest.mark.slow
 def test_retrieve_source_finds_the_nearest_image(trained, candidates_dir):
     """The retrieve source on a folder with a never-trained class and an unlabelled image: an encoder output equal
     to an image's centred embedding retrieves that very image; classes, ranks and probabilities follow."""
@@ -181,6 +182,7 @@ def test_tiny_unclip_generates_from_an_embedding(tiny_unclip, trained):
         src.close()
 
 
+@pytest.mark.slow
 def test_retrieve_feedback_block(trained, candidates_dir):
     """The real feedback block in retrieve mode on the simulator: each trial shows the nearest candidate image and
     logs the stages' latencies, the image, its similarity and class folder, and the top 5."""

@@ -52,6 +52,7 @@ def test_missing_generator_is_one_line_and_fast():
         DiffusionGenerator(FeedbackConfig(generator="/nonexistent/model"), {"a": "a"})
 
 
+@pytest.mark.slow(weight=2)
 @pytest.mark.parametrize("mode", ["bank", "live"])
 def test_closed_loop_block(tmp_path, display, tiny_sd, mode, short_protocol):
     """A feedback block with a generator, through the worker process; and everything the visit writes in its data
@@ -118,6 +119,7 @@ def test_closed_loop_block(tmp_path, display, tiny_sd, mode, short_protocol):
         assert not wrong, wrong
 
 
+@pytest.mark.slow(weight=2)
 def test_one_place_silences_or_redirects_a_visits_lines(tmp_path, display, short_protocol, capfd):
     """One progress channel (eegloop.progress): a recording with verbose=False prints nothing and gives a handler
     nothing, while the bus (the console) still hears its lines; a feedback block with verbose=True gives the one

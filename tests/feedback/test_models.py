@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +37,7 @@ def fake_hub_repo(home: Path, repo: str, files: dict[str, bytes]) -> None:
         link.symlink_to(os.path.relpath(blob, link.parent))
 
 
+@pytest.mark.slow
 def test_models_list_and_offline_download(tmp_path):
     home = tmp_path / "hf"
     tiny_sd = tmp_path / "my-sd"  # a local diffusers folder (the loading itself is tested in test_feedback.py)

@@ -97,6 +97,7 @@ def test_minimal_xdf_too_short_for_an_epoch():
         cut_epochs(rec, xdf_protocol(3, 10, tmax=0.5, margin_s=0.5), events, run=1)
 
 
+@pytest.mark.slow
 def test_replay_records_back_the_imported_epochs(tmp_path):
     from eegloop.recorder.player import Player
     from eegloop.recorder.recorder import Recorder

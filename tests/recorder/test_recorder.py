@@ -230,6 +230,7 @@ _FIND = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_an_lsl_port_block_of_its_own_is_a_separate_network(tmp_path):
     """EEGLOOP_LSL_PORTS gives a rig (or a test worker) liblsl ports of its own: its streams are found by
     processes with the same block and by nobody else; a bad value is one line, exit 2."""

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from eegloop.lsl import configure_lsl
@@ -32,6 +33,7 @@ def test_photon_onset_to_a_fraction_of_a_sample():
     assert (s.n_found, s.n_stimuli, s.median_ms, s.suggested_offset_ms, s.residual_ms) == (3, 5, 22.0, 22.0, 2.0)
 
 
+@pytest.mark.slow
 def test_static_offset_realigns_the_epochs_on_the_light():
     """The screen lights 23 ± 2 ms after each marker (the simulated response follows the light): with no offset
     the epochs start ~6 samples early; with timing.static_offset_ms 23 they start on the light. Two recorders

@@ -6,6 +6,7 @@ import time
 import uuid
 
 import numpy as np
+import pytest
 
 from eegloop.lsl import configure_lsl
 
@@ -31,6 +32,7 @@ def test_target_gets_its_worker_before_anything_else_runs():
     assert len(seen) == 200
 
 
+@pytest.mark.slow(weight=2)
 def test_instant_replay_500_times_never_fails():
     """``replay --speed`` as fast as it goes, on a recording that takes no time: the player's thread reads its
     worker at once, before ``start()`` has returned. It used to see ``None`` about one run in six."""
