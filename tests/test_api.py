@@ -92,7 +92,7 @@ def test_installed_package_carries_its_protocols(tmp_path):
                         "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (target / "eegloop" / "protocols").glob("*.yaml")) == [
-        "demo.yaml", "ferrante2023.yaml", "interleaved.yaml", "n170.yaml", "things-eeg2.yaml",
+        "demo.yaml", "ferrante2023.yaml", "interleaved.yaml", "n170.yaml", "p300.yaml", "things-eeg2.yaml",
         "zero-shot.yaml"]
     env = {**os.environ, "PYTHONPATH": str(target)}
     work = tmp_path / "elsewhere"

@@ -152,6 +152,12 @@ class SimulateConfig:
                            "within this time still shape the samples around their onset); it adds one for one to "
                            "the stimulus-onset-to-feedback latency, so set it to your amplifier's to rehearse a visit")
     seed: int = _f(0, ge=0, lt=2**32, doc="seed of the simulated subject")
+    subject: Optional[int] = _f(
+        None, ge=0, lt=2**32,
+        doc="one subject of a simulated population: `seed` fixes the class patterns all subjects share, "
+            "`subject` this subject's own spatial mixing (how the shared sources project onto the channels), "
+            "response latency (a shift of a few tens of ms) and background noise level, so that group learning "
+            "can be tested where the truth is known; null: the single subject of `seed`, as before")
 
 
 @dataclass(frozen=True)

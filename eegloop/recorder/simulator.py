@@ -26,6 +26,11 @@ samples centred on the exact time (a sensor and the amplifier's filter smear a s
 found to a fraction of a sample.
 ``impedances: true`` streams every electrode's impedance (kΩ) once a second on a second outlet,
 ``<stream_name>-impedance``.
+
+A population: ``subject: K`` makes the stream one subject of the population of ``seed``. The class
+patterns stay those of ``seed`` (shared by every subject); subject K's own spatial mixing, latency shift and
+noise level (:mod:`.population`) apply to them and to the brain's background, and its noise and trials are
+its own. ``subject: null`` (the default) is the simulator as it always was, sample for sample.
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ from .._logging import logger
 from .._worker import Worker
 from ..lsl import ensure_configured, parse_marker
 from ..protocol import AmplifierConfig, SimulateConfig
+from .population import subject_key, subject_variation
 
 __all__ = ["VirtualAmplifier", "channel_labels", "class_response", "embedding_response"]
 
@@ -86,10 +92,12 @@ def class_response(class_id: str, n_chans: int, sfreq: float, cfg: SimulateConfi
 
     The class fixes a spatial pattern, two carrier frequencies in 14-70 Hz,
     a latency and an ERP topography; the trial varies amplitude, latency and
-    phase. Deterministic in (class_id, seed, trial).
+    phase. Deterministic in (class_id, seed, trial). With ``cfg.subject`` (a simulated population,
+    :mod:`.population`) the class's patterns stay those of ``seed``; the subject's own latency shift and
+    spatial mixing apply to them, and the trial's variability is the subject's own.
     """
     crng = np.random.default_rng(_class_seed(class_id, cfg.seed))
-    trng = np.random.default_rng([_class_seed(class_id, cfg.seed) % (2**32), trial, 7])
+    trng = np.random.default_rng([_class_seed(class_id, cfg.seed) % (2**32), trial, 7, *subject_key(cfg.subject)])
     n = int(round(0.6 * sfreq))
     t = np.arange(n) / sfreq
     # class-fixed properties
@@ -103,11 +111,16 @@ def class_response(class_id: str, n_chans: int, sfreq: float, cfg: SimulateConfi
     jitter = trng.normal(0, cfg.trial_jitter_ms / 1000)
     gain = np.clip(trng.normal(1.0, 0.35), 0.2, 2.0)
     phase = trng.uniform(0, 2 * np.pi, 2)
+    sub = subject_variation(cfg.subject, n_chans) if cfg.subject is not None else None
+    if sub is not None:  # the subject's own speed: every component of the response later (or earlier)
+        jitter += sub.latency_s
     env = np.exp(-0.5 * ((t - latency - jitter) / 0.06) ** 2)
     osc = np.stack([np.sin(2 * np.pi * f * t + ph) for f, ph in zip(freqs, phase)]) * env
     out = amplitude_uv * gain * (spatial.T @ osc)
     erp = np.sin(2 * np.pi * 6.0 * (t - 0.1 - jitter)) * np.exp(-0.5 * ((t - 0.17 - jitter) / 0.07) ** 2)
     out += cfg.erp_uv * gain * np.outer(erp_topo, erp)
+    if sub is not None:  # the subject's head: the shared sources reach the electrodes through its own mixing
+        out = sub.mixing @ out
     return out.astype(np.float32)
 
 
@@ -129,19 +142,25 @@ def embedding_response(z: np.ndarray, n_chans: int, sfreq: float, cfg: SimulateC
     Each of four components (latencies 100-350 ms, carriers 7-34 Hz) has the spatial pattern
     ``P_k @ z`` with ``P_k`` a fixed random matrix of the simulated subject (``seed``): a linear
     projection of the embedding, so images with similar embeddings evoke similar responses. The trial
-    varies gain and latency as for the class response.
+    varies gain and latency as for the class response; a subject of a population (``cfg.subject``) shifts
+    and mixes it as it does the class response.
     """
     n = int(round(0.6 * sfreq))
     t = np.arange(n) / sfreq
     P = _embedding_projection(len(z), n_chans, cfg.seed)
-    trng = np.random.default_rng([cfg.seed, trial, 29])
+    trng = np.random.default_rng([cfg.seed, trial, 29, *subject_key(cfg.subject)])
     jitter = trng.normal(0, cfg.trial_jitter_ms / 1000)
+    sub = subject_variation(cfg.subject, n_chans) if cfg.subject is not None else None
+    if sub is not None:
+        jitter += sub.latency_s
     gain = np.clip(trng.normal(1.0, 0.25), 0.3, 2.0)
     out = np.zeros((n_chans, n))
     for k, (lat, f) in enumerate(zip(_EMB_LATENCIES, _EMB_FREQS)):
         tt = t - lat - jitter
         wave = np.exp(-0.5 * (tt / 0.05) ** 2) * np.cos(2 * np.pi * f * tt)
         out += np.outer(P[k] @ z, wave)
+    if sub is not None:
+        out = sub.mixing @ out
     return (amplitude_uv * gain * out).astype(np.float32)
 
 
@@ -165,7 +184,8 @@ class VirtualAmplifier:
     amplifier : AmplifierConfig
         Stream name/type, channel count, sfreq, marker stream name.
     simulate : SimulateConfig
-        The subject: snr, class signal, block drift, noise levels, seed.
+        The subject: snr, class signal, block drift, noise levels, seed (and ``subject``, one subject of
+        the seed's population).
     latency_ms : float | None
         How long samples stay in the outgoing buffer (markers arriving within
         this time still shape them). Real amplifiers have similar latency.
@@ -204,7 +224,12 @@ class VirtualAmplifier:
         self.marker_source_id = marker_source_id
         # unique per amplifier: a recorder in this process pins its EEG stream to it
         self.source_id = source_id or f"eegloop-sim-{amplifier.stream_name}-{uuid.uuid4().hex[:12]}"
-        self._rng = np.random.default_rng(self.cfg.seed)
+        # a subject of a population (simulate.subject): its own mixing, latency and noise level around the
+        # patterns of `seed`, and its own noise samples; none: the subject of `seed` alone, as it always was
+        self._subject = (subject_variation(self.cfg.subject, self.n_eeg) if self.cfg.subject is not None
+                         else None)
+        self._rng = np.random.default_rng(self.cfg.seed if self._subject is None
+                                          else [self.cfg.seed, *subject_key(self.cfg.subject)])
         self._out = Worker.of(self._run, "eegloop-simulator")
         self._mk = Worker.of(self._marker_loop, "eegloop-sim-markers")
         self._imp = Worker.of(self._impedance_loop, "eegloop-sim-impedance")
@@ -249,9 +274,13 @@ class VirtualAmplifier:
         white = self._rng.standard_normal((c, n))
         pink, self._pink_zi = lfilter(self._pink_b, self._pink_a, white, axis=1, zi=self._pink_zi)
         x = cfg.noise_uv * 4.0 * (self._mix @ pink)
+        if self._subject is not None:
+            x *= self._subject.noise_scale
         t = (self._n_made + np.arange(n)) / sf
         alpha_amp = 1 + 0.5 * np.sin(2 * np.pi * 0.1 * t)
         x += cfg.alpha_uv * np.outer(self._alpha_topo, alpha_amp * np.sin(2 * np.pi * 10.0 * t))
+        if self._subject is not None:  # the brain's background reaches the electrodes as its responses do
+            x = self._subject.mixing @ x
         x += cfg.line_noise_uv * self._line_topo[:, None] * np.sin(2 * np.pi * 50.0 * t[None] + self._line_phase[:, None])
         x += cfg.drift_uv * np.outer(self._drift_topo, np.sin(2 * np.pi * self._drift_f * t))
         # bad electrodes on request, so that every verdict of the signal check can be tested
@@ -285,7 +314,8 @@ class VirtualAmplifier:
         cfg = self.cfg
         d = cfg.display_latency_ms / 1000
         if cfg.display_jitter_ms > 0:
-            d += np.random.default_rng([cfg.seed, trial, 13]).normal(0, cfg.display_jitter_ms / 1000)
+            d += np.random.default_rng([cfg.seed, trial, 13, *subject_key(cfg.subject)]).normal(
+                0, cfg.display_jitter_ms / 1000)
         return max(0.0, d)
 
     def _marker_loop(self, worker: Worker) -> None:
@@ -354,7 +384,7 @@ class VirtualAmplifier:
                 if b < 0:
                     continue
                 m = block_of == b
-                brng = np.random.default_rng([self.cfg.seed, int(b), 11])
+                brng = np.random.default_rng([self.cfg.seed, int(b), 11, *subject_key(self.cfg.subject)])
                 topo = brng.standard_normal(c)
                 offset = brng.standard_normal(c)
                 data[:c, m] += cfg.block_drift * (offset[:, None] + topo[:, None] * band[None, m])
@@ -365,7 +395,7 @@ class VirtualAmplifier:
 
     def impedances_kohm(self) -> np.ndarray:
         """The simulated electrodes' impedances: 2-12 kΩ, 120 kΩ on ``high_impedance_channels``."""
-        z = np.random.default_rng([self.cfg.seed, 17]).uniform(2.0, 12.0, self.n_eeg)
+        z = np.random.default_rng([self.cfg.seed, 17, *subject_key(self.cfg.subject)]).uniform(2.0, 12.0, self.n_eeg)
         for ch in self.cfg.high_impedance_channels:
             z[ch - 1] = 120.0
         return z.astype(np.float32)
@@ -503,6 +533,7 @@ def simulate_epochs(protocol, schedule=None, trials=None, simulate: Optional[Sim
     e = protocol.epochs
     win = epoch_window(e, sf)
     start_off, length = win.start, win.length
+    pre_s = max(pre_s, -start_off / sf)  # a block's first epoch, margin included, starts inside the rendered signal
     if trials is None:
         trials = [(t.run, t.block, t.trial, t.class_id, Path(t.image).name) for t in schedule.trials]
     blocks: dict[tuple[int, int], list] = {}
