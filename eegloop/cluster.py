@@ -180,7 +180,9 @@ def _local(workers: int, threads: int, preload: Sequence[str] = ()) -> Executor:
         with _dask_config({"distributed.worker.multiprocessing-method": _start_method(preload)}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address=None, local_directory=scratch, silence_logs=logging.ERROR,
-                                   env={"EEGLOOP_THREADS": str(threads)})
+                                   env={"EEGLOOP_THREADS": str(threads)},
+                                   # no dashboard; the scheduler's health routes on a free port, not 8787
+                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
         client = Client(cluster, set_as_default=False)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -191,13 +191,14 @@ def evaluate(args) -> int:
     from contextlib import nullcontext
 
     from ..cluster import open_executor
-    from ..decoder.tasks import PRELOAD
+    from ..decoder.tasks import preload_for
 
     # the scheduler is reached (or the local cluster started) before any epoch is read or folder made: an address
     # nobody answers at is one line, and nothing changed. Neither option: evaluate_subjects chooses (serial or a
     # LocalCluster, by the work).
     chosen = args.cluster is not None or args.workers is not None
-    with open_executor(args.cluster, args.workers, preload=PRELOAD) if chosen else nullcontext() as ex:
+    preload = preload_for(args.methods if args.methods and not args.baselines else None)
+    with open_executor(args.cluster, args.workers, preload=preload) if chosen else nullcontext() as ex:
         out = private_dir(db.data_dir / "reports")
         return _evaluate_methods(db, args, subjects, progress, out, datetime.now().strftime("%Y%m%d-%H%M%S"), ex)
 

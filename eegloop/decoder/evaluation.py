@@ -26,7 +26,8 @@ from .folds import InnerSplit, NoHonestFoldError, inflation, inner_validation, m
 from .methods import METHODS, PAPER_NAMES, distils, get_method, is_network
 from .rejection import Rejection, reject_artifacts
 from .scoring import chance_levels, key_metric, paired_sign_flip, permutation_pvalue, scores
-from .tasks import PRELOAD, FitResult, FitTask, SubjectData, default_workers, fixed_precision, labelled, run_fit
+from .tasks import (FitResult, FitTask, SubjectData, default_workers, fixed_precision, labelled, preload_for,
+                    run_fit)
 
 __all__ = ["NoHonestFoldError", "make_folds", "scores", "evaluate", "evaluate_subjects", "EvalInput", "EvalReport",
            "METHODS", "PAPER_NAMES",
@@ -474,12 +475,13 @@ def _executor(cluster, workers, plans: dict, permutations: int) -> Executor:
     (``EEGLOOP_JOBS``) for several subjects, a network or a permutation test, and this process, one fit after
     another, for one subject's pipelines (a pipeline fold fits in well under a second, a LocalCluster takes about
     two to start and its workers a few more to import eegloop) or on one core."""
+    preload = preload_for([m for p in plans.values() for m in p.methods])
     if cluster is not None or workers is not None:
-        return open_executor(cluster, workers, preload=PRELOAD)
+        return open_executor(cluster, workers, preload=preload)
     n = default_workers(sum(len(p.folds) * len(p.methods) for p in plans.values()) * (1 + permutations))
     heavy = any(get_method(m).parallel_folds for p in plans.values() for m in p.methods)
     if n >= 2 and (len(plans) > 1 or heavy or permutations):
-        return open_executor(workers=n, preload=PRELOAD)
+        return open_executor(workers=n, preload=preload)
     return open_executor()
 
 

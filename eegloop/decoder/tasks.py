@@ -20,14 +20,19 @@ from ..protocol import Protocol
 from ..types import EpochSet
 from .fitting import fit_method
 from .folds import inner_validation
-from .methods import build_network, feature_key, is_network
+from .methods import build_network, feature_key, get_method, is_network
 
 __all__ = ["SubjectData", "FitTask", "FitResult", "run_fit", "labelled", "default_workers", "fixed_precision",
-           "PRELOAD"]
+           "preload_for"]
 
-#: what a fit imports: a local cluster's workers are forked from one process that imported these once
-PRELOAD = ("eegloop.decoder.tasks", "eegloop.decoder.pipelines", "eegloop.decoder.selection", "sklearn.pipeline",
-           "torch")
+
+def preload_for(methods=None) -> tuple:
+    """What the fits of ``methods`` import (None: any method): a local cluster's workers are forked from one
+    process that imported these once. A local worker's intra-op threads come from EEGLOOP_THREADS
+    (:func:`.training.set_threads`)."""
+    light = methods is not None and not any(get_method(m).parallel_folds for m in methods)
+    return (("eegloop.decoder.tasks", "eegloop.decoder.pipelines", "sklearn.pipeline", "sklearn.discriminant_analysis",
+             "sklearn.linear_model", "pyriemann") + (() if light else ("torch",)))
 
 
 @dataclass
@@ -95,10 +100,6 @@ def run_fit(task: FitTask, data: SubjectData) -> FitResult:
     if task.precision is not None and protocol.training.precision != task.precision:
         protocol = dataclasses.replace(protocol, training=dataclasses.replace(protocol.training,
                                                                               precision=task.precision))
-    if os.environ.get("EEGLOOP_THREADS"):  # a worker process: its share of the cores, for every fit it makes
-        import torch
-
-        torch.set_num_threads(int(os.environ["EEGLOOP_THREADS"]))
     if task.method == "auto":
         from .selection import select_model
 
