@@ -53,8 +53,34 @@ def _add_evaluate(commands, parents: Parents) -> None:
     c.add_argument("--ablation", choices=["teacher"],
                    help="teacher: each distilling method (auto, kd_*) also without the teacher on the same folds; "
                         "paired difference and its p")
+    where = c.add_mutually_exclusive_group()
+    where.add_argument("--cluster", type=SchedulerAddress(), metavar="tcp://HOST:PORT",
+                       help="run the fits on this Dask scheduler's workers (`dask scheduler`, `dask worker ADDR` on "
+                            "machines with eegloop installed); the epochs are sent from here")
+    where.add_argument("--workers", type=Integer(0, 1024), default=None, metavar="N",
+                       help="run the fits on a Dask LocalCluster of N worker processes on 127.0.0.1 (0: here, one "
+                            "after another; default: one per core for several subjects, a network or --permutations)")
     c.add_argument("--json", action="store_true", help="print the results as one JSON line")
     c.set_defaults(run=run)
+
+
+class SchedulerAddress(Text):
+    """``--cluster``: a Dask scheduler's address, ``tcp://HOST:PORT`` (:func:`eegloop.cluster.parse_address`)."""
+
+    def __init__(self):
+        super().__init__("a Dask scheduler address tcp://HOST:PORT", 300)
+
+    def __call__(self, text: str) -> str:
+        import argparse
+
+        from ..cluster import parse_address
+        from ..errors import EegloopError
+
+        text = super().__call__(text)
+        try:
+            return str(parse_address(text))
+        except EegloopError as exc:  # argparse names the option itself
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("--cluster: ")) from None
 
 
 def run(args) -> int:
@@ -159,11 +185,22 @@ def evaluate(args) -> int:
     subjects = _subjects(args, db)
     _check_methods(args)  # before any work: no folder made, no epochs read
     progress = silent if args.json else say  # --json: the JSON alone on stdout
-    out = private_dir(db.data_dir / "reports")
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.zero_shot:
-        return _evaluate_zero_shot(db, args, subjects, progress, out, stamp)
-    return _evaluate_methods(db, args, subjects, progress, out, stamp)
+        out = private_dir(db.data_dir / "reports")
+        return _evaluate_zero_shot(db, args, subjects, progress, out, datetime.now().strftime("%Y%m%d-%H%M%S"))
+    from contextlib import nullcontext
+
+    from ..cluster import open_executor
+    from ..decoder.tasks import preload_for
+
+    # the scheduler is reached (or the local cluster started) before any epoch is read or folder made: an address
+    # nobody answers at is one line, and nothing changed. Neither option: evaluate_subjects chooses (serial or a
+    # LocalCluster, by the work).
+    chosen = args.cluster is not None or args.workers is not None
+    preload = preload_for(args.methods if args.methods and not args.baselines else None)
+    with open_executor(args.cluster, args.workers, preload=preload) if chosen else nullcontext() as ex:
+        out = private_dir(db.data_dir / "reports")
+        return _evaluate_methods(db, args, subjects, progress, out, datetime.now().strftime("%Y%m%d-%H%M%S"), ex)
 
 
 def _check_methods(args) -> None:
@@ -174,6 +211,8 @@ def _check_methods(args) -> None:
     if args.zero_shot:
         if args.baselines or args.methods or args.ablation:
             raise EegloopError("--zero-shot: evaluates the EEG encoder only (no --methods/--baselines/--ablation)")
+        if args.cluster or args.workers is not None:
+            raise EegloopError("--zero-shot: runs here (no --cluster/--workers)")
         return
     unknown = [m for m in args.methods or () if m not in method_names()]
     if unknown:
@@ -230,31 +269,29 @@ def _evaluate_zero_shot(db, args, subjects, progress, out, stamp) -> int:
     return 0
 
 
-def _evaluate_methods(db, args, subjects, progress, out, stamp) -> int:
+def _evaluate_methods(db, args, subjects, progress, out, stamp, executor) -> int:
     import json
 
     from .._files import write_private_text
+    from ..decoder.evaluation import across_subjects, evaluate_subjects
 
-    reports = {}
-    for subject in subjects:
-        if len(subjects) > 1 and progress:
-            progress(f"== {subject} ==")
-        rep, sids = _evaluate_one(db, subject, args, progress)
-        reports[subject] = rep
-        full = {**rep.to_json(), "subject": subject, "sessions": sids, "summary": rep.summary(),
+    inputs, sessions = {}, {}
+    for subject in subjects:  # every subject's epochs read here, once: the workers never open the database
+        inputs[subject], sessions[subject] = _evaluation_input(db, subject, args)
+    reports = evaluate_subjects(inputs, split=args.split, n_folds=args.folds, shuffle_labels=args.shuffle_labels,
+                                progress=progress, permutations=args.permutations, budget_s=args.budget,
+                                ablation=args.ablation, cluster=executor)
+    for subject, rep in reports.items():
+        full = {**rep.to_json(), "subject": subject, "sessions": sessions[subject], "summary": rep.summary(),
                 "folds": rep.methods, "confusion": rep.confusion, "classes": rep.classes, "chance": rep.chance,
                 "notes": rep.notes}
         write_private_text(out / f"evaluation-{subject}-{stamp}.json", json.dumps(full, indent=1))
         if len(subjects) == 1:
-            if args.json:
-                print(json.dumps(rep.to_json()))
-            else:
-                print(rep.table())
+            print(json.dumps(rep.to_json()) if args.json else rep.table())
             return 0
         if not args.json:
+            print(f"== {subject} ==")
             print(rep.table())
-    from ..decoder.evaluation import across_subjects
-
     table, summary = across_subjects(reports)
     write_private_text(out / f"evaluation-across-{stamp}.json", json.dumps(summary, indent=1))
     print(json.dumps(summary) if args.json else table)
@@ -294,9 +331,11 @@ def _zero_shot_one(db, subject, args, progress):
     return rep, sids
 
 
-def _evaluate_one(db, subject, args, progress):
-    from ..decoder import evaluate, fit_teacher
-    from ..decoder.evaluation import main_method
+def _evaluation_input(db, subject, args):
+    """One subject's epochs, protocol, methods and teacher for :func:`~eegloop.decoder.evaluation.evaluate_subjects`,
+    and its session ids."""
+    from ..decoder import fit_teacher
+    from ..decoder.evaluation import EvalInput, main_method
     from ..decoder.methods import BASELINES, distils
     from ..errors import EegloopError, ModelNotAvailableError
 
@@ -320,7 +359,4 @@ def _evaluate_one(db, subject, args, progress):
     if args.ablation and teacher is None:
         raise EegloopError(f"--ablation teacher: subject {subject!r} has no teacher to compare with (teacher.enabled "
                            "is false in its protocol, or some epochs have no known stimulus image)")
-    rep = evaluate(es, proto, methods=methods, split=args.split, n_folds=args.folds,
-                   shuffle_labels=args.shuffle_labels, teacher=teacher, progress=progress,
-                   permutations=args.permutations, budget_s=args.budget, ablation=args.ablation)
-    return rep, sids
+    return EvalInput(es, proto, methods, teacher), sids

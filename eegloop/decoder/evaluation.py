@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from .._logging import logger
+from ..cluster import Executor, open_executor
 from ..errors import EegloopError, short_repr
 from ..progress import Reporter, verbose
 from ..protocol import Protocol
 from ..types import EpochSet
-from .fitting import features_for, fit_method, teacher_logits_for
+from .fitting import features_for, teacher_logits_for
 from .folds import InnerSplit, NoHonestFoldError, inflation, inner_validation, make_folds
-from .methods import METHODS, PAPER_NAMES, build_network, distils, feature_key, get_method, is_network
+from .methods import METHODS, PAPER_NAMES, distils, get_method, is_network
 from .rejection import Rejection, reject_artifacts
 from .scoring import chance_levels, key_metric, paired_sign_flip, permutation_pvalue, scores
+from .tasks import (FitResult, FitTask, SubjectData, default_workers, fixed_precision, labelled, preload_for,
+                    run_fit)
 
-__all__ = ["NoHonestFoldError", "make_folds", "scores", "evaluate", "EvalReport", "METHODS", "PAPER_NAMES",
+__all__ = ["NoHonestFoldError", "make_folds", "scores", "evaluate", "evaluate_subjects", "EvalInput", "EvalReport",
+           "METHODS", "PAPER_NAMES",
            "inner_validation", "InnerSplit", "reject_artifacts", "Rejection", "permutation_pvalue", "across_subjects",
            "main_method", "Ablation"]
 
@@ -220,118 +224,187 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def _one_fold(m: str, es: EpochSet, feats: dict, tr_all, te, protocol: Protocol, tl, split: str, seed: int,
-              max_s: float | None = None, threads: int | None = None):
-    """Fit ``m`` on one outer fold's training part: (test probabilities, history, chosen method, how it stopped,
-    the distillation weight alpha it trained with: 1 is plain cross-entropy, None for a pipeline)."""
-    if threads is not None:  # a worker process: its share of the cores, for every fit it makes
-        import os
 
-        import torch
+@dataclass
+class EvalInput:
+    """One subject for :func:`evaluate_subjects`: its epochs, its protocol, the methods (None: the protocol's
+    decoder) and the teacher (None: no soft targets)."""
 
-        os.environ["EEGLOOP_THREADS"] = str(threads)
-        torch.set_num_threads(threads)
-    if m == "auto":
-        from .selection import select_model
-
-        sel = select_model(es, protocol, feats, tr_all, teacher_logits=tl, seed=seed)
-        fitted = sel.fit_winner(es, feats, tr_all, protocol, tl, seed=seed)
-    else:
-        tr, va = inner_validation(es, tr_all, split, seed)
-        fitted = fit_method(m, es, feats, tr, va, protocol, tl, False, seed, max_seconds=max_s)
-    p = fitted.predict(feats[feature_key(fitted.method)][te], len(es.classes))
-    return p, fitted.history, fitted.method, fitted.info.get("stopped"), fitted.info.get("alpha")
-
-
-def _fold_workers(n_jobs: int) -> int:
-    """How many folds run at once: one per core (or EEGLOOP_JOBS), never more than there are folds."""
-    import os
-
-    return max(1, min(n_jobs, int(os.environ.get("EEGLOOP_JOBS", 0) or (os.cpu_count() or 1))))
-
-
-def _map_folds(jobs: list, parallel: bool):
-    """Run the folds, two or more at once on a multi-core machine (yielded in fold order).
-
-    Small networks gain little from a second intra-op thread (measured on 2 cores: a 4-channel CNN fit
-    took as long with 1 thread as with 2), so the folds themselves run side by side, one thread each,
-    in joblib's worker processes; one core (or EEGLOOP_JOBS=1) runs them here, in order.
-    """
-    import os
-
-    n = _fold_workers(len(jobs))
-    if not parallel or n < 2:
-        for job in jobs:
-            yield _one_fold(*job)
-        return
-    from joblib import Parallel, delayed
-
-    threads = max(1, (os.cpu_count() or 1) // n)
-    m, es, feats, tr_all, _te, protocol, *_ = jobs[0]
-    if is_network(m) and protocol.training.precision == "auto":
-        # measured once here, where nothing competes for the cores, and handed to every worker
-        import torch
-
-        from ..protocol import protocol_from_dict
-        from .training import choose_bf16
-
-        X = feats[feature_key(m)][tr_all[:protocol.training.batch_size]]
-        model = build_network(m, X, len(es.classes))
-        fast = choose_bf16("auto", model, torch.as_tensor(X), torch.as_tensor(es.y[tr_all[:len(X)]]), "cpu")
-        d = protocol.to_dict()
-        d["training"]["precision"] = "bf16" if fast else "fp32"
-        fixed = protocol_from_dict(d)
-        jobs = [j[:5] + (fixed,) + j[6:] for j in jobs]
-    yield from Parallel(n_jobs=n, backend="loky", return_as="generator")(
-        delayed(_one_fold)(*job, threads=threads) for job in jobs)
+    es: EpochSet
+    protocol: Protocol
+    methods: Optional[Sequence[str]] = None
+    teacher: object = None
 
 
 @dataclass
-class _Folds:
-    """What every method's folds share: the epochs, the folds, their features, the teacher (None when it gives no
-    soft targets) and where progress lines go."""
+class _Plan:
+    """One subject's evaluation before any fit: the epochs, the folds, their features, the methods, the teacher
+    (None when it gives no soft targets), the time budget and the report the fits fill."""
 
+    subject: str
     es: EpochSet
     folds: list
     feats: dict
     protocol: Protocol
     split: str
     teacher: object
+    methods: tuple
+    budget: float
+    report: "EvalReport"
     say: Callable[[str], None]
-    chance_top1: float
 
-    def run(self, m: str, labels_es: EpochSet, record: bool, fold_seed: int, max_s: float | None = None,
-            teach: bool = True):
-        """Fit ``m`` on every fold of ``labels_es``: (per-fold scores, histories, confusion, auto's choices, folds
-        the budget stopped, alphas)."""
-        es, folds = self.es, self.folds
-        yy = labels_es.y
+    def tasks(self, methods, ablation, permutations: int, seed: int, max_s=None, fix_precision=False) -> list:
+        """Every fit of ``methods``: each fold with the true labels (and without the teacher for the ablation),
+        then each label shuffle's folds; the seeds and shuffles are the serial evaluation's."""
+        n = len(self.es)
+        rng = np.random.default_rng(seed + 1000)  # the same shuffles for every method
+        perms = [rng.permutation(n) for _ in range(permutations)]
+        out = []
+        for m in methods:
+            tr0 = self.folds[0][0]
+            prec = fixed_precision(m, self.es, self.feats, tr0, self.protocol) if fix_precision else None
+            passes = [(0, None, True, seed)] + ([(0, None, False, seed)] if ablation and distils(m) else [])
+            passes += [(i + 1, perm, True, seed + 7919 * (i + 1)) for i, perm in enumerate(perms)]
+            for i, perm, teach, s in passes:
+                les = labelled(self.es, perm)
+                for k, (tr_all, te) in enumerate(self.folds):
+                    tl = (teacher_logits_for(self.teacher, les, tr_all)
+                          if teach and self.teacher is not None and distils(m) else None)
+                    out.append(FitTask(self.subject, m, k, i, s + k, tr_all, te, perm, tl, teach, max_s, prec))
+        return out
+
+
+def _plan(subject: str, inp: EvalInput, split, n_folds, shuffle_labels: bool, seed: int, reject: bool,
+          ablation, budget_s, base_say) -> _Plan:
+    """Everything before the fits (every check, the folds, the features): one line for a bad request."""
+    protocol = inp.protocol
+    say = (lambda text: base_say(f"{subject}: {text}")) if subject else base_say
+    split = split or protocol.training.split
+    n_folds = n_folds or protocol.training.n_folds
+    methods = _checked_methods(inp.methods, protocol, ablation)
+    es, rej = _prepared_epochs(inp.es, protocol, reject, shuffle_labels, seed, say)
+    folds = make_folds(es, split, n_folds, seed)
+    notes = []
+    methods = _fittable(methods, es, say, notes)
+    teacher = inp.teacher
+    has_teacher = teacher is not None and len(es.images) == len(es) and all(es.images)
+    if ablation and not has_teacher:
+        raise EegloopError("--ablation teacher: no teacher soft targets (teacher disabled, its weights "
+                           "unavailable, or epochs without known stimulus images): nothing to compare")
+    if not has_teacher and any(distils(m) for m in methods):
+        notes.append("no teacher soft targets (teacher disabled, unavailable, or epochs without images): "
+                     "kd_* methods trained with alpha = 1 (plain cross-entropy)")
+    if rej is not None and rej["rejected"]:
+        notes.append(f"artifact rejection: {rej['rejected']} epochs dropped before the folds were made")
+    feats = features_for(es, protocol, methods)
+    why = inflation(es, folds, split)
+    if why and split != "random":
+        say(f"!! {why}: scores INFLATED")
+    report = EvalReport(split=split, n_folds=len(folds), n_epochs=len(es), n_classes=len(es.classes),
+                        classes=dict(es.classes), chance=chance_levels(es), inflated=bool(why), inflated_why=why,
+                        shuffled=shuffle_labels, teacher_accuracy=getattr(teacher, "accuracy", None), notes=notes,
+                        rejection=rej)
+    budget = protocol.decoder.evaluate_budget_s if budget_s is None else budget_s
+    return _Plan(subject, es, folds, feats, protocol, split, teacher if has_teacher else None, methods, budget,
+                 report, say)
+
+
+class _Progress:
+    """One line per (subject, method) when its last fit is done (in whatever order the workers finish them)."""
+
+    def __init__(self, plans: dict, tasks: list):
+        self.plans, self.tasks, self.results = plans, tasks, {}
+        self.left = {}
+        for t in tasks:
+            self.left[t.group] = self.left.get(t.group, 0) + 1
+        self.n_done = 0
+
+    def __call__(self, i: int, result: FitResult) -> None:
+        task = self.tasks[i]
+        self.results[i] = result
+        self.n_done += 1
+        self.left[task.group] -= 1
+        if self.left[task.group]:
+            return
+        plan = self.plans[task.subject]
+        mine = [(t, self.results[j]) for j, t in enumerate(self.tasks) if t.group == task.group]
+        key = plan.report.key_metric
+        main = [np.nan if len(set(t.test)) == 0 else scores(plan.es.y[t.test], r.proba)[key]
+                for t, r in mine if t.permutation == 0 and t.teach]
+        n_perm = len({t.permutation for t, _ in mine}) - 1
+        secs = sum(r.seconds for _, r in mine)
+        plan.say(f"{task.method}: {len(main)} folds, {key} {np.nanmean(main):.3f} "
+                 f"(chance {plan.report.chance.get('chance_' + key, float('nan')):.3f})"
+                 + (f", {n_perm} shuffled-label refits" if n_perm else "")
+                 + f"; {len(mine)} fits, {secs:.1f} s of fitting ({self.n_done}/{len(self.tasks)} fits done)")
+
+
+def _run(executor: Executor, plans: dict, tasks: list) -> list:
+    """The fits of ``tasks`` where ``executor`` runs them, each subject's data shipped once: results in task order."""
+    shared = {s: executor.share(SubjectData(p.es, p.feats, p.protocol, p.split)) for s, p in plans.items()}
+    return executor.map(run_fit, [(t, shared[t.subject]) for t in tasks], _Progress(plans, tasks))
+
+
+def _network_cap(plans: dict, light: list, light_results: list, wall: float, slots: int, ablation) -> Optional[float]:
+    """Seconds each network fit may take: what the pipelines left of each subject's budget (never less than 40 %
+    of it: rows cut to nothing teach nothing), shared out among the network fits (permutation refits aside, as
+    ever), ``slots`` at a time."""
+    fits, left = 0, 0.0
+    spent = sum(r.seconds for r in light_results) or 1.0
+    for s, p in plans.items():
+        nets = [m for m in p.methods if is_network(m)]
+        if not nets or not p.budget:
+            continue
+        fits += sum(2 if ablation and distils(m) else 1 for m in nets) * len(p.folds)
+        mine = sum(r.seconds for t, r in zip(light, light_results) if t.subject == s)
+        left += max(p.budget - wall * mine / spent, 0.4 * p.budget)
+    if not fits:
+        return None
+    cap = max(1.0, 0.85 * left / -(-fits // slots))
+    for p in plans.values():
+        if p.budget:
+            p.report.fit_cap_s.update({m: round(cap, 1) for m in p.methods if is_network(m)})
+    return cap
+
+
+def _fill(plan: _Plan, pairs: list, ablation) -> None:
+    """``plan``'s report from its fits (in task order): scores, confusion, auto's choices, ablation, nulls."""
+    report, es = plan.report, plan.es
+    key = report.key_metric
+    for m in plan.methods:
+        mine = [(t, r) for t, r in pairs if t.method == m]
+        rows = {}
+        for t, r in mine:
+            rows.setdefault((t.permutation, t.teach), []).append((t, r))
+        per = {}
+        for (i, teach), fits in rows.items():
+            yy = labelled(es, fits[0][0].labels).y
+            per[(i, teach)] = [scores(yy[t.test], r.proba) for t, r in fits]
+        main = rows[(0, True)]
+        report.methods[m] = per[(0, True)]
+        report.histories[m] = [r.history for _, r in main]
         conf = np.zeros((len(es.classes),) * 2, int)
-        fold_scores, hists, chosen, alphas = [], [], [], []
-        jobs = [(m, labels_es, self.feats, tr_all, te, self.protocol,
-                 teacher_logits_for(self.teacher, labels_es, tr_all)
-                 if teach and self.teacher is not None and distils(m) else None,
-                 self.split, fold_seed + k, max_s) for k, (tr_all, te) in enumerate(folds)]
-        stopped = 0
-        tag = "" if teach or not distils(m) else " without the teacher"
-        for k, (p, history, winner, how, alpha) in enumerate(_map_folds(jobs, get_method(m).parallel_folds)):
-            stopped += how == "time_budget"
-            te = folds[k][1]
-            sc = scores(yy[te], p)
-            fold_scores.append(sc)
-            hists.append(history)
-            alphas.append(alpha)
-            if m == "auto":
-                chosen.append(winner)
-            np.add.at(conf, (yy[te], p.argmax(1)), 1)
-            if record:
-                self.say(f"{m}{tag}: fold {k + 1}/{len(folds)} top1 {sc['top1']:.3f}"
-                         + (f" auc {sc['auc']:.3f}" if "auc" in sc else "")
-                         + (f" [{winner}]" if m == "auto" else "")
-                         + (f" alpha {alpha:g}" if alpha is not None else "")
-                         + f" (chance {self.chance_top1:.3f})"
-                         + (" (stopped by the time budget)" if how == "time_budget" else ""))
-        return fold_scores, hists, conf, chosen, stopped, alphas
+        for t, r in main:
+            np.add.at(conf, (es.y[t.test], r.proba.argmax(1)), 1)
+        report.confusion[m] = conf.tolist()
+        stopped = sum(r.stopped == "time_budget" for _, r in main)
+        if stopped:
+            report.budget_stopped[m] = stopped
+        alphas = [r.alpha for _, r in main]
+        if distils(m) or any(a is not None for a in alphas):
+            report.alphas[m] = alphas
+        if m == "auto":
+            report.selected = [r.method for _, r in main]
+        report.seconds[m] = sum(r.seconds for t, r in mine if t.permutation == 0)
+        if (0, False) in rows:
+            off = rows[(0, False)]
+            report.ablation[m] = Ablation(m, key, [f[key] for f in per[(0, True)]], [f[key] for f in per[(0, False)]],
+                                          alphas, [r.alpha for _, r in off], stopped,
+                                          sum(r.stopped == "time_budget" for _, r in off))
+            plan.say(report.ablation[m].describe())
+        nulls = sorted(i for i, teach in rows if i > 0)
+        if nulls:
+            report.null[m] = [float(np.nanmean([f[key] for f in per[(i, True)]])) for i in nulls]
 
 
 def _checked_methods(methods, protocol: Protocol, ablation: str | None) -> tuple:
@@ -382,65 +455,6 @@ def _fittable(methods: tuple, es: EpochSet, say, notes: list) -> tuple:
     return methods
 
 
-def _permutation_null(plan: _Folds, m: str, key: str, permutations: int, seed: int, max_s) -> list:
-    """``m``'s key metric on ``permutations`` label-shuffled refits of the same folds."""
-    es = plan.es
-    null = []
-    rng = np.random.default_rng(seed + 1000)
-    for i in range(permutations):
-        shuf = es.subset(np.arange(len(es)))
-        shuf.labels = es.labels[rng.permutation(len(es))]
-        fs_null, *_ = plan.run(m, shuf, False, seed + 7919 * (i + 1), max_s)
-        null.append(float(np.nanmean([f[key] for f in fs_null])))
-        plan.say(f"{m}: shuffled-label refit {i + 1}/{permutations}: {key} {null[-1]:.3f}")
-    return null
-
-
-def _evaluate_method(plan: _Folds, report: "EvalReport", m: str, t0: float, max_s, ablation, permutations: int,
-                     seed: int) -> None:
-    """Every fold of ``m`` (and its ablation and permutation refits) into ``report``."""
-    key = key_metric(report.n_classes)
-    fs, hs, conf, chosen, stopped, alphas = plan.run(m, plan.es, True, seed, max_s)
-    if stopped:
-        report.budget_stopped[m] = stopped
-    report.methods[m], report.histories[m], report.confusion[m] = fs, hs, conf.tolist()
-    if distils(m) or any(a is not None for a in alphas):
-        report.alphas[m] = alphas
-    if chosen:
-        report.selected = chosen
-    if ablation and distils(m):
-        fs_off, _h, _c, _ch, stopped_off, alphas_off = plan.run(m, plan.es, True, seed, max_s, teach=False)
-        report.ablation[m] = Ablation(m, key, [f[key] for f in fs], [f[key] for f in fs_off], alphas,
-                                      alphas_off, stopped, stopped_off)
-        plan.say(report.ablation[m].describe())
-    report.seconds[m] = time.perf_counter() - t0
-    plan.say(f"{m}: {len(plan.folds)} folds in {report.seconds[m]:.1f} s")
-    if permutations:
-        report.null[m] = _permutation_null(plan, m, key, permutations, seed, max_s)
-
-
-def _run_methods(plan: _Folds, report: "EvalReport", methods: tuple, budget: float, ablation,
-                 permutations: int, seed: int) -> None:
-    """The cheap rows first; the networks then share what is left of the budget, each fit capped at its share."""
-    nets = [m for m in methods if is_network(m)]
-    order = [m for m in methods if m not in nets] + nets  # the cheap rows first, the networks share the rest
-    rounds = -(-len(plan.folds) // _fold_workers(len(plan.folds)))  # fold fits one after another per worker
-    started = time.perf_counter()
-    net_start = None
-    passes = {m: 2 if ablation and distils(m) else 1 for m in methods}  # the ablation fits each fold twice
-    for m in order:
-        t0 = time.perf_counter()
-        if m in nets and net_start is None:
-            net_start = t0
-        max_s = None
-        if budget and m in nets:
-            # what the other rows left, and never less than 40 % of the budget: rows cut to nothing teach nothing
-            left = max(budget - (t0 - started), 0.4 * budget - (t0 - net_start))
-            n_left = sum(passes[n] for n in nets[nets.index(m):])
-            max_s = max(1.0, 0.85 * left / (n_left * rounds))
-            report.fit_cap_s[m] = round(max_s, 1)
-        _evaluate_method(plan, report, m, t0, max_s, ablation, permutations, seed)
-
 
 def _final_notes(report: "EvalReport", methods: tuple, protocol: Protocol, budget: float) -> None:
     report.methods = {m: report.methods[m] for m in methods}  # the order asked for
@@ -455,11 +469,76 @@ def _final_notes(report: "EvalReport", methods: tuple, protocol: Protocol, budge
             + "; those rows are what the networks reach in that time: --budget 0 trains them fully")
 
 
+
+def _executor(cluster, workers, plans: dict, permutations: int) -> Executor:
+    """Where the fits run: ``cluster``/``workers`` as given; by default a Dask LocalCluster of one worker per core
+    (``EEGLOOP_JOBS``) for several subjects, a network or a permutation test, and this process, one fit after
+    another, for one subject's pipelines (a pipeline fold fits in well under a second, a LocalCluster takes about
+    two to start and its workers a few more to import eegloop) or on one core."""
+    preload = preload_for([m for p in plans.values() for m in p.methods])
+    if cluster is not None or workers is not None:
+        return open_executor(cluster, workers, preload=preload)
+    n = default_workers(sum(len(p.folds) * len(p.methods) for p in plans.values()) * (1 + permutations))
+    heavy = any(get_method(m).parallel_folds for p in plans.values() for m in p.methods)
+    if n >= 2 and (len(plans) > 1 or heavy or permutations):
+        return open_executor(workers=n, preload=preload)
+    return open_executor()
+
+
+@verbose
+def evaluate_subjects(subjects: dict, split: str | None = None, n_folds: int | None = None,
+                      shuffle_labels: bool = False, progress: Callable[[str], None] | None = None, seed: int = 0,
+                      permutations: int = 0, reject: bool = True, budget_s: float | None = None,
+                      ablation: str | None = None, cluster=None, workers: int | None = None,
+                      verbose: bool | str | int | None = None) -> dict:
+    """:func:`evaluate` for several subjects at once: every fit of every subject (subjects x methods x folds x
+    permutations) is one independent task, run serially, on a Dask ``LocalCluster`` or on a lab's Dask scheduler,
+    with the numbers of a serial run.
+
+    Parameters
+    ----------
+    subjects : dict
+        Subject code -> :class:`EvalInput`.
+    cluster : str | distributed.Client | eegloop.cluster.Executor | None
+        A Dask scheduler's address ``tcp://HOST:PORT`` (its workers need eegloop installed; they get the epochs
+        from here, never from the database), a client or executor of the caller's, or None.
+    workers : int | None
+        A Dask ``LocalCluster`` of that many worker processes on 127.0.0.1 (with ``cluster`` None); 0: this
+        process, one fit after another. Neither given: see :func:`_executor`.
+
+    The other parameters are :func:`evaluate`'s, for every subject. Returns subject code -> :class:`EvalReport`.
+    The pipelines' fits run first; the networks' fits then share what they left of each subject's time budget.
+    """
+    say = Reporter(progress, bus=False)  # to progress= when given, else the eegloop.progress logger
+    plans = {s: _plan(s, inp, split, n_folds, shuffle_labels, seed, reject, ablation, budget_s, say)
+             for s, inp in subjects.items()}
+    with _executor(cluster, workers, plans, permutations) as ex:
+        if len(plans) > 1 or cluster is not None or workers is not None:
+            say(f"fits run {ex.describe()}")
+        fix = ex.kind == "local"
+        light = [t for p in plans.values()
+                 for t in p.tasks([m for m in p.methods if not is_network(m)], ablation, permutations, seed)]
+        t0 = time.perf_counter()
+        light_results = _run(ex, plans, light) if light else []
+        cap = _network_cap(plans, light, light_results, time.perf_counter() - t0, ex.slots, ablation)
+        heavy = [t for p in plans.values()
+                 for t in p.tasks([m for m in p.methods if is_network(m)], ablation, permutations, seed,
+                                  cap if p.budget else None, fix)]
+        heavy_results = _run(ex, plans, heavy) if heavy else []
+    pairs = list(zip(light + heavy, light_results + heavy_results))
+    for s, p in plans.items():
+        _fill(p, [(t, r) for t, r in pairs if t.subject == s], ablation)
+        _final_notes(p.report, p.methods, p.protocol, p.budget)
+        logger.info("evaluation of %s done: %s", s or "the epochs", p.report.to_json())
+    return {s: p.report for s, p in plans.items()}
+
+
 @verbose
 def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None = None,
              n_folds: int | None = None, shuffle_labels: bool = False, teacher=None,
              progress: Callable[[str], None] | None = None, seed: int = 0, permutations: int = 0,
              reject: bool = True, budget_s: float | None = None, ablation: str | None = None,
+             cluster=None, workers: int | None = None,
              verbose: bool | str | int | None = None) -> EvalReport:
     """Cross-validate ``methods`` on ``es`` with folds by block, run or (inflated) random split.
 
@@ -487,39 +566,14 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
         least 40 % of the budget), each fit capped at its share (checked between batches, best state
         kept). Fits the cap stopped are counted per method in ``report.budget_stopped`` and named in the
         notes, never hidden.
+    cluster, workers
+        Where the fits run (:func:`evaluate_subjects`): a Dask scheduler's address ``tcp://HOST:PORT``, or a
+        ``LocalCluster`` of ``workers`` processes; every fit's seed is its own, so the scores are a serial run's.
     """
-    split = split or protocol.training.split
-    n_folds = n_folds or protocol.training.n_folds
-    methods = _checked_methods(methods, protocol, ablation)
-    say = Reporter(progress, bus=False)  # to progress= when given, else the eegloop.progress logger
-    es, rej = _prepared_epochs(es, protocol, reject, shuffle_labels, seed, say)
-    folds = make_folds(es, split, n_folds, seed)
-    notes = []
-    methods = _fittable(methods, es, say, notes)
-    has_teacher = teacher is not None and len(es.images) == len(es) and all(es.images)
-    if ablation and not has_teacher:
-        raise EegloopError("--ablation teacher: no teacher soft targets (teacher disabled, its weights "
-                           "unavailable, or epochs without known stimulus images): nothing to compare")
-    if not has_teacher and any(distils(m) for m in methods):
-        notes.append("no teacher soft targets (teacher disabled, unavailable, or epochs without images): "
-                     "kd_* methods trained with alpha = 1 (plain cross-entropy)")
-    if rej is not None and rej["rejected"]:
-        notes.append(f"artifact rejection: {rej['rejected']} epochs dropped before the folds were made")
-    feats = features_for(es, protocol, methods)
-    why = inflation(es, folds, split)
-    if why and split != "random":
-        say(f"!! {why}: scores INFLATED")
-    report = EvalReport(split=split, n_folds=len(folds), n_epochs=len(es), n_classes=len(es.classes),
-                        classes=dict(es.classes), chance=chance_levels(es), inflated=bool(why), inflated_why=why,
-                        shuffled=shuffle_labels, teacher_accuracy=getattr(teacher, "accuracy", None), notes=notes,
-                        rejection=rej)
-    plan = _Folds(es, folds, feats, protocol, split, teacher if has_teacher else None, say,
-                  report.chance["chance_top1"])
-    budget = protocol.decoder.evaluate_budget_s if budget_s is None else budget_s
-    _run_methods(plan, report, methods, budget, ablation, permutations, seed)
-    _final_notes(report, methods, protocol, budget)
-    logger.info("evaluation done: %s", report.to_json())
-    return report
+    return evaluate_subjects({"": EvalInput(es, protocol, methods, teacher)}, split=split, n_folds=n_folds,
+                             shuffle_labels=shuffle_labels, progress=progress, seed=seed,
+                             permutations=permutations, reject=reject, budget_s=budget_s, ablation=ablation,
+                             cluster=cluster, workers=workers)[""]
 
 
 def across_subjects(reports: dict) -> tuple[str, dict]:

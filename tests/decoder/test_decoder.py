@@ -144,8 +144,8 @@ def test_budget_aware_schedule_decays_only_when_the_budget_binds():
 
 @pytest.mark.slow
 def test_student_beats_chance_with_block_folds(monkeypatch):
-    # the folds side by side in joblib's worker processes, as on a user's multi-core machine (the suite's two
-    # workers run every other evaluation's folds one after another: tests/conftest.py)
+    # the folds side by side in a Dask LocalCluster's worker processes, as on a user's multi-core machine (the
+    # suite's two workers run every other evaluation's folds one after another: tests/conftest.py)
     monkeypatch.setenv("EEGLOOP_JOBS", "2")
     proto = sim_protocol()
     es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
