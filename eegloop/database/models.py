@@ -11,6 +11,7 @@ from typing import Any, Optional
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -45,6 +47,10 @@ class SubjectRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # whether the subject agreed that their EEG enters group models (eegloop subject consent S --group yes|no):
+    # off unless they said yes; when it last changed
+    group_consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    group_consent_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
     sessions: Mapped[list["SessionRow"]] = relationship(back_populates="subject")
 
 
@@ -194,15 +200,38 @@ class SourceFileRow(Base):
 
 
 class ModelRow(Base):
+    """A trained model: one subject's (``subject_id``), or a group model (``name``, no ``subject_id``; the subjects
+    whose epochs it was trained on are its :class:`ModelSubjectRow` rows)."""
+
     __tablename__ = "models"
     id: Mapped[int] = mapped_column(primary_key=True)
-    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
+    subject_id: Mapped[Optional[int]] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), nullable=True,
+                                                      index=True)
+    name: Mapped[Optional[str]] = mapped_column(String(64), nullable=True, unique=True)  # group models only
     session_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     kind: Mapped[str] = mapped_column(String(32), default="kd_stft")
     checkpoint_path: Mapped[str] = mapped_column(String(1024))
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelSubjectRow(Base):
+    """One subject whose epochs a group model was trained on: which sessions, how many epochs, and when the
+    subject's group consent was given. A subject who withdraws finds every group model holding their data here.
+
+    The subject link has no ``ondelete``: a subject row cannot disappear while a group model holds their data
+    (delete the group models first), so no model is left without the record of whose data it holds.
+    """
+
+    __tablename__ = "model_subjects"
+    __table_args__ = (UniqueConstraint("model_id", "subject_id", name="uq_model_subjects_model_subject"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    session_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    n_epochs: Mapped[int] = mapped_column(Integer)
+    consent_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class FeedbackTrialRow(Base):
