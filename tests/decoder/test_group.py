@@ -33,7 +33,7 @@ def group_protocol(sfreq: int, channels) -> "Protocol":  # noqa: F821
         "amplifier": {"channels": len(channels), "sfreq": sfreq, "channel_names": list(channels)},
         "epochs": {"tmin": -0.1, "tmax": 0.7, "margin_s": 0.5},
         "preprocessing": {"notch_hz": None, "bandpass_hz": [1, 20], "standardize": False},
-        "teacher": {"enabled": False}, "training": {"max_epochs": 5, "split": "block"}})
+        "teacher": {"enabled": False}, "training": {"max_epochs": 5, "split": "block", "precision": "fp32"}})
 
 
 def subject_epochs(seed: int, sfreq: int = 128, n: int = 120, amp: float = 1.5, mix: float = 3.0,
@@ -65,8 +65,12 @@ SUBJECTS = {"A": dict(seed=1), "B": dict(seed=2, channels=CHANNELS[::-1], extra=
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The four subjects imported; A, B, C consent through the CLI; group models G (aligned) and U (pooled as
-    they are) trained on A, B, C through the library. Returns the data folder (every database closed)."""
+    """The four subjects imported, A, B and C consenting; group model G trained by ``eegloop pretrain --all`` (its
+    output kept) and U (the same subjects pooled without alignment) through the library. Returns the data folder
+    (every database closed) and G's output lines."""
+    import contextlib
+    import io
+
     from eegloop.cli import main
     from eegloop.database import Database
     from eegloop.decoder.group import pretrain
@@ -79,11 +83,13 @@ def built(tmp_path_factory):
         import_epochset(db, code, group_protocol(int(es.sfreq), kw.get("channels", CHANNELS)), es,
                         source="simulated")
     for code in "ABC":
-        assert main(["subject", "consent", code, "--group", "yes", "--data", str(root)]) == 0
-    pretrain(db, ["A", "B", "C"], "G", progress=lambda _: None)
+        db.set_subject_consent(code, True)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["pretrain", "--all", "--name", "G", "--data", str(root)]) == 0
     pretrain(db, ["A", "B", "C"], "U", align=False, progress=lambda _: None)
     db.close()
-    return root
+    return root, out.getvalue().splitlines()
 
 
 @pytest.fixture
@@ -120,7 +126,7 @@ def auc(dec, es) -> float:
 
 # -- consent ---------------------------------------------------------------------------------------------------
 def test_consent_is_off_by_default_shown_in_the_list_and_set_by_the_cli(built, cli, tmp_path):
-    root = clone(built, tmp_path)
+    root = clone(built[0], tmp_path)
     r = cli(root, "subject", "list")
     assert r.returncode == 0
     lines = {line.split("\t")[0]: line for line in r.stdout.splitlines()}
@@ -134,6 +140,7 @@ def test_consent_is_off_by_default_shown_in_the_list_and_set_by_the_cli(built, c
 
 
 def test_unknown_subject_is_one_line_exit_2(built):
+    built, _ = built
     before = dump(built)
     r = subprocess.run([sys.executable, "-m", "eegloop", "subject", "consent", "Z9", "--group", "yes", "--data",
                         str(built)], capture_output=True, text=True)
@@ -155,6 +162,7 @@ def test_unknown_subject_is_one_line_exit_2(built):
     (["--subjects", "A,B", "--exclude", "C", "--name", "X"], "--exclude: only with --all"),
 ])
 def test_pretrain_refuses_bad_requests_in_one_line_and_changes_nothing(built, cli, args, says):
+    built, _ = built
     before = dump(built)
     r = cli(built, "pretrain", *args)
     assert r.returncode == 2 and r.stdout == ""
@@ -164,23 +172,22 @@ def test_pretrain_refuses_bad_requests_in_one_line_and_changes_nothing(built, cl
 
 
 # -- pretrain: which subjects, provenance, listing -------------------------------------------------------------
-def test_all_uses_the_consenting_subjects_and_says_whom_it_skipped(built, cli, tmp_path):
+def test_all_uses_the_consenting_subjects_and_says_whom_it_skipped(built):
     from eegloop.database import Database
 
-    root = clone(built, tmp_path)
-    r = cli(root, "pretrain", "--all", "--name", "G2")
-    assert r.returncode == 0, r.stderr
-    out = r.stdout.splitlines()
+    root, out = built
     assert out[:2] == ["using 3 consenting subject(s): A, B, C", "skipped for lack of group consent: D"]
     assert any(line.startswith("alignment: Riemannian re-centring per subject") for line in out)
+    assert any(line.startswith("group model G (id ") for line in out)
     db = Database(None, data_dir=root, create=False)
-    assert db.get_group_model("G2").subjects == ["A", "B", "C"]
+    assert db.get_group_model("G").subjects == ["A", "B", "C"]
     db.close()
 
 
 def test_provenance_is_stored_and_listed(built, cli):
     from eegloop.database import Database
 
+    built, _ = built
     db = Database(None, data_dir=built, create=False)
     rec = db.get_group_model("G")
     sessions = {s.subject: s for s in db.list_sessions()}
@@ -210,6 +217,7 @@ def test_the_aligned_group_model_decodes_a_subject_it_never_saw(built):
     from eegloop.database import Database
     from eegloop.decoder.group import load_group_model, predict_new_subject
 
+    built, _ = built
     db = Database(None, data_dir=built, create=False)
     es = db.load_epochs("D")  # D never gave consent: no group model holds D's data
     aligned, pooled = load_group_model(db, "G"), load_group_model(db, "U")
@@ -224,7 +232,7 @@ def test_a_network_group_model_is_euclidean_aligned_and_decodes(built, tmp_path)
     from eegloop.database import Database
     from eegloop.decoder.group import load_group_model, pretrain
 
-    root = clone(built, tmp_path)
+    root = clone(built[0], tmp_path)
     db = Database(None, data_dir=root, create=False)
     res = pretrain(db, ["A", "C"], "N", method="conv1d", max_epochs=1, device="cpu", progress=lambda _: None)
     assert res.path.suffix == ".safetensors" and res.provenance["alignment"] == "euclid"
@@ -238,7 +246,7 @@ def test_a_network_group_model_is_euclidean_aligned_and_decodes(built, tmp_path)
 def test_withdrawing_lists_and_deletes_every_group_model_with_the_subjects_data(built, cli, tmp_path):
     from eegloop.database import Database
 
-    root = clone(built, tmp_path)
+    root = clone(built[0], tmp_path)
     files = sorted((root / "models").glob("group-*/*"))
     assert len(files) == 4  # G and U: the pipeline and its JSON each
     r = cli(root, "subject", "consent", "A", "--group", "no")
