@@ -21,7 +21,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -48,8 +47,10 @@ class SubjectRow(Base):
     code: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # whether the subject agreed that their EEG enters group models (eegloop subject consent S --group yes|no):
-    # off unless they said yes; when it last changed
-    group_consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # off unless they said yes; when it last changed. The default is the constant '0' (false on PostgreSQL too):
+    # SQLite adds such a column in place, where an expression default would copy and drop the table, and
+    # dropping `subjects` with foreign keys on cascades to every session of every subject
+    group_consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     group_consent_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
     sessions: Mapped[list["SessionRow"]] = relationship(back_populates="subject")
 
@@ -200,14 +201,9 @@ class SourceFileRow(Base):
 
 
 class ModelRow(Base):
-    """A trained model: one subject's (``subject_id``), or a group model (``name``, no ``subject_id``; the subjects
-    whose epochs it was trained on are its :class:`ModelSubjectRow` rows)."""
-
     __tablename__ = "models"
     id: Mapped[int] = mapped_column(primary_key=True)
-    subject_id: Mapped[Optional[int]] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), nullable=True,
-                                                      index=True)
-    name: Mapped[Optional[str]] = mapped_column(String(64), nullable=True, unique=True)  # group models only
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
     session_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     kind: Mapped[str] = mapped_column(String(32), default="kd_stft")
     checkpoint_path: Mapped[str] = mapped_column(String(1024))
@@ -216,7 +212,26 @@ class ModelRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class ModelSubjectRow(Base):
+class GroupModelRow(Base):
+    """A group model: one model trained on several subjects' epochs, by name; the same fields as a subject's model
+    (:class:`ModelRow`), its subjects in :class:`GroupModelSubjectRow`.
+
+    A table of its own, not ``models`` with a null subject: making ``models.subject_id`` nullable copies and drops
+    ``models`` on SQLite, which foreign keys to it (feedback trials) refuse or, for ``subjects``, cascade.
+    """
+
+    __tablename__ = "group_models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    session_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    kind: Mapped[str] = mapped_column(String(32))
+    checkpoint_path: Mapped[str] = mapped_column(String(1024))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GroupModelSubjectRow(Base):
     """One subject whose epochs a group model was trained on: which sessions, how many epochs, and when the
     subject's group consent was given. A subject who withdraws finds every group model holding their data here.
 
@@ -224,10 +239,10 @@ class ModelSubjectRow(Base):
     (delete the group models first), so no model is left without the record of whose data it holds.
     """
 
-    __tablename__ = "model_subjects"
-    __table_args__ = (UniqueConstraint("model_id", "subject_id", name="uq_model_subjects_model_subject"),)
+    __tablename__ = "group_model_subjects"
+    __table_args__ = (UniqueConstraint("model_id", "subject_id", name="uq_group_model_subjects_model_subject"),)
     id: Mapped[int] = mapped_column(primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("group_models.id", ondelete="CASCADE"), index=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
     session_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     n_epochs: Mapped[int] = mapped_column(Integer)

@@ -131,4 +131,5 @@ class Subjects(Repository):
             if before.group != bool(group):
                 row.group_consent, row.group_consent_at = bool(group), utcnow()
                 s.flush()
+                s.refresh(row)  # the time as the database gives it back (SQLite: without its zone), as later reads
             return before, _consent(row)

@@ -1,5 +1,6 @@
-"""Trained models: classifiers and EEG encoders, by subject, and group models trained on several subjects'
-epochs (with the record of whose data each holds); checkpoints stored relative to the data folder."""
+"""Trained models: classifiers and EEG encoders, by subject (``models``), and group models trained on several
+subjects' epochs (``group_models``, with the record of whose data each holds); checkpoints stored relative to the
+data folder."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,11 +8,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select
 
 from ..errors import DatabaseError
 from .engine import Repository
-from .models import FeedbackTrialRow, ModelRow, ModelSubjectRow, SubjectRow
+from .models import GroupModelRow, GroupModelSubjectRow, ModelRow, SubjectRow
 from .records import ModelRecord
 from .subjects import subject_row
 
@@ -67,9 +68,10 @@ class GroupModelRecord:
         return [i for m in self.members for i in m.session_ids]
 
 
-def _group_record(s, row: ModelRow) -> GroupModelRecord:
-    q = (select(ModelSubjectRow, SubjectRow.code).join(SubjectRow, SubjectRow.id == ModelSubjectRow.subject_id)
-         .where(ModelSubjectRow.model_id == row.id).order_by(SubjectRow.code))
+def _group_record(s, row: GroupModelRow) -> GroupModelRecord:
+    q = (select(GroupModelSubjectRow, SubjectRow.code)
+         .join(SubjectRow, SubjectRow.id == GroupModelSubjectRow.subject_id)
+         .where(GroupModelSubjectRow.model_id == row.id).order_by(SubjectRow.code))
     members = [GroupMember(code, list(m.session_ids), int(m.n_epochs), m.consent_at) for m, code in s.execute(q)]
     return GroupModelRecord(row.id, row.name, row.kind, row.checkpoint_path, dict(row.config), dict(row.metrics),
                             row.created_at, members)
@@ -107,8 +109,7 @@ class TrainedModels(Repository):
             row = s.get(ModelRow, model_id)
             if row is None:
                 raise DatabaseError(f"unknown model {model_id}")
-            # a group model has no subject: its record names none (its members: :meth:`group`)
-            code = s.get(SubjectRow, row.subject_id).code if row.subject_id is not None else ""
+            code = s.get(SubjectRow, row.subject_id).code
             return _model_record(row, code)
 
     # -- group models ---------------------------------------------------------------------------
@@ -118,54 +119,51 @@ class TrainedModels(Repository):
         when the name is taken or a member no longer has group consent (it may have been withdrawn while the
         model trained)."""
         with self.session() as s:
-            if s.scalar(select(ModelRow.id).where(ModelRow.name == name)) is not None:
+            if s.scalar(select(GroupModelRow.id).where(GroupModelRow.name == name)) is not None:
                 raise DatabaseError(f"--name: a group model named {name!r} already exists")
             rows = [subject_row(s, m.code) for m in members]
             refused = [r.code for r in rows if not r.group_consent]
             if refused:
                 raise DatabaseError(f"no group consent from {', '.join(refused)} (withdrawn while the model "
                                     "trained?): the group model is not stored")
-            row = ModelRow(subject_id=None, name=name, session_ids=[i for m in members for i in m.session_ids],
-                           kind=kind, checkpoint_path=self.store.relpath(checkpoint_path), config=config,
-                           metrics=metrics)
+            row = GroupModelRow(name=name, session_ids=[i for m in members for i in m.session_ids], kind=kind,
+                                checkpoint_path=self.store.relpath(checkpoint_path), config=config, metrics=metrics)
             s.add(row)
             s.flush()
             for subj, m in zip(rows, members):
-                s.add(ModelSubjectRow(model_id=row.id, subject_id=subj.id, session_ids=list(m.session_ids),
+                s.add(GroupModelSubjectRow(model_id=row.id, subject_id=subj.id, session_ids=list(m.session_ids),
                                       n_epochs=int(m.n_epochs), consent_at=subj.group_consent_at))
             return row.id
 
     def group(self, name: str) -> GroupModelRecord:
         """The group model named ``name``; a one-line error naming the listing command otherwise."""
         with self.session() as s:
-            row = s.scalar(select(ModelRow).where(ModelRow.name == name))
+            row = s.scalar(select(GroupModelRow).where(GroupModelRow.name == name))
             if row is None:
                 raise DatabaseError(f"unknown group model {name!r} (list them with: eegloop pretrain --list)")
             return _group_record(s, row)
 
     def group_exists(self, name: str) -> bool:
         with self.session() as s:
-            return s.scalar(select(ModelRow.id).where(ModelRow.name == name)) is not None
+            return s.scalar(select(GroupModelRow.id).where(GroupModelRow.name == name)) is not None
 
     def groups(self, subject: str | None = None) -> list[GroupModelRecord]:
         """Every group model, oldest first; with ``subject``, those trained on that subject's epochs (one-line
         error for an unknown subject)."""
         with self.session() as s:
-            q = select(ModelRow).where(ModelRow.name.is_not(None))
+            q = select(GroupModelRow)
             if subject is not None:
                 subj = subject_row(s, subject)
-                q = q.join(ModelSubjectRow, ModelSubjectRow.model_id == ModelRow.id).where(
-                    ModelSubjectRow.subject_id == subj.id)
-            return [_group_record(s, r) for r in s.scalars(q.order_by(ModelRow.id))]
+                q = q.join(GroupModelSubjectRow, GroupModelSubjectRow.model_id == GroupModelRow.id).where(
+                    GroupModelSubjectRow.subject_id == subj.id)
+            return [_group_record(s, r) for r in s.scalars(q.order_by(GroupModelRow.id))]
 
     def delete_group(self, model_id: int) -> None:
-        """Delete a group model's rows (its members with it); feedback trials it decoded keep their rows,
-        without the link to it. The caller deletes the model's files first, so that no file holding a subject's
-        data outlives the record of whose data it holds."""
+        """Delete a group model's rows (its subjects' with it, by the cascade). The caller deletes the model's
+        files first, so that no file holding a subject's data outlives the record of whose data it holds."""
         with self.session() as s:
-            row = s.get(ModelRow, model_id)
-            if row is None or row.name is None:
+            row = s.get(GroupModelRow, model_id)
+            if row is None:
                 raise DatabaseError(f"unknown group model {model_id}")
-            s.execute(update(FeedbackTrialRow).where(FeedbackTrialRow.model_id == model_id).values(model_id=None))
-            s.execute(delete(ModelSubjectRow).where(ModelSubjectRow.model_id == model_id))
             s.delete(row)
+            s.flush()
