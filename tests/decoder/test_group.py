@@ -173,8 +173,11 @@ def test_pretrain_refuses_bad_requests_in_one_line_and_changes_nothing(built, cl
 
 # -- pretrain: which subjects, provenance, listing -------------------------------------------------------------
 def test_all_uses_the_consenting_subjects_and_says_whom_it_skipped(built):
+    from eegloop.cli import group as cli_group
     from eegloop.database import Database
+    from eegloop.decoder.group import GROUP_METHODS
 
+    assert cli_group.GROUP_METHODS == GROUP_METHODS  # --method's choices, written out so the parser imports no torch
     root, out = built
     assert out[:2] == ["using 3 consenting subject(s): A, B, C", "skipped for lack of group consent: D"]
     assert any(line.startswith("alignment: Riemannian re-centring per subject") for line in out)
