@@ -17,14 +17,15 @@ from .._logging import set_log_level
 from .._version import __version__
 from ..progress import print_progress
 from ..errors import EegloopError
-from . import check, console, db, decoder, feedback, imports, models, protocol, report, stimuli, streams, visit
+from . import check, console, db, decoder, feedback, group, imports, models, protocol, report, stimuli, streams, visit
 from .common import EXIT_USER_ERROR, OPENED, Parser, UsageError, build_parents
 
-GROUPS = (protocol, stimuli, streams, visit, decoder, imports, feedback, check, models, report, console, db)
+GROUPS = (protocol, stimuli, streams, visit, decoder, group, imports, feedback, check, models, report, console, db)
 
 # the order `eegloop --help` lists the commands in (and argparse's "choose from" when one is mistyped)
-COMMANDS = ("protocol", "stimuli", "simulate", "record", "train", "evaluate", "import", "feedback", "session",
-            "check-signal", "check-timing", "models", "export", "demo", "console", "report", "replay", "db", "subject")
+COMMANDS = ("protocol", "stimuli", "simulate", "record", "train", "evaluate", "pretrain", "import", "feedback",
+            "session", "check-signal", "check-timing", "models", "export", "demo", "console", "report", "replay", "db",
+            "subject")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,8 +25,8 @@ from .models import BlockRow, EventRow, FeedbackTrialRow, RejectedEpochRow, RunR
 from .recording import Recording
 from .records import ModelRecord, SessionInfo, SessionStatus, SubjectInfo
 from .sessions import CLAIM_OWNER, Sessions
-from .subjects import Subjects
-from .trained_models import TrainedModels
+from .subjects import SubjectConsent, Subjects
+from .trained_models import GroupMember, GroupModelRecord, TrainedModels
 
 __all__ = ["Database"]
 
@@ -66,6 +66,18 @@ class Database(Store):
 
     def list_subjects(self) -> list[SubjectInfo]:
         return self._subjects.all()
+
+    def subject_consent(self, code: str) -> SubjectConsent:
+        """Whether subject ``code`` agreed that their EEG enters group models."""
+        return self._subjects.consent(code)
+
+    def subject_consents(self) -> list[SubjectConsent]:
+        """Every subject's group consent, by code."""
+        return self._subjects.consents()
+
+    def set_subject_consent(self, code: str, group: bool) -> tuple[SubjectConsent, SubjectConsent]:
+        """Set subject ``code``'s group consent; returns (before, after)."""
+        return self._subjects.set_consent(code, group)
 
     # -- sessions and their claims: Sessions -----------------------------------------------------
     def create_session(self, subject: str, protocol, kind: str = "recorded", info: dict | None = None) -> int:
@@ -186,6 +198,25 @@ class Database(Store):
 
     def get_model(self, model_id: int) -> ModelRecord:
         return self._models.get(model_id)
+
+    def add_group_model(self, name: str, kind: str, checkpoint_path: str | Path, config: dict, metrics: dict,
+                        members: Sequence[GroupMember]) -> int:
+        """Register a group model trained on ``members``' epochs (refused unless each still has group consent)."""
+        return self._models.add_group(name, kind, checkpoint_path, config, metrics, members)
+
+    def get_group_model(self, name: str) -> GroupModelRecord:
+        return self._models.group(name)
+
+    def group_model_exists(self, name: str) -> bool:
+        return self._models.group_exists(name)
+
+    def list_group_models(self, subject: str | None = None) -> list[GroupModelRecord]:
+        """Every group model; with ``subject``, those trained on that subject's epochs."""
+        return self._models.groups(subject)
+
+    def delete_group_model(self, model_id: int) -> None:
+        """Delete a group model's rows (delete its files first)."""
+        return self._models.delete_group(model_id)
 
     # -- feedback: Feedback ----------------------------------------------------------------------
     def add_feedback_trial(self, session_id: int, **fields: Any) -> int:

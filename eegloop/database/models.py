@@ -11,6 +11,7 @@ from typing import Any, Optional
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -45,6 +46,12 @@ class SubjectRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # whether the subject agreed that their EEG enters group models (eegloop subject consent S --group yes|no):
+    # off unless they said yes; when it last changed. The default is the constant '0' (false on PostgreSQL too):
+    # SQLite adds such a column in place, where an expression default would copy and drop the table, and
+    # dropping `subjects` with foreign keys on cascades to every session of every subject
+    group_consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    group_consent_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
     sessions: Mapped[list["SessionRow"]] = relationship(back_populates="subject")
 
 
@@ -203,6 +210,43 @@ class ModelRow(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GroupModelRow(Base):
+    """A group model: one model trained on several subjects' epochs, by name; the same fields as a subject's model
+    (:class:`ModelRow`), its subjects in :class:`GroupModelSubjectRow`.
+
+    A table of its own, not ``models`` with a null subject: making ``models.subject_id`` nullable copies and drops
+    ``models`` on SQLite, which foreign keys to it (feedback trials) refuse or, for ``subjects``, cascade.
+    """
+
+    __tablename__ = "group_models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    session_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    kind: Mapped[str] = mapped_column(String(32))
+    checkpoint_path: Mapped[str] = mapped_column(String(1024))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GroupModelSubjectRow(Base):
+    """One subject whose epochs a group model was trained on: which sessions, how many epochs, and when the
+    subject's group consent was given. A subject who withdraws finds every group model holding their data here.
+
+    The subject link has no ``ondelete``: a subject row cannot disappear while a group model holds their data
+    (delete the group models first), so no model is left without the record of whose data it holds.
+    """
+
+    __tablename__ = "group_model_subjects"
+    __table_args__ = (UniqueConstraint("model_id", "subject_id", name="uq_group_model_subjects_model_subject"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("group_models.id", ondelete="CASCADE"), index=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    session_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    n_epochs: Mapped[int] = mapped_column(Integer)
+    consent_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class FeedbackTrialRow(Base):

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Optional
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -9,10 +12,10 @@ from sqlalchemy.orm import Session
 
 from ..errors import DatabaseError, short_repr
 from .engine import Repository
-from .models import SessionRow, SubjectRow
+from .models import SessionRow, SubjectRow, utcnow
 from .records import SubjectInfo
 
-__all__ = ["Subjects", "check_subject_code", "subject_row"]
+__all__ = ["Subjects", "SubjectConsent", "check_subject_code", "subject_row"]
 
 _CODE = re.compile(r"\A[A-Za-z0-9]{1,64}\Z")  # letters and digits: a valid BIDS label ("sub-<label>")
 
@@ -34,6 +37,34 @@ def subject_row(s: Session, code: str) -> SubjectRow:
     if row is None:
         raise DatabaseError(f"unknown subject {code!r} (add it with: eegloop subject add {code})")
     return row
+
+
+@dataclass(frozen=True)
+class SubjectConsent:
+    """Whether a subject agreed that their EEG enters group models, and when that last changed.
+
+    Attributes
+    ----------
+    code : str
+        The subject's code.
+    group : bool
+        Group consent: off (False) unless the subject said yes.
+    changed_at : datetime | None
+        When ``group`` was last set (None: never set, so off by default).
+    """
+
+    code: str
+    group: bool
+    changed_at: Optional[datetime]
+
+    @property
+    def word(self) -> str:
+        """``yes`` or ``no`` (as the CLI takes and prints it)."""
+        return "yes" if self.group else "no"
+
+
+def _consent(row: SubjectRow) -> SubjectConsent:
+    return SubjectConsent(row.code, bool(row.group_consent), row.group_consent_at)
 
 
 class Subjects(Repository):
@@ -79,3 +110,26 @@ class Subjects(Repository):
             q = (select(SubjectRow, func.count(SessionRow.id)).outerjoin(SessionRow)
                  .group_by(SubjectRow.id).order_by(SubjectRow.code))
             return [SubjectInfo(r.id, r.code, r.created_at, n) for r, n in s.execute(q)]
+
+    # -- group consent ------------------------------------------------------------------------------
+    def consent(self, code: str) -> SubjectConsent:
+        """Subject ``code``'s group consent (one-line error for an unknown subject)."""
+        with self.session() as s:
+            return _consent(subject_row(s, code))
+
+    def consents(self) -> list[SubjectConsent]:
+        """Every subject's group consent, by code."""
+        with self.session() as s:
+            return [_consent(r) for r in s.scalars(select(SubjectRow).order_by(SubjectRow.code))]
+
+    def set_consent(self, code: str, group: bool) -> tuple[SubjectConsent, SubjectConsent]:
+        """Set subject ``code``'s group consent; returns (before, after). Setting the state it already has
+        changes nothing (not even its time)."""
+        with self.session() as s:
+            row = subject_row(s, code)
+            before = _consent(row)
+            if before.group != bool(group):
+                row.group_consent, row.group_consent_at = bool(group), utcnow()
+                s.flush()
+                s.refresh(row)  # the time as the database gives it back (SQLite: without its zone), as later reads
+            return before, _consent(row)

@@ -1,0 +1,638 @@
+"""Group models: one decoder trained on many subjects' epochs, each subject aligned on its own data.
+
+A subject's EEG enters a group model only when their record says they agreed (``eegloop subject consent S --group
+yes``); :func:`plan_group` refuses the others by name before any work. :func:`pretrain` then
+
+1. loads each subject's recording-block epochs (recorded or imported sessions, artifacts rejected with the
+   subject's own protocol) and keeps the classes every subject has;
+2. harmonises them (:func:`harmonise`): the channels matched by name against the reference protocol's montage
+   (``amplifier.channel_names``; those every subject's sessions share), resampled to the lowest rate among the
+   subjects (scipy's anti-aliased ``resample_poly``) and cut to the time window they all cover;
+3. preprocesses them as the reference protocol says (the same :class:`~.preprocessing.Preprocessor` path as a
+   subject's own decoder), then aligns each subject on its own data (:func:`align_subject`):
+
+   - ``riemann`` (default; xDAWN covariances + tangent space + logistic regression, the strongest per-subject
+     peer on the real recordings measured here): Riemannian re-centring (Zanini et al. 2018) with
+     ``pyriemann.transfer.TLCenter``: each subject's signals whitened by the inverse square root of the
+     Riemannian mean of its trial covariances, and its xDAWN covariances re-centred to the identity again after
+     the group's xDAWN filters;
+   - networks (``conv1d``, ``lstm`` from the registry): Euclidean alignment (He & Wu 2019), the same whitening
+     with the arithmetic mean of the trial covariances (``TLCenter`` with the Euclidean metric).
+
+   Alignment needs no labels, so a new subject is aligned on their own unlabelled epochs
+   (:meth:`GroupDecoder.predict_proba`): the basis of zero calibration;
+4. fits the model on the pooled epochs (a network through :func:`fit_group_network`, one function over arrays,
+   seed and device, which a distributed wrapper can call per rank) and stores it like any model (a file in
+   ``models/group-<name>/`` and a ``models`` row) with its provenance: subjects, sessions, epoch counts, the
+   protocol's hash, the alignment and each subject's consent at training time.
+
+braindecode's networks (EEGNet, ShallowFBCSPNet) would be candidates here; braindecode is not installed, so the
+networks are eegloop's own.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .._logging import logger
+from ..errors import EegloopError
+from ..progress import Reporter, verbose
+from ..protocol import Protocol, TrainingConfig
+from ..types import EpochSet
+
+__all__ = ["GROUP_METHODS", "GroupPlan", "GroupModel", "GroupDecoder", "Grid", "plan_group", "pretrain",
+           "harmonise", "common_grid", "align_subject", "recentre", "fit_group_network", "load_group_model",
+           "predict_new_subject", "delete_group_models", "check_group_name"]
+
+#: the methods a group model can be: the Riemannian pipeline (default) and the registry's networks that read the
+#: time series (alignment whitens channels, which the time-frequency representations would not keep linear)
+GROUP_METHODS = ("riemann", "conv1d", "lstm")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+ALIGNMENTS = {"riemann": "Riemannian re-centring per subject (pyriemann.transfer.TLCenter: signals whitened by the "
+                         "inverse square root of the Riemannian mean of the subject's trial covariances, xDAWN "
+                         "covariances re-centred to the identity)",
+              "euclid": "Euclidean alignment per subject (He & Wu 2019: signals whitened by the inverse square "
+                        "root of the arithmetic mean of the subject's trial covariances; pyriemann.transfer.TLCenter)",
+              "none": "none (the subjects' epochs pooled as they are)"}
+
+
+def check_group_name(name: str) -> str:
+    """``name`` if it is a valid group model name (1-64 letters, digits, '-' and '_', starting with a letter or
+    digit: it names a folder), else a one-line error naming ``--name``."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise EegloopError(f"--name: a group model name is 1-64 letters, digits, '-' or '_' (starting with a letter "
+                           f"or digit), got {name!r}")
+    return name
+
+
+# -- which subjects ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroupPlan:
+    """The subjects a group model will be trained on, and those left out (with ``--all``) and why.
+
+    Attributes
+    ----------
+    subjects : list of str
+        The consenting subjects whose epochs it uses.
+    skipped : list of (str, str)
+        (subject, why) for each subject ``--all`` left out: no group consent, no epochs.
+    """
+
+    subjects: list
+    skipped: list = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """What the CLI prints before training."""
+        out = [f"using {len(self.subjects)} consenting subject(s): {', '.join(self.subjects)}"]
+        no = [c for c, why in self.skipped if why == "no group consent"]
+        if no:
+            out.append(f"skipped for lack of group consent: {', '.join(no)}")
+        other = [f"{c} ({why})" for c, why in self.skipped if why != "no group consent"]
+        if other:
+            out.append(f"skipped: {', '.join(other)}")
+        return out
+
+
+def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = False, exclude: Sequence[str] = (),
+               name: str | None = None, method: str = "riemann") -> GroupPlan:
+    """Check a group model's request before any work; writes nothing.
+
+    Parameters
+    ----------
+    subjects : list of str | None
+        The subjects named (``--subjects``): every one of them must have group consent; those without are refused
+        by name.
+    all_subjects : bool
+        Every subject with group consent (``--all``), less ``exclude``; the others are listed as skipped.
+    name : str | None
+        The group model's name: valid and not taken.
+    """
+    if (subjects is None) == (not all_subjects):
+        raise EegloopError("give either --subjects A,B,... or --all (not both)")
+    if name is not None:
+        check_group_name(name)
+        if db.group_model_exists(name):
+            raise EegloopError(f"--name: a group model named {name!r} already exists (choose another name, or "
+                               "delete it first)")
+    if method not in GROUP_METHODS:
+        raise EegloopError(f"--method: a group model is one of {', '.join(GROUP_METHODS)}, got {method!r}")
+    consent = {c.code: c for c in db.subject_consents()}
+    for code in list(subjects or ()) + list(exclude):
+        if code not in consent:
+            raise EegloopError(f"unknown subject {code!r} (add it with: eegloop subject add {code})")
+    if subjects is not None:
+        if exclude:
+            raise EegloopError("--exclude: only with --all (leave the subject out of --subjects instead)")
+        refused = [c for c in subjects if not consent[c].group]
+        if refused:
+            raise EegloopError(f"no group consent from {', '.join(refused)}: their EEG enters a group model only "
+                               f"when they agreed (record it with: eegloop subject consent {refused[0]} --group "
+                               "yes)")
+        plan = GroupPlan(list(subjects))
+        empty = [c for c in plan.subjects if not _has_epochs(db, c)]
+        if empty:
+            raise EegloopError(f"subject(s) without epochs: {', '.join(empty)} (record or import a session first)")
+    else:
+        used, skipped = [], []
+        for code in sorted(consent):
+            if code in exclude:
+                continue
+            if not consent[code].group:
+                skipped.append((code, "no group consent"))
+            elif not _has_epochs(db, code):
+                skipped.append((code, "no epochs"))
+            else:
+                used.append(code)
+        plan = GroupPlan(used, skipped)
+    if len(plan.subjects) < 2:
+        raise EegloopError(f"a group model needs at least 2 consenting subjects with epochs, got "
+                           f"{len(plan.subjects)}" + (f" ({', '.join(plan.subjects)})" if plan.subjects else ""))
+    return plan
+
+
+def _has_epochs(db, code: str) -> bool:
+    return any(db.count_epochs(s.id) for s in db.list_sessions(code))
+
+
+# -- harmonising the subjects' epochs ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Grid:
+    """What every subject's epochs are brought to: the channels (by name, in the montage's order), the rate,
+    the time of the first sample relative to onset, and the samples per epoch."""
+
+    channel_names: list
+    sfreq: float
+    tmin: float
+    n_times: int
+
+    def to_json(self) -> dict:
+        return {"channel_names": list(self.channel_names), "sfreq": self.sfreq, "tmin": self.tmin,
+                "n_times": self.n_times}
+
+
+def common_grid(sets: Sequence[EpochSet], montage: Sequence[str] = ()) -> Grid:
+    """The grid ``sets`` share: the channels of ``montage`` (default: the first set's) that every set has, the
+    lowest rate, and the window every set covers. One line when they share no channel or no time."""
+    order = list(montage) or list(sets[0].channel_names)
+    shared = [c for c in order if all(c in es.channel_names for es in sets)]
+    if not shared:
+        have = "; ".join(f"{', '.join(es.channel_names)}" for es in sets)
+        raise EegloopError(f"the subjects' sessions share no channel of the montage ({', '.join(order)}); their "
+                           f"channels: {have}")
+    sfreq = float(min(es.sfreq for es in sets))
+    start = max(es.tmin for es in sets)
+    end = min(es.tmin + es.data.shape[-1] / es.sfreq for es in sets)
+    n = int(np.floor((end - start) * sfreq + 1e-6))
+    if n < 2:
+        raise EegloopError("the subjects' epochs share no common time window")
+    return Grid(shared, sfreq, float(start), n)
+
+
+def harmonise(es: EpochSet, grid: Grid) -> np.ndarray:
+    """``es``'s epochs on ``grid``: its channels picked by name, resampled (scipy's polyphase ``resample_poly``,
+    anti-aliased) and cut to the grid's window -> (n, channels, times) float32."""
+    missing = [c for c in grid.channel_names if c not in es.channel_names]
+    if missing:
+        raise EegloopError(f"the epochs lack channel(s) {', '.join(missing)} the group model was trained on")
+    idx = [list(es.channel_names).index(c) for c in grid.channel_names]
+    x = es.data[:, idx, :].astype(np.float64)
+    if abs(es.sfreq - grid.sfreq) > 1e-9:
+        from scipy.signal import resample_poly
+
+        ratio = Fraction(grid.sfreq / es.sfreq).limit_denominator(1000)
+        x = resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
+    a = int(round((grid.tmin - es.tmin) * grid.sfreq))
+    if a < 0 or a + grid.n_times > x.shape[-1]:
+        raise EegloopError(f"the epochs ({es.tmin:g} s, {es.data.shape[-1] / es.sfreq:g} s long) do not cover the "
+                           f"group model's window ({grid.tmin:g} s, {grid.n_times / grid.sfreq:g} s long)")
+    return np.ascontiguousarray(x[..., a:a + grid.n_times], dtype=np.float32)
+
+
+# -- alignment -----------------------------------------------------------------------------------------------
+def _centre(C: np.ndarray, metric: str):
+    """pyriemann's re-centring of one subject's SPD matrices: the fitted ``TLCenter`` (one domain)."""
+    from pyriemann.transfer import TLCenter, encode_domains
+
+    _, y_enc = encode_domains(C, np.zeros(len(C), int), np.full(len(C), "subject"))
+    return TLCenter(target_domain="subject", metric=metric).fit(C, y_enc)
+
+
+def align_subject(X: np.ndarray, metric: str = "riemann") -> tuple[np.ndarray, np.ndarray]:
+    """Whiten one subject's epochs by the inverse square root of the mean of its trial covariances.
+
+    Parameters
+    ----------
+    X : array (n, channels, times)
+        One subject's epochs (all of them; labels are not needed).
+    metric : str
+        ``riemann``: the Riemannian mean (re-centring, Zanini et al. 2018); ``euclid``: the arithmetic mean
+        (Euclidean alignment, He & Wu 2019). Either through ``pyriemann.transfer.TLCenter`` on the epochs'
+        sample covariances (lightly shrunk).
+
+    Returns
+    -------
+    aligned : array (n, channels, times) float32
+        ``W.T @ x`` for every epoch: their covariances' mean becomes the identity.
+    W : array (channels, channels)
+        The whitening filter.
+    """
+    from pyriemann.estimation import Covariances
+
+    C = Covariances(estimator="scm").transform(np.asarray(X, dtype=np.float64))
+    # a little shrinkage towards the identity keeps every trial's matrix SPD (a rank-deficient montage, e.g.
+    # average-referenced); pyriemann's OAS/Shrinkage estimators loop over the trials in Python (0.5 s for 360
+    # trials of 6 channels here), this is one vectorised line
+    n_ch = C.shape[-1]
+    C += (1e-3 * np.trace(C, axis1=1, axis2=2) / n_ch)[:, None, None] * np.eye(n_ch)[None]
+    W = _centre(C, metric).centers_["subject"].filters_
+    return np.einsum("ij,njt->nit", W.T, X).astype(np.float32), W
+
+
+def recentre(C: np.ndarray) -> np.ndarray:
+    """One subject's SPD matrices re-centred to the identity (their Riemannian mean; ``TLCenter``)."""
+    return _centre(C, "riemann").transform(C)
+
+
+# -- fitting ---------------------------------------------------------------------------------------------------
+@dataclass
+class _Pooled:
+    """The subjects' preprocessed (and aligned) epochs, pooled: features, labels, group ids per epoch."""
+
+    X: np.ndarray
+    y: np.ndarray
+    subject: np.ndarray  # index into the subject list, per epoch
+    runs: np.ndarray
+    blocks: np.ndarray
+    sessions: np.ndarray
+
+
+def _fit_riemann(pool: _Pooled, sfreq: float, n_classes: int, align: bool):
+    """xDAWN covariances (the group's filters and prototypes) -> per-subject re-centring -> tangent space ->
+    logistic regression; the fitted steps as one scikit-learn pipeline (saved with skops like any pipeline)."""
+    from .pipelines import make_pipeline_for
+
+    pipe = make_pipeline_for("riemann", sfreq, pool.X.shape[1], n_classes, len(pool.X))
+    xdawn, ts, lr = (step for _, step in pipe.steps)
+    xdawn.fit(pool.X.astype(np.float64), pool.y)
+    parts = []
+    for s in np.unique(pool.subject):
+        m = pool.subject == s
+        Cs = xdawn.transform(pool.X[m].astype(np.float64))
+        parts.append((m, recentre(Cs) if align else Cs))
+    C = np.empty((len(pool.X),) + parts[0][1].shape[1:])
+    for m, Cs in parts:
+        C[m] = Cs
+    lr.fit(ts.fit_transform(C), pool.y)
+    return pipe
+
+
+def fit_group_network(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, method: str,
+                      n_classes: int, training: TrainingConfig, seed: int = 0, device: str | None = None,
+                      max_epochs: int | None = None, max_seconds: float | None = None, progress=False):
+    """Train ``method``'s network on pooled (aligned) epochs, early-stopping on (X_val, y_val); then the
+    prior-matching bias on the validation set (:func:`~.fitting.calibrate_bias`).
+
+    One function over arrays, seed and device, so that a distributed (DDP) wrapper can call it on each rank
+    with that rank's shard. Returns a :class:`~.fitting.Fitted`.
+    """
+    from .fitting import Fitted, calibrate_bias
+    from .methods import build_network
+    from .training import fit, predict_proba
+
+    model = build_network(method, X, n_classes)
+    res = fit(model, X, y, training, X_val, y_val, progress=progress, device=device, seed=seed,
+              max_epochs=max_epochs, max_seconds=max_seconds, after_passes=1)
+    val_proba = predict_proba(res.model, X_val, res.device, batch=512)
+    bias = calibrate_bias(val_proba, y_val, n_classes)
+    return Fitted(method, res.model, bias, res.history, res.device,
+                  {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "device": res.device,
+                   "stopped": res.stopped, "seconds": round(res.seconds, 3)}, val_proba)
+
+
+def _fit_network(pool: _Pooled, method: str, classes: dict, protocol: Protocol, seed: int, device, max_epochs,
+                 progress):
+    """The early-stopping split (whole blocks of the pooled subjects where the design allows) and the fit."""
+    from .folds import inner_validation
+    from .scoring import scores
+
+    es = EpochSet(pool.X, np.array(list(classes))[pool.y], 1.0, 0.0, [], pool.runs, pool.blocks, pool.sessions,
+                  dict(classes))
+    split = inner_validation(es, np.arange(len(es)), protocol.training.split, seed)
+    tr, va = split
+    fitted = fit_group_network(pool.X[tr], pool.y[tr], pool.X[va], pool.y[va], method, len(classes),
+                               protocol.training, seed, device, max_epochs, progress=progress)
+    from .fitting import apply_bias
+
+    held = scores(pool.y[va], apply_bias(fitted.val_proba, fitted.bias))
+    return fitted, {"early_stopping": split.how, "n_train": int(len(tr)), "n_heldout": int(len(va)),
+                    "heldout": held, "heldout_note": "early-stopping epochs of the training subjects: not a new "
+                                                     "subject's score (evaluate leave-one-subject-out for that)"}
+
+
+# -- pretrain ----------------------------------------------------------------------------------------------------
+@dataclass
+class _Subject:
+    """One subject's training epochs (recording blocks, artifacts rejected) and where they come from."""
+
+    code: str
+    es: EpochSet
+    session_ids: list
+    protocol: Protocol
+    n_rejected: int
+
+
+@dataclass
+class GroupModel:
+    """A trained, stored group model (what :func:`pretrain` returns).
+
+    Attributes
+    ----------
+    model_id : int
+        Its ``models`` row.
+    path : Path
+        Its file (``.skops`` for the Riemannian pipeline, ``.safetensors`` for a network; a ``.json`` beside it).
+    alignment : str
+        How each subject was aligned, in words.
+    grid : Grid
+        The channels, rate and window every subject's epochs were brought to (a new subject's are too).
+    members : list of GroupMember
+        Whose epochs it holds: subject, sessions, epoch count (and consent, as stored).
+    provenance : dict
+        What the database keeps in the model's ``config``.
+    """
+
+    model_id: int
+    name: str
+    method: str
+    path: Path
+    alignment: str
+    grid: Grid
+    classes: dict
+    members: list
+    protocol_sha256: str
+    provenance: dict
+    metrics: dict
+    seconds: float
+
+    def lines(self) -> list[str]:
+        """What the CLI prints after training."""
+        n = sum(m.n_epochs for m in self.members)
+        return [f"group model {self.name} (id {self.model_id}): {self.path}",
+                f"{self.method} on {n} epochs of {len(self.members)} subjects "
+                f"({', '.join(f'{m.code} {m.n_epochs}' for m in self.members)}), {len(self.grid.channel_names)} "
+                f"channels ({', '.join(self.grid.channel_names)}) at {self.grid.sfreq:g} Hz, classes "
+                f"{', '.join(self.classes)}; protocol sha256 {self.protocol_sha256[:12]}",
+                f"alignment: {self.alignment}",
+                f"trained in {self.seconds:.1f} s"]
+
+
+@verbose
+def pretrain(db, subjects: Sequence[str], name: str, method: str = "riemann", align: bool = True,
+             protocol: Optional[Protocol] = None, seed: int = 0, device: str | None = None,
+             max_epochs: int | None = None, progress: Optional[Callable[[str], None]] = None,
+             verbose=None) -> GroupModel:
+    """Train one model on several consenting subjects' epochs and store it with its provenance.
+
+    Parameters
+    ----------
+    db : Database
+    subjects : list of str
+        Subjects with group consent (each refused by name otherwise, before any work; see :func:`plan_group`).
+    name : str
+        The group model's name (unique; it names its folder ``models/group-<name>/``).
+    method : str
+        ``riemann`` (default), ``conv1d`` or ``lstm`` (:data:`GROUP_METHODS`).
+    align : bool
+        Align each subject on its own data (the method's alignment); False pools them as they are (a control).
+    protocol : Protocol | None
+        The reference protocol: its montage orders the channels, its preprocessing and analysis window apply,
+        its hash is stored (default: the one stored with the first subject's latest session).
+    seed, device, max_epochs
+        Networks: the seed, the torch device (default: CUDA when there is one) and an epoch cap.
+    """
+    t0 = time.perf_counter()
+    say = Reporter(progress, bus=False)
+    plan_group(db, subjects=list(subjects), name=name, method=method)
+    data = [_load_subject(db, code) for code in subjects]
+    ref = protocol or data[0].protocol
+    classes = _shared_classes(data)
+    grid = common_grid([d.es for d in data], ref.amplifier.channel_names)
+    pre = _preprocessor(ref, grid, method)
+    metric = ("riemann" if method == "riemann" else "euclid") if align else "none"
+    say(f"pretrain {name}: {len(data)} subjects, {', '.join(grid.channel_names)} at {grid.sfreq:g} Hz, "
+        f"{method}, alignment: {metric}")
+    pool = _pool(data, grid, pre, classes, metric)
+    if method == "riemann":
+        model, bias, metrics = _fit_riemann(pool, grid.sfreq, len(classes), align), None, {}
+    else:
+        fitted, metrics = _fit_network(pool, method, classes, ref, seed, device, max_epochs, progress=False)
+        model, bias = fitted.model, fitted.bias
+        metrics.update(fitted.info)
+    from ..database.trained_models import GroupMember
+
+    members = [GroupMember(d.code, d.session_ids, int((pool.subject == k).sum())) for k, d in enumerate(data)]
+    metrics.update(n_epochs=int(len(pool.y)), seconds=round(time.perf_counter() - t0, 3))
+    provenance = _provenance(name, method, metric, ref, grid, classes, data, pool, seed)
+    path, mid = _save_and_register(db, name, method, model, pre, classes, grid, bias, metrics, provenance, members)
+    say(f"stored group model {name} (id {mid}) in {path}")
+    stored = db.get_group_model(name)
+    return GroupModel(mid, name, method, path, ALIGNMENTS[metric], grid, classes, stored.members, ref.sha256,
+                      provenance, metrics, time.perf_counter() - t0)
+
+
+def _load_subject(db, code: str) -> _Subject:
+    from .rejection import reject_artifacts
+    from .trainingset import load_training_epochs
+
+    data = load_training_epochs(db, code)
+    rej = reject_artifacts(data.es, data.protocol)
+    es = data.es.subset(rej.kept) if rej.n_rejected else data.es
+    return _Subject(code, es, list(data.session_ids), data.protocol, rej.n_rejected)
+
+
+def _shared_classes(data: Sequence[_Subject]) -> dict:
+    """The class ids every subject has epochs of (the first subject's order and names)."""
+    present = [set(d.es.labels.tolist()) for d in data]
+    classes = {c: n for c, n in data[0].es.classes.items() if all(c in p for p in present)}
+    if len(classes) < 2:
+        have = "; ".join(f"{d.code}: {', '.join(sorted(p))}" for d, p in zip(data, present))
+        raise EegloopError(f"the subjects share fewer than 2 classes ({have}): nothing to train a group model on")
+    return classes
+
+
+def _preprocessor(ref: Protocol, grid: Grid, method: str):
+    from .methods import feature_key
+    from .preprocessing import Preprocessor
+
+    pre = Preprocessor.from_protocol(ref.preprocessing, ref.epochs, grid.sfreq, grid.tmin)
+    pre = pre.with_representation(feature_key(method))
+    try:
+        pre.window_slice(grid.n_times)
+    except ValueError:
+        raise EegloopError(f"the protocol's analysis window [{ref.epochs.tmin:g}, {ref.epochs.tmax:g}] s is outside "
+                           f"the window every subject's epochs cover ({grid.tmin:g} s + "
+                           f"{grid.n_times / grid.sfreq:g} s)") from None
+    return pre
+
+
+def _features(X: np.ndarray, pre, metric: str) -> np.ndarray:
+    """Preprocessed epochs of one subject, aligned on that subject alone (``metric``: riemann, euclid, none)."""
+    F = pre(X)
+    return align_subject(F, metric)[0] if metric != "none" else F
+
+
+def _pool(data: Sequence[_Subject], grid: Grid, pre, classes: dict, metric: str) -> _Pooled:
+    index = {c: i for i, c in enumerate(classes)}
+    parts = []
+    for k, d in enumerate(data):
+        keep = np.flatnonzero(np.isin(d.es.labels, list(classes)))
+        es = d.es.subset(keep)
+        F = _features(harmonise(es, grid), pre, metric)
+        parts.append((F, np.array([index[c] for c in es.labels]), np.full(len(es), k), es))
+    return _Pooled(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                   np.concatenate([p[2] for p in parts]), np.concatenate([p[3].runs for p in parts]),
+                   np.concatenate([p[3].blocks for p in parts]), np.concatenate([p[3].sessions for p in parts]))
+
+
+def _provenance(name, method, metric, ref: Protocol, grid: Grid, classes, data, pool: _Pooled, seed) -> dict:
+    """What the database keeps of a group model: whose data, how it was harmonised and aligned."""
+    subjects = [{"code": d.code, "session_ids": d.session_ids, "n_epochs": int((pool.subject == k).sum()),
+                 "n_rejected": d.n_rejected, "n_other_classes": int((~np.isin(d.es.labels, list(classes))).sum()),
+                 "sfreq": d.es.sfreq, "protocol_sha256": d.protocol.sha256, "group_consent": "yes"}
+                for k, d in enumerate(data)]
+    montage = list(ref.amplifier.channel_names) or list(data[0].es.channel_names)
+    return {"group": True, "name": name, "method": method, "alignment": metric, "alignment_text": ALIGNMENTS[metric],
+            "subjects": subjects, "protocol_name": ref.name, "protocol_sha256": ref.sha256, "grid": grid.to_json(),
+            "channels_dropped": [c for c in montage if c not in grid.channel_names], "classes": dict(classes),
+            "seed": seed}
+
+
+def _save_and_register(db, name, method, model, pre, classes, grid: Grid, bias, metrics, provenance, members):
+    """The model's file (and its JSON, with the group's grid and alignment), then its rows; the files go again
+    when the rows are refused (a name taken meanwhile, consent withdrawn while it trained)."""
+    import uuid
+    from datetime import datetime
+
+    from .._files import write_private_text
+    from .modelio import db_config, save_model
+
+    stamp = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    out = db.data_dir / "models" / f"group-{name}" / f"{method}-{stamp}.safetensors"
+    path = save_model(model, pre, classes, grid.channel_names, out, metrics, bias=bias, method=method,
+                      n_times=grid.n_times)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta.update(format=GroupDecoder.FORMAT, group={"name": name, "alignment": provenance["alignment"],
+                                                   "grid": grid.to_json()})
+    write_private_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
+    try:
+        mid = db.add_group_model(name, method, path, {**provenance, "model": db_config(meta)}, metrics, members)
+    except BaseException:
+        _remove_files(path)
+        raise
+    return path, mid
+
+
+def _remove_files(path: Path) -> None:
+    for p in (path, path.with_suffix(".json")):
+        p.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()  # the group's folder, once empty
+    except OSError:
+        pass
+
+
+# -- a group model as a new subject's decoder ----------------------------------------------------------------
+class GroupDecoder:
+    """A stored group model, ready to decode a new subject's epochs.
+
+    The new subject's epochs are brought to the model's grid (channels by name, rate, window), preprocessed as
+    in training and aligned on the subject's own epochs (their covariances' mean: no labels needed), then
+    decoded. Align on enough of the subject's epochs (a few minutes) for a stable mean.
+    """
+
+    FORMAT = "eegloop-group-model-1"
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        from .modelio import read_model_meta
+        from .preprocessing import Preprocessor
+
+        path = Path(path)
+        self.meta = read_model_meta(path, "group model")
+        if self.meta.get("format") != self.FORMAT:
+            raise EegloopError(f"{path} is not a group model (format {self.meta.get('format')!r})")
+        group = self.meta["group"]
+        self.name, self.alignment = group["name"], group["alignment"]
+        self.grid = Grid(**group["grid"])
+        self.pre = Preprocessor.from_dict(self.meta["preprocessing"])
+        self.classes = dict(self.meta["classes"])
+        self.method = self.meta["method"]
+        bias = self.meta.get("calibration_bias")
+        self.bias = np.asarray(bias, dtype=np.float64) if bias is not None else None
+        self.device = device
+        if self.meta["model"].get("kind") == "pipeline":
+            from .pipelines import load_pipeline
+
+            self.pipeline, self.model = load_pipeline(path), None
+        else:
+            from safetensors.torch import load_file
+
+            from .methods import build_model
+
+            self.pipeline, self.model = None, build_model(self.meta["model"])
+            self.model.load_state_dict(load_file(str(path)))
+            self.model.eval().to(device)
+
+    def features(self, es: EpochSet) -> np.ndarray:
+        """``es`` on the model's grid, preprocessed, aligned on ``es`` itself."""
+        if len(es) < 2:
+            raise EegloopError("aligning a new subject needs at least 2 of their epochs")
+        return _features(harmonise(es, self.grid), self.pre, self.alignment)
+
+    def predict_proba(self, es: EpochSet) -> np.ndarray:
+        """Class probabilities (n, classes in :attr:`classes`' order) for the new subject's epochs ``es``
+        (labels unused)."""
+        X = self.features(es)
+        if self.pipeline is not None:
+            steps = self.pipeline.steps
+            C = steps[0][1].transform(X.astype(np.float64))
+            if self.alignment != "none":
+                C = recentre(C)
+            head = self.pipeline[1:]
+            p = np.zeros((len(X), len(self.classes)))
+            p[:, head.classes_] = head.predict_proba(C)
+            return p
+        from .fitting import apply_bias
+        from .training import predict_proba
+
+        return apply_bias(predict_proba(self.model, X, self.device), self.bias)
+
+
+def load_group_model(db, name: str, device: str = "cpu") -> GroupDecoder:
+    """The group model ``name`` as a :class:`GroupDecoder` (one line for an unknown name)."""
+    rec = db.get_group_model(name)
+    return GroupDecoder(db.abspath(rec.checkpoint_path), device)
+
+
+def predict_new_subject(model: GroupDecoder, es: EpochSet) -> np.ndarray:
+    """Zero calibration: a group model's class probabilities for a new subject's unlabelled epochs, aligned on
+    those epochs alone (:meth:`GroupDecoder.predict_proba`)."""
+    return model.predict_proba(es)
+
+
+def delete_group_models(db, subject: str) -> list:
+    """Delete every group model trained on ``subject``'s epochs: files first, then rows (a subject withdrawing
+    group consent). Returns the deleted models' records."""
+    gone = []
+    for rec in db.list_group_models(subject):
+        _remove_files(db.abspath(rec.checkpoint_path))
+        db.delete_group_model(rec.id)
+        logger.info("deleted group model %s (id %d)", rec.name, rec.id)
+        gone.append(rec)
+    return gone
