@@ -31,6 +31,19 @@ def add_parser(commands, parents: Parents) -> None:
     c.add_argument("--protocol", type=PROTOCOL_FILE, help="reference protocol: montage, preprocessing, analysis "
                                                           "window (default: the first subject's latest session's)")
     c.add_argument("--seed", type=SEED, default=0, help="networks: the seed (default 0)")
+    ddp = c.add_argument_group("data-parallel training of a network (PyTorch DDP, launched as torchrun launches)")
+    ddp.add_argument("--nproc", type=Integer(1, 1024), default=None,
+                     help="processes (ranks) on this machine (default: one, in this process)")
+    ddp.add_argument("--nnodes", type=Integer(1, 1024), default=1,
+                     help="machines taking part; each runs the same command (default 1)")
+    ddp.add_argument("--rdzv-endpoint", type=Text("HOST:PORT", 300), default=None,
+                     help="HOST:PORT every machine meets at (needed with --nnodes above 1; default on one machine: "
+                          "127.0.0.1 and a free port)")
+    ddp.add_argument("--rdzv-id", type=Text("a run id", 64), default="eegloop-pretrain",
+                     help="the run's id at the rendezvous (the same on every machine)")
+    ddp.add_argument("--checkpoint", type=Text("a file path", 4096), default=None,
+                     help="written after every epoch by rank 0; a rerun with the same file resumes after its last "
+                          "finished epoch")
     c.add_argument("--max-epochs", type=Integer(1, 10_000), default=None,
                    help="networks: at most this many training epochs (default: the protocol's training.max_epochs)")
     c.set_defaults(run=run)
@@ -51,13 +64,17 @@ def run(args) -> int:
         from ..protocol import load_protocol
 
         proto = load_protocol(args.protocol)
+    launch = _launch(args)
     db = open_db(args, create=False)
     plan = plan_group(db, subjects=args.subjects, all_subjects=args.all, exclude=args.exclude, name=args.name,
                       method=args.method)
     for line in plan.lines():
         print(line)
     res = pretrain(db, plan.subjects, args.name, method=args.method, align=not args.no_align, protocol=proto,
-                   seed=args.seed, max_epochs=args.max_epochs, progress=say)
+                   seed=args.seed, max_epochs=args.max_epochs, progress=say, launch=launch,
+                   checkpoint=args.checkpoint)
+    if res is None:
+        return 0
     for line in res.lines():
         print(line)
     return 0
@@ -88,3 +105,29 @@ def list_group_models(db) -> int:
         for line in group_model_lines(rec):
             print(line)
     return 0
+
+
+def _launch(args):
+    """The data-parallel launch the options ask for (None: one process), checked before any work."""
+    from ..errors import EegloopError
+
+    if args.nproc is None and args.nnodes == 1 and args.rdzv_endpoint is None and args.checkpoint is None:
+        return None
+    if args.method == "riemann":
+        raise EegloopError("--nproc/--nnodes/--rdzv-endpoint/--checkpoint: data-parallel training is for the "
+                           "networks (--method conv1d or lstm), not the Riemannian pipeline")
+    from ..decoder.distributed import Launch
+
+    launch = Launch(nproc=args.nproc or 1, nnodes=args.nnodes, rdzv_endpoint=args.rdzv_endpoint,
+                    rdzv_id=args.rdzv_id)
+    try:
+        launch.check()
+    except ValueError as exc:
+        raise EegloopError(str(exc)) from None
+    if args.checkpoint is not None:
+        from pathlib import Path
+
+        folder = Path(args.checkpoint).expanduser().parent
+        if not folder.is_dir():
+            raise EegloopError(f"--checkpoint: the folder {folder} does not exist")
+    return launch

@@ -316,8 +316,36 @@ def fit_group_network(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np
                    "stopped": res.stopped, "seconds": round(res.seconds, 3)}, val_proba)
 
 
+def fit_group_network_parallel(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, method: str,
+                               n_classes: int, training: TrainingConfig, launch, seed: int = 0,
+                               max_epochs: int | None = None, checkpoint: str | None = None):
+    """:func:`fit_group_network` on ``launch``'s ranks (:mod:`~.distributed`: DDP, launched as torchrun launches):
+    a fixed number of epochs (``max_epochs`` or the protocol's), checkpointed after each by rank 0 and resumed
+    from ``checkpoint``; then the bias on the early-stopping set, as the one-process fit. None on a node that
+    holds no rank 0 (the node with rank 0 stores the model)."""
+    from .distributed import FitPlan, fit_data_parallel
+    from .fitting import Fitted, calibrate_bias
+    from .methods import build_model, build_network
+    from .training import predict_proba
+
+    config = build_network(method, X, n_classes).get_config()
+    world = launch.world_size
+    batch = max(world, training.batch_size // world * world)  # split evenly over the ranks
+    plan = FitPlan(config, epochs=max_epochs or training.max_epochs, batch_size=min(batch, len(y) // world * world),
+                   lr=training.lr, clip=training.grad_clip, seed=seed, checkpoint=checkpoint)
+    out = fit_data_parallel((X.astype(np.float32), y), plan, launch)
+    if out is None:
+        return None
+    model = out.load_into(build_model(config))
+    val_proba = predict_proba(model, X_val, "cpu", batch=512)
+    bias = calibrate_bias(val_proba, y_val, n_classes)
+    return Fitted(method, model, bias, [{"epoch": i + 1, "train_loss": v} for i, v in enumerate(out.losses)], "cpu",
+                  {"epochs_run": len(out.losses), "world_size": out.world_size, "resumed_from": out.resumed_from,
+                   "batch_size": plan.batch_size, "device": "cpu"}, val_proba)
+
+
 def _fit_network(pool: _Pooled, method: str, classes: dict, protocol: Protocol, seed: int, device, max_epochs,
-                 progress):
+                 progress, launch=None, checkpoint=None):
     """The early-stopping split (whole blocks of the pooled subjects where the design allows) and the fit."""
     from .folds import inner_validation
     from .scoring import scores
@@ -326,8 +354,14 @@ def _fit_network(pool: _Pooled, method: str, classes: dict, protocol: Protocol, 
                   dict(classes))
     split = inner_validation(es, np.arange(len(es)), protocol.training.split, seed)
     tr, va = split
-    fitted = fit_group_network(pool.X[tr], pool.y[tr], pool.X[va], pool.y[va], method, len(classes),
-                               protocol.training, seed, device, max_epochs, progress=progress)
+    if launch is not None:
+        fitted = fit_group_network_parallel(pool.X[tr], pool.y[tr], pool.X[va], pool.y[va], method, len(classes),
+                                            protocol.training, launch, seed, max_epochs, checkpoint)
+        if fitted is None:
+            return None, {}
+    else:
+        fitted = fit_group_network(pool.X[tr], pool.y[tr], pool.X[va], pool.y[va], method, len(classes),
+                                   protocol.training, seed, device, max_epochs, progress=progress)
     from .fitting import apply_bias
 
     held = scores(pool.y[va], apply_bias(fitted.val_proba, fitted.bias))
@@ -397,7 +431,7 @@ class GroupModel:
 def pretrain(db, subjects: Sequence[str], name: str, method: str = "riemann", align: bool = True,
              protocol: Optional[Protocol] = None, seed: int = 0, device: str | None = None,
              max_epochs: int | None = None, progress: Optional[Callable[[str], None]] = None,
-             verbose=None) -> GroupModel:
+             launch=None, checkpoint: str | None = None, verbose=None) -> Optional[GroupModel]:
     """Train one model on several consenting subjects' epochs and store it with its provenance.
 
     Parameters
@@ -416,6 +450,10 @@ def pretrain(db, subjects: Sequence[str], name: str, method: str = "riemann", al
         its hash is stored (default: the one stored with the first subject's latest session).
     seed, device, max_epochs
         Networks: the seed, the torch device (default: CUDA when there is one) and an epoch cap.
+    launch : eegloop.decoder.distributed.Launch | None
+        Networks: train data-parallel on these ranks (PyTorch DDP; ``eegloop pretrain --nproc/--nnodes``) for
+        ``max_epochs`` epochs, checkpointed to ``checkpoint`` and resumed from it. On a node without rank 0 nothing
+        is stored and None is returned.
     """
     t0 = time.perf_counter()
     say = Reporter(progress, bus=False)
@@ -432,7 +470,11 @@ def pretrain(db, subjects: Sequence[str], name: str, method: str = "riemann", al
     if method == "riemann":
         model, bias, metrics = _fit_riemann(pool, grid.sfreq, len(classes), align), None, {}
     else:
-        fitted, metrics = _fit_network(pool, method, classes, ref, seed, device, max_epochs, progress=False)
+        fitted, metrics = _fit_network(pool, method, classes, ref, seed, device, max_epochs, progress=False,
+                                       launch=launch, checkpoint=checkpoint)
+        if fitted is None:
+            say(f"pretrain {name}: this node's ranks are done; the node holding rank 0 stores the model")
+            return None
         model, bias = fitted.model, fitted.bias
         metrics.update(fitted.info)
     from ..database.trained_models import GroupMember

@@ -160,6 +160,11 @@ def test_unknown_subject_is_one_line_exit_2(built):
     (["--subjects", "A,B"], "--name: required to train a group model"),
     (["--subjects", "A,B", "--name", "G"], "--name: a group model named 'G' already exists"),
     (["--subjects", "A,B", "--exclude", "C", "--name", "X"], "--exclude: only with --all"),
+    (["--subjects", "A,B", "--name", "X", "--nproc", "2"], "data-parallel training is for the networks"),
+    (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--nnodes", "2"], "--nnodes above 1 needs --rdzv"),
+    (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--rdzv-endpoint", "h"], "--rdzv-endpoint must be"),
+    (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--checkpoint", "/no/such/x.pt"], "--checkpoint: the "),
+    (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--nproc", "0"], "--nproc"),
 ])
 def test_pretrain_refuses_bad_requests_in_one_line_and_changes_nothing(built, cli, args, says):
     built, _ = built
@@ -243,6 +248,28 @@ def test_a_network_group_model_is_euclidean_aligned_and_decodes(built, tmp_path)
     p = load_group_model(db, "N").predict_proba(db.load_epochs("D"))
     db.close()
     assert p.shape == (120, 2) and np.isfinite(p).all() and np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+def test_a_network_group_model_trains_data_parallel_with_a_checkpoint(built, tmp_path):
+    """The data-parallel path of pretrain (eegloop.decoder.distributed; tests/decoder/test_distributed.py starts
+    real gloo ranks): one rank here, its checkpoint written, and a rerun resuming after its last epoch."""
+    from eegloop.database import Database
+    from eegloop.decoder.distributed import Launch
+    from eegloop.decoder.group import load_group_model, pretrain
+
+    root = clone(built[0], tmp_path)
+    db = Database(None, data_dir=root, create=False)
+    ckpt = tmp_path / "g.pt"
+    res = pretrain(db, ["A", "C"], "P", method="conv1d", max_epochs=2, progress=lambda _: None,
+                   launch=Launch(nproc=1), checkpoint=str(ckpt))
+    assert ckpt.is_file() and res.metrics["epochs_run"] == 2 and res.metrics["resumed_from"] == 0
+    assert res.metrics["world_size"] == 1 and res.provenance["alignment"] == "euclid"
+    again = pretrain(db, ["A", "C"], "P2", method="conv1d", max_epochs=2, progress=lambda _: None,
+                     launch=Launch(nproc=1), checkpoint=str(ckpt))
+    assert again.metrics["resumed_from"] == 2  # nothing left to train: the checkpoint's weights, stored
+    p = [load_group_model(db, n).predict_proba(db.load_epochs("D")) for n in ("P", "P2")]
+    db.close()
+    np.testing.assert_allclose(p[0], p[1], atol=1e-6)
 
 
 # -- withdrawal --------------------------------------------------------------------------------------------------
