@@ -47,7 +47,7 @@ class RecordingPhase(VisitPhase):
         load_montage(ctx.protocol.amplifier.montage, ctx.protocol.base_dir)  # a bad montage: one line now
         todo = [Run(run=r.run, blocks=tuple(b for b in r.blocks if b.block not in ctx.skip_blocks))
                 for r in ctx.schedule.runs if ctx.runs is None or r.run in ctx.runs]
-        self.todo = [r for r in todo if r.blocks]
+        self.todo = _calibration_cap(ctx, [r for r in todo if r.blocks])
         if not self.todo:
             raise EegloopError(f"session {ctx.session_id}: every block is already recorded; nothing to resume")
 
@@ -70,6 +70,33 @@ class RecordingPhase(VisitPhase):
         start_recording(ctx, _task(p))
         db.set_session_status(sid, SessionStatus.RECORDING)
         _Recording(ctx, self.todo, self.between_runs).run()
+
+
+def _calibration_cap(ctx: VisitContext, todo: list) -> list:
+    """The runs to show under ``session.calibration_min``: whole blocks in the design's order until that many minutes
+    of stimuli (images x image_s) are in, the blocks already recorded (a resumed session) counted first."""
+    from ..paradigm.schedule import Run
+
+    cap = ctx.protocol.session.calibration_min
+    if cap is None:
+        return todo
+    image_s = ctx.protocol.paradigm.image_s
+    have = sum(len(b.trials) for b in ctx.schedule.blocks if b.block in ctx.skip_blocks) * image_s
+    kept, shown = [], have
+    for r in todo:
+        blocks = []
+        for b in r.blocks:
+            if shown >= cap * 60 - 1e-9:
+                break
+            blocks.append(b)
+            shown += len(b.trials) * image_s
+        if blocks:
+            kept.append(Run(run=r.run, blocks=tuple(blocks)))
+    left = sum(len(r.blocks) for r in todo) - sum(len(r.blocks) for r in kept)
+    if left:
+        ctx.say(f"calibration: session.calibration_min {cap:g} is reached after {shown / 60:.1f} min of stimuli; "
+                f"the {left} later block(s) are not shown")
+    return kept
 
 
 class _Recording:

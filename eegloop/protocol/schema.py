@@ -34,6 +34,7 @@ __all__ = [
     "FeedbackConfig",
     "SignalCheckConfig",
     "TimingConfig",
+    "SessionConfig",
     "CHANNEL_TYPES",
     "DECODER_MODELS",
     "describe_schema",
@@ -400,6 +401,17 @@ class FeedbackConfig:
 
 
 @dataclass(frozen=True)
+class SessionConfig:
+    """The visit's phases: how much recording the quick-train and the feedback wait for."""
+
+    calibration_min: Optional[float] = _f(
+        None, gt=0, le=1440, doc="end the recording once this many minutes of stimuli are in (each block's images "
+        "x image_s, pauses not counted; whole blocks, in the design's order, those of a resumed session counted), "
+        "then quick-train and feedback begin: the later blocks are not shown (a shorter calibration, e.g. with a "
+        "group model). null: every block of the design")
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A complete, validated protocol. Immutable; build with :func:`load_protocol`."""
 
@@ -417,6 +429,7 @@ class Protocol:
     feedback: FeedbackConfig = _f(factory=FeedbackConfig)
     signal_check: SignalCheckConfig = _f(factory=SignalCheckConfig)
     timing: TimingConfig = _f(factory=TimingConfig)
+    session: SessionConfig = _f(factory=SessionConfig)
     source: Optional[str] = field(default=None, compare=False, metadata={"internal": True})
 
     # -- paths -----------------------------------------------------------------

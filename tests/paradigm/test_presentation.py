@@ -112,6 +112,22 @@ def test_record_with_simulator_stores_everything(tmp_path, display, short_protoc
     assert "block 2/2" in lines[-1] and "~0:00 left" in lines[-1]
 
 
+def test_calibration_min_ends_the_recording_after_whole_blocks(tmp_path, display, short_protocol):
+    """session.calibration_min: the recording ends once that many minutes of stimuli are in (whole blocks, in the
+    design's order); the later blocks are not shown and not expected, and the session is recorded."""
+    proto = short_protocol(**THREE, session={"calibration_min": 0.01})  # 0.6 s: the first block of 6 images
+    db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
+    lines = []
+    res = record_session(proto, "S1", db, simulate=True, progress=lines.append)
+    assert not res.aborted and res.epochs == res.expected_epochs == 6
+    assert [(b.index, b.status) for b in db.get_blocks(res.session_id)] == [(1, "done")]
+    assert len(db.get_runs(res.session_id)) == 1
+    assert {e.block for e in db.get_epochs(res.session_id)} == {1}
+    assert db.get_session(res.session_id).status == "recorded"
+    assert any("calibration_min 0.01 is reached after 0.0 min" in ln and "1 later block(s) are not shown" in ln
+               for ln in lines), lines
+
+
 def test_abort_while_paused_keeps_data(tmp_path, display, short_protocol):
     """The operator pauses (the presenter stops after the current block, showing the pause screen) and then aborts:
     the first block is kept, nothing after it was shown, the session is aborted. The controls travel as a console
