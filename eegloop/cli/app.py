@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     parents = build_parents()
-    for group in GROUPS:
-        group.add_parser(commands, parents)
+    for command_group in GROUPS:
+        command_group.add_parser(commands, parents)
     _in_order(commands, COMMANDS)
     _show_ranges(parser)
     return parser

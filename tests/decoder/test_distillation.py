@@ -10,7 +10,6 @@ from eegloop.decoder.fitting import teacher_logits_for as _teacher_logits
 from eegloop.decoder.teacher import ClipTeacher
 from eegloop.errors import EegloopError
 from eegloop.paradigm.schedule import make_schedule
-from eegloop.protocol import TeacherConfig
 from eegloop.recorder.simulator import simulate_epochs
 from eegloop.stimuli import synthesize_stimuli
 from simkit import sim_protocol

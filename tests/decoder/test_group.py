@@ -26,7 +26,7 @@ CHANNELS = ["Fz", "Cz", "Pz", "Oz", "P3", "P4"]
 PATTERN = np.array([0.2, 0.6, 1.0, 0.5, 0.7, 0.7])  # the response's topography, shared by every subject
 
 
-def group_protocol(sfreq: int, channels) -> "Protocol":  # noqa: F821
+def group_protocol(sfreq: int, channels):
     return protocol_from_dict({
         "stimuli": {"folder": "x", "classes": {"target": "target", "nontarget": "non-target"}},
         "paradigm": {"block_s": 10, "image_s": 0.5, "images_per_class": 60, "runs": 2, "order": "interleaved"},
