@@ -197,7 +197,9 @@ class CalibrationCurve:
 
 
 def check_curve_request(db, subject: str, group: Optional[str]) -> None:
-    """Before any work: the group model exists and never saw ``subject`` (one line naming ``--group-model``)."""
+    """Before any work: the subject has epochs, the group model exists and never saw ``subject`` (one line naming
+    the option)."""
+    _check_has_epochs(db, subject, "--subject")
     if group is None:
         return
     if not db.group_model_exists(group):
@@ -221,6 +223,11 @@ class _Memo:
         if key not in self._seen:
             self._seen[key] = self.model.predict_proba(es)
         return self._seen[key]
+
+
+def _check_has_epochs(db, subject: str, option: str) -> None:
+    if not any(db.count_epochs(s.id) for s in db.list_sessions(subject)):
+        raise EegloopError(f"{option}: {subject} has no epochs (record or import a session first)")
 
 
 def _fold_scores(group, es: EpochSet, cal, te, protocol: Protocol, seed: int) -> tuple:
@@ -410,6 +417,7 @@ def plan_loso(db, subjects: Sequence[str], method: str = "riemann") -> dict:
     consent = {c.code: c.group for c in db.subject_consents()}
     out = {}
     for s in subjects:
+        _check_has_epochs(db, s, "--subjects")
         others = [c for c in subjects if c != s and consent.get(c)]
         if len(others) < 2:
             raise EegloopError(f"--subjects: holding {s} out leaves {len(others)} subject(s) with group consent "

@@ -50,6 +50,7 @@ def root(tmp_path_factory):
         import_epochset(db, code, cal_protocol(), timed_epochs(11 + k), source="simulated")
     for code in "ABC":
         db.set_subject_consent(code, True)
+    db.add_subject("E")  # no session
     pretrain(db, ["A", "B"], "G", progress=lambda _: None)
     db.close()
     return root
@@ -147,6 +148,7 @@ def test_loso_scores_each_subject_with_a_model_that_never_saw_it(root, capsys):
     (["--loso", "--subjects", "A,D"], "--loso: needs at least 3 subjects"),
     (["--loso", "--subjects", "A,B,D"], "--subjects: holding A out leaves 1 subject(s) with group consent"),
     (["--subject", "D", "--group-model", "G"], "--group-model: only with --calibration-curve"),
+    (["--calibration-curve", "--subject", "E"], "--subject: E has no epochs"),
     (["--loso", "--subjects", "A,B,C", "--workers", "2"], "--loso: not with --workers"),
     (["--calibration-curve", "--subject", "D", "--split", "random"], "--split: the calibration curve holds"),
 ])
