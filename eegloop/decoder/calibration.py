@@ -274,6 +274,10 @@ def _point(group, es: EpochSet, plan: CalibrationPlan, m, protocol: Protocol, ch
                       [w for w in weights if w is not None])
 
 
+def _fmt(v) -> str:
+    return "-" if v is None or v != v else f"{v:.3f}"
+
+
 def _mean(v: np.ndarray) -> float:
     return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
 
@@ -319,8 +323,8 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
     for m in plan.points:
         points.append(_point(model, es, plan, m, protocol, chance, perms, seed))
         p = points[-1]
-        say(f"{subject}: {m if m == 'all' else f'{m:g}'} minutes: without group {p.without_group}, with group "
-            f"{p.with_group}")
+        say(f"{subject}: {m if m == 'all' else f'{m:g}'} minutes ({p.minutes_used:.1f}): {metric} without the group "
+            f"model {_fmt(p.without_group)}, with it {_fmt(p.with_group)} (chance {chance:.3f})")
     return CalibrationCurve(subject, metric, group, split, len(plan.folds), permutations, points, plan,
                             time.perf_counter() - t0)
 
