@@ -60,6 +60,20 @@ def _add_evaluate(commands, parents: Parents) -> None:
     where.add_argument("--workers", type=Integer(0, 1024), default=None, metavar="N",
                        help="run the fits on a Dask LocalCluster of N worker processes on 127.0.0.1 (0: here, one "
                             "after another; default: one per core for several subjects, a network or --permutations)")
+    group = c.add_mutually_exclusive_group()
+    group.add_argument("--calibration-curve", action="store_true",
+                       help="with --subject S: the score against minutes of S's own data (0, 2, 5, 10, 20, all), "
+                            "whole blocks/runs held out, with and without --group-model, chance and permutation p "
+                            "(--permutations, default 10) beside; a table, a plot in reports/")
+    group.add_argument("--loso", action="store_true",
+                       help="with --subjects A,B,C: each subject scored (zero calibration) by a group model trained "
+                            "in memory on the other subjects with group consent; chance and permutation p "
+                            "(--permutations, default 1000)")
+    c.add_argument("--group-model", metavar="NAME", type=Text("a group model name", 64),
+                   help="--calibration-curve: the stored group model (eegloop pretrain) to adapt; it must not hold "
+                        "the subject's epochs")
+    c.add_argument("--method", choices=["riemann", "conv1d", "lstm"], default=None,
+                   help="--loso: the group model's method (default riemann)")
     c.add_argument("--json", action="store_true", help="print the results as one JSON line")
     c.set_defaults(run=run)
 
@@ -182,6 +196,8 @@ def evaluate(args) -> int:
     from .._files import private_dir
 
     db = open_db(args, create=False)
+    if args.calibration_curve or args.loso or args.group_model or args.method:
+        return _evaluate_group(db, args)
     subjects = _subjects(args, db)
     _check_methods(args)  # before any work: no folder made, no epochs read
     progress = silent if args.json else say  # --json: the JSON alone on stdout
@@ -201,6 +217,78 @@ def evaluate(args) -> int:
     with open_executor(args.cluster, args.workers, preload=preload) if chosen else nullcontext() as ex:
         out = private_dir(db.data_dir / "reports")
         return _evaluate_methods(db, args, subjects, progress, out, datetime.now().strftime("%Y%m%d-%H%M%S"), ex)
+
+
+def _check_group_request(args, db) -> list[str]:
+    """``--calibration-curve`` / ``--loso``: the options they take, checked before any work; the subjects."""
+    from ..decoder.calibration import check_curve_request, plan_loso
+    from ..errors import EegloopError
+
+    if args.group_model and not args.calibration_curve:
+        raise EegloopError("--group-model: only with --calibration-curve")
+    if args.method and not args.loso:
+        raise EegloopError("--method: only with --loso (the group model's method)")
+    mode = "--calibration-curve" if args.calibration_curve else "--loso"
+    others = [name for name, on in (("--zero-shot", args.zero_shot), ("--methods", args.methods),
+                                    ("--baselines", args.baselines), ("--ablation", args.ablation),
+                                    ("--shuffle-labels", args.shuffle_labels), ("--cluster", args.cluster),
+                                    ("--workers", args.workers is not None), ("--budget", args.budget is not None))
+              if on]
+    if others:
+        raise EegloopError(f"{mode}: not with {others[0]} (it scores the protocol's default and the group model, "
+                           "here)")
+    default_perms = args.permutations is None
+    if args.calibration_curve:
+        if not args.subject:
+            raise EegloopError("--calibration-curve: needs --subject S (one subject's curve)")
+        if args.split == "random":
+            raise EegloopError("--split: the calibration curve holds whole blocks or runs out (block or run)")
+    elif not args.subjects:
+        raise EegloopError("--loso: needs --subjects A,B,C (at least 3)")
+    subjects = _subjects(args, db)
+    if default_perms:
+        args.permutations = 10 if args.calibration_curve else 1000
+    if args.calibration_curve:
+        check_curve_request(db, subjects[0], args.group_model)
+    else:
+        plan_loso(db, subjects, args.method or "riemann")
+    return subjects
+
+
+def _evaluate_group(db, args) -> int:
+    """``evaluate --calibration-curve`` and ``evaluate --loso``: a table (or one JSON line) and files in reports/."""
+    import json
+    from datetime import datetime
+
+    from .._files import private_dir, write_private_text
+    from ..decoder.calibration import calibration_curve, loso, plot_curve
+
+    subjects = _check_group_request(args, db)
+    progress = silent if args.json else say
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    if args.loso:
+        rep = loso(db, subjects, args.method or "riemann", args.permutations, progress=progress)
+        out = private_dir(db.data_dir / "reports")
+        path = out / f"loso-{stamp}.json"
+        write_private_text(path, json.dumps(rep.to_json(), indent=1))
+        if not args.json:
+            print(rep.table())
+            print(f"report: {path}")
+        else:
+            print(json.dumps(rep.to_json()))
+        return 0
+    curve = calibration_curve(db, subjects[0], args.group_model, args.split, args.folds, args.permutations,
+                              progress=progress)
+    out = private_dir(db.data_dir / "reports")
+    path = out / f"calibration-{subjects[0]}-{stamp}.json"
+    curve.png = plot_curve(curve, path.with_suffix(".png"))
+    write_private_text(path, json.dumps({**curve.full_json(), "plot": str(curve.png)}, indent=1))
+    if args.json:
+        print(json.dumps(curve.to_json()))
+    else:
+        print(curve.table())
+        print(f"report: {path} (plot: {curve.png})")
+    return 0
 
 
 def _check_methods(args) -> None:

@@ -49,7 +49,7 @@ from ..types import EpochSet
 
 __all__ = ["GROUP_METHODS", "GroupPlan", "GroupModel", "GroupDecoder", "Grid", "plan_group", "pretrain",
            "harmonise", "common_grid", "align_subject", "recentre", "fit_group_network", "load_group_model",
-           "predict_new_subject", "delete_group_models", "check_group_name"]
+           "predict_new_subject", "delete_group_models", "check_group_name", "fit_group_in_memory"]
 
 #: the methods a group model can be: the Riemannian pipeline (default) and the registry's networks that read the
 #: time series (alignment whitens channels, which the time-frequency representations would not keep linear)
@@ -654,6 +654,26 @@ class GroupDecoder:
         from .training import predict_proba
 
         return apply_bias(predict_proba(self.model, X, self.device), self.bias)
+
+
+def fit_group_in_memory(db, subjects: Sequence[str], method: str = "riemann", protocol: Optional[Protocol] = None,
+                        seed: int = 0, max_epochs: int | None = None) -> GroupDecoder:
+    """:func:`pretrain`'s model (same consent rule, pooling, alignment) in memory, never stored; ``subjects``: whose."""
+    plan_group(db, subjects=list(subjects), method=method)
+    data = [_load_subject(db, code) for code in subjects]
+    ref = protocol or data[0].protocol
+    classes, grid = _shared_classes(data), common_grid([d.es for d in data], ref.amplifier.channel_names)
+    pre, metric = _preprocessor(ref, grid, method), "riemann" if method == "riemann" else "euclid"
+    pool = _pool(data, grid, pre, classes, metric)
+    dec = GroupDecoder.__new__(GroupDecoder)  # the attributes __init__ reads from a stored model's files
+    dec.name, dec.alignment, dec.grid, dec.pre, dec.classes, dec.method = "memory", metric, grid, pre, classes, method
+    dec.device, dec.subjects, dec.meta, dec.model, dec.pipeline, dec.bias = "cpu", list(subjects), {}, None, None, None
+    if method == "riemann":
+        dec.pipeline = _fit_riemann(pool, grid.sfreq, len(classes), True)
+    else:
+        fitted = _fit_network(pool, method, classes, ref, seed, "cpu", max_epochs, progress=False)[0]
+        dec.model, dec.bias = fitted.model.eval(), fitted.bias
+    return dec
 
 
 def load_group_model(db, name: str, device: str = "cpu") -> GroupDecoder:

@@ -1,0 +1,205 @@
+"""Adapting a group model to one subject: zero calibration, then a few minutes of their labelled epochs.
+
+:func:`adapt` returns an :class:`Adapted` candidate that predicts the subject's epochs:
+
+- the group model's probabilities, the subject aligned on their own (unlabelled) epochs as
+  :class:`~.group.GroupDecoder` does it: the epochs being decoded are the reference of the alignment;
+- blended with the subject's own model, fitted on the labelled epochs (the protocol's default: ``decoder.model``,
+  ``auto`` choosing among ``decoder.candidates`` on inner folds, :func:`~.selection.select_model`)::
+
+      p = w * p_group + (1 - w) * p_own
+
+  with the group's weight ``w`` chosen on inner block/run-wise folds of the labelled epochs (the weight of
+  :data:`WEIGHTS` whose blend scores best on the folds' held-out groups; a tie goes to the larger ``w``, the
+  steadier model when the own model saw little data).
+
+Why a blend, not refitting the group's classifier with the subject's epochs up-weighted: a stored group model
+keeps its fitted pipeline or network, not the group's training features; refitting would mean reloading every
+member's epochs (and their consent still holding) each time a subject is calibrated. A blend works for the
+Riemannian and the network group models alike, costs one inner cross-validation of the subject's own model, and
+falls back to either end: ``w = 1`` is zero calibration, ``w = 0`` the per-subject default.
+
+With no labelled epoch (or too few to fit or validate the own model: fewer than two classes, no honest inner
+fold) the candidate is the group model alone (``w = 1``). Without a group model it is the per-subject default alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .._logging import logger
+from ..errors import EegloopError
+from ..protocol import Protocol
+from ..types import EpochSet
+
+__all__ = ["Adapted", "adapt", "WEIGHTS", "key_score"]
+
+#: the group model's weights the inner folds choose from
+WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
+
+
+@dataclass
+class Adapted:
+    """A candidate decoder for one subject (what :func:`adapt` returns).
+
+    Attributes
+    ----------
+    classes : list of str
+        The class ids, in the order of :meth:`predict_proba`'s columns (the subject's).
+    weight : float
+        The group model's weight in the blend (1: the group model alone; 0: the subject's own model alone).
+    method : str | None
+        The subject's own model's method (None: none fitted).
+    n_labelled : int
+        The labelled epochs it was adapted on.
+    how : str
+        In words, how the weight was chosen.
+    """
+
+    classes: list
+    weight: float
+    method: Optional[str]
+    n_labelled: int
+    how: str
+    group: object = None  # GroupDecoder | None
+    own: object = None  # fitting.Fitted | None
+    protocol: Optional[Protocol] = None
+
+    def group_proba(self, es: EpochSet) -> np.ndarray:
+        """The group model's probabilities for ``es`` (aligned on ``es``), columns in :attr:`classes`' order."""
+        raw = self.group.predict_proba(es)
+        order = list(self.group.classes)
+        p = np.zeros((len(es), len(self.classes)))
+        for j, c in enumerate(self.classes):
+            if c in order:
+                p[:, j] = raw[:, order.index(c)]
+        s = p.sum(1, keepdims=True)
+        return np.where(s > 0, p / np.where(s > 0, s, 1), 1.0 / len(self.classes))
+
+    def own_proba(self, es: EpochSet) -> np.ndarray:
+        """The subject's own model's probabilities for ``es``."""
+        from .fitting import features_for
+        from .methods import feature_key
+
+        X = features_for(es, self.protocol, [self.method])[feature_key(self.method)]
+        return self.own.predict(X, len(self.classes))
+
+    def predict_proba(self, es: EpochSet) -> np.ndarray:
+        """Class probabilities (n, classes) for the subject's epochs ``es`` (their labels unused)."""
+        if self.own is None:
+            return self.group_proba(es)
+        if self.group is None or self.weight == 0.0:
+            return self.own_proba(es)
+        return self.weight * self.group_proba(es) + (1 - self.weight) * self.own_proba(es)
+
+
+def adapt(group, labelled: EpochSet, protocol: Protocol, seed: int = 0, base: Optional[Adapted] = None) -> Adapted:
+    """A candidate for one subject: ``group`` (a :class:`~.group.GroupDecoder`, or None) adapted with the
+    subject's ``labelled`` epochs (possibly none).
+
+    Parameters
+    ----------
+    group : GroupDecoder | None
+        The group model (:func:`~.group.load_group_model`, :func:`~.group.fit_group_in_memory`); None: the
+        per-subject default alone.
+    labelled : EpochSet
+        The subject's labelled calibration epochs (zero of them: zero calibration). Its classes (all of the
+        subject's, in order) are the columns of the candidate's probabilities.
+    protocol : Protocol
+        The subject's protocol (its preprocessing, ``decoder.model`` and inner folds).
+    base : Adapted | None
+        ``adapt(None, labelled, protocol)`` already made: its own model is reused, not refitted.
+    """
+    classes = list(labelled.class_ids)
+    if base is not None and base.n_labelled == len(labelled):
+        own, method, how = base.own, base.method, base.how if base.own is None else None
+    else:
+        own, method, how = _fit_own(labelled, protocol, seed)
+    if group is None and own is None:
+        raise EegloopError(f"no group model, and {how}")
+    if own is None:
+        return Adapted(classes, 1.0, None, len(labelled), f"zero calibration: the group model alone ({how})", group,
+                       None, protocol)
+    if group is None:
+        return Adapted(classes, 0.0, method, len(labelled), "the per-subject default alone", None, own, protocol)
+    weight, how = _choose_weight(group, labelled, protocol, method, classes, seed)
+    return Adapted(classes, weight, method, len(labelled), how, group, own, protocol)
+
+
+def _fit_own(es: EpochSet, protocol: Protocol, seed: int):
+    """The per-subject default fitted on ``es``: (Fitted, method, None), or (None, None, why) when it cannot be."""
+    from .fitting import features_for
+    from .folds import inner_validation
+    from .selection import select_model
+
+    if len(es) < 4 or len(np.unique(es.labels)) < 2:
+        return None, None, f"{len(es)} labelled epochs of {len(np.unique(es.labels))} class(es): no own model"
+    method = protocol.decoder.model
+    feats = features_for(es, protocol, [method])
+    try:
+        if method == "auto":
+            sel = select_model(es, protocol, feats, seed=seed)
+            return sel.fit_winner(es, feats, np.arange(len(es)), protocol, seed=seed), sel.winner, None
+        from .fitting import fit_method
+
+        tr, va = inner_validation(es, np.arange(len(es)), protocol.training.split, seed)
+        return fit_method(method, es, feats, tr, va, protocol, seed=seed), method, None
+    except (ValueError, np.linalg.LinAlgError, EegloopError) as exc:
+        logger.info("adapt: the subject's own model could not be fitted on %d epochs: %s", len(es), exc)
+        return None, None, f"no own model could be fitted on {len(es)} epochs ({str(exc)[:80]})"
+
+
+def key_score(y: np.ndarray, proba: np.ndarray) -> float:
+    """The key metric alone (:func:`~.scoring.key_metric`): AUC for two classes (NaN with one class present),
+    else balanced accuracy. :func:`~.scoring.scores` computes six metrics through scikit-learn's validation
+    (about 20 ms a call); the curve's permutations score thousands of blends."""
+    from scipy.stats import rankdata
+
+    if proba.shape[1] == 2:
+        pos = y == 1
+        n1, n0 = int(pos.sum()), int((~pos).sum())
+        if not n1 or not n0:
+            return float("nan")
+        r = rankdata(proba[:, 1])  # Mann-Whitney U: AUC = (sum of the positives' ranks - n1(n1+1)/2) / (n1 n0)
+        return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    pred = proba.argmax(1)
+    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
+
+
+def _choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes: list, seed: int):
+    """The group's weight whose blend scores best on inner block/run-wise folds of ``es`` (the own model refitted
+    on each fold's training groups; the winning method kept, not re-selected per fold)."""
+    from .fitting import features_for, fit_method
+    from .folds import inner_validation, make_folds
+    from .methods import feature_key
+    from .scoring import key_metric
+
+    split = protocol.training.split
+    try:
+        folds = make_folds(es, split, protocol.decoder.inner_folds, seed)
+    except EegloopError as exc:  # NoHonestFoldError too
+        return 1.0, f"no honest inner fold to weigh the blend ({str(exc)[:60]}...): the group model alone"
+    metric = key_metric(len(classes))
+    X = features_for(es, protocol, [method])[feature_key(method)]
+    table = np.full((len(folds), len(WEIGHTS)), np.nan)
+    view = Adapted(classes, 1.0, None, 0, "", group)
+    for k, (tr_all, te) in enumerate(folds):
+        sub = es.subset(tr_all)
+        if len(np.unique(sub.labels)) < 2:
+            continue
+        tr, va = inner_validation(es, tr_all, split, seed + k)
+        try:
+            own = fit_method(method, es, {feature_key(method): X}, tr, va, protocol, seed=seed + k)
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        po, pg = own.predict(X[te], len(classes)), view.group_proba(es.subset(te))
+        for j, w in enumerate(WEIGHTS):
+            table[k, j] = key_score(es.y[te], w * pg + (1 - w) * po)
+    if np.isnan(table).all():
+        return 1.0, "the inner folds could not score the blend: the group model alone"
+    mean = np.nanmean(table, axis=0)
+    j = int(np.nanargmax(mean))  # the first maximum: the largest group weight among ties
+    return WEIGHTS[j], (f"group weight {WEIGHTS[j]:g} of {', '.join(f'{w:g}' for w in WEIGHTS)} on {len(folds)} inner "
+                        f"{split}-wise folds ({metric} {mean[j]:.3f})")

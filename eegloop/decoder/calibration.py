@@ -1,0 +1,461 @@
+"""What a lab needs to decide on group models: the calibration curve, and leave-one-subject-out scores.
+
+:func:`calibration_curve` scores a subject against minutes of their own labelled data (0, 2, 5, 10, 20, all: the
+points the subject has data for), with and without a group model:
+
+- the test folds hold whole blocks or runs out (:func:`~.folds.make_folds`); for each fold the calibration
+  epochs are the remaining blocks/runs in recording order, taken whole from the start while their minutes stay
+  within the point's (:func:`plan_calibration`): a test fold never holds a calibration epoch;
+- a block's minutes are its epochs' onset span (first to last onset, plus one stimulus onset asynchrony; the
+  paradigm's ``image_s`` per epoch when onsets are unknown), summed over the calibration blocks: recorded time,
+  without the pauses and the held-out blocks between them;
+- without the group model: the per-subject default (``decoder.model``) fitted on those epochs (0 minutes: chance);
+  with it: :func:`~.adapt.adapt` (zero calibration at 0 minutes, then the blend weighed on inner folds);
+- chance and a permutation p beside each point: the subject's labels shuffled (calibration and test epochs
+  alike, the same shuffle), everything refitted, ``permutations`` times. A shuffle of the calibration labels
+  alone would leave the group model's zero-calibration score untouched: it tests the score, not the labels' use.
+
+:func:`loso` scores each of several subjects with a group model trained in memory on the others that gave group
+consent (:func:`~.group.fit_group_in_memory`; nothing stored), zero calibration (aligned on the subject's own
+unlabelled epochs), chance and a permutation p (the model never saw the subject's labels: shuffling them needs no
+refit).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import EegloopError
+from ..progress import Reporter
+from ..protocol import Protocol
+from ..types import EpochSet
+
+__all__ = ["CURVE_MINUTES", "CalibrationFold", "CalibrationPlan", "CurvePoint", "CalibrationCurve",
+           "plan_calibration", "calibration_curve", "plot_curve", "check_curve_request", "LosoRow", "LosoReport",
+           "plan_loso", "loso"]
+
+#: the calibration curve's points, minutes of the subject's own data (and "all")
+CURVE_MINUTES = (0, 2, 5, 10, 20)
+
+
+# -- the fold plan ---------------------------------------------------------------------------------------------
+@dataclass
+class CalibrationFold:
+    """One test fold and its calibration sets.
+
+    Attributes
+    ----------
+    test : array of int
+        The held-out epochs (whole blocks/runs).
+    pool : array of int
+        The other epochs, in recording order.
+    calibration : dict
+        Point (minutes, or ``"all"``) -> the calibration epochs: whole blocks/runs of ``pool`` from its start.
+    minutes : dict
+        Point -> the minutes those epochs span.
+    """
+
+    test: np.ndarray
+    pool: np.ndarray
+    calibration: dict = field(default_factory=dict)
+    minutes: dict = field(default_factory=dict)
+
+
+@dataclass
+class CalibrationPlan:
+    """The curve's points (those every fold has data for, then ``"all"``) and its folds."""
+
+    split: str
+    points: list
+    folds: list
+
+
+def _group_minutes(es: EpochSet, groups: np.ndarray, order: list, image_s: float) -> dict:
+    """Each group's recorded minutes: its onsets' span plus one onset asynchrony (``image_s`` per epoch when its
+    onsets are unknown)."""
+    out = {}
+    for g in order:
+        on = np.sort(es.onsets[groups == g])
+        d = np.diff(on)
+        if len(on) and np.isfinite(on).all() and (d > 0).any():
+            out[g] = (on[-1] - on[0] + float(np.median(d[d > 0]))) / 60.0
+        else:
+            out[g] = len(on) * image_s / 60.0
+    return out
+
+
+def plan_calibration(es: EpochSet, split: str, n_folds: int, image_s: float, seed: int = 0,
+                     minutes: Sequence[float] = CURVE_MINUTES) -> CalibrationPlan:
+    """Test folds of whole ``split`` groups and, for each, the calibration epochs of every point (see the module)."""
+    from .folds import make_folds
+
+    if split not in ("block", "run"):
+        raise EegloopError(f"--split: the calibration curve holds whole blocks or runs out, got {split!r}")
+    groups = es.groups(split)
+    _, first = np.unique(groups, return_index=True)
+    order = [groups[i] for i in sorted(first)]  # recording order: the epochs are stored in it
+    span = _group_minutes(es, groups, order, image_s)
+    folds = []
+    for _, te in make_folds(es, split, n_folds, seed):
+        held = set(groups[te].tolist())
+        kept = [g for g in order if g not in held]
+        pool = np.concatenate([np.flatnonzero(groups == g) for g in kept])
+        fold = CalibrationFold(np.asarray(te), pool)
+        for m in minutes:
+            lead, total = [], 0.0
+            for g in kept:
+                if total + span[g] > m + 1e-9:
+                    break
+                lead.append(g)
+                total += span[g]
+            fold.calibration[m] = pool[np.isin(groups[pool], lead)]
+            fold.minutes[m] = total
+        fold.calibration["all"], fold.minutes["all"] = pool, sum(span[g] for g in kept)
+        folds.append(fold)
+    points = [m for m in minutes if m == 0 or all(len(f.calibration[m]) and f.minutes["all"] >= m for f in folds)]
+    return CalibrationPlan(split, points + ["all"], folds)
+
+
+# -- the curve -------------------------------------------------------------------------------------------------
+@dataclass
+class CurvePoint:
+    """One point of the curve: mean scores over the test folds (their fold-to-fold spread beside), chance, p."""
+
+    minutes: object  # float, or "all"
+    minutes_used: float  # the calibration epochs' minutes, mean over the folds
+    n_calibration: float
+    without_group: Optional[float]
+    with_group: Optional[float]
+    chance: float
+    p_with_group: Optional[float] = None
+    p_without_group: Optional[float] = None
+    spread_without: Optional[float] = None
+    spread_with: Optional[float] = None
+    weights: list = field(default_factory=list)  # the group's weight in each fold's blend
+
+
+@dataclass
+class CalibrationCurve:
+    """:func:`calibration_curve`'s result."""
+
+    subject: str
+    metric: str
+    group: Optional[str]
+    split: str
+    n_folds: int
+    permutations: int
+    points: list
+    plan: CalibrationPlan
+    seconds: float = 0.0
+    png: Optional[Path] = None
+
+    def to_json(self) -> dict:
+        """What ``evaluate --calibration-curve --json`` prints (``minutes`` of ``all``: the minutes it spans)."""
+        def num(v):
+            return None if v is None or v != v else round(float(v), 4)
+
+        return {"subject": self.subject, "metric": self.metric,
+                "curve": [{"minutes": p.minutes if p.minutes != "all" else round(p.minutes_used, 2),
+                           "without_group": num(p.without_group), "with_group": num(p.with_group),
+                           "chance": num(p.chance), "p_with_group": num(p.p_with_group)} for p in self.points]}
+
+    def full_json(self) -> dict:
+        """Everything, for the report folder."""
+        from dataclasses import asdict
+
+        return {**self.to_json(), "group_model": self.group, "split": self.split, "n_folds": self.n_folds,
+                "permutations": self.permutations, "seconds": round(self.seconds, 2),
+                "points": [asdict(p) for p in self.points],
+                "folds": [{"test": f.test.tolist(), "calibration": {str(k): v.tolist() for k, v in f.calibration.items()},
+                           "minutes": {str(k): round(v, 3) for k, v in f.minutes.items()}} for f in self.plan.folds]}
+
+    def table(self) -> str:
+        """The curve as text."""
+        def cell(v, s=None):
+            return "      -     " if v is None or v != v else f"{v:.3f}" + (f" ±{s:.3f}" if s == s and s else "       ")
+
+        def pv(v):
+            return "  -  " if v is None or v != v else f"{v:.3f}"
+
+        g = self.group or "none"
+        rows = [f"calibration curve of {self.subject}: {self.metric}, {self.n_folds} {self.split}-wise test folds "
+                f"(whole {self.split}s held out), group model {g}, {self.permutations} label shuffles",
+                f"{'minutes':>14}  {'epochs':>6}  {'without group':>13}  {'p':>5}  {'with group':>13}  {'p':>5}  "
+                f"{'chance':>6}  group weight"]
+        for p in self.points:
+            name = f"{p.minutes:g}" if p.minutes != "all" else "all"
+            w = ", ".join(f"{v:g}" for v in p.weights) if p.weights else "-"
+            rows.append(f"{name + f' ({p.minutes_used:.1f})':>14}  {p.n_calibration:>6.0f}  "
+                        f"{cell(p.without_group, p.spread_without):>13}  {pv(p.p_without_group):>5}  "
+                        f"{cell(p.with_group, p.spread_with):>13}  {pv(p.p_with_group):>5}  {p.chance:>6.3f}  {w}")
+        rows.append("minutes (in brackets: the recorded minutes used, mean over folds) of whole blocks/runs from the "
+                    "start; ± the fold-to-fold standard deviation; p: permutation p (labels shuffled, refitted)")
+        return "\n".join(rows)
+
+
+def check_curve_request(db, subject: str, group: Optional[str]) -> None:
+    """Before any work: the subject has epochs, the group model exists and never saw ``subject`` (one line naming
+    the option)."""
+    _check_has_epochs(db, subject, "--subject")
+    if group is None:
+        return
+    if not db.group_model_exists(group):
+        raise EegloopError(f"--group-model: no group model named {group!r} (list them: eegloop pretrain --list)")
+    if subject in db.get_group_model(group).subjects:
+        raise EegloopError(f"--group-model: {group!r} was trained on {subject}'s epochs: its calibration curve would "
+                           f"not be honest (pretrain one without it: eegloop pretrain --all --exclude {subject} ...)")
+
+
+class _Memo:
+    """A group model whose probabilities are remembered by the epochs' content: a test fold's probabilities
+    (aligned on that fold's epochs) are the same at every point of the curve and under every label shuffle."""
+
+    def __init__(self, model):
+        self.model, self.classes, self._seen = model, model.classes, {}
+
+    def predict_proba(self, es: EpochSet) -> np.ndarray:
+        import hashlib
+
+        key = hashlib.sha1(np.ascontiguousarray(es.data).tobytes()).hexdigest()
+        if key not in self._seen:
+            self._seen[key] = self.model.predict_proba(es)
+        return self._seen[key]
+
+
+def _check_has_epochs(db, subject: str, option: str) -> None:
+    if not any(db.count_epochs(s.id) for s in db.list_sessions(subject)):
+        raise EegloopError(f"{option}: {subject} has no epochs (record or import a session first)")
+
+
+def _fold_scores(group, es: EpochSet, cal, te, protocol: Protocol, seed: int) -> tuple:
+    """One fold's scores without and with the group model (NaN where nothing can be fitted; without at 0 minutes:
+    None) and the group's weight in the blend."""
+    from .adapt import adapt, key_score
+
+    test = es.subset(te)
+    without = with_ = weight = None
+    base = None
+    if len(cal):
+        try:
+            base = adapt(None, es.subset(cal), protocol, seed=seed)
+            without = key_score(test.y, base.predict_proba(test))
+        except EegloopError:
+            without = float("nan")
+    if group is not None:
+        cand = adapt(group, es.subset(cal), protocol, seed=seed, base=base)
+        with_, weight = key_score(test.y, cand.predict_proba(test)), cand.weight
+    return without, with_, weight
+
+
+def _point(group, es: EpochSet, plan: CalibrationPlan, m, protocol: Protocol, chance: float, perms: list,
+           seed: int) -> CurvePoint:
+    """One point of the curve: every fold with the true labels, then under each label shuffle."""
+    from .scoring import permutation_pvalue
+    from .tasks import labelled
+
+    def run(les):
+        out = [_fold_scores(group, les, f.calibration[m], f.test, protocol, seed + k) for k, f in enumerate(plan.folds)]
+        return [np.array([np.nan if r[i] is None else r[i] for r in out], float) for i in (0, 1)], [r[2] for r in out]
+
+    (without, with_), weights = run(es)
+    col = 1 if group is not None else 0
+    p = None
+    if perms and not (group is None and m == 0):
+        p = permutation_pvalue(_mean((without, with_)[col]), [_mean(run(labelled(es, q))[0][col]) for q in perms])
+    folds = plan.folds
+    return CurvePoint(m, float(np.mean([f.minutes[m] for f in folds])),
+                      float(np.mean([len(f.calibration[m]) for f in folds])),
+                      None if m == 0 else _mean(without), None if group is None else _mean(with_), chance,
+                      p if group is not None else None, p if group is None else None,
+                      None if m == 0 else _spread(without), None if group is None else _spread(with_),
+                      [w for w in weights if w is not None])
+
+
+def _fmt(v) -> str:
+    return "-" if v is None or v != v else f"{v:.3f}"
+
+
+def _mean(v: np.ndarray) -> float:
+    return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+
+def _spread(v: np.ndarray) -> float:
+    v = v[np.isfinite(v)]
+    return float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
+
+
+def calibration_curve(db, subject: str, group: Optional[str] = None, split: str | None = None,
+                      n_folds: int | None = None, permutations: int = 10, seed: int = 0,
+                      progress: Optional[Callable[[str], None]] = None) -> CalibrationCurve:
+    """The subject's score against minutes of their own data, with and without the group model ``group``.
+
+    Parameters
+    ----------
+    db : Database
+    subject : str
+    group : str | None
+        A stored group model's name (:func:`~.group.load_group_model`); it must not hold ``subject``'s epochs.
+    split, n_folds
+        The test folds (default: the subject's protocol's ``training.split`` and ``n_folds``).
+    permutations : int
+        Label shuffles per point for the permutation p (each refits every fold).
+    """
+    import time
+
+    from .group import load_group_model
+    from .scoring import chance_levels, key_metric
+
+    t0 = time.perf_counter()
+    say = Reporter(progress, bus=False)
+    check_curve_request(db, subject, group)
+    es, protocol = _subject_epochs(db, subject)
+    split = split or protocol.training.split
+    plan = plan_calibration(es, split, n_folds or protocol.training.n_folds, protocol.paradigm.image_s, seed)
+    model = _Memo(load_group_model(db, group)) if group else None
+    metric = key_metric(len(es.classes))
+    chance = chance_levels(es)[f"chance_{metric}"]
+    rng = np.random.default_rng(seed + 1000)
+    perms = [rng.permutation(len(es)) for _ in range(permutations)]
+    points = []
+    for m in plan.points:
+        points.append(_point(model, es, plan, m, protocol, chance, perms, seed))
+        p = points[-1]
+        say(f"{subject}: {m if m == 'all' else f'{m:g}'} minutes ({p.minutes_used:.1f}): {metric} without the group "
+            f"model {_fmt(p.without_group)}, with it {_fmt(p.with_group)} (chance {chance:.3f})")
+    return CalibrationCurve(subject, metric, group, split, len(plan.folds), permutations, points, plan,
+                            time.perf_counter() - t0)
+
+
+def _subject_epochs(db, subject: str) -> tuple[EpochSet, Protocol]:
+    """The subject's recording-block epochs, artifacts rejected with its protocol (as a group model's members')."""
+    from .rejection import reject_artifacts
+    from .trainingset import load_training_epochs
+
+    data = load_training_epochs(db, subject)
+    rej = reject_artifacts(data.es, data.protocol)
+    return (data.es.subset(rej.kept) if rej.n_rejected else data.es), data.protocol
+
+
+def plot_curve(curve: CalibrationCurve, path: Path) -> Path:
+    """The curve drawn (matplotlib, Agg): score against minutes, with and without the group model, chance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        x = [p.minutes_used if p.minutes == "all" else p.minutes for p in curve.points]
+        for attr, spread, label in (("without_group", "spread_without", "per-subject default"),
+                                    ("with_group", "spread_with", f"with group model {curve.group}")):
+            y = [getattr(p, attr) for p in curve.points]
+            if all(v is None for v in y):
+                continue
+            y = [np.nan if v is None else v for v in y]
+            e = [np.nan if getattr(p, spread) is None else getattr(p, spread) for p in curve.points]
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
+        ax.plot(x, [p.chance for p in curve.points], "k--", label="chance")
+        ax.set_xlabel("minutes of the subject's own labelled data (whole blocks/runs)")
+        ax.set_ylabel(curve.metric)
+        ax.set_title(f"calibration curve: {curve.subject}")
+        ax.legend(loc="best", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    return path
+
+
+# -- leave one subject out -------------------------------------------------------------------------------------
+@dataclass
+class LosoRow:
+    """One held-out subject's zero-calibration score by a group model trained on ``trained_on``."""
+
+    subject: str
+    trained_on: list
+    score: float
+    chance: float
+    p: Optional[float]
+    n_epochs: int
+
+
+@dataclass
+class LosoReport:
+    """:func:`loso`'s result."""
+
+    method: str
+    metric: str
+    permutations: int
+    rows: list
+
+    def to_json(self) -> dict:
+        scores = [r.score for r in self.rows]
+        return {"metric": self.metric, "method": self.method, "permutations": self.permutations,
+                "subjects": [{"subject": r.subject, "trained_on": r.trained_on, "score": round(r.score, 4),
+                              "chance": r.chance, "p": None if r.p is None else round(r.p, 4),
+                              "n_epochs": r.n_epochs} for r in self.rows],
+                "mean": round(float(np.nanmean(scores)), 4)}
+
+    def table(self) -> str:
+        rows = [f"leave one subject out: {self.method} group model, zero calibration (aligned on the held-out "
+                f"subject's unlabelled epochs), {self.metric}, {self.permutations} label shuffles",
+                f"{'subject':<12} {self.metric:>8} {'chance':>7} {'p':>7} {'epochs':>7}  group model trained on"]
+        for r in self.rows:
+            p = "-" if r.p is None else f"{r.p:.3f}"
+            rows.append(f"{r.subject:<12} {r.score:>8.3f} {r.chance:>7.3f} {p:>7} {r.n_epochs:>7}  "
+                        f"{', '.join(r.trained_on)}")
+        rows.append(f"{'mean':<12} {np.nanmean([r.score for r in self.rows]):>8.3f}")
+        return "\n".join(rows)
+
+
+def plan_loso(db, subjects: Sequence[str], method: str = "riemann") -> dict:
+    """Before any work: each subject -> the subjects its group model is trained on (the others with group consent;
+    at least 2). One line naming ``--subjects`` otherwise."""
+    from .group import plan_group
+
+    if len(subjects) < 3:
+        raise EegloopError(f"--loso: needs at least 3 subjects in --subjects (one held out, at least two to train on), "
+                           f"got {len(subjects)}")
+    consent = {c.code: c.group for c in db.subject_consents()}
+    out = {}
+    for s in subjects:
+        _check_has_epochs(db, s, "--subjects")
+        others = [c for c in subjects if c != s and consent.get(c)]
+        if len(others) < 2:
+            raise EegloopError(f"--subjects: holding {s} out leaves {len(others)} subject(s) with group consent "
+                               f"({', '.join(others) or 'none'}); a group model needs at least 2 (record consent "
+                               "with: eegloop subject consent CODE --group yes)")
+        plan_group(db, subjects=others, method=method)
+        out[s] = others
+    return out
+
+
+def loso(db, subjects: Sequence[str], method: str = "riemann", permutations: int = 1000, seed: int = 0,
+         progress: Optional[Callable[[str], None]] = None) -> LosoReport:
+    """Each subject scored by a group model (``method``) trained in memory on the other consenting subjects, zero
+    calibration; chance and a permutation p (the held-out subject's labels shuffled) beside."""
+    from .adapt import Adapted, key_score
+    from .group import fit_group_in_memory
+    from .scoring import chance_levels, key_metric, permutation_pvalue
+
+    say = Reporter(progress, bus=False)
+    plan = plan_loso(db, subjects, method)
+    rows, metric = [], None
+    for s, others in plan.items():
+        model = fit_group_in_memory(db, others, method=method, seed=seed)
+        es = _subject_epochs(db, s)[0]
+        classes = {c: n for c, n in es.classes.items() if c in model.classes}
+        es = es.subset(np.flatnonzero(np.isin(es.labels, list(classes))))
+        es.classes = classes
+        metric = key_metric(len(classes))
+        proba = Adapted(list(classes), 1.0, None, 0, "zero calibration", model).predict_proba(es)
+        y = es.y
+        score = key_score(y, proba)
+        rng = np.random.default_rng(seed + 1000)
+        null = [key_score(y[rng.permutation(len(y))], proba) for _ in range(permutations)]
+        p = permutation_pvalue(score, null) if permutations else None
+        rows.append(LosoRow(s, list(model.subjects), float(score), chance_levels(es)[f"chance_{metric}"], p, len(es)))
+        say(f"{s}: {metric} {score:.3f} by a {method} group model of {', '.join(model.subjects)}")
+    return LosoReport(method, metric, permutations, rows)

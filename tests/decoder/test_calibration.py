@@ -1,0 +1,165 @@
+"""The calibration curve and leave-one-subject-out scores (issue 27, items 4-5): `eegloop evaluate
+--calibration-curve --subject S [--group-model G]` and `eegloop evaluate --loso --subjects ...`.
+
+Four simulated subjects (test_group's: one shared P300-like response seen through each subject's own channel
+crosstalk) in a real SQLite database, with onsets: 6 blocks of 20 epochs, 1.9 s apart (38 s a block). A, B and C
+give group consent; G is trained on A and B; D does not consent and is the curve's subject.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from test_group import CHANNELS, dump, subject_epochs
+
+from eegloop.protocol import protocol_from_dict
+
+SOA = 1.9
+
+
+def cal_protocol():
+    return protocol_from_dict({
+        "stimuli": {"folder": "x", "classes": {"target": "target", "nontarget": "non-target"}},
+        "paradigm": {"block_s": 38, "image_s": SOA, "images_per_class": 60, "runs": 2, "order": "interleaved"},
+        "amplifier": {"channels": len(CHANNELS), "sfreq": 128, "channel_names": list(CHANNELS)},
+        "epochs": {"tmin": -0.1, "tmax": 0.7, "margin_s": 0.5},
+        "preprocessing": {"notch_hz": None, "bandpass_hz": [1, 20], "standardize": False},
+        "decoder": {"model": "lda_windowed", "inner_folds": 2},
+        "teacher": {"enabled": False}, "training": {"split": "block", "n_folds": 3, "precision": "fp32"}})
+
+
+def timed_epochs(seed: int):
+    es = subject_epochs(seed)
+    i = np.arange(len(es))
+    es.onsets = 1000.0 + (es.blocks - 1) * 60.0 + (i % 20) * SOA  # 20 s pauses between blocks
+    return es
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    from eegloop.database import Database
+    from eegloop.decoder.group import pretrain
+    from eegloop.recorder.importers import import_epochset
+
+    root = tmp_path_factory.mktemp("calibration")
+    db = Database(None, data_dir=root)
+    for k, code in enumerate("ABCD"):
+        import_epochset(db, code, cal_protocol(), timed_epochs(11 + k), source="simulated")
+    for code in "ABC":
+        db.set_subject_consent(code, True)
+    db.add_subject("E")  # no session
+    pretrain(db, ["A", "B"], "G", progress=lambda _: None)
+    db.close()
+    return root
+
+
+def run_cli(capsys, root, *args):
+    from eegloop.cli import main
+
+    rc = main([*map(str, args), "--data", str(root)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture(scope="module")
+def curve(root):
+    """D's curve with G through the CLI (2 label shuffles): its JSON line and the report it saved."""
+    from eegloop.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["evaluate", "--calibration-curve", "--subject", "D", "--group-model", "G", "--permutations", "2",
+                     "--json", "--data", str(root)]) == 0
+    line = json.loads(out.getvalue().splitlines()[-1])
+    png = sorted((root / "reports").glob("calibration-D-*.png"))[-1]
+    return line, json.loads(png.with_suffix(".json").read_text()), png
+
+
+def test_the_curve_json_line_and_plot(curve):
+    last, saved, png = curve
+    assert list(last) == ["subject", "metric", "curve"] and last["subject"] == "D" and last["metric"] == "auc"
+    assert [list(p) for p in last["curve"]] == [["minutes", "without_group", "with_group", "chance",
+                                                 "p_with_group"]] * 3
+    # 4 blocks of 38 s left per fold: 2.5 minutes, so no 5-minute point
+    assert [p["minutes"] for p in last["curve"]] == [0, 2, pytest.approx(4 * 20 * SOA / 60, abs=0.01)]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert saved["group_model"] == "G" and saved["plot"] == str(png)
+
+
+def test_the_fold_plan_never_tests_a_calibration_epoch(curve):
+    folds = curve[1]["folds"]
+    assert len(folds) == 3
+    tested = []
+    for f in folds:
+        test, cal = set(f["test"]), {k: set(v) for k, v in f["calibration"].items()}
+        assert len(test) == 40 and len(cal["all"]) == 80 and not test & cal["all"]  # 2 of 6 blocks held out
+        assert len(cal["0"]) == 0 and len(cal["2"]) == 60  # 3 whole blocks (1.9 minutes) from the start
+        assert f["calibration"]["2"] == f["calibration"]["all"][:60]
+        assert f["minutes"]["2"] == pytest.approx(3 * 20 * SOA / 60)
+        assert all(not test & c for c in cal.values())
+        tested += f["test"]
+    assert sorted(tested) == list(range(120))  # every epoch tested once
+
+
+def test_the_group_model_scores_above_chance_at_zero_minutes(curve):
+    zero, two, full = curve[0]["curve"]
+    assert zero["without_group"] is None and zero["chance"] == 0.5
+    assert zero["with_group"] > 0.7  # shared patterns: the group model transfers, aligned on D's unlabelled epochs
+    assert curve[1]["points"][0]["weights"] == [1.0, 1.0, 1.0]  # no labelled epoch: the group model alone
+    assert two["without_group"] > 0.5 and full["with_group"] > 0.7
+    # the smallest p 2 label shuffles can give: every shuffled refit scored below the true labels
+    assert all(p["p_with_group"] == pytest.approx(1 / 3, abs=1e-3) for p in curve[0]["curve"])
+
+
+def test_cli_curve_without_group_model_prints_a_table(root, capsys):
+    rc, out, err = run_cli(capsys, root, "evaluate", "--calibration-curve", "--subject", "D", "--permutations", "0")
+    assert rc == 0, err
+    lines = out.splitlines()
+    lines = lines[next(i for i, t in enumerate(lines) if t.startswith("calibration curve of")):]
+    assert lines[0].startswith("calibration curve of D: auc, 3 block-wise test folds") and "group model none" in lines[0]
+    assert lines[2].split()[:2] == ["0", "(0.0)"] and lines[-1].startswith("report: ")
+
+
+def test_loso_scores_each_subject_with_a_model_that_never_saw_it(root, capsys):
+    from eegloop.database import Database
+    from eegloop.decoder.calibration import plan_loso
+
+    rc, out, err = run_cli(capsys, root, "evaluate", "--loso", "--subjects", "A,B,C", "--permutations", "50", "--json")
+    assert rc == 0, err
+    rep = json.loads(out.splitlines()[-1])
+    rows = {r["subject"]: r for r in rep["subjects"]}
+    assert {s: r["trained_on"] for s, r in rows.items()} == {"A": ["B", "C"], "B": ["A", "C"], "C": ["A", "B"]}
+    assert rep["metric"] == "auc" and all(r["chance"] == 0.5 for r in rows.values())
+    assert all(r["score"] > 0.7 and r["p"] == pytest.approx(1 / 51, abs=1e-3) for r in rows.values())
+    db = Database(None, data_dir=root, create=False)
+    try:
+        assert [m.name for m in db.list_group_models()] == ["G"]  # nothing stored
+        # D gave no group consent: it may be scored (its data only tested), never trained on
+        assert plan_loso(db, ["A", "B", "C", "D"]) == {"A": ["B", "C"], "B": ["A", "C"], "C": ["A", "B"],
+                                                       "D": ["A", "B", "C"]}
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--calibration-curve", "--subject", "A", "--group-model", "G"], "--group-model: 'G' was trained on A's"),
+    (["--calibration-curve", "--subjects", "A,D"], "--calibration-curve: needs --subject S"),
+    (["--calibration-curve", "--subject", "D", "--group-model", "NOPE"], "--group-model: no group model named"),
+    (["--loso", "--subjects", "A,D"], "--loso: needs at least 3 subjects"),
+    (["--loso", "--subjects", "A,B,D"], "--subjects: holding A out leaves 1 subject(s) with group consent"),
+    (["--subject", "D", "--group-model", "G"], "--group-model: only with --calibration-curve"),
+    (["--calibration-curve", "--subject", "E"], "--subject: E has no epochs"),
+    (["--loso", "--subjects", "A,B,C", "--workers", "2"], "--loso: not with --workers"),
+    (["--calibration-curve", "--subject", "D", "--split", "random"], "--split: the calibration curve holds"),
+])
+def test_bad_requests_are_one_line_before_any_work(root, capsys, args, says):
+    before = dump(root)
+    reports = set((root / "reports").glob("*")) if (root / "reports").exists() else set()
+    rc, out, err = run_cli(capsys, root, "evaluate", *args)
+    assert (rc, out) == (2, "") and len(err.splitlines()) == 1 and err.startswith("eegloop: error: ")
+    assert says in err
+    assert dump(root) == before
+    assert (set((root / "reports").glob("*")) if (root / "reports").exists() else set()) == reports
