@@ -68,7 +68,8 @@ def _add_evaluate(commands, parents: Parents) -> None:
     group.add_argument("--loso", action="store_true",
                        help="with --subjects A,B,C: each subject scored (zero calibration) by a group model trained "
                             "in memory on the other subjects with group consent; chance and permutation p "
-                            "(--permutations, default 1000)")
+                            "(--permutations, default 1000); with --zero-shot: each subject's zero-shot "
+                            "identification by an EEG encoder trained on the other consenting subjects")
     c.add_argument("--group-model", metavar="NAME", type=Text("a group model name", 64),
                    help="--calibration-curve: the stored group model (eegloop pretrain) to adapt; it must not hold "
                         "the subject's epochs")
@@ -196,6 +197,8 @@ def evaluate(args) -> int:
     from .._files import private_dir
 
     db = open_db(args, create=False)
+    if args.zero_shot and args.loso:
+        return _evaluate_zero_shot_loso(db, args)
     if args.calibration_curve or args.loso or args.group_model or args.method:
         return _evaluate_group(db, args)
     subjects = _subjects(args, db)
@@ -354,6 +357,53 @@ def _evaluate_zero_shot(db, args, subjects, progress, out, stamp) -> int:
         else:
             print(rep.table())
             print(f"report: {html}")
+    return 0
+
+
+def _evaluate_zero_shot_loso(db, args) -> int:
+    """``evaluate --zero-shot --loso --subjects A,B,C``: each subject's zero-shot identification by an encoder
+    trained on the other subjects with group consent (:mod:`eegloop.decoder.zeroshot_subjects`)."""
+    import json
+    from datetime import datetime
+
+    from .._files import private_dir, write_private_text
+    from ..decoder import stimulus_embeddings_for
+    from ..decoder.calibration import plan_loso
+    from ..decoder.zeroshot_subjects import zero_shot_loso
+    from ..errors import EegloopError
+
+    others = [name for name, on in (("--methods", args.methods), ("--baselines", args.baselines),
+                                    ("--ablation", args.ablation), ("--calibration-curve", args.calibration_curve),
+                                    ("--group-model", args.group_model), ("--method", args.method),
+                                    ("--cluster", args.cluster), ("--workers", args.workers is not None))
+              if on]
+    if others:
+        raise EegloopError(f"--zero-shot --loso: not with {others[0]}")
+    if not args.subjects:
+        raise EegloopError("--loso: needs --subjects A,B,C (at least 3)")
+    subjects = _subjects(args, db)
+    train_on = plan_loso(db, subjects)  # before any work: who may train whose encoder (group consent)
+    progress = silent if args.json else say
+    data, proto, test = {}, None, list(args.test_classes) if args.test_classes else None
+    for subject in subjects:
+        p, sids, es = _recorded_epochs(db, subject, args)
+        proto = proto or p
+        if test is None:  # the data's own split (THINGS-EEG2's test concepts), when the imports recorded one
+            named = [c for s in db.list_sessions(subject) if s.id in sids
+                     for c in (s.info or {}).get("zero_shot_test_classes") or []]
+            test = sorted(set(named)) or None
+        data[subject] = (es, stimulus_embeddings_for(db, p, es.images)[0])
+    rep = zero_shot_loso(data, proto, test_classes=test, permutations=200 if args.permutations is None else
+                         args.permutations, budget_s=args.budget, shuffle_images=args.shuffle_labels,
+                         progress=progress, train_on=train_on)
+    out = private_dir(db.data_dir / "reports")
+    path = out / f"zero-shot-loso-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    write_private_text(path, json.dumps(rep.to_json(), indent=1))
+    if args.json:
+        print(json.dumps(rep.to_json()))
+    else:
+        print(rep.table())
+        print(f"report: {path}")
     return 0
 
 

@@ -100,7 +100,7 @@ def euclidean_alignment(X: np.ndarray) -> np.ndarray:
 def zero_shot_loso(subjects: dict[str, tuple[EpochSet, dict]], protocol: Protocol,
                    test_classes: Optional[Sequence[str]] = None, align: bool = True, permutations: int = 200,
                    seed: int = 0, budget_s: Optional[float] = None, shuffle_images: bool = False,
-                   progress: Optional[Callable[[str], None]] = None,
+                   progress: Optional[Callable[[str], None]] = None, train_on: Optional[dict] = None,
                    verbose: bool | str | int | None = None) -> LosoZeroShotReport:
     """Score each subject's zero-shot identification by an encoder trained on the other subjects only.
 
@@ -121,6 +121,9 @@ def zero_shot_loso(subjects: dict[str, tuple[EpochSet, dict]], protocol: Protoco
         Training seconds for all encoder fits together (default ``decoder.evaluate_budget_s``; 0: no limit).
     shuffle_images : bool
         The control: training epochs get randomly permuted images' embeddings (should score chance).
+    train_on : dict | None
+        Subject -> the subjects its encoder may train on (e.g. only those with group consent:
+        :func:`eegloop.decoder.calibration.plan_loso`); default: every other subject.
     """
     from .zeroshot import _held_out_classes, _with_known_images
 
@@ -137,10 +140,12 @@ def zero_shot_loso(subjects: dict[str, tuple[EpochSet, dict]], protocol: Protoco
     budget = protocol.decoder.evaluate_budget_s if budget_s is None else budget_s
     rep = LosoZeroShotReport(list(test_classes), "euclid" if align else "none", shuffled=shuffle_images)
     for i, code in enumerate(data):
-        say(f"zero-shot loso {i + 1}/{len(data)}: {code} held out, the encoder trained on the other "
-            f"{len(data) - 1} subjects")
-        rep.subjects.append(_one_subject(code, data, X, sfreq_in, embeddings, test_classes, protocol, rng, seed + i,
-                                         budget / len(data) if budget else 0, permutations, shuffle_images))
+        others = [c for c in (train_on or {}).get(code, data) if c != code]
+        if len(others) < 2:
+            raise EegloopError(f"zero-shot: holding {code} out leaves {len(others)} subject(s) to train on; at least 2")
+        say(f"zero-shot loso {i + 1}/{len(data)}: {code} held out, the encoder trained on {', '.join(others)}")
+        rep.subjects.append(_one_subject(code, others, data, X, sfreq_in, embeddings, test_classes, protocol, rng,
+                                         seed + i, budget / len(data) if budget else 0, permutations, shuffle_images))
     rep.seconds = time.perf_counter() - t0
     logger.info("zero-shot leave-one-subject-out: mean top1 %.3f", rep.mean_top1)
     return rep
@@ -167,13 +172,12 @@ def _prepared(data: dict, protocol: Protocol, align: bool) -> tuple[dict, float]
     return out, rate / pre.series_factor
 
 
-def _one_subject(code: str, data: dict, X: dict, sfreq_in: float, embeddings: dict, test_classes, protocol: Protocol,
+def _one_subject(code: str, others: list, data: dict, X: dict, sfreq_in: float, embeddings: dict, test_classes, protocol: Protocol,
                  rng: np.random.Generator, seed: int, cap: float, permutations: int,
                  shuffle_images: bool) -> SubjectZeroShot:
     from .encoder import center_targets, encode, fit_encoder, image_mean, similarity
     from .zeroshot import _identification_scores
 
-    others = [c for c in data if c != code]
     tr = {c: ~np.isin(data[c].labels, test_classes) for c in others}
     Xtr = np.concatenate([X[c][tr[c]] for c in others])
     imgs = np.concatenate([data[c].images[tr[c]] for c in others])

@@ -154,6 +154,11 @@ def test_loso_scores_each_subject_with_a_model_that_never_saw_it(root, capsys):
     (["--calibration-curve", "--subject", "E"], "--subject: E has no epochs"),
     (["--loso", "--subjects", "A,B,C", "--workers", "2"], "--loso: not with --workers"),
     (["--calibration-curve", "--subject", "D", "--split", "random"], "--split: the calibration curve holds"),
+    # zero-shot across subjects: the same consent rule, before any epoch or embedding is read
+    (["--zero-shot", "--loso", "--subjects", "A,B,D"], "--subjects: holding A out leaves 1 subject(s) with group"),
+    (["--zero-shot", "--loso", "--subjects", "A,D"], "--loso: needs at least 3 subjects"),
+    (["--zero-shot", "--loso", "--subject", "A"], "--loso: needs --subjects A,B,C"),
+    (["--zero-shot", "--loso", "--subjects", "A,B,C", "--methods", "riemann"], "--zero-shot --loso: not with --methods"),
 ])
 def test_bad_requests_are_one_line_before_any_work(root, capsys, args, says):
     before = dump(root)
