@@ -266,3 +266,23 @@ def test_series_representation_keeps_the_band_and_drops_what_would_alias():
     f = np.fft.rfftfreq(len(y), pre.series_factor / sf)
     assert abs(f[spec.argmax()] - 20) <= 2  # the in-band sine survives at its own frequency
     assert spec[np.abs(f - 40).argmin()] < 0.05 * spec.max()  # 160 Hz would fold to 40 Hz at 200 Hz: it does not
+
+
+def test_selection_rule_compares_candidates_fold_by_fold():
+    """Issue 27: the one-standard-error rule on paired fold differences. Folds differ in difficulty far more than
+    the candidates differ on any one of them; a costlier candidate ahead on every fold by a steady margin wins,
+    one ahead by a margin that changes sign from fold to fold does not (the cheaper one is kept)."""
+    from eegloop.decoder.selection import _choose
+
+    order = ["lda_windowed", "riemann"]  # cheapest first
+    hard_easy = np.array([0.60, 0.80, 0.90])  # the folds' own difficulty, shared by both candidates
+    steady = {"lda_windowed": hard_easy - 0.03, "riemann": hard_easy}
+    # the unpaired rule: the best's fold scores spread 0.088 (one SE), so the 0.03 margin was "noise" -> LDA
+    assert np.std(hard_easy, ddof=1) / np.sqrt(3) > 0.03
+    assert _choose(order, steady) == ("riemann", "")
+    noisy = {"lda_windowed": hard_easy + np.array([-0.08, 0.05, -0.03]), "riemann": hard_easy}
+    winner, note = _choose(order, noisy)  # riemann ahead by 0.02 on average, but not on every fold
+    assert winner == "lda_windowed" and "riemann scored highest" in note and "paired" in note
+    assert _choose(order, {"riemann": hard_easy}) == ("riemann", "")  # one scored candidate (others skipped)
+    # a cheaper candidate that is best wins outright
+    assert _choose(order, {"lda_windowed": hard_easy + 0.01, "riemann": hard_easy}) == ("lda_windowed", "")
