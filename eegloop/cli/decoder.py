@@ -271,15 +271,7 @@ def _evaluate_group(db, args) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.loso:
         rep = loso(db, subjects, args.method or "riemann", args.permutations, progress=progress)
-        out = private_dir(db.data_dir / "reports")
-        path = out / f"loso-{stamp}.json"
-        write_private_text(path, json.dumps(rep.to_json(), indent=1))
-        if not args.json:
-            print(rep.table())
-            print(f"report: {path}")
-        else:
-            print(json.dumps(rep.to_json()))
-        return 0
+        return _write_and_show(args, rep, private_dir(db.data_dir / "reports") / f"loso-{stamp}.json")
     curve = calibration_curve(db, subjects[0], args.group_model, args.split, args.folds, args.permutations,
                               progress=progress)
     out = private_dir(db.data_dir / "reports")
@@ -363,10 +355,9 @@ def _evaluate_zero_shot(db, args, subjects, progress, out, stamp) -> int:
 def _evaluate_zero_shot_loso(db, args) -> int:
     """``evaluate --zero-shot --loso --subjects A,B,C``: each subject's zero-shot identification by an encoder
     trained on the other subjects with group consent (:mod:`eegloop.decoder.zeroshot_subjects`)."""
-    import json
     from datetime import datetime
 
-    from .._files import private_dir, write_private_text
+    from .._files import private_dir
     from ..decoder import stimulus_embeddings_for
     from ..decoder.calibration import plan_loso
     from ..decoder.zeroshot_subjects import zero_shot_loso
@@ -388,23 +379,14 @@ def _evaluate_zero_shot_loso(db, args) -> int:
     for subject in subjects:
         p, sids, es = _recorded_epochs(db, subject, args)
         proto = proto or p
-        if test is None:  # the data's own split (THINGS-EEG2's test concepts), when the imports recorded one
-            named = [c for s in db.list_sessions(subject) if s.id in sids
-                     for c in (s.info or {}).get("zero_shot_test_classes") or []]
-            test = sorted(set(named)) or None
+        if test is None:
+            test = _recorded_test_classes(db, subject, sids)
         data[subject] = (es, stimulus_embeddings_for(db, p, es.images)[0])
     rep = zero_shot_loso(data, proto, test_classes=test, permutations=200 if args.permutations is None else
                          args.permutations, budget_s=args.budget, shuffle_images=args.shuffle_labels,
                          progress=progress, train_on=train_on)
     out = private_dir(db.data_dir / "reports")
-    path = out / f"zero-shot-loso-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    write_private_text(path, json.dumps(rep.to_json(), indent=1))
-    if args.json:
-        print(json.dumps(rep.to_json()))
-    else:
-        print(rep.table())
-        print(f"report: {path}")
-    return 0
+    return _write_and_show(args, rep, out / f"zero-shot-loso-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json")
 
 
 def _evaluate_methods(db, args, subjects, progress, out, stamp, executor) -> int:
@@ -454,19 +436,37 @@ def _zero_shot_one(db, subject, args, progress):
     from ..decoder.zeroshot import zero_shot_evaluate
 
     proto, sids, es = _recorded_epochs(db, subject, args)
-    test = None
-    if args.test_classes:
-        test = list(args.test_classes)  # a list already: no empty or repeated items (types.CommaList)
-    else:  # the data's own split (THINGS-EEG2's test concepts), when an import recorded one
-        named = [c for s in db.list_sessions(subject) if s.id in sids
-                 for c in (s.info or {}).get("zero_shot_test_classes") or []]
-        test = sorted(set(named)) or None
+    test = list(args.test_classes) if args.test_classes else _recorded_test_classes(db, subject, sids)
     Z, model, _pre = stimulus_embeddings_for(db, proto, es.images)
     rep = zero_shot_evaluate(es, Z, proto, test_classes=test, split=args.split, n_folds=args.folds,
                              permutations=1000 if args.permutations is None else args.permutations,
                              budget_s=args.budget,
                              shuffle_images=args.shuffle_labels, progress=progress, clip_model=model)
     return rep, sids
+
+
+def _recorded_test_classes(db, subject, sids) -> list | None:
+    """The data's own zero-shot test split (THINGS-EEG2's test concepts), when an import of these sessions recorded
+    one; else None. (``--test-classes`` is a list already: no empty or repeated items, types.CommaList.)"""
+    named = [c for s in db.list_sessions(subject) if s.id in sids
+             for c in (s.info or {}).get("zero_shot_test_classes") or []]
+    return sorted(set(named)) or None
+
+
+def _write_and_show(args, rep, path) -> int:
+    """A leave-one-subject-out report: its JSON written to ``path`` (0600), then the table and the path, or with
+    ``--json`` the JSON alone."""
+    import json
+
+    from .._files import write_private_text
+
+    write_private_text(path, json.dumps(rep.to_json(), indent=1))
+    if args.json:
+        print(json.dumps(rep.to_json()))
+    else:
+        print(rep.table())
+        print(f"report: {path}")
+    return 0
 
 
 def _evaluation_input(db, subject, args):
