@@ -333,7 +333,7 @@ def fit_group_network_parallel(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, 
     batch = max(world, training.batch_size // world * world)  # split evenly over the ranks
     plan = FitPlan(config, epochs=max_epochs or training.max_epochs, batch_size=min(batch, len(y) // world * world),
                    lr=training.lr, clip=training.grad_clip, seed=seed, checkpoint=checkpoint)
-    out = fit_data_parallel((X.astype(np.float32), y), plan, launch)
+    out = fit_data_parallel((X, y), plan, launch)  # written as float32 .npy for the ranks (one copy)
     if out is None:
         return None
     model = out.load_into(build_model(config))
