@@ -200,6 +200,12 @@ def quick_train_paragraph(metrics: dict) -> str:
     else:  # a pipeline: fitted once, no epochs, nothing to distil
         how = (f"{mm.get('seconds', 0):.1f} s, a pipeline fitted in one pass on "
                f"{(mm.get('n_train') or 0) + (mm.get('n_heldout') or 0)} epochs (no training epochs, no distillation)")
+    from .decoder.groupstart import group_line
+
+    if mm.get("zero_calibration"):
+        how = f"{mm.get('seconds', 0):.1f} s, no model fitted on the subject's labels"
+    g = group_line(mm)
+    how += f"; {g}" if g else ""
     return f"{how}. {heldout_line(mm)[0].upper()}{heldout_line(mm)[1:]}." if "heldout" in mm else how + "."
 
 

@@ -206,6 +206,9 @@ def run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool = F
 def _run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool, resume: bool, say: Reporter,
                feedback_mode: str | None, report_dir: Path | None, force: bool) -> VisitResult:
     db.check_new_subject(subject)
+    from .decoder.groupstart import check_group_start
+
+    check_group_start(db, protocol)  # decoder.group_model: there, and reading channels this amplifier records
     session_id, done = None, set()
     if resume:
         session_id, done = resumable_session(db, subject, protocol)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from .common import SESSION_ID, SUBJECT, Parents, open_db, say, silent
+from ..protocol.schema import GROUP_NAME
 from .types import CommaList, Integer, Number, Text, UniqueItems
 
 
@@ -17,6 +18,12 @@ def add_parser(commands, parents: Parents) -> None:
     c.add_argument("--encoder", action="store_true",
                    help="train the EEG -> CLIP-embedding encoder instead (zero-shot retrieval, feedback modes "
                         "retrieve and embedding); targets: the teacher's CLIP image embeddings")
+    c.add_argument("--group-model", metavar="NAME", type=Text("a group model name", 64, pattern=GROUP_NAME.pattern),
+                   default=None, help="start from this group model (`eegloop pretrain`): aligned to the subject on "
+                                      "their own epochs and blended with their own model (decoder.group_model)")
+    c.add_argument("--group-weight", metavar="W", type=Number(0, 1), default=None,
+                   help="the group model's weight in the blend (default: chosen on inner folds among 1, 0.75, 0.5, "
+                        "0.25, 0; 1: zero calibration, the subject's labels unused)")
     c.set_defaults(run=run)
     _add_evaluate(commands, parents)
 
@@ -110,11 +117,15 @@ def train(args) -> int:
     db = open_db(args, create=False)
     if args.encoder:
         return _train_encoder(db, args)
-    res = quick_train(db, args.subject, args.sessions, progress=True, use_teacher=not args.no_teacher,
-                      exclude_images=_feedback_cues(db, args))
+    res = quick_train(db, args.subject, args.sessions, protocol=_with_group(db, args), progress=True,
+                      use_teacher=not args.no_teacher, exclude_images=_feedback_cues(db, args))
     m = res.metrics
     for line in _trained_lines(res):
         print(line)
+    from ..decoder.groupstart import group_line
+
+    if group_line(m):
+        print(group_line(m))
     print(heldout_line(m))
     est = honest_estimate(db, args.subject, m["method"])
     if est:
@@ -131,6 +142,26 @@ def train(args) -> int:
         except EegloopError as exc:  # the decoder above is saved: its success stands
             print(f"eegloop: warning: the EEG encoder was not trained: {exc}", file=sys.stderr)
     return 0
+
+
+def _with_group(db, args):
+    """The subject's stored protocol with ``--group-model``/``--group-weight`` set (None: neither given); the
+    group model is checked before any work."""
+    if args.group_model is None and args.group_weight is None:
+        return None
+    from dataclasses import replace
+
+    from ..decoder import subject_protocol
+    from ..decoder.groupstart import check_group_start
+    from ..errors import EegloopError
+
+    if args.group_model is None:
+        raise EegloopError("--group-weight: given without --group-model (a weight of which group model?)")
+    proto = subject_protocol(db, args.subject, args.sessions)[0]
+    proto = replace(proto, decoder=replace(proto.decoder, group_model=args.group_model,
+                                           group_weight=args.group_weight))
+    check_group_start(db, proto)
+    return proto
 
 
 def _trained_lines(res) -> list[str]:

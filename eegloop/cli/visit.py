@@ -81,9 +81,12 @@ def recording_lines(res) -> list[str]:
 def session(args) -> int:
     from ..session import run_visit
 
+    from ..decoder.groupstart import check_group_start
+
     proto = protocol_for_run(args)
     check_new_subject(args, args.subject)
     db = open_db(args)
+    check_group_start(db, proto)  # before the console starts
     with console_around(args, proto):
         res = run_visit(proto, args.subject, db, simulate=args.simulate, resume=args.resume,
                         feedback_mode=args.mode, force=args.force)

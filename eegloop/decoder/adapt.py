@@ -24,7 +24,10 @@ fold) the candidate is the group model alone (``w = 1``). Without a group model 
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -34,7 +37,10 @@ from ..errors import EegloopError
 from ..protocol import Protocol
 from ..types import EpochSet
 
-__all__ = ["Adapted", "adapt", "WEIGHTS", "key_score"]
+__all__ = ["Adapted", "adapt", "WEIGHTS", "key_score", "choose_weight", "save_adapted", "ADAPTED_FORMAT"]
+
+#: the JSON ``format`` of a subject's model that blends a group model (:func:`save_adapted`)
+ADAPTED_FORMAT = "eegloop-adapted-1"
 
 #: the group model's weights the inner folds choose from
 WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
@@ -124,7 +130,7 @@ def adapt(group, labelled: EpochSet, protocol: Protocol, seed: int = 0, base: Op
                        None, protocol)
     if group is None:
         return Adapted(classes, 0.0, method, len(labelled), "the per-subject default alone", None, own, protocol)
-    weight, how = _choose_weight(group, labelled, protocol, method, classes, seed)
+    weight, how = choose_weight(group, labelled, protocol, method, classes, seed)
     return Adapted(classes, weight, method, len(labelled), how, group, own, protocol)
 
 
@@ -168,7 +174,7 @@ def key_score(y: np.ndarray, proba: np.ndarray) -> float:
     return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
 
 
-def _choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes: list, seed: int):
+def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes: list, seed: int):
     """The group's weight whose blend scores best on inner block/run-wise folds of ``es`` (the own model refitted
     on each fold's training groups; the winning method kept, not re-selected per fold)."""
     from .fitting import features_for, fit_method
@@ -203,3 +209,38 @@ def _choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes
     j = int(np.nanargmax(mean))  # the first maximum: the largest group weight among ties
     return WEIGHTS[j], (f"group weight {WEIGHTS[j]:g} of {', '.join(f'{w:g}' for w in WEIGHTS)} on {len(folds)} inner "
                         f"{split}-wise folds ({metric} {mean[j]:.3f})")
+
+
+# -- a blend as a subject's stored model (quick-train with decoder.group_model) -------------------------------------
+def save_adapted(out: Path, group_path: Path, group, weight: float, how: str, reference, es: EpochSet,
+                 own_path: Optional[Path], metrics: dict, trained_images=None) -> Path:
+    """A subject's model that blends ``group`` (stored at ``group_path``) with their own model (saved at
+    ``own_path`` by :func:`~.modelio.save_model`; None: the group model alone), at ``weight``.
+
+    ``out`` (``.safetensors``) holds the subject's frozen alignment (:class:`~.harmonise.Reference`: whitening
+    filters, plain arrays) and ``out.json`` everything else: the group model's file and the own model's file as
+    paths relative to ``out`` (a data folder can move), the weight and how it was chosen, and the epochs' layout
+    (channels, rate, first sample) that online epochs must share. Nothing in either file is executed on loading.
+    """
+    from safetensors.numpy import save_file
+
+    from .._files import private_dir, private_file, write_private_text
+
+    private_dir(out.parent)
+    arrays = {k: np.ascontiguousarray(v) for k, v in reference.to_arrays().items()}
+    arrays["n_epochs"] = np.array([reference.n_epochs], dtype=np.int64)
+    private_file(out, create=True)
+    save_file(arrays, str(out))
+    private_file(out)
+    rel = lambda q: os.path.relpath(Path(q).resolve(), out.parent.resolve())  # noqa: E731
+    meta = {"format": ADAPTED_FORMAT, "model": {"kind": "adapted"},
+            "method": metrics.get("method"), "classes": dict(es.classes), "channel_names": list(es.channel_names),
+            "n_times": int(es.data.shape[-1]), "epoch": {"sfreq": float(es.sfreq), "tmin": float(es.tmin)},
+            "group": {"name": group.name, "path": rel(group_path), "method": group.method,
+                      "alignment": group.alignment, "weight": float(weight), "how": how,
+                      "n_reference_epochs": int(reference.n_epochs)},
+            "own": rel(own_path) if own_path is not None else None, "metrics": metrics,
+            "calibration_bias": None,
+            "trained_images": sorted({s for s in trained_images if s}) if trained_images is not None else None}
+    write_private_text(out.with_suffix(".json"), json.dumps(meta, indent=2))
+    return out

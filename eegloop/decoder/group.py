@@ -32,10 +32,8 @@ networks are eegloop's own.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -45,7 +43,10 @@ from .._logging import logger
 from ..errors import EegloopError
 from ..progress import Reporter, verbose
 from ..protocol import Protocol, TrainingConfig
+from ..protocol.schema import GROUP_NAME
 from ..types import EpochSet
+from .groupdecoder import GroupDecoder, load_group_model, predict_new_subject
+from .harmonise import Grid, align_subject, common_grid, harmonise, preprocess_and_align, recentre
 
 __all__ = ["GROUP_METHODS", "GroupPlan", "GroupModel", "GroupDecoder", "Grid", "plan_group", "pretrain",
            "harmonise", "common_grid", "align_subject", "recentre", "fit_group_network", "load_group_model",
@@ -54,7 +55,6 @@ __all__ = ["GROUP_METHODS", "GroupPlan", "GroupModel", "GroupDecoder", "Grid", "
 #: the methods a group model can be: the Riemannian pipeline (default) and the registry's networks that read the
 #: time series (alignment whitens channels, which the time-frequency representations would not keep linear)
 GROUP_METHODS = ("riemann", "conv1d", "lstm")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 ALIGNMENTS = {"riemann": "Riemannian re-centring per subject (pyriemann.transfer.TLCenter: signals whitened by the "
                          "inverse square root of the Riemannian mean of the subject's trial covariances, xDAWN "
                          "covariances re-centred to the identity)",
@@ -66,7 +66,7 @@ ALIGNMENTS = {"riemann": "Riemannian re-centring per subject (pyriemann.transfer
 def check_group_name(name: str) -> str:
     """``name`` if it is a valid group model name (1-64 letters, digits, '-' and '_', starting with a letter or
     digit: it names a folder), else a one-line error naming ``--name``."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
         raise EegloopError(f"--name: a group model name is 1-64 letters, digits, '-' or '_' (starting with a letter "
                            f"or digit), got {name!r}")
     return name
@@ -159,105 +159,6 @@ def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = F
 
 def _has_epochs(db, code: str) -> bool:
     return any(db.count_epochs(s.id) for s in db.list_sessions(code))
-
-
-# -- harmonising the subjects' epochs ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Grid:
-    """What every subject's epochs are brought to: the channels (by name, in the montage's order), the rate,
-    the time of the first sample relative to onset, and the samples per epoch."""
-
-    channel_names: list
-    sfreq: float
-    tmin: float
-    n_times: int
-
-    def to_json(self) -> dict:
-        return {"channel_names": list(self.channel_names), "sfreq": self.sfreq, "tmin": self.tmin,
-                "n_times": self.n_times}
-
-
-def common_grid(sets: Sequence[EpochSet], montage: Sequence[str] = ()) -> Grid:
-    """The grid ``sets`` share: the channels of ``montage`` (default: the first set's) that every set has, the
-    lowest rate, and the window every set covers. One line when they share no channel or no time."""
-    order = list(montage) or list(sets[0].channel_names)
-    shared = [c for c in order if all(c in es.channel_names for es in sets)]
-    if not shared:
-        have = "; ".join(f"{', '.join(es.channel_names)}" for es in sets)
-        raise EegloopError(f"the subjects' sessions share no channel of the montage ({', '.join(order)}); their "
-                           f"channels: {have}")
-    sfreq = float(min(es.sfreq for es in sets))
-    start = max(es.tmin for es in sets)
-    end = min(es.tmin + es.data.shape[-1] / es.sfreq for es in sets)
-    n = int(np.floor((end - start) * sfreq + 1e-6))
-    if n < 2:
-        raise EegloopError("the subjects' epochs share no common time window")
-    return Grid(shared, sfreq, float(start), n)
-
-
-def harmonise(es: EpochSet, grid: Grid) -> np.ndarray:
-    """``es``'s epochs on ``grid``: its channels picked by name, resampled (scipy's polyphase ``resample_poly``,
-    anti-aliased) and cut to the grid's window -> (n, channels, times) float32."""
-    missing = [c for c in grid.channel_names if c not in es.channel_names]
-    if missing:
-        raise EegloopError(f"the epochs lack channel(s) {', '.join(missing)} the group model was trained on")
-    idx = [list(es.channel_names).index(c) for c in grid.channel_names]
-    x = es.data[:, idx, :].astype(np.float64)
-    if abs(es.sfreq - grid.sfreq) > 1e-9:
-        from scipy.signal import resample_poly
-
-        ratio = Fraction(grid.sfreq / es.sfreq).limit_denominator(1000)
-        x = resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
-    a = int(round((grid.tmin - es.tmin) * grid.sfreq))
-    if a < 0 or a + grid.n_times > x.shape[-1]:
-        raise EegloopError(f"the epochs ({es.tmin:g} s, {es.data.shape[-1] / es.sfreq:g} s long) do not cover the "
-                           f"group model's window ({grid.tmin:g} s, {grid.n_times / grid.sfreq:g} s long)")
-    return np.ascontiguousarray(x[..., a:a + grid.n_times], dtype=np.float32)
-
-
-# -- alignment -----------------------------------------------------------------------------------------------
-def _centre(C: np.ndarray, metric: str):
-    """pyriemann's re-centring of one subject's SPD matrices: the fitted ``TLCenter`` (one domain)."""
-    from pyriemann.transfer import TLCenter, encode_domains
-
-    _, y_enc = encode_domains(C, np.zeros(len(C), int), np.full(len(C), "subject"))
-    return TLCenter(target_domain="subject", metric=metric).fit(C, y_enc)
-
-
-def align_subject(X: np.ndarray, metric: str = "riemann") -> tuple[np.ndarray, np.ndarray]:
-    """Whiten one subject's epochs by the inverse square root of the mean of its trial covariances.
-
-    Parameters
-    ----------
-    X : array (n, channels, times)
-        One subject's epochs (all of them; labels are not needed).
-    metric : str
-        ``riemann``: the Riemannian mean (re-centring, Zanini et al. 2018); ``euclid``: the arithmetic mean
-        (Euclidean alignment, He & Wu 2019). Either through ``pyriemann.transfer.TLCenter`` on the epochs'
-        sample covariances (lightly shrunk).
-
-    Returns
-    -------
-    aligned : array (n, channels, times) float32
-        ``W.T @ x`` for every epoch: their covariances' mean becomes the identity.
-    W : array (channels, channels)
-        The whitening filter.
-    """
-    from pyriemann.estimation import Covariances
-
-    C = Covariances(estimator="scm").transform(np.asarray(X, dtype=np.float64))
-    # a little shrinkage towards the identity keeps every trial's matrix SPD (a rank-deficient montage, e.g.
-    # average-referenced); pyriemann's OAS/Shrinkage estimators loop over the trials in Python (0.5 s for 360
-    # trials of 6 channels here), this is one vectorised line
-    n_ch = C.shape[-1]
-    C += (1e-3 * np.trace(C, axis1=1, axis2=2) / n_ch)[:, None, None] * np.eye(n_ch)[None]
-    W = _centre(C, metric).centers_["subject"].filters_
-    return np.einsum("ij,njt->nit", W.T, X).astype(np.float32), W
-
-
-def recentre(C: np.ndarray) -> np.ndarray:
-    """One subject's SPD matrices re-centred to the identity (their Riemannian mean; ``TLCenter``)."""
-    return _centre(C, "riemann").transform(C)
 
 
 # -- fitting ---------------------------------------------------------------------------------------------------
@@ -524,19 +425,13 @@ def _preprocessor(ref: Protocol, grid: Grid, method: str):
     return pre
 
 
-def _features(X: np.ndarray, pre, metric: str) -> np.ndarray:
-    """Preprocessed epochs of one subject, aligned on that subject alone (``metric``: riemann, euclid, none)."""
-    F = pre(X)
-    return align_subject(F, metric)[0] if metric != "none" else F
-
-
 def _pool(data: Sequence[_Subject], grid: Grid, pre, classes: dict, metric: str) -> _Pooled:
     index = {c: i for i, c in enumerate(classes)}
     parts = []
     for k, d in enumerate(data):
         keep = np.flatnonzero(np.isin(d.es.labels, list(classes)))
         es = d.es.subset(keep)
-        F = _features(harmonise(es, grid), pre, metric)
+        F = preprocess_and_align(harmonise(es, grid), pre, metric)
         parts.append((F, np.array([index[c] for c in es.labels]), np.full(len(es), k), es))
     return _Pooled(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                    np.concatenate([p[2] for p in parts]), np.concatenate([p[3].runs for p in parts]),
@@ -590,72 +485,6 @@ def _remove_files(path: Path) -> None:
         pass
 
 
-# -- a group model as a new subject's decoder ----------------------------------------------------------------
-class GroupDecoder:
-    """A stored group model, ready to decode a new subject's epochs.
-
-    The new subject's epochs are brought to the model's grid (channels by name, rate, window), preprocessed as
-    in training and aligned on the subject's own epochs (their covariances' mean: no labels needed), then
-    decoded. Align on enough of the subject's epochs (a few minutes) for a stable mean.
-    """
-
-    FORMAT = "eegloop-group-model-1"
-
-    def __init__(self, path: str | Path, device: str = "cpu"):
-        from .modelio import read_model_meta
-        from .preprocessing import Preprocessor
-
-        path = Path(path)
-        self.meta = read_model_meta(path, "group model")
-        if self.meta.get("format") != self.FORMAT:
-            raise EegloopError(f"{path} is not a group model (format {self.meta.get('format')!r})")
-        group = self.meta["group"]
-        self.name, self.alignment = group["name"], group["alignment"]
-        self.grid = Grid(**group["grid"])
-        self.pre = Preprocessor.from_dict(self.meta["preprocessing"])
-        self.classes = dict(self.meta["classes"])
-        self.method = self.meta["method"]
-        bias = self.meta.get("calibration_bias")
-        self.bias = np.asarray(bias, dtype=np.float64) if bias is not None else None
-        self.device = device
-        if self.meta["model"].get("kind") == "pipeline":
-            from .pipelines import load_pipeline
-
-            self.pipeline, self.model = load_pipeline(path), None
-        else:
-            from safetensors.torch import load_file
-
-            from .methods import build_model
-
-            self.pipeline, self.model = None, build_model(self.meta["model"])
-            self.model.load_state_dict(load_file(str(path)))
-            self.model.eval().to(device)
-
-    def features(self, es: EpochSet) -> np.ndarray:
-        """``es`` on the model's grid, preprocessed, aligned on ``es`` itself."""
-        if len(es) < 2:
-            raise EegloopError("aligning a new subject needs at least 2 of their epochs")
-        return _features(harmonise(es, self.grid), self.pre, self.alignment)
-
-    def predict_proba(self, es: EpochSet) -> np.ndarray:
-        """Class probabilities (n, classes in :attr:`classes`' order) for the new subject's epochs ``es``
-        (labels unused)."""
-        X = self.features(es)
-        if self.pipeline is not None:
-            steps = self.pipeline.steps
-            C = steps[0][1].transform(X.astype(np.float64))
-            if self.alignment != "none":
-                C = recentre(C)
-            head = self.pipeline[1:]
-            p = np.zeros((len(X), len(self.classes)))
-            p[:, head.classes_] = head.predict_proba(C)
-            return p
-        from .fitting import apply_bias
-        from .training import predict_proba
-
-        return apply_bias(predict_proba(self.model, X, self.device), self.bias)
-
-
 def fit_group_in_memory(db, subjects: Sequence[str], method: str = "riemann", protocol: Optional[Protocol] = None,
                         seed: int = 0, max_epochs: int | None = None) -> GroupDecoder:
     """:func:`pretrain`'s model (same consent rule, pooling, alignment) in memory, never stored; ``subjects``: whose."""
@@ -674,18 +503,6 @@ def fit_group_in_memory(db, subjects: Sequence[str], method: str = "riemann", pr
         fitted = _fit_network(pool, method, classes, ref, seed, "cpu", max_epochs, progress=False)[0]
         dec.model, dec.bias = fitted.model.eval(), fitted.bias
     return dec
-
-
-def load_group_model(db, name: str, device: str = "cpu") -> GroupDecoder:
-    """The group model ``name`` as a :class:`GroupDecoder` (one line for an unknown name)."""
-    rec = db.get_group_model(name)
-    return GroupDecoder(db.abspath(rec.checkpoint_path), device)
-
-
-def predict_new_subject(model: GroupDecoder, es: EpochSet) -> np.ndarray:
-    """Zero calibration: a group model's class probabilities for a new subject's unlabelled epochs, aligned on
-    those epochs alone (:meth:`GroupDecoder.predict_proba`)."""
-    return model.predict_proba(es)
 
 
 def delete_group_models(db, subject: str) -> list:

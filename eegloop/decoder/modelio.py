@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import EegloopError
 from ..types import Epoch
+from .metafile import read_model_meta
 from .methods import is_sklearn
 from .preprocessing import Preprocessor
 
@@ -86,14 +87,6 @@ def model_path(db, subject: str, prefix: str) -> Path:
     return db.data_dir / "models" / f"sub-{subject}" / f"{prefix}-{stamp}.safetensors"
 
 
-def read_model_meta(path: Path, what: str = "model") -> dict:
-    """The JSON beside a saved model's weights (``<path>.json``); one line when either file is missing."""
-    meta_path = path.with_suffix(".json")
-    if not path.is_file() or not meta_path.is_file():
-        raise EegloopError(f"{what} file {path} (or its .json) not found")
-    return json.loads(meta_path.read_text())
-
-
 class OnlineDecoder:
     """One epoch -> class probabilities, with the preprocessing the model was trained with.
 
@@ -104,6 +97,17 @@ class OnlineDecoder:
     def __init__(self, path: str | Path, device: str = "cpu"):
         path = Path(path)
         self.meta = read_model_meta(path)
+        self.blend = None
+        if self.meta.get("format") == "eegloop-adapted-1":  # a group model blended with the subject's own
+            from .blend import BlendedOnline
+
+            own = OnlineDecoder(path.parent / self.meta["own"], device) if self.meta.get("own") else None
+            self.blend = BlendedOnline(path, self.meta, own, device)
+            self.classes, self.class_names = list(self.meta["classes"]), dict(self.meta["classes"])
+            self.channel_names, self.method = list(self.meta["channel_names"]), self.meta.get("method")
+            self.pre = self.pipeline = self.model = self.bias = None
+            self.device = device
+            return
         self.pre = Preprocessor.from_dict(self.meta["preprocessing"])
         self.classes = list(self.meta["classes"])
         self.class_names = dict(self.meta["classes"])
@@ -133,6 +137,8 @@ class OnlineDecoder:
         """Class id -> probability for one epoch (channels x times, same layout as training)."""
         data = epoch.data if isinstance(epoch, Epoch) else epoch
         check_epoch_length(self.meta, data)
+        if self.blend is not None:
+            return {c: float(v) for c, v in zip(self.classes, self.blend.predict(data))}
         x = self.pre(data)[None]
         if self.pipeline is not None:
             from .pipelines import predict_pipeline

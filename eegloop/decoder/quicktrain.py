@@ -19,6 +19,7 @@ from ..protocol import Protocol
 from ..types import EpochSet
 from .fitting import Fitted, apply_bias, features_for, fit_method
 from .folds import InnerSplit, inner_validation
+from .groupstart import blend_with_group, group_for, zero_calibration
 from .methods import feature_key, is_sklearn, stored_kind, student
 from .modelio import TrainedModel, db_config, model_path, read_model_meta, save_model
 from .preprocessing import Preprocessor
@@ -53,19 +54,25 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
     t0 = time.perf_counter()
     data = load_training_epochs(db, subject, session_ids, protocol, exclude_images)
     es, protocol = data.es, data.protocol
-    if len(es.classes) < 2 or len(set(es.labels.tolist())) < 2:
+    group = group_for(db, protocol)  # decoder.group_model: start from it (:mod:`.groupstart`)
+    zero = group is not None and protocol.decoder.group_weight == 1.0
+    if not zero and (len(es.classes) < 2 or len(set(es.labels.tolist())) < 2):
         raise EegloopError(f"subject {subject!r}: epochs of only one class ({sorted(set(es.labels.tolist()))}); "
                            "nothing to train")
     rejection = reject_artifacts(es, protocol)
     if rejection.n_rejected:
         logger.info("%s", rejection.describe())
         es = es.subset(rejection.kept)
+    if zero:
+        return zero_calibration(db, subject, data.session_ids, es, protocol, group, rejection, data.n_excluded, t0)
     teacher, tl = _soft_targets(db, protocol, es, use_teacher)
     sel, feats = _choose_method(es, protocol, tl)
     fitted, held, split = _fit_on_every_epoch(es, protocol, feats, sel.winner, tl, progress, t0)
     metrics = _metrics(es, protocol, sel, fitted, held, split, rejection, data.n_excluded, teacher, t0)
     path, mid = _save_and_register(db, subject, data.session_ids, es, protocol, fitted, metrics,
-                                   distilled=tl is not None)
+                                   distilled=tl is not None, register=group is None)
+    if group is not None:
+        return blend_with_group(db, subject, data.session_ids, es, protocol, group, path, sel.winner, metrics, t0)
     return TrainedModel(mid, path, metrics, time.perf_counter() - t0, fitted.history)
 
 
@@ -150,8 +157,9 @@ def _metrics(es: EpochSet, protocol: Protocol, sel: Selection, fitted: Fitted, h
 
 
 def _save_and_register(db, subject: str, session_ids: list, es: EpochSet, protocol: Protocol, fitted: Fitted,
-                       metrics: dict, distilled: bool):
-    """Save the model beside its JSON and register it in the database; returns (path, model id)."""
+                       metrics: dict, distilled: bool, register: bool = True):
+    """Save the model beside its JSON and register it in the database (unless ``register`` is false: the blend
+    with a group model is what is registered); returns (path, model id or None)."""
     method = fitted.method
     pre = Preprocessor.from_protocol(protocol.preprocessing, protocol.epochs, es.sfreq, es.tmin)
     pre = pre.with_representation(feature_key(method))  # what the chosen method was fitted on
@@ -159,6 +167,8 @@ def _save_and_register(db, subject: str, session_ids: list, es: EpochSet, protoc
     path = save_model(fitted.model, pre, dict(es.classes), es.channel_names, model_path(db, subject, "model"),
                       metrics, fitted.bias, method, n_times=int(es.data.shape[-1]),
                       trained_images=list(es.images))  # every epoch's image, the early-stopping set's included
+    if not register:
+        return path, None
     mid = db.add_model(subject, session_ids, path, config=db_config(read_model_meta(path)),
                        metrics={k: v for k, v in metrics.items() if k != "history"},
                        kind=stored_kind(method, distilled))

@@ -86,6 +86,10 @@ class _Training(Worker):
                 f"weights kept, epoch {tm.metrics.get('best_epoch')})"
                 if tm.metrics.get("stopped") == "time_budget" else "")
         ctx.say(f"quick-train: model {tm.model_id} in {ctx.trained.seconds:.1f} s{stop}; {heldout_line(tm.metrics)}")
+        from ..decoder.groupstart import group_line
+
+        if group_line(tm.metrics):
+            ctx.say(f"quick-train: {group_line(tm.metrics)}")
         ctx.say(honest_estimate(ctx.db, ctx.subject, tm.metrics.get("method")) or "honest estimate: the "
                 "cross-validation after the feedback block (whole blocks out)")
 

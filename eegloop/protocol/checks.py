@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import ProtocolError, clip_text, short_repr
 from .design import _design
-from .schema import CHANNEL_TYPES, DECODER_MODELS, Protocol
+from .schema import CHANNEL_TYPES, DECODER_MODELS, GROUP_NAME, Protocol
 
 
 def _cross_checks(p: Protocol) -> None:
@@ -113,6 +113,12 @@ def _check_decoder(p: Protocol, where: str) -> None:
     if bad or not dc.candidates or len(set(dc.candidates)) != len(dc.candidates):
         raise ProtocolError(f"{where}decoder.candidates: a non-empty list of distinct names from "
                             f"{', '.join(DECODER_MODELS[1:])}, got {short_repr(dc.candidates)}")
+    if dc.group_model is not None and not GROUP_NAME.fullmatch(str(dc.group_model)):
+        raise ProtocolError(f"{where}decoder.group_model: a group model name (1-64 letters, digits, '-' or '_', "
+                            f"starting with a letter or digit) or null, got {short_repr(dc.group_model)}")
+    if dc.group_weight is not None and dc.group_model is None:
+        raise ProtocolError(f"{where}decoder.group_weight: set without decoder.group_model (a weight of which "
+                            "group model?)")
 
 
 def _check_preprocessing(p: Protocol, where: str) -> None:

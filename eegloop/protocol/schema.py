@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,6 +300,9 @@ class TrainingConfig:
 
 
 CHANNEL_TYPES = ("eeg", "eog", "ecg", "emg", "misc", "stim", "resp")  # MNE's names; only eeg is decoded
+#: a group model's name (it names a folder, ``models/group-<name>/``): what ``pretrain --name`` and
+#: ``decoder.group_model`` accept
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 DECODER_MODELS = ("auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed")
 
 
@@ -357,6 +361,15 @@ class DecoderConfig:
                                   doc="wall-clock target of `eegloop evaluate`, seconds: the networks share what "
                                       "the scikit-learn pipelines and auto leave (at least 40 %), and a fit that "
                                       "reaches its share stops (named in the report); 0: no limit")
+    group_model: Optional[str] = _f(
+        None, doc="a group model (`eegloop pretrain --name G`, `pretrain --list`) to start from: quick-train aligns "
+                  "it to the subject on their own epochs (no labels needed) and blends it with the subject's own "
+                  "model (group_weight); null: the subject's own model alone")
+    group_weight: Optional[float] = _f(
+        None, ge=0, le=1, doc="the group model's weight in the blend p = w p_group + (1 - w) p_own. null: chosen "
+                              "among 1, 0.75, 0.5, 0.25, 0 on the same inner folds as the candidates (0: from "
+                              "scratch wins; the better is kept); 1: zero calibration, the group model alone "
+                              "(the subject's labels unused, no own model fitted); another number: fixed")
 
 
 @dataclass(frozen=True)

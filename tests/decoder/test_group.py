@@ -295,3 +295,124 @@ def test_withdrawing_lists_and_deletes_every_group_model_with_the_subjects_data(
     assert cli(root, "subject", "group-models", "A").stdout == "no group model holds A's data\n"
     r = cli(root, "pretrain", "--subjects", "A,B", "--name", "G")  # A withdrew: refused by name
     assert r.returncode == 2 and "no group consent from A:" in r.stderr
+
+
+# -- quick-train from a group model (decoder.group_model) ---------------------------------------------------------
+def with_group(group: str, weight=None, model: str = "lda_windowed"):
+    """D's protocol starting from a group model: the blend's weight chosen (None) or fixed."""
+    from dataclasses import replace
+
+    p = group_protocol(128, CHANNELS)
+    return replace(p, decoder=replace(p.decoder, model=model, group_model=group, group_weight=weight))
+
+
+def test_a_frozen_alignment_gives_the_batch_alignments_numbers(built):
+    """The subject's alignment computed once (GroupDecoder.reference) and applied to epochs given as arrays (one at a
+    time online) gives what aligning the batch on itself gives: the whitening and, for the Riemannian pipeline, the
+    re-centring of its xDAWN covariances."""
+    from eegloop.database import Database
+    from eegloop.decoder.group import load_group_model
+
+    db = Database(None, data_dir=built[0], create=False)
+    es, group = db.load_epochs("D"), load_group_model(db, "G")
+    db.close()
+    ref = group.reference(es)
+    assert ref.signal.shape == (6, 6) and ref.covariance is not None and ref.n_epochs == 120
+    batch = group.predict_proba(es)
+    frozen = group.predict_array(es.data, es.channel_names, es.sfreq, es.tmin, ref)
+    one = np.concatenate([group.predict_array(es.data[i:i + 1], es.channel_names, es.sfreq, es.tmin, ref)
+                          for i in range(5)])
+    np.testing.assert_allclose(frozen, batch, atol=1e-6)
+    np.testing.assert_allclose(one, batch[:5], atol=1e-6)
+
+
+def test_quick_train_from_a_group_model_keeps_the_better_blend_and_decodes_online(built, tmp_path):
+    from eegloop.database import Database
+    from eegloop.decoder import OnlineDecoder, quick_train
+    from eegloop.decoder.adapt import WEIGHTS
+    from eegloop.decoder.scoring import scores
+
+    root = clone(built[0], tmp_path)
+    db = Database(None, data_dir=root, create=False)
+    m = quick_train(db, "D", protocol=with_group("G"), use_teacher=False, progress=False)
+    rec = db.latest_model("D")
+    es = db.load_epochs("D")
+    db.close()
+    g = m.metrics["group"]
+    assert rec.id == m.model_id and rec.kind == "group_adapted" and m.path.name.startswith("adapted-")
+    assert g["name"] == "G" and g["weight"] in WEIGHTS and "inner block-wise folds" in g["how"]
+    assert g["n_reference_epochs"] == len(es) and m.metrics["method"] == "lda_windowed"
+    own = sorted(p for p in m.path.parent.glob("model-*.skops"))
+    assert len(own) == 1  # the subject's own model, saved beside the blend that refers to it
+    dec = OnlineDecoder(m.path)
+    p = np.array([[dec.predict(x)[c] for c in dec.classes] for x in es.data])
+    assert np.allclose(p.sum(1), 1) and dec.classes == list(es.class_ids)
+    y = np.array([dec.classes.index(c) for c in es.labels])
+    assert scores(y, p)["auc"] > 0.8
+    with pytest.raises(Exception, match="trained on epochs of"):
+        dec.predict(es.data[0][:, :-3])
+
+
+def test_zero_calibration_uses_no_label_and_scores_a_subject_the_model_never_saw(built, tmp_path):
+    """group_weight 1: the group model alone, aligned on D's epochs; D's labels only score it. Shuffling D's labels
+    changes the score, never the decoder."""
+    from eegloop.database import Database
+    from eegloop.decoder import OnlineDecoder, quick_train
+    from eegloop.decoder.group import load_group_model
+
+    root = clone(built[0], tmp_path)
+    db = Database(None, data_dir=root, create=False)
+    m = quick_train(db, "D", protocol=with_group("G", 1.0), use_teacher=False, progress=False)
+    es, group = db.load_epochs("D"), load_group_model(db, "G")
+    assert db.latest_model("D").kind == "group_adapted" and m.metrics["zero_calibration"] is True
+    assert m.metrics["group"]["weight"] == 1.0 and m.metrics["n_train"] == 0
+    assert not list(m.path.parent.glob("model-*"))  # no own model fitted
+    expected = auc(group, es)
+    assert m.metrics["heldout"]["auc"] == pytest.approx(expected, abs=1e-9) and expected > 0.8
+    dec = OnlineDecoder(m.path)
+    p = np.array([[dec.predict(x)[c] for c in dec.classes] for x in es.data[:8]])
+    batch = group.predict_proba(es)[:8][:, [list(group.classes).index(c) for c in dec.classes]]
+    np.testing.assert_allclose(p, batch, atol=1e-6)
+    # the group model deleted (a member withdrew): the blend says so in one line
+    from eegloop.decoder.group import delete_group_models
+
+    delete_group_models(db, "A")
+    db.close()
+    with pytest.raises(Exception, match="blends group model 'G', whose file .* is gone"):
+        OnlineDecoder(m.path)
+
+
+def test_a_protocol_names_a_group_model_it_can_have(built, tmp_path):
+    from eegloop.database import Database
+    from eegloop.decoder import quick_train
+    from eegloop.errors import EegloopError, ProtocolError
+    from eegloop.protocol import protocol_from_dict
+
+    base = {"stimuli": {"folder": "x", "classes": {"a": "a", "b": "b"}}}
+    with pytest.raises(ProtocolError, match="decoder.group_model: a group model name"):
+        protocol_from_dict({**base, "decoder": {"group_model": "../etc"}})
+    with pytest.raises(ProtocolError, match="decoder.group_weight: set without decoder.group_model"):
+        protocol_from_dict({**base, "decoder": {"group_weight": 0.5}})
+    with pytest.raises(ProtocolError, match="decoder.group_weight"):
+        protocol_from_dict({**base, "decoder": {"group_model": "G", "group_weight": 1.5}})
+    root = clone(built[0], tmp_path)
+    db = Database(None, data_dir=root, create=False)
+    before = dump(root)
+    with pytest.raises(EegloopError, match="Nope"):
+        quick_train(db, "D", protocol=with_group("Nope"), use_teacher=False, progress=False)
+    db.close()
+    assert dump(root) == before and not list((root / "models").glob("sub-D*"))
+
+
+def test_train_starts_from_a_group_model_on_the_command_line(built, cli, tmp_path):
+    root = clone(built[0], tmp_path)
+    before = dump(root)
+    for args, says in ((("--group-model", "Nope"), "Nope"), (("--group-weight", "0.5"), "--group-weight"),
+                       (("--group-model", "G", "--group-weight", "2"), "--group-weight"),
+                       (("--group-model", "../x"), "--group-model")):
+        r = cli(root, "train", "--subject", "D", "--no-teacher", *args)
+        assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    assert dump(root) == before and not list((root / "models").glob("sub-D*"))
+    r = cli(root, "train", "--subject", "D", "--no-teacher", "--group-model", "G", "--group-weight", "0.5")
+    assert r.returncode == 0, r.stderr
+    assert "started from group model G (riemann, aligned on 120 of the subject's epochs): weight 0.5, fixed" in r.stdout

@@ -1,0 +1,125 @@
+"""Quick-train from a group model (``decoder.group_model: G``): the subject's decoder starts from what the lab
+learned from its previous subjects.
+
+Two ways, by ``decoder.group_weight``:
+
+- **a blend** (null: the weight chosen; a number in [0, 1): fixed). The subject's own model is trained as without
+  a group model (``auto`` compares its candidates); then the group's weight ``w`` in ``p = w p_group + (1 - w)
+  p_own`` is chosen among :data:`~.adapt.WEIGHTS` on inner block/run-wise folds of the subject's epochs
+  (:func:`~.adapt.choose_weight`): ``w = 0`` is the from-scratch model, so the better of the group-based and the
+  from-scratch decoder is kept on the same folds.
+- **zero calibration** (``1``): the group model alone, aligned on the subject's epochs; their labels are not used
+  to train anything, so scoring it on them is an honest held-out estimate (a subject the model never saw).
+
+Either way the subject's alignment (:meth:`~.groupdecoder.GroupDecoder.reference`, computed on all their training
+epochs, labels unused) is frozen in the saved model, so that feedback decodes each new epoch on its own.
+"""
+from __future__ import annotations
+
+import time
+
+from .._logging import logger
+from ..errors import EegloopError
+from ..protocol import Protocol
+from ..types import EpochSet
+from .adapt import choose_weight, save_adapted
+from .modelio import TrainedModel, db_config, model_path, read_model_meta
+from .scoring import chance_levels, scores
+
+__all__ = ["group_for", "check_group_start", "blend_with_group", "zero_calibration", "group_line"]
+
+
+def group_for(db, protocol: Protocol):
+    """``decoder.group_model``'s decoder and its file, or None when the protocol names none (one line for an
+    unknown name)."""
+    name = protocol.decoder.group_model
+    if not name:
+        return None
+    from .groupdecoder import GroupDecoder
+
+    rec = db.get_group_model(name)
+    path = db.abspath(rec.checkpoint_path)
+    return GroupDecoder(path), path
+
+
+def _group_json(group, weight: float, how: str, reference) -> dict:
+    return {"name": group.name, "method": group.method, "alignment": group.alignment, "weight": float(weight),
+            "how": how, "n_reference_epochs": int(reference.n_epochs)}
+
+
+def blend_with_group(db, subject: str, session_ids, es: EpochSet, protocol: Protocol, found, own_path,
+                     own_method: str, metrics: dict, t0: float) -> TrainedModel:
+    """The subject's own model (already saved at ``own_path``) blended with the group model ``found``
+    (:func:`group_for`); registered as the subject's latest model."""
+    group, gpath = found
+    fixed = protocol.decoder.group_weight
+    if fixed is None:
+        weight, how = choose_weight(group, es, protocol, own_method, list(es.class_ids), protocol.training.seed)
+    else:
+        weight, how = float(fixed), f"fixed by decoder.group_weight ({fixed:g})"
+    reference = group.reference(es)
+    metrics = dict(metrics, group=_group_json(group, weight, how, reference),
+                   seconds=round(time.perf_counter() - t0, 2))
+    logger.info("blended with group model %s: %s", group.name, how)
+    return _save(db, subject, session_ids, es, group, gpath, weight, how, reference, own_path, metrics, t0)
+
+
+def zero_calibration(db, subject: str, session_ids, es: EpochSet, protocol: Protocol, found, rejection,
+                     n_cues: int, t0: float) -> TrainedModel:
+    """The group model alone, aligned on the subject's epochs (labels unused), scored on all of them: the
+    honest estimate of a model that never saw the subject."""
+    group, gpath = found
+    reference = group.reference(es)
+    how = "zero calibration (decoder.group_weight 1): the group model alone, the subject's labels unused"
+    from .adapt import Adapted
+
+    proba = Adapted(list(es.class_ids), 1.0, None, 0, how, group).group_proba(es)
+    held = scores(es.y, proba) if len(set(es.y.tolist())) > 1 else {}
+    whole = "the subject's whole recording (aligned on it; its labels used only to score)"
+    metrics = {"method": f"group:{group.name}", "heldout": held, **chance_levels(es), "split": "subject",
+               "heldout_optimistic": False,
+               "early_stopping": {"how": whole, "optimistic": False, "optimistic_because": [],
+                                  "note": "a subject the group model never saw: an honest estimate"},
+               "selection": {"winner": f"group:{group.name}", "metric": "", "split": "subject", "n_folds": 0,
+                             "candidates": {}, "note": how, "seconds": 0.0},
+               "rejection": rejection.to_json(), "feedback_cues_held_out": n_cues, "n_train": 0,
+               "n_heldout": int(len(es)), "group": _group_json(group, 1.0, how, reference), "zero_calibration": True,
+               "seconds": round(time.perf_counter() - t0, 2), "device": "cpu", "history": []}
+    if held:
+        logger.info("zero calibration from group model %s: %s", group.name,
+                    ", ".join(f"{k} {v:.3f}" for k, v in held.items() if k in ("top1", "auc")))
+    return _save(db, subject, session_ids, es, group, gpath, 1.0, how, reference, None, metrics, t0)
+
+
+def _save(db, subject, session_ids, es, group, gpath, weight, how, reference, own_path, metrics, t0) -> TrainedModel:
+    out = model_path(db, subject, "adapted")
+    metrics["n_trained_images"] = len({s for s in es.images if s}) if own_path is not None else 0
+    path = save_adapted(out, gpath, group, weight, how, reference, es, own_path, metrics,
+                        trained_images=list(es.images) if own_path is not None else [])
+    mid = db.add_model(subject, list(session_ids), path, config=db_config(read_model_meta(path)),
+                       metrics={k: v for k, v in metrics.items() if k != "history"}, kind="group_adapted")
+    logger.info("model %d (%s, group %s weight %g) saved to %s", mid, metrics.get("method"), group.name, weight, path)
+    return TrainedModel(mid, path, metrics, time.perf_counter() - t0, metrics.get("history") or [])
+
+
+def group_line(metrics: dict) -> str | None:
+    """One line on the group model a subject's model starts from (its ``metrics["group"]``), or None."""
+    g = metrics.get("group")
+    if not g:
+        return None
+    return (f"started from group model {g['name']} ({g['method']}, aligned on {g['n_reference_epochs']} of the "
+            f"subject's epochs): weight {g['weight']:g}, {g['how']}")
+
+
+def check_group_start(db, protocol: Protocol) -> None:
+    """Before a visit starts: ``decoder.group_model`` exists and reads channels the amplifier records (one line
+    otherwise)."""
+    found = group_for(db, protocol)
+    if found is None:
+        return
+    group = found[0]
+    have = list(protocol.amplifier.channel_names)
+    missing = [c for c in group.grid.channel_names if have and c not in have]
+    if missing:
+        raise EegloopError(f"decoder.group_model: group model {group.name!r} reads channel(s) "
+                           f"{', '.join(missing)}, which amplifier.channel_names lacks")
