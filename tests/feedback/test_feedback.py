@@ -178,3 +178,38 @@ def test_print_progress_prints_the_lines_as_print_did(capsys):
         stop()
     Reporter(bus=False)("after")
     assert capsys.readouterr().out == "run 1/2  block 1/4\n"
+
+
+@pytest.mark.slow(weight=2)
+def test_a_visit_gives_feedback_from_a_group_model_before_any_labelled_epoch(tmp_path, display, short_protocol):
+    """Zero calibration in a visit (decoder.group_model G, group_weight 1): two consenting subjects of the simulated
+    population make G; a third's visit aligns G on its own recording (labels unused), the feedback decodes every
+    epoch with it, the trials and the report name the model and where it came from."""
+    from eegloop.database import Database
+    from eegloop.decoder.group import pretrain
+    from eegloop.paradigm.schedule import make_schedule
+    from eegloop.recorder.importers import import_epochset
+    from eegloop.recorder.simulator import simulate_epochs
+    from eegloop.session import run_visit
+    from eegloop.stimuli import load_stimuli
+
+    db = Database(None, data_dir=tmp_path / "data")
+    for k in (1, 2):
+        p = short_protocol(amplifier={"simulate": {"seed": 2, "snr": 0.6, "subject": k}},
+                           paradigm={"images_per_class": 24})
+        import_epochset(db, f"M{k}", p, simulate_epochs(p, make_schedule(p, load_stimuli(p))), source="simulated")
+        db.set_subject_consent(f"M{k}", True)
+    pretrain(db, ["M1", "M2"], "G", progress=lambda _: None)
+    proto = short_protocol(amplifier={"simulate": {"seed": 2, "snr": 0.6, "subject": 3}},
+                           decoder={"model": "lda_windowed", "group_model": "G", "group_weight": 1},
+                           feedback={"trials": 3, "mode": "stimulus", "display_s": 0.1})
+    res = run_visit(proto, "S3", db, simulate=True, feedback_mode="stimulus", report_dir=tmp_path / "r",
+                    progress=lambda _: None)
+    m = db.get_model(res.model_id)
+    assert m.kind == "group_adapted" and m.metrics["zero_calibration"] and m.metrics["group"]["name"] == "G"
+    assert m.metrics["group"]["n_reference_epochs"] == m.metrics["n_heldout"] > 0
+    fts = db.get_feedback_trials(res.session_id)
+    assert len(fts) == 3 and {f.model_id for f in fts} == {res.model_id}
+    assert all(f.predicted_class in ("circle", "square") for f in fts)
+    html = res.report.read_text()
+    assert "started from group model G (riemann, aligned on" in html and "no model fitted on the" in html
