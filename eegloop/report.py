@@ -7,57 +7,16 @@ accounting, feedback latency per stage, and a grid of feedback trials.
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
+from ._html import _e, _fig, _img_uri, _png, _table
 from .database import Database
 from .protocol import stored_protocol
 
 __all__ = ["write_report", "write_zero_shot_report"]
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _img_uri(path: Path, size: int = 128) -> Optional[str]:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
-            buf = io.BytesIO()
-            im.save(buf, format="PNG")
-        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    except OSError:
-        return None
-
-
-def _fig(uri: str, caption: str) -> str:
-    return f"<figure><img src='{uri}' alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}</figcaption></figure>"
-
-
-def _table(rows: list[list], head: list[str]) -> str:
-    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in head)
-    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>"
-
-
-def _e(value) -> str:
-    """Any value from the database or a data file, escaped for HTML text and attributes."""
-    return html.escape(str(value), quote=True)
 
 
 def _wilson(k: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +214,9 @@ def _write_report(db: Database, session_id: int, out: str | Path | None = None) 
     sec += _stimulus_timing_sections(plt, db, session_id, info.info.get("recording", {}))
     sec += _recording_sections(db, session_id)
     sec += _feedback_sections(plt, db, session_id)
+    from .report_group import calibration_sections
+
+    sec += calibration_sections(plt, db.data_dir, info.subject)  # evaluate --calibration-curve's latest
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>eegloop session {session_id}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 h1{{font-size:1.5em}} h2{{border-bottom:1px solid #ccc;margin-top:1.6em}} .big{{font-size:1.3em}}

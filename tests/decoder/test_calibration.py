@@ -168,3 +168,19 @@ def test_bad_requests_are_one_line_before_any_work(root, capsys, args, says):
     assert says in err
     assert dump(root) == before
     assert (set((root / "reports").glob("*")) if (root / "reports").exists() else set()) == reports
+
+
+def test_the_session_report_draws_the_subjects_latest_curve(curve, root, tmp_path):
+    """The subject's report shows the curve evaluate drew (figure and table, each point's scores as saved)."""
+    from eegloop.database import Database
+    from eegloop.report import write_report
+
+    _, saved, _ = curve
+    db = Database(None, data_dir=root, create=False)
+    page = write_report(db, db.list_sessions("D")[0].id, tmp_path / "r").read_text()
+    other = write_report(db, db.list_sessions("A")[0].id, tmp_path / "a").read_text()
+    db.close()
+    assert "<h2>Calibration curve (auc, group model G)</h2>" in page and "calibration curve of D" in page
+    for p in saved["points"]:
+        assert f"<td>{p['with_group']:.3f}" in page and f"<td>{p['chance']:.3f}</td>" in page
+    assert "Calibration curve" not in other  # A's curve was never drawn
