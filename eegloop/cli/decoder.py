@@ -265,8 +265,7 @@ def _check_group_request(args, db) -> list[str]:
     mode = "--calibration-curve" if args.calibration_curve else "--loso"
     others = [name for name, on in (("--zero-shot", args.zero_shot), ("--methods", args.methods),
                                     ("--baselines", args.baselines), ("--ablation", args.ablation),
-                                    ("--shuffle-labels", args.shuffle_labels), ("--cluster", args.cluster),
-                                    ("--workers", args.workers is not None), ("--budget", args.budget is not None))
+                                    ("--shuffle-labels", args.shuffle_labels), ("--budget", args.budget is not None))
               if on]
     if others:
         raise EegloopError(f"{mode}: not with {others[0]} (it scores the protocol's default and the group model, "
@@ -301,10 +300,11 @@ def _evaluate_group(db, args) -> int:
     progress = silent if args.json else say
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.loso:
-        rep = loso(db, subjects, args.method or "riemann", args.permutations, progress=progress)
+        rep = loso(db, subjects, args.method or "riemann", args.permutations, progress=progress,
+                   cluster=args.cluster, workers=args.workers)
         return _write_and_show(args, rep, private_dir(db.data_dir / "reports") / f"loso-{stamp}.json")
     curve = calibration_curve(db, subjects[0], args.group_model, args.split, args.folds, args.permutations,
-                              progress=progress)
+                              progress=progress, cluster=args.cluster, workers=args.workers)
     out = private_dir(db.data_dir / "reports")
     path = out / f"calibration-{subjects[0]}-{stamp}.json"
     curve.png = plot_curve(curve, path.with_suffix(".png"))

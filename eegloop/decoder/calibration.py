@@ -289,7 +289,8 @@ def _spread(v: np.ndarray) -> float:
 
 def calibration_curve(db, subject: str, group: Optional[str] = None, split: str | None = None,
                       n_folds: int | None = None, permutations: int = 10, seed: int = 0,
-                      progress: Optional[Callable[[str], None]] = None) -> CalibrationCurve:
+                      progress: Optional[Callable[[str], None]] = None, cluster=None,
+                      workers: Optional[int] = None) -> CalibrationCurve:
     """The subject's score against minutes of their own data, with and without the group model ``group``.
 
     Parameters
@@ -302,6 +303,8 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
         The test folds (default: the subject's protocol's ``training.split`` and ``n_folds``).
     permutations : int
         Label shuffles per point for the permutation p (each refits every fold).
+    cluster, workers
+        Where the points run (one task each): as :func:`loso`; default this process, one after another.
     """
     import time
 
@@ -319,12 +322,18 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
     chance = chance_levels(es)[f"chance_{metric}"]
     rng = np.random.default_rng(seed + 1000)
     perms = [rng.permutation(len(es)) for _ in range(permutations)]
-    points = []
-    for m in plan.points:
-        points.append(_point(model, es, plan, m, protocol, chance, perms, seed))
-        p = points[-1]
+    from ..cluster import open_executor
+
+    def done(_i, p):
+        m = p.minutes
         say(f"{subject}: {m if m == 'all' else f'{m:g}'} minutes ({p.minutes_used:.1f}): {metric} without the group "
             f"model {_fmt(p.without_group)}, with it {_fmt(p.with_group)} (chance {chance:.3f})")
+
+    with open_executor(cluster, workers, preload=_preload(protocol.decoder.model)) as ex:  # one task per point
+        shared = [ex.share(v) for v in (es, plan, protocol)]
+        shared_model = ex.share(model) if model is not None else None
+        points = ex.map(_point, [(shared_model, shared[0], shared[1], m, shared[2], chance, perms, seed)
+                                 for m in plan.points], done)
     return CalibrationCurve(subject, metric, group, split, len(plan.folds), permutations, points, plan,
                             time.perf_counter() - t0)
 
@@ -433,29 +442,58 @@ def plan_loso(db, subjects: Sequence[str], method: str = "riemann") -> dict:
 
 
 def loso(db, subjects: Sequence[str], method: str = "riemann", permutations: int = 1000, seed: int = 0,
-         progress: Optional[Callable[[str], None]] = None) -> LosoReport:
+         progress: Optional[Callable[[str], None]] = None, cluster=None, workers: Optional[int] = None) -> LosoReport:
     """Each subject scored by a group model (``method``) trained in memory on the other consenting subjects, zero
-    calibration; chance and a permutation p (the held-out subject's labels shuffled) beside."""
-    from .adapt import Adapted, key_score
-    from .group import fit_group_in_memory
-    from .scoring import chance_levels, key_metric, permutation_pvalue
+    calibration; chance and a permutation p (the held-out subject's labels shuffled) beside.
+
+    Each held-out subject is one task (its group model's fit, its scoring and its label shuffles), run in this
+    process one after another, or on Dask: ``cluster`` (a scheduler's address or client) or ``workers`` (a
+    ``LocalCluster`` of that many processes on 127.0.0.1), every subject's epochs read once here and sent once;
+    the same numbers either way (:mod:`eegloop.cluster`)."""
+    from ..cluster import open_executor
+    from .group import load_members
 
     say = Reporter(progress, bus=False)
     plan = plan_loso(db, subjects, method)
-    rows, metric = [], None
-    for s, others in plan.items():
-        model = fit_group_in_memory(db, others, method=method, seed=seed)
-        es = _subject_epochs(db, s)[0]
-        classes = {c: n for c, n in es.classes.items() if c in model.classes}
-        es = es.subset(np.flatnonzero(np.isin(es.labels, list(classes))))
-        es.classes = classes
-        metric = key_metric(len(classes))
-        proba = Adapted(list(classes), 1.0, None, 0, "zero calibration", model).predict_proba(es)
-        y = es.y
-        score = key_score(y, proba)
-        rng = np.random.default_rng(seed + 1000)
-        null = [key_score(y[rng.permutation(len(y))], proba) for _ in range(permutations)]
-        p = permutation_pvalue(score, null) if permutations else None
-        rows.append(LosoRow(s, list(model.subjects), float(score), chance_levels(es)[f"chance_{metric}"], p, len(es)))
-        say(f"{s}: {metric} {score:.3f} by a {method} group model of {', '.join(model.subjects)}")
-    return LosoReport(method, metric, permutations, rows)
+    members = dict(zip(subjects, load_members(db, subjects)))
+    held = {s: _subject_epochs(db, s)[0] for s in plan}
+    with open_executor(cluster, workers, preload=_preload(method)) as ex:
+        say(f"leave one subject out: {len(plan)} {method} group models, {ex.describe()}")
+        shared = {c: ex.share(d) for c, d in members.items()}
+        calls = [(s, ex.share(held[s]), [shared[o] for o in others], method, permutations, seed)
+                 for s, others in plan.items()]
+
+        def done(_i, res):
+            row, metric = res
+            say(f"{row.subject}: {metric} {row.score:.3f} by a {method} group model of {', '.join(row.trained_on)}")
+
+        results = ex.map(_loso_row, calls, done)
+    return LosoReport(method, results[-1][1], permutations, [r for r, _ in results])
+
+
+def _preload(method: str) -> tuple:
+    """What a local worker of the leave-one-subject-out or curve tasks imports once (:func:`~.tasks.preload_for`)."""
+    from .tasks import preload_for
+
+    return ("eegloop.decoder.calibration", "eegloop.decoder.group") + preload_for(
+        None if method not in ("riemann", "lda_windowed", "logreg_windowed") else [method])
+
+
+def _loso_row(s: str, es: EpochSet, others: list, method: str, permutations: int, seed: int):
+    """One held-out subject: ``others`` (loaded members) make the group model, ``es`` is scored by it (a task)."""
+    from .adapt import Adapted, key_score
+    from .group import fit_group_from
+    from .scoring import chance_levels, key_metric, permutation_pvalue
+
+    model = fit_group_from(others, method=method, seed=seed)
+    classes = {c: n for c, n in es.classes.items() if c in model.classes}
+    es = es.subset(np.flatnonzero(np.isin(es.labels, list(classes))))
+    es.classes = classes
+    metric = key_metric(len(classes))
+    proba = Adapted(list(classes), 1.0, None, 0, "zero calibration", model).predict_proba(es)
+    y = es.y
+    score = key_score(y, proba)
+    rng = np.random.default_rng(seed + 1000)
+    null = [key_score(y[rng.permutation(len(y))], proba) for _ in range(permutations)]
+    p = permutation_pvalue(score, null) if permutations else None
+    return LosoRow(s, list(model.subjects), float(score), chance_levels(es)[f"chance_{metric}"], p, len(es)), metric

@@ -50,7 +50,8 @@ from .harmonise import Grid, align_subject, common_grid, harmonise, preprocess_a
 
 __all__ = ["GROUP_METHODS", "GroupPlan", "GroupModel", "GroupDecoder", "Grid", "plan_group", "pretrain",
            "harmonise", "common_grid", "align_subject", "recentre", "fit_group_network", "load_group_model",
-           "predict_new_subject", "delete_group_models", "check_group_name", "fit_group_in_memory"]
+           "predict_new_subject", "delete_group_models", "check_group_name", "fit_group_in_memory",
+           "fit_group_from", "load_members"]
 
 #: the methods a group model can be: the Riemannian pipeline (default) and the registry's networks that read the
 #: time series (alignment whitens channels, which the time-frequency representations would not keep linear)
@@ -489,14 +490,27 @@ def fit_group_in_memory(db, subjects: Sequence[str], method: str = "riemann", pr
                         seed: int = 0, max_epochs: int | None = None) -> GroupDecoder:
     """:func:`pretrain`'s model (same consent rule, pooling, alignment) in memory, never stored; ``subjects``: whose."""
     plan_group(db, subjects=list(subjects), method=method)
-    data = [_load_subject(db, code) for code in subjects]
+    return fit_group_from(load_members(db, subjects), method, protocol, seed, max_epochs)
+
+
+def load_members(db, subjects: Sequence[str]) -> list:
+    """The members' epochs as :func:`fit_group_from` takes them (each subject's recording-block epochs, artifacts
+    rejected with its own protocol): what a task on another machine gets instead of the database."""
+    return [_load_subject(db, code) for code in subjects]
+
+
+def fit_group_from(data: Sequence, method: str = "riemann", protocol: Optional[Protocol] = None, seed: int = 0,
+                   max_epochs: int | None = None) -> GroupDecoder:
+    """A group model in memory from its members' loaded epochs (:func:`load_members`; consent checked by the
+    caller: :func:`plan_group`)."""
     ref = protocol or data[0].protocol
     classes, grid = _shared_classes(data), common_grid([d.es for d in data], ref.amplifier.channel_names)
     pre, metric = _preprocessor(ref, grid, method), "riemann" if method == "riemann" else "euclid"
     pool = _pool(data, grid, pre, classes, metric)
     dec = GroupDecoder.__new__(GroupDecoder)  # the attributes __init__ reads from a stored model's files
     dec.name, dec.alignment, dec.grid, dec.pre, dec.classes, dec.method = "memory", metric, grid, pre, classes, method
-    dec.device, dec.subjects, dec.meta, dec.model, dec.pipeline, dec.bias = "cpu", list(subjects), {}, None, None, None
+    dec.device, dec.subjects, dec.meta, dec.model, dec.pipeline, dec.bias = "cpu", [d.code for d in data], {}, None, \
+        None, None
     if method == "riemann":
         dec.pipeline = _fit_riemann(pool, grid.sfreq, len(classes), True)
     else:

@@ -152,7 +152,8 @@ def test_loso_scores_each_subject_with_a_model_that_never_saw_it(root, capsys):
     (["--loso", "--subjects", "A,B,D"], "--subjects: holding A out leaves 1 subject(s) with group consent"),
     (["--subject", "D", "--group-model", "G"], "--group-model: only with --calibration-curve"),
     (["--calibration-curve", "--subject", "E"], "--subject: E has no epochs"),
-    (["--loso", "--subjects", "A,B,C", "--workers", "2"], "--loso: not with --workers"),
+    (["--loso", "--subjects", "A,B,C", "--budget", "10"], "--loso: not with --budget"),
+    (["--zero-shot", "--loso", "--subjects", "A,B,C", "--workers", "2"], "--zero-shot --loso: not with --workers"),
     (["--calibration-curve", "--subject", "D", "--split", "random"], "--split: the calibration curve holds"),
     # zero-shot across subjects: the same consent rule, before any epoch or embedding is read
     (["--zero-shot", "--loso", "--subjects", "A,B,D"], "--subjects: holding A out leaves 1 subject(s) with group"),

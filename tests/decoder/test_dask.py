@@ -182,3 +182,48 @@ def test_the_command_line_refusal_is_one_line_and_exit_2(data):
                         "--data", str(data)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == ["eegloop: error: --workers: not allowed with argument --cluster"]
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory):
+    """Three consenting subjects of the simulated population (their own mixing, latencies and noise), LDA their
+    default: what --loso and --calibration-curve score."""
+    from dataclasses import replace
+
+    from eegloop.database import Database
+    from eegloop.recorder.importers import import_epochset
+
+    root = tmp_path_factory.mktemp("dask-group")
+    db = Database(None, data_dir=root)
+    for k, code in enumerate("ABC"):
+        p = _protocol(root / "stim", 5)
+        p = replace(p, amplifier=replace(p.amplifier, simulate=replace(p.amplifier.simulate, subject=k + 1)),
+                    decoder=replace(p.decoder, model="lda_windowed"))
+        import_epochset(db, code, p, simulate_epochs(p, make_schedule(p, load_stimuli(p))), source="simulated")
+        db.set_subject_consent(code, True)
+    db.close()
+    return root
+
+
+def _last_json(root, capsys, *args):
+    from eegloop.cli import main
+
+    rc = main([*args, "--json", "--data", str(root)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_leave_one_subject_out_and_the_calibration_curve_on_a_scheduler_give_the_serial_numbers(trio, capsys,
+                                                                                                scheduler):
+    """Each held-out subject's group model (and each point of a curve) is one Dask task: the same numbers as one
+    after another in this process."""
+    loso = ["evaluate", "--loso", "--subjects", "A,B,C", "--permutations", "20"]
+    serial = _last_json(trio, capsys, *loso)
+    assert [r["subject"] for r in serial["subjects"]] == ["A", "B", "C"]
+    assert [r["trained_on"] for r in serial["subjects"]] == [["B", "C"], ["A", "C"], ["A", "B"]]
+    assert _last_json(trio, capsys, *loso, "--cluster", scheduler) == serial
+    curve = ["evaluate", "--calibration-curve", "--subject", "C", "--permutations", "2"]
+    one = _last_json(trio, capsys, *curve)
+    assert len(one["curve"]) >= 2 and one["curve"][0]["minutes"] == 0
+    assert _last_json(trio, capsys, *curve, "--cluster", scheduler) == one
