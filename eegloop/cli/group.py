@@ -7,7 +7,7 @@ from .types import CommaList, Integer, Text
 # a group model's name: it names its folder (models/group-<name>/), so letters, digits, '-' and '_'
 GROUP_NAME = Text("a group model name (letters, digits, '-' and '_')", 64, pattern=r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # eegloop.decoder.group.GROUP_METHODS, written out: building the parser must not import the decoder (torch)
-GROUP_METHODS = ("riemann", "conv1d", "lstm")
+GROUP_METHODS = ("riemann", "conv1d", "lstm", "eegnet", "shallow_fbcsp")
 
 
 def add_parser(commands, parents: Parents) -> None:

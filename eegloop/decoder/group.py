@@ -55,7 +55,7 @@ __all__ = ["GROUP_METHODS", "GroupPlan", "GroupModel", "GroupDecoder", "Grid", "
 
 #: the methods a group model can be: the Riemannian pipeline (default) and the registry's networks that read the
 #: time series (alignment whitens channels, which the time-frequency representations would not keep linear)
-GROUP_METHODS = ("riemann", "conv1d", "lstm")
+GROUP_METHODS = ("riemann", "conv1d", "lstm", "eegnet", "shallow_fbcsp")
 ALIGNMENTS = {"riemann": "Riemannian re-centring per subject (pyriemann.transfer.TLCenter: signals whitened by the "
                          "inverse square root of the Riemannian mean of the subject's trial covariances, xDAWN "
                          "covariances re-centred to the identity)",

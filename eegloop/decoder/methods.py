@@ -47,6 +47,18 @@ def _conv1d(X: np.ndarray, n_classes: int):
     return Conv1DNet(X.shape[1], n_classes, X.shape[2])
 
 
+def _eegnet(X: np.ndarray, n_classes: int):
+    from .fieldnets import EEGNetModel
+
+    return EEGNetModel(X.shape[1], n_classes, X.shape[2])
+
+
+def _shallow(X: np.ndarray, n_classes: int):
+    from .fieldnets import ShallowConvNet
+
+    return ShallowConvNet(X.shape[1], n_classes, X.shape[2])
+
+
 def _pipeline(name: str) -> Callable:
     def build(sfreq: float, n_chans: int, n_classes: int, n_samples: int | None = None):
         from .pipelines import make_pipeline_for
@@ -131,6 +143,9 @@ _REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method("lstm", NETWORK, "time", _lstm, False, HEAVY, "LSTM (time series)"),
     # the time series at >= 2.5 x the band edge: same information, a third of the work
     Method("conv1d", NETWORK, "series", _conv1d, False, HEAVY, "1-D CNN (time series)"),
+    # the field's networks for small ERP datasets, from braindecode (eegloop/decoder/fieldnets.py)
+    Method("eegnet", NETWORK, "time", _eegnet, False, HEAVY, "EEGNet (braindecode)"),
+    Method("shallow_fbcsp", NETWORK, "time", _shallow, False, HEAVY, "Shallow ConvNet (braindecode ShallowFBCSPNet)"),
 )}
 
 #: every method name, in the order reports list them
@@ -215,7 +230,12 @@ def build_model(config: dict):
     from .models import Conv1DNet, LSTMNet, ResidualCNN
 
     cfg = dict(config)
-    cls = {c.kind: c for c in (ResidualCNN, LSTMNet, Conv1DNet)}[cfg.pop("kind")]
+    kind = cfg.pop("kind")
+    if kind in ("eegnet", "shallow_fbcsp"):  # braindecode's, imported only for them
+        from .fieldnets import EEGNetModel, ShallowConvNet
+
+        return {"eegnet": EEGNetModel, "shallow_fbcsp": ShallowConvNet}[kind](**cfg)
+    cls = {c.kind: c for c in (ResidualCNN, LSTMNet, Conv1DNet)}[kind]
     if "widths" in cfg:
         cfg["widths"] = tuple(cfg["widths"])
     return cls(**cfg)

@@ -303,7 +303,8 @@ CHANNEL_TYPES = ("eeg", "eog", "ecg", "emg", "misc", "stim", "resp")  # MNE's na
 #: a group model's name (it names a folder, ``models/group-<name>/``): what ``pretrain --name`` and
 #: ``decoder.group_model`` accept
 GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-DECODER_MODELS = ("auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed")
+DECODER_MODELS = ("auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed", "eegnet",
+                  "shallow_fbcsp")
 
 
 @dataclass(frozen=True)
@@ -346,10 +347,12 @@ class TimingConfig:
 class DecoderConfig:
     """Which decoder the online loop uses."""
 
-    model: Literal["auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed"] = _f(
+    model: Literal["auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed", "eegnet",
+                   "shallow_fbcsp"] = _f(
         "auto", doc="auto: quick-train compares the candidates on honest inner folds and keeps the best; or pin one: "
                     "kd_stft (the paper's CNN), kd_erp, kd_wavelet, riemann (xDAWN covariances, tangent space, "
-                    "logistic regression), lda_windowed (shrinkage LDA on 50 ms window means), logreg_windowed")
+                    "logistic regression), lda_windowed (shrinkage LDA on 50 ms window means), logreg_windowed, "
+                    "eegnet and shallow_fbcsp (braindecode's EEGNet and ShallowFBCSPNet on the time series)")
     candidates: list[str] = _f(
         factory=lambda: ["lda_windowed", "logreg_windowed", "riemann", "kd_erp", "kd_stft"],
         doc="what model: auto compares, cheapest first")

@@ -416,3 +416,31 @@ def test_train_starts_from_a_group_model_on_the_command_line(built, cli, tmp_pat
     r = cli(root, "train", "--subject", "D", "--no-teacher", "--group-model", "G", "--group-weight", "0.5")
     assert r.returncode == 0, r.stderr
     assert "started from group model G (riemann, aligned on 120 of the subject's epochs): weight 0.5, fixed" in r.stdout
+
+
+def test_braindecode_networks_train_as_group_models_and_as_a_subjects_decoder(built, tmp_path):
+    """EEGNet and ShallowFBCSPNet (braindecode) are methods like eegloop's own: a group model pretrained on A and C
+    (Euclidean-aligned) decodes D; D's own pinned EEGNet is saved, rebuilt from its JSON and gives the same
+    probabilities online as in memory."""
+    from dataclasses import replace
+
+    from eegloop.database import Database
+    from eegloop.decoder import OnlineDecoder, quick_train
+    from eegloop.decoder.group import load_group_model, pretrain
+
+    root = clone(built[0], tmp_path)
+    db = Database(None, data_dir=root, create=False)
+    res = pretrain(db, ["A", "C"], "S", method="shallow_fbcsp", max_epochs=1, device="cpu", progress=lambda _: None)
+    assert res.provenance["alignment"] == "euclid"
+    es = db.load_epochs("D")
+    p = load_group_model(db, "S").predict_proba(es)
+    assert p.shape == (120, 2) and np.allclose(p.sum(1), 1, atol=1e-5)
+    proto = group_protocol(128, CHANNELS)
+    proto = replace(proto, decoder=replace(proto.decoder, model="eegnet"), training=replace(proto.training, max_epochs=2))
+    m = quick_train(db, "D", protocol=proto, use_teacher=False, progress=False)
+    db.close()
+    assert m.metrics["method"] == "eegnet" and m.path.suffix == ".safetensors"
+    dec = OnlineDecoder(m.path)
+    assert dec.meta["model"]["kind"] == "eegnet" and "kernel_length" in dec.meta["model"]
+    online = np.array([[dec.predict(x)[c] for c in dec.classes] for x in es.data[:4]])
+    assert np.isfinite(online).all() and np.allclose(online.sum(1), 1, atol=1e-5)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from eegloop.decoder import load_training_epochs
@@ -20,7 +21,7 @@ def test_the_registry_says_what_each_method_is():
     assert {m for m in names if is_sklearn(m)} == {"lda_windowed", "logreg_windowed", "riemann", "logreg_power",
                                                     "logreg_pca", "cebra_knn"}
     assert {m for m in names if is_network(m)} == {"kd_stft", "kd_erp", "kd_wavelet", "cnn_stft", "cnn_image",
-                                                    "lstm", "conv1d"}
+                                                    "lstm", "conv1d", "eegnet", "shallow_fbcsp"}
     assert [m for m in names if distils(m)] == ["auto", "kd_stft", "kd_erp", "kd_wavelet"]
     assert not distils("no_such_method") and not is_sklearn("no_such_method")
     assert [feature_key(m) for m in ("logreg_power", "lda_windowed", "conv1d", "lstm", "kd_wavelet", "cnn_image")] == [
@@ -39,6 +40,11 @@ def test_the_registry_builds_networks_that_round_trip_through_their_config():
     again = build_model(net.get_config())
     assert type(again) is type(net) and again.get_config() == net.get_config()
     assert build_network("conv1d", np.zeros((2, 4, 64), np.float32), 2).get_config()["kind"] == "conv1d"
+    for name in ("eegnet", "shallow_fbcsp"):  # braindecode's, wrapped with the configuration eegloop saves
+        net = build_network(name, np.zeros((2, 4, 60), np.float32), 3)
+        again = build_model(net.get_config())
+        assert type(again) is type(net) and again.get_config() == net.get_config()
+        assert again(torch.zeros(2, 4, 60)).shape == (2, 3)
     with pytest.raises(ValueError):
         build_network("riemann", np.zeros((2, 4, 64)), 2)  # a pipeline has no network
     assert hasattr(get_method("lda_windowed").builder(250.0, 4, 3, 20), "predict_proba")
