@@ -62,6 +62,8 @@ def _run_demo(out: Path, quick: bool, progress: Callable[[str], None] | None) ->
         data["paradigm"].update(images_per_class=10, runs=2)
         data["training"].update(max_epochs=10, patience=5, n_folds=2)
         data["feedback"].update(trials=4)
+        # auto compares the pipelines; a network that would not finish in 8 s is skipped (and listed as such)
+        data.setdefault("decoder", {}).update(select_budget_s=8)
     proto_path = out / "protocol.yaml"
     write_private_text(proto_path, yaml.safe_dump(data, sort_keys=False))  # 0600, as all in the data folder
     proto = load_protocol(proto_path)
