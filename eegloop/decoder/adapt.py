@@ -179,7 +179,7 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     on each fold's training groups; the winning method kept, not re-selected per fold)."""
     from .fitting import features_for, fit_method
     from .folds import inner_validation, make_folds
-    from .methods import feature_key
+    from .methods import feature_key, is_network
     from .scoring import key_metric
 
     split = protocol.training.split
@@ -190,6 +190,8 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     metric = key_metric(len(classes))
     X = features_for(es, protocol, [method])[feature_key(method)]
     table = np.full((len(folds), len(WEIGHTS)), np.nan)
+    budget = protocol.training.budget_s  # a network refitted per fold shares the training's time budget
+    per_fold = budget / len(folds) if budget > 0 and is_network(method) else None
     view = Adapted(classes, 1.0, None, 0, "", group)
     for k, (tr_all, te) in enumerate(folds):
         sub = es.subset(tr_all)
@@ -197,7 +199,8 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
             continue
         tr, va = inner_validation(es, tr_all, split, seed + k)
         try:
-            own = fit_method(method, es, {feature_key(method): X}, tr, va, protocol, seed=seed + k)
+            own = fit_method(method, es, {feature_key(method): X}, tr, va, protocol, seed=seed + k,
+                             max_seconds=per_fold)
         except (ValueError, np.linalg.LinAlgError):
             continue
         po, pg = own.predict(X[te], len(classes)), view.group_proba(es.subset(te))
