@@ -11,7 +11,8 @@ Three parts, chosen with ``--part`` (default: all):
   and :func:`eegloop.decoder.calibration.calibration_curve` scores the subject against minutes of their own data
   with and without it (whole runs held out: ``--split run``). On the very same folds and calibration epochs
   (the curve's ``plan``) this script fits the peer pipeline itself: pyriemann ``XdawnCovariances`` +
-  ``TangentSpace`` + scikit-learn ``LogisticRegression``.
+  ``TangentSpace`` + scikit-learn ``LogisticRegression``. Then zero calibration with a usable permutation p:
+  :func:`eegloop.decoder.calibration.loso` (each subject's whole data scored by a group model of the others).
 - ``population``: 10 subjects of the simulator's population (``amplifier.simulate.subject``), ~20 minutes each;
   one held out, a group model pretrained on the other 9, the held-out subject's curve with and without it; the
   issue's goal (2 minutes + the group model >= 10 minutes alone) checked and printed, whatever it says.
@@ -19,11 +20,11 @@ Three parts, chosen with ``--part`` (default: all):
 The N170 recordings are not used: there are two N170 subjects, and a group model needs at least two others.
 
     python benchmarks/bench_group.py [--part fanout|real|population|all] [--subjects 4] [--permutations 5]
-        [--methods lda_windowed,riemann] [--real-permutations 2] [--held-out p300s1,...] [--candidates ...]
-        [--population-permutations 2]
+        [--methods lda_windowed,riemann] [--real-permutations 1] [--loso-permutations 1000] [--held-out p300s1,...]
+        [--candidates ...] [--population-permutations 3]
 
 Last line: JSON {"fanout": {"subjects", "fits", "seconds_1_worker", "seconds_2_workers", "speedup", "identical"},
-"real": {subject: {"group", "split", "curve": [...], "peer": [...]}}, "population": {"held_out",
+"real": {subject: {"group", "split", "curve": [...], "peer": [...], "zero_calibration"}}, "population": {"held_out",
 "with_group_2min", "without_group_10min", "goal_met", ...}, "cpu": ...}, with the parts that ran.
 """
 from __future__ import annotations
@@ -251,6 +252,15 @@ def real(args) -> dict:
             es = db.load_epochs(s)
             split = "run" if len(np.unique(es.groups("run"))) > 1 else "block"
             out[s] = _held_out_curve(db, s, [c for c in P300_SUBJECTS if c != s], split, args.real_permutations)
+        # zero calibration with a usable permutation p: the curve's p refits every fold per shuffle (a handful is
+        # all 2 cores afford), while a group model that never saw the subject's labels needs no refit per shuffle
+        from eegloop.decoder.calibration import loso
+
+        report = loso(db, list(P300_SUBJECTS), permutations=args.loso_permutations)
+        print(report.table(), flush=True)
+        for row in report.to_json()["subjects"]:
+            if row["subject"] in out:
+                out[row["subject"]]["zero_calibration"] = row
     return out
 
 
@@ -327,9 +337,11 @@ def main() -> None:
     ap.add_argument("--permutations", type=int, default=5, help="fanout: label shuffles")
     ap.add_argument("--folds", type=int, default=3, help="fanout: folds")
     ap.add_argument("--methods", default="lda_windowed,riemann", help="fanout: methods")
-    ap.add_argument("--real-permutations", type=int, default=2, help="real: label shuffles per curve point")
+    ap.add_argument("--real-permutations", type=int, default=1, help="real: label shuffles per curve point")
+    ap.add_argument("--loso-permutations", type=int, default=1000,
+                    help="real: label shuffles of the zero-calibration (leave-one-subject-out) score")
     ap.add_argument("--held-out", default="", help="real: the subjects held out (default: each P300 subject)")
-    ap.add_argument("--population-permutations", type=int, default=2, help="population: label shuffles per point")
+    ap.add_argument("--population-permutations", type=int, default=3, help="population: label shuffles per point")
     ap.add_argument("--candidates", default=CANDIDATES,
                     help="real, population: decoder.candidates of the default (auto); 'protocol': the protocol's own")
     args = ap.parse_args()
