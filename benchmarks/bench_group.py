@@ -1,4 +1,4 @@
-"""Group analyses (issue 27): evaluate's fan-out on Dask, the real subjects left out one at a time, a simulated population.
+"""Group analyses (issue 27): evaluate's fan-out on Dask, real subjects left out one by one, a simulated population.
 
 Three parts, chosen with ``--part`` (default: all):
 
@@ -325,7 +325,8 @@ def population(args) -> dict:
     goal = None if w2 is None or alone["without_group"] is None else bool(w2 >= alone["without_group"])
     print(f"goal (issue 27): with the group model at 2 minutes {w2} vs without it at {ten} minutes "
           f"{alone['without_group']}: {'met' if goal else 'NOT met' if goal is not None else 'not measurable'}")
-    return {"held_out": held, "trained_on": res["trained_on"], "compared": {"with_group_at": 2, "without_group_at": ten},
+    return {"held_out": held, "trained_on": res["trained_on"],
+            "compared": {"with_group_at": 2, "without_group_at": ten},
             "with_group_2min": w2, "without_group_10min": alone["without_group"], "goal_met": goal,
             "curve": res["curve"], "peer": res["peer"]}
 
