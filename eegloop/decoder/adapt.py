@@ -9,9 +9,10 @@
 
       p = w * p_group + (1 - w) * p_own
 
-  with the group's weight ``w`` chosen on inner block/run-wise folds of the labelled epochs (the weight of
-  :data:`WEIGHTS` whose blend scores best on the folds' held-out groups; a tie goes to the larger ``w``, the
-  steadier model when the own model saw little data).
+  with the group's weight ``w`` chosen on inner block/run-wise folds of the labelled epochs: the largest weight of
+  :data:`WEIGHTS` whose blend scores within one standard error (of the paired fold-by-fold differences) of the best
+  blend on the folds' held-out groups — the group model is the steadier one when the own model saw little data, so
+  the own model must win by more than the folds resolve to outweigh it.
 
 Why a blend, not refitting the group's classifier with the subject's epochs up-weighted: a stored group model
 keeps its fitted pipeline or network, not the group's training features; refitting would mean reloading every
@@ -209,9 +210,25 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     if np.isnan(table).all():
         return 1.0, "the inner folds could not score the blend: the group model alone"
     mean = np.nanmean(table, axis=0)
-    j = int(np.nanargmax(mean))  # the first maximum: the largest group weight among ties
+    best = int(np.nanargmax(mean))
+    j = _steadiest(table, mean, best)
+    near = f", within one SE of the best, {WEIGHTS[best]:g}: {mean[best]:.3f}" if j != best else ""
     return WEIGHTS[j], (f"group weight {WEIGHTS[j]:g} of {', '.join(f'{w:g}' for w in WEIGHTS)} on {len(folds)} inner "
-                        f"{split}-wise folds ({metric} {mean[j]:.3f})")
+                        f"{split}-wise folds ({metric} {mean[j]:.3f}{near})")
+
+
+def _steadiest(table: np.ndarray, mean: np.ndarray, best: int) -> int:
+    """The largest group weight whose blend scores within one standard error of the best blend's (the SE of their
+    paired fold-by-fold differences): the subject's own model must win by more than the inner folds resolve before
+    it outweighs the group model. On a few minutes of calibration (3 inner folds of a handful of blocks) the best
+    weight is mostly noise: a blend chosen on it scored below the group model alone (bench_group.py)."""
+    for j in range(best + 1):  # WEIGHTS descend: the group model alone first
+        d = table[:, best] - table[:, j]
+        d = d[np.isfinite(d)]
+        se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        if np.isfinite(mean[j]) and mean[j] >= mean[best] - se:
+            return j
+    return best
 
 
 # -- a blend as a subject's stored model (quick-train with decoder.group_model) -------------------------------------

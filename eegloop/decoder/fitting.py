@@ -12,7 +12,7 @@ import numpy as np
 
 from ..protocol import Protocol
 from ..types import EpochSet
-from .methods import build_network, distils, feature_key, is_sklearn
+from .methods import build_network, distils, feature_key, is_sklearn, student
 from .preprocessing import Preprocessor
 
 __all__ = ["Fitted", "fit_method", "features_for", "teacher_logits_for", "calibrate_bias", "apply_bias"]
@@ -113,8 +113,9 @@ def features_for(es: EpochSet, protocol: Protocol, methods) -> dict:
     pre = Preprocessor.from_protocol(protocol.preprocessing, protocol.epochs, es.sfreq, es.tmin)
     feats = {}
     need = {feature_key(m) for m in methods if m != "auto"}
-    if "auto" in methods:
+    if "auto" in methods:  # the candidates, and the student auto keeps when nothing can be compared honestly
         need |= {feature_key(m) for m in protocol.decoder.candidates}
+        need.add(feature_key(student(protocol.preprocessing.representation)))
     wanted = {key: ("time", False) if key == "time_raw" else (key, pre.standardize) for key in need}
     feats.update(pre.many(es.data, wanted))  # one filtering pass for every representation
     return feats

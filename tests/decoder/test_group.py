@@ -444,3 +444,29 @@ def test_braindecode_networks_train_as_group_models_and_as_a_subjects_decoder(bu
     assert dec.meta["model"]["kind"] == "eegnet" and "kernel_length" in dec.meta["model"]
     online = np.array([[dec.predict(x)[c] for c in dec.classes] for x in es.data[:4]])
     assert np.isfinite(online).all() and np.allclose(online.sum(1), 1, atol=1e-5)
+
+
+def test_auto_on_one_run_keeps_its_student_with_the_students_features():
+    """A calibration set of one run leaves auto no honest run-wise inner fold: it keeps the protocol's student, whose
+    representation was missing from the features (a KeyError, and a traceback from the calibration curve)."""
+    from dataclasses import replace
+
+    from eegloop.decoder.adapt import adapt
+    from eegloop.decoder.methods import student
+
+    es = subject_epochs(1)
+    p = group_protocol(128, CHANNELS)
+    p = replace(p, decoder=replace(p.decoder, model="auto", candidates=["lda_windowed", "riemann"]),
+                training=replace(p.training, split="run", max_epochs=2))
+    a = adapt(None, es.subset(np.flatnonzero(es.runs == 1)), p)
+    assert a.method == student(p.preprocessing.representation) and a.weight == 0.0
+    assert a.predict_proba(es.subset(np.flatnonzero(es.runs == 2))).shape == (60, 2)
+
+
+def test_the_blend_leans_on_the_group_until_the_own_model_wins_beyond_one_se():
+    from eegloop.decoder.adapt import WEIGHTS, _steadiest
+
+    level = np.array([[.70, .71, .72, .73, .74], [.72, .71, .70, .69, .70], [.71, .72, .73, .72, .71]])
+    assert _steadiest(level, level.mean(0), int(np.argmax(level.mean(0)))) == 0  # within noise: the group
+    clear = np.array([[.60, .70, .80, .85, .90], [.61, .72, .81, .86, .91], [.59, .69, .79, .84, .89]])
+    assert WEIGHTS[_steadiest(clear, clear.mean(0), 4)] == 0.0  # the own model wins on every fold by far
