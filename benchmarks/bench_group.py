@@ -186,14 +186,14 @@ def _table(subject: str, curve, peer: list[dict]) -> str:
 
 def _held_out_curve(db, subject: str, others: list, split: str, permutations: int, seed: int = 0) -> dict:
     """Pretrain a riemann group model on ``others``, then ``subject``'s curve with it and the peer on its folds."""
-    from eegloop.decoder.calibration import _subject_epochs, calibration_curve
+    from eegloop.decoder.calibration import subject_epochs, calibration_curve
     from eegloop.decoder.group import pretrain
 
     name = f"loso-{subject}"
     pretrain(db, others, name, method="riemann", seed=seed)
     curve = calibration_curve(db, subject, group=name, split=split, permutations=permutations, seed=seed,
                               progress=lambda line: print("  " + line, file=sys.stderr, flush=True))
-    es, protocol = _subject_epochs(db, subject)  # the epochs the plan's indices point into
+    es, protocol = subject_epochs(db, subject)  # the epochs the plan's indices point into
     n = sum(len(f.test) for f in curve.plan.folds)
     if any(len(f.test) + len(f.pool) != len(es) for f in curve.plan.folds) or n != len(es):
         raise SystemExit(f"{subject}: the curve's folds do not cover the {len(es)} epochs the peer would be fitted on")

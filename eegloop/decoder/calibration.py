@@ -6,9 +6,10 @@ points the subject has data for), with and without a group model:
 - the test folds hold whole blocks or runs out (:func:`~.folds.make_folds`); for each fold the calibration
   epochs are the remaining blocks/runs in recording order, taken whole from the start while their minutes stay
   within the point's (:func:`plan_calibration`): a test fold never holds a calibration epoch;
-- a block's minutes are its epochs' onset span (first to last onset, plus one stimulus onset asynchrony; the
-  paradigm's ``image_s`` per epoch when onsets are unknown), summed over the calibration blocks: recorded time,
-  without the pauses and the held-out blocks between them;
+- a block's (or run's) minutes are its epochs' onset span (first to last onset, plus one stimulus onset
+  asynchrony; the paradigm's ``image_s`` per epoch when onsets are unknown), summed over the calibration groups:
+  recorded time without the pauses between groups and the held-out groups — with ``split="run"`` the pauses
+  between a run's own blocks are inside its span and count;
 - without the group model: the per-subject default (``decoder.model``) fitted on those epochs (0 minutes: chance);
   with it: :func:`~.adapt.adapt` (zero calibration at 0 minutes, then the blend weighed on inner folds);
 - chance and a permutation p beside each point: the subject's labels shuffled (calibration and test epochs
@@ -34,8 +35,8 @@ from ..protocol import Protocol
 from ..types import EpochSet
 
 __all__ = ["CURVE_MINUTES", "CalibrationFold", "CalibrationPlan", "CurvePoint", "CalibrationCurve",
-           "plan_calibration", "calibration_curve", "plot_curve", "check_curve_request", "LosoRow", "LosoReport",
-           "plan_loso", "loso"]
+           "plan_calibration", "calibration_curve", "subject_epochs", "plot_curve", "check_curve_request", "LosoRow",
+           "LosoReport", "plan_loso", "loso"]
 
 #: the calibration curve's points, minutes of the subject's own data (and "all")
 CURVE_MINUTES = (0, 2, 5, 10, 20)
@@ -314,7 +315,7 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
     t0 = time.perf_counter()
     say = Reporter(progress, bus=False)
     check_curve_request(db, subject, group)
-    es, protocol = _subject_epochs(db, subject)
+    es, protocol = subject_epochs(db, subject)
     split = split or protocol.training.split
     plan = plan_calibration(es, split, n_folds or protocol.training.n_folds, protocol.paradigm.image_s, seed)
     model = _Memo(load_group_model(db, group)) if group else None
@@ -338,7 +339,7 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
                             time.perf_counter() - t0)
 
 
-def _subject_epochs(db, subject: str) -> tuple[EpochSet, Protocol]:
+def subject_epochs(db, subject: str) -> tuple[EpochSet, Protocol]:
     """The subject's recording-block epochs, artifacts rejected with its protocol (as a group model's members')."""
     from .rejection import reject_artifacts
     from .trainingset import load_training_epochs
@@ -456,7 +457,7 @@ def loso(db, subjects: Sequence[str], method: str = "riemann", permutations: int
     say = Reporter(progress, bus=False)
     plan = plan_loso(db, subjects, method)
     members = dict(zip(subjects, load_members(db, subjects)))
-    held = {s: _subject_epochs(db, s)[0] for s in plan}
+    held = {s: subject_epochs(db, s)[0] for s in plan}
     with open_executor(cluster, workers, preload=_preload(method)) as ex:
         say(f"leave one subject out: {len(plan)} {method} group models, {ex.describe()}")
         shared = {c: ex.share(d) for c, d in members.items()}
