@@ -38,7 +38,8 @@ from ..errors import EegloopError
 from ..protocol import Protocol
 from ..types import EpochSet
 
-__all__ = ["Adapted", "adapt", "WEIGHTS", "key_score", "choose_weight", "save_adapted", "ADAPTED_FORMAT"]
+__all__ = ["Adapted", "adapt", "WEIGHTS", "key_score", "choose_weight", "save_adapted", "ADAPTED_FORMAT",
+           "in_class_order"]
 
 #: the JSON ``format`` of a subject's model that blends a group model (:func:`save_adapted`)
 ADAPTED_FORMAT = "eegloop-adapted-1"
@@ -77,13 +78,7 @@ class Adapted:
     def group_proba(self, es: EpochSet) -> np.ndarray:
         """The group model's probabilities for ``es`` (aligned on ``es``), columns in :attr:`classes`' order."""
         raw = self.group.predict_proba(es)
-        order = list(self.group.classes)
-        p = np.zeros((len(es), len(self.classes)))
-        for j, c in enumerate(self.classes):
-            if c in order:
-                p[:, j] = raw[:, order.index(c)]
-        s = p.sum(1, keepdims=True)
-        return np.where(s > 0, p / np.where(s > 0, s, 1), 1.0 / len(self.classes))
+        return in_class_order(raw, list(self.group.classes), self.classes)
 
     def own_proba(self, es: EpochSet) -> np.ndarray:
         """The subject's own model's probabilities for ``es``."""
@@ -100,6 +95,17 @@ class Adapted:
         if self.group is None or self.weight == 0.0:
             return self.own_proba(es)
         return self.weight * self.group_proba(es) + (1 - self.weight) * self.own_proba(es)
+
+
+def in_class_order(raw: np.ndarray, order: list, classes: list) -> np.ndarray:
+    """A group model's probabilities (columns in ``order``) as columns of ``classes``: a class the group model
+    lacks gets 0, rows renormalised (uniform where none of ``classes`` is the group's)."""
+    p = np.zeros((len(raw), len(classes)))
+    for j, c in enumerate(classes):
+        if c in order:
+            p[:, j] = raw[:, order.index(c)]
+    s = p.sum(1, keepdims=True)
+    return np.where(s > 0, p / np.where(s > 0, s, 1), 1.0 / len(classes))
 
 
 def adapt(group, labelled: EpochSet, protocol: Protocol, seed: int = 0, base: Optional[Adapted] = None) -> Adapted:

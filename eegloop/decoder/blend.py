@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EegloopError
+from .adapt import in_class_order
 from .groupdecoder import GroupDecoder
 from .harmonise import Reference
 
@@ -37,13 +38,7 @@ class BlendedOnline:
     def group_proba(self, data: np.ndarray) -> np.ndarray:
         """The group model's probabilities for epochs (n, channels, times), columns in this model's class order."""
         raw = self.group.predict_array(data, self.channel_names, self.sfreq, self.tmin, self.reference)
-        order = list(self.group.classes)
-        p = np.zeros((len(raw), len(self.classes)))
-        for j, c in enumerate(self.classes):
-            if c in order:
-                p[:, j] = raw[:, order.index(c)]
-        s = p.sum(1, keepdims=True)
-        return np.where(s > 0, p / np.where(s > 0, s, 1), 1.0 / len(self.classes))
+        return in_class_order(raw, list(self.group.classes), self.classes)
 
     def predict(self, data: np.ndarray) -> np.ndarray:
         """Probabilities (classes,) for one epoch."""
