@@ -1,12 +1,13 @@
 """Seconds and scores per method: real faces/houses EEG, and simulated data of the paper's size.
 
-    python benchmarks/bench_evaluate.py n170 [--data ../shared/data/n170] [--methods auto,riemann,...]
+    python benchmarks/bench_evaluate.py n170|p300|real [--data ../shared/data/n170] [--methods auto,riemann,...]
         [--permutations 0] [--baselines]
     python benchmarks/bench_evaluate.py sim [--epochs-data 2000] [--channels 128] [--classes 40] [--methods auto]
 
 ``n170``: every subject folder under --data is imported with protocols/n170.yaml (4 Muse channels,
-1-30 Hz, artifact rejection at 50 µV); folds leave one file out, or 5 block-wise folds where a subject
-has one file. Beside eegloop's methods the script fits the peer pipeline itself — pyriemann's
+1-30 Hz, artifact rejection at 50 µV); folds leave one file out (5 folds of whole files where a subject has
+more), or 5 block-wise folds where a subject has one file. ``p300``: the same with protocols/p300.yaml, one
+import per session folder; ``real``: both. Beside eegloop's methods the script fits the peer pipeline itself — pyriemann's
 XdawnCovariances(estimator='oas') + TangentSpace + LogisticRegression, as in the eeg-notebooks N170
 decoding example — on exactly the same epochs and folds. Prints AUC, balanced accuracy, permutation
 p-value and seconds per subject and method; the last line is JSON.
@@ -64,7 +65,20 @@ def peer_pipeline(es, proto, folds, permutations: int, seed: int = 0) -> dict:
             "seconds": secs}
 
 
-def bench_n170(args) -> dict:
+#: the shared real recordings: protocol, event codes, where they lie
+REAL = {"n170": ("n170.yaml", "1=house,2=face"), "p300": ("p300.yaml", "1=nontarget,2=target")}
+
+
+def bench_real(args) -> dict:
+    """Every subject of each dataset in ``args.what`` (n170, p300, or real: both)."""
+    out = {}
+    for name in (("n170", "p300") if args.what == "real" else (args.what,)):
+        data = Path(args.data) if args.data else REPO.parent / "shared" / "data" / name
+        out.update({(k if name == "n170" else f"{name}{k}"): v for k, v in bench_dataset(args, name, data).items()})
+    return out
+
+
+def bench_dataset(args, dataset: str, data: Path) -> dict:
     import warnings
 
     from eegloop.database import Database
@@ -75,22 +89,25 @@ def bench_n170(args) -> dict:
     from eegloop.recorder.importers import import_recordings, parse_events
 
     warnings.filterwarnings("ignore")
-    proto = causal(load_protocol(REPO / "protocols" / "n170.yaml"), args.causal)
+    proto_file, events = REAL[dataset]
+    proto = causal(load_protocol(REPO / "protocols" / proto_file), args.causal)
     tmp = Path(tempfile.mkdtemp(prefix="eegloop-bench-"))
     atexit.register(shutil.rmtree, tmp, True)  # a throw-away database (~1 GB at paper size): never left behind
     db = Database(f"sqlite:///{tmp / 'e.db'}", data_dir=tmp)
     methods = args.methods.split(",") + (list(BASELINES) if args.baselines else [])
     methods = list(dict.fromkeys(methods))
     out = {}
-    for subj in sorted(p for p in Path(args.data).iterdir() if p.is_dir()):
+    for subj in sorted(p for p in Path(data).iterdir() if p.is_dir()):
         files = sorted(subj.rglob("*.csv"))
         if not files:
             continue
         code = "".join(ch for ch in subj.name if ch.isalnum())
-        import_recordings(db, code, proto, files, "csv", parse_events("1=house,2=face"),
-                          ["TP9", "AF7", "AF8", "TP10"])
+        for folder in sorted({f.parent for f in files}):  # one import (session) per folder of files
+            import_recordings(db, code, proto, sorted(folder.glob("*.csv")), "csv", parse_events(events),
+                              ["TP9", "AF7", "AF8", "TP10"])
         es = db.load_epochs(code)
-        split, k = ("run", len(files)) if len(files) > 1 else ("block", 5)
+        # every file is a run: leave one out, at most 5 folds; one file: 5 block-wise folds
+        split, k = ("run", min(5, len(files))) if len(files) > 1 else ("block", 5)
         t0 = time.perf_counter()
         rep = evaluate(es, proto, methods=methods, split=split, n_folds=k, permutations=args.permutations)
         total = time.perf_counter() - t0
@@ -208,8 +225,8 @@ def through_cli(args, proto, es) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["n170", "sim"])
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "n170"))
+    ap.add_argument("what", choices=["n170", "p300", "real", "sim"])
+    ap.add_argument("--data", help="n170/p300: a folder of subject folders (default: ../shared/data/<what>)")
     ap.add_argument("--methods", default="auto,riemann,lda_windowed,logreg_windowed,kd_erp")
     ap.add_argument("--baselines", action="store_true", help="add Table 1's baselines")
     ap.add_argument("--permutations", type=int, default=0)
@@ -224,10 +241,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.permutations < 0:
         ap.error("--permutations: must be >= 0")
-    if args.what == "n170" and not Path(args.data).is_dir():
+    if args.what == "real" and args.data:
+        ap.error("--data: one dataset at a time (n170 or p300)")
+    if args.what != "sim" and args.data and not Path(args.data).is_dir():
         ap.error(f"--data: {args.data} is not a folder")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
-    res = bench_n170(args) if args.what == "n170" else bench_sim(args)
+    res = bench_real(args) if args.what != "sim" else bench_sim(args)
     print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "what": args.what, "causal": args.causal,
                       "results": res, "ratios": ratios(args.what, res)}))
 
@@ -236,7 +255,7 @@ def ratios(what: str, res: dict) -> dict:
     """Ratios measured in this run, comparable across machines: n170, each method's AUC and seconds against the
     peer pipeline's (per subject); sim, each method's top-1 over chance and its seconds against the fastest's."""
     out = {}
-    if what == "n170":
+    if what != "sim":
         for subject, r in res.items():
             m = r.get("methods", {})
             peer = m.get("peer_xdawn_ts_lr") or {}

@@ -14,13 +14,16 @@ from typing import Callable, Optional
 import numpy as np
 
 __all__ = ["Method", "METHODS", "BASELINES", "PAPER_NAMES", "get_method", "method_names", "is_sklearn",
-           "is_network", "distils", "feature_key", "build_network", "stored_kind", "rep_of", "student", "build_model"]
+           "is_network", "distils", "feature_key", "members", "build_network", "stored_kind", "rep_of", "student", "build_model"]
 
 # kinds
 SELECTION = "selection"  # auto: the best candidate on honest inner folds
 PIPELINE = "pipeline"  # scikit-learn / pyriemann, saved with skops
 NETWORK = "network"  # a torch network trained with plain cross-entropy, saved as safetensors
 DISTILLED = "distilled network"  # a torch network trained on the teacher's soft targets too (alpha < 1)
+
+#: the members of ``vote``, a soft-voting ensemble (scikit-learn's VotingClassifier over their pipelines)
+VOTE_MEMBERS = ("lda_windowed", "logreg_windowed", "riemann")
 
 # cost classes
 LIGHT = "light"  # a pipeline fitted in seconds: folds one after another
@@ -89,6 +92,8 @@ class Method:
         ``light``, ``pipeline training a network``, ``network`` or ``nested selection``.
     paper_name : str
         Its row in the paper's Table 1 layout.
+    members : tuple of str
+        An ensemble's methods (``vote``: its probabilities are their mean); empty for any other method.
     """
 
     name: str
@@ -98,6 +103,7 @@ class Method:
     distils: bool
     cost: str
     paper_name: str
+    members: tuple = ()
 
     @property
     def is_pipeline(self) -> bool:
@@ -134,6 +140,9 @@ _REGISTRY: dict[str, Method] = {m.name: m for m in (
     _pipe("riemann", "time", "xDAWN covariances + tangent space + LR"),
     _pipe("lda_windowed", "time", "Shrinkage LDA, 50 ms window means"),
     _pipe("logreg_windowed", "time", "Logistic regression, windowed signal"),
+    # the mean of the three linear pipelines' probabilities: what auto prefers (README, "Model selection")
+    Method("vote", PIPELINE, "time", _pipeline("vote"), False, LIGHT, "Soft vote: shrinkage LDA, windowed LR, "
+           "xDAWN + TS + LR", VOTE_MEMBERS),
     # Table 1: power of the signal, before per-epoch standardisation
     _pipe("logreg_power", "time_raw", "Logistic regression, averaged squared signal"),
     _pipe("logreg_pca", "time", "Logistic regression on PCA"),
@@ -185,6 +194,12 @@ def is_network(method: str) -> bool:
     """Whether ``method`` trains a torch network of its own (saved as safetensors)."""
     m = _REGISTRY.get(method)
     return m is not None and m.is_network
+
+
+def members(method: str) -> tuple:
+    """An ensemble's member methods (``vote``), or ``()``."""
+    m = _REGISTRY.get(method)
+    return m.members if m is not None else ()
 
 
 def distils(method: str) -> bool:

@@ -10,6 +10,9 @@ the registry, :mod:`.methods`):
 - ``logreg_windowed``: the same features, L2 logistic regression, balanced class weights.
 - ``riemann``: xDAWN-filtered ERP covariances (pyriemann ``XdawnCovariances``,
   OAS shrinkage) -> tangent space -> logistic regression (the eeg-notebooks/MOABB pipeline).
+- ``vote``: the three above, each fitted on the same epochs, their class probabilities averaged
+  (scikit-learn's soft ``VotingClassifier``). No one of them wins on every subject and inner folds rarely tell
+  which will (the note on :mod:`.selection`); the average is never far from the best of them.
 - ``logreg_power`` (Table 1): log of the averaged squared signal per channel,
   computed before per-epoch standardisation (after it every channel's power is 1).
 - ``logreg_pca`` (Table 1): the whole signal, standardised, PCA to 64
@@ -129,7 +132,12 @@ def _xdawn_filters(n_chans: int, n_classes: int) -> int:
 
 
 def skip_reason(method: str, n_chans: int, n_classes: int) -> str | None:
-    """Why ``method`` is not worth fitting on this shape of data, or None."""
+    """Why ``method`` is not worth fitting on this shape of data, or None (``vote``: None while a member fits)."""
+    from .methods import members
+
+    if members(method):
+        whys = [skip_reason(m, n_chans, n_classes) for m in members(method)]
+        return None if any(w is None for w in whys) else "; ".join(whys)
     if method == "riemann" and _xdawn_filters(n_chans, n_classes) < 1:
         return f"{n_classes} classes make xDAWN covariances larger than {_MAX_XDAWN_DIM} x {_MAX_XDAWN_DIM}"
     return None
@@ -168,6 +176,14 @@ def make_pipeline_for(method: str, sfreq: float, n_chans: int, n_classes: int, n
             raise EegloopError(f"riemann: {skip_reason(method, n_chans, n_classes)}")
         return make_pipeline(XdawnCovariances(nfilter=nf, estimator="oas"), TangentSpace(metric="riemann"),
                              LogisticRegression(C=1.0, **lr))
+    from .methods import members
+
+    if members(method):  # a soft vote: the mean of its members' probabilities (members that fit this shape)
+        from sklearn.ensemble import VotingClassifier
+
+        return VotingClassifier([(m, make_pipeline_for(m, sfreq, n_chans, n_classes, n_samples))
+                                 for m in members(method) if skip_reason(m, n_chans, n_classes) is None],
+                                voting="soft")
     raise ValueError(f"unknown pipeline {method!r}")
 
 
@@ -189,6 +205,7 @@ TRUSTED_TYPES = frozenset({
     "eegloop.decoder.pipelines.WindowMeans", "eegloop.decoder.pipelines.LogPower",
     "eegloop.decoder.pipelines.Flatten", "pyriemann.estimation.XdawnCovariances",
     "pyriemann.spatialfilters.Xdawn", "pyriemann.tangentspace.TangentSpace",
+    "sklearn.utils._bunch.Bunch",  # a VotingClassifier's named_estimators_ (a dict with attribute access)
 })
 
 

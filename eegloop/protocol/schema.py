@@ -303,8 +303,8 @@ CHANNEL_TYPES = ("eeg", "eog", "ecg", "emg", "misc", "stim", "resp")  # MNE's na
 #: a group model's name (it names a folder, ``models/group-<name>/``): what ``pretrain --name`` and
 #: ``decoder.group_model`` accept
 GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-DECODER_MODELS = ("auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed", "eegnet",
-                  "shallow_fbcsp")
+DECODER_MODELS = ("auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed", "vote",
+                  "eegnet", "shallow_fbcsp")
 
 
 @dataclass(frozen=True)
@@ -347,15 +347,17 @@ class TimingConfig:
 class DecoderConfig:
     """Which decoder the online loop uses."""
 
-    model: Literal["auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed", "eegnet",
-                   "shallow_fbcsp"] = _f(
+    model: Literal["auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed", "vote",
+                   "eegnet", "shallow_fbcsp"] = _f(
         "auto", doc="auto: quick-train compares the candidates on honest inner folds and keeps the best; or pin one: "
                     "kd_stft (the paper's CNN), kd_erp, kd_wavelet, riemann (xDAWN covariances, tangent space, "
                     "logistic regression), lda_windowed (shrinkage LDA on 50 ms window means), logreg_windowed, "
-                    "eegnet and shallow_fbcsp (braindecode's EEGNet and ShallowFBCSPNet on the time series)")
+                    "vote (the mean of those three's probabilities), eegnet and shallow_fbcsp (braindecode's "
+                    "EEGNet and ShallowFBCSPNet on the time series)")
     candidates: list[str] = _f(
-        factory=lambda: ["lda_windowed", "logreg_windowed", "riemann", "kd_erp", "kd_stft"],
-        doc="what model: auto compares, cheapest first")
+        factory=lambda: ["vote", "lda_windowed", "logreg_windowed", "riemann", "kd_erp", "kd_stft"],
+        doc="what auto compares, in order of preference: the first within one standard error of the best is kept "
+            "(vote: the mean of lda_windowed, logreg_windowed and riemann, scored from their folds at no extra fit)")
     select_budget_s: float = _f(30.0, gt=0, le=86_400, doc="time budget of the comparison, seconds: candidates "
                                                            "that would not finish in it are skipped (and listed); "
                                                            "quick-train's own fit comes on top")

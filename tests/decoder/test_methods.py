@@ -7,7 +7,7 @@ import pytest
 
 from eegloop.decoder import load_training_epochs
 from eegloop.decoder.methods import (METHODS, PAPER_NAMES, build_model, build_network, distils, feature_key, get_method,
-                                     is_network, is_sklearn, method_names, stored_kind, student)
+                                     is_network, members, is_sklearn, method_names, stored_kind, student)
 from eegloop.paradigm.schedule import make_schedule
 from eegloop.recorder.simulator import simulate_epochs
 from eegloop.stimuli import feedback_cue_shas
@@ -19,7 +19,8 @@ def test_the_registry_says_what_each_method_is():
     assert names == METHODS and names[0] == "auto" and len(set(names)) == len(names)
     assert set(PAPER_NAMES) == set(names)
     assert {m for m in names if is_sklearn(m)} == {"lda_windowed", "logreg_windowed", "riemann", "logreg_power",
-                                                    "logreg_pca", "cebra_knn"}
+                                                    "logreg_pca", "cebra_knn", "vote"}
+    assert members("vote") == ("lda_windowed", "logreg_windowed", "riemann") and members("riemann") == ()
     assert {m for m in names if is_network(m)} == {"kd_stft", "kd_erp", "kd_wavelet", "cnn_stft", "cnn_image",
                                                     "lstm", "conv1d", "eegnet", "shallow_fbcsp"}
     assert [m for m in names if distils(m)] == ["auto", "kd_stft", "kd_erp", "kd_wavelet"]

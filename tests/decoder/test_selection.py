@@ -73,19 +73,46 @@ def test_auto_selection_scores_every_candidate_and_refits_the_winner(tmp_path):
     tight = select_model(es, protocol_from_dict({**proto.to_dict(), "decoder": {"select_budget_s": 0.01}}),
                          feats, seed=0)
     assert "skipped" in tight.candidates["kd_stft"] and "select_budget_s" in tight.candidates["kd_stft"]["skipped"]
-    assert tight.winner in ("lda_windowed", "logreg_windowed", "riemann")
+    assert tight.winner in ("vote", "lda_windowed", "logreg_windowed", "riemann")
 
 
-def test_quick_train_pipeline_decodes_online_like_offline(tmp_path):
+def test_the_vote_is_scored_from_its_members_folds_exactly_as_it_fits():
+    """auto scores ``vote`` from its members' inner-fold probabilities, with no fit of its own: the same numbers
+    as the soft VotingClassifier itself fitted on each fold, and a member a shape rules out is left out of both."""
+    from eegloop.decoder.fitting import fit_method
+    from eegloop.decoder.folds import inner_validation, make_folds
+    from eegloop.decoder.scoring import scores
+
+    proto = sim_protocol(decoder={"candidates": ["riemann", "vote", "lda_windowed", "logreg_windowed"]})
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
+    feats = features_for(es, proto, ["auto"])
+    sel = select_model(es, proto, feats, seed=0)
+    folds = make_folds(es, proto.training.split, proto.decoder.inner_folds, 0)
+    own = []
+    for k, (tr, te) in enumerate(folds):
+        fit, val = inner_validation(es, tr, proto.training.split, k)
+        vote = fit_method("vote", es, feats, fit, val, proto, seed=k)
+        assert [name for name, _ in vote.model.estimators] == ["lda_windowed", "logreg_windowed", "riemann"]
+        own.append(scores(es.y[te], vote.predict(feats["time"][te], len(es.classes)))["balanced_accuracy"])
+    assert sel.metric == "balanced_accuracy"
+    np.testing.assert_allclose(sel.candidates["vote"]["folds"], own, atol=1e-4)  # stored rounded to 4 places
+    # its members' fits were counted once, under their own names
+    assert sel.candidates["vote"]["seconds"] == pytest.approx(sum(sel.candidates[m]["seconds"] for m in
+                                                                  ("lda_windowed", "logreg_windowed", "riemann")),
+                                                              abs=0.05)
+
+
+@pytest.mark.parametrize("method", ["lda_windowed", "vote"])
+def test_quick_train_pipeline_decodes_online_like_offline(tmp_path, method):
     from eegloop.database import Database
     from eegloop.recorder.importers import import_epochset
 
-    proto = sim_protocol(decoder={"model": "lda_windowed"})
+    proto = sim_protocol(decoder={"model": method})
     es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
     db = Database(f"sqlite:///{tmp_path / 'e.db'}", data_dir=tmp_path)
     import_epochset(db, "S1", proto, es, source="sim")
     tm = quick_train(db, "S1", progress=False)
-    assert tm.path.suffix == ".skops" and tm.metrics["method"] == "lda_windowed"
+    assert tm.path.suffix == ".skops" and tm.metrics["method"] == method
     assert stat.S_IMODE(os.stat(tm.path).st_mode) == 0o600
     assert tm.metrics["heldout"]["top1"] > tm.metrics["chance_top1"] + 0.1  # held-out whole blocks
     dec = OnlineDecoder(tm.path)
