@@ -227,3 +227,26 @@ def test_leave_one_subject_out_and_the_calibration_curve_on_a_scheduler_give_the
     one = _last_json(trio, capsys, *curve)
     assert len(one["curve"]) >= 2 and one["curve"][0]["minutes"] == 0
     assert _last_json(trio, capsys, *curve, "--cluster", scheduler) == one
+
+
+def test_a_small_evaluation_stays_in_this_process_with_the_numbers_of_a_serial_run(data, caplog, monkeypatch):
+    """Where the default would open a LocalCluster (auto's nested selection), one fit is run here first and timed:
+    a few seconds of fitting in all (a visit's report on a short recording) stay in this process rather than wait
+    for workers to start and import, and give every number of the serial run (``workers=0``)."""
+    import logging
+
+    from eegloop.database import Database
+    from eegloop.decoder import evaluate, load_training_epochs
+
+    monkeypatch.setenv("EEGLOOP_JOBS", "2")  # two cores' worth, as a 2-core lab machine has (conftest gives 1)
+    db = Database(None, data_dir=data)
+    te = load_training_epochs(db, "A")
+    es, proto = te.es, te.protocol
+    proto = protocol_from_dict({**proto.to_dict(), "decoder": {"candidates": ["lda_windowed", "riemann"]}})
+    with caplog.at_level(logging.INFO, logger="eegloop"):
+        auto = evaluate(es, proto, methods=["auto"], n_folds=2)
+    assert any("run here (a LocalCluster would take longer to start" in r.getMessage() for r in caplog.records)
+    assert not any("LocalCluster with" in r.getMessage() for r in caplog.records)
+    serial = evaluate(es, proto, methods=["auto"], n_folds=2, workers=0)
+    assert auto.selected == serial.selected and len(auto.selected) == 2
+    assert auto.to_json()["methods"] == serial.to_json()["methods"]
