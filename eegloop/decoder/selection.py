@@ -141,6 +141,52 @@ def _choose(order: list, folds: dict) -> tuple[str, str]:
     return best, ""
 
 
+class _InnerFolds:
+    """Each candidate's probabilities on the inner folds' test epochs, fitted once per candidate and remembered.
+
+    An ensemble's (``vote``) are its members' averaged, so it costs no fit of its own: exactly what its
+    VotingClassifier fitted on the same epochs predicts, each member being deterministic; its seconds are its
+    members'. A fit that fails (e.g. a covariance that is not positive definite) is remembered as its exception.
+    """
+
+    def __init__(self, es: EpochSet, sub: EpochSet, idx: np.ndarray, folds: list, feats: dict, protocol: Protocol,
+                 teacher_logits, seed: int):
+        self.es, self.sub, self.idx, self.folds, self.feats = es, sub, idx, folds, feats
+        self.protocol, self.teacher_logits, self.seed = protocol, teacher_logits, seed
+        self._preds: dict = {}
+        self.seconds: dict = {}
+
+    def predictions(self, name: str):
+        """Per fold, the test epochs' probabilities (n, classes); or the exception the fit raised."""
+        from .pipelines import skip_reason
+
+        if name in self._preds:
+            return self._preds[name]
+        t0 = time.perf_counter()
+        n_classes = len(self.es.classes)
+        parts = [m for m in members(name) if skip_reason(m, self.es.data.shape[1], n_classes) is None]
+        if parts:
+            each = [self.predictions(m) for m in parts]
+            bad = next((e for e in each if isinstance(e, Exception)), None)
+            self._preds[name] = bad if bad is not None else [np.mean(f, 0) for f in zip(*each)]
+            self.seconds[name] = sum(self.seconds[m] for m in parts)
+            return self._preds[name]
+        X, idx, split = self.feats[feature_key(name)], self.idx, self.protocol.training.split
+        out = []
+        try:
+            for k, (tr_all, te) in enumerate(self.folds):
+                tr, va = inner_validation(self.sub, tr_all, split, self.seed + k)
+                # teacher logits, like feats, are indexed by position in ``es``
+                fitted = fit_method(name, self.es, self.feats, idx[tr], idx[va], self.protocol, self.teacher_logits,
+                                    False, self.seed + k)
+                out.append(fitted.predict(X[idx[te]], n_classes))
+            self._preds[name] = out
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            self._preds[name] = exc
+        self.seconds[name] = time.perf_counter() - t0
+        return self._preds[name]
+
+
 def select_model(es: EpochSet, protocol: Protocol, feats: dict, train_idx=None, teacher_logits=None,
                  seed: int = 0, progress: Optional[Callable[[str], None]] = None,
                  budget_s: float | None = None) -> Selection:
@@ -166,34 +212,7 @@ def select_model(es: EpochSet, protocol: Protocol, feats: dict, train_idx=None, 
         return Selection(fallback, metric, split, 0, {}, note=f"{why}; kept the protocol's {fallback}")
     sel = Selection("", metric, split, len(folds))
     yy = sub.y
-    preds: dict = {}  # name -> each inner fold's test probabilities, or the exception its fit raised
-    secs: dict = {}
-
-    def fold_predictions(name: str) -> list:
-        """Each fold's probabilities; an ensemble's are its members' averaged, so it costs no fit of its own
-        (exactly what its VotingClassifier fitted on the same epochs predicts: each member is deterministic)."""
-        if name not in preds:
-            t0 = time.perf_counter()
-            parts = [m for m in members(name) if skip_reason(m, es.data.shape[1], n_classes) is None]
-            try:
-                if parts:
-                    each = [fold_predictions(m) for m in parts]
-                    bad = next((e for e in each if isinstance(e, Exception)), None)
-                    preds[name] = bad if bad is not None else [np.mean(f, 0) for f in zip(*each)]
-                    secs[name] = sum(secs[m] for m in parts)
-                    return preds[name]
-                X = feats[feature_key(name)]
-                out = []
-                for k, (tr_all, te) in enumerate(folds):
-                    tr, va = inner_validation(sub, tr_all, split, seed + k)
-                    # teacher logits, like feats, are indexed by position in ``es``
-                    fitted = fit_method(name, es, feats, idx[tr], idx[va], protocol, teacher_logits, False, seed + k)
-                    out.append(fitted.predict(X[idx[te]], n_classes))
-                preds[name] = out
-            except (ValueError, np.linalg.LinAlgError) as exc:  # e.g. a covariance that is not positive definite
-                preds[name] = exc
-            secs[name] = time.perf_counter() - t0
-        return preds[name]
+    folded = _InnerFolds(es, sub, idx, folds, feats, protocol, teacher_logits, seed)
 
     for name in dc.candidates:
         why = skip_reason(name, es.data.shape[1], n_classes)
@@ -213,15 +232,15 @@ def select_model(es: EpochSet, protocol: Protocol, feats: dict, train_idx=None, 
                                                    f"of decoder.select_budget_s left"}
                 say(f"selection: {name} skipped (about {est:.0f} s, {max(left, 0):.0f} s left)")
                 continue
-        ps = fold_predictions(name)
+        ps = folded.predictions(name)
         if isinstance(ps, Exception):
             sel.candidates[name] = {"skipped": f"failed: {str(ps)[:120]}"}
             continue
         fold_scores = [scores(yy[te], p)[metric] for (_, te), p in zip(folds, ps)]
         sel.candidates[name] = {"score": round(float(np.nanmean(fold_scores)), 4),
                                 "folds": [round(float(v), 4) for v in fold_scores],
-                                "seconds": round(secs[name], 2)}
-        say(f"selection: {name} {metric} {np.nanmean(fold_scores):.3f} ({secs[name]:.1f} s)")
+                                "seconds": round(folded.seconds[name], 2)}
+        say(f"selection: {name} {metric} {np.nanmean(fold_scores):.3f} ({folded.seconds[name]:.1f} s)")
     scored = {n: c["score"] for n, c in sel.candidates.items() if "score" in c}
     if not scored:
         sel.winner, sel.note = fallback, f"no candidate could be scored; kept the protocol's {fallback}"
