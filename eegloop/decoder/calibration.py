@@ -474,10 +474,11 @@ def loso(db, subjects: Sequence[str], method: str = "riemann", permutations: int
 
 def _preload(method: str) -> tuple:
     """What a local worker of the leave-one-subject-out or curve tasks imports once (:func:`~.tasks.preload_for`)."""
+    from .methods import LIGHT, get_method, is_sklearn
     from .tasks import preload_for
 
     return ("eegloop.decoder.calibration", "eegloop.decoder.group") + preload_for(
-        None if method not in ("riemann", "lda_windowed", "logreg_windowed") else [method])
+        None if not (is_sklearn(method) and get_method(method).cost == LIGHT) else [method])
 
 
 def _loso_row(s: str, es: EpochSet, others: list, method: str, permutations: int, seed: int):

@@ -340,13 +340,14 @@ class _Progress:
 
 
 def _run(executor: Executor, plans: dict, tasks: list, progress: Optional["_Progress"] = None,
-         offset: int = 0) -> list:
+         index: Optional[list] = None) -> list:
     """The fits of ``tasks`` where ``executor`` runs them, each subject's data shipped once: results in task order
-    (``progress``: counting tasks from ``offset``, when the first fits of its list were run before)."""
+    (``progress`` counts them as the tasks ``index`` of its own list, when some of that list were run before)."""
     shared = {s: executor.share(SubjectData(p.es, p.feats, p.protocol, p.split)) for s, p in plans.items()
               if any(t.subject == s for t in tasks)}
     prog = progress or _Progress(plans, tasks)
-    return executor.map(run_fit, [(t, shared[t.subject]) for t in tasks], lambda i, r: prog(i + offset, r))
+    where = index or list(range(len(tasks)))
+    return executor.map(run_fit, [(t, shared[t.subject]) for t in tasks], lambda i, r: prog(where[i], r))
 
 
 def _network_cap(plans: dict, light: list, light_results: list, wall: float, slots: int, ablation) -> Optional[float]:
@@ -479,15 +480,16 @@ def _final_notes(report: "EvalReport", methods: tuple, protocol: Protocol, budge
 CLUSTER_WORTH_S = 20.0
 
 
-def _executor(cluster, workers, plans: dict, permutations: int, probe: Optional[Callable[[], float]] = None,
-              n_tasks: int = 0) -> Executor:
+def _executor(cluster, workers, plans: dict, permutations: int,
+              probe: Optional[Callable[[], tuple[float, int]]] = None) -> Executor:
     """Where the fits run: ``cluster``/``workers`` as given; by default a Dask LocalCluster of one worker per core
     (``EEGLOOP_JOBS``) for several subjects, a network or a permutation test, and this process, one fit after
     another, for one subject's pipelines (a pipeline fold fits in well under a second, a LocalCluster takes about
     two to start and its workers a few more to import eegloop) or on one core. Where a cluster would be opened
-    for pipelines and ``auto`` only, ``probe`` first runs one of the ``n_tasks`` fits here and returns its
-    seconds: if the rest would take under :data:`CLUSTER_WORTH_S` one after another (a visit's report on a
-    few hundred epochs), they stay here — a measurement, not a guess from the data's size."""
+    for one subject's pipelines and ``auto`` (or CEBRA), ``probe`` first runs one fit of the costliest of them
+    here and returns its seconds and how many fits of that cost are left: if those would take under
+    :data:`CLUSTER_WORTH_S` one after another (a visit's report on a short recording), everything stays here —
+    a measurement, not a guess from the data's size."""
     preload = preload_for([m for p in plans.values() for m in p.methods])
     if cluster is not None or workers is not None:
         return open_executor(cluster, workers, preload=preload)
@@ -495,11 +497,11 @@ def _executor(cluster, workers, plans: dict, permutations: int, probe: Optional[
     heavy = any(get_method(m).parallel_folds for p in plans.values() for m in p.methods)
     if n >= 2 and (len(plans) > 1 or heavy or permutations):
         networks = any(is_network(m) for p in plans.values() for m in p.methods)
-        if probe is not None and not networks:
-            seconds = probe()
-            if seconds * (n_tasks - 1) < CLUSTER_WORTH_S:
-                logger.info("evaluation: one fit took %.1f s; the other %d run here (a LocalCluster would take "
-                            "longer to start than they take)", seconds, n_tasks - 1)
+        if probe is not None and not networks and len(plans) == 1:
+            seconds, left = probe()
+            if seconds * left < CLUSTER_WORTH_S:
+                logger.info("evaluation: one fit took %.1f s; the other %d like it run here (a LocalCluster would "
+                            "take longer to start than they take)", seconds, left)
                 return open_executor()
         return open_executor(workers=n, preload=preload)
     return open_executor()
@@ -535,23 +537,28 @@ def evaluate_subjects(subjects: dict, split: str | None = None, n_folds: int | N
     light = [t for p in plans.values()
              for t in p.tasks([m for m in p.methods if not is_network(m)], ablation, permutations, seed)]
     progress_light = _Progress(plans, light)
-    first = []  # the probe's fit (see _executor), counted and kept like any other
+    first: dict = {}  # the probe's fit (see _executor), by task index: counted and kept like any other
 
-    def probe() -> float:
-        t = light[0]
-        p = plans[t.subject]
+    def probe() -> tuple[float, int]:
+        costly = [i for i, t in enumerate(light) if get_method(t.method).parallel_folds]
+        costly = costly or list(range(len(light)))  # pipelines only (a permutation test): each fit alike
+        i = costly[0]
+        t, p = light[i], plans[light[i].subject]
         t1 = time.perf_counter()
-        first.append(run_fit(t, SubjectData(p.es, p.feats, p.protocol, p.split)))
-        progress_light(0, first[0])
-        return time.perf_counter() - t1
+        first[i] = run_fit(t, SubjectData(p.es, p.feats, p.protocol, p.split))
+        progress_light(i, first[i])
+        return time.perf_counter() - t1, len(costly) - 1
 
-    with _executor(cluster, workers, plans, permutations, probe if light else None, len(light)) as ex:
+    with _executor(cluster, workers, plans, permutations, probe if light else None) as ex:
         if len(plans) > 1 or cluster is not None or workers is not None:
             say(f"fits run {ex.describe()}")
         fix = ex.kind == "local"
         t0 = time.perf_counter()
-        rest = light[len(first):]
-        light_results = first + (_run(ex, plans, rest, progress_light, len(first)) if rest else [])
+        rest = [i for i in range(len(light)) if i not in first]
+        done = dict(first)
+        if rest:
+            done.update(zip(rest, _run(ex, plans, [light[i] for i in rest], progress_light, index=rest)))
+        light_results = [done[i] for i in range(len(light))]
         cap = _network_cap(plans, light, light_results, time.perf_counter() - t0, ex.slots, ablation)
         heavy = [t for p in plans.values()
                  for t in p.tasks([m for m in p.methods if is_network(m)], ablation, permutations, seed,

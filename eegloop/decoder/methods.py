@@ -13,6 +13,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .ensembles import ENSEMBLES
+
 __all__ = ["Method", "METHODS", "BASELINES", "PAPER_NAMES", "get_method", "method_names", "is_sklearn",
            "is_network", "distils", "feature_key", "members", "build_network", "stored_kind", "rep_of", "student", "build_model"]
 
@@ -23,7 +25,7 @@ NETWORK = "network"  # a torch network trained with plain cross-entropy, saved a
 DISTILLED = "distilled network"  # a torch network trained on the teacher's soft targets too (alpha < 1)
 
 #: the members of ``vote``, a soft-voting ensemble (scikit-learn's VotingClassifier over their pipelines)
-VOTE_MEMBERS = ("lda_windowed", "logreg_windowed", "riemann")
+VOTE_MEMBERS = ENSEMBLES["vote"]
 
 # cost classes
 LIGHT = "light"  # a pipeline fitted in seconds: folds one after another

@@ -35,6 +35,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..errors import EegloopError
+from .ensembles import ENSEMBLES
 
 __all__ = ["make_pipeline_for", "save_pipeline", "load_pipeline", "WindowMeans", "LogPower",
            "Flatten", "skip_reason"]
@@ -133,10 +134,8 @@ def _xdawn_filters(n_chans: int, n_classes: int) -> int:
 
 def skip_reason(method: str, n_chans: int, n_classes: int) -> str | None:
     """Why ``method`` is not worth fitting on this shape of data, or None (``vote``: None while a member fits)."""
-    from .methods import members
-
-    if members(method):
-        whys = [skip_reason(m, n_chans, n_classes) for m in members(method)]
+    if method in ENSEMBLES:
+        whys = [skip_reason(m, n_chans, n_classes) for m in ENSEMBLES[method]]
         return None if any(w is None for w in whys) else "; ".join(whys)
     if method == "riemann" and _xdawn_filters(n_chans, n_classes) < 1:
         return f"{n_classes} classes make xDAWN covariances larger than {_MAX_XDAWN_DIM} x {_MAX_XDAWN_DIM}"
@@ -176,13 +175,11 @@ def make_pipeline_for(method: str, sfreq: float, n_chans: int, n_classes: int, n
             raise EegloopError(f"riemann: {skip_reason(method, n_chans, n_classes)}")
         return make_pipeline(XdawnCovariances(nfilter=nf, estimator="oas"), TangentSpace(metric="riemann"),
                              LogisticRegression(C=1.0, **lr))
-    from .methods import members
-
-    if members(method):  # a soft vote: the mean of its members' probabilities (members that fit this shape)
+    if method in ENSEMBLES:  # a soft vote: the mean of its members' probabilities (members that fit this shape)
         from sklearn.ensemble import VotingClassifier
 
         return VotingClassifier([(m, make_pipeline_for(m, sfreq, n_chans, n_classes, n_samples))
-                                 for m in members(method) if skip_reason(m, n_chans, n_classes) is None],
+                                 for m in ENSEMBLES[method] if skip_reason(m, n_chans, n_classes) is None],
                                 voting="soft")
     raise ValueError(f"unknown pipeline {method!r}")
 

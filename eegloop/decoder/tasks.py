@@ -32,7 +32,7 @@ def preload_for(methods=None) -> tuple:
     (:func:`.training.set_threads`)."""
     light = methods is not None and not any(get_method(m).parallel_folds for m in methods)
     return (("eegloop.decoder.tasks", "eegloop.decoder.pipelines", "sklearn.pipeline", "sklearn.discriminant_analysis",
-             "sklearn.linear_model", "pyriemann") + (() if light else ("torch",)))
+             "sklearn.linear_model", "sklearn.ensemble", "pyriemann") + (() if light else ("torch",)))
 
 
 @dataclass

@@ -74,11 +74,13 @@ def test_auto_selection_scores_every_candidate_and_refits_the_winner(tmp_path):
                          feats, seed=0)
     assert "skipped" in tight.candidates["kd_stft"] and "select_budget_s" in tight.candidates["kd_stft"]["skipped"]
     assert tight.winner in ("vote", "lda_windowed", "logreg_windowed", "riemann")
+    # the vote's members were fitted for it: compared too, never "skipped" for a budget they did not spend
+    assert all("score" in tight.candidates[m] for m in ("vote", "lda_windowed", "logreg_windowed", "riemann"))
 
 
 def test_the_vote_is_scored_from_its_members_folds_exactly_as_it_fits():
     """auto scores ``vote`` from its members' inner-fold probabilities, with no fit of its own: the same numbers
-    as the soft VotingClassifier itself fitted on each fold, and a member a shape rules out is left out of both."""
+    as the soft VotingClassifier itself fitted on each fold; a member a shape rules out is left out of it."""
     from eegloop.decoder.fitting import fit_method
     from eegloop.decoder.folds import inner_validation, make_folds
     from eegloop.decoder.scoring import scores
@@ -96,6 +98,12 @@ def test_the_vote_is_scored_from_its_members_folds_exactly_as_it_fits():
         own.append(scores(es.y[te], vote.predict(feats["time"][te], len(es.classes)))["balanced_accuracy"])
     assert sel.metric == "balanced_accuracy"
     np.testing.assert_allclose(sel.candidates["vote"]["folds"], own, atol=1e-4)  # stored rounded to 4 places
+    # more classes than xDAWN covariances can take: riemann is ruled out, of the vote as of the comparison
+    from eegloop.decoder.pipelines import make_pipeline_for, skip_reason
+
+    assert skip_reason("riemann", 4, 17) and skip_reason("vote", 4, 17) is None
+    assert [name for name, _ in make_pipeline_for("vote", 250.0, 4, 17).estimators] == ["lda_windowed",
+                                                                                          "logreg_windowed"]
     # its members' fits were counted once, under their own names
     assert sel.candidates["vote"]["seconds"] == pytest.approx(sum(sel.candidates[m]["seconds"] for m in
                                                                   ("lda_windowed", "logreg_windowed", "riemann")),
