@@ -47,6 +47,9 @@ def push(out, **m):
     out.push_sample([json.dumps(m)])
 
 
+# the virtual amplifier marks an onset in its STIM channel when its marker inlet hands it over: on a loaded machine
+# that came 75 samples after the samples of that instant had left (fresh-clone CI, 2026-12-03): run alone
+@pytest.mark.realtime
 def test_epochs_land_in_database_aligned(tmp_path):
     import mne
 
