@@ -16,16 +16,14 @@ import numpy as np
 from .ensembles import ENSEMBLES
 
 __all__ = ["Method", "METHODS", "BASELINES", "PAPER_NAMES", "get_method", "method_names", "is_sklearn",
-           "is_network", "distils", "feature_key", "members", "build_network", "stored_kind", "rep_of", "student", "build_model"]
+           "is_network", "distils", "feature_key", "members", "build_network", "stored_kind", "rep_of", "student",
+           "build_model"]
 
 # kinds
 SELECTION = "selection"  # auto: the best candidate on honest inner folds
 PIPELINE = "pipeline"  # scikit-learn / pyriemann, saved with skops
 NETWORK = "network"  # a torch network trained with plain cross-entropy, saved as safetensors
 DISTILLED = "distilled network"  # a torch network trained on the teacher's soft targets too (alpha < 1)
-
-#: the members of ``vote``, a soft-voting ensemble (scikit-learn's VotingClassifier over their pipelines)
-VOTE_MEMBERS = ENSEMBLES["vote"]
 
 # cost classes
 LIGHT = "light"  # a pipeline fitted in seconds: folds one after another
@@ -94,8 +92,6 @@ class Method:
         ``light``, ``pipeline training a network``, ``network`` or ``nested selection``.
     paper_name : str
         Its row in the paper's Table 1 layout.
-    members : tuple of str
-        An ensemble's methods (``vote``: its probabilities are their mean); empty for any other method.
     """
 
     name: str
@@ -105,7 +101,6 @@ class Method:
     distils: bool
     cost: str
     paper_name: str
-    members: tuple = ()
 
     @property
     def is_pipeline(self) -> bool:
@@ -144,7 +139,7 @@ _REGISTRY: dict[str, Method] = {m.name: m for m in (
     _pipe("logreg_windowed", "time", "Logistic regression, windowed signal"),
     # the mean of the three linear pipelines' probabilities: what auto prefers (README, "Model selection")
     Method("vote", PIPELINE, "time", _pipeline("vote"), False, LIGHT, "Soft vote: shrinkage LDA, windowed LR, "
-           "xDAWN + TS + LR", VOTE_MEMBERS),
+           "xDAWN + TS + LR"),
     # Table 1: power of the signal, before per-epoch standardisation
     _pipe("logreg_power", "time_raw", "Logistic regression, averaged squared signal"),
     _pipe("logreg_pca", "time", "Logistic regression on PCA"),
@@ -199,9 +194,8 @@ def is_network(method: str) -> bool:
 
 
 def members(method: str) -> tuple:
-    """An ensemble's member methods (``vote``), or ``()``."""
-    m = _REGISTRY.get(method)
-    return m.members if m is not None else ()
+    """An ensemble's member methods (``vote``: :data:`.ensembles.ENSEMBLES`), or ``()``."""
+    return ENSEMBLES.get(method, ())
 
 
 def distils(method: str) -> bool:

@@ -38,7 +38,7 @@ from ..errors import EegloopError
 from .ensembles import ENSEMBLES
 
 __all__ = ["make_pipeline_for", "save_pipeline", "load_pipeline", "WindowMeans", "LogPower",
-           "Flatten", "skip_reason"]
+           "Flatten", "skip_reason", "fitting_members"]
 
 _MAX_XDAWN_DIM = 32  # beyond this (many classes) xDAWN covariances cost minutes: 40 classes x 128 ch, 2000 epochs:
 # 156 s for 3 inner folds on 2 cores (AMD EPYC), five times the selection budget
@@ -142,6 +142,11 @@ def skip_reason(method: str, n_chans: int, n_classes: int) -> str | None:
     return None
 
 
+def fitting_members(method: str, n_chans: int, n_classes: int) -> list:
+    """An ensemble's members that fit this shape of data (what its VotingClassifier holds); ``[]`` otherwise."""
+    return [m for m in ENSEMBLES.get(method, ()) if skip_reason(m, n_chans, n_classes) is None]
+
+
 def make_pipeline_for(method: str, sfreq: float, n_chans: int, n_classes: int, n_samples: int | None = None):
     """An unfitted scikit-learn pipeline for ``method``."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -179,8 +184,7 @@ def make_pipeline_for(method: str, sfreq: float, n_chans: int, n_classes: int, n
         from sklearn.ensemble import VotingClassifier
 
         return VotingClassifier([(m, make_pipeline_for(m, sfreq, n_chans, n_classes, n_samples))
-                                 for m in ENSEMBLES[method] if skip_reason(m, n_chans, n_classes) is None],
-                                voting="soft")
+                                 for m in fitting_members(method, n_chans, n_classes)], voting="soft")
     raise ValueError(f"unknown pipeline {method!r}")
 
 

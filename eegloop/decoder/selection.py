@@ -37,7 +37,7 @@ from ..protocol import Protocol
 from ..types import EpochSet
 from .fitting import Fitted, fit_method
 from .folds import NoHonestFoldError, inner_validation, make_folds
-from .methods import build_network, feature_key, is_network, members, student
+from .methods import build_network, feature_key, is_network, student
 from .scoring import key_metric, scores
 
 __all__ = ["Selection", "select_model"]
@@ -164,13 +164,13 @@ class _InnerFolds:
 
     def predictions(self, name: str):
         """Per fold, the test epochs' probabilities (n, classes); or the exception the fit raised."""
-        from .pipelines import skip_reason
+        from .pipelines import fitting_members
 
         if name in self._preds:
             return self._preds[name]
         t0 = time.perf_counter()
         n_classes = len(self.es.classes)
-        parts = [m for m in members(name) if skip_reason(m, self.es.data.shape[1], n_classes) is None]
+        parts = fitting_members(name, self.es.data.shape[1], n_classes)
         if parts:
             each = [self.predictions(m) for m in parts]
             bad = next((e for e in each if isinstance(e, Exception)), None)
