@@ -41,6 +41,9 @@ def data(tmp_path_factory):
         p = _protocol(root / "stim", seed)
         es = simulate_epochs(p, make_schedule(p, load_stimuli(p)))
         import_epochset(db, code, p, es, source="simulated")
+    # closed here: a pooled connection left to the garbage collector checkpoints the WAL whenever it is collected,
+    # inside whichever test then checks that the disk did not change (seen once under xdist)
+    db.close()
     return root
 
 
