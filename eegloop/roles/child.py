@@ -322,10 +322,13 @@ class Child:
             except ValueError:
                 how = f"exited with code {code}"
             return f"the {self.name} process {how}"
-        cpu = cpu_seconds(self.pid)
+        silent = now - self.last_beat
+        # its CPU time is read only once the heartbeats are late: read every 20 ms for every child it was the
+        # monitor's main cost (~1.5 s of CPU in a 70 s demo visit, load beside the presenter while it records);
+        # the first reading of a silence counts as growth, so a child is called hung HANG_S after that at the earliest
+        cpu = cpu_seconds(self.pid) if silent > 2 * HEARTBEAT_S else None
         if cpu is not None and cpu != self._cpu[0]:
             self._cpu = (cpu, now)  # when its CPU time last grew
-        silent = now - self.last_beat
         if silent > HANG_S and self._ready.is_set() and not self._unread():
             # silent and idle: stopped or deadlocked; silent but busy (a long call holding the GIL) or waiting for a
             # core on a loaded machine (runnable): given longer. Heartbeats waiting in the pipe mean this process

@@ -2,10 +2,20 @@
 :class:`~eegloop.roles.child.Child` tells a hung child from a busy one)."""
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional
 
 __all__ = ["process_state", "cpu_seconds"]
+
+
+@functools.lru_cache(maxsize=64)
+def _process(pid: int):
+    """psutil's handle of process ``pid``, made once: making one reads /proc twice (its start time), which cost
+    more than the reading it was made for."""
+    import psutil
+
+    return psutil.Process(pid)
 
 
 def process_state(pid: Optional[int]) -> Optional[str]:
@@ -14,10 +24,9 @@ def process_state(pid: Optional[int]) -> Optional[str]:
     if pid is None:
         return None
     try:
-        import psutil
-
-        status = psutil.Process(pid).status()
+        status = _process(pid).status()
     except Exception:
+        _process.cache_clear()
         return None
     return "stopped" if status in ("stopped", "tracing-stop") else status
 
@@ -28,13 +37,12 @@ def cpu_seconds(pid: Optional[int]) -> Optional[float]:
     if pid is None:
         return None
     try:
-        import psutil
-
-        t = psutil.Process(pid).cpu_times()
+        t = _process(pid).cpu_times()
         return t.user + t.system
     except ImportError:
         pass
     except Exception:
+        _process.cache_clear()  # it ended: a later process with its number gets a handle of its own
         return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
