@@ -324,7 +324,8 @@ class Child:
             return f"the {self.name} process {how}"
         silent = now - self.last_beat
         # its CPU time is read only once the heartbeats are late: read every 20 ms for every child it was the
-        # monitor's main cost (~1.5 s of CPU in a 70 s demo visit, load beside the presenter while it records);
+        # monitor's main cost (its thread: 4.05 s of CPU under cProfile in a 70 s demo visit, 1.25 s without the
+        # reading; load beside the presenter while it records);
         # the first reading of a silence counts as growth, so a child is called hung HANG_S after that at the earliest
         cpu = cpu_seconds(self.pid) if silent > 2 * HEARTBEAT_S else None
         if cpu is not None and cpu != self._cpu[0]:
