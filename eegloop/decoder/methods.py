@@ -136,6 +136,8 @@ _REGISTRY: dict[str, Method] = {m.name: m for m in (
     _cnn("kd_wavelet", "wavelet", "Knowledge distillation on db4 wavelets", True),
     _pipe("riemann", "time", "xDAWN covariances + tangent space + LR"),
     _pipe("lda_windowed", "time", "Shrinkage LDA, 50 ms window means"),
+    # shrinkage towards a spatial x temporal covariance: the background's correlation across windows kept
+    _pipe("lda_st", "time", "Spatio-temporal shrinkage LDA, 50 ms window means"),
     _pipe("logreg_windowed", "time", "Logistic regression, windowed signal"),
     # the mean of the three linear pipelines' probabilities: what auto prefers (README, "Model selection")
     Method("vote", PIPELINE, "time", _pipeline("vote"), False, LIGHT, "Soft vote: shrinkage LDA, windowed LR, "

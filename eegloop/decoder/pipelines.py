@@ -7,6 +7,8 @@ the registry, :mod:`.methods`):
 
 - ``lda_windowed``: the mean of each 50 ms window per channel, standardised,
   shrinkage LDA (Ledoit-Wolf) with equal class priors: the classic ERP decoder.
+- ``lda_st``: the same window means, LDA with the covariance shrunk towards a spatial x temporal (Kronecker)
+  product instead of the identity (:mod:`.stlda`): the background's correlation between windows is kept.
 - ``logreg_windowed``: the same features, L2 logistic regression, balanced class weights.
 - ``riemann``: xDAWN-filtered ERP covariances (pyriemann ``XdawnCovariances``,
   OAS shrinkage) -> tangent space -> logistic regression (the eeg-notebooks/MOABB pipeline).
@@ -160,6 +162,10 @@ def make_pipeline_for(method: str, sfreq: float, n_chans: int, n_classes: int, n
         return make_pipeline(WindowMeans(width), StandardScaler(),
                              LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto",
                                                         priors=np.full(n_classes, 1.0 / n_classes)))
+    if method == "lda_st":
+        from .stlda import SpatioTemporalLDA
+
+        return make_pipeline(SpatioTemporalLDA(width))
     if method == "logreg_windowed":
         return make_pipeline(WindowMeans(width), StandardScaler(), LogisticRegression(C=1.0, **lr))
     if method == "logreg_power":
@@ -204,7 +210,8 @@ def predict_pipeline(pipe, X: np.ndarray, n_classes: int) -> np.ndarray:
 # skops trusts scikit-learn's own types; beyond them, exactly the types eegloop's pipelines are made of
 TRUSTED_TYPES = frozenset({
     "eegloop.decoder.pipelines.WindowMeans", "eegloop.decoder.pipelines.LogPower",
-    "eegloop.decoder.pipelines.Flatten", "pyriemann.estimation.XdawnCovariances",
+    "eegloop.decoder.pipelines.Flatten", "eegloop.decoder.stlda.SpatioTemporalLDA",
+    "pyriemann.estimation.XdawnCovariances",
     "pyriemann.spatialfilters.Xdawn", "pyriemann.tangentspace.TangentSpace",
     "sklearn.utils._bunch.Bunch",  # a VotingClassifier's named_estimators_ (a dict with attribute access)
 })

@@ -303,8 +303,8 @@ CHANNEL_TYPES = ("eeg", "eog", "ecg", "emg", "misc", "stim", "resp")  # MNE's na
 #: a group model's name (it names a folder, ``models/group-<name>/``): what ``pretrain --name`` and
 #: ``decoder.group_model`` accept
 GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-DECODER_MODELS = ("auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed", "vote",
-                  "eegnet", "shallow_fbcsp")
+DECODER_MODELS = ("auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "lda_st", "logreg_windowed",
+                  "vote", "eegnet", "shallow_fbcsp")
 
 
 @dataclass(frozen=True)
@@ -347,17 +347,19 @@ class TimingConfig:
 class DecoderConfig:
     """Which decoder the online loop uses."""
 
-    model: Literal["auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "logreg_windowed", "vote",
-                   "eegnet", "shallow_fbcsp"] = _f(
+    model: Literal["auto", "kd_stft", "kd_erp", "kd_wavelet", "riemann", "lda_windowed", "lda_st", "logreg_windowed",
+                   "vote", "eegnet", "shallow_fbcsp"] = _f(
         "auto", doc="auto: quick-train compares the candidates on honest inner folds and keeps the best; or pin one: "
                     "kd_stft (the paper's CNN), kd_erp, kd_wavelet, riemann (xDAWN covariances, tangent space, "
-                    "logistic regression), lda_windowed (shrinkage LDA on 50 ms window means), logreg_windowed, "
+                    "logistic regression), lda_windowed (shrinkage LDA on 50 ms window means), lda_st (the same LDA, "
+                    "shrunk towards a spatial x temporal covariance), logreg_windowed, "
                     "vote (the mean of those three's probabilities), eegnet and shallow_fbcsp (braindecode's "
                     "EEGNet and ShallowFBCSPNet on the time series)")
     candidates: list[str] = _f(
-        factory=lambda: ["vote", "lda_windowed", "logreg_windowed", "riemann", "kd_erp", "kd_stft"],
+        factory=lambda: ["vote", "lda_st", "lda_windowed", "logreg_windowed", "riemann", "kd_erp", "kd_stft"],
         doc="what auto compares, in order of preference: the first within one standard error of the best is kept "
-            "(vote: the mean of lda_windowed, logreg_windowed and riemann, scored from their folds at no extra fit)")
+            "(vote: the mean of lda_windowed, logreg_windowed and riemann, scored from their folds at no extra fit; "
+            "lda_st: LDA shrunk towards a spatial x temporal covariance)")
     select_budget_s: float = _f(30.0, gt=0, le=86_400, doc="time budget of the comparison, seconds: candidates "
                                                            "that would not finish in it are skipped (and listed); "
                                                            "quick-train's own fit comes on top")
@@ -368,8 +370,9 @@ class DecoderConfig:
                                       "reaches its share stops (named in the report); 0: no limit")
     group_model: Optional[str] = _f(
         None, doc="a group model (`eegloop pretrain --name G`, `pretrain --list`) to start from: quick-train aligns "
-                  "it to the subject on their own epochs (no labels needed) and blends it with the subject's own "
-                  "model (group_weight); null: the subject's own model alone")
+                  "it to the subject on their own epochs (no labels needed), tunes its prior (the group's time "
+                  "courses) to their labelled epochs, and blends it with the subject's own model (group_weight); "
+                  "null: the subject's own model alone")
     group_weight: Optional[float] = _f(
         None, ge=0, le=1, doc="the group model's weight in the blend p = w p_group + (1 - w) p_own. null: chosen "
                               "among 1, 0.75, 0.5, 0.25, 0 on the same inner folds as the candidates (0: from "

@@ -1,0 +1,103 @@
+"""The spatio-temporal LDA (eegloop.decoder.stlda): its covariance, a group's prior, its file."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import butter, lfilter, sosfiltfilt
+
+from eegloop.decoder.stlda import SpatioTemporalLDA, TemporalPrior, group_temporal_prior, window_means
+
+
+def erp_epochs(subject: int, seed: int, n: int, latency: float = 0.3, c: int = 4, sfreq: int = 100,
+               amp: float = 1.5):
+    """One subject's epochs (n, c, 70 samples) of two classes differing by a bump at ``latency`` on one topography,
+    in pink noise correlated across channels and time (as EEG's background is); the subject's own mixing of the
+    channels, ``seed`` its epochs."""
+    mix = np.eye(c) + 0.5 * np.random.default_rng([subject, 1]).normal(size=(c, c))
+    r = np.random.default_rng([subject, seed])
+    t = np.arange(70) / sfreq - 0.1
+    pink = lfilter([0.05, -0.096, 0.0506, -0.0044], [1, -2.495, 2.017, -0.522], r.normal(size=(n, c, 400)), axis=-1)
+    pink = sosfiltfilt(butter(4, [1, 20], btype="band", fs=sfreq, output="sos"), pink, axis=-1)[..., 200:270] * 10
+    y = np.arange(n) % 2
+    topo = np.array([1.0, -0.5, 0.8, 0.2])[:c]
+    bump = np.exp(-0.5 * ((t - latency) / 0.05) ** 2)
+    X = np.einsum("ij,njt->nit", mix, pink * 4 + y[:, None, None] * amp * topo[:, None] * bump)
+    return X, y
+
+
+def auc(y, s) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return roc_auc_score(y, s)
+
+
+def test_the_kronecker_target_beats_identity_shrinkage_when_epochs_are_few():
+    """With 60 epochs for 4 x 14 features in correlated noise, shrinking towards spatial x temporal keeps what
+    Ledoit-Wolf's identity target throws away (scikit-learn's shrinkage LDA on the same window means)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    X, y = erp_epochs(0, 0, 60)
+    Xt, yt = erp_epochs(0, 1, 600)
+    st = SpatioTemporalLDA(width=5).fit(X, y)
+    lw = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(window_means(X, 5).reshape(60, -1), y)
+    a_st = auc(yt, st.decision_function(Xt))
+    a_lw = auc(yt, lw.decision_function(window_means(Xt, 5).reshape(600, -1)))
+    assert a_st > a_lw + 0.05, (a_st, a_lw)
+    assert 0 < st.shrinkage_ < 1 and st.coef_.shape == (2, 4 * 14)
+    p = st.predict_proba(Xt)
+    assert np.allclose(p.sum(1), 1) and (st.predict(Xt) == st.classes_[p.argmax(1)]).all()
+
+
+def test_a_groups_prior_helps_a_subject_with_few_epochs_and_another_latency():
+    """Five subjects (each its own mixing, noise and a latency within +-30 ms) give the time courses; a sixth with
+    40 epochs decodes better with them than without."""
+    members = []
+    for s, lat in zip(range(10, 15), (0.27, 0.3, 0.33, 0.29, 0.31)):
+        members.append(erp_epochs(s, 0, 300, latency=lat))
+    prior = group_temporal_prior(members, width=5)
+    assert prior.n_subjects == 5 and prior.basis.shape == (14, 2) and prior.time_cov.shape == (14, 14)
+    gains = []
+    for seed in range(20, 25):
+        X, y = erp_epochs(seed, 0, 40, latency=0.32)
+        Xt, yt = erp_epochs(seed, 1, 400, latency=0.32)
+        gains.append(auc(yt, prior.estimator().fit(X, y).decision_function(Xt))
+                     - auc(yt, SpatioTemporalLDA(width=5).fit(X, y).decision_function(Xt)))
+    assert np.mean(gains) > 0.02, gains
+    back = TemporalPrior.from_json(prior.to_json())
+    np.testing.assert_allclose(back.basis, prior.basis, atol=1e-7)
+    np.testing.assert_allclose(back.time_cov, prior.time_cov, atol=1e-7)
+
+
+@pytest.mark.parametrize("bad", [None, "x", {}, {"width": 5, "time_cov": [[1.0]], "basis": [[1.0], [0.0]]},
+                                 {"width": 0, "time_cov": [[1.0]], "basis": [[1.0]]},
+                                 {"width": 5, "time_cov": [[float("nan")]], "basis": [[1.0]]},
+                                 {"width": 5, "time_cov": "[[1.0]]", "basis": [[1.0]]}])
+def test_a_stored_prior_that_does_not_fit_together_is_none(bad):
+    assert TemporalPrior.from_json(bad) is None
+
+
+def test_bad_shapes_are_refused_before_fitting():
+    X, y = erp_epochs(0, 0, 40)
+    with pytest.raises(ValueError, match="two classes"):
+        SpatioTemporalLDA(5).fit(X, np.zeros(40, int))
+    with pytest.raises(ValueError, match="temporal_prior is"):
+        SpatioTemporalLDA(5, temporal_prior=np.eye(3)).fit(X, y)
+    with pytest.raises(ValueError, match="basis is"):
+        SpatioTemporalLDA(5, basis=np.ones((3, 1))).fit(X, y)
+
+
+def test_lda_st_is_a_method_saved_and_loaded_with_only_trusted_types(tmp_path):
+    """``lda_st`` in the registry: a pipeline saved with skops, loaded back with eegloop's trusted types (same
+    probabilities), and three classes decoded."""
+    from eegloop.decoder.methods import get_method, is_sklearn
+    from eegloop.decoder.pipelines import fit_pipeline, load_pipeline, predict_pipeline, save_pipeline
+
+    assert is_sklearn("lda_st") and get_method("lda_st").representation == "time"
+    X, y = erp_epochs(3, 0, 90)
+    y = np.arange(90) % 3
+    X[y == 2, 0] += 0.5
+    pipe = fit_pipeline("lda_st", X, y, 100.0, 3)
+    save_pipeline(pipe, tmp_path / "m.skops")
+    back = load_pipeline(tmp_path / "m.skops")
+    np.testing.assert_allclose(predict_pipeline(back, X, 3), predict_pipeline(pipe, X, 3))
+    assert predict_pipeline(pipe, X, 3).shape == (90, 3)
