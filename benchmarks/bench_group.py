@@ -14,14 +14,18 @@ Three parts, chosen with ``--part`` (default: all):
   ``TangentSpace`` + scikit-learn ``LogisticRegression``. Then zero calibration with a usable permutation p:
   :func:`eegloop.decoder.calibration.loso` (each subject's whole data scored by a group model of the others).
 - ``population``: 10 subjects of the simulator's population (``amplifier.simulate.subject``), ~20 minutes each;
-  one held out, a group model pretrained on the other 9, the held-out subject's curve with and without it; the
-  issue's goal (2 minutes + the group model >= 10 minutes alone) checked and printed, whatever it says.
+  one held out (``--population-held-out``), a group model pretrained on the other 9, the held-out subject's curve
+  with and without it; the issue's goal (2 minutes + the group model >= 10 minutes alone) checked and printed,
+  whatever it says. ``--erp-uv``: the simulated response's amplitude (lower: further from the ceiling).
+
+In the curves' "group weights", ``t`` marks a fold whose blend used the group model tuned to the subject (its
+prior fitted to their labelled epochs) rather than the aligned one.
 
 The N170 recordings are not used: there are two N170 subjects, and a group model needs at least two others.
 
     python benchmarks/bench_group.py [--part fanout|real|population|all] [--subjects 4] [--permutations 5]
         [--methods lda_windowed,riemann] [--real-permutations 1] [--loso-permutations 1000] [--held-out p300s1,...]
-        [--candidates ...] [--population-permutations 3]
+        [--candidates ...] [--population-permutations 3] [--population-held-out sim01] [--erp-uv 0.75]
 
 Last line: JSON {"fanout": {"subjects", "fits", "seconds_1_worker", "seconds_2_workers", "speedup", "identical"},
 "real": {subject: {"group", "split", "curve": [...], "peer": [...], "zero_calibration"}}, "population": {"held_out",
@@ -47,7 +51,7 @@ P300_SUBJECTS = ("p300s1", "p300s2", "p300s3")
 #: the default's candidates here: the scikit-learn/pyriemann ones, in its order (vote first). With the protocol's
 #: own list (the CNNs too) one point of one subject's curve took over two minutes on 2 cores without a single
 #: permutation; the networks are at chance on this 4-channel data anyway (issue 27). --candidates protocol keeps the protocol's list.
-CANDIDATES = "vote,lda_windowed,logreg_windowed,riemann"
+CANDIDATES = "vote,lda_st,lda_windowed,logreg_windowed,riemann"
 
 
 def _cpu() -> str:
@@ -162,7 +166,7 @@ def _curve_rows(curve) -> list[dict]:
     rows = curve.to_json()["curve"]
     for r, p in zip(rows, curve.points):
         r.update(point=p.minutes, minutes_used=round(p.minutes_used, 2), spread_without=_num(p.spread_without),
-                 spread_with=_num(p.spread_with), group_weights=list(p.weights))
+                 spread_with=_num(p.spread_with), group_weights=list(p.weights), group_tuned=list(p.tuned))
     return rows
 
 
@@ -180,8 +184,15 @@ def _table(subject: str, curve, peer: list[dict]) -> str:
         rows.append(f"{name:>14}  "
                     f"{c(r['without_group'], r['spread_without']):>13}  {c(r['with_group'], r['spread_with']):>13}  "
                     f"{c(q['peer'], q['spread']):>13}  {r['chance']:>6.3f}  {p:>6}  "
-                    f"{', '.join(f'{w:g}' for w in r['group_weights']) or '-'}")
+                    f"{_weights(r)}")
     return "\n".join(rows)
+
+
+def _weights(r: dict) -> str:
+    """Each fold's group weight, ``t`` after it where the blend's group side was the group model tuned to the
+    subject (:meth:`eegloop.decoder.groupdecoder.GroupDecoder.tuned`), not the aligned one."""
+    tuned = list(r.get("group_tuned") or []) + [False] * len(r["group_weights"])
+    return ", ".join(f"{w:g}{'t' if t and w > 0 else ''}" for w, t in zip(r["group_weights"], tuned)) or "-"
 
 
 def _held_out_curve(db, subject: str, others: list, split: str, permutations: int, seed: int = 0) -> dict:
@@ -272,7 +283,7 @@ def real(args) -> dict:
 ERP_UV = 0.75
 
 
-def _population_protocol(subject: int, candidates: str):
+def _population_protocol(subject: int, candidates: str, erp_uv: float = ERP_UV):
     from eegloop.protocol import protocol_from_dict
 
     decoder = {} if candidates == "protocol" else {"candidates": candidates.split(",")}
@@ -283,7 +294,7 @@ def _population_protocol(subject: int, candidates: str):
         # runs out; the default's inner folds (model selection, the blend's weight) whole blocks, as
         # protocols/p300.yaml does (run-wise inner folds cannot be made in the 2-minute point's two runs)
         "paradigm": {"block_s": 25, "image_s": 1.0, "pause_s": 0, "images_per_class": 500, "runs": 20},
-        "amplifier": {"channels": 4, "sfreq": 128, "simulate": {"erp_uv": ERP_UV, "seed": 7, "subject": subject}},
+        "amplifier": {"channels": 4, "sfreq": 128, "simulate": {"erp_uv": erp_uv, "seed": 7, "subject": subject}},
         "epochs": {"tmin": -0.1, "tmax": 0.6, "margin_s": 0.5},
         "preprocessing": {"bandpass_hz": [1, 20], "notch_hz": None, "standardize": False, "representation": "erp",
                           "stft_window_ms": 200, "stft_hop_ms": 100},
@@ -306,13 +317,13 @@ def population(args) -> dict:
     from eegloop.recorder.importers import import_epochset
     from eegloop.recorder.simulator import simulate_epochs
 
-    n, held = 10, "sim01"
+    n, held = 10, args.population_held_out
     codes = [f"sim{k + 1:02d}" for k in range(n)]
     with tempfile.TemporaryDirectory(prefix="bench-group-pop-") as tmp:
         root = Path(tmp)
         db = Database(None, data_dir=root)
         for k, code in enumerate(codes):
-            p = _population_protocol(k + 1, args.candidates)
+            p = _population_protocol(k + 1, args.candidates, args.erp_uv)
             import_epochset(db, code, p, simulate_epochs(p, trials=POP_TRIALS), source="simulated")
             db.set_subject_consent(code, True)
         res = _held_out_curve(db, held, [c for c in codes if c != held], "run", args.population_permutations)
@@ -343,6 +354,10 @@ def main() -> None:
                     help="real: label shuffles of the zero-calibration (leave-one-subject-out) score")
     ap.add_argument("--held-out", default="", help="real: the subjects held out (default: each P300 subject)")
     ap.add_argument("--population-permutations", type=int, default=3, help="population: label shuffles per point")
+    ap.add_argument("--population-held-out", default="sim01", choices=[f"sim{k:02d}" for k in range(1, 11)],
+                    help="population: the subject held out (the group model is pretrained on the other nine)")
+    ap.add_argument("--erp-uv", type=float, default=ERP_UV,
+                    help=f"population: the simulated ERP's amplitude, microvolts (default {ERP_UV})")
     ap.add_argument("--candidates", default=CANDIDATES,
                     help="real, population: decoder.candidates of the default (auto); 'protocol': the protocol's own")
     args = ap.parse_args()

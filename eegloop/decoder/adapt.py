@@ -20,6 +20,14 @@ member's epochs (and their consent still holding) each time a subject is calibra
 Riemannian and the network group models alike, costs one inner cross-validation of the subject's own model, and
 falls back to either end: ``w = 1`` is zero calibration, ``w = 0`` the per-subject default.
 
+With labelled epochs, a group model that keeps a prior (:class:`~.stlda.TemporalPrior`: every group model
+pretrained since priors exist) can also be *tuned* to the subject (:meth:`~.groupdecoder.GroupDecoder.tuned`): the
+group's time courses of the class differences and of the background, the subject's own spatial patterns and noise
+fitted on the labelled epochs. The inner folds then weigh both group sides — the aligned model and the tuned one
+(refitted on each fold's training groups) — at every weight, and keep the first blend within one standard error of
+the best in that order (:func:`choose_weight`): on the simulated population the tuned model is far ahead after two
+minutes, on the real P300 subjects the aligned one is where either helps (BENCHMARKS.md).
+
 With no labelled epoch (or too few to fit or validate the own model: fewer than two classes, no honest inner
 fold) the candidate is the group model alone (``w = 1``). Without a group model it is the per-subject default alone.
 """
@@ -38,7 +46,7 @@ from ..errors import EegloopError
 from ..protocol import Protocol
 from ..types import EpochSet
 
-__all__ = ["Adapted", "adapt", "WEIGHTS", "key_score", "choose_weight", "save_adapted", "ADAPTED_FORMAT",
+__all__ = ["Adapted", "adapt", "tune", "WEIGHTS", "key_score", "choose_weight", "save_adapted", "ADAPTED_FORMAT",
            "in_class_order"]
 
 #: the JSON ``format`` of a subject's model that blends a group model (:func:`save_adapted`)
@@ -132,13 +140,31 @@ def adapt(group, labelled: EpochSet, protocol: Protocol, seed: int = 0, base: Op
         own, method, how = _fit_own(labelled, protocol, seed)
     if group is None and own is None:
         raise EegloopError(f"no group model, and {how}")
+    tuned = tune(group, labelled) if group is not None else None
     if own is None:
+        if tuned is not None:
+            return Adapted(classes, 1.0, None, len(labelled), f"the group model tuned on {len(labelled)} labelled "
+                           f"epochs alone ({how})", tuned, None, protocol)
         return Adapted(classes, 1.0, None, len(labelled), f"zero calibration: the group model alone ({how})", group,
                        None, protocol)
     if group is None:
         return Adapted(classes, 0.0, method, len(labelled), "the per-subject default alone", None, own, protocol)
-    weight, how = choose_weight(group, labelled, protocol, method, classes, seed)
-    return Adapted(classes, weight, method, len(labelled), how, group, own, protocol)
+    weight, how, use_tuned = choose_weight(group, labelled, protocol, method, classes, seed)
+    side = tuned if use_tuned and tuned is not None else group
+    return Adapted(classes, weight, method, len(labelled), how, side, own, protocol)
+
+
+def tune(group, es: EpochSet):
+    """``group`` tuned to the subject's labelled epochs ``es`` (:meth:`~.groupdecoder.GroupDecoder.tuned`), or None
+    where it cannot be (no prior stored with it, too few epochs per class, a fit that fails)."""
+    f = getattr(group, "tuned", None)
+    if f is None:
+        return None
+    try:
+        return f(es)
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        logger.info("adapt: the group model could not be tuned on %d epochs: %s", len(es), exc)
+        return None
 
 
 def _fit_own(es: EpochSet, protocol: Protocol, seed: int):
@@ -183,7 +209,13 @@ def key_score(y: np.ndarray, proba: np.ndarray) -> float:
 
 def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes: list, seed: int):
     """The group's weight whose blend scores best on inner block/run-wise folds of ``es`` (the own model refitted
-    on each fold's training groups; the winning method kept, not re-selected per fold)."""
+    on each fold's training groups; the winning method kept, not re-selected per fold), and which group model:
+    as it is (aligned on the subject's epochs) or, where it keeps a prior, tuned to the fold's training epochs.
+
+    Returns ``(weight, how, tuned)``: ``tuned`` says whether the blend's group side is the tuned model. The blends
+    are compared in this order of preference — at each weight from 1 down, the aligned group model, then the tuned
+    one; last the subject's own model alone — and the first within one standard error of the best is kept
+    (:func:`_steadiest`)."""
     from .fitting import features_for, fit_method
     from .folds import inner_validation, make_folds
     from .methods import feature_key, is_network
@@ -193,13 +225,15 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     try:
         folds = make_folds(es, split, protocol.decoder.inner_folds, seed)
     except EegloopError as exc:  # NoHonestFoldError too
-        return 1.0, f"no honest inner fold to weigh the blend ({str(exc)[:60]}...): the group model alone"
+        return 1.0, f"no honest inner fold to weigh the blend ({str(exc)[:60]}...): the group model alone", False
     metric = key_metric(len(classes))
     X = features_for(es, protocol, [method])[feature_key(method)]
-    table = np.full((len(folds), len(WEIGHTS)), np.nan)
+    columns = [(src, w) for w in WEIGHTS[:-1] for src in ("aligned", "tuned")] + [("own", 0.0)]
+    table = np.full((len(folds), len(columns)), np.nan)
     budget = protocol.training.budget_s  # a network refitted per fold shares the training's time budget
     per_fold = budget / len(folds) if budget > 0 and is_network(method) else None
     view = Adapted(classes, 1.0, None, 0, "", group)
+    n_tuned = 0
     for k, (tr_all, te) in enumerate(folds):
         sub = es.subset(tr_all)
         if len(np.unique(sub.labels)) < 2:
@@ -210,25 +244,43 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
                              max_seconds=per_fold)
         except (ValueError, np.linalg.LinAlgError):
             continue
-        po, pg = own.predict(X[te], len(classes)), view.group_proba(es.subset(te))
-        for j, w in enumerate(WEIGHTS):
-            table[k, j] = key_score(es.y[te], w * pg + (1 - w) * po)
+        test = es.subset(te)
+        tuned = tune(group, sub)  # the group model tuned on this fold's training groups only
+        n_tuned += tuned is not None
+        po = own.predict(X[te], len(classes))
+        sides = {"aligned": view.group_proba(test),
+                 "tuned": None if tuned is None else Adapted(classes, 1.0, None, 0, "", tuned).group_proba(test)}
+        for j, (src, w) in enumerate(columns):
+            pg = sides.get(src)
+            if src == "own":
+                table[k, j] = key_score(es.y[te], po)
+            elif pg is not None:
+                table[k, j] = key_score(es.y[te], w * pg + (1 - w) * po)
     if np.isnan(table).all():
-        return 1.0, "the inner folds could not score the blend: the group model alone"
+        return 1.0, "the inner folds could not score the blend: the group model alone", False
+    keep = [j for j in range(len(columns)) if np.isfinite(table[:, j]).any()]
+    table, columns = table[:, keep], [columns[j] for j in keep]
     mean = np.nanmean(table, axis=0)
     best = int(np.nanargmax(mean))
     j = _steadiest(table, mean, best)
-    near = f", within one SE of the best, {WEIGHTS[best]:g}: {mean[best]:.3f}" if j != best else ""
-    return WEIGHTS[j], (f"group weight {WEIGHTS[j]:g} of {', '.join(f'{w:g}' for w in WEIGHTS)} on {len(folds)} inner "
-                        f"{split}-wise folds ({metric} {mean[j]:.3f}{near})")
+    name = lambda c: "own model alone" if c[0] == "own" else f"{c[0]} {c[1]:g}"  # noqa: E731
+    near = f", within one SE of the best, {name(columns[best])}: {mean[best]:.3f}" if j != best else ""
+    src, w = columns[j]
+    tuned = (f"; the group model also tuned on each fold's training epochs ({n_tuned} of {len(folds)} folds)"
+             if n_tuned else "")
+    which = {"aligned": "the group model aligned", "tuned": "the group model tuned to the subject",
+             "own": "the subject's own model"}[src]
+    return w, (f"group weight {w:g} ({which}) of {', '.join(f'{x:g}' for x in WEIGHTS)} on {len(folds)} inner "
+               f"{split}-wise folds ({metric} {mean[j]:.3f}{near}{tuned})"), src == "tuned"
 
 
 def _steadiest(table: np.ndarray, mean: np.ndarray, best: int) -> int:
-    """The largest group weight whose blend scores within one standard error of the best blend's (the SE of their
-    paired fold-by-fold differences): the subject's own model must win by more than the inner folds resolve before
-    it outweighs the group model. On a few minutes of calibration (3 inner folds of a handful of blocks) the best
-    weight is mostly noise: a blend chosen on it scored below the group model alone (bench_group.py)."""
-    for j in range(best + 1):  # WEIGHTS descend: the group model alone first
+    """The first blend (``table``'s columns in order of preference: the group's largest weight first) that scores
+    within one standard error of the best blend's (the SE of their paired fold-by-fold differences): the subject's
+    own model must win by more than the inner folds resolve before it outweighs the group model. On a few minutes
+    of calibration (3 inner folds of a handful of blocks) the best weight is mostly noise: a blend chosen on it
+    scored below the group model alone (bench_group.py)."""
+    for j in range(best + 1):  # the group model alone first
         d = table[:, best] - table[:, j]
         d = d[np.isfinite(d)]
         se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
@@ -239,12 +291,13 @@ def _steadiest(table: np.ndarray, mean: np.ndarray, best: int) -> int:
 
 # -- a blend as a subject's stored model (quick-train with decoder.group_model) -------------------------------------
 def save_adapted(out: Path, group_path: Path, group, weight: float, how: str, reference, es: EpochSet,
-                 own_path: Optional[Path], metrics: dict, trained_images=None) -> Path:
+                 own_path: Optional[Path], metrics: dict, trained_images=None, tuned=None) -> Path:
     """A subject's model that blends ``group`` (stored at ``group_path``) with their own model (saved at
     ``own_path`` by :func:`~.modelio.save_model`; None: the group model alone), at ``weight``.
 
     ``out`` (``.safetensors``) holds the subject's frozen alignment (:class:`~.harmonise.Reference`: whitening
-    filters, plain arrays) and ``out.json`` everything else: the group model's file and the own model's file as
+    filters, plain arrays), ``out``'s ``-tuned.skops`` the group model ``tuned`` to the subject (when it was: a
+    skops file of eegloop's own types), and ``out.json`` everything else: the group model's file and the own model's file as
     paths relative to ``out`` (a data folder can move), the weight and how it was chosen, and the epochs' layout
     (channels, rate, first sample) that online epochs must share. Nothing in either file is executed on loading.
     """
@@ -259,12 +312,19 @@ def save_adapted(out: Path, group_path: Path, group, weight: float, how: str, re
     save_file(arrays, str(out))
     private_file(out)
     rel = lambda q: os.path.relpath(Path(q).resolve(), out.parent.resolve())  # noqa: E731
+    tuned_json = None
+    if tuned is not None:  # the group's prior fitted to the subject: a pipeline of eegloop's own (skops, trusted)
+        from .pipelines import save_pipeline
+
+        tuned_path = out.with_name(out.stem + "-tuned.skops")
+        save_pipeline(tuned.pipeline, tuned_path)
+        tuned_json = {"path": rel(tuned_path), "n_epochs": int(tuned.n_epochs), "classes": list(tuned.classes)}
     meta = {"format": ADAPTED_FORMAT, "model": {"kind": "adapted"},
             "method": metrics.get("method"), "classes": dict(es.classes), "channel_names": list(es.channel_names),
             "n_times": int(es.data.shape[-1]), "epoch": {"sfreq": float(es.sfreq), "tmin": float(es.tmin)},
             "group": {"name": group.name, "path": rel(group_path), "method": group.method,
                       "alignment": group.alignment, "weight": float(weight), "how": how,
-                      "n_reference_epochs": int(reference.n_epochs)},
+                      "n_reference_epochs": int(reference.n_epochs), "tuned": tuned_json},
             "own": rel(own_path) if own_path is not None else None, "metrics": metrics,
             "calibration_bias": None,
             "trained_images": sorted({s for s in trained_images if s}) if trained_images is not None else None}

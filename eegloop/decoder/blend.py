@@ -27,6 +27,17 @@ class BlendedOnline:
             raise EegloopError(f"this model blends group model {g['name']!r}, whose file {group_path} is gone (deleted "
                                "when a member withdrew consent?): train the subject's model again")
         self.group = GroupDecoder(group_path, device)
+        self.tuned = None  # the group model tuned to the subject (save_adapted's tuned), which then decodes for it
+        if g.get("tuned"):
+            from .groupdecoder import TunedGroup
+            from .pipelines import load_pipeline
+
+            t = g["tuned"]
+            tuned_path = (path.parent / t["path"]).resolve()
+            if not tuned_path.is_file():
+                raise EegloopError(f"this model's tuned group model {tuned_path} is missing: train the subject's "
+                                   "model again")
+            self.tuned = TunedGroup(self.group, load_pipeline(tuned_path), int(t.get("n_epochs", 0)))
         arrays = load_file(str(path))
         self.reference = Reference.from_arrays(arrays, int(arrays["n_epochs"][0]))
         self.weight = float(g["weight"])
@@ -37,8 +48,9 @@ class BlendedOnline:
 
     def group_proba(self, data: np.ndarray) -> np.ndarray:
         """The group model's probabilities for epochs (n, channels, times), columns in this model's class order."""
-        raw = self.group.predict_array(data, self.channel_names, self.sfreq, self.tmin, self.reference)
-        return in_class_order(raw, list(self.group.classes), self.classes)
+        src = self.tuned or self.group
+        raw = src.predict_array(data, self.channel_names, self.sfreq, self.tmin, self.reference)
+        return in_class_order(raw, list(src.classes), self.classes)
 
     def predict(self, data: np.ndarray) -> np.ndarray:
         """Probabilities (classes,) for one epoch."""

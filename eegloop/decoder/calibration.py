@@ -136,6 +136,7 @@ class CurvePoint:
     spread_without: Optional[float] = None
     spread_with: Optional[float] = None
     weights: list = field(default_factory=list)  # the group's weight in each fold's blend
+    tuned: list = field(default_factory=list)  # per fold: whether the blend's group side was the tuned model
 
 
 @dataclass
@@ -188,13 +189,22 @@ class CalibrationCurve:
                 f"{'chance':>6}  group weight"]
         for p in self.points:
             name = f"{p.minutes:g}" if p.minutes != "all" else "all"
-            w = ", ".join(f"{v:g}" for v in p.weights) if p.weights else "-"
+            w = _weights(p)
             rows.append(f"{name + f' ({p.minutes_used:.1f})':>14}  {p.n_calibration:>6.0f}  "
                         f"{cell(p.without_group, p.spread_without):>13}  {pv(p.p_without_group):>5}  "
                         f"{cell(p.with_group, p.spread_with):>13}  {pv(p.p_with_group):>5}  {p.chance:>6.3f}  {w}")
         rows.append("minutes (in brackets: the recorded minutes used, mean over folds) of whole blocks/runs from the "
-                    "start; ± the fold-to-fold standard deviation; p: permutation p (labels shuffled, refitted)")
+                    "start; ± the fold-to-fold standard deviation; p: permutation p (labels shuffled, refitted); "
+                    "group weight per fold, 't': the group model tuned to the subject")
         return "\n".join(rows)
+
+
+def _weights(p: CurvePoint) -> str:
+    """The group's weight in each fold's blend, ``t`` after it where the group side was the tuned model."""
+    if not p.weights:
+        return "-"
+    tuned = list(p.tuned) + [False] * (len(p.weights) - len(p.tuned))
+    return ", ".join(f"{v:g}{'t' if t and v > 0 else ''}" for v, t in zip(p.weights, tuned))
 
 
 def check_curve_request(db, subject: str, group: Optional[str]) -> None:
@@ -217,6 +227,11 @@ class _Memo:
     def __init__(self, model):
         self.model, self.classes, self._seen = model, model.classes, {}
 
+    def tuned(self, es: EpochSet):
+        """The group model tuned on ``es`` (not remembered: each fold's calibration epochs differ)."""
+        f = getattr(self.model, "tuned", None)
+        return f(es) if f is not None else None
+
     def predict_proba(self, es: EpochSet) -> np.ndarray:
         import hashlib
 
@@ -236,8 +251,11 @@ def _fold_scores(group, es: EpochSet, cal, te, protocol: Protocol, seed: int) ->
     None) and the group's weight in the blend."""
     from .adapt import adapt, key_score
 
+    from .groupdecoder import TunedGroup
+
     test = es.subset(te)
     without = with_ = weight = None
+    tuned = False
     base = None
     if len(cal):
         try:
@@ -248,7 +266,8 @@ def _fold_scores(group, es: EpochSet, cal, te, protocol: Protocol, seed: int) ->
     if group is not None:
         cand = adapt(group, es.subset(cal), protocol, seed=seed, base=base)
         with_, weight = key_score(test.y, cand.predict_proba(test)), cand.weight
-    return without, with_, weight
+        tuned = isinstance(cand.group, TunedGroup)
+    return without, with_, weight, tuned
 
 
 def _point(group, es: EpochSet, plan: CalibrationPlan, m, protocol: Protocol, chance: float, perms: list,
@@ -259,9 +278,10 @@ def _point(group, es: EpochSet, plan: CalibrationPlan, m, protocol: Protocol, ch
 
     def run(les):
         out = [_fold_scores(group, les, f.calibration[m], f.test, protocol, seed + k) for k, f in enumerate(plan.folds)]
-        return [np.array([np.nan if r[i] is None else r[i] for r in out], float) for i in (0, 1)], [r[2] for r in out]
+        return ([np.array([np.nan if r[i] is None else r[i] for r in out], float) for i in (0, 1)],
+                [(r[2], r[3]) for r in out])
 
-    (without, with_), weights = run(es)
+    (without, with_), sides = run(es)
     col = 1 if group is not None else 0
     p = None
     if perms and not (group is None and m == 0):
@@ -272,7 +292,7 @@ def _point(group, es: EpochSet, plan: CalibrationPlan, m, protocol: Protocol, ch
                       None if m == 0 else _mean(without), None if group is None else _mean(with_), chance,
                       p if group is not None else None, p if group is None else None,
                       None if m == 0 else _spread(without), None if group is None else _spread(with_),
-                      [w for w in weights if w is not None])
+                      [w for w, _ in sides if w is not None], [t for w, t in sides if w is not None])
 
 
 def _fmt(v) -> str:

@@ -26,8 +26,10 @@ yes``); :func:`plan_group` refuses the others by name before any work. :func:`pr
    ``models/group-<name>/`` and a ``models`` row) with its provenance: subjects, sessions, epoch counts, the
    protocol's hash, the alignment and each subject's consent at training time.
 
-braindecode's networks (EEGNet, ShallowFBCSPNet) would be candidates here; braindecode is not installed, so the
-networks are eegloop's own.
+Beside the model, a group model keeps a prior for *tuning* it to a new subject with a few minutes of their labelled
+epochs (:class:`~.stlda.TemporalPrior`, :meth:`GroupDecoder.tuned`): the time courses of the members' class
+differences and of their background, which do not depend on where a head's electrodes sit; the subject's own
+epochs then give the spatial part (:mod:`.stlda`).
 """
 from __future__ import annotations
 
@@ -369,6 +371,7 @@ def pretrain(db, subjects: Sequence[str], name: str, method: str = "riemann", al
     say(f"pretrain {name}: {len(data)} subjects, {', '.join(grid.channel_names)} at {grid.sfreq:g} Hz, "
         f"{method}, alignment: {metric}")
     pool = _pool(data, grid, pre, classes, metric)
+    prior = _temporal_prior(data, grid, pre, classes)
     if method == "riemann":
         model, bias, metrics = _fit_riemann(pool, grid.sfreq, len(classes), align), None, {}
     else:
@@ -384,7 +387,8 @@ def pretrain(db, subjects: Sequence[str], name: str, method: str = "riemann", al
     members = [GroupMember(d.code, d.session_ids, int((pool.subject == k).sum())) for k, d in enumerate(data)]
     metrics.update(n_epochs=int(len(pool.y)), seconds=round(time.perf_counter() - t0, 3))
     provenance = _provenance(name, method, metric, ref, grid, classes, data, pool, seed)
-    path, mid = _save_and_register(db, name, method, model, pre, classes, grid, bias, metrics, provenance, members)
+    path, mid = _save_and_register(db, name, method, model, pre, classes, grid, bias, metrics, provenance, members,
+                                   prior)
     say(f"stored group model {name} (id {mid}) in {path}")
     stored = db.get_group_model(name)
     return GroupModel(mid, name, method, path, ALIGNMENTS[metric], grid, classes, stored.members, ref.sha256,
@@ -439,6 +443,25 @@ def _pool(data: Sequence[_Subject], grid: Grid, pre, classes: dict, metric: str)
                    np.concatenate([p[3].blocks for p in parts]), np.concatenate([p[3].sessions for p in parts]))
 
 
+def _temporal_prior(data: Sequence[_Subject], grid: Grid, pre, classes: dict):
+    """The group's prior for tuning it to a new subject (:class:`~.stlda.TemporalPrior`): its members' epochs on
+    the grid, as the ``time`` representation of the group's preprocessing, 50 ms windows; None (logged) when it
+    cannot be estimated."""
+    from .stlda import group_temporal_prior
+
+    pre_t = pre.with_representation("time")
+    index = {c: i for i, c in enumerate(classes)}
+    members = []
+    for d in data:
+        es = d.es.subset(np.flatnonzero(np.isin(d.es.labels, list(classes))))
+        members.append((pre_t(harmonise(es, grid)), np.array([index[c] for c in es.labels])))
+    try:
+        return group_temporal_prior(members, max(1, int(round(0.05 * grid.sfreq))))
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        logger.info("no temporal prior for this group model: %s", exc)
+        return None
+
+
 def _provenance(name, method, metric, ref: Protocol, grid: Grid, classes, data, pool: _Pooled, seed) -> dict:
     """What the database keeps of a group model: whose data, how it was harmonised and aligned."""
     subjects = [{"code": d.code, "session_ids": d.session_ids, "n_epochs": int((pool.subject == k).sum()),
@@ -452,7 +475,8 @@ def _provenance(name, method, metric, ref: Protocol, grid: Grid, classes, data, 
             "seed": seed}
 
 
-def _save_and_register(db, name, method, model, pre, classes, grid: Grid, bias, metrics, provenance, members):
+def _save_and_register(db, name, method, model, pre, classes, grid: Grid, bias, metrics, provenance, members,
+                       prior=None):
     """The model's file (and its JSON, with the group's grid and alignment), then its rows; the files go again
     when the rows are refused (a name taken meanwhile, consent withdrawn while it trained)."""
     import uuid
@@ -468,6 +492,8 @@ def _save_and_register(db, name, method, model, pre, classes, grid: Grid, bias, 
     meta = json.loads(path.with_suffix(".json").read_text())
     meta.update(format=GroupDecoder.FORMAT, group={"name": name, "alignment": provenance["alignment"],
                                                    "grid": grid.to_json()})
+    if prior is not None:
+        meta["temporal_prior"] = prior.to_json()
     write_private_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
     try:
         mid = db.add_group_model(name, method, path, {**provenance, "model": db_config(meta)}, metrics, members)
@@ -511,6 +537,7 @@ def fit_group_from(data: Sequence, method: str = "riemann", protocol: Optional[P
     dec.name, dec.alignment, dec.grid, dec.pre, dec.classes, dec.method = "memory", metric, grid, pre, classes, method
     dec.device, dec.subjects, dec.meta, dec.model, dec.pipeline, dec.bias = "cpu", [d.code for d in data], {}, None, \
         None, None
+    dec.prior = _temporal_prior(data, grid, pre, classes)
     if method == "riemann":
         dec.pipeline = _fit_riemann(pool, grid.sfreq, len(classes), True)
     else:

@@ -15,7 +15,35 @@ from ..errors import EegloopError
 from ..types import EpochSet
 from .harmonise import Grid, Reference, align_subject, harmonise, harmonise_array, preprocess_and_align, recentre
 
-__all__ = ["GroupDecoder", "load_group_model", "predict_new_subject"]
+__all__ = ["GroupDecoder", "TunedGroup", "load_group_model", "predict_new_subject", "MIN_TUNING_EPOCHS"]
+
+#: fewest labelled epochs per class a group model is tuned on (fewer: the group model as it is)
+MIN_TUNING_EPOCHS = 4
+
+
+class TunedGroup:
+    """A group model's prior fitted to one subject's labelled epochs (:meth:`GroupDecoder.tuned`).
+
+    The group lends what does not depend on the subject's head (:class:`~.stlda.TemporalPrior`: the time courses
+    of its class differences and of its background); the subject's epochs give the rest, on every channel (where
+    the response shows on their scalp, their noise). No alignment: nothing spatial is taken from the group.
+    """
+
+    def __init__(self, group: "GroupDecoder", pipeline, n_epochs: int):
+        self.group, self.pipeline, self.n_epochs = group, pipeline, int(n_epochs)
+        self.classes = [str(c) for c in pipeline.classes_]
+        self.name, self.method = group.name, group.method
+
+    def features(self, data: np.ndarray, channel_names, sfreq: float, tmin: float) -> np.ndarray:
+        return self.group.pre_time(harmonise_array(data, channel_names, sfreq, tmin, self.group.grid))
+
+    def predict_proba(self, es: EpochSet) -> np.ndarray:
+        """Class probabilities (n, :attr:`classes`) for the subject's epochs (labels unused)."""
+        return self.pipeline.predict_proba(self.group.pre_time(harmonise(es, self.group.grid)).astype(np.float64))
+
+    def predict_array(self, data: np.ndarray, channel_names, sfreq: float, tmin: float, reference=None) -> np.ndarray:
+        """Class probabilities for epochs given as an array (n, channels, times); ``reference`` is not used."""
+        return self.pipeline.predict_proba(self.features(data, channel_names, sfreq, tmin).astype(np.float64))
 
 
 class GroupDecoder:
@@ -45,6 +73,9 @@ class GroupDecoder:
         bias = self.meta.get("calibration_bias")
         self.bias = np.asarray(bias, dtype=np.float64) if bias is not None else None
         self.device = device
+        from .stlda import TemporalPrior
+
+        self.prior = TemporalPrior.from_json(self.meta.get("temporal_prior"))  # None: a model from before priors
         if self.meta["model"].get("kind") == "pipeline":
             from .pipelines import load_pipeline
 
@@ -57,6 +88,27 @@ class GroupDecoder:
             self.pipeline, self.model = None, build_model(self.meta["model"])
             self.model.load_state_dict(load_file(str(path)))
             self.model.eval().to(device)
+
+    def pre_time(self, X: np.ndarray) -> np.ndarray:
+        """Epochs on the model's grid -> the time series its prior was estimated on (the ``time`` representation
+        of the model's preprocessing)."""
+        pre = self.__dict__.get("_pre_time")
+        if pre is None:
+            pre = self.__dict__["_pre_time"] = self.pre.with_representation("time")
+        return pre(X)
+
+    def tuned(self, es: EpochSet) -> Optional[TunedGroup]:
+        """The group's prior fitted to the subject's labelled epochs ``es`` (:class:`TunedGroup`); None when the
+        model has no prior or ``es`` has fewer than two classes with :data:`MIN_TUNING_EPOCHS` epochs each."""
+        if self.prior is None or len(es) == 0:
+            return None
+        labels, counts = np.unique(es.labels, return_counts=True)
+        keep = labels[counts >= MIN_TUNING_EPOCHS]
+        if len(keep) < 2:
+            return None
+        sub = es if len(keep) == len(labels) else es.subset(np.flatnonzero(np.isin(es.labels, keep)))
+        X = self.pre_time(harmonise(sub, self.grid)).astype(np.float64)
+        return TunedGroup(self, self.prior.estimator().fit(X, sub.labels), len(sub))
 
     def features(self, es: EpochSet) -> np.ndarray:
         """``es`` on the model's grid, preprocessed, aligned on ``es`` itself."""

@@ -6,7 +6,9 @@ Two ways, by ``decoder.group_weight``:
 - **a blend** (null: the weight chosen; a number in [0, 1): fixed). The subject's own model is trained as without
   a group model (``auto`` compares its candidates); then the group's weight ``w`` in ``p = w p_group + (1 - w)
   p_own`` is chosen among :data:`~.adapt.WEIGHTS` on inner block/run-wise folds of the subject's epochs
-  (:func:`~.adapt.choose_weight`): ``w = 0`` is the from-scratch model, so the better of the group-based and the
+  (:func:`~.adapt.choose_weight`), ``p_group`` from the group model aligned on the subject or, where it keeps a
+  prior, tuned to their labelled epochs (:meth:`~.groupdecoder.GroupDecoder.tuned`; saved beside the blend),
+  whichever the folds prefer: ``w = 0`` is the from-scratch model, so the better of the group-based and the
   from-scratch decoder is kept on the same folds.
 - **zero calibration** (``1``): the group model alone, aligned on the subject's epochs; their labels are not used
   to train anything, so scoring it on them is an honest held-out estimate (a subject the model never saw).
@@ -22,7 +24,7 @@ from .._logging import logger
 from ..errors import EegloopError
 from ..protocol import Protocol
 from ..types import EpochSet
-from .adapt import choose_weight, save_adapted
+from .adapt import choose_weight, save_adapted, tune
 from .modelio import TrainedModel, db_config, model_path, read_model_meta
 from .scoring import chance_levels, scores
 
@@ -42,9 +44,10 @@ def group_for(db, protocol: Protocol):
     return GroupDecoder(path), path
 
 
-def _group_json(group, weight: float, how: str, reference) -> dict:
+def _group_json(group, weight: float, how: str, reference, tuned=None) -> dict:
     return {"name": group.name, "method": group.method, "alignment": group.alignment, "weight": float(weight),
-            "how": how, "n_reference_epochs": int(reference.n_epochs)}
+            "how": how, "n_reference_epochs": int(reference.n_epochs),
+            "tuned_on": None if tuned is None else tuned.n_epochs}
 
 
 def blend_with_group(db, subject: str, session_ids, es: EpochSet, protocol: Protocol, found, own_path,
@@ -54,14 +57,17 @@ def blend_with_group(db, subject: str, session_ids, es: EpochSet, protocol: Prot
     group, gpath = found
     fixed = protocol.decoder.group_weight
     if fixed is None:
-        weight, how = choose_weight(group, es, protocol, own_method, list(es.class_ids), protocol.training.seed)
-    else:
-        weight, how = float(fixed), f"fixed by decoder.group_weight ({fixed:g})"
+        weight, how, use_tuned = choose_weight(group, es, protocol, own_method, list(es.class_ids),
+                                               protocol.training.seed)
+    else:  # a fixed weight: the tuned group model where it can be had
+        weight, how, use_tuned = float(fixed), f"fixed by decoder.group_weight ({fixed:g})", True
+    # the group's prior fitted to all the subject's epochs, when the blend's group side is the tuned model
+    tuned = tune(group, es) if weight > 0 and use_tuned else None
     reference = group.reference(es)
-    metrics = dict(metrics, group=_group_json(group, weight, how, reference),
+    metrics = dict(metrics, group=_group_json(group, weight, how, reference, tuned),
                    seconds=round(time.perf_counter() - t0, 2))
     logger.info("blended with group model %s: %s", group.name, how)
-    return _save(db, subject, session_ids, es, group, gpath, weight, how, reference, own_path, metrics, t0)
+    return _save(db, subject, session_ids, es, group, gpath, weight, how, reference, own_path, metrics, t0, tuned)
 
 
 def zero_calibration(db, subject: str, session_ids, es: EpochSet, protocol: Protocol, found, rejection,
@@ -91,11 +97,13 @@ def zero_calibration(db, subject: str, session_ids, es: EpochSet, protocol: Prot
     return _save(db, subject, session_ids, es, group, gpath, 1.0, how, reference, None, metrics, t0)
 
 
-def _save(db, subject, session_ids, es, group, gpath, weight, how, reference, own_path, metrics, t0) -> TrainedModel:
+def _save(db, subject, session_ids, es, group, gpath, weight, how, reference, own_path, metrics, t0,
+          tuned=None) -> TrainedModel:
     out = model_path(db, subject, "adapted")
-    metrics["n_trained_images"] = len({s for s in es.images if s}) if own_path is not None else 0
+    trained = own_path is not None or tuned is not None
+    metrics["n_trained_images"] = len({s for s in es.images if s}) if trained else 0
     path = save_adapted(out, gpath, group, weight, how, reference, es, own_path, metrics,
-                        trained_images=list(es.images) if own_path is not None else [])
+                        trained_images=list(es.images) if trained else [], tuned=tuned)
     mid = db.add_model(subject, list(session_ids), path, config=db_config(read_model_meta(path)),
                        metrics={k: v for k, v in metrics.items() if k != "history"}, kind="group_adapted")
     logger.info("model %d (%s, group %s weight %g) saved to %s", mid, metrics.get("method"), group.name, weight, path)
@@ -107,8 +115,9 @@ def group_line(metrics: dict) -> str | None:
     g = metrics.get("group")
     if not g:
         return None
+    tuned = f", tuned on {g['tuned_on']} labelled epochs" if g.get("tuned_on") else ""
     return (f"started from group model {g['name']} ({g['method']}, aligned on {g['n_reference_epochs']} of the "
-            f"subject's epochs): weight {g['weight']:g}, {g['how']}")
+            f"subject's epochs{tuned}): weight {g['weight']:g}, {g['how']}")
 
 
 def check_group_start(db, protocol: Protocol) -> None:

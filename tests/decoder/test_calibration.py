@@ -109,6 +109,9 @@ def test_the_group_model_scores_above_chance_at_zero_minutes(curve):
     assert zero["without_group"] is None and zero["chance"] == 0.5
     assert zero["with_group"] > 0.7  # shared patterns: the group model transfers, aligned on D's unlabelled epochs
     assert curve[1]["points"][0]["weights"] == [1.0, 1.0, 1.0]  # no labelled epoch: the group model alone
+    assert curve[1]["points"][0]["tuned"] == [False] * 3  # nothing to tune it on
+    # with labels the folds weighed the group model tuned to D too: each fold says which side its blend kept
+    assert all(len(p["tuned"]) == len(p["weights"]) == 3 for p in curve[1]["points"][1:])
     assert two["without_group"] > 0.5 and full["with_group"] > 0.7
     # the smallest p 2 label shuffles can give: every shuffled refit scored below the true labels
     assert all(p["p_with_group"] == pytest.approx(1 / 3, abs=1e-3) for p in curve[0]["curve"])

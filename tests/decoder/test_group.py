@@ -415,7 +415,8 @@ def test_train_starts_from_a_group_model_on_the_command_line(built, cli, tmp_pat
     assert dump(root) == before and not list((root / "models").glob("sub-D*"))
     r = cli(root, "train", "--subject", "D", "--no-teacher", "--group-model", "G", "--group-weight", "0.5")
     assert r.returncode == 0, r.stderr
-    assert "started from group model G (riemann, aligned on 120 of the subject's epochs): weight 0.5, fixed" in r.stdout
+    assert ("started from group model G (riemann, aligned on 120 of the subject's epochs, tuned on 120 labelled "
+            "epochs): weight 0.5, fixed") in r.stdout
 
 
 def test_braindecode_networks_train_as_group_models_and_as_a_subjects_decoder(built, tmp_path):
@@ -470,3 +471,77 @@ def test_the_blend_leans_on_the_group_until_the_own_model_wins_beyond_one_se():
     assert _steadiest(level, level.mean(0), int(np.argmax(level.mean(0)))) == 0  # within noise: the group
     clear = np.array([[.60, .70, .80, .85, .90], [.61, .72, .81, .86, .91], [.59, .69, .79, .84, .89]])
     assert WEIGHTS[_steadiest(clear, clear.mean(0), 4)] == 0.0  # the own model wins on every fold by far
+
+
+# -- tuning a group model to a subject --------------------------------------------------------------------------
+def test_a_group_model_is_tuned_to_the_subject_and_decodes_them_online_as_in_memory(built, tmp_path):
+    """G keeps its members' time courses (a TemporalPrior); tuned on D's first blocks it decodes D's later blocks;
+    quick-train from G saves the tuned model beside the blend, and the online decoder gives what the blend gives in
+    memory."""
+    import json
+
+    from eegloop.database import Database
+    from eegloop.decoder import OnlineDecoder, quick_train
+    from eegloop.decoder.adapt import adapt, in_class_order
+    from eegloop.decoder.group import load_group_model
+    from eegloop.decoder.groupdecoder import TunedGroup
+
+    root = clone(built[0], tmp_path)
+    db = Database(None, data_dir=root, create=False)
+    group, es = load_group_model(db, "G"), db.load_epochs("D")
+    w = len(group.prior.time_cov)
+    assert group.prior.n_subjects == 3 and group.prior.basis.shape == (w, 2)  # the response and its derivative
+    np.testing.assert_allclose(group.prior.basis.T @ group.prior.basis, np.eye(2), atol=1e-6)
+    first, rest = np.flatnonzero(es.blocks <= 3), np.flatnonzero(es.blocks > 3)
+    tuned = group.tuned(es.subset(first))
+    assert isinstance(tuned, TunedGroup) and tuned.n_epochs == len(first)
+    assert sorted(tuned.classes) == sorted(es.class_ids)
+    later = es.subset(rest)
+    y = np.array([tuned.classes.index(c) for c in later.labels])
+    from eegloop.decoder.scoring import scores
+
+    assert scores(y, tuned.predict_proba(later))["auc"] > 0.8
+    assert group.tuned(es.subset(first[:3])) is None  # fewer than 4 epochs a class: nothing to tune on
+    a = adapt(group, es.subset(first), with_group("G"))  # the inner folds weigh the aligned and the tuned model
+    assert "also tuned on each fold's training epochs (3 of 3 folds)" in a.how
+    assert isinstance(a.group, TunedGroup) == ("(the group model tuned to the subject)" in a.how)
+
+    m = quick_train(db, "D", protocol=with_group("G", 0.5), use_teacher=False, progress=False)
+    db.close()
+    g = m.metrics["group"]
+    assert g["weight"] == 0.5 and g["tuned_on"] == len(es)
+    meta = json.loads(m.path.with_suffix(".json").read_text())
+    assert meta["group"]["tuned"]["n_epochs"] == len(es) and (m.path.parent / meta["group"]["tuned"]["path"]).is_file()
+    dec = OnlineDecoder(m.path)
+    online = np.array([[dec.predict(x)[c] for c in dec.classes] for x in es.data[:6]])
+    own = OnlineDecoder(m.path.parent / meta["own"])
+    p_own = np.array([[own.predict(x)[c] for c in dec.classes] for x in es.data[:6]])
+    t_all = group.tuned(es)
+    p_tuned = in_class_order(t_all.predict_proba(es.subset(np.arange(6))), t_all.classes, dec.classes)
+    np.testing.assert_allclose(online, 0.5 * p_tuned + 0.5 * p_own, atol=1e-6)
+
+
+def test_a_group_model_without_a_prior_is_used_as_it_is(built, tmp_path):
+    """A group model stored before priors existed (or whose prior does not fit together) is not tuned: the blend
+    uses it aligned, as before."""
+    import json
+
+    from eegloop.database import Database
+    from eegloop.decoder.adapt import adapt
+    from eegloop.decoder.group import load_group_model
+    from eegloop.decoder.groupdecoder import GroupDecoder
+
+    root = clone(built[0], tmp_path)
+    db = Database(None, data_dir=root, create=False)
+    path = db.abspath(db.get_group_model("G").checkpoint_path)
+    es = db.load_epochs("D")
+    meta_file = path.with_suffix(".json")
+    meta = json.loads(meta_file.read_text())
+    for prior in (None, {**meta["temporal_prior"], "basis": [[1.0, 0.0]]}, "junk"):
+        meta["temporal_prior"] = prior
+        meta_file.write_text(json.dumps(meta))
+        group = load_group_model(db, "G")
+        assert group.prior is None and group.tuned(es) is None
+        a = adapt(group, es.subset(np.flatnonzero(es.blocks <= 3)), with_group("G"))
+        assert isinstance(a.group, GroupDecoder) and "tuned" not in a.how
+    db.close()
