@@ -19,7 +19,7 @@ def test_the_registry_says_what_each_method_is():
     assert names == METHODS and names[0] == "auto" and len(set(names)) == len(names)
     assert set(PAPER_NAMES) == set(names)
     assert {m for m in names if is_sklearn(m)} == {"lda_windowed", "logreg_windowed", "riemann", "logreg_power",
-                                                    "logreg_pca", "cebra_knn", "vote"}
+                                                    "logreg_pca", "cebra_knn", "vote", "lda_st"}
     assert members("vote") == ("lda_windowed", "logreg_windowed", "riemann") and members("riemann") == ()
     assert {m for m in names if is_network(m)} == {"kd_stft", "kd_erp", "kd_wavelet", "cnn_stft", "cnn_image",
                                                     "lstm", "conv1d", "eegnet", "shallow_fbcsp"}
