@@ -213,9 +213,11 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     as it is (aligned on the subject's epochs) or, where it keeps a prior, tuned to the fold's training epochs.
 
     Returns ``(weight, how, tuned)``: ``tuned`` says whether the blend's group side is the tuned model. The blends
-    are compared in this order of preference — at each weight from 1 down, the aligned group model, then the tuned
-    one; last the subject's own model alone — and the first within one standard error of the best is kept
-    (:func:`_steadiest`)."""
+    are compared in this order of preference — the aligned group model at each weight from 1 down, then the tuned
+    one likewise, last the subject's own model alone — and the first within one standard error of the best is kept
+    (:func:`_steadiest`). The tuned model, fitted on the subject's few labelled epochs, must win by more than the
+    inner folds resolve: on the real P300 subjects, where it barely helps, the aligned-first order scored +.007 at
+    2 minutes on average where alternating the two at each weight scored -.003 (BENCHMARKS.md)."""
     from .fitting import features_for, fit_method
     from .folds import inner_validation, make_folds
     from .methods import feature_key, is_network
@@ -228,7 +230,7 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
         return 1.0, f"no honest inner fold to weigh the blend ({str(exc)[:60]}...): the group model alone", False
     metric = key_metric(len(classes))
     X = features_for(es, protocol, [method])[feature_key(method)]
-    columns = [(src, w) for w in WEIGHTS[:-1] for src in ("aligned", "tuned")] + [("own", 0.0)]
+    columns = [(src, w) for src in ("aligned", "tuned") for w in WEIGHTS[:-1]] + [("own", 0.0)]
     table = np.full((len(folds), len(columns)), np.nan)
     budget = protocol.training.budget_s  # a network refitted per fold shares the training's time budget
     per_fold = budget / len(folds) if budget > 0 and is_network(method) else None
