@@ -32,6 +32,13 @@ def latest_curve(data_dir: Path, subject: str) -> Optional[tuple[Path, dict]]:
     return None
 
 
+def _weights(p: dict) -> str:
+    """A point's group weight per fold, ``t`` after those whose blend used the group model tuned to the subject."""
+    ws = [w for w in p.get("weights") or [] if _num(w) is not None]
+    tuned = [bool(t) for t in (p.get("tuned") or [])] + [False] * len(ws)
+    return ", ".join(f"{w:g}{'t' if t and w > 0 else ''}" for w, t in zip(ws, tuned)) or "-"
+
+
 def _num(v) -> Optional[float]:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
@@ -67,8 +74,9 @@ def calibration_sections(plt, data_dir: Path, subject: str) -> list[str]:
     rows = [[("all" if p.get("minutes") == "all" else _e(p.get("minutes"))) + f" ({_num(p.get('minutes_used')) or 0:.1f})",
              _cell(p.get("without_group"), p.get("spread_without")), _cell(p.get("p_without_group")),
              _cell(p.get("with_group"), p.get("spread_with")), _cell(p.get("p_with_group")), _cell(p.get("chance")),
-             ", ".join(f"{w:g}" for w in p.get("weights") or [] if _num(w) is not None) or "-"] for p in pts]
-    head = ["minutes (used)", "without group", "p", "with group", "p", "chance", "group weight per fold"]
+             _weights(p)] for p in pts]
+    head = ["minutes (used)", "without group", "p", "with group", "p", "chance",
+            "group weight per fold (t: tuned to the subject)"]
     what = (f"{_e(d.get('n_folds'))} {_e(d.get('split'))}-wise test folds (whole {_e(d.get('split'))}s held out), "
             f"{_e(d.get('permutations'))} label shuffles per point; ± the fold-to-fold standard deviation")
     return [f"<h2>Calibration curve ({_e(metric)}, group model {_e(group or 'none')})</h2>"

@@ -318,6 +318,7 @@ class GroupModel:
     provenance: dict
     metrics: dict
     seconds: float
+    prior: object = None  # stlda.TemporalPrior | None: what tuning the model to a new subject starts from
 
     def lines(self) -> list[str]:
         """What the CLI prints after training."""
@@ -328,6 +329,10 @@ class GroupModel:
                 f"channels ({', '.join(self.grid.channel_names)}) at {self.grid.sfreq:g} Hz, classes "
                 f"{', '.join(self.classes)}; protocol sha256 {self.protocol_sha256[:12]}",
                 f"alignment: {self.alignment}",
+                (f"tuning prior: the class differences' time courses ({self.prior.basis.shape[1]}, derivatives "
+                 f"included) and the background's temporal covariance over {len(self.prior.time_cov)} windows, from "
+                 f"{self.prior.n_subjects} subjects" if self.prior is not None else
+                 "tuning prior: none (a new subject's labelled epochs can only be blended with it)"),
                 f"trained in {self.seconds:.1f} s"]
 
 
@@ -392,7 +397,7 @@ def pretrain(db, subjects: Sequence[str], name: str, method: str = "riemann", al
     say(f"stored group model {name} (id {mid}) in {path}")
     stored = db.get_group_model(name)
     return GroupModel(mid, name, method, path, ALIGNMENTS[metric], grid, classes, stored.members, ref.sha256,
-                      provenance, metrics, time.perf_counter() - t0)
+                      provenance, metrics, time.perf_counter() - t0, prior)
 
 
 def _load_subject(db, code: str) -> _Subject:

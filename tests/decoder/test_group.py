@@ -187,6 +187,9 @@ def test_all_uses_the_consenting_subjects_and_says_whom_it_skipped(built):
     assert out[:2] == ["using 3 consenting subject(s): A, B, C", "skipped for lack of group consent: D"]
     assert any(line.startswith("alignment: Riemannian re-centring per subject") for line in out)
     assert any(line.startswith("group model G (id ") for line in out)
+    assert any(line.startswith("tuning prior: the class differences' time courses (2, derivatives included)")
+               and "from 3 subjects" in line
+               for line in out)
     db = Database(None, data_dir=root, create=False)
     assert db.get_group_model("G").subjects == ["A", "B", "C"]
     db.close()
