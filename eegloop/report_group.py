@@ -34,9 +34,11 @@ def latest_curve(data_dir: Path, subject: str) -> Optional[tuple[Path, dict]]:
 
 def _weights(p: dict) -> str:
     """A point's group weight per fold, ``t`` after those whose blend used the group model tuned to the subject."""
-    ws = [w for w in p.get("weights") or [] if _num(w) is not None]
-    tuned = [bool(t) for t in (p.get("tuned") or [])] + [False] * len(ws)
-    return ", ".join(f"{w:g}{'t' if t and w > 0 else ''}" for w, t in zip(ws, tuned)) or "-"
+    weights = p.get("weights") if isinstance(p.get("weights"), list) else []
+    tuned = p.get("tuned") if isinstance(p.get("tuned"), list) else []
+    tuned = tuned + [False] * (len(weights) - len(tuned))
+    pairs = [(_num(w), t is True) for w, t in zip(weights, tuned) if _num(w) is not None]
+    return ", ".join(f"{w:g}{'t' if t and w > 0 else ''}" for w, t in pairs) or "-"
 
 
 def _num(v) -> Optional[float]:

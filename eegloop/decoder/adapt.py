@@ -29,7 +29,7 @@ error of the best in that order (:func:`choose_weight`): on the simulated popula
 after two minutes, on the real P300 subjects the aligned one is where either helps (BENCHMARKS.md).
 
 With no labelled epoch (or too few to fit or validate the own model: fewer than two classes, no honest inner
-fold) the candidate is the group model alone (``w = 1``). Without a group model it is the per-subject default alone.
+fold) the candidate is the aligned group model alone (``w = 1``). Without a group model it is the per-subject default alone.
 """
 from __future__ import annotations
 
@@ -140,17 +140,16 @@ def adapt(group, labelled: EpochSet, protocol: Protocol, seed: int = 0, base: Op
         own, method, how = _fit_own(labelled, protocol, seed)
     if group is None and own is None:
         raise EegloopError(f"no group model, and {how}")
-    tuned = tune(group, labelled) if group is not None else None
-    if own is None:
-        if tuned is not None:
-            return Adapted(classes, 1.0, None, len(labelled), f"the group model tuned on {len(labelled)} labelled "
-                           f"epochs alone ({how})", tuned, None, protocol)
+    if own is None:  # nothing to weigh the tuned model against: the aligned one, first in the order of preference
         return Adapted(classes, 1.0, None, len(labelled), f"zero calibration: the group model alone ({how})", group,
                        None, protocol)
     if group is None:
         return Adapted(classes, 0.0, method, len(labelled), "the per-subject default alone", None, own, protocol)
     weight, how, use_tuned = choose_weight(group, labelled, protocol, method, classes, seed)
-    side = tuned if use_tuned and tuned is not None else group
+    tuned = tune(group, labelled) if use_tuned else None
+    if use_tuned and tuned is None:
+        how += "; the tuned model could not be fitted on all the epochs: the aligned one instead"
+    side = tuned if tuned is not None else group
     return Adapted(classes, weight, method, len(labelled), how, side, own, protocol)
 
 
@@ -260,7 +259,10 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
                 table[k, j] = key_score(es.y[te], w * pg + (1 - w) * po)
     if np.isnan(table).all():
         return 1.0, "the inner folds could not score the blend: the group model alone", False
-    keep = [j for j in range(len(columns)) if np.isfinite(table[:, j]).any()]
+    # the tuned model is compared only on every fold the aligned one was (fewer folds: a luckier mean, a smaller SE)
+    scored = np.isfinite(table[:, 0])
+    keep = [j for j in range(len(columns)) if np.isfinite(table[:, j]).any()
+            and (columns[j][0] != "tuned" or np.isfinite(table[scored, j]).all())]
     table, columns = table[:, keep], [columns[j] for j in keep]
     mean = np.nanmean(table, axis=0)
     best = int(np.nanargmax(mean))
@@ -299,7 +301,7 @@ def save_adapted(out: Path, group_path: Path, group, weight: float, how: str, re
 
     ``out`` (``.safetensors``) holds the subject's frozen alignment (:class:`~.harmonise.Reference`: whitening
     filters, plain arrays), ``out``'s ``-tuned.skops`` the group model ``tuned`` to the subject (when it was: a
-    skops file of eegloop's own types), and ``out.json`` everything else: the group model's file and the own model's file as
+    skops file loaded with eegloop's trusted types only), and ``out.json`` everything else: the group model's file and the own model's file as
     paths relative to ``out`` (a data folder can move), the weight and how it was chosen, and the epochs' layout
     (channels, rate, first sample) that online epochs must share. Nothing in either file is executed on loading.
     """

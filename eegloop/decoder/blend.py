@@ -33,11 +33,18 @@ class BlendedOnline:
             from .pipelines import load_pipeline
 
             t = g["tuned"]
+            if not isinstance(t, dict) or not isinstance(t.get("path"), str):
+                raise EegloopError(f"{path.with_suffix('.json')}: its group.tuned entry is damaged: train the "
+                                   "subject's model again")
             tuned_path = (path.parent / t["path"]).resolve()
             if not tuned_path.is_file():
                 raise EegloopError(f"this model's tuned group model {tuned_path} is missing: train the subject's "
                                    "model again")
-            self.tuned = TunedGroup(self.group, load_pipeline(tuned_path), int(t.get("n_epochs", 0)))
+            pipe = load_pipeline(tuned_path)
+            if not hasattr(pipe, "classes_") or not hasattr(pipe, "predict_proba"):
+                raise EegloopError(f"{tuned_path}: not a fitted classifier: train the subject's model again")
+            n = t.get("n_epochs")
+            self.tuned = TunedGroup(self.group, pipe, n if isinstance(n, int) and not isinstance(n, bool) else 0)
         arrays = load_file(str(path))
         self.reference = Reference.from_arrays(arrays, int(arrays["n_epochs"][0]))
         self.weight = float(g["weight"])

@@ -8,7 +8,7 @@ Two ways, by ``decoder.group_weight``:
   p_own`` is chosen among :data:`~.adapt.WEIGHTS` on inner block/run-wise folds of the subject's epochs
   (:func:`~.adapt.choose_weight`), ``p_group`` from the group model aligned on the subject or, where it keeps a
   prior, tuned to their labelled epochs (:meth:`~.groupdecoder.GroupDecoder.tuned`; saved beside the blend),
-  whichever the folds prefer: ``w = 0`` is the from-scratch model, so the better of the group-based and the
+  whichever the folds prefer (a fixed weight: the tuned model where there is a prior): ``w = 0`` is the from-scratch model, so the better of the group-based and the
   from-scratch decoder is kept on the same folds.
 - **zero calibration** (``1``): the group model alone, aligned on the subject's epochs; their labels are not used
   to train anything, so scoring it on them is an honest held-out estimate (a subject the model never saw).
@@ -63,6 +63,8 @@ def blend_with_group(db, subject: str, session_ids, es: EpochSet, protocol: Prot
         weight, how, use_tuned = float(fixed), f"fixed by decoder.group_weight ({fixed:g})", True
     # the group's prior fitted to all the subject's epochs, when the blend's group side is the tuned model
     tuned = tune(group, es) if weight > 0 and use_tuned else None
+    if weight > 0 and use_tuned and tuned is None and group.prior is not None:
+        how += "; the tuned model could not be fitted on all the epochs: the aligned one instead"
     reference = group.reference(es)
     metrics = dict(metrics, group=_group_json(group, weight, how, reference, tuned),
                    seconds=round(time.perf_counter() - t0, 2))

@@ -139,7 +139,7 @@ _REGISTRY: dict[str, Method] = {m.name: m for m in (
     # shrinkage towards a spatial x temporal covariance: the background's correlation across windows kept
     _pipe("lda_st", "time", "Spatio-temporal shrinkage LDA, 50 ms window means"),
     _pipe("logreg_windowed", "time", "Logistic regression, windowed signal"),
-    # the mean of the three linear pipelines' probabilities: what auto prefers (README, "Model selection")
+    # the mean of lda_windowed's, logreg_windowed's and riemann's probabilities: what auto prefers (README)
     Method("vote", PIPELINE, "time", _pipeline("vote"), False, LIGHT, "Soft vote: shrinkage LDA, windowed LR, "
            "xDAWN + TS + LR"),
     # Table 1: power of the signal, before per-epoch standardisation

@@ -12,7 +12,7 @@ the registry, :mod:`.methods`):
 - ``logreg_windowed``: the same features, L2 logistic regression, balanced class weights.
 - ``riemann``: xDAWN-filtered ERP covariances (pyriemann ``XdawnCovariances``,
   OAS shrinkage) -> tangent space -> logistic regression (the eeg-notebooks/MOABB pipeline).
-- ``vote``: the three above, each fitted on the same epochs, their class probabilities averaged
+- ``vote``: ``lda_windowed``, ``logreg_windowed`` and ``riemann``, each fitted on the same epochs, their class probabilities averaged
   (scikit-learn's soft ``VotingClassifier``). No one of them wins on every subject and inner folds rarely tell
   which will (the note on :mod:`.selection`); the average is never far from the best of them.
 - ``logreg_power`` (Table 1): log of the averaged squared signal per channel,

@@ -257,11 +257,14 @@ class TemporalPrior:
             C = np.asarray(d["time_cov"], dtype=np.float64)
             B = np.asarray(d["basis"], dtype=np.float64)
             width, n = int(d["width"]), int(d.get("n_subjects", 0))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
+            return None
+        if C.ndim != 2 or B.ndim != 2:
             return None
         w = len(C)
-        if width < 1 or C.shape != (w, w) or B.ndim != 2 or B.shape[0] != w or not (np.isfinite(C).all()
-                                                                                and np.isfinite(B).all()):
+        if (width < 1 or C.shape != (w, w) or B.shape[0] != w or not 0 < B.shape[1] <= w
+                or not (np.isfinite(C).all() and np.isfinite(B).all())
+                or not np.allclose(B.T @ B, np.eye(B.shape[1]), atol=1e-4)):  # the class means are projected on it
             return None
         return cls(width, C, B, n)
 

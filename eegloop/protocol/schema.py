@@ -377,7 +377,9 @@ class DecoderConfig:
         None, ge=0, le=1, doc="the group model's weight in the blend p = w p_group + (1 - w) p_own. null: chosen "
                               "among 1, 0.75, 0.5, 0.25, 0 on the same inner folds as the candidates (0: from "
                               "scratch wins; the better is kept); 1: zero calibration, the group model alone "
-                              "(the subject's labels unused, no own model fitted); another number: fixed")
+                              "(the subject's labels unused, no own model fitted); another number: fixed, p_group "
+                              "then the group model tuned to the subject's labelled epochs where it keeps a prior "
+                              "(null: the folds choose between it and the aligned one)")
 
 
 @dataclass(frozen=True)

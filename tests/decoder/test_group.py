@@ -522,6 +522,14 @@ def test_a_group_model_is_tuned_to_the_subject_and_decodes_them_online_as_in_mem
     t_all = group.tuned(es)
     p_tuned = in_class_order(t_all.predict_proba(es.subset(np.arange(6))), t_all.classes, dec.classes)
     np.testing.assert_allclose(online, 0.5 * p_tuned + 0.5 * p_own, atol=1e-6)
+    # a damaged entry for the tuned model, or its file gone: one line, never a traceback
+    from eegloop.errors import EegloopError
+
+    meta_file = m.path.with_suffix(".json")
+    for tuned_entry in ("junk", {"n_epochs": 3}, {"path": "nowhere.skops"}):
+        meta_file.write_text(json.dumps({**meta, "group": {**meta["group"], "tuned": tuned_entry}}))
+        with pytest.raises(EegloopError, match="train the subject's model again"):
+            OnlineDecoder(m.path)
 
 
 def test_a_group_model_without_a_prior_is_used_as_it_is(built, tmp_path):

@@ -71,7 +71,10 @@ def test_a_groups_prior_helps_a_subject_with_few_epochs_and_another_latency():
 @pytest.mark.parametrize("bad", [None, "x", {}, {"width": 5, "time_cov": [[1.0]], "basis": [[1.0], [0.0]]},
                                  {"width": 0, "time_cov": [[1.0]], "basis": [[1.0]]},
                                  {"width": 5, "time_cov": [[float("nan")]], "basis": [[1.0]]},
-                                 {"width": 5, "time_cov": "[[1.0]]", "basis": [[1.0]]}])
+                                 {"width": 5, "time_cov": "[[1.0]]", "basis": [[1.0]]},
+                                 {"width": 5, "time_cov": 3.0, "basis": [[1.0]]},
+                                 {"width": float("inf"), "time_cov": [[1.0]], "basis": [[1.0]]},
+                                 {"width": 5, "time_cov": [[1.0, 0.0], [0.0, 1.0]], "basis": [[2.0], [0.0]]}])
 def test_a_stored_prior_that_does_not_fit_together_is_none(bad):
     assert TemporalPrior.from_json(bad) is None
 
