@@ -171,6 +171,8 @@ def _curve_rows(curve) -> list[dict]:
 
 
 def _table(subject: str, curve, peer: list[dict]) -> str:
+    from eegloop.decoder.calibration import fold_weights
+
     def c(v, s=None):
         return "   -        " if v is None else f"{v:.3f}" + (f" ±{s:.3f}" if s is not None else "       ")
 
@@ -184,15 +186,8 @@ def _table(subject: str, curve, peer: list[dict]) -> str:
         rows.append(f"{name:>14}  "
                     f"{c(r['without_group'], r['spread_without']):>13}  {c(r['with_group'], r['spread_with']):>13}  "
                     f"{c(q['peer'], q['spread']):>13}  {r['chance']:>6.3f}  {p:>6}  "
-                    f"{_weights(r)}")
+                    f"{fold_weights(r['group_weights'], r.get('group_tuned') or [])}")
     return "\n".join(rows)
-
-
-def _weights(r: dict) -> str:
-    """Each fold's group weight, ``t`` after it where the blend's group side was the group model tuned to the
-    subject (:meth:`eegloop.decoder.groupdecoder.GroupDecoder.tuned`), not the aligned one."""
-    tuned = list(r.get("group_tuned") or []) + [False] * len(r["group_weights"])
-    return ", ".join(f"{w:g}{'t' if t and w > 0 else ''}" for w, t in zip(r["group_weights"], tuned)) or "-"
 
 
 def _held_out_curve(db, subject: str, others: list, split: str, permutations: int, seed: int = 0) -> dict:

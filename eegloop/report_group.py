@@ -33,12 +33,15 @@ def latest_curve(data_dir: Path, subject: str) -> Optional[tuple[Path, dict]]:
 
 
 def _weights(p: dict) -> str:
-    """A point's group weight per fold, ``t`` after those whose blend used the group model tuned to the subject."""
+    """A point's group weight per fold (:func:`~.decoder.calibration.fold_weights`), from a curve file that may be
+    damaged: only numbers kept, each with its own fold's mark."""
+    from .decoder.calibration import fold_weights
+
     weights = p.get("weights") if isinstance(p.get("weights"), list) else []
     tuned = p.get("tuned") if isinstance(p.get("tuned"), list) else []
     tuned = tuned + [False] * (len(weights) - len(tuned))
-    pairs = [(_num(w), t is True) for w, t in zip(weights, tuned) if _num(w) is not None]
-    return ", ".join(f"{w:g}{'t' if t and w > 0 else ''}" for w, t in pairs) or "-"
+    pairs = [(_num(w), t) for w, t in zip(weights, tuned) if _num(w) is not None]
+    return fold_weights([w for w, _ in pairs], [t for _, t in pairs])
 
 
 def _num(v) -> Optional[float]:

@@ -36,7 +36,7 @@ from ..types import EpochSet
 
 __all__ = ["CURVE_MINUTES", "CalibrationFold", "CalibrationPlan", "CurvePoint", "CalibrationCurve",
            "plan_calibration", "calibration_curve", "subject_epochs", "plot_curve", "check_curve_request", "LosoRow",
-           "LosoReport", "plan_loso", "loso"]
+           "LosoReport", "plan_loso", "loso", "fold_weights"]
 
 #: the calibration curve's points, minutes of the subject's own data (and "all")
 CURVE_MINUTES = (0, 2, 5, 10, 20)
@@ -189,7 +189,7 @@ class CalibrationCurve:
                 f"{'chance':>6}  group weight"]
         for p in self.points:
             name = f"{p.minutes:g}" if p.minutes != "all" else "all"
-            w = _weights(p)
+            w = fold_weights(p.weights, p.tuned)
             rows.append(f"{name + f' ({p.minutes_used:.1f})':>14}  {p.n_calibration:>6.0f}  "
                         f"{cell(p.without_group, p.spread_without):>13}  {pv(p.p_without_group):>5}  "
                         f"{cell(p.with_group, p.spread_with):>13}  {pv(p.p_with_group):>5}  {p.chance:>6.3f}  {w}")
@@ -199,12 +199,11 @@ class CalibrationCurve:
         return "\n".join(rows)
 
 
-def _weights(p: CurvePoint) -> str:
-    """The group's weight in each fold's blend, ``t`` after it where the group side was the tuned model."""
-    if not p.weights:
-        return "-"
-    tuned = list(p.tuned) + [False] * (len(p.weights) - len(p.tuned))
-    return ", ".join(f"{v:g}{'t' if t and v > 0 else ''}" for v, t in zip(p.weights, tuned))
+def fold_weights(weights, tuned=()) -> str:
+    """The group's weight in each fold's blend, ``t`` after it where the group side was the tuned model (what the
+    curve's table, the report and bench_group print); ``-`` for none."""
+    tuned = list(tuned) + [False] * (len(weights) - len(tuned))
+    return ", ".join(f"{w:g}{'t' if t is True and w > 0 else ''}" for w, t in zip(weights, tuned)) or "-"
 
 
 def check_curve_request(db, subject: str, group: Optional[str]) -> None:
@@ -229,8 +228,7 @@ class _Memo:
 
     def tuned(self, es: EpochSet):
         """The group model tuned on ``es`` (not remembered: each fold's calibration epochs differ)."""
-        f = getattr(self.model, "tuned", None)
-        return f(es) if f is not None else None
+        return self.model.tuned(es)
 
     def predict_proba(self, es: EpochSet) -> np.ndarray:
         import hashlib
@@ -250,7 +248,6 @@ def _fold_scores(group, es: EpochSet, cal, te, protocol: Protocol, seed: int) ->
     """One fold's scores without and with the group model (NaN where nothing can be fitted; without at 0 minutes:
     None) and the group's weight in the blend."""
     from .adapt import adapt, key_score
-
     from .groupdecoder import TunedGroup
 
     test = es.subset(te)

@@ -34,16 +34,14 @@ class TunedGroup:
         self.classes = [str(c) for c in pipeline.classes_]
         self.name, self.method = group.name, group.method
 
-    def features(self, data: np.ndarray, channel_names, sfreq: float, tmin: float) -> np.ndarray:
-        return self.group.pre_time(harmonise_array(data, channel_names, sfreq, tmin, self.group.grid))
-
     def predict_proba(self, es: EpochSet) -> np.ndarray:
         """Class probabilities (n, :attr:`classes`) for the subject's epochs (labels unused)."""
-        return self.pipeline.predict_proba(self.group.pre_time(harmonise(es, self.group.grid)).astype(np.float64))
+        return self.predict_array(es.data, es.channel_names, es.sfreq, es.tmin)
 
     def predict_array(self, data: np.ndarray, channel_names, sfreq: float, tmin: float, reference=None) -> np.ndarray:
         """Class probabilities for epochs given as an array (n, channels, times); ``reference`` is not used."""
-        return self.pipeline.predict_proba(self.features(data, channel_names, sfreq, tmin).astype(np.float64))
+        X = self.group.pre_time(harmonise_array(data, channel_names, sfreq, tmin, self.group.grid))
+        return self.pipeline.predict_proba(X.astype(np.float64))
 
 
 class GroupDecoder:

@@ -8,8 +8,8 @@ Two ways, by ``decoder.group_weight``:
   p_own`` is chosen among :data:`~.adapt.WEIGHTS` on inner block/run-wise folds of the subject's epochs
   (:func:`~.adapt.choose_weight`), ``p_group`` from the group model aligned on the subject or, where it keeps a
   prior, tuned to their labelled epochs (:meth:`~.groupdecoder.GroupDecoder.tuned`; saved beside the blend),
-  whichever the folds prefer (a fixed weight: the tuned model where there is a prior): ``w = 0`` is the from-scratch model, so the better of the group-based and the
-  from-scratch decoder is kept on the same folds.
+  whichever the folds prefer (a fixed weight: the tuned model where there is a prior): ``w = 0`` is the
+  from-scratch model, so the better of the group-based and the from-scratch decoder is kept on the same folds.
 - **zero calibration** (``1``): the group model alone, aligned on the subject's epochs; their labels are not used
   to train anything, so scoring it on them is an honest held-out estimate (a subject the model never saw).
 

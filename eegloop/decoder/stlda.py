@@ -107,6 +107,13 @@ def _centre(X: np.ndarray, yi: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     return X - means[yi], means
 
 
+def _space_cov(Xc: np.ndarray) -> np.ndarray:
+    """Class-centred (n, c, w) -> (c, c) spatial covariance, with a tiny ridge (a flat channel stays invertible)."""
+    n, c, w = Xc.shape
+    Cs = np.tensordot(Xc, Xc, axes=([0, 2], [0, 2])) / max(1, n * w)
+    return Cs + 1e-9 * np.trace(Cs) / c * np.eye(c)
+
+
 def _sqrt_inv(C: np.ndarray) -> np.ndarray:
     w, V = np.linalg.eigh(C)
     return (V / np.sqrt(np.maximum(w, 1e-12 * max(w.max(), 1e-300)))) @ V.T
@@ -139,11 +146,8 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
 
     # -- the covariance -----------------------------------------------------------------------------------------
     def _target(self, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n, c, w = Xc.shape
-        Cs = np.tensordot(Xc, Xc, axes=([0, 2], [0, 2])) / max(1, n * w)
-        Ct = (normalised_time_cov(self.temporal_prior) if self.temporal_prior is not None else _time_cov(Xc))
-        Cs = Cs + 1e-9 * np.trace(Cs) / c * np.eye(c)
-        return Cs, Ct
+        Ct = normalised_time_cov(self.temporal_prior) if self.temporal_prior is not None else _time_cov(Xc)
+        return _space_cov(Xc), Ct
 
     def _choose_shrinkage(self, Xc3: np.ndarray) -> float:
         """The grid's intensity under which held-out contiguous folds of the class-centred features are likeliest."""
@@ -294,12 +298,10 @@ def group_temporal_prior(members: Sequence[tuple], width: int, k: int = 1) -> Te
             continue
         yi = np.searchsorted(present, y)
         Xc, means = _centre(W, yi, len(present))
-        n, c, w = W.shape
-        Cs = np.tensordot(Xc, Xc, axes=([0, 2], [0, 2])) / (n * w)
+        w = W.shape[2]
         Ct = np.tensordot(Xc, Xc, axes=([0, 1], [0, 1]))
         cov = cov + Ct / max(np.trace(Ct) / w, 1e-300)
-        devs.append(np.einsum("ij,kjt->kit", _sqrt_inv(Cs + 1e-9 * np.trace(Cs) / c * np.eye(c)),
-                              means - means.mean(0)))
+        devs.append(np.einsum("ij,kjt->kit", _sqrt_inv(_space_cov(Xc)), means - means.mean(0)))
     if not devs:
         raise ValueError("no member has epochs of two classes: no temporal prior")
     cov = np.asarray(cov) / len(devs)
