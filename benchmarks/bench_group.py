@@ -337,6 +337,20 @@ def population(args) -> dict:
             "curve": res["curve"], "peer": res["peer"]}
 
 
+def _amplitude(text: str) -> float:
+    """``--erp-uv``: a finite amplitude in (0, 1e6] µV (amplifier.simulate.erp_uv's range; 0 would leave nothing to
+    decode), refused by argparse in one line otherwise."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(v) and 0 < v <= 1e6):
+        raise argparse.ArgumentTypeError(f"an amplitude in (0, 1e6] microvolts, got {text!r}")
+    return v
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=("fanout", "real", "population", "all"), default="all")
@@ -351,7 +365,7 @@ def main() -> None:
     ap.add_argument("--population-permutations", type=int, default=3, help="population: label shuffles per point")
     ap.add_argument("--population-held-out", default="sim01", choices=[f"sim{k:02d}" for k in range(1, 11)],
                     help="population: the subject held out (the group model is pretrained on the other nine)")
-    ap.add_argument("--erp-uv", type=float, default=ERP_UV,
+    ap.add_argument("--erp-uv", type=_amplitude, default=ERP_UV,
                     help=f"population: the simulated ERP's amplitude, microvolts (default {ERP_UV})")
     ap.add_argument("--candidates", default=CANDIDATES,
                     help="real, population: decoder.candidates of the default (auto); 'protocol': the protocol's own")
