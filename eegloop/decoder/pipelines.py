@@ -7,8 +7,9 @@ the registry, :mod:`.methods`):
 
 - ``lda_windowed``: the mean of each 50 ms window per channel, standardised,
   shrinkage LDA (Ledoit-Wolf) with equal class priors: the classic ERP decoder.
-- ``lda_st``: the same window means, LDA with the covariance shrunk towards a spatial x temporal (Kronecker)
-  product instead of the identity (:mod:`.stlda`): the background's correlation between windows is kept.
+- ``lda_st``: the same window means, LDA with the covariance shrunk towards a spatial x temporal structure
+  instead of the identity (:mod:`.stlda`: a spatial covariance per temporal component): the background's
+  correlation between windows, and each rhythm's own topography, are kept.
 - ``logreg_windowed``: the same features, L2 logistic regression, balanced class weights.
 - ``riemann``: xDAWN-filtered ERP covariances (pyriemann ``XdawnCovariances``,
   OAS shrinkage) -> tangent space -> logistic regression (the eeg-notebooks/MOABB pipeline).

@@ -1,4 +1,4 @@
-"""Spatio-temporal LDA: shrinkage towards a Kronecker-structured covariance, and a group's prior on time courses.
+"""Spatio-temporal LDA: shrinkage towards a structured space x time covariance, and a group's prior on time courses.
 
 An ERP decoder reads each channel's mean in short windows (``channels x windows`` features). The background EEG
 that hides the response is correlated in space (volume conduction) and in time (its 1/f spectrum): neighbouring
@@ -25,17 +25,23 @@ to person; the time courses of the brain's responses and of its background far l
   those time courses, on every channel: with ``k`` courses a class difference costs ``channels x k`` numbers to
   estimate from the subject's epochs instead of ``channels x windows``.
 
-With a group's ``C_time`` the target can keep more than one spatial covariance (``target="components"``): the
-background is not one spatial pattern with one spectrum (alpha has its own topography, the 1/f background
-another), so a single Kronecker product misses the structure that matters most to a decoder, the direction
-along which a strong rhythm can be cancelled. The temporal eigenvectors ``u_j`` of the group's ``C_time``
-(for a stationary background, close to its frequency components) then each get the subject's own spatial
-covariance ``S_j``, a sum of Kronecker products (de Munck et al. 2004; Bijma et al. 2005)::
+The target can keep more than one spatial covariance (``target="components"``): the background is
+not one spatial pattern with one spectrum (alpha has its own topography, the 1/f background another), so a
+single Kronecker product misses the structure that matters most to a decoder, the direction along which a
+strong rhythm can be cancelled. The temporal eigenvectors ``u_j`` of ``C_time`` (the subject's or a group's; for
+a stationary background, close to its frequency components) each get the subject's own spatial covariance
+``S_j``, a sum of Kronecker products (de Munck et al. 2004; Bijma et al. 2005)::
 
     target = sum_j kron(S_j, u_j u_j^T)
 
-``channels^2 / 2`` numbers per component, each estimated from every epoch: on 2 minutes of a simulated
-subject (100 epochs, 4 channels, 15 windows) the tuned group model scored 0.97 instead of 0.90 AUC.
+``channels^2 / 2`` numbers per component, each estimated from every epoch. On 2 minutes of a simulated subject
+(100 epochs, 4 channels, 15 windows) the tuned group model scored 0.976 instead of 0.903 AUC (mean of 10
+subjects); the subject's own model 0.80 instead of 0.72; on the real N170/P300 subjects within .02 of the single
+product, mostly above (BENCHMARKS.md). But on many channels a covariance per component can fit the background
+better and classify worse (128 channels, 2000 epochs, 40 classes: 0.945 on inner folds against the single
+product's 0.973, though its held-out likelihood was the higher), so by default (``"auto"``) the held-out folds
+that choose the intensity (by likelihood) also choose the target: the one whose discriminant gives their
+epochs' classes the lower log-loss.
 
 Written here because the reference implementation of the block-Toeplitz variant (``toeplitzlda``) pins
 ``numpy<2`` and a compiled helper package; scikit-learn's LDA takes no structured shrinkage target.
@@ -55,7 +61,7 @@ __all__ = ["SpatioTemporalLDA", "TemporalPrior", "group_temporal_prior", "window
 SHRINKAGE_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 _RIDGE = 0.01  # added to C_time's diagonal (which is scaled to mean 1): baseline-corrected windows make it singular
 #: the shrinkage targets: one Kronecker product, or one spatial covariance per temporal component
-TARGETS = ("kronecker", "components")
+TARGETS = ("auto", "components", "kronecker")
 #: ``target="components"`` estimates a channels x channels covariance per temporal component from the epochs
 #: alone: below this many epochs per channel it would be singular, and the Kronecker target is used instead
 MIN_EPOCHS_PER_CHANNEL = 2
@@ -150,6 +156,9 @@ class _KronTarget:
     def matrix(self) -> np.ndarray:
         return np.kron(self.Cs, self.Ct)
 
+    def logdet(self) -> float:
+        return len(self.Ct) * np.linalg.slogdet(self.Cs)[1] + len(self.Cs) * np.linalg.slogdet(self.Ct)[1]
+
 
 class _ComponentTarget:
     """sum_j kron(S_j, u_j u_j^T): the temporal eigenvectors ``u_j`` of ``Ct``, each with its own spatial
@@ -168,6 +177,9 @@ class _ComponentTarget:
         U = self.U
         return lambda X: ((Wj @ (X @ U).transpose(2, 1, 0)).transpose(2, 1, 0) @ U.T).reshape(len(X), -1)
 
+    def logdet(self) -> float:
+        return float(np.sum(np.linalg.slogdet(self.S)[1]))  # U is orthogonal
+
     def matrix(self) -> np.ndarray:
         c, w = self.S.shape[1], self.U.shape[0]
         # entry (a t, b s) = sum_j S_j[a, b] U[t, j] U[s, j], as one matrix product: (c c w, w) @ (w, w)
@@ -176,7 +188,7 @@ class _ComponentTarget:
 
 
 class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
-    """LDA on window means with a Kronecker-structured shrinkage target (scikit-learn classifier).
+    """LDA on window means with a space x time structured shrinkage target (scikit-learn classifier).
 
     Parameters
     ----------
@@ -191,14 +203,15 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
         estimated.
     n_folds : int
         Contiguous folds for choosing ``lam``.
-    target : {"kronecker", "components"}
-        The shrinkage target: ``kron(C_space, C_time)``, or one spatial covariance per temporal eigenvector of
-        ``C_time`` (a group's prior: see the module's notes); "components" falls back to "kronecker" when there
-        are fewer than :data:`MIN_EPOCHS_PER_CHANNEL` epochs per channel.
+    target : {"auto", "components", "kronecker"}
+        The shrinkage target: one spatial covariance per temporal eigenvector of ``C_time`` (see the module's
+        notes; never with fewer than :data:`MIN_EPOCHS_PER_CHANNEL` epochs per channel), the single product
+        ``kron(C_space, C_time)``, or (``auto``) whichever of the two classifies held-out folds with the lower
+        log-loss (``target_``). A model saved before the choice existed used the single product.
     """
 
     def __init__(self, width: int = 1, shrinkage=None, temporal_prior=None, basis=None, n_folds: int = 5,
-                 target: str = "kronecker"):
+                 target: str = "auto"):
         self.width = width
         self.shrinkage = shrinkage
         self.temporal_prior = temporal_prior
@@ -207,35 +220,66 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
         self.target = target
 
     # -- the covariance -----------------------------------------------------------------------------------------
-    def _target(self, Xc: np.ndarray):
-        Ct = normalised_time_cov(self.temporal_prior) if self.temporal_prior is not None else _time_cov(Xc)
-        n, c, _ = Xc.shape
-        if getattr(self, "target", "kronecker") == "components" and n >= MIN_EPOCHS_PER_CHANNEL * c:
-            return _ComponentTarget(Xc, Ct)
-        return _KronTarget(_space_cov(Xc), Ct)
+    def _targets(self, n: int, c: int) -> tuple[str, ...]:
+        """The targets this fit may use: "components" only with enough epochs per channel."""
+        wanted = getattr(self, "target", "kronecker")  # a model saved before the choice used the single product
+        names = ("components", "kronecker") if wanted == "auto" else (wanted,)
+        if n < MIN_EPOCHS_PER_CHANNEL * c:
+            names = tuple(t for t in names if t != "components") or ("kronecker",)
+        return names
 
-    def _choose_shrinkage(self, Xc3: np.ndarray) -> float:
-        """The grid's intensity under which held-out contiguous folds of the class-centred features are likeliest."""
-        n = len(Xc3)
-        # each fold costs an eigendecomposition of (channels x windows)^2: 3 folds beyond 512 features (128
-        # channels x 14 windows, 2000 epochs, 40 classes: 2.2-2.4 s for the whole fit on 2 cores of an AMD EPYC)
-        k = int(min(self.n_folds if Xc3.shape[1] * Xc3.shape[2] <= 512 else 3, n // 2))
-        if k < 2:
-            return 0.5
+    def _target(self, Xc: np.ndarray, name: str):
+        Ct = normalised_time_cov(self.temporal_prior) if self.temporal_prior is not None else _time_cov(Xc)
+        return _ComponentTarget(Xc, Ct) if name == "components" else _KronTarget(_space_cov(Xc), Ct)
+
+    def _choose(self, Xc3: np.ndarray, yi: np.ndarray, means: np.ndarray) -> tuple[float, str]:
+        """The intensity (of the grid, or ``shrinkage``) under which held-out contiguous folds of the
+        class-centred features are likeliest, for each target; of the targets, the one whose discriminant (at
+        its intensity) gives the held-out epochs' classes the lower log-loss.
+
+        ``Xc3`` are the features centred on their class means ``means`` (classes, channels, windows); ``yi`` the
+        class indices. The likelihood picks the intensity (it needs no labels beyond the centring and is the
+        steadier of the two); the target is chosen on what the model is for: a covariance per component fits
+        the background better on many channels and still classifies worse (BENCHMARKS.md).
+        """
+        n, c, w = Xc3.shape
+        names = self._targets(n, c)
+        grid = np.asarray(SHRINKAGE_GRID if self.shrinkage is None else [float(self.shrinkage)])
+        # each fold costs an eigendecomposition of (channels x windows)^2 per target: 3 folds beyond 512 features
+        # (128 channels x 14 windows, 2000 epochs, 40 classes: 2.2-2.4 s for the whole fit on 2 cores of an AMD EPYC)
+        k = int(min(self.n_folds if c * w <= 512 else 3, n // 2))
+        if len(grid) * len(names) == 1 or k < 2:
+            return (float(grid[0]) if len(grid) == 1 else 0.5), names[0]
+        B = None if self.basis is None else np.asarray(self.basis, dtype=np.float64)
+        raw = Xc3 + means[yi]
         edges = np.linspace(0, n, k + 1).astype(int)
-        grid = np.asarray(SHRINKAGE_GRID)
-        ll = np.zeros(len(grid))
+        ll = np.zeros((len(names), len(grid)))
+        loss = np.zeros((len(names), len(grid)))
         for a, b in zip(edges[:-1], edges[1:]):
             tr = np.r_[0:a, b:n]
-            whiten = self._target(Xc3[tr]).whitener()
-            Ztr, Zte = whiten(Xc3[tr]), whiten(Xc3[a:b])
-            d, V = np.linalg.eigh(Ztr.T @ Ztr / len(tr))
-            P = Zte @ V  # held-out features in the eigenbasis: Sigma(lam) is diagonal there, (1-lam) d + lam
-            q = P ** 2
-            for j, lam in enumerate(grid):
-                ev = np.maximum((1 - lam) * d + lam, 1e-12)
-                ll[j] += -0.5 * ((b - a) * np.sum(np.log(ev)) + np.sum(q / ev))
-        return float(grid[int(np.argmax(ll))])
+            m_tr = np.stack([raw[tr][yi[tr] == j].mean(0) if np.any(yi[tr] == j) else means[j]
+                             for j in range(len(means))])
+            if B is not None:
+                m_tr = m_tr.mean(0) + (m_tr - m_tr.mean(0)) @ B @ B.T
+            for i, name in enumerate(names):
+                target = self._target(Xc3[tr], name)
+                whiten = target.whitener()
+                Ztr, Zte = whiten(Xc3[tr]), whiten(Xc3[a:b])
+                d, V = np.linalg.eigh(Ztr.T @ Ztr / len(tr))
+                q = (Zte @ V) ** 2  # held-out features in the eigenbasis: Sigma(lam) is diagonal there
+                P, mV = whiten(raw[a:b]) @ V, whiten(m_tr) @ V
+                for j, lam in enumerate(grid):
+                    ev = np.maximum((1 - lam) * d + lam, 1e-12)
+                    # the whitening's Jacobian (log det of the target) makes the two targets comparable
+                    ll[i, j] += -0.5 * ((b - a) * (np.sum(np.log(ev)) + target.logdet()) + np.sum(q / ev))
+                    if len(names) > 1:
+                        sc = P @ (mV / ev).T - 0.5 * np.sum(mV ** 2 / ev, axis=1)
+                        sc -= sc.max(1, keepdims=True)
+                        logp = sc - np.log(np.exp(sc).sum(1, keepdims=True))
+                        loss[i, j] -= np.sum(logp[np.arange(b - a), yi[a:b]])
+        best = ll.argmax(1)
+        i = int(np.argmin(loss[np.arange(len(names)), best]))
+        return float(grid[best[i]]), names[i]
 
     # -- scikit-learn -------------------------------------------------------------------------------------------
     def fit(self, X, y):
@@ -245,6 +289,7 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
         if k < 2:
             raise ValueError("SpatioTemporalLDA needs epochs of at least two classes")
         Xc3, means = _centre(X, yi, k)
+        class_means = means
         n, c, w = X.shape
         if getattr(self, "target", "kronecker") not in TARGETS:
             raise ValueError(f"target is {self.target!r}, not one of {', '.join(TARGETS)}")
@@ -256,9 +301,9 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"basis is {B.shape}, the epochs have {w} windows")
             grand = means.mean(0)
             means = grand + (means - grand) @ B @ B.T
-        lam = self.shrinkage if self.shrinkage is not None else self._choose_shrinkage(Xc3)
+        lam, self.target_ = self._choose(Xc3, yi, class_means)
         F = Xc3.reshape(n, -1)
-        sigma = (1 - lam) * (F.T @ F / n) + lam * self._target(Xc3).matrix()
+        sigma = (1 - lam) * (F.T @ F / n) + lam * self._target(Xc3, self.target_).matrix()
         M = means.reshape(k, -1)
         self.coef_ = np.linalg.solve(sigma, M.T).T
         self.intercept_ = -0.5 * np.sum(M * self.coef_, axis=1) + np.log(1.0 / k)
@@ -307,7 +352,7 @@ class TemporalPrior:
 
     def estimator(self) -> SpatioTemporalLDA:
         """An unfitted :class:`SpatioTemporalLDA` that uses this prior."""
-        return SpatioTemporalLDA(self.width, temporal_prior=self.time_cov, basis=self.basis, target="components")
+        return SpatioTemporalLDA(self.width, temporal_prior=self.time_cov, basis=self.basis)
 
     def to_json(self) -> dict:
         return {"width": int(self.width), "time_cov": np.round(self.time_cov, 8).tolist(),

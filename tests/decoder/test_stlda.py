@@ -38,7 +38,7 @@ def test_the_kronecker_target_beats_identity_shrinkage_when_epochs_are_few():
 
     X, y = erp_epochs(0, 0, 60)
     Xt, yt = erp_epochs(0, 1, 600)
-    st = SpatioTemporalLDA(width=5).fit(X, y)
+    st = SpatioTemporalLDA(width=5, target="kronecker").fit(X, y)
     lw = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(window_means(X, 5).reshape(60, -1), y)
     a_st = auc(yt, st.decision_function(Xt))
     a_lw = auc(yt, lw.decision_function(window_means(Xt, 5).reshape(600, -1)))
@@ -83,15 +83,16 @@ def rhythm_epochs(subject: int, seed: int, n: int, c: int = 4, sfreq: int = 100)
 def test_one_spatial_covariance_per_temporal_component_cancels_a_rhythm_with_its_own_topography():
     """A background of two components with their own topographies and spectra is not one Kronecker product:
     the group's prior with a spatial covariance per temporal component (``target="components"``, what
-    :meth:`TemporalPrior.estimator` fits) decodes new subjects with 60 epochs better than the single product."""
+    held-out folds choose it) decodes new subjects with 60 epochs better than the single product."""
     members = [rhythm_epochs(s, 0, 300) for s in range(30, 35)]
     prior = group_temporal_prior(members, width=5)
-    assert prior.estimator().target == "components"
     gains = []
     for s in range(40, 45):
         X, y = rhythm_epochs(s, 0, 60)
         Xt, yt = rhythm_epochs(s, 1, 400)
-        gains.append(auc(yt, prior.estimator().fit(X, y).decision_function(Xt))
+        tuned = prior.estimator().fit(X, y)
+        assert tuned.target_ == "components"  # chosen by the held-out folds' likelihood
+        gains.append(auc(yt, tuned.decision_function(Xt))
                      - auc(yt, prior.estimator().set_params(target="kronecker").fit(X, y).decision_function(Xt)))
     assert np.mean(gains) > 0.03, gains
 
@@ -102,10 +103,24 @@ def test_the_targets_whitening_is_the_inverse_square_root_of_its_matrix(target):
     X, y = rhythm_epochs(50, 0, 40)
     est = SpatioTemporalLDA(5, target=target)
     Xc = window_means(X, 5) - window_means(X, 5).mean(0)
-    tgt = est._target(Xc)
+    tgt = est._target(Xc, target)
     c, w = Xc.shape[1:]
     W = tgt.whitener()(np.eye(c * w).reshape(c * w, c, w))  # row i: the whitening of unit vector i (symmetric)
     np.testing.assert_allclose(W @ tgt.matrix() @ W.T, np.eye(c * w), atol=1e-6)
+
+
+def test_the_folds_choose_the_single_product_where_the_background_is_one():
+    """Noise that is exactly one spatial x temporal product, on 24 channels: a covariance per component only adds
+    estimation noise, and the held-out likelihood says so."""
+    r = np.random.default_rng(5)
+    c, t, n = 24, 40, 150
+    A, B = r.normal(size=(c, c)), np.linalg.cholesky(np.exp(-np.subtract.outer(range(t), range(t)) ** 2 / 20.0)
+                                                     + 1e-3 * np.eye(t))
+    X = A @ r.normal(size=(n, c, t)) @ B.T
+    y = np.arange(n) % 2
+    X[y == 1, :3, 15:25] += 0.5
+    st = SpatioTemporalLDA(4).fit(X, y)
+    assert st.target_ == "kronecker" and 0 < st.shrinkage_ < 1
 
 
 def test_components_fall_back_to_the_kronecker_target_below_two_epochs_per_channel():
@@ -114,6 +129,7 @@ def test_components_fall_back_to_the_kronecker_target_below_two_epochs_per_chann
     a = SpatioTemporalLDA(5, target="components").fit(X, y)
     b = SpatioTemporalLDA(5, target="kronecker").fit(X, y)
     np.testing.assert_allclose(a.coef_, b.coef_)
+    assert a.target_ == "kronecker"
     with pytest.raises(ValueError, match="target is 'toeplitz'"):
         SpatioTemporalLDA(5, target="toeplitz").fit(X, y)
 
