@@ -246,7 +246,8 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
         names = self._targets(n, c)
         grid = np.asarray(SHRINKAGE_GRID if self.shrinkage is None else [float(self.shrinkage)])
         # each fold costs an eigendecomposition of (channels x windows)^2 per target: 3 folds beyond 512 features
-        # (128 channels x 14 windows, 2000 epochs, 40 classes: 2.2-2.4 s for the whole fit on 2 cores of an AMD EPYC)
+        # (128 channels x 14 windows, 2000 epochs, 40 classes, idle, 2 cores of an AMD EPYC: the whole fit 3.9 s
+        # with both targets, 2.1-2.2 s with one)
         k = int(min(self.n_folds if c * w <= 512 else 3, n // 2))
         if len(grid) * len(names) == 1 or k < 2:
             return (float(grid[0]) if len(grid) == 1 else 0.5), names[0]
