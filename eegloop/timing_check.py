@@ -69,7 +69,7 @@ def _check_timing(protocol: Protocol, simulate: bool, trials: Optional[int], pro
     with Rig(proto, simulate=simulate) as rig:
         rig.stream = rig.acquisition.call(Connect(marker_source_id=rig.marker_id, eeg_source_id=rig.eeg_source_id),
                                           timeout=None)
-        if rig.amplifier is not None and not rig.amplifier.call(WaitMarkers(10.0), timeout=None):
+        if rig.amplifier is not None and not rig.amplifier.call(WaitMarkers(), timeout=None):
             logger.warning("the simulator did not connect to the marker stream")
         rig.acquisition.call(StartRecording(None, None))
         rig.acquisition.call(BeginRun(1))

@@ -157,7 +157,7 @@ def connect(ctx: VisitContext, expect_timings: bool) -> None:
         if rig.amplifier is not None:  # the simulated subject follows the markers from the first one
             from ..roles.messages import WaitMarkers
 
-            if not rig.call(rig.amplifier, WaitMarkers(10.0)):
+            if not rig.call(rig.amplifier, WaitMarkers()):
                 logger.warning("the simulator did not connect to the marker stream")
 
 

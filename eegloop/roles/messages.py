@@ -292,9 +292,13 @@ class Samples:
 
 @dataclass
 class WaitMarkers:
-    """Wait until the simulated subject follows the marker stream (True) or ``timeout`` s passed (False)."""
+    """Wait until the simulated subject follows the marker stream (True) or ``timeout`` s passed (False).
 
-    timeout: float = 10.0
+    It returns as soon as the simulator follows; the default is long because following costs a resolve, opening
+    the stream and a first clock offset (liblsl waits up to 5 s for each), and on a loaded machine 10 s were not
+    enough: the first markers, and in ``check-timing`` the first flashes, were lost (seen in the suite under CI)."""
+
+    timeout: float = 30.0
 
 
 # -- worker ---------------------------------------------------------------------------------------------------------
