@@ -169,7 +169,8 @@ class _ComponentTarget:
         Yt = np.ascontiguousarray((Xc @ self.U).transpose(2, 1, 0))  # (w, c, n): each component's channels
         S = Yt @ Yt.transpose(0, 2, 1) / max(1, Xc.shape[0])
         c = S.shape[1]
-        tr = np.maximum(np.trace(S, axis1=1, axis2=2), 1e-12 * max(np.trace(S, axis1=1, axis2=2).max(), 1e-300))
+        tr = np.trace(S, axis1=1, axis2=2)
+        tr = np.maximum(tr, 1e-12 * max(tr.max(), 1e-300))  # a component without variance still gets a ridge
         self.S = S + (1e-9 * tr / c)[:, None, None] * np.eye(c)  # a tiny ridge, as _space_cov's
 
     def whitener(self):

@@ -82,8 +82,8 @@ def rhythm_epochs(subject: int, seed: int, n: int, c: int = 4, sfreq: int = 100)
 
 def test_one_spatial_covariance_per_temporal_component_cancels_a_rhythm_with_its_own_topography():
     """A background of two components with their own topographies and spectra is not one Kronecker product:
-    the group's prior with a spatial covariance per temporal component (``target="components"``, what
-    held-out folds choose it) decodes new subjects with 60 epochs better than the single product."""
+    the group's prior with a spatial covariance per temporal component (``target="components"``, which its
+    held-out folds choose) decodes new subjects with 60 epochs better than the single product."""
     members = [rhythm_epochs(s, 0, 300) for s in range(30, 35)]
     prior = group_temporal_prior(members, width=5)
     gains = []
@@ -91,7 +91,7 @@ def test_one_spatial_covariance_per_temporal_component_cancels_a_rhythm_with_its
         X, y = rhythm_epochs(s, 0, 60)
         Xt, yt = rhythm_epochs(s, 1, 400)
         tuned = prior.estimator().fit(X, y)
-        assert tuned.target_ == "components"  # chosen by the held-out folds' likelihood
+        assert tuned.target_ == "components"  # chosen by the held-out folds' log-loss
         gains.append(auc(yt, tuned.decision_function(Xt))
                      - auc(yt, prior.estimator().set_params(target="kronecker").fit(X, y).decision_function(Xt)))
     assert np.mean(gains) > 0.03, gains
@@ -111,7 +111,7 @@ def test_the_targets_whitening_is_the_inverse_square_root_of_its_matrix(target):
 
 def test_the_folds_choose_the_single_product_where_the_background_is_one():
     """Noise that is exactly one spatial x temporal product, on 24 channels: a covariance per component only adds
-    estimation noise, and the held-out likelihood says so."""
+    estimation noise, and the held-out folds' log-loss says so."""
     r = np.random.default_rng(5)
     c, t, n = 24, 40, 150
     A, B = r.normal(size=(c, c)), np.linalg.cholesky(np.exp(-np.subtract.outer(range(t), range(t)) ** 2 / 20.0)
