@@ -28,8 +28,10 @@ yes``); :func:`plan_group` refuses the others by name before any work. :func:`pr
 
 Beside the model, a group model keeps a prior for *tuning* it to a new subject with a few minutes of their labelled
 epochs (:class:`~.stlda.TemporalPrior`, :meth:`GroupDecoder.tuned`): the time courses of the members' class
-differences and of their background, which do not depend on where a head's electrodes sit; the subject's own
-epochs then give the spatial part (:mod:`.stlda`).
+differences and of their background, which do not depend on where a head's electrodes sit, and (up to 128
+features: channels x 50 ms windows) the members' spatio-temporal covariance of the background pooled in one reference head; the subject's
+own epochs then give the spatial part: where their response shows, and the mixing through which their head sees
+the group's background (:mod:`.stlda`).
 """
 from __future__ import annotations
 
@@ -330,10 +332,20 @@ class GroupModel:
                 f"{', '.join(self.classes)}; protocol sha256 {self.protocol_sha256[:12]}",
                 f"alignment: {self.alignment}",
                 (f"tuning prior: the class differences' time courses ({self.prior.basis.shape[1]}, derivatives "
-                 f"included) and the background's temporal covariance over {len(self.prior.time_cov)} windows, from "
-                 f"{self.prior.n_subjects} subjects" if self.prior is not None else
+                 f"included) and the background's temporal covariance over {len(self.prior.time_cov)} windows"
+                 + (f", its spatio-temporal covariance ({len(self.prior.noise_cov)} features, pooled in one head)"
+                    if self.prior.noise_cov is not None else
+                    ", not its spatio-temporal covariance (only up to "
+                    f"{_max_noise_features()} channels x windows, or members of too few epochs)")
+                 + f", from {self.prior.n_subjects} subjects" if self.prior is not None else
                  "tuning prior: none (a new subject's labelled epochs can only be blended with it)"),
                 f"trained in {self.seconds:.1f} s"]
+
+
+def _max_noise_features() -> int:
+    from .stlda import MAX_NOISE_PRIOR_FEATURES
+
+    return MAX_NOISE_PRIOR_FEATURES
 
 
 @verbose

@@ -26,7 +26,8 @@ class TunedGroup:
 
     The group lends what does not depend on the subject's head (:class:`~.stlda.TemporalPrior`: the time courses
     of its class differences and of its background); the subject's epochs give the rest, on every channel (where
-    the response shows on their scalp, their noise). No alignment: nothing spatial is taken from the group.
+    the response shows on their scalp, their noise). No alignment; where the prior keeps the group's spatio-temporal
+    covariance (``noise_cov``), it is carried to the subject by their own spatial mixing, fitted on their epochs.
     """
 
     def __init__(self, group: "GroupDecoder", pipeline, n_epochs: int):

@@ -188,7 +188,7 @@ def test_all_uses_the_consenting_subjects_and_says_whom_it_skipped(built):
     assert any(line.startswith("alignment: Riemannian re-centring per subject") for line in out)
     assert any(line.startswith("group model G (id ") for line in out)
     assert any(line.startswith("tuning prior: the class differences' time courses (2, derivatives included)")
-               and "from 3 subjects" in line
+               and "its spatio-temporal covariance (" in line and "from 3 subjects" in line
                for line in out)
     db = Database(None, data_dir=root, create=False)
     assert db.get_group_model("G").subjects == ["A", "B", "C"]
@@ -495,6 +495,8 @@ def test_a_group_model_is_tuned_to_the_subject_and_decodes_them_online_as_in_mem
     w = len(group.prior.time_cov)
     assert group.prior.n_subjects == 3 and group.prior.basis.shape == (w, 2)  # the response and its derivative
     np.testing.assert_allclose(group.prior.basis.T @ group.prior.basis, np.eye(2), atol=1e-6)
+    c = len(group.grid.channel_names)  # the members' background pooled in one head, kept for the tuned model
+    assert group.prior.noise_cov.shape == (c * w, c * w)
     first, rest = np.flatnonzero(es.blocks <= 3), np.flatnonzero(es.blocks > 3)
     tuned = group.tuned(es.subset(first))
     assert isinstance(tuned, TunedGroup) and tuned.n_epochs == len(first)
