@@ -94,16 +94,30 @@ def subject_group_models(args) -> int:
     if not held:
         print(f"no group model holds {args.code}'s data")
         return 0
+    from ..decoder.group import dependent_models
+
+    dependents = dependent_models(db, args.code)
     if args.delete:
         from ..decoder.group import delete_group_models
 
         gone = delete_group_models(db, args.code)
         print(f"deleted {len(gone)} group model(s) trained on {args.code}'s data (files and database rows): "
               f"{', '.join(r.name for r in gone)}")
+        blended = [m for rec in gone for m in dependents.get(rec.id, [])]
+        if blended:
+            print(f"{len(blended)} subject model(s) blended them and must be trained again (the group model tuned "
+                  f"to each, deleted with it): {_dependents_text(blended)}")
         return 0
     print(f"{len(held)} group model(s) hold {args.code}'s data (delete them with: eegloop subject group-models "
           f"{args.code} --delete):")
     for rec in held:
         for line in group_model_lines(rec):
             print(line)
+        if dependents.get(rec.id):
+            print(f"  blended into {len(dependents[rec.id])} subject model(s), which deleting it leaves to be "
+                  f"trained again: {_dependents_text(dependents[rec.id])}")
     return 0
+
+
+def _dependents_text(models) -> str:
+    return ", ".join(f"{m.subject} (model {m.id}{', tuned file' if tuned is not None else ''})" for m, tuned in models)

@@ -199,6 +199,10 @@ class Database(Store):
     def get_model(self, model_id: int) -> ModelRecord:
         return self._models.get(model_id)
 
+    def list_models(self, kind: str) -> list[ModelRecord]:
+        """Every subject's trained models of ``kind`` (``group_adapted``: those that blend a group model)."""
+        return self._models.of_kind(kind)
+
     def add_group_model(self, name: str, kind: str, checkpoint_path: str | Path, config: dict, metrics: dict,
                         members: Sequence[GroupMember]) -> int:
         """Register a group model trained on ``members``' epochs (refused unless each still has group consent)."""

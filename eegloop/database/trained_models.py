@@ -104,6 +104,13 @@ class TrainedModels(Repository):
                 raise DatabaseError(f"subject {subject!r} has no trained model (run: eegloop train --subject {subject})")
             return _model_record(row, subject)
 
+    def of_kind(self, kind: str) -> list[ModelRecord]:
+        """Every subject's models of ``kind`` (e.g. ``group_adapted``), oldest first."""
+        with self.session() as s:
+            rows = s.execute(select(ModelRow, SubjectRow.code).join(SubjectRow, SubjectRow.id == ModelRow.subject_id)
+                             .where(ModelRow.kind == kind).order_by(ModelRow.id)).all()
+            return [_model_record(row, code) for row, code in rows]
+
     def get(self, model_id: int) -> ModelRecord:
         with self.session() as s:
             row = s.get(ModelRow, model_id)

@@ -565,11 +565,46 @@ def fit_group_from(data: Sequence, method: str = "riemann", protocol: Optional[P
 
 def delete_group_models(db, subject: str) -> list:
     """Delete every group model trained on ``subject``'s epochs: files first, then rows (a subject withdrawing
-    group consent). Returns the deleted models' records."""
+    group consent). Returns the deleted models' records.
+
+    A subject's model that blends one of them (quick-train with ``decoder.group_model``) keeps the group model
+    *tuned* to that subject in a file of its own (``-tuned.skops``): the group's prior, estimated from the members'
+    epochs (their class differences' time courses, their background's covariance). That file goes too; the
+    subject's model can then no longer be loaded (it says to train it again), and :func:`dependent_models` lists
+    such models beforehand."""
     gone = []
+    dependents = dependent_models(db, subject)
     for rec in db.list_group_models(subject):
+        for model, tuned in dependents.get(rec.id, []):
+            if tuned is not None:
+                tuned.unlink(missing_ok=True)
+                logger.info("deleted %s (subject %s's model %d, tuned from group model %s)", tuned.name,
+                            model.subject, model.id, rec.name)
         _remove_files(db.abspath(rec.checkpoint_path))
         db.delete_group_model(rec.id)
         logger.info("deleted group model %s (id %d)", rec.name, rec.id)
         gone.append(rec)
     return gone
+
+
+def dependent_models(db, subject: str) -> dict:
+    """For each group model holding ``subject``'s data (by id): the subjects' models that blend it, each with the
+    file of the group model tuned to them (None where it has none): ``{group id: [(ModelRecord, Path | None)]}``.
+    Found by the group model's file, which a model's JSON names relative to itself (a group name can be reused)."""
+    groups = {db.abspath(r.checkpoint_path).resolve(): r.id for r in db.list_group_models(subject)}
+    out: dict = {}
+    for model in db.list_models("group_adapted"):
+        entry = model.config.get("group") if isinstance(model.config, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            continue
+        here = db.abspath(model.checkpoint_path).parent
+        gid = groups.get((here / entry["path"]).resolve())
+        if gid is None:
+            continue
+        tuned = entry.get("tuned")
+        path = (here / tuned["path"]).resolve() if isinstance(tuned, dict) and isinstance(tuned.get("path"), str) \
+            else None
+        if path is not None and path.parent != here.resolve():  # only ever the file saved beside the model
+            path = None
+        out.setdefault(gid, []).append((model, path))
+    return out

@@ -277,20 +277,40 @@ def test_a_network_group_model_trains_data_parallel_with_a_checkpoint(built, tmp
 
 # -- withdrawal --------------------------------------------------------------------------------------------------
 def test_withdrawing_lists_and_deletes_every_group_model_with_the_subjects_data(built, cli, tmp_path):
+    """A withdrawing member's group models go, files and rows, and with them the group model tuned to another
+    subject (D's blend keeps it in a file of its own, estimated from the members' epochs): D's model is named as
+    one to train again, and loading it says so in one line; D's own model and everyone's epochs stay."""
+    import json
+
     from eegloop.database import Database
+    from eegloop.decoder import OnlineDecoder, quick_train
+    from eegloop.errors import EegloopError
 
     root = clone(built[0], tmp_path)
     files = sorted((root / "models").glob("group-*/*"))
     assert len(files) == 4  # G and U: the pipeline and its JSON each
+    db = Database(None, data_dir=root, create=False)
+    blend = quick_train(db, "D", protocol=with_group("G", 0.5), use_teacher=False, progress=False)
+    db.close()
+    meta = json.loads(blend.path.with_suffix(".json").read_text())
+    tuned, own = blend.path.parent / meta["group"]["tuned"]["path"], blend.path.parent / meta["own"]
+    assert tuned.is_file() and own.is_file()
     r = cli(root, "subject", "consent", "A", "--group", "no")
     assert r.stdout.splitlines() == ["A: group consent no (was yes)", "2 group model(s) still hold A's data: G, U; "
                                      "delete them with: eegloop subject group-models A --delete"]
     r = cli(root, "subject", "group-models", "A")
     assert r.returncode == 0 and r.stdout.startswith("2 group model(s) hold A's data")
     assert sum(line.startswith(("G (id", "U (id")) for line in r.stdout.splitlines()) == 2
+    assert f"  blended into 1 subject model(s), which deleting it leaves to be trained again: D (model " \
+           f"{blend.model_id}, tuned file)" in r.stdout.splitlines()
     r = cli(root, "subject", "group-models", "A", "--delete")
     assert r.returncode == 0 and "deleted 2 group model(s)" in r.stdout
+    assert f"1 subject model(s) blended them and must be trained again (the group model tuned to each, deleted " \
+           f"with it): D (model {blend.model_id}, tuned file)" in r.stdout
     assert not any(f.exists() for f in files) and not list((root / "models").glob("group-*"))
+    assert not tuned.exists() and own.is_file()
+    with pytest.raises(EegloopError, match="train the subject's model again"):
+        OnlineDecoder(blend.path)
     db = Database(None, data_dir=root, create=False)
     assert db.list_group_models() == [] and db.list_group_models("B") == []
     assert len(db.load_epochs("A")) == 120  # the subject's own data stays
