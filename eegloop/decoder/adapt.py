@@ -47,7 +47,7 @@ from ..errors import EegloopError
 from ..protocol import Protocol
 from ..types import EpochSet
 
-__all__ = ["Adapted", "adapt", "tune", "WEIGHTS", "key_score", "choose_weight", "save_adapted", "ADAPTED_FORMAT",
+__all__ = ["Adapted", "adapt", "tune", "tuned_side", "WEIGHTS", "key_score", "choose_weight", "save_adapted", "ADAPTED_FORMAT",
            "in_class_order"]
 
 #: the JSON ``format`` of a subject's model that blends a group model (:func:`save_adapted`)
@@ -147,11 +147,22 @@ def adapt(group, labelled: EpochSet, protocol: Protocol, seed: int = 0, base: Op
     if group is None:
         return Adapted(classes, 0.0, method, len(labelled), "the per-subject default alone", None, own, protocol)
     weight, how, use_tuned = choose_weight(group, labelled, protocol, method, classes, seed)
-    tuned = tune(group, labelled) if use_tuned else None
-    if use_tuned and tuned is None:
-        how += "; the tuned model could not be fitted on all the epochs: the aligned one instead"
+    tuned, note = tuned_side(group, labelled, use_tuned)
+    how += note
     side = tuned if tuned is not None else group
     return Adapted(classes, weight, method, len(labelled), how, side, own, protocol)
+
+
+def tuned_side(group, es: EpochSet, wanted: bool):
+    """The blend's group side when the folds chose the tuned model (``wanted``): ``group`` tuned to all of ``es``,
+    and what to add to the blend's description — where it cannot be fitted on all the epochs, (None, the words
+    saying that the aligned model is used instead). One rule for :func:`adapt` and quick-train."""
+    if not wanted:
+        return None, ""
+    tuned = tune(group, es)
+    if tuned is None and getattr(group, "prior", None) is not None:
+        return None, "; the tuned model could not be fitted on all the epochs: the aligned one instead"
+    return tuned, ""
 
 
 def tune(group, es: EpochSet):

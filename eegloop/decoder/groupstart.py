@@ -24,7 +24,7 @@ from .._logging import logger
 from ..errors import EegloopError
 from ..protocol import Protocol
 from ..types import EpochSet
-from .adapt import choose_weight, save_adapted, tune
+from .adapt import choose_weight, save_adapted, tuned_side
 from .modelio import TrainedModel, db_config, model_path, read_model_meta
 from .scoring import chance_levels, scores
 
@@ -62,9 +62,8 @@ def blend_with_group(db, subject: str, session_ids, es: EpochSet, protocol: Prot
     else:  # a fixed weight: the tuned group model where it can be had
         weight, how, use_tuned = float(fixed), f"fixed by decoder.group_weight ({fixed:g})", True
     # the group's prior fitted to all the subject's epochs, when the blend's group side is the tuned model
-    tuned = tune(group, es) if weight > 0 and use_tuned else None
-    if weight > 0 and use_tuned and tuned is None and group.prior is not None:
-        how += "; the tuned model could not be fitted on all the epochs: the aligned one instead"
+    tuned, note = tuned_side(group, es, weight > 0 and use_tuned)
+    how += note
     reference = group.reference(es)
     metrics = dict(metrics, group=_group_json(group, weight, how, reference, tuned),
                    seconds=round(time.perf_counter() - t0, 2))
