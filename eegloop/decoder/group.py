@@ -28,10 +28,10 @@ yes``); :func:`plan_group` refuses the others by name before any work. :func:`pr
 
 Beside the model, a group model keeps a prior for *tuning* it to a new subject with a few minutes of their labelled
 epochs (:class:`~.stlda.TemporalPrior`, :meth:`GroupDecoder.tuned`): the time courses of the members' class
-differences and of their background, which do not depend on where a head's electrodes sit, and (up to 128
-features: channels x 50 ms windows) the members' spatio-temporal covariance of the background pooled in one reference head; the subject's
-own epochs then give the spatial part: where their response shows, and the mixing through which their head sees
-the group's background (:mod:`.stlda`).
+differences and of their background, which do not depend on where a head's electrodes sit, and (up to 256
+features: channels x 50 ms windows) the members' spatio-temporal covariance of the background pooled in one
+reference head; the subject's own epochs then give the spatial part: where their response shows, and the mixing
+through which their head sees the group's background (:mod:`.stlda`).
 """
 from __future__ import annotations
 

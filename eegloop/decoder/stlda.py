@@ -77,10 +77,10 @@ _RIDGE = 0.01  # added to C_time's diagonal (which is scaled to mean 1): baselin
 #: spatio-temporal covariance through the subject's own spatial mixing (needs ``noise_prior``)
 TARGETS = ("auto", "components", "kronecker", "transported")
 #: a group keeps its members' pooled spatio-temporal covariance only up to this many features (channels x windows):
-#: features^2 numbers in the group model's JSON, and the mixing's fit grows fast with the channels (9 members of
-#: 1000 epochs, 2 cores of an AMD EPYC: pooling 0.3 s at 4 x 15 features, 1.2 s at 8 x 16, 53 s at 16 x 16; a tuned
-#: fit on 100 epochs 0.04 s, 0.4 s, 5 s)
-MAX_NOISE_PRIOR_FEATURES = 128
+#: features^2 numbers in the group model's JSON, and the mixing's fit grows as channels^4 or faster (9 members of
+#: 1000 epochs, 2 cores of an AMD EPYC: pooling 0.07 s at 4 x 15 features, 0.17 s at 8 x 16, 1.6 s at 16 x 16, 54 s
+#: at 32 x 16; a tuned fit on 100 epochs 0.02 s, 0.05 s, 0.3 s, 14 s)
+MAX_NOISE_PRIOR_FEATURES = 256
 #: ``target="components"`` estimates a channels x channels covariance per temporal component from the epochs
 #: alone: below this many epochs per channel it would be singular, and the Kronecker target is used instead (so
 #: for ``"transported"``, whose mixing is fitted on the epochs, and for a group's pooled covariance: per feature)
@@ -208,40 +208,71 @@ class _ComponentTarget:
         return T.reshape(c, c, w, w).transpose(0, 2, 1, 3).reshape(c * w, c * w)
 
 
-def fit_mixing(S: np.ndarray, P: np.ndarray, c: int, w: int) -> np.ndarray:
+def fit_mixing(S: np.ndarray, P: np.ndarray, c: int, w: int, max_steps: int = 50) -> np.ndarray:
     """The spatial mixing ``T`` (c, c) under which the model ``(T kron I) P (T kron I)^T`` gives epochs whose
     sample covariance is ``S`` the highest Gaussian likelihood (``S``, ``P``: (c w, c w), C-order (channel, window)
-    features). Fitted as ``B = T^-1`` by L-BFGS (scipy), starting from the map between the two spatial covariances;
-    ``T`` is unique only up to what leaves ``P`` unchanged, which the transported covariance does not see."""
-    from scipy.optimize import minimize
+    features). ``T`` is unique only up to what leaves ``P`` unchanged, which the transported covariance does not see.
 
+    Fitted as ``B = T^-1 = L (I + E) Ws`` by Newton's method: ``Ws`` whitens the subject's channels and ``L``
+    colours them as ``P``'s (``E = 0`` maps one spatial covariance onto the other). Per epoch and window the
+    negative log-likelihood is, up to a constant, ``-log|det R| + r^T H r / 2`` (``R = I + E``): a fixed quadratic part
+    (``H``, c^2 x c^2, computed once) and a log-determinant whose Hessian is known, so each step solves one
+    c^2 x c^2 system (a first version ran L-BFGS on ``B`` itself: hundreds of steps on 1/f-like backgrounds at 16
+    channels, 14 s a fit).
+    """
     S4 = S.reshape(c, w, c, w)
-    K = np.linalg.inv(P).reshape(c, w, c, w)
+    K4 = np.linalg.inv(P).reshape(c, w, c, w)
     ridge = lambda C: C + 1e-9 * np.trace(C) / c * np.eye(c)  # noqa: E731
-    Cs = ridge(np.einsum("atbt->ab", S4) / w)
-    Cp = ridge(np.einsum("atbt->ab", P.reshape(c, w, c, w)) / w)
-    # B = L (I + E) Ws: Ws whitens the subject's channels, L = Cp^(1/2) colours them as P's; E = 0 is the map
-    # between the two spatial covariances. In these coordinates the problem is about as well conditioned as
-    # its temporal part (in B itself, L-BFGS took hundreds of steps on EEG-like 1/f backgrounds at 16 channels)
-    Ws = _sqrt_inv(Cs)
-    wv, V = np.linalg.eigh(Cp)
+    Ws = _sqrt_inv(ridge(np.einsum("atbt->ab", S4) / w))
+    wv, V = np.linalg.eigh(ridge(np.einsum("atbt->ab", P.reshape(c, w, c, w)) / w))
     L = (V * np.sqrt(np.maximum(wv, 1e-12 * wv.max()))) @ V.T
-    St = S4.transpose(0, 1, 3, 2).reshape(c, -1)  # (p, t s q)
+    # q(B) = tr((B kron I) S (B kron I)^T P^-1) / 2w = vec(B)^T Hb vec(B) / 2,
+    # Hb[(a,p),(b,q)] = sum_ts K[a,t,b,s] S[p,t,q,s] / w with K = P^-1
+    Hb = (K4.transpose(0, 2, 1, 3).reshape(c * c, w * w) @ S4.transpose(0, 2, 1, 3).reshape(c * c, w * w).T)
+    Hb = Hb.reshape(c, c, c, c).transpose(0, 2, 1, 3).reshape(c * c, c * c) / w
+    M = np.kron(L, Ws.T)  # vec(L R Ws) = M vec(R), row-major
+    H = M.T @ Hb @ M
+    H = (H + H.T) / 2
+    eye = np.eye(c)
 
-    def objective(e):
-        R = np.eye(c) + e.reshape(c, c)
+    def value(R, sign0):
         sign, logdet = np.linalg.slogdet(R)
-        if sign <= 0 or not np.isfinite(logdet):
-            return np.inf, np.zeros_like(e)
-        B = L @ R @ Ws
-        KB = np.tensordot(K, B, axes=([2], [0]))  # (a, t, s, q): sum_b K[a,t,b,s] B[b,q]
-        G = KB.reshape(c, -1) @ St.T  # (a, p): sum_{t,s,q} KB[a,t,s,q] S[p,t,q,s], the quadratic term's gradient
-        # -log-likelihood per epoch and window, up to a constant: -log|det R| + tr((B kron I) S (B kron I)^T P^-1)/2w
-        return -logdet + 0.5 * float(np.sum(G * B)) / w, (L @ G @ Ws / w - np.linalg.inv(R).T).ravel()
+        return np.inf if sign != sign0 else -logdet + 0.5 * float(R.ravel() @ H @ R.ravel())
 
-    r = minimize(objective, np.zeros(c * c), jac=True, method="L-BFGS-B", options={"maxiter": 500})
-    e = r.x if np.isfinite(r.fun) else np.zeros(c * c)
-    return np.linalg.inv(L @ (np.eye(c) + e.reshape(c, c)) @ Ws)
+    # the log-determinant keeps Newton on one side of det = 0: start on both (I, and one reflection), keep the better
+    starts = [eye, np.diag(np.r_[np.ones(c - 1), -1.0])]
+    R, f = min((_newton(R0, value, H, max_steps) for R0 in starts), key=lambda rf: rf[1])
+    return np.linalg.inv(L @ R @ Ws)
+
+
+def _newton(R, value, H, max_steps):
+    """Newton's method with backtracking from ``R`` for ``value`` (see :func:`fit_mixing`): (R, value)."""
+    c = len(R)
+    sign0 = np.sign(np.linalg.det(R))
+    f = value(R, sign0)
+    for _ in range(max_steps):
+        Ri = np.linalg.inv(R)
+        g = H @ R.ravel() - Ri.T.ravel()
+        J = np.einsum("jk,li->ijkl", Ri, Ri).reshape(c * c, c * c)  # d2(-log det R)[(i,j),(k,l)] = Ri[j,k] Ri[l,i]
+        try:
+            d = np.linalg.solve(H + J, g)
+        except np.linalg.LinAlgError:
+            d = g
+        if not float(g @ d) > 0:  # not a descent direction (-log|det| is not convex): the gradient's
+            d = g
+        t = 1.0
+        while t > 1e-8:
+            Rn = R - t * d.reshape(c, c)
+            fn = value(Rn, sign0)
+            if fn <= f - 1e-4 * t * float(g @ d):
+                break
+            t /= 2
+        else:
+            break
+        R, f_old, f = Rn, f, fn
+        if f_old - f < 1e-10 * max(1.0, abs(f)):
+            break
+    return R, f
 
 
 class _TransportedTarget:
