@@ -100,7 +100,7 @@ def subject_group_models(args) -> int:
     if args.delete:
         from ..decoder.group import delete_group_models
 
-        gone = delete_group_models(db, args.code)
+        gone = delete_group_models(db, args.code, dependents)
         print(f"deleted {len(gone)} group model(s) trained on {args.code}'s data (files and database rows): "
               f"{', '.join(r.name for r in gone)}")
         blended = [m for rec in gone for m in dependents.get(rec.id, [])]

@@ -47,8 +47,8 @@ from ..errors import EegloopError
 from ..protocol import Protocol
 from ..types import EpochSet
 
-__all__ = ["Adapted", "adapt", "tune", "tuned_side", "WEIGHTS", "key_score", "choose_weight", "save_adapted", "ADAPTED_FORMAT",
-           "in_class_order"]
+__all__ = ["Adapted", "adapt", "tune", "tuned_side", "WEIGHTS", "key_score", "choose_weight", "save_adapted",
+           "ADAPTED_FORMAT", "in_class_order"]
 
 #: the JSON ``format`` of a subject's model that blends a group model (:func:`save_adapted`)
 ADAPTED_FORMAT = "eegloop-adapted-1"

@@ -324,6 +324,8 @@ class GroupModel:
 
     def lines(self) -> list[str]:
         """What the CLI prints after training."""
+        from .stlda import MAX_NOISE_PRIOR_FEATURES
+
         n = sum(m.n_epochs for m in self.members)
         return [f"group model {self.name} (id {self.model_id}): {self.path}",
                 f"{self.method} on {n} epochs of {len(self.members)} subjects "
@@ -336,16 +338,10 @@ class GroupModel:
                  + (f", its spatio-temporal covariance ({len(self.prior.noise_cov)} features, pooled in one head)"
                     if self.prior.noise_cov is not None else
                     ", not its spatio-temporal covariance (only up to "
-                    f"{_max_noise_features()} channels x windows, or members of too few epochs)")
+                    f"{MAX_NOISE_PRIOR_FEATURES} channels x windows, or members of too few epochs)")
                  + f", from {self.prior.n_subjects} subjects" if self.prior is not None else
                  "tuning prior: none (a new subject's labelled epochs can only be blended with it)"),
                 f"trained in {self.seconds:.1f} s"]
-
-
-def _max_noise_features() -> int:
-    from .stlda import MAX_NOISE_PRIOR_FEATURES
-
-    return MAX_NOISE_PRIOR_FEATURES
 
 
 @verbose
@@ -563,7 +559,7 @@ def fit_group_from(data: Sequence, method: str = "riemann", protocol: Optional[P
     return dec
 
 
-def delete_group_models(db, subject: str) -> list:
+def delete_group_models(db, subject: str, dependents: Optional[dict] = None) -> list:
     """Delete every group model trained on ``subject``'s epochs: files first, then rows (a subject withdrawing
     group consent). Returns the deleted models' records.
 
@@ -571,9 +567,9 @@ def delete_group_models(db, subject: str) -> list:
     *tuned* to that subject in a file of its own (``-tuned.skops``): the group's prior, estimated from the members'
     epochs (their class differences' time courses, their background's covariance). That file goes too; the
     subject's model can then no longer be loaded (it says to train it again), and :func:`dependent_models` lists
-    such models beforehand."""
+    such models beforehand (``dependents``: its answer, when the caller already has it)."""
     gone = []
-    dependents = dependent_models(db, subject)
+    dependents = dependent_models(db, subject) if dependents is None else dependents
     for rec in db.list_group_models(subject):
         for model, tuned in dependents.get(rec.id, []):
             if tuned is not None:

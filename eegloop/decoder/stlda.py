@@ -185,9 +185,19 @@ class _ComponentTarget:
     covariance ``S_j`` estimated from the class-centred epochs ``Xc`` (n, c, w) projected on it."""
 
     def __init__(self, Xc: np.ndarray, Ct: np.ndarray):
-        _, self.U = np.linalg.eigh(Ct)
-        Yt = np.ascontiguousarray((Xc @ self.U).transpose(2, 1, 0))  # (w, c, n): each component's channels
-        S = Yt @ Yt.transpose(0, 2, 1) / max(1, Xc.shape[0])
+        _, U = np.linalg.eigh(Ct)
+        Yt = np.ascontiguousarray((Xc @ U).transpose(2, 1, 0))  # (w, c, n): each component's channels
+        self._set(Yt @ Yt.transpose(0, 2, 1) / max(1, Xc.shape[0]), U)
+
+    @classmethod
+    def of(cls, S: np.ndarray, U: np.ndarray) -> "_ComponentTarget":
+        """The target with the spatial covariances ``S`` (w, c, c) along the columns of ``U``."""
+        t = cls.__new__(cls)
+        t._set(S, U)
+        return t
+
+    def _set(self, S: np.ndarray, U: np.ndarray) -> None:
+        self.U = U
         c = S.shape[1]
         tr = np.trace(S, axis1=1, axis2=2)
         tr = np.maximum(tr, 1e-12 * max(tr.max(), 1e-300))  # a component without variance still gets a ridge
@@ -208,20 +218,35 @@ class _ComponentTarget:
         return T.reshape(c, c, w, w).transpose(0, 2, 1, 3).reshape(c * w, c * w)
 
 
-def fit_mixing(S: np.ndarray, P: np.ndarray, c: int, w: int, max_steps: int = 50) -> np.ndarray:
+class _Pool:
+    """A group's pooled covariance ``P`` with what every transported target needs of it (its inverse, inverse
+    square root and log-determinant), computed once: a fit builds the target once per fold and once at the end, and
+    pooling fits every member to the same reference."""
+
+    def __init__(self, P: np.ndarray):
+        self.P = P
+        self.inv = np.linalg.inv(P)
+        self.isqrt = _sqrt_inv(P)
+        self.logdet = float(np.linalg.slogdet(P)[1])
+
+
+def fit_mixing(S: np.ndarray, P, c: int, w: int, max_steps: int = 50) -> np.ndarray:
     """The spatial mixing ``T`` (c, c) under which the model ``(T kron I) P (T kron I)^T`` gives epochs whose
     sample covariance is ``S`` the highest Gaussian likelihood (``S``, ``P``: (c w, c w), C-order (channel, window)
-    features). ``T`` is unique only up to what leaves ``P`` unchanged, which the transported covariance does not see.
+    features; ``P`` may be a :class:`_Pool`). ``T`` is unique only up to what leaves ``P`` unchanged, which the
+    transported covariance does not see.
 
     Fitted as ``B = T^-1 = L (I + E) Ws`` by Newton's method: ``Ws`` whitens the subject's channels and ``L``
     colours them as ``P``'s (``E = 0`` maps one spatial covariance onto the other). Per epoch and window the
-    negative log-likelihood is, up to a constant, ``-log|det R| + r^T H r / 2`` (``R = I + E``): a fixed quadratic part
-    (``H``, c^2 x c^2, computed once) and a log-determinant whose Hessian is known, so each step solves one
+    negative log-likelihood is, up to a constant, ``-log|det R| + r^T H r / 2`` (``R = I + E``): a fixed quadratic
+    part (``H``, c^2 x c^2, computed once) and a log-determinant whose Hessian is known, so each step solves one
     c^2 x c^2 system (a first version ran L-BFGS on ``B`` itself: hundreds of steps on 1/f-like backgrounds at 16
     channels, 14 s a fit).
     """
+    pool = P if isinstance(P, _Pool) else _Pool(P)
+    P = pool.P
     S4 = S.reshape(c, w, c, w)
-    K4 = np.linalg.inv(P).reshape(c, w, c, w)
+    K4 = pool.inv.reshape(c, w, c, w)
     ridge = lambda C: C + 1e-9 * np.trace(C) / c * np.eye(c)  # noqa: E731
     Ws = _sqrt_inv(ridge(np.einsum("atbt->ab", S4) / w))
     wv, V = np.linalg.eigh(ridge(np.einsum("atbt->ab", P.reshape(c, w, c, w)) / w))
@@ -279,23 +304,23 @@ class _TransportedTarget:
     """(T kron I) P (T kron I)^T: a group's spatio-temporal covariance ``P`` through the subject's spatial mixing
     ``T``, fitted on the class-centred epochs ``Xc`` (n, c, w) (:func:`fit_mixing`)."""
 
-    def __init__(self, Xc: np.ndarray, P: np.ndarray):
+    def __init__(self, Xc: np.ndarray, pool: _Pool):
         n, c, w = Xc.shape
         F = Xc.reshape(n, -1)
-        self.P, self.c, self.w = P, c, w
-        self.T = fit_mixing(F.T @ F / max(1, n), P, c, w)
+        self.pool, self.w = pool, w
+        self.T = fit_mixing(F.T @ F / max(1, n), pool, c, w)
 
     def whitener(self):
         # P^(-1/2) (T^-1 kron I) whitens the target (not symmetric: any whitener serves the folds' likelihood)
-        Wp, B = _sqrt_inv(self.P), np.linalg.inv(self.T)
+        Wp, B = self.pool.isqrt, np.linalg.inv(self.T)
         return lambda X: (B @ X).reshape(len(X), -1) @ Wp  # Wp symmetric
 
     def logdet(self) -> float:
-        return float(np.linalg.slogdet(self.P)[1] + 2 * self.w * np.linalg.slogdet(self.T)[1])
+        return self.pool.logdet + 2 * self.w * float(np.linalg.slogdet(self.T)[1])
 
     def matrix(self) -> np.ndarray:
         TI = np.kron(self.T, np.eye(self.w))
-        return TI @ self.P @ TI.T
+        return TI @ self.pool.P @ TI.T
 
 
 class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
@@ -352,13 +377,16 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
         P = getattr(self, "noise_prior", None)  # a model saved before noise priors existed has none
         return None if P is None else np.asarray(P, dtype=np.float64)
 
-    def _target(self, Xc: np.ndarray, name: str):
+    def _target(self, Xc: np.ndarray, name: str, pool: Optional[_Pool] = None):
+        """The target ``name`` estimated on ``Xc``; ``pool``: ``noise_prior`` with its derived matrices, when the
+        caller builds several transported targets (a fit: one per fold and one at the end)."""
         if name == "transported":
-            return _TransportedTarget(Xc, self._noise_prior())
+            return _TransportedTarget(Xc, pool if pool is not None else _Pool(self._noise_prior()))
         Ct = normalised_time_cov(self.temporal_prior) if self.temporal_prior is not None else _time_cov(Xc)
         return _ComponentTarget(Xc, Ct) if name == "components" else _KronTarget(_space_cov(Xc), Ct)
 
-    def _choose(self, Xc3: np.ndarray, yi: np.ndarray, means: np.ndarray) -> tuple[float, str]:
+    def _choose(self, Xc3: np.ndarray, yi: np.ndarray, means: np.ndarray,
+                pool: Optional[_Pool] = None) -> tuple[float, str]:
         """The intensity (of the grid, or ``shrinkage``) under which held-out contiguous folds of the
         class-centred features are likeliest, for each target; of the targets, the one whose discriminant (at
         its intensity) gives the held-out epochs' classes the lower log-loss.
@@ -390,7 +418,7 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
             if B is not None:
                 m_tr = m_tr.mean(0) + (m_tr - m_tr.mean(0)) @ B @ B.T
             for i, name in enumerate(names):
-                target = self._target(Xc3[tr], name)
+                target = self._target(Xc3[tr], name, pool)
                 whiten = target.whitener()
                 Ztr, Zte = whiten(Xc3[tr]), whiten(Xc3[a:b])
                 d, V = np.linalg.eigh(Ztr.T @ Ztr / len(tr))
@@ -444,9 +472,10 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"basis is {B.shape}, the epochs have {w} windows")
             grand = means.mean(0)
             means = grand + (means - grand) @ B @ B.T
-        lam, self.target_ = self._choose(Xc3, yi, class_means)
+        pool = _Pool(P) if P is not None and "transported" in self._targets(n, c) else None
+        lam, self.target_ = self._choose(Xc3, yi, class_means, pool)
         F = Xc3.reshape(n, -1)
-        sigma = (1 - lam) * (F.T @ F / n) + lam * self._target(Xc3, self.target_).matrix()
+        sigma = (1 - lam) * (F.T @ F / n) + lam * self._target(Xc3, self.target_, pool).matrix()
         M = means.reshape(k, -1)
         self.coef_ = np.linalg.solve(sigma, M.T).T
         self.intercept_ = -0.5 * np.sum(M * self.coef_, axis=1) + np.log(1.0 / k)
@@ -552,10 +581,7 @@ def _per_component(P: np.ndarray, U: np.ndarray, c: int) -> np.ndarray:
     """A spatio-temporal covariance (c w, c w) kept only within each temporal eigenvector ``u_j`` (columns of ``U``):
     ``sum_j kron(S_j, u_j u_j^T)``, ``S_j`` its spatial covariance along ``u_j`` (``target="components"``'s form)."""
     w = len(U)
-    t = object.__new__(_ComponentTarget)
-    t.U = U
-    t.S = np.einsum("atbs,tj,sj->jab", P.reshape(c, w, c, w), U, U)
-    return t.matrix()
+    return _ComponentTarget.of(np.einsum("atbs,tj,sj->jab", P.reshape(c, w, c, w), U, U), U).matrix()
 
 
 #: added to the pooled covariance's diagonal (mean 1): enough to invert it where baseline-corrected windows make it
@@ -583,9 +609,9 @@ def pooled_noise_cov(covs: Sequence[np.ndarray], c: int, w: int, time_cov: np.nd
     eye = np.eye(c * w)
     ref, mapped = covs[0] + _POOL_RIDGE * eye, covs
     for _ in range(iterations):
-        mapped = []
+        mapped, pool = [], _Pool(ref)
         for S in covs:
-            TI = np.kron(np.linalg.inv(fit_mixing(S, ref, c, w)), np.eye(w))
+            TI = np.kron(np.linalg.inv(fit_mixing(S, pool, c, w)), np.eye(w))
             mapped.append(TI @ S @ TI.T)
         ref = norm(np.mean(mapped, 0))
         ref = (ref + ref.T) / 2 + _POOL_RIDGE * eye
