@@ -335,7 +335,8 @@ class GroupModel:
                 f"alignment: {self.alignment}",
                 (f"tuning prior: the class differences' time courses ({self.prior.basis.shape[1]}, derivatives "
                  f"included) and the background's temporal covariance over {len(self.prior.time_cov)} windows"
-                 + (f", its spatio-temporal covariance ({len(self.prior.noise_cov)} features, pooled in one head)"
+                 + (f", its spatio-temporal covariance ({len(self.prior.noise_cov)} features, pooled in one head "
+                    "without each member's own sensor noise)"
                     if self.prior.noise_cov is not None else
                     ", not its spatio-temporal covariance (only up to "
                     f"{MAX_NOISE_PRIOR_FEATURES} channels x windows, or members of too few epochs)")

@@ -52,9 +52,17 @@ placement: the model behind Euclidean alignment, He & Wu 2019)::
 
 ``T`` (``channels^2`` numbers) is the maximum-likelihood fit to the subject's class-centred epochs, so a few
 minutes of the subject lend the group's full covariance, correlations between windows and channels included,
-where the other targets keep only what their structure allows. On 2 minutes of a simulated subject (4 channels,
-15 windows, 10 subjects, each held out) the tuned group model scored 0.990 instead of 0.976; the folds' log-loss
-decides whether it is used (``"auto"``).
+where the other targets keep only what their structure allows. What the head does not carry (noise added at
+the sensors) the subject keeps as its own: the few directions in which its epochs vary far more than the
+transported model allows get their own variance, and ``T`` is fitted without them (``_TransportedTarget``). On
+2 minutes of a simulated subject (4 channels, 15 windows, 10 subjects, each held out) the tuned group model
+scored 0.990 instead of 0.976, 0.992 with the sensors' excess; the folds' log-loss decides whether it is used
+(``"auto"``).
+
+The class means are kept within the group's time courses (``basis``); what lies outside them is the subject's
+own (a response later than the group's by more than a derivative absorbs) or noise, and is kept in the
+proportion its size exceeds noise (positive-part James-Stein, ``_basis_means``): 0.992 instead of 0.989 for a
+simulated subject 34 ms later than its group.
 
 Written here because the reference implementation of the block-Toeplitz variant (``toeplitzlda``) pins
 ``numpy<2`` and a compiled helper package; scikit-learn's LDA takes no structured shrinkage target.
@@ -85,6 +93,11 @@ MAX_NOISE_PRIOR_FEATURES = 256
 #: alone: below this many epochs per channel it would be singular, and the Kronecker target is used instead (so
 #: for ``"transported"``, whose mixing is fitted on the epochs, and for a group's pooled covariance: per feature)
 MIN_EPOCHS_PER_CHANNEL = 2
+#: at most this many times the transported target's mixing is fitted again without the subject's own excess variance
+#: (:class:`_TransportedTarget`; it stops sooner once the mixing moves by less than 0.1 %). On the simulated
+#: population (10 subjects, 2 minutes, mean AUC) one fit scored 0.9906, two 0.9913, three 0.9919, and it settles
+#: at 0.9923-0.9924 (5, 10, 20 rounds)
+EXCESS_ROUNDS = 10
 
 
 def window_means(X: np.ndarray, width: int) -> np.ndarray:
@@ -300,27 +313,89 @@ def _newton(R, value, H, max_steps):
     return R, f
 
 
+def _spike_shrinker(e: np.ndarray, gamma: float) -> np.ndarray:
+    """Sample eigenvalues ``e`` beyond the Marchenko-Pastur edge of a whitened covariance (``gamma`` = features /
+    epochs) -> the variances to keep along their eigenvectors: the population spike ``l`` each implies, shrunk by
+    how well its eigenvector is estimated (``c^2``, the squared cosine with the population's), ``1 + (l - 1) c^2``:
+    the optimal shrinker for Frobenius loss of the spiked covariance model (Donoho, Gavish & Johnstone 2018, Ann.
+    Stat. 46:1742). On the simulated population (mean AUC of 10 subjects at 2 minutes, ERPs of 0.4 / 0.75 µV) the
+    raw eigenvalues scored 0.9923 / 0.9994, Stein loss's shrinker 0.9907 / 0.9985, this one 0.9923 / 0.9993: kept
+    because it does not trust a barely resolved direction as much as a clear one."""
+    a = e + 1 - gamma
+    ell = (a + np.sqrt(np.maximum(a * a - 4 * e, 0.0))) / 2
+    c2 = np.clip((1 - gamma / (ell - 1) ** 2) / (1 + gamma / (ell - 1)), 0.0, 1.0)
+    return 1 + (ell - 1) * c2
+
+
 class _TransportedTarget:
     """(T kron I) P (T kron I)^T: a group's spatio-temporal covariance ``P`` through the subject's spatial mixing
-    ``T``, fitted on the class-centred epochs ``Xc`` (n, c, w) (:func:`fit_mixing`)."""
+    ``T``, fitted on the class-centred epochs ``Xc`` (n, c, w) (:func:`fit_mixing`), plus the subject's own excess.
+
+    Not all of a subject's background reaches the electrodes through the head: line noise left by the filters,
+    an electrode's drift, its own noise are added at the sensors, differ from lab to lab and cap to cap, and are
+    not the group's seen through ``T``. Where the group's covariance has almost no variance (directions that cancel
+    its strong rhythms, or that the filters emptied), such sensor noise makes the subject's epochs thousands of
+    times more variable than the transported model says; fitted without it, ``T`` bends to explain them. So,
+    after each fit of ``T``, the epochs are whitened by the model, and the directions whose variance lies beyond
+    the Marchenko-Pastur edge ``(1 + sqrt(features / epochs))^2`` (what a correct model's sample eigenvalues do
+    not exceed) keep the subject's own variance (the maximum-likelihood low-rank addition, as in a spiked
+    covariance model); ``T`` is fitted again on the epochs' covariance without that excess
+    (until it settles, at most :data:`EXCESS_ROUNDS` times). Each excess eigenvalue is kept shrunk by how well
+    its direction is estimated (:func:`_spike_shrinker`). On 2 minutes of 10 simulated subjects (4 channels, 15
+    windows; each held out of its group) the tuned group model scored 0.992 instead of 0.990 (mean AUC); the
+    subject whose head mixes least evenly (condition number 11: 0.8 µV of its weakest channel's 1.0 µV were the
+    simulator's line noise and drift left by the filters) 0.963 instead of 0.947, its own 10 minutes 0.969.
+    """
 
     def __init__(self, Xc: np.ndarray, pool: _Pool):
         n, c, w = Xc.shape
         F = Xc.reshape(n, -1)
+        self._fit(F.T @ F / max(1, n), n, pool, c, w)
+
+    @classmethod
+    def of_cov(cls, S: np.ndarray, n: int, pool: _Pool, c: int, w: int) -> "_TransportedTarget":
+        """The target fitted on the class-centred covariance ``S`` (c w, c w) of ``n`` epochs."""
+        t = cls.__new__(cls)
+        t._fit(S, n, pool, c, w)
+        return t
+
+    def _fit(self, S: np.ndarray, n: int, pool: _Pool, c: int, w: int) -> None:
         self.pool, self.w = pool, w
-        self.T = fit_mixing(F.T @ F / max(1, n), pool, c, w)
+        gamma = c * w / max(1, n)
+        edge = (1 + np.sqrt(gamma)) ** 2
+        head = S  # the covariance the head carries: S without the excess found so far
+        eye_w = np.eye(w)
+        previous = None
+        self.head = S
+        for r in range(EXCESS_ROUNDS + 1):
+            self.T = fit_mixing(head, pool, c, w)
+            self._Wq = pool.isqrt @ np.kron(np.linalg.inv(self.T), eye_w)  # Q^(-1/2), not symmetric
+            e, V = np.linalg.eigh(self._Wq @ S @ self._Wq.T)
+            keep = e > edge
+            self.excess, self._V = _spike_shrinker(e[keep], gamma), V[:, keep]  # whitened variances > 1 along these
+            if (r == EXCESS_ROUNDS or not keep.any()
+                    or previous is not None and np.linalg.norm(self.T - previous) <= 1e-3 * np.linalg.norm(self.T)):
+                break
+            previous = self.T
+            X = np.linalg.solve(self._Wq, self._V)  # the directions in feature space (Q^(1/2) V)
+            head = S - (X * (self.excess - 1)) @ X.T
+            self.head = head = (head + head.T) / 2  # what the head carries: the epochs without the excess
 
     def whitener(self):
-        # P^(-1/2) (T^-1 kron I) whitens the target (not symmetric: any whitener serves the folds' likelihood)
+        # P^(-1/2) (T^-1 kron I) whitens the transported part (not symmetric: any whitener serves the folds'
+        # likelihood), then each excess direction is scaled down to unit variance
         Wp, B = self.pool.isqrt, np.linalg.inv(self.T)
-        return lambda X: (B @ X).reshape(len(X), -1) @ Wp  # Wp symmetric
+        V, scale = self._V, 1 / np.sqrt(self.excess) - 1
+        return lambda X: (lambda Z: Z + ((Z @ V) * scale) @ V.T)((B @ X).reshape(len(X), -1) @ Wp)
 
     def logdet(self) -> float:
-        return self.pool.logdet + 2 * self.w * float(np.linalg.slogdet(self.T)[1])
+        return (self.pool.logdet + 2 * self.w * float(np.linalg.slogdet(self.T)[1])
+                + float(np.sum(np.log(self.excess))))
 
     def matrix(self) -> np.ndarray:
         TI = np.kron(self.T, np.eye(self.w))
-        return TI @ self.pool.P @ TI.T
+        X = np.linalg.solve(self._Wq, self._V)
+        return TI @ self.pool.P @ TI.T + (X * (self.excess - 1)) @ X.T
 
 
 class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
@@ -470,12 +545,12 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
             B = np.asarray(self.basis, dtype=np.float64)
             if B.ndim != 2 or B.shape[0] != w:
                 raise ValueError(f"basis is {B.shape}, the epochs have {w} windows")
-            grand = means.mean(0)
-            means = grand + (means - grand) @ B @ B.T
         pool = _Pool(P) if P is not None and "transported" in self._targets(n, c) else None
         lam, self.target_ = self._choose(Xc3, yi, class_means, pool)
         F = Xc3.reshape(n, -1)
         sigma = (1 - lam) * (F.T @ F / n) + lam * self._target(Xc3, self.target_, pool).matrix()
+        if self.basis is not None:
+            means, self.outside_basis_ = _basis_means(means, np.bincount(yi, minlength=k), B, sigma)
         M = means.reshape(k, -1)
         self.coef_ = np.linalg.solve(sigma, M.T).T
         self.intercept_ = -0.5 * np.sum(M * self.coef_, axis=1) + np.log(1.0 / k)
@@ -499,6 +574,36 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(X).argmax(1)]
 
 
+def _basis_means(means: np.ndarray, counts: np.ndarray, B: np.ndarray, sigma: np.ndarray):
+    """Class means kept within a group's time courses ``B`` (windows, b), and what lies outside them shrunk by the
+    positive-part James-Stein factor: (means, the factor per class).
+
+    Each class's deviation from the grand mean (the mean of the class means) splits into its projection on the
+    courses (on every channel) and the rest. The rest is the subject's own: a response later than the group's by
+    more than its derivative absorbs, a component the group lacks, or noise. Its squared Mahalanobis length
+    (``sigma``: the fit's covariance) is compared with what noise alone would give it (the class mean's variance
+    through the same projection), and it is kept in the proportion ``max(0, 1 - noise / length)``: none of it
+    where it is no larger than noise, most of it once the epochs resolve it. Discarding it outright (as before)
+    cost a simulated subject whose response came 34 ms late 0.989 instead of 0.992 AUC at 2 minutes.
+    """
+    k = len(means)
+    grand = means.mean(0)
+    dev = (means - grand).reshape(k, -1)
+    shape, p = means.shape, dev.shape[1]
+    on = ((means - grand) @ B @ B.T).reshape(k, -1)
+    rest = dev - on
+    # R = I - G G^T (G = kron(I, B), orthonormal columns) is a symmetric projector; the rest of a class mean's noise
+    # has covariance v R sigma R with v its variance factor below, so its expected squared length is
+    # v tr(sigma^-1 R sigma R) = v (p - 2 tr(G^T G) + tr((G^T sigma^-1 G)(G^T sigma G))): no p x p product
+    G = np.kron(np.eye(shape[1]), B)
+    noise_trace = float(p - 2 * G.shape[1] + np.sum((G.T @ np.linalg.solve(sigma, G)) * (G.T @ sigma @ G).T))
+    inv_n = 1.0 / np.maximum(counts, 1)
+    var = (1 - 2.0 / k) * inv_n + inv_n.sum() / k ** 2  # of (class mean - mean of class means), per unit sigma
+    length = np.einsum("kp,kp->k", rest, np.linalg.solve(sigma, rest.T).T)
+    factor = np.clip(1 - var * noise_trace / np.maximum(length, 1e-300), 0.0, 1.0)
+    return (grand.reshape(1, -1) + on + factor[:, None] * rest).reshape(shape), factor
+
+
 # -- a group's prior -------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class TemporalPrior:
@@ -517,7 +622,8 @@ class TemporalPrior:
         How many members it was estimated from.
     noise_cov : np.ndarray | None
         (channels x windows, channels x windows): the members' class-centred spatio-temporal covariance, each
-        brought into one reference head before pooling (:func:`pooled_noise_cov`), mean diagonal 1; None beyond
+        brought into one reference head, its own sensors' excess left out, before pooling (:func:`pooled_noise_cov`),
+        mean diagonal 1; None beyond
         :data:`MAX_NOISE_PRIOR_FEATURES` features (or in a group model from before it was kept).
     """
 
@@ -593,13 +699,16 @@ POOL_SHRINKAGE_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
 def pooled_noise_cov(covs: Sequence[np.ndarray], c: int, w: int, time_cov: np.ndarray,
-                     iterations: int = 3) -> np.ndarray:
+                     iterations: int = 3, counts: Optional[Sequence[int]] = None) -> np.ndarray:
     """Several subjects' spatio-temporal covariances (c w, c w) pooled in one reference head.
 
     Each is brought into the frame of the current pooled estimate by the inverse of its fitted spatial mixing
     (:func:`fit_mixing`) and averaged, a few times over (the first subject's head is the first frame; which frame
     does not matter to a new subject, whose own mixing is fitted to the pool). Each is scaled to mean diagonal 1
-    first. A pool of few epochs for its ``(c w)^2`` entries is noisy: it is shrunk towards its own per-component
+    first. With ``counts`` (the epochs behind each covariance) each member is fitted as a new subject's
+    transported target is, its own excess found and left out (:class:`_TransportedTarget`: noise added at that
+    member's sensors is not the background every head carries, and a new subject's excess is found as its own):
+    on the simulated population (10 subjects, 2 minutes, each held out) 0.993 instead of 0.992 mean AUC. A pool of few epochs for its ``(c w)^2`` entries is noisy: it is shrunk towards its own per-component
     form (the temporal eigenvectors of ``time_cov``, :func:`_per_component`) by the intensity of
     :data:`POOL_SHRINKAGE_GRID` under which each member, left out of the pool, is likeliest; last
     :data:`_POOL_RIDGE` on the diagonal (baseline-corrected windows make it singular).
@@ -608,11 +717,17 @@ def pooled_noise_cov(covs: Sequence[np.ndarray], c: int, w: int, time_cov: np.nd
     covs = [norm(np.asarray(S, dtype=np.float64)) for S in covs]
     eye = np.eye(c * w)
     ref, mapped = covs[0] + _POOL_RIDGE * eye, covs
+    counts = [None] * len(covs) if counts is None else list(counts)
     for _ in range(iterations):
         mapped, pool = [], _Pool(ref)
-        for S in covs:
-            TI = np.kron(np.linalg.inv(fit_mixing(S, pool, c, w)), np.eye(w))
-            mapped.append(TI @ S @ TI.T)
+        for S, n in zip(covs, counts):
+            if n is None:
+                T, head = fit_mixing(S, pool, c, w), S
+            else:
+                t = _TransportedTarget.of_cov(S, n, pool, c, w)
+                T, head = t.T, t.head
+            TI = np.kron(np.linalg.inv(T), np.eye(w))
+            mapped.append(TI @ head @ TI.T)
         ref = norm(np.mean(mapped, 0))
         ref = (ref + ref.T) / 2 + _POOL_RIDGE * eye
     _, U = np.linalg.eigh(normalised_time_cov(time_cov))
@@ -675,5 +790,5 @@ def group_temporal_prior(members: Sequence[tuple], width: int, k: int = 1) -> Te
     cov = np.asarray(cov) / len(devs)
     # the pool needs as many epochs per feature as a subject's per-component target needs per channel
     enough = len(full) == len(devs) and sum(n for _, n in full) >= MIN_EPOCHS_PER_CHANNEL * c * w
-    noise = pooled_noise_cov([S for S, _ in full], c, w, cov) if enough else None
+    noise = pooled_noise_cov([S for S, _ in full], c, w, cov, counts=[n for _, n in full]) if enough else None
     return TemporalPrior(int(width), cov, temporal_basis(devs, k=k, noise=cov), len(devs), noise)

@@ -140,6 +140,128 @@ def test_the_fitted_mixing_recovers_a_subjects_head():
     np.testing.assert_allclose(TIh @ P @ TIh.T, truth, atol=0.05 * np.abs(truth).max())
 
 
+def line_residue(n: int, seed: int, amp: float, c: int = 4, sfreq: int = 100):
+    """(n, c, 70): what a mains filter leaves of line noise, added at the sensors (never through the head): a 25 Hz
+    sine of fixed amplitude and phase per channel, its phase against the epochs' onsets random."""
+    r = np.random.default_rng([seed, 9])
+    t = np.arange(70) / sfreq
+    topo, phase = np.array([1.0, 0.3, 0.7, 0.5])[:c], np.array([0.0, 0.5, 1.3, 2.0])[:c]
+    onset = r.uniform(0, 2 * np.pi, (n, 1, 1))
+    return amp * topo[None, :, None] * np.sin(2 * np.pi * 25 * t[None, None] + phase[None, :, None] + onset)
+
+
+def test_noise_added_at_the_sensors_is_the_subjects_own_excess_and_does_not_bend_its_fitted_head():
+    """Line-noise residue at the sensors is not the group's background through the subject's head. Fitted as if
+    it were (:func:`fit_mixing` on the epochs as they are), the mixing bends to explain it; the transported target
+    finds it as the subject's own excess (two directions: the sine's two phases, far beyond what the model allows)
+    and fits the mixing without it: the carried covariance stays that of the same epochs without the residue.
+    The target's whitening, matrix and log-determinant agree with the excess in them."""
+    from scipy.linalg import eigvalsh
+
+    from eegloop.decoder.stlda import _Pool, _TransportedTarget, fit_mixing
+
+    prior = group_temporal_prior([rhythm_epochs(s, 0, 300) for s in range(30, 35)], width=5)
+    pool, c, w = _Pool(prior.noise_cov), 4, 14
+
+    def centred(X, y):
+        W = window_means(X, 5)
+        return W - np.stack([W[y == k].mean(0) for k in (0, 1)])[y]
+
+    def carried(T):
+        TI = np.kron(T, np.eye(w))
+        return TI @ pool.P @ TI.T
+
+    def distance(A, B):  # affine-invariant (Riemannian) distance between covariances
+        return float(np.sqrt(np.sum(np.log(eigvalsh(A, B)) ** 2)))
+
+    for s in range(40, 45):
+        X, y = rhythm_epochs(s, 0, 100)
+        noisy = centred(X + line_residue(100, s, 10.0), y)
+        clean = carried(_TransportedTarget(centred(X, y), pool).T)
+        F = noisy.reshape(100, -1)
+        bent = distance(carried(fit_mixing(F.T @ F / 100, pool, c, w)), clean)
+        target = _TransportedTarget(noisy, pool)
+        kept = distance(carried(target.T), clean)
+        assert len(target.excess) == 2 and target.excess.min() > 5, (s, target.excess)
+        assert kept < 1.0 and bent > 3 * kept, (s, kept, bent)
+        Wh = target.whitener()(np.eye(c * w).reshape(c * w, c, w)).T
+        np.testing.assert_allclose(Wh @ target.matrix() @ Wh.T, np.eye(c * w), atol=1e-6)
+        np.testing.assert_allclose(target.logdet(), np.linalg.slogdet(target.matrix())[1], rtol=1e-6)
+
+
+def test_the_group_pools_what_its_members_heads_carry_not_their_sensors_noise():
+    """Five members recorded with the same line-noise residue at their sensors: pooled as they are, the residue
+    enters the group's background in each member's frame, and a new subject (without it) is less likely under the
+    covariance carried to them than under the pool of the same members without the residue; pooled with each
+    member's own excess left out (``counts`` given), most of that loss is gone."""
+    from eegloop.decoder.stlda import _Pool, _TransportedTarget, pooled_noise_cov
+
+    c, w = 4, 14
+
+    def centred(X, y):
+        W = window_means(X, 5)
+        return W - np.stack([W[y == k].mean(0) for k in (0, 1)])[y]
+
+    def cov(X, y):
+        F = centred(X, y).reshape(len(X), -1)
+        return F.T @ F / len(F)
+
+    members = [rhythm_epochs(s, 0, 300) for s in range(30, 35)]
+    time_cov = group_temporal_prior(members, width=5).time_cov
+    clean = [cov(X, y) for X, y in members]
+    noisy = [cov(X + line_residue(300, s, 10.0), y) for s, (X, y) in zip(range(30, 35), members)]
+    pools = {"clean": pooled_noise_cov(clean, c, w, time_cov, counts=[300] * 5),
+             "as they are": pooled_noise_cov(noisy, c, w, time_cov),
+             "excess left out": pooled_noise_cov(noisy, c, w, time_cov, counts=[300] * 5)}
+    for s in range(40, 45):
+        X, y = rhythm_epochs(s, 0, 100)
+        St = cov(*rhythm_epochs(s, 1, 400))
+        ll = {}
+        for name, P in pools.items():
+            M = _TransportedTarget(centred(X, y), _Pool(P)).matrix()
+            ll[name] = -0.5 * (np.linalg.slogdet(M)[1] + np.trace(np.linalg.solve(M, St)))  # per held-out epoch
+        assert ll["excess left out"] > ll["as they are"] + 0.5 and ll["clean"] > ll["excess left out"], (s, ll)
+
+
+def test_class_means_outside_the_groups_time_courses_are_shrunk_towards_them_not_dropped():
+    """Two classes of 50 epochs whose difference is a bump (channels x windows, known covariance): within the
+    group's time courses (the bump and its derivative) or 36 ms later than them. Kept only within the courses,
+    a late subject's class difference is biased; estimated freely, it is noisy; kept within them plus what lies
+    outside shrunk by the James-Stein factor, it is closer to the truth (Mahalanobis error, 300 draws) than
+    either where the subject is late, and no farther than the projection where it is not."""
+    from eegloop.decoder.stlda import _basis_means
+
+    r = np.random.default_rng(3)
+    c, w, n = 4, 14, 50
+    t = np.arange(w) / w
+    course = np.exp(-0.5 * ((t - 0.4) / 0.1) ** 2)
+    B, _ = np.linalg.qr(np.stack([course, np.gradient(course)], 1))
+    Ct = 0.8 ** np.abs(np.subtract.outer(np.arange(w), np.arange(w)))
+    A = r.normal(size=(c, c))
+    sigma = np.kron(A @ A.T + np.eye(c), Ct)
+    L, Si = np.linalg.cholesky(sigma), np.linalg.inv(sigma)
+    errors, factors = {}, {}
+    for late in (0.0, 0.12):
+        half = 0.5 * np.outer([1.0, -0.5, 0.8, 0.2], np.exp(-0.5 * ((t - 0.4 - late) / 0.1) ** 2))
+        truth = np.stack([-half, half])
+        err, fac = {"projected": [], "free": [], "shrunk": []}, []
+        for _ in range(300):
+            m = truth + (L @ r.normal(size=(c * w, 2))).T.reshape(2, c, w) / np.sqrt(n)
+            g = m.mean(0)
+            shrunk, f = _basis_means(m, np.array([n, n]), B, sigma)
+            fac.append(f)
+            for name, e in (("projected", g + (m - g) @ B @ B.T), ("free", m), ("shrunk", shrunk)):
+                d = ((e[1] - e[0]) - (truth[1] - truth[0])).ravel()
+                err[name].append(d @ Si @ d)
+        errors[late] = {k: float(np.mean(v)) for k, v in err.items()}
+        factors[late] = float(np.mean(fac))
+        assert np.allclose(shrunk.mean(0), m.mean(0))  # the grand mean is the subject's own
+    on_time, late = errors[0.0], errors[0.12]
+    assert on_time["shrunk"] <= 1.05 * on_time["projected"] and on_time["shrunk"] < 0.5 * on_time["free"], on_time
+    assert late["shrunk"] < 0.9 * late["projected"] and late["shrunk"] < 0.5 * late["free"], late
+    assert factors[0.0] < 0.15 < factors[0.12], factors
+
+
 @pytest.mark.parametrize("target", ["kronecker", "components", "transported"])
 def test_the_targets_whitening_is_the_inverse_square_root_of_its_matrix(target):
     """What chooses ``lam`` (the whitened folds) and what is fitted (the dense target) are the same matrix."""
