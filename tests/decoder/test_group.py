@@ -494,6 +494,12 @@ def test_the_blend_leans_on_the_group_until_the_own_model_wins_beyond_one_se():
     assert _steadiest(level, level.mean(0), int(np.argmax(level.mean(0)))) == 0  # within noise: the group
     clear = np.array([[.60, .70, .80, .85, .90], [.61, .72, .81, .86, .91], [.59, .69, .79, .84, .89]])
     assert WEIGHTS[_steadiest(clear, clear.mean(0), 4)] == 0.0  # the own model wins on every fold by far
+    # at the ceiling: the first blend ties the best on two folds and loses the third, exactly one SE below it (the
+    # clearest verdict three folds give): not kept; a blend level with the best on every fold is
+    ceiling = np.array([[.82, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    assert _steadiest(ceiling, ceiling.mean(0), 1) == 1
+    tied = np.array([[1.0, 1.0], [.9, .9], [1.0, 1.0]])
+    assert _steadiest(tied, tied.mean(0), 1) == 0
 
 
 # -- tuning a group model to a subject --------------------------------------------------------------------------
