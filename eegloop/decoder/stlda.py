@@ -363,10 +363,9 @@ class _TransportedTarget:
         self.pool, self.w = pool, w
         gamma = c * w / max(1, n)
         edge = (1 + np.sqrt(gamma)) ** 2
-        head = S  # the covariance the head carries: S without the excess found so far
+        self.head = head = S  # what the head carries: S without the excess found so far
         eye_w = np.eye(w)
         previous = None
-        self.head = S
         for r in range(EXCESS_ROUNDS + 1):
             self.T = fit_mixing(head, pool, c, w)
             self._Wq = pool.isqrt @ np.kron(np.linalg.inv(self.T), eye_w)  # Q^(-1/2), not symmetric
