@@ -54,7 +54,7 @@ placement: the model behind Euclidean alignment, He & Wu 2019)::
 minutes of the subject lend the group's full covariance, correlations between windows and channels included,
 where the other targets keep only what their structure allows. What the head does not carry (noise added at
 the sensors) the subject keeps as its own: the few directions in which its epochs vary far more than the
-transported model allows get their own variance, and ``T`` is fitted without them (``_TransportedTarget``). On
+transported model allows get their own variance, and ``T`` is fitted without them (:mod:`.headmix`). On
 2 minutes of a simulated subject (4 channels, 15 windows, 10 subjects, each held out) the tuned group model
 scored 0.990 instead of 0.976, 0.992 with the sensors' excess; the folds' log-loss decides whether it is used
 (``"auto"``).
@@ -75,6 +75,8 @@ from typing import Optional, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from .headmix import Pool, TransportedTarget, fit_mixing, sqrt_inv
+
 __all__ = ["SpatioTemporalLDA", "TemporalPrior", "group_temporal_prior", "window_means", "temporal_basis",
            "SHRINKAGE_GRID", "fit_mixing", "pooled_noise_cov"]
 
@@ -93,11 +95,6 @@ MAX_NOISE_PRIOR_FEATURES = 256
 #: alone: below this many epochs per channel it would be singular, and the Kronecker target is used instead (so
 #: for ``"transported"``, whose mixing is fitted on the epochs, and for a group's pooled covariance: per feature)
 MIN_EPOCHS_PER_CHANNEL = 2
-#: at most this many times the transported target's mixing is fitted again without the subject's own excess variance
-#: (:class:`_TransportedTarget`; it stops sooner once the mixing moves by less than 0.1 %). On the simulated
-#: population (10 subjects, 2 minutes, mean AUC) one fit scored 0.9906, two 0.9913, three 0.9919, and it settles
-#: at 0.9923-0.9924 (5, 10, 20 rounds)
-EXCESS_ROUNDS = 10
 
 
 def window_means(X: np.ndarray, width: int) -> np.ndarray:
@@ -170,11 +167,6 @@ def _space_cov(Xc: np.ndarray) -> np.ndarray:
     return Cs + 1e-9 * np.trace(Cs) / c * np.eye(c)
 
 
-def _sqrt_inv(C: np.ndarray) -> np.ndarray:
-    w, V = np.linalg.eigh(C)
-    return (V / np.sqrt(np.maximum(w, 1e-12 * max(w.max(), 1e-300)))) @ V.T
-
-
 class _KronTarget:
     """kron(Cs, Ct): one spatial and one temporal covariance."""
 
@@ -183,7 +175,7 @@ class _KronTarget:
 
     def whitener(self):
         # kron(Cs, Ct)^(-1/2) = kron(Cs^(-1/2), Ct^(-1/2)) on C-order (channel, window) features
-        Ws, Wt = _sqrt_inv(self.Cs), _sqrt_inv(self.Ct)
+        Ws, Wt = sqrt_inv(self.Cs), sqrt_inv(self.Ct)
         return lambda X: (Ws @ X @ Wt).reshape(len(X), -1)  # Ws, Wt symmetric
 
     def matrix(self) -> np.ndarray:
@@ -217,7 +209,7 @@ class _ComponentTarget:
         self.S = S + (1e-9 * tr / c)[:, None, None] * np.eye(c)  # a tiny ridge, as _space_cov's
 
     def whitener(self):
-        Wj = np.stack([_sqrt_inv(s) for s in self.S])  # in the temporal eigenbasis the target is block-diagonal
+        Wj = np.stack([sqrt_inv(s) for s in self.S])  # in the temporal eigenbasis the target is block-diagonal
         U = self.U
         return lambda X: ((Wj @ (X @ U).transpose(2, 1, 0)).transpose(2, 1, 0) @ U.T).reshape(len(X), -1)
 
@@ -229,172 +221,6 @@ class _ComponentTarget:
         # entry (a t, b s) = sum_j S_j[a, b] U[t, j] U[s, j], as one matrix product: (c c w, w) @ (w, w)
         T = (self.S.transpose(1, 2, 0)[:, :, None, :] * self.U).reshape(-1, w) @ self.U.T  # (c, c, t, s)
         return T.reshape(c, c, w, w).transpose(0, 2, 1, 3).reshape(c * w, c * w)
-
-
-class _Pool:
-    """A group's pooled covariance ``P`` with what every transported target needs of it (its inverse, inverse
-    square root and log-determinant), computed once: a fit builds the target once per fold and once at the end, and
-    pooling fits every member to the same reference."""
-
-    def __init__(self, P: np.ndarray):
-        self.P = P
-        self.inv = np.linalg.inv(P)
-        self.isqrt = _sqrt_inv(P)
-        self.logdet = float(np.linalg.slogdet(P)[1])
-
-
-def fit_mixing(S: np.ndarray, P, c: int, w: int, max_steps: int = 50) -> np.ndarray:
-    """The spatial mixing ``T`` (c, c) under which the model ``(T kron I) P (T kron I)^T`` gives epochs whose
-    sample covariance is ``S`` the highest Gaussian likelihood (``S``, ``P``: (c w, c w), C-order (channel, window)
-    features; ``P`` may be a :class:`_Pool`). ``T`` is unique only up to what leaves ``P`` unchanged, which the
-    transported covariance does not see.
-
-    Fitted as ``B = T^-1 = L (I + E) Ws`` by Newton's method: ``Ws`` whitens the subject's channels and ``L``
-    colours them as ``P``'s (``E = 0`` maps one spatial covariance onto the other). Per epoch and window the
-    negative log-likelihood is, up to a constant, ``-log|det R| + r^T H r / 2`` (``R = I + E``): a fixed quadratic
-    part (``H``, c^2 x c^2, computed once) and a log-determinant whose Hessian is known, so each step solves one
-    c^2 x c^2 system (a first version ran L-BFGS on ``B`` itself: hundreds of steps on 1/f-like backgrounds at 16
-    channels, 14 s a fit).
-    """
-    pool = P if isinstance(P, _Pool) else _Pool(P)
-    P = pool.P
-    S4 = S.reshape(c, w, c, w)
-    K4 = pool.inv.reshape(c, w, c, w)
-    ridge = lambda C: C + 1e-9 * np.trace(C) / c * np.eye(c)  # noqa: E731
-    Ws = _sqrt_inv(ridge(np.einsum("atbt->ab", S4) / w))
-    wv, V = np.linalg.eigh(ridge(np.einsum("atbt->ab", P.reshape(c, w, c, w)) / w))
-    L = (V * np.sqrt(np.maximum(wv, 1e-12 * wv.max()))) @ V.T
-    # q(B) = tr((B kron I) S (B kron I)^T P^-1) / 2w = vec(B)^T Hb vec(B) / 2,
-    # Hb[(a,p),(b,q)] = sum_ts K[a,t,b,s] S[p,t,q,s] / w with K = P^-1
-    Hb = (K4.transpose(0, 2, 1, 3).reshape(c * c, w * w) @ S4.transpose(0, 2, 1, 3).reshape(c * c, w * w).T)
-    Hb = Hb.reshape(c, c, c, c).transpose(0, 2, 1, 3).reshape(c * c, c * c) / w
-    M = np.kron(L, Ws.T)  # vec(L R Ws) = M vec(R), row-major
-    H = M.T @ Hb @ M
-    H = (H + H.T) / 2
-    eye = np.eye(c)
-
-    def value(R, sign0):
-        sign, logdet = np.linalg.slogdet(R)
-        return np.inf if sign != sign0 else -logdet + 0.5 * float(R.ravel() @ H @ R.ravel())
-
-    # the log-determinant keeps Newton on one side of det = 0: start on both (I, and one reflection), keep the better
-    starts = [eye, np.diag(np.r_[np.ones(c - 1), -1.0])]
-    R, f = min((_newton(R0, value, H, max_steps) for R0 in starts), key=lambda rf: rf[1])
-    return np.linalg.inv(L @ R @ Ws)
-
-
-def _newton(R, value, H, max_steps):
-    """Newton's method with backtracking from ``R`` for ``value`` (see :func:`fit_mixing`): (R, value)."""
-    c = len(R)
-    sign0 = np.sign(np.linalg.det(R))
-    f = value(R, sign0)
-    for _ in range(max_steps):
-        Ri = np.linalg.inv(R)
-        g = H @ R.ravel() - Ri.T.ravel()
-        J = np.einsum("jk,li->ijkl", Ri, Ri).reshape(c * c, c * c)  # d2(-log det R)[(i,j),(k,l)] = Ri[j,k] Ri[l,i]
-        try:
-            d = np.linalg.solve(H + J, g)
-        except np.linalg.LinAlgError:
-            d = g
-        if not float(g @ d) > 0:  # not a descent direction (-log|det| is not convex): the gradient's
-            d = g
-        t = 1.0
-        while t > 1e-8:
-            Rn = R - t * d.reshape(c, c)
-            fn = value(Rn, sign0)
-            if fn <= f - 1e-4 * t * float(g @ d):
-                break
-            t /= 2
-        else:
-            break
-        R, f_old, f = Rn, f, fn
-        if f_old - f < 1e-10 * max(1.0, abs(f)):
-            break
-    return R, f
-
-
-def _spike_shrinker(e: np.ndarray, gamma: float) -> np.ndarray:
-    """Sample eigenvalues ``e`` beyond the Marchenko-Pastur edge of a whitened covariance (``gamma`` = features /
-    epochs) -> the variances to keep along their eigenvectors: the population spike ``l`` each implies, shrunk by
-    how well its eigenvector is estimated (``c^2``, the squared cosine with the population's), ``1 + (l - 1) c^2``:
-    the optimal shrinker for Frobenius loss of the spiked covariance model (Donoho, Gavish & Johnstone 2018, Ann.
-    Stat. 46:1742). On the simulated population (mean AUC of 10 subjects at 2 minutes, ERPs of 0.4 / 0.75 µV) the
-    raw eigenvalues scored 0.9923 / 0.9994, Stein loss's shrinker 0.9907 / 0.9985, this one 0.9923 / 0.9993: kept
-    because it does not trust a barely resolved direction as much as a clear one."""
-    a = e + 1 - gamma
-    ell = (a + np.sqrt(np.maximum(a * a - 4 * e, 0.0))) / 2
-    c2 = np.clip((1 - gamma / (ell - 1) ** 2) / (1 + gamma / (ell - 1)), 0.0, 1.0)
-    return 1 + (ell - 1) * c2
-
-
-class _TransportedTarget:
-    """(T kron I) P (T kron I)^T: a group's spatio-temporal covariance ``P`` through the subject's spatial mixing
-    ``T``, fitted on the class-centred epochs ``Xc`` (n, c, w) (:func:`fit_mixing`), plus the subject's own excess.
-
-    Not all of a subject's background reaches the electrodes through the head: line noise left by the filters,
-    an electrode's drift, its own noise are added at the sensors, differ from lab to lab and cap to cap, and are
-    not the group's seen through ``T``. Where the group's covariance has almost no variance (directions that cancel
-    its strong rhythms, or that the filters emptied), such sensor noise makes the subject's epochs thousands of
-    times more variable than the transported model says; fitted without it, ``T`` bends to explain them. So,
-    after each fit of ``T``, the epochs are whitened by the model, and the directions whose variance lies beyond
-    the Marchenko-Pastur edge ``(1 + sqrt(features / epochs))^2`` (what a correct model's sample eigenvalues do
-    not exceed) keep the subject's own variance (the maximum-likelihood low-rank addition, as in a spiked
-    covariance model); ``T`` is fitted again on the epochs' covariance without that excess
-    (until it settles, at most :data:`EXCESS_ROUNDS` times). Each excess eigenvalue is kept shrunk by how well
-    its direction is estimated (:func:`_spike_shrinker`). On 2 minutes of 10 simulated subjects (4 channels, 15
-    windows; each held out of its group) the tuned group model scored 0.992 instead of 0.990 (mean AUC); the
-    subject whose head mixes least evenly (condition number 11: 0.8 µV of its weakest channel's 1.0 µV were the
-    simulator's line noise and drift left by the filters) 0.963 instead of 0.947, its own 10 minutes 0.969.
-    """
-
-    def __init__(self, Xc: np.ndarray, pool: _Pool):
-        n, c, w = Xc.shape
-        F = Xc.reshape(n, -1)
-        self._fit(F.T @ F / max(1, n), n, pool, c, w)
-
-    @classmethod
-    def of_cov(cls, S: np.ndarray, n: int, pool: _Pool, c: int, w: int) -> "_TransportedTarget":
-        """The target fitted on the class-centred covariance ``S`` (c w, c w) of ``n`` epochs."""
-        t = cls.__new__(cls)
-        t._fit(S, n, pool, c, w)
-        return t
-
-    def _fit(self, S: np.ndarray, n: int, pool: _Pool, c: int, w: int) -> None:
-        self.pool, self.w = pool, w
-        gamma = c * w / max(1, n)
-        edge = (1 + np.sqrt(gamma)) ** 2
-        self.head = head = S  # what the head carries: S without the excess found so far
-        eye_w = np.eye(w)
-        previous = None
-        for r in range(EXCESS_ROUNDS + 1):
-            self.T = fit_mixing(head, pool, c, w)
-            self._Wq = pool.isqrt @ np.kron(np.linalg.inv(self.T), eye_w)  # Q^(-1/2), not symmetric
-            e, V = np.linalg.eigh(self._Wq @ S @ self._Wq.T)
-            keep = e > edge
-            self.excess, self._V = _spike_shrinker(e[keep], gamma), V[:, keep]  # whitened variances > 1 along these
-            if (r == EXCESS_ROUNDS or not keep.any()
-                    or previous is not None and np.linalg.norm(self.T - previous) <= 1e-3 * np.linalg.norm(self.T)):
-                break
-            previous = self.T
-            X = np.linalg.solve(self._Wq, self._V)  # the directions in feature space (Q^(1/2) V)
-            head = S - (X * (self.excess - 1)) @ X.T
-            self.head = head = (head + head.T) / 2  # what the head carries: the epochs without the excess
-
-    def whitener(self):
-        # P^(-1/2) (T^-1 kron I) whitens the transported part (not symmetric: any whitener serves the folds'
-        # likelihood), then each excess direction is scaled down to unit variance
-        Wp, B = self.pool.isqrt, np.linalg.inv(self.T)
-        V, scale = self._V, 1 / np.sqrt(self.excess) - 1
-        return lambda X: (lambda Z: Z + ((Z @ V) * scale) @ V.T)((B @ X).reshape(len(X), -1) @ Wp)
-
-    def logdet(self) -> float:
-        return (self.pool.logdet + 2 * self.w * float(np.linalg.slogdet(self.T)[1])
-                + float(np.sum(np.log(self.excess))))
-
-    def matrix(self) -> np.ndarray:
-        TI = np.kron(self.T, np.eye(self.w))
-        X = np.linalg.solve(self._Wq, self._V)
-        return TI @ self.pool.P @ TI.T + (X * (self.excess - 1)) @ X.T
 
 
 class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
@@ -447,20 +273,28 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
             names = tuple(t for t in names if t not in ("components", "transported")) or ("kronecker",)
         return names
 
+    def _basis(self) -> Optional[np.ndarray]:
+        """``basis`` as orthonormal columns spanning the same time courses (a group's already are; a basis given by
+        hand need not be, and the class means are projected on its span), or None."""
+        if self.basis is None:
+            return None
+        U, sv, _ = np.linalg.svd(np.asarray(self.basis, dtype=np.float64), full_matrices=False)
+        return U[:, sv > 1e-10 * max(sv.max(initial=0.0), 1e-300)]
+
     def _noise_prior(self):
         P = getattr(self, "noise_prior", None)  # a model saved before noise priors existed has none
         return None if P is None else np.asarray(P, dtype=np.float64)
 
-    def _target(self, Xc: np.ndarray, name: str, pool: Optional[_Pool] = None):
+    def _target(self, Xc: np.ndarray, name: str, pool: Optional[Pool] = None):
         """The target ``name`` estimated on ``Xc``; ``pool``: ``noise_prior`` with its derived matrices, when the
         caller builds several transported targets (a fit: one per fold and one at the end)."""
         if name == "transported":
-            return _TransportedTarget(Xc, pool if pool is not None else _Pool(self._noise_prior()))
+            return TransportedTarget(Xc, pool if pool is not None else Pool(self._noise_prior()))
         Ct = normalised_time_cov(self.temporal_prior) if self.temporal_prior is not None else _time_cov(Xc)
         return _ComponentTarget(Xc, Ct) if name == "components" else _KronTarget(_space_cov(Xc), Ct)
 
     def _choose(self, Xc3: np.ndarray, yi: np.ndarray, means: np.ndarray,
-                pool: Optional[_Pool] = None) -> tuple[float, str]:
+                pool: Optional[Pool] = None) -> tuple[float, str]:
         """The intensity (of the grid, or ``shrinkage``) under which held-out contiguous folds of the
         class-centred features are likeliest, for each target; of the targets, the one whose discriminant (at
         its intensity) gives the held-out epochs' classes the lower log-loss.
@@ -480,7 +314,7 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
         k = int(min(self.n_folds if c * w <= 512 else 3, n // 2))
         if len(grid) * len(names) == 1 or k < 2:
             return (float(grid[0]) if len(grid) == 1 else 0.5), names[0]
-        B = None if self.basis is None else np.asarray(self.basis, dtype=np.float64)
+        B = self._basis()
         raw = Xc3 + means[yi]
         edges = np.linspace(0, n, k + 1).astype(int)
         ll = np.zeros((len(names), len(grid)))
@@ -544,7 +378,10 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
             B = np.asarray(self.basis, dtype=np.float64)
             if B.ndim != 2 or B.shape[0] != w:
                 raise ValueError(f"basis is {B.shape}, the epochs have {w} windows")
-        pool = _Pool(P) if P is not None and "transported" in self._targets(n, c) else None
+            if not np.isfinite(B).all():
+                raise ValueError("basis has values that are not finite numbers")
+            B = self._basis()
+        pool = Pool(P) if P is not None and "transported" in self._targets(n, c) else None
         lam, self.target_ = self._choose(Xc3, yi, class_means, pool)
         F = Xc3.reshape(n, -1)
         sigma = (1 - lam) * (F.T @ F / n) + lam * self._target(Xc3, self.target_, pool).matrix()
@@ -705,7 +542,7 @@ def pooled_noise_cov(covs: Sequence[np.ndarray], c: int, w: int, time_cov: np.nd
     (:func:`fit_mixing`) and averaged, a few times over (the first subject's head is the first frame; which frame
     does not matter to a new subject, whose own mixing is fitted to the pool). Each is scaled to mean diagonal 1
     first. With ``counts`` (the epochs behind each covariance) each member is fitted as a new subject's
-    transported target is, its own excess found and left out (:class:`_TransportedTarget`: noise added at that
+    transported target is, its own excess found and left out (:class:`TransportedTarget`: noise added at that
     member's sensors is not the background every head carries, and a new subject's excess is found as its own):
     on the simulated population (10 subjects, 2 minutes, each held out) 0.993 instead of 0.992 mean AUC. A pool of few epochs for its ``(c w)^2`` entries is noisy: it is shrunk towards its own per-component
     form (the temporal eigenvectors of ``time_cov``, :func:`_per_component`) by the intensity of
@@ -718,12 +555,12 @@ def pooled_noise_cov(covs: Sequence[np.ndarray], c: int, w: int, time_cov: np.nd
     ref, mapped = covs[0] + _POOL_RIDGE * eye, covs
     counts = [None] * len(covs) if counts is None else list(counts)
     for _ in range(iterations):
-        mapped, pool = [], _Pool(ref)
+        mapped, pool = [], Pool(ref)
         for S, n in zip(covs, counts):
             if n is None:
                 T, head = fit_mixing(S, pool, c, w), S
             else:
-                t = _TransportedTarget.of_cov(S, n, pool, c, w)
+                t = TransportedTarget.of_cov(S, n, pool, c, w)
                 T, head = t.T, t.head
             TI = np.kron(np.linalg.inv(T), np.eye(w))
             mapped.append(TI @ head @ TI.T)
@@ -779,7 +616,7 @@ def group_temporal_prior(members: Sequence[tuple], width: int, k: int = 1) -> Te
         w = W.shape[2]
         Ct = np.tensordot(Xc, Xc, axes=([0, 1], [0, 1]))
         cov = cov + Ct / max(np.trace(Ct) / w, 1e-300)
-        devs.append(np.einsum("ij,kjt->kit", _sqrt_inv(_space_cov(Xc)), means - means.mean(0)))
+        devs.append(np.einsum("ij,kjt->kit", sqrt_inv(_space_cov(Xc)), means - means.mean(0)))
         c = Xc.shape[1]
         if c * w <= MAX_NOISE_PRIOR_FEATURES and len(Xc) >= MIN_EPOCHS_PER_CHANNEL * c:  # enough for its mixing
             F = Xc.reshape(len(Xc), -1)

@@ -122,24 +122,6 @@ def test_the_groups_covariance_through_the_subjects_own_mixing_beats_a_covarianc
     assert np.mean(gains) > 0.003, gains
 
 
-def test_the_fitted_mixing_recovers_a_subjects_head():
-    """Epochs drawn from ``(T kron I) P (T kron I)^T``: :func:`fit_mixing` finds a ``T`` that carries ``P`` to
-    their covariance (up to what leaves ``P`` unchanged: the carried covariance is what is compared)."""
-    from eegloop.decoder.stlda import fit_mixing
-
-    r = np.random.default_rng(8)
-    c, w, n = 3, 6, 20000
-    A = r.normal(size=(c * w, c * w))
-    P = A @ A.T / (c * w) + 0.1 * np.eye(c * w)
-    T = np.eye(c) + 0.6 * r.normal(size=(c, c))
-    TI = np.kron(T, np.eye(w))
-    truth = TI @ P @ TI.T
-    F = r.multivariate_normal(np.zeros(c * w), truth, size=n)
-    That = fit_mixing(F.T @ F / n, P, c, w)
-    TIh = np.kron(That, np.eye(w))
-    np.testing.assert_allclose(TIh @ P @ TIh.T, truth, atol=0.05 * np.abs(truth).max())
-
-
 def line_residue(n: int, seed: int, amp: float, c: int = 4, sfreq: int = 100):
     """(n, c, 70): what a mains filter leaves of line noise, added at the sensors (never through the head): a 25 Hz
     sine of fixed amplitude and phase per channel, its phase against the epochs' onsets random."""
@@ -150,43 +132,19 @@ def line_residue(n: int, seed: int, amp: float, c: int = 4, sfreq: int = 100):
     return amp * topo[None, :, None] * np.sin(2 * np.pi * 25 * t[None, None] + phase[None, :, None] + onset)
 
 
-def test_noise_added_at_the_sensors_is_the_subjects_own_excess_and_does_not_bend_its_fitted_head():
-    """Line-noise residue at the sensors is not the group's background through the subject's head. Fitted as if
-    it were (:func:`fit_mixing` on the epochs as they are), the mixing bends to explain it; the transported target
-    finds it as the subject's own excess (two directions: the sine's two phases, far beyond what the model allows)
-    and fits the mixing without it: the carried covariance stays that of the same epochs without the residue.
-    The target's whitening, matrix and log-determinant agree with the excess in them."""
-    from scipy.linalg import eigvalsh
-
-    from eegloop.decoder.stlda import _Pool, _TransportedTarget, fit_mixing
-
-    prior = group_temporal_prior([rhythm_epochs(s, 0, 300) for s in range(30, 35)], width=5)
-    pool, c, w = _Pool(prior.noise_cov), 4, 14
-
-    def centred(X, y):
-        W = window_means(X, 5)
-        return W - np.stack([W[y == k].mean(0) for k in (0, 1)])[y]
-
-    def carried(T):
-        TI = np.kron(T, np.eye(w))
-        return TI @ pool.P @ TI.T
-
-    def distance(A, B):  # affine-invariant (Riemannian) distance between covariances
-        return float(np.sqrt(np.sum(np.log(eigvalsh(A, B)) ** 2)))
-
-    for s in range(40, 45):
-        X, y = rhythm_epochs(s, 0, 100)
-        noisy = centred(X + line_residue(100, s, 10.0), y)
-        clean = carried(_TransportedTarget(centred(X, y), pool).T)
-        F = noisy.reshape(100, -1)
-        bent = distance(carried(fit_mixing(F.T @ F / 100, pool, c, w)), clean)
-        target = _TransportedTarget(noisy, pool)
-        kept = distance(carried(target.T), clean)
-        assert len(target.excess) == 2 and target.excess.min() > 5, (s, target.excess)
-        assert kept < 1.0 and bent > 3 * kept, (s, kept, bent)
-        Wh = target.whitener()(np.eye(c * w).reshape(c * w, c, w)).T
-        np.testing.assert_allclose(Wh @ target.matrix() @ Wh.T, np.eye(c * w), atol=1e-6)
-        np.testing.assert_allclose(target.logdet(), np.linalg.slogdet(target.matrix())[1], rtol=1e-6)
+def test_a_basis_given_by_hand_counts_by_its_span():
+    """The class means are kept within the span of ``basis``: two bases of the same time courses, one orthonormal
+    and one neither orthogonal nor of unit length, fit the same model."""
+    X, y = erp_epochs(3, 0, 80)
+    t = np.arange(14)
+    course = np.exp(-0.5 * ((t - 8) / 2.0) ** 2)
+    skewed = np.stack([3 * course, course + 0.5 * np.gradient(course)], 1)
+    orthonormal, _ = np.linalg.qr(skewed)
+    a = SpatioTemporalLDA(width=5, basis=skewed, target="kronecker").fit(X, y)
+    b = SpatioTemporalLDA(width=5, basis=orthonormal, target="kronecker").fit(X, y)
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="not finite"):
+        SpatioTemporalLDA(width=5, basis=np.full((14, 2), np.nan)).fit(X, y)
 
 
 def test_the_group_pools_what_its_members_heads_carry_not_their_sensors_noise():
@@ -194,7 +152,8 @@ def test_the_group_pools_what_its_members_heads_carry_not_their_sensors_noise():
     enters the group's background in each member's frame, and a new subject (without it) is less likely under the
     covariance carried to them than under the pool of the same members without the residue; pooled with each
     member's own excess left out (``counts`` given), most of that loss is gone."""
-    from eegloop.decoder.stlda import _Pool, _TransportedTarget, pooled_noise_cov
+    from eegloop.decoder.headmix import Pool, TransportedTarget
+    from eegloop.decoder.stlda import pooled_noise_cov
 
     c, w = 4, 14
 
@@ -218,7 +177,7 @@ def test_the_group_pools_what_its_members_heads_carry_not_their_sensors_noise():
         St = cov(*rhythm_epochs(s, 1, 400))
         ll = {}
         for name, P in pools.items():
-            M = _TransportedTarget(centred(X, y), _Pool(P)).matrix()
+            M = TransportedTarget(centred(X, y), Pool(P)).matrix()
             ll[name] = -0.5 * (np.linalg.slogdet(M)[1] + np.trace(np.linalg.solve(M, St)))  # per held-out epoch
         assert ll["excess left out"] > ll["as they are"] + 0.5 and ll["clean"] > ll["excess left out"], (s, ll)
 
