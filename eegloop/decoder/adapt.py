@@ -25,8 +25,8 @@ pretrained since priors exist) can also be *tuned* to the subject (:meth:`~.grou
 group's time courses of the class differences and of the background (and, on few channels, its background's whole
 spatio-temporal covariance, carried to the subject by their own spatial mixing), the subject's own spatial patterns
 and noise fitted on the labelled epochs. The inner folds then weigh both group sides — the aligned model, then the
-tuned one (refitted on each fold's training groups), each at every weight — and keep the first blend within one standard
-error of the best in that order (:func:`choose_weight`): on the simulated population the tuned model is far ahead
+tuned one (refitted on each fold's training groups), each at every weight — and keep the first blend within one
+standard error of the best in that order (:func:`choose_weight`): on the simulated population the tuned model is far ahead
 after two minutes, on the real P300 subjects the aligned one is where either helps (BENCHMARKS.md).
 
 With no labelled epoch (or too few to fit or validate the own model: fewer than two classes, no honest inner

@@ -185,7 +185,12 @@ class TransportedTarget:
         # likelihood), then each excess direction is scaled down to unit variance
         Wp, B = self.pool.isqrt, np.linalg.inv(self.T)
         V, scale = self._V, 1 / np.sqrt(self.excess) - 1
-        return lambda X: (lambda Z: Z + ((Z @ V) * scale) @ V.T)((B @ X).reshape(len(X), -1) @ Wp)
+
+        def whiten(X):
+            Z = (B @ X).reshape(len(X), -1) @ Wp  # Wp symmetric
+            return Z + ((Z @ V) * scale) @ V.T
+
+        return whiten
 
     def logdet(self) -> float:
         return (self.pool.logdet + 2 * self.w * float(np.linalg.slogdet(self.T)[1])

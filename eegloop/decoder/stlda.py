@@ -88,8 +88,8 @@ _RIDGE = 0.01  # added to C_time's diagonal (which is scaled to mean 1): baselin
 TARGETS = ("auto", "components", "kronecker", "transported")
 #: a group keeps its members' pooled spatio-temporal covariance only up to this many features (channels x windows):
 #: features^2 numbers in the group model's JSON, and the mixing's fit grows as channels^4 or faster (9 members of
-#: 1000 epochs, 2 cores of an AMD EPYC: pooling 0.07 s at 4 x 15 features, 0.17 s at 8 x 16, 1.6 s at 16 x 16, 54 s
-#: at 32 x 16; a tuned fit on 100 epochs 0.02 s, 0.05 s, 0.3 s, 14 s)
+#: 1000 epochs, 2 cores of an AMD EPYC: pooling 0.23 s at 4 x 15 features, 0.81 s at 8 x 16, 6.7 s at 16 x 16; a
+#: tuned fit on 100 epochs 0.03 s, 0.07 s, 0.43 s; at 32 x 16, before members' excess was fitted, 54 s and 14 s)
 MAX_NOISE_PRIOR_FEATURES = 256
 #: ``target="components"`` estimates a channels x channels covariance per temporal component from the epochs
 #: alone: below this many epochs per channel it would be singular, and the Kronecker target is used instead (so
@@ -273,12 +273,18 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
             names = tuple(t for t in names if t not in ("components", "transported")) or ("kronecker",)
         return names
 
-    def _basis(self) -> Optional[np.ndarray]:
-        """``basis`` as orthonormal columns spanning the same time courses (a group's already are; a basis given by
-        hand need not be, and the class means are projected on its span), or None."""
+    def _basis(self, w: int) -> Optional[np.ndarray]:
+        """``basis`` checked against the epochs' ``w`` windows, as orthonormal columns spanning the same time
+        courses (a group's already are; a basis given by hand need not be, and the class means are projected on
+        its span), or None."""
         if self.basis is None:
             return None
-        U, sv, _ = np.linalg.svd(np.asarray(self.basis, dtype=np.float64), full_matrices=False)
+        B = np.asarray(self.basis, dtype=np.float64)
+        if B.ndim != 2 or B.shape[0] != w:
+            raise ValueError(f"basis is {B.shape}, the epochs have {w} windows")
+        if not np.isfinite(B).all():
+            raise ValueError("basis has values that are not finite numbers")
+        U, sv, _ = np.linalg.svd(B, full_matrices=False)
         return U[:, sv > 1e-10 * max(sv.max(initial=0.0), 1e-300)]
 
     def _noise_prior(self):
@@ -293,14 +299,15 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
         Ct = normalised_time_cov(self.temporal_prior) if self.temporal_prior is not None else _time_cov(Xc)
         return _ComponentTarget(Xc, Ct) if name == "components" else _KronTarget(_space_cov(Xc), Ct)
 
-    def _choose(self, Xc3: np.ndarray, yi: np.ndarray, means: np.ndarray,
+    def _choose(self, Xc3: np.ndarray, yi: np.ndarray, means: np.ndarray, B: Optional[np.ndarray] = None,
                 pool: Optional[Pool] = None) -> tuple[float, str]:
         """The intensity (of the grid, or ``shrinkage``) under which held-out contiguous folds of the
         class-centred features are likeliest, for each target; of the targets, the one whose discriminant (at
         its intensity) gives the held-out epochs' classes the lower log-loss.
 
         ``Xc3`` are the features centred on their class means ``means`` (classes, channels, windows); ``yi`` the
-        class indices. The likelihood picks the intensity (it needs no labels beyond the centring and is the
+        class indices; ``B`` the orthonormal basis (:meth:`_basis`) the folds' class means are kept within. The
+        likelihood picks the intensity (it needs no labels beyond the centring and is the
         steadier of the two); the target is chosen on what the model is for: a covariance per component fits
         the background better on many channels and still classifies worse (BENCHMARKS.md). A group's transported
         covariance is kept unless another target's log-loss is lower by more than one standard error.
@@ -314,7 +321,6 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
         k = int(min(self.n_folds if c * w <= 512 else 3, n // 2))
         if len(grid) * len(names) == 1 or k < 2:
             return (float(grid[0]) if len(grid) == 1 else 0.5), names[0]
-        B = self._basis()
         raw = Xc3 + means[yi]
         edges = np.linspace(0, n, k + 1).astype(int)
         ll = np.zeros((len(names), len(grid)))
@@ -374,18 +380,12 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
             raise ValueError(f"noise_prior is {P.shape}, the epochs have {c} channels x {w} windows")
         if getattr(self, "target", "kronecker") == "transported" and P is None:
             raise ValueError("target='transported' needs a noise_prior (a group's spatio-temporal covariance)")
-        if self.basis is not None:
-            B = np.asarray(self.basis, dtype=np.float64)
-            if B.ndim != 2 or B.shape[0] != w:
-                raise ValueError(f"basis is {B.shape}, the epochs have {w} windows")
-            if not np.isfinite(B).all():
-                raise ValueError("basis has values that are not finite numbers")
-            B = self._basis()
+        B = self._basis(w)
         pool = Pool(P) if P is not None and "transported" in self._targets(n, c) else None
-        lam, self.target_ = self._choose(Xc3, yi, class_means, pool)
+        lam, self.target_ = self._choose(Xc3, yi, class_means, B, pool)
         F = Xc3.reshape(n, -1)
         sigma = (1 - lam) * (F.T @ F / n) + lam * self._target(Xc3, self.target_, pool).matrix()
-        if self.basis is not None:
+        if B is not None:
             means, self.outside_basis_ = _basis_means(means, np.bincount(yi, minlength=k), B, sigma)
         M = means.reshape(k, -1)
         self.coef_ = np.linalg.solve(sigma, M.T).T
@@ -458,9 +458,9 @@ class TemporalPrior:
         How many members it was estimated from.
     noise_cov : np.ndarray | None
         (channels x windows, channels x windows): the members' class-centred spatio-temporal covariance, each
-        brought into one reference head, its own sensors' excess left out, before pooling (:func:`pooled_noise_cov`),
-        mean diagonal 1; None beyond
-        :data:`MAX_NOISE_PRIOR_FEATURES` features (or in a group model from before it was kept).
+        brought into one reference head, its own sensors' excess left out, before pooling
+        (:func:`pooled_noise_cov`), mean diagonal 1; None beyond :data:`MAX_NOISE_PRIOR_FEATURES` features (or in a
+        group model from before it was kept).
     """
 
     width: int
@@ -544,10 +544,11 @@ def pooled_noise_cov(covs: Sequence[np.ndarray], c: int, w: int, time_cov: np.nd
     first. With ``counts`` (the epochs behind each covariance) each member is fitted as a new subject's
     transported target is, its own excess found and left out (:class:`TransportedTarget`: noise added at that
     member's sensors is not the background every head carries, and a new subject's excess is found as its own):
-    on the simulated population (10 subjects, 2 minutes, each held out) 0.993 instead of 0.992 mean AUC. A pool of few epochs for its ``(c w)^2`` entries is noisy: it is shrunk towards its own per-component
-    form (the temporal eigenvectors of ``time_cov``, :func:`_per_component`) by the intensity of
-    :data:`POOL_SHRINKAGE_GRID` under which each member, left out of the pool, is likeliest; last
-    :data:`_POOL_RIDGE` on the diagonal (baseline-corrected windows make it singular).
+    on the simulated population (10 subjects, 2 minutes, each held out) 0.993 instead of 0.992 mean AUC. A pool of
+    few epochs for its ``(c w)^2`` entries is noisy: it is shrunk towards its own per-component form (the
+    temporal eigenvectors of ``time_cov``, :func:`_per_component`) by the intensity of :data:`POOL_SHRINKAGE_GRID`
+    under which each member, left out of the pool, is likeliest; last :data:`_POOL_RIDGE` on the diagonal
+    (baseline-corrected windows make it singular).
     """
     norm = lambda S: S / max(np.trace(S) / len(S), 1e-300)  # noqa: E731
     covs = [norm(np.asarray(S, dtype=np.float64)) for S in covs]
