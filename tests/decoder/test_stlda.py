@@ -221,6 +221,38 @@ def test_class_means_outside_the_groups_time_courses_are_shrunk_towards_them_not
     assert factors[0.0] < 0.15 < factors[0.12], factors
 
 
+def test_a_course_and_its_derivative_keep_one_topography():
+    """A response a little late is the group's course plus some of its derivative, with one topography on both:
+    each class's coefficients on the two kept at rank one are closer to the truth (Mahalanobis error, 300
+    draws) than the full projection, a noise-free one comes back unchanged, and a prior asks for one per
+    course."""
+    from eegloop.decoder.stlda import _basis_means
+
+    r = np.random.default_rng(5)
+    c, w, n = 4, 14, 50
+    t = np.arange(w) / w
+    course = np.exp(-0.5 * ((t - 0.4) / 0.1) ** 2)
+    B, _ = np.linalg.qr(np.stack([course, np.gradient(course)], 1))
+    Ct = 0.8 ** np.abs(np.subtract.outer(np.arange(w), np.arange(w)))
+    A = r.normal(size=(c, c))
+    sigma = np.kron(A @ A.T + np.eye(c), Ct)
+    L, Si = np.linalg.cholesky(sigma), np.linalg.inv(sigma)
+    half = 0.5 * np.outer([1.0, -0.5, 0.8, 0.2], (np.exp(-0.5 * ((t - 0.43) / 0.1) ** 2)) @ B @ B.T)
+    truth = np.stack([-half, half])
+    kept, _ = _basis_means(truth, np.array([n, n]), B, sigma, rank=1)
+    assert np.allclose(kept, truth)
+    err = {1: [], None: []}
+    for _ in range(300):
+        m = truth + (L @ r.normal(size=(c * w, 2))).T.reshape(2, c, w) / np.sqrt(n)
+        for rank in err:
+            e, _ = _basis_means(m, np.array([n, n]), B, sigma, rank=rank)
+            d = ((e[1] - e[0]) - (truth[1] - truth[0])).ravel()
+            err[rank].append(d @ Si @ d)
+    assert np.mean(err[1]) < 0.8 * np.mean(err[None]), {k: np.mean(v) for k, v in err.items()}
+    prior = group_temporal_prior([rhythm_epochs(s, 0, 200) for s in (30, 31)], width=5)
+    assert prior.basis.shape[1] == 2 and prior.estimator().basis_rank == 1
+
+
 @pytest.mark.parametrize("target", ["kronecker", "components", "transported"])
 def test_the_targets_whitening_is_the_inverse_square_root_of_its_matrix(target):
     """What chooses ``lam`` (the whitened folds) and what is fitted (the dense target) are the same matrix."""
@@ -295,6 +327,9 @@ def test_bad_shapes_are_refused_before_fitting():
         SpatioTemporalLDA(5, noise_prior=np.eye(5)).fit(X, y)
     with pytest.raises(ValueError, match="needs a noise_prior"):
         SpatioTemporalLDA(5, target="transported").fit(X, y)
+    for rank in (0, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="basis_rank is"):
+            SpatioTemporalLDA(5, basis_rank=rank).fit(X, y)
 
 
 def test_lda_st_is_a_method_saved_and_loaded_with_only_trusted_types(tmp_path):
