@@ -15,6 +15,7 @@
 # never calls: 45 MB instead of 60). The X stack and the Python packages exceed one call's 64 MiB together,
 # hence two calls for the feedback loop; the second must come within the machine's 30 s warm window.
 set -u
+cd "$(dirname "$0")/.." || exit 1  # the repository root: what the calls carry lives there
 MODE=${1:-bench}
 OUT=${OUT:-/tmp/device-gpu}
 PY=${PY:-python3}
@@ -25,15 +26,23 @@ log_json() {  # the last JSON line of a log (tqdm's bars end in \r)
 }
 
 pack() {
-    local venv=${VENV:-.venv} py sp tmp
+    local venv=${VENV:-.venv} py sp tmp need
     py="$venv/bin/python"
+    for need in "$py" /usr/bin/Xvfb /usr/bin/xkbcomp /usr/lib/x86_64-linux-gnu/dri/swrast_dri.so \
+                /usr/lib/x86_64-linux-gnu/libLLVM-15.so.1 /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf; do
+        [ -e "$need" ] || { echo "pack: $need is missing (pack runs on Debian 12 with xvfb, Mesa, fonts-dejavu" \
+                                 "and the project's .venv with the test extra)"; return 2; }
+    done
+    command -v gcc > /dev/null && command -v nm > /dev/null || { echo "pack: needs gcc and nm"; return 2; }
+    set -o pipefail
     sp=$("$py" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
     tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' RETURN
     mkdir -p .whl .xs .pys
     "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-        --platform any -d .whl diffusers==0.42.1 open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth importlib_metadata \
-        sqlalchemy==2.1.9 python-bidi || return 1
+        --platform any -d .whl diffusers==0.42.1 open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 \
+        importlib_metadata==10.2.0 sqlalchemy==2.1.9 python-bidi==0.6.12 || return 1
     # the X server and Mesa: every library they load that is not glibc's, libstdc++ or zlib
     local L=/usr/lib/x86_64-linux-gnu
     mkdir -p "$tmp/xs/lib" "$tmp/xs/bin" "$tmp/xs/dri" "$tmp/py"
@@ -42,9 +51,9 @@ pack() {
              $L/libfontconfig.so.1 $L/libfreetype.so.6; do
         echo "$f"; ldd "$f" | awk '/=>/{print $3}'
     done | grep '^/' | grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|libz)\.so' | sort -u \
-        | grep -v -E '/(Xvfb|xkbcomp|swrast_dri\.so)$' | xargs -I{} cp -L {} "$tmp/xs/lib/"
-    cp /usr/bin/Xvfb /usr/bin/xkbcomp "$tmp/xs/bin/" && cp -L $L/dri/swrast_dri.so "$tmp/xs/dri/"
-    cp -r /usr/share/X11/xkb "$tmp/xs/xkb"
+        | grep -v -E '/(Xvfb|xkbcomp|swrast_dri\.so)$' | xargs -I{} cp -L {} "$tmp/xs/lib/" || return 1
+    cp /usr/bin/Xvfb /usr/bin/xkbcomp "$tmp/xs/bin/" && cp -L $L/dri/swrast_dri.so "$tmp/xs/dri/" \
+        && cp -r /usr/share/X11/xkb "$tmp/xs/xkb" || return 1
     echo 'const char icudt72_dat[64] = {0};' > "$tmp/icu.c"
     nm -D --undefined-only "$tmp/xs/lib/libLLVM-15.so.1" | awk '{print $2}' | grep '^Z3_' | sed 's/@.*//' \
         | sort -u | awk '{print "void " $1 "(void){}"}' > "$tmp/z3.c"
@@ -65,7 +74,9 @@ for d in ("alembic arabic-reshaper beautifulsoup4 decorator et-xmlfile freetype-
     dist = md.distribution(d)
     for f in dist.files or ():
         src = Path(dist.locate_file(f))
-        if {"tests", "demos", "__pycache__", "examples"} & set(Path(f).parts) or not src.is_file():
+        parts = Path(f).parts
+        # scripts listed as ../../../bin/NAME would land outside the pack (in /usr/bin as root)
+        if parts[0] == ".." or {"tests", "demos", "__pycache__", "examples"} & set(parts) or not src.is_file():
             continue
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst / f)
@@ -74,12 +85,12 @@ PYEOF
     printf '<?xml version="1.0"?>\n<fontconfig><dir>/opt/pysite/fonts</dir><cachedir>/tmp/fc-cache</cachedir></fontconfig>\n' \
         > "$tmp/py/fonts.conf"
     tar -C "$tmp/py" -cJf .pys/pysite.tar.xz . || return 1
-    rm -rf "$tmp"
     du -sh .whl .xs .pys
 }
 
 start_x() {  # Xvfb on :99 with the carried Mesa; LD_LIBRARY_PATH holds only what the image lacks
-    export LD_LIBRARY_PATH="$XS/lib" LIBGL_DRIVERS_PATH="$XS/dri" DISPLAY=":${XDISPLAY:-99}"
+    export LD_LIBRARY_PATH="$XS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" LIBGL_DRIVERS_PATH="$XS/dri" \
+        DISPLAY=":${XDISPLAY:-99}"
     "$XS/bin/Xvfb" ":${XDISPLAY:-99}" -screen 0 1920x1080x24 -nolisten tcp -xkbdir "$XS/xkb" > "$OUT/xvfb.log" 2>&1 &
     XPID=$!
     sleep 3
@@ -126,9 +137,12 @@ bench() {  # name, seconds, script and arguments
     echo "== $name: $* (limit ${limit} s)"
     local t0=$SECONDS
     timeout "$limit" "$PY" "$@" > "$OUT/$name.log" 2>&1
-    echo "rc=$? in $((SECONDS - t0)) s"
+    local rc=$?
+    echo "rc=$rc in $((SECONDS - t0)) s"
     log_json "$OUT/$name.log" > "$OUT/$name.json"
+    [ $rc -eq 0 ] || FAILED=$((FAILED + 1))
 }
+FAILED=0
 
 feedback() {
     [ -x "$XS/bin/Xvfb" ] || { echo "no $XS: run 'device_gpu.sh xserver' first on the same machine"; exit 1; }
@@ -156,7 +170,7 @@ mkdir -p "$OUT"
 case "$MODE" in
     pack) pack; exit $? ;;
     xserver) xserver; exit $? ;;
-    feedback) export PYTHONUNBUFFERED=1; feedback; exit 0 ;;
+    feedback) export PYTHONUNBUFFERED=1; feedback; exit $((FAILED > 0)) ;;
     bench) ;;
     *) echo "device_gpu.sh: unknown mode '$MODE' (pack, bench, xserver, feedback)"; exit 2 ;;
 esac
@@ -173,3 +187,4 @@ bench quick_train "${LIMIT_TRAIN:-180}" benchmarks/bench_quick_train.py --refere
 bench zero_shot "${LIMIT_ZERO:-100}" benchmarks/bench_zero_shot.py --skip-things
 echo "== summary"
 for f in "$OUT"/*.json; do echo "$(basename "$f"): $(cat "$f")"; done
+exit $((FAILED > 0))

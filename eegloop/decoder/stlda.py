@@ -245,7 +245,7 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
         Each class's deviation within ``basis`` is a (channels, k) matrix of coefficients; given, it is kept at
         this rank (the best approximation where its noise is white), the rest dropped: a group's basis holds each
         course with its derivative, one response shifted in time, whose coefficients share one topography
-        (:meth:`TemporalPrior.estimator` passes one per course). None: all of it.
+        (:meth:`TemporalPrior.estimator` passes one per course). None: all of it. Without ``basis``, unused.
     n_folds : int
         Contiguous folds for choosing ``lam``.
     target : {"auto", "components", "kronecker", "transported"}
@@ -259,6 +259,10 @@ class SpatioTemporalLDA(ClassifierMixin, BaseEstimator):
         (channels x windows, channels x windows): a group's spatio-temporal covariance of the background
         (:class:`TemporalPrior`'s ``noise_cov``), for ``target="transported"``; None: no such target.
     """
+
+    # a model saved before these parameters existed lacks the attribute: get_params, repr and clone read these
+    noise_prior = None
+    basis_rank = None
 
     def __init__(self, width: int = 1, shrinkage=None, temporal_prior=None, basis=None, n_folds: int = 5,
                  target: str = "auto", noise_prior=None, basis_rank=None):
@@ -462,13 +466,16 @@ def _basis_means(means: np.ndarray, counts: np.ndarray, B: np.ndarray, sigma: np
     var = (1 - 2.0 / k) * inv_n + inv_n.sum() / k ** 2  # of (class mean - mean of class means), per unit sigma
     length = np.einsum("kp,kp->k", rest, np.linalg.solve(sigma, rest.T).T)
     factor = np.clip(1 - var * noise_trace / np.maximum(length, 1e-300), 0.0, 1.0)
-    return (grand.reshape(1, -1) + on + factor[:, None] * rest).reshape(shape), factor
+    kept = on + factor[:, None] * rest
+    kept -= kept.mean(0)  # deviations from the mean of the class means still (with two classes they already are)
+    return (grand.reshape(1, -1) + kept).reshape(shape), factor
 
 
 def _low_rank(D: np.ndarray, S: np.ndarray, rank: int) -> np.ndarray:
     """The rank-``rank`` approximation of ``D`` (channels, b) where its noise (covariance ``S`` of its
-    row-major entries) is white: ``S``'s partial traces over courses and over channels (its nearest Kronecker
-    factors, up to scale) whiten rows and columns, the SVD is truncated there and coloured back."""
+    row-major entries) is white: ``S``'s partial traces over courses and over channels (its Kronecker factors,
+    up to scale, where it is a Kronecker product; an approximation otherwise) whiten rows and columns, the SVD is
+    truncated there and coloured back."""
     c, b = D.shape
     S4 = S.reshape(c, b, c, b)
     Wc, Wb = sqrt_inv(np.einsum("ajbj->ab", S4)), sqrt_inv(np.einsum("iaib->ab", S4))
@@ -497,6 +504,10 @@ class TemporalPrior:
         brought into one reference head, its own sensors' excess left out, before pooling
         (:func:`pooled_noise_cov`), mean diagonal 1; None beyond :data:`MAX_NOISE_PRIOR_FEATURES` features (or in a
         group model from before it was kept).
+    courses : int | None
+        How many time courses ``basis`` holds, each with its derivative (:func:`temporal_basis`): the class
+        means within it keep one topography per course (``basis_rank``). None: a basis of another make, kept
+        whole.
     """
 
     width: int
@@ -504,18 +515,20 @@ class TemporalPrior:
     basis: np.ndarray
     n_subjects: int
     noise_cov: Optional[np.ndarray] = None
+    courses: Optional[int] = None
 
     def estimator(self) -> SpatioTemporalLDA:
-        """An unfitted :class:`SpatioTemporalLDA` that uses this prior: its courses each come with their
-        derivative (:func:`temporal_basis`), so the class means within them keep one topography per course."""
+        """An unfitted :class:`SpatioTemporalLDA` that uses this prior."""
         return SpatioTemporalLDA(self.width, temporal_prior=self.time_cov, basis=self.basis,
-                                 noise_prior=self.noise_cov, basis_rank=max(1, self.basis.shape[1] // 2))
+                                 noise_prior=self.noise_cov, basis_rank=self.courses)
 
     def to_json(self) -> dict:
         d = {"width": int(self.width), "time_cov": np.round(self.time_cov, 8).tolist(),
              "basis": np.round(self.basis, 8).tolist(), "n_subjects": int(self.n_subjects)}
         if self.noise_cov is not None:
             d["noise_cov"] = np.round(self.noise_cov, 8).tolist()
+        if self.courses is not None:
+            d["courses"] = int(self.courses)
         return d
 
     @classmethod
@@ -537,7 +550,11 @@ class TemporalPrior:
                 or not (np.isfinite(C).all() and np.isfinite(B).all())
                 or not np.allclose(B.T @ B, np.eye(B.shape[1]), atol=1e-4)):  # the class means are projected on it
             return None
-        return cls(width, C, B, n, _noise_cov_from_json(d.get("noise_cov"), w))
+        # a prior stored before "courses" was written was built by group_temporal_prior: courses and derivatives
+        courses = d.get("courses", B.shape[1] // 2)
+        if isinstance(courses, bool) or not isinstance(courses, int) or not 1 <= courses <= B.shape[1]:
+            courses = None
+        return cls(width, C, B, n, _noise_cov_from_json(d.get("noise_cov"), w), courses)
 
 
 def _noise_cov_from_json(value, w: int) -> Optional[np.ndarray]:
@@ -665,4 +682,4 @@ def group_temporal_prior(members: Sequence[tuple], width: int, k: int = 1) -> Te
     # the pool needs as many epochs per feature as a subject's per-component target needs per channel
     enough = len(full) == len(devs) and sum(n for _, n in full) >= MIN_EPOCHS_PER_CHANNEL * c * w
     noise = pooled_noise_cov([S for S, _ in full], c, w, cov, counts=[n for _, n in full]) if enough else None
-    return TemporalPrior(int(width), cov, temporal_basis(devs, k=k, noise=cov), len(devs), noise)
+    return TemporalPrior(int(width), cov, temporal_basis(devs, k=k, noise=cov), len(devs), noise, max(1, int(k)))

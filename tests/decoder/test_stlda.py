@@ -224,8 +224,8 @@ def test_class_means_outside_the_groups_time_courses_are_shrunk_towards_them_not
 def test_a_course_and_its_derivative_keep_one_topography():
     """A response a little late is the group's course plus some of its derivative, with one topography on both:
     each class's coefficients on the two kept at rank one are closer to the truth (Mahalanobis error, 300
-    draws) than the full projection, a noise-free one comes back unchanged, and a prior asks for one per
-    course."""
+    draws) than the full projection, a noise-free one comes back unchanged, and with three classes they are
+    still deviations from the mean of the class means."""
     from eegloop.decoder.stlda import _basis_means
 
     r = np.random.default_rng(5)
@@ -249,8 +249,24 @@ def test_a_course_and_its_derivative_keep_one_topography():
             d = ((e[1] - e[0]) - (truth[1] - truth[0])).ravel()
             err[rank].append(d @ Si @ d)
     assert np.mean(err[1]) < 0.8 * np.mean(err[None]), {k: np.mean(v) for k, v in err.items()}
+    three = truth[[0, 1, 1]] + r.normal(size=(3, c, w))  # more than two classes: still deviations from their mean
+    kept, _ = _basis_means(three, np.array([n, n, n]), B, sigma, rank=1)
+    assert np.allclose(kept.mean(0), three.mean(0))
+
+
+def test_a_prior_knows_its_courses_through_json_and_a_hand_made_one_keeps_its_basis_whole():
+    from dataclasses import replace
+
     prior = group_temporal_prior([rhythm_epochs(s, 0, 200) for s in (30, 31)], width=5)
-    assert prior.basis.shape[1] == 2 and prior.estimator().basis_rank == 1
+    assert prior.courses == 1 and prior.basis.shape[1] == 2 and prior.estimator().basis_rank == 1
+    assert TemporalPrior.from_json(prior.to_json()).courses == 1
+    old = {k: v for k, v in prior.to_json().items() if k != "courses"}  # stored before courses were written
+    assert TemporalPrior.from_json(old).courses == 1
+    assert TemporalPrior.from_json({**prior.to_json(), "courses": 7}).courses is None
+    assert replace(prior, courses=None).estimator().basis_rank is None
+    est = prior.estimator()
+    del est.basis_rank  # as a model saved before the parameter existed
+    assert est.get_params()["basis_rank"] is None
 
 
 @pytest.mark.parametrize("target", ["kronecker", "components", "transported"])
