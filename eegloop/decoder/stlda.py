@@ -456,7 +456,7 @@ def _basis_means(means: np.ndarray, counts: np.ndarray, B: np.ndarray, sigma: np
     G = np.kron(np.eye(shape[1]), B)
     S = G.T @ sigma @ G  # the coefficients' noise covariance, up to each class's variance factor
     if rank is not None and rank < min(coef.shape[1:]):
-        coef = np.stack([_low_rank(ci, S, rank) for ci in coef])
+        coef = _low_rank(coef, S, rank)
     on = (coef @ B.T).reshape(k, -1)
     # R = I - G G^T (G = kron(I, B), orthonormal columns) is a symmetric projector; the rest of a class mean's noise
     # has covariance v R sigma R with v its variance factor below, so its expected squared length is
@@ -472,15 +472,16 @@ def _basis_means(means: np.ndarray, counts: np.ndarray, B: np.ndarray, sigma: np
 
 
 def _low_rank(D: np.ndarray, S: np.ndarray, rank: int) -> np.ndarray:
-    """The rank-``rank`` approximation of ``D`` (channels, b) where its noise (covariance ``S`` of its
-    row-major entries) is white: ``S``'s partial traces over courses and over channels (its Kronecker factors,
-    up to scale, where it is a Kronecker product; an approximation otherwise) whiten rows and columns, the SVD is
-    truncated there and coloured back."""
-    c, b = D.shape
+    """Each of ``D``'s matrices (k, channels, b) at rank ``rank`` where its noise (covariance ``S`` of a matrix's
+    row-major entries, the same for all) is white: ``S``'s partial traces over courses and over channels (its
+    Kronecker factors, up to scale, where it is a Kronecker product; an approximation otherwise) whiten rows and
+    columns, once for all matrices; the SVDs are truncated there and coloured back."""
+    c, b = D.shape[1:]
     S4 = S.reshape(c, b, c, b)
     Wc, Wb = sqrt_inv(np.einsum("ajbj->ab", S4)), sqrt_inv(np.einsum("iaib->ab", S4))
     U, s, Vt = np.linalg.svd(Wc @ D @ Wb, full_matrices=False)
-    return np.linalg.solve(Wc, (U[:, :rank] * s[:rank]) @ Vt[:rank]) @ np.linalg.inv(Wb)
+    kept = (U[..., :rank] * s[:, None, :rank]) @ Vt[:, :rank]
+    return np.linalg.solve(Wc, kept) @ np.linalg.inv(Wb)
 
 
 # -- a group's prior -------------------------------------------------------------------------------------------
