@@ -182,6 +182,21 @@ def test_the_group_pools_what_its_members_heads_carry_not_their_sensors_noise():
         assert ll["excess left out"] > ll["as they are"] + 0.5 and ll["clean"] > ll["excess left out"], (s, ll)
 
 
+def _bump_and_background(seed: int):
+    """Two classes' setting for the class-mean tests: 4 channels, 14 windows, 50 epochs a class, a bump's time
+    course and its derivative (orthonormal, ``B``), a known Kronecker covariance (``sigma``, its Cholesky factor
+    and inverse), and the generator that drew it, to draw the noise next."""
+    r = np.random.default_rng(seed)
+    c, w, n = 4, 14, 50
+    t = np.arange(w) / w
+    course = np.exp(-0.5 * ((t - 0.4) / 0.1) ** 2)
+    B, _ = np.linalg.qr(np.stack([course, np.gradient(course)], 1))
+    Ct = 0.8 ** np.abs(np.subtract.outer(np.arange(w), np.arange(w)))
+    A = r.normal(size=(c, c))
+    sigma = np.kron(A @ A.T + np.eye(c), Ct)
+    return r, c, w, n, t, B, sigma, np.linalg.cholesky(sigma), np.linalg.inv(sigma)
+
+
 def test_class_means_outside_the_groups_time_courses_are_shrunk_towards_them_not_dropped():
     """Two classes of 50 epochs whose difference is a bump (channels x windows, known covariance): within the
     group's time courses (the bump and its derivative) or 36 ms later than them. Kept only within the courses,
@@ -190,15 +205,7 @@ def test_class_means_outside_the_groups_time_courses_are_shrunk_towards_them_not
     either where the subject is late, and no farther than the projection where it is not."""
     from eegloop.decoder.stlda import _basis_means
 
-    r = np.random.default_rng(3)
-    c, w, n = 4, 14, 50
-    t = np.arange(w) / w
-    course = np.exp(-0.5 * ((t - 0.4) / 0.1) ** 2)
-    B, _ = np.linalg.qr(np.stack([course, np.gradient(course)], 1))
-    Ct = 0.8 ** np.abs(np.subtract.outer(np.arange(w), np.arange(w)))
-    A = r.normal(size=(c, c))
-    sigma = np.kron(A @ A.T + np.eye(c), Ct)
-    L, Si = np.linalg.cholesky(sigma), np.linalg.inv(sigma)
+    r, c, w, n, t, B, sigma, L, Si = _bump_and_background(3)
     errors, factors = {}, {}
     for late in (0.0, 0.12):
         half = 0.5 * np.outer([1.0, -0.5, 0.8, 0.2], np.exp(-0.5 * ((t - 0.4 - late) / 0.1) ** 2))
@@ -228,15 +235,7 @@ def test_a_course_and_its_derivative_keep_one_topography():
     still deviations from the mean of the class means."""
     from eegloop.decoder.stlda import _basis_means
 
-    r = np.random.default_rng(5)
-    c, w, n = 4, 14, 50
-    t = np.arange(w) / w
-    course = np.exp(-0.5 * ((t - 0.4) / 0.1) ** 2)
-    B, _ = np.linalg.qr(np.stack([course, np.gradient(course)], 1))
-    Ct = 0.8 ** np.abs(np.subtract.outer(np.arange(w), np.arange(w)))
-    A = r.normal(size=(c, c))
-    sigma = np.kron(A @ A.T + np.eye(c), Ct)
-    L, Si = np.linalg.cholesky(sigma), np.linalg.inv(sigma)
+    r, c, w, n, t, B, sigma, L, Si = _bump_and_background(5)
     half = 0.5 * np.outer([1.0, -0.5, 0.8, 0.2], (np.exp(-0.5 * ((t - 0.43) / 0.1) ** 2)) @ B @ B.T)
     truth = np.stack([-half, half])
     kept, _ = _basis_means(truth, np.array([n, n]), B, sigma, rank=1)
