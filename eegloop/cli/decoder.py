@@ -277,7 +277,7 @@ def _check_group_request(args, db) -> list[str]:
         if args.split == "random":
             raise EegloopError("--split: the calibration curve holds whole blocks or runs out (block or run)")
     elif not args.subjects:
-        raise EegloopError("--loso: needs --subjects A,B,C (at least 3)")
+        raise EegloopError("--loso: needs --subjects A,B,... (at least 2)")
     subjects = _subjects(args, db)
     if default_perms:
         args.permutations = 10 if args.calibration_curve else 1000
@@ -404,7 +404,7 @@ def _evaluate_zero_shot_loso(db, args) -> int:
     if not args.subjects:
         raise EegloopError("--loso: needs --subjects A,B,C (at least 3)")
     subjects = _subjects(args, db)
-    train_on = plan_loso(db, subjects)  # before any work: who may train whose encoder (group consent)
+    train_on = plan_loso(db, subjects, min_train=2)  # before any work: who may train whose encoder (group consent)
     progress = silent if args.json else say
     data, proto, test = {}, None, list(args.test_classes) if args.test_classes else None
     for subject in subjects:

@@ -437,22 +437,23 @@ class LosoReport:
         return "\n".join(rows)
 
 
-def plan_loso(db, subjects: Sequence[str], method: str = "riemann") -> dict:
+def plan_loso(db, subjects: Sequence[str], method: str = "riemann", min_train: int = 1) -> dict:
     """Before any work: each subject -> the subjects its group model is trained on (the others with group consent;
-    at least 2). One line naming ``--subjects`` otherwise."""
+    at least ``min_train``: a group model needs one, the zero-shot encoder two). One line naming ``--subjects``
+    otherwise."""
     from .group import plan_group
 
-    if len(subjects) < 3:
-        raise EegloopError(f"--loso: needs at least 3 subjects in --subjects (one held out, at least two to train on), "
-                           f"got {len(subjects)}")
+    if len(subjects) < min_train + 1:
+        raise EegloopError(f"--loso: needs at least {min_train + 1} subjects in --subjects (one held out, at least "
+                           f"{min_train} to train on), got {len(subjects)}")
     consent = {c.code: c.group for c in db.subject_consents()}
     out = {}
     for s in subjects:
         _check_has_epochs(db, s, "--subjects")
         others = [c for c in subjects if c != s and consent.get(c)]
-        if len(others) < 2:
+        if len(others) < min_train:
             raise EegloopError(f"--subjects: holding {s} out leaves {len(others)} subject(s) with group consent "
-                               f"({', '.join(others) or 'none'}); a group model needs at least 2 (record consent "
+                               f"({', '.join(others) or 'none'}); at least {min_train} needed (record consent "
                                "with: eegloop subject consent CODE --group yes)")
         plan_group(db, subjects=others, method=method)
         out[s] = others

@@ -1,4 +1,4 @@
-"""Group models: one decoder trained on many subjects' epochs, each subject aligned on its own data.
+"""Group models: one decoder trained on many subjects' epochs (one is enough), each subject aligned on its own data.
 
 A subject's EEG enters a group model only when their record says they agreed (``eegloop subject consent S --group
 yes``); :func:`plan_group` refuses the others by name before any work. :func:`pretrain` then
@@ -156,9 +156,10 @@ def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = F
             else:
                 used.append(code)
         plan = GroupPlan(used, skipped)
-    if len(plan.subjects) < 2:
-        raise EegloopError(f"a group model needs at least 2 consenting subjects with epochs, got "
-                           f"{len(plan.subjects)}" + (f" ({', '.join(plan.subjects)})" if plan.subjects else ""))
+    # one subject is enough: a lab's second subject can start from its first (a group of one: that subject's model,
+    # aligned to the new one). The N170 recordings here have two subjects, so each is held out against the other
+    if not plan.subjects:
+        raise EegloopError("a group model needs at least 1 consenting subject with epochs, got 0")
     return plan
 
 
@@ -340,7 +341,8 @@ class GroupModel:
                     if self.prior.noise_cov is not None else
                     ", not its spatio-temporal covariance (only up to "
                     f"{MAX_NOISE_PRIOR_FEATURES} channels x windows, or members of too few epochs)")
-                 + f", from {self.prior.n_subjects} subjects" if self.prior is not None else
+                 + f", from {self.prior.n_subjects} subject{'s' * (self.prior.n_subjects != 1)}"
+                 if self.prior is not None else
                  "tuning prior: none (a new subject's labelled epochs can only be blended with it)"),
                 f"trained in {self.seconds:.1f} s"]
 
