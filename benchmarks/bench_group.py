@@ -13,6 +13,8 @@ Three parts, chosen with ``--part`` (default: all):
   (the curve's ``plan``) this script fits the peer pipeline itself: pyriemann ``XdawnCovariances`` +
   ``TangentSpace`` + scikit-learn ``LogisticRegression``. Then zero calibration with a usable permutation p:
   :func:`eegloop.decoder.calibration.loso` (each subject's whole data scored by a group model of the others).
+  The two N170 subjects (``../shared/data/n170``, ``protocols/n170.yaml``) likewise, each held out against a
+  group of one: the other (N170 s11 has a single file: its curve holds whole blocks out).
 - ``population``: 10 subjects of the simulator's population (``amplifier.simulate.subject``), ~20 minutes each;
   one held out (``--population-held-out``), a group model pretrained on the other 9, the held-out subject's curve
   with and without it; the issue's goal (2 minutes + the group model >= 10 minutes alone) checked and printed,
@@ -21,14 +23,12 @@ Three parts, chosen with ``--part`` (default: all):
 In the curves' "group weights", ``t`` marks a fold whose blend used the group model tuned to the subject (its
 prior fitted to their labelled epochs) rather than the aligned one.
 
-The N170 recordings are not used: there are two N170 subjects, and a group model needs at least two others.
-
     python benchmarks/bench_group.py [--part fanout|real|population|all] [--subjects 4] [--permutations 5]
         [--methods lda_windowed,riemann] [--real-permutations 1] [--loso-permutations 1000] [--held-out p300s1,...]
         [--candidates ...] [--population-permutations 3] [--population-held-out sim01] [--erp-uv 0.75]
 
 Last line: JSON {"fanout": {"subjects", "fits", "seconds_1_worker", "seconds_2_workers", "speedup", "identical"},
-"real": {subject: {"group", "split", "curve": [...], "peer": [...], "zero_calibration"}}, "population": {"held_out",
+"real": {subject: {"group", "split", "curve": [...], "peer": [...], "zero_calibration"}} (P300 and N170), "population": {"held_out",
 "with_group_2min", "without_group_10min", "goal_met", ...}, "cpu": ...}, with the parts that ran.
 """
 from __future__ import annotations
@@ -48,6 +48,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"  # the shared recordings beside the checkout, as tests/conftest.py finds them
 P300_SUBJECTS = ("p300s1", "p300s2", "p300s3")
+N170_SUBJECTS = {"n170s2": "subject2", "n170s11": "subject11"}  # subject code -> folder of ../shared/data/n170
 #: the default's candidates here: the scikit-learn/pyriemann ones, in its order (vote first). With the protocol's
 #: own list (the CNNs too) one point of one subject's curve took over two minutes on 2 cores without a single
 #: permutation; the networks are at chance on this 4-channel data anyway (issue 27). --candidates protocol keeps the protocol's list.
@@ -223,17 +224,17 @@ def _protocol_file(root: Path, source: Path, candidates: str) -> Path:
     return path
 
 
-def _import_p300(root: Path, candidates: str) -> None:
-    """Every P300 file, one import per session folder, as subjects p300s1..p300s3."""
+def _import(root: Path, candidates: str, kind: str, subjects: dict, events: str) -> None:
+    """Every ``kind`` (p300, n170) file, one import per session folder, subject code -> its folder."""
     from eegloop.cli.app import main
 
-    protocol = _protocol_file(root, REPO / "protocols" / "p300.yaml", candidates)
-    for code in P300_SUBJECTS:
-        for sess in sorted((DATA / "p300" / f"subject{code[-1]}").iterdir()):
+    protocol = _protocol_file(root, REPO / "protocols" / f"{kind}.yaml", candidates)
+    for code, folder in subjects.items():
+        for sess in sorted(p for p in (DATA / kind / folder).iterdir() if p.is_dir()):
             files = sorted(str(f) for f in sess.glob("*.csv"))
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
-                rc = main(["import", *files, "--subject", code, "--format", "csv", "--events", "1=nontarget,2=target",
+                rc = main(["import", *files, "--subject", code, "--format", "csv", "--events", events,
                            "--channels", "TP9,AF7,AF8,TP10", "--protocol", str(protocol), "--data", str(root)])
             if rc:
                 raise SystemExit(f"import of {sess} failed ({rc})")
@@ -241,32 +242,36 @@ def _import_p300(root: Path, candidates: str) -> None:
 
 
 def real(args) -> dict:
-    """Leave one P300 subject out: group model on the others, the subject's curve with and without it, the peer."""
+    """Leave one subject out (P300: of three; N170: of two): a group model on the others, the subject's curve with
+    and without it, the peer; then zero calibration with its permutation p."""
     from eegloop.database import Database
+    from eegloop.decoder.calibration import loso
 
-    if not (DATA / "p300").is_dir():
-        raise SystemExit(f"--part real: the shared recordings are not at {DATA / 'p300'} (../shared beside the repo)")
-    held = args.held_out.split(",") if args.held_out else list(P300_SUBJECTS)
+    if not (DATA / "p300").is_dir() or not (DATA / "n170").is_dir():
+        raise SystemExit(f"--part real: the shared recordings are not at {DATA} (../shared beside the repo)")
+    sets = {"p300": (P300_SUBJECTS, "1=nontarget,2=target"), "n170": (tuple(N170_SUBJECTS), "1=house,2=face")}
+    held = args.held_out.split(",") if args.held_out else [c for codes, _ in sets.values() for c in codes]
     out = {}
     with tempfile.TemporaryDirectory(prefix="bench-group-real-") as tmp:
         root = Path(tmp)
-        _import_p300(root, args.candidates)
+        _import(root, args.candidates, "p300", {c: f"subject{c[-1]}" for c in P300_SUBJECTS}, sets["p300"][1])
+        _import(root, args.candidates, "n170", N170_SUBJECTS, sets["n170"][1])
         db = Database(f"sqlite:///{root / 'eegloop.db'}", data_dir=root)
-        for code in P300_SUBJECTS:  # only the others enter each held-out subject's group model (pretrain's list)
-            db.set_subject_consent(code, True)
-        for s in held:
-            es = db.load_epochs(s)
-            split = "run" if len(np.unique(es.groups("run"))) > 1 else "block"
-            out[s] = _held_out_curve(db, s, [c for c in P300_SUBJECTS if c != s], split, args.real_permutations)
-        # zero calibration with a usable permutation p: the curve's p refits every fold per shuffle (a handful is
-        # all 2 cores afford), while a group model that never saw the subject's labels needs no refit per shuffle
-        from eegloop.decoder.calibration import loso
-
-        report = loso(db, list(P300_SUBJECTS), permutations=args.loso_permutations)
-        print(report.table(), flush=True)
-        for row in report.to_json()["subjects"]:
-            if row["subject"] in out:
-                out[row["subject"]]["zero_calibration"] = row
+        for codes, _ in sets.values():  # only the others of its paradigm enter a held-out subject's group model
+            for code in codes:
+                db.set_subject_consent(code, True)
+        for codes, _ in sets.values():
+            for s in (c for c in codes if c in held):
+                es = db.load_epochs(s)
+                split = "run" if len(np.unique(es.groups("run"))) > 1 else "block"
+                out[s] = _held_out_curve(db, s, [c for c in codes if c != s], split, args.real_permutations)
+            # zero calibration with a usable permutation p: the curve's p refits every fold per shuffle (a handful
+            # is all 2 cores afford), while a group model that never saw the subject's labels needs no refit
+            report = loso(db, list(codes), permutations=args.loso_permutations)
+            print(report.table(), flush=True)
+            for row in report.to_json()["subjects"]:
+                if row["subject"] in out:
+                    out[row["subject"]]["zero_calibration"] = row
     return out
 
 
@@ -361,7 +366,7 @@ def main() -> None:
     ap.add_argument("--real-permutations", type=int, default=1, help="real: label shuffles per curve point")
     ap.add_argument("--loso-permutations", type=int, default=1000,
                     help="real: label shuffles of the zero-calibration (leave-one-subject-out) score")
-    ap.add_argument("--held-out", default="", help="real: the subjects held out (default: each P300 subject)")
+    ap.add_argument("--held-out", default="", help="real: the subjects held out (default: each P300 and each N170 subject)")
     ap.add_argument("--population-permutations", type=int, default=3, help="population: label shuffles per point")
     ap.add_argument("--population-held-out", default="sim01", choices=[f"sim{k:02d}" for k in range(1, 11)],
                     help="population: the subject held out (the group model is pretrained on the other nine)")
