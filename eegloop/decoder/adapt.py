@@ -243,6 +243,7 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     X = features_for(es, protocol, [method])[feature_key(method)]
     columns = [(src, w) for src in ("aligned", "tuned") for w in WEIGHTS[:-1]] + [("own", 0.0)]
     table = np.full((len(folds), len(columns)), np.nan)
+    grain = np.full(len(folds), np.nan)  # per fold: the smallest step its score can take (:func:`_grain`)
     budget = protocol.training.budget_s  # a network refitted per fold shares the training's time budget
     per_fold = budget / len(folds) if budget > 0 and is_network(method) else None
     view = Adapted(classes, 1.0, None, 0, "", group)
@@ -258,6 +259,7 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
         except (ValueError, np.linalg.LinAlgError):
             continue
         test = es.subset(te)
+        grain[k] = _grain(es.y[te], len(classes))
         tuned = tune(group, sub)  # the group model tuned on this fold's training groups only
         n_tuned += tuned is not None
         po = own.predict(X[te], len(classes))
@@ -278,7 +280,7 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     table, columns = table[:, keep], [columns[j] for j in keep]
     mean = np.nanmean(table, axis=0)
     best = int(np.nanargmax(mean))
-    j = _steadiest(table, mean, best)
+    j = _steadiest(table, mean, best, float(np.nanmean(grain[scored])) if np.isfinite(grain[scored]).any() else 0.0)
     name = lambda c: "own model alone" if c[0] == "own" else f"{c[0]} {c[1]:g}"  # noqa: E731
     near = f", within one SE of the best, {name(columns[best])}: {mean[best]:.3f}" if j != best else ""
     src, w = columns[j]
@@ -290,7 +292,17 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
                f"{split}-wise folds ({metric} {mean[j]:.3f}{near}{tuned})"), src == "tuned"
 
 
-def _steadiest(table: np.ndarray, mean: np.ndarray, best: int) -> int:
+def _grain(y: np.ndarray, n_classes: int) -> float:
+    """The smallest step the key metric (:func:`key_score`) can take on test labels ``y``: one pair of a target and
+    a non-target ordered the other way (AUC: ``1 / (n1 n0)``), or one epoch of the largest class classified the other
+    way (balanced accuracy: ``1 / (classes x its count)``)."""
+    counts = np.bincount(np.asarray(y, dtype=int), minlength=n_classes)
+    if n_classes == 2:
+        return 1.0 / max(1, int(counts[0]) * int(counts[1]))
+    return 1.0 / (n_classes * max(1, int(counts.max())))
+
+
+def _steadiest(table: np.ndarray, mean: np.ndarray, best: int, grain: float = 0.0) -> int:
     """The first blend (``table``'s columns in order of preference: the group's largest weight first) that scores
     within one standard error of the best blend's (the SE of their paired fold-by-fold differences): the subject's
     own model must win by more than the inner folds resolve before it outweighs the group model. On a few minutes
@@ -301,13 +313,19 @@ def _steadiest(table: np.ndarray, mean: np.ndarray, best: int) -> int:
     but one and loses that one is exactly one SE below it (differences ``[x, 0, 0]``: mean and SE both ``x / 3``),
     the clearest verdict three folds can give, and is not kept. That happens where the folds' scores reach the
     ceiling: a simulated subject's 2-minute fold kept the aligned model at 0.5 (inner folds 0.82, 1, 1) over the
-    tuned model (1, 1, 1) and scored 0.92 instead of 0.998."""
+    tuned model (1, 1, 1) and scored 0.92 instead of 0.998.
+
+    A gap no larger than ``grain`` (the folds' mean smallest step: one pair of epochs ordered the other way, for
+    AUC) is level too: the folds cannot resolve it. Near the ceiling, a blend that loses one pair of one fold's 150
+    is otherwise one SE below the best: 2 of a simulated subject's five 2-minute folds kept the tuned group model
+    at 0.75 (a quarter of its own 0.65-AUC model) for it, and scored 0.9944 where the tuned model alone scores 0.9975
+    on every fold (bench_group.py, BENCHMARKS.md)."""
     for j in range(best + 1):  # the group model alone first
         d = table[:, best] - table[:, j]
         d = d[np.isfinite(d)]
         se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
         gap = mean[best] - mean[j]
-        if np.isfinite(mean[j]) and (gap <= 0 or gap < se * (1 - 1e-9)):
+        if np.isfinite(mean[j]) and (gap <= grain * (1 + 1e-9) or gap < se * (1 - 1e-9)):
             return j
     return best
 

@@ -521,6 +521,28 @@ def test_the_blend_leans_on_the_group_until_the_own_model_wins_beyond_one_se():
     assert _steadiest(ceiling, ceiling.mean(0), 1) == 1
     tied = np.array([[1.0, 1.0], [.9, .9], [1.0, 1.0]])
     assert _steadiest(tied, tied.mean(0), 1) == 0
+    # a loss of one pair in one fold (25 targets x 25 non-targets) is below what the folds resolve: level
+    one_pair = np.array([[1 - 1 / 625, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    assert _steadiest(one_pair, one_pair.mean(0), 1) == 1
+    assert _steadiest(one_pair, one_pair.mean(0), 1, grain=1 / 625) == 0
+    assert _steadiest(ceiling, ceiling.mean(0), 1, grain=1 / 625) == 1  # a real loss stays one
+
+
+def test_the_grain_is_one_pair_for_auc_and_one_epoch_for_balanced_accuracy():
+    from eegloop.decoder.adapt import _grain, key_score
+
+    y = np.array([0] * 4 + [1] * 3)
+    assert _grain(y, 2) == 1 / 12
+    p = np.linspace(0, 1, 7)
+    best = key_score(y, np.c_[1 - p, p])
+    p[[3, 4]] = p[[4, 3]]  # one target and one non-target swapped: the smallest step
+    assert np.isclose(best - key_score(y, np.c_[1 - p, p]), _grain(y, 2))
+    y3 = np.array([0, 0, 1, 1, 1, 2])
+    assert _grain(y3, 3) == 1 / 9
+    onehot = np.eye(3)[y3]
+    wrong = onehot.copy()
+    wrong[2] = [1, 0, 0]  # one epoch of the largest class misclassified
+    assert np.isclose(key_score(y3, onehot) - key_score(y3, wrong), _grain(y3, 3))
 
 
 # -- tuning a group model to a subject --------------------------------------------------------------------------
