@@ -73,9 +73,9 @@ def _add_evaluate(commands, parents: Parents) -> None:
                             "whole blocks/runs held out, with and without --group-model, chance and permutation p "
                             "(--permutations, default 10) beside; a table, a plot in reports/")
     group.add_argument("--loso", action="store_true",
-                       help="with --subjects A,B,C: each subject scored (zero calibration) by a group model trained "
-                            "in memory on the other subjects with group consent; chance and permutation p "
-                            "(--permutations, default 1000); with --zero-shot: each subject's zero-shot "
+                       help="with --subjects A,B,... (2 or more): each subject scored (zero calibration) by a group "
+                            "model trained in memory on the other subjects with group consent; chance and permutation "
+                            "p (--permutations, default 1000); with --zero-shot (3 or more): each subject's zero-shot "
                             "identification by an EEG encoder trained on the other consenting subjects")
     c.add_argument("--group-model", metavar="NAME", type=Text("a group model name", 64),
                    help="--calibration-curve: the stored group model (eegloop pretrain) to adapt; it must not hold "

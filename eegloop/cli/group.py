@@ -1,4 +1,5 @@
-"""``eegloop pretrain``: a group model trained on many consenting subjects' epochs, or the list of group models."""
+"""``eegloop pretrain``: a group model trained on consenting subjects' epochs (one or more), or the list of group
+models."""
 from __future__ import annotations
 
 from .common import PROTOCOL_FILE, SEED, SUBJECT, Parents, open_db, say
@@ -13,7 +14,7 @@ GROUP_METHODS = ("riemann", "conv1d", "lstm", "eegnet", "shallow_fbcsp")
 def add_parser(commands, parents: Parents) -> None:
     """Add ``pretrain`` to the top-level sub-parsers."""
     c = commands.add_parser("pretrain", parents=[parents.common],
-                            help="train one group model on many consenting subjects' epochs, or list them")
+                            help="train one group model on consenting subjects' epochs (one or more), or list them")
     who = c.add_mutually_exclusive_group(required=True)
     who.add_argument("--subjects", type=CommaList(SUBJECT, "subject codes"),
                      help="comma-separated subjects, each with group consent (eegloop subject consent S --group yes)")
@@ -85,7 +86,7 @@ def group_model_lines(rec) -> list[str]:
     cfg = rec.config
     grid = cfg.get("grid", {})
     n = sum(m.n_epochs for m in rec.members)
-    lines = [f"{rec.name} (id {rec.id}, {rec.kind}, {rec.created_at:%Y-%m-%d %H:%M}): {len(rec.members)} subjects, "
+    lines = [f"{rec.name} (id {rec.id}, {rec.kind}, {rec.created_at:%Y-%m-%d %H:%M}): {len(rec.members)} subject{'s' * (len(rec.members) != 1)}, "
              f"{n} epochs, {len(grid.get('channel_names', []))} channels at {grid.get('sfreq', 0):g} Hz; alignment "
              f"{cfg.get('alignment')}; protocol {cfg.get('protocol_name')} sha256 "
              f"{str(cfg.get('protocol_sha256'))[:12]}; {rec.checkpoint_path}"]

@@ -225,8 +225,8 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
 
     Returns ``(weight, how, tuned)``: ``tuned`` says whether the blend's group side is the tuned model. The blends
     are compared in this order of preference — the aligned group model at each weight from 1 down, then the tuned
-    one likewise, last the subject's own model alone — and the first within one standard error of the best is kept
-    (:func:`_steadiest`). The tuned model, fitted on the subject's few labelled epochs, must win by more than the
+    one likewise, last the subject's own model alone — and the first within one standard error of the best (or
+    within one step of one fold's score: one pair of epochs) is kept (:func:`_steadiest`). The tuned model, fitted on the subject's few labelled epochs, must win by more than the
     inner folds resolve: on the real P300 subjects, where it barely helps, the aligned-first order scored +.007 at
     2 minutes on average where alternating the two at each weight scored -.003 (BENCHMARKS.md)."""
     from .fitting import features_for, fit_method
@@ -280,9 +280,12 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     table, columns = table[:, keep], [columns[j] for j in keep]
     mean = np.nanmean(table, axis=0)
     best = int(np.nanargmax(mean))
-    j = _steadiest(table, mean, best, float(np.nanmean(grain[scored])) if np.isfinite(grain[scored]).any() else 0.0)
+    g = grain[scored & np.isfinite(grain)]
+    # one step of one fold, as a change of the folds' mean: a gap below it is no fold's verdict
+    j = _steadiest(table, mean, best, float(g.max() / scored.sum()) if len(g) else 0.0)
     name = lambda c: "own model alone" if c[0] == "own" else f"{c[0]} {c[1]:g}"  # noqa: E731
-    near = f", within one SE of the best, {name(columns[best])}: {mean[best]:.3f}" if j != best else ""
+    near = (f", within one SE (or one pair of epochs) of the best, {name(columns[best])}: {mean[best]:.3f}"
+            if j != best else "")
     src, w = columns[j]
     tuned = (f"; the group model also tuned on each fold's training epochs ({n_tuned} of {len(folds)} folds)"
              if n_tuned else "")
@@ -293,13 +296,14 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
 
 
 def _grain(y: np.ndarray, n_classes: int) -> float:
-    """The smallest step the key metric (:func:`key_score`) can take on test labels ``y``: one pair of a target and
-    a non-target ordered the other way (AUC: ``1 / (n1 n0)``), or one epoch of the largest class classified the other
-    way (balanced accuracy: ``1 / (classes x its count)``)."""
+    """The step the key metric (:func:`key_score`) takes on test labels ``y`` when one pair of a target and a
+    non-target is ordered the other way (AUC: ``1 / (n1 n0)``; a tie between them moves it half that), or one epoch
+    of the largest class is classified the other way (balanced accuracy over the classes present: ``1 / (classes
+    x its count)``). NaN where the metric is undefined (AUC with one class present)."""
     counts = np.bincount(np.asarray(y, dtype=int), minlength=n_classes)
     if n_classes == 2:
-        return 1.0 / max(1, int(counts[0]) * int(counts[1]))
-    return 1.0 / (n_classes * max(1, int(counts.max())))
+        return 1.0 / (int(counts[0]) * int(counts[1])) if counts[0] and counts[1] else float("nan")
+    return 1.0 / (int(np.count_nonzero(counts)) * max(1, int(counts.max())))
 
 
 def _steadiest(table: np.ndarray, mean: np.ndarray, best: int, grain: float = 0.0) -> int:
@@ -315,8 +319,9 @@ def _steadiest(table: np.ndarray, mean: np.ndarray, best: int, grain: float = 0.
     ceiling: a simulated subject's 2-minute fold kept the aligned model at 0.5 (inner folds 0.82, 1, 1) over the
     tuned model (1, 1, 1) and scored 0.92 instead of 0.998.
 
-    A gap no larger than ``grain`` (the folds' mean smallest step: one pair of epochs ordered the other way, for
-    AUC) is level too: the folds cannot resolve it. Near the ceiling, a blend that loses one pair of one fold's 150
+    A gap no larger than ``grain`` is level too: one step of one fold's score (one pair of epochs ordered the other
+    way, for AUC: :func:`_grain`) as a change of the folds' mean, what a single flipped pair in the fold of fewest
+    pairs moves it by; a loss of a pair in every fold, or of several in one, is a verdict. Near the ceiling, a blend that loses one pair of one fold's 150
     is otherwise one SE below the best: 2 of a simulated subject's five 2-minute folds kept the tuned group model
     at 0.75 (a quarter of its own 0.65-AUC model) for it, and scored 0.9944 where the tuned model alone scores 0.9975
     on every fold (bench_group.py, BENCHMARKS.md)."""

@@ -163,6 +163,10 @@ def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = F
     return plan
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _has_epochs(db, code: str) -> bool:
     return any(db.count_epochs(s.id) for s in db.list_sessions(code))
 
@@ -329,19 +333,20 @@ class GroupModel:
 
         n = sum(m.n_epochs for m in self.members)
         return [f"group model {self.name} (id {self.model_id}): {self.path}",
-                f"{self.method} on {n} epochs of {len(self.members)} subjects "
+                f"{self.method} on {n} epochs of {_count(len(self.members), 'subject')} "
                 f"({', '.join(f'{m.code} {m.n_epochs}' for m in self.members)}), {len(self.grid.channel_names)} "
                 f"channels ({', '.join(self.grid.channel_names)}) at {self.grid.sfreq:g} Hz, classes "
                 f"{', '.join(self.classes)}; protocol sha256 {self.protocol_sha256[:12]}",
                 f"alignment: {self.alignment}",
                 (f"tuning prior: the class differences' time courses ({self.prior.basis.shape[1]}, derivatives "
                  f"included) and the background's temporal covariance over {len(self.prior.time_cov)} windows"
-                 + (f", its spatio-temporal covariance ({len(self.prior.noise_cov)} features, pooled in one head "
-                    "without each member's own sensor noise)"
+                 + (f", its spatio-temporal covariance ({len(self.prior.noise_cov)} features, "
+                    + ("pooled in one head without each member's own sensor noise)" if self.prior.n_subjects > 1 else
+                       "one subject's, in its per-component form: nothing to pool it with)")
                     if self.prior.noise_cov is not None else
                     ", not its spatio-temporal covariance (only up to "
                     f"{MAX_NOISE_PRIOR_FEATURES} channels x windows, or members of too few epochs)")
-                 + f", from {self.prior.n_subjects} subject{'s' * (self.prior.n_subjects != 1)}"
+                 + f", from {_count(self.prior.n_subjects, 'subject')}"
                  if self.prior is not None else
                  "tuning prior: none (a new subject's labelled epochs can only be blended with it)"),
                 f"trained in {self.seconds:.1f} s"]
@@ -352,7 +357,7 @@ def pretrain(db, subjects: Sequence[str], name: str, method: str = "riemann", al
              protocol: Optional[Protocol] = None, seed: int = 0, device: str | None = None,
              max_epochs: int | None = None, progress: Optional[Callable[[str], None]] = None,
              launch=None, checkpoint: str | None = None, verbose=None) -> Optional[GroupModel]:
-    """Train one model on several consenting subjects' epochs and store it with its provenance.
+    """Train one model on consenting subjects' epochs (one or more) and store it with its provenance.
 
     Parameters
     ----------
@@ -384,7 +389,7 @@ def pretrain(db, subjects: Sequence[str], name: str, method: str = "riemann", al
     grid = common_grid([d.es for d in data], ref.amplifier.channel_names)
     pre = _preprocessor(ref, grid, method)
     metric = ("riemann" if method == "riemann" else "euclid") if align else "none"
-    say(f"pretrain {name}: {len(data)} subjects, {', '.join(grid.channel_names)} at {grid.sfreq:g} Hz, "
+    say(f"pretrain {name}: {_count(len(data), 'subject')}, {', '.join(grid.channel_names)} at {grid.sfreq:g} Hz, "
         f"{method}, alignment: {metric}")
     pool = _pool(data, grid, pre, classes, metric)
     prior = _temporal_prior(data, grid, pre, classes)

@@ -602,8 +602,9 @@ def pooled_noise_cov(covs: Sequence[np.ndarray], c: int, w: int, time_cov: np.nd
     on the simulated population (10 subjects, 2 minutes, each held out) 0.993 instead of 0.992 mean AUC. A pool of
     few epochs for its ``(c w)^2`` entries is noisy: it is shrunk towards its own per-component form (the
     temporal eigenvectors of ``time_cov``, :func:`_per_component`) by the intensity of :data:`POOL_SHRINKAGE_GRID`
-    under which each member, left out of the pool, is likeliest; last :data:`_POOL_RIDGE` on the diagonal
-    (baseline-corrected windows make it singular).
+    under which each member, left out of the pool, is likeliest (one member: nothing to leave out, its
+    per-component form; nor can its own excess be told from its background, the pool being itself); last
+    :data:`_POOL_RIDGE` on the diagonal (baseline-corrected windows make it singular).
     """
     norm = lambda S: S / max(np.trace(S) / len(S), 1e-300)  # noqa: E731
     covs = [norm(np.asarray(S, dtype=np.float64)) for S in covs]

@@ -143,8 +143,17 @@ def test_loso_scores_each_subject_with_a_model_that_never_saw_it(root, capsys):
         # D gave no group consent: it may be scored (its data only tested), never trained on
         assert plan_loso(db, ["A", "B", "C", "D"]) == {"A": ["B", "C"], "B": ["A", "C"], "C": ["A", "B"],
                                                        "D": ["A", "B", "C"]}
+        assert plan_loso(db, ["A", "B"]) == {"A": ["B"], "B": ["A"]}  # a group of one each
     finally:
         db.close()
+
+
+def test_loso_of_two_subjects_scores_each_with_a_group_of_the_other(root, capsys):
+    rc, out, err = run_cli(capsys, root, "evaluate", "--loso", "--subjects", "A,B", "--permutations", "20", "--json")
+    assert rc == 0, err
+    rows = {r["subject"]: r for r in json.loads(out.splitlines()[-1])["subjects"]}
+    assert {s: r["trained_on"] for s, r in rows.items()} == {"A": ["B"], "B": ["A"]}
+    assert all(0.0 <= r["score"] <= 1.0 and r["p"] == pytest.approx(1 / 21, abs=0.2) for r in rows.values())
 
 
 @pytest.mark.parametrize("args, says", [

@@ -250,7 +250,10 @@ def test_a_group_of_one_is_another_subjects_model_aligned_to_the_new_one(built, 
     r = cli(root, "pretrain", "--subjects", "A", "--name", "ONE")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "using 1 consenting subject(s): A"
-    assert any(line.endswith("from 1 subject") for line in r.stdout.splitlines())
+    assert any(line.startswith("tuning prior: ") and line.endswith("from 1 subject") for line in r.stdout.splitlines())
+    assert any(" epochs of 1 subject (A " in line for line in r.stdout.splitlines())
+    r = cli(root, "pretrain", "--list")
+    assert any(line.startswith("ONE (id ") and ": 1 subject, " in line for line in r.stdout.splitlines())
     db = Database(None, data_dir=root, create=False)
     assert db.get_group_model("ONE").subjects == ["A"]
     one, es = load_group_model(db, "ONE"), db.load_epochs("D")
@@ -521,11 +524,14 @@ def test_the_blend_leans_on_the_group_until_the_own_model_wins_beyond_one_se():
     assert _steadiest(ceiling, ceiling.mean(0), 1) == 1
     tied = np.array([[1.0, 1.0], [.9, .9], [1.0, 1.0]])
     assert _steadiest(tied, tied.mean(0), 1) == 0
-    # a loss of one pair in one fold (25 targets x 25 non-targets) is below what the folds resolve: level
+    # a loss of one pair in one fold (25 targets x 25 non-targets) is below what the folds resolve: level (the
+    # grain: one pair of one fold as a change of the 3 folds' mean); a pair lost in every fold is a verdict
     one_pair = np.array([[1 - 1 / 625, 1.0], [1.0, 1.0], [1.0, 1.0]])
     assert _steadiest(one_pair, one_pair.mean(0), 1) == 1
-    assert _steadiest(one_pair, one_pair.mean(0), 1, grain=1 / 625) == 0
-    assert _steadiest(ceiling, ceiling.mean(0), 1, grain=1 / 625) == 1  # a real loss stays one
+    assert _steadiest(one_pair, one_pair.mean(0), 1, grain=1 / 625 / 3) == 0
+    every = np.array([[1 - 1 / 625, 1.0]] * 3)
+    assert _steadiest(every, every.mean(0), 1, grain=1 / 625 / 3) == 1
+    assert _steadiest(ceiling, ceiling.mean(0), 1, grain=1 / 625 / 3) == 1  # a real loss stays one
 
 
 def test_the_grain_is_one_pair_for_auc_and_one_epoch_for_balanced_accuracy():
@@ -543,6 +549,11 @@ def test_the_grain_is_one_pair_for_auc_and_one_epoch_for_balanced_accuracy():
     wrong = onehot.copy()
     wrong[2] = [1, 0, 0]  # one epoch of the largest class misclassified
     assert np.isclose(key_score(y3, onehot) - key_score(y3, wrong), _grain(y3, 3))
+    y2 = np.array([0, 0, 1, 1])  # a fold without the third class: balanced accuracy over the two present
+    wrong2 = np.eye(3)[y2]
+    wrong2[0] = [0, 1, 0]
+    assert np.isclose(key_score(y2, np.eye(3)[y2]) - key_score(y2, wrong2), _grain(y2, 3))
+    assert np.isnan(_grain(np.zeros(5, int), 2))  # AUC undefined with one class: no step
 
 
 # -- tuning a group model to a subject --------------------------------------------------------------------------
