@@ -250,7 +250,11 @@ def real(args) -> dict:
     if not (DATA / "p300").is_dir() or not (DATA / "n170").is_dir():
         raise SystemExit(f"--part real: the shared recordings are not at {DATA} (../shared beside the repo)")
     sets = {"p300": (P300_SUBJECTS, "1=nontarget,2=target"), "n170": (tuple(N170_SUBJECTS), "1=house,2=face")}
-    held = args.held_out.split(",") if args.held_out else [c for codes, _ in sets.values() for c in codes]
+    known = [c for codes, _ in sets.values() for c in codes]
+    held = args.held_out.split(",") if args.held_out else known
+    unknown = [c for c in held if c not in known]
+    if unknown:
+        raise SystemExit(f"--held-out: unknown subject(s) {', '.join(unknown)} (known: {', '.join(known)})")
     out = {}
     with tempfile.TemporaryDirectory(prefix="bench-group-real-") as tmp:
         root = Path(tmp)
@@ -261,6 +265,8 @@ def real(args) -> dict:
             for code in codes:
                 db.set_subject_consent(code, True)
         for codes, _ in sets.values():
+            if not any(c in held for c in codes):  # a paradigm none of whose subjects is held out: not scored
+                continue
             for s in (c for c in codes if c in held):
                 es = db.load_epochs(s)
                 split = "run" if len(np.unique(es.groups("run"))) > 1 else "block"
