@@ -28,8 +28,9 @@ prior fitted to their labelled epochs) rather than the aligned one.
         [--candidates ...] [--population-permutations 3] [--population-held-out sim01] [--erp-uv 0.75]
 
 Last line: JSON {"fanout": {"subjects", "fits", "seconds_1_worker", "seconds_2_workers", "speedup", "identical"},
-"real": {subject: {"group", "split", "curve": [...], "peer": [...], "zero_calibration"}} (P300 and N170), "population": {"held_out",
-"with_group_2min", "without_group_10min", "goal_met", ...}, "cpu": ...}, with the parts that ran.
+"real": {subject: {"group", "split", "curve": [...], "peer": [...], "zero_calibration"}} (P300 and N170),
+"population": {"held_out", "with_group_2min", "without_group_10min", "goal_met", ...}, "cpu": ...}, with the parts
+that ran.
 """
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"  # the shared recordings beside the checkout, as tests/conftest.py finds them
-P300_SUBJECTS = ("p300s1", "p300s2", "p300s3")
-N170_SUBJECTS = {"n170s2": "subject2", "n170s11": "subject11"}  # subject code -> folder of ../shared/data/n170
+#: per paradigm (a folder of ../shared/data and a protocol of protocols/): subject code -> its folder, and the events
+REAL = {"p300": ({"p300s1": "subject1", "p300s2": "subject2", "p300s3": "subject3"}, "1=nontarget,2=target"),
+        "n170": ({"n170s2": "subject2", "n170s11": "subject11"}, "1=house,2=face")}
 #: the default's candidates here: the scikit-learn/pyriemann ones, in its order (vote first). With the protocol's
 #: own list (the CNNs too) one point of one subject's curve took over two minutes on 2 cores without a single
 #: permutation; the networks are at chance on this 4-channel data anyway (issue 27). --candidates protocol keeps the protocol's list.
@@ -249,8 +251,7 @@ def real(args) -> dict:
 
     if not (DATA / "p300").is_dir() or not (DATA / "n170").is_dir():
         raise SystemExit(f"--part real: the shared recordings are not at {DATA} (../shared beside the repo)")
-    sets = {"p300": (P300_SUBJECTS, "1=nontarget,2=target"), "n170": (tuple(N170_SUBJECTS), "1=house,2=face")}
-    known = [c for codes, _ in sets.values() for c in codes]
+    known = [c for codes, _ in REAL.values() for c in codes]
     held = args.held_out.split(",") if args.held_out else known
     unknown = [c for c in held if c not in known]
     if unknown:
@@ -258,13 +259,12 @@ def real(args) -> dict:
     out = {}
     with tempfile.TemporaryDirectory(prefix="bench-group-real-") as tmp:
         root = Path(tmp)
-        _import(root, args.candidates, "p300", {c: f"subject{c[-1]}" for c in P300_SUBJECTS}, sets["p300"][1])
-        _import(root, args.candidates, "n170", N170_SUBJECTS, sets["n170"][1])
+        for kind, (codes, events) in REAL.items():
+            _import(root, args.candidates, kind, codes, events)
         db = Database(f"sqlite:///{root / 'eegloop.db'}", data_dir=root)
-        for codes, _ in sets.values():  # only the others of its paradigm enter a held-out subject's group model
-            for code in codes:
-                db.set_subject_consent(code, True)
-        for codes, _ in sets.values():
+        for code in known:  # only the others of its paradigm enter a held-out subject's group model
+            db.set_subject_consent(code, True)
+        for codes, _ in REAL.values():
             if not any(c in held for c in codes):  # a paradigm none of whose subjects is held out: not scored
                 continue
             for s in (c for c in codes if c in held):
@@ -372,7 +372,8 @@ def main() -> None:
     ap.add_argument("--real-permutations", type=int, default=1, help="real: label shuffles per curve point")
     ap.add_argument("--loso-permutations", type=int, default=1000,
                     help="real: label shuffles of the zero-calibration (leave-one-subject-out) score")
-    ap.add_argument("--held-out", default="", help="real: the subjects held out (default: each P300 and each N170 subject)")
+    ap.add_argument("--held-out", default="",
+                    help="real: the subjects held out (default: each P300 and each N170 subject)")
     ap.add_argument("--population-permutations", type=int, default=3, help="population: label shuffles per point")
     ap.add_argument("--population-held-out", default="sim01", choices=[f"sim{k:02d}" for k in range(1, 11)],
                     help="population: the subject held out (the group model is pretrained on the other nine)")

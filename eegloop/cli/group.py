@@ -86,7 +86,8 @@ def group_model_lines(rec) -> list[str]:
     cfg = rec.config
     grid = cfg.get("grid", {})
     n = sum(m.n_epochs for m in rec.members)
-    lines = [f"{rec.name} (id {rec.id}, {rec.kind}, {rec.created_at:%Y-%m-%d %H:%M}): {len(rec.members)} subject{'s' * (len(rec.members) != 1)}, "
+    k = len(rec.members)
+    lines = [f"{rec.name} (id {rec.id}, {rec.kind}, {rec.created_at:%Y-%m-%d %H:%M}): {k} subject{'s' * (k != 1)}, "
              f"{n} epochs, {len(grid.get('channel_names', []))} channels at {grid.get('sfreq', 0):g} Hz; alignment "
              f"{cfg.get('alignment')}; protocol {cfg.get('protocol_name')} sha256 "
              f"{str(cfg.get('protocol_sha256'))[:12]}; {rec.checkpoint_path}"]

@@ -226,9 +226,10 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     Returns ``(weight, how, tuned)``: ``tuned`` says whether the blend's group side is the tuned model. The blends
     are compared in this order of preference — the aligned group model at each weight from 1 down, then the tuned
     one likewise, last the subject's own model alone — and the first within one standard error of the best (or
-    within one step of one fold's score: one pair of epochs) is kept (:func:`_steadiest`). The tuned model, fitted on the subject's few labelled epochs, must win by more than the
-    inner folds resolve: on the real P300 subjects, where it barely helps, the aligned-first order scored +.007 at
-    2 minutes on average where alternating the two at each weight scored -.003 (BENCHMARKS.md)."""
+    within one step of one fold's score: one pair of epochs) is kept (:func:`_steadiest`). The tuned model, fitted
+    on the subject's few labelled epochs, must win by more than the inner folds resolve: on the real P300
+    subjects, where it barely helps, the aligned-first order scored +.007 at 2 minutes on average where
+    alternating the two at each weight scored -.003 (BENCHMARKS.md)."""
     from .fitting import features_for, fit_method
     from .folds import inner_validation, make_folds
     from .methods import feature_key, is_network
@@ -321,10 +322,10 @@ def _steadiest(table: np.ndarray, mean: np.ndarray, best: int, grain: float = 0.
 
     A gap no larger than ``grain`` is level too: one step of one fold's score (one pair of epochs ordered the other
     way, for AUC: :func:`_grain`) as a change of the folds' mean, what a single flipped pair in the fold of fewest
-    pairs moves it by; a loss of a pair in every fold, or of several in one, is a verdict. Near the ceiling, a blend that loses one pair of one fold's 150
-    is otherwise one SE below the best: 2 of a simulated subject's five 2-minute folds kept the tuned group model
-    at 0.75 (a quarter of its own 0.65-AUC model) for it, and scored 0.9944 where the tuned model alone scores 0.9975
-    on every fold (bench_group.py, BENCHMARKS.md)."""
+    pairs moves it by; a loss of a pair in every fold, or of several in one, is a verdict. Near the ceiling, a
+    blend that loses one pair of one fold's 156 or 625 is otherwise one SE below the best: 2 of a simulated
+    subject's five 2-minute folds kept the tuned group model at 0.75 (a quarter of its own 0.65-AUC model) for it,
+    and scored 0.9944 where the tuned model alone in every fold scores 0.9975 (bench_group.py, BENCHMARKS.md)."""
     for j in range(best + 1):  # the group model alone first
         d = table[:, best] - table[:, j]
         d = d[np.isfinite(d)]
