@@ -157,6 +157,9 @@ def _with_group(db, args):
 
     if args.group_model is None:
         raise EegloopError("--group-weight: given without --group-model (a weight of which group model?)")
+    if not db.group_model_exists(args.group_model):
+        raise EegloopError(f"--group-model: no group model named {args.group_model!r} (list them: eegloop pretrain "
+                           "--list)")
     proto = subject_protocol(db, args.subject, args.sessions)[0]
     proto = replace(proto, decoder=replace(proto.decoder, group_model=args.group_model,
                                            group_weight=args.group_weight))
@@ -270,6 +273,9 @@ def _check_group_request(args, db) -> list[str]:
     if others:
         raise EegloopError(f"{mode}: not with {others[0]} (it scores the protocol's default and the group model, "
                            "here)")
+    if getattr(args, "sessions", None):  # every session of each subject: the curve's minutes and folds span them
+        raise EegloopError(f"{mode}: not with --sessions (it uses every session of "
+                           f"{'the subject' if args.calibration_curve else 'each subject'})")
     default_perms = args.permutations is None
     if args.calibration_curve:
         if not args.subject:
@@ -397,7 +403,8 @@ def _evaluate_zero_shot_loso(db, args) -> int:
     others = [name for name, on in (("--methods", args.methods), ("--baselines", args.baselines),
                                     ("--ablation", args.ablation), ("--calibration-curve", args.calibration_curve),
                                     ("--group-model", args.group_model), ("--method", args.method),
-                                    ("--cluster", args.cluster), ("--workers", args.workers is not None))
+                                    ("--cluster", args.cluster), ("--workers", args.workers is not None),
+                                    ("--sessions", getattr(args, "sessions", None)))
               if on]
     if others:
         raise EegloopError(f"--zero-shot --loso: not with {others[0]}")

@@ -31,7 +31,7 @@ def add_parser(commands, parents: Parents) -> None:
                                                            "(a control: what alignment gains)")
     c.add_argument("--protocol", type=PROTOCOL_FILE, help="reference protocol: montage, preprocessing, analysis "
                                                           "window (default: the first subject's latest session's)")
-    c.add_argument("--seed", type=SEED, default=0, help="networks: the seed (default 0)")
+    c.add_argument("--seed", type=SEED, default=None, help="networks: the seed (default 0)")
     ddp = c.add_argument_group("data-parallel training of a network (PyTorch DDP, launched as torchrun launches)")
     ddp.add_argument("--nproc", type=Integer(1, 1024), default=None,
                      help="processes (ranks) on this machine (default: one, in this process)")
@@ -40,8 +40,10 @@ def add_parser(commands, parents: Parents) -> None:
     ddp.add_argument("--rdzv-endpoint", type=Text("HOST:PORT", 300), default=None,
                      help="HOST:PORT every machine meets at (needed with --nnodes above 1; default on one machine: "
                           "127.0.0.1 and a free port)")
-    ddp.add_argument("--rdzv-id", type=Text("a run id", 64), default="eegloop-pretrain",
-                     help="the run's id at the rendezvous (the same on every machine)")
+    ddp.add_argument("--rdzv-id", type=Text("a run id", 64), default=None,
+                     help="the run's id at the rendezvous (the same on every machine; default eegloop-pretrain)")
+    ddp.add_argument("--rdzv-timeout", type=Integer(1, 86_400), default=None, metavar="S",
+                     help="seconds the rendezvous waits for every machine before giving up (default 300)")
     ddp.add_argument("--checkpoint", type=Text("a file path", 4096), default=None,
                      help="written after every epoch by rank 0; a rerun with the same file resumes after its last "
                           "finished epoch")
@@ -55,6 +57,9 @@ def run(args) -> int:
     from ..errors import EegloopError
 
     if args.list:
+        given = _training_options(args)
+        if given:
+            raise EegloopError(f"--list: not with {given[0]} (it lists the stored group models; it trains none)")
         return list_group_models(open_db(args, create=False))
     if args.name is None:
         raise EegloopError("--name: required to train a group model (e.g. --name G1)")
@@ -71,8 +76,12 @@ def run(args) -> int:
                       method=args.method)
     for line in plan.lines():
         print(line)
+    if launch is not None and launch.nnodes > 1:
+        print(f"data-parallel: meeting {launch.nnodes - 1} other machine{'s' * (launch.nnodes > 2)} at "
+              f"{launch.rdzv_endpoint} (each runs this same command); giving up after {launch.join_timeout_s} s",
+              flush=True)
     res = pretrain(db, plan.subjects, args.name, method=args.method, align=not args.no_align, protocol=proto,
-                   seed=args.seed, max_epochs=args.max_epochs, progress=say, launch=launch,
+                   seed=args.seed or 0, max_epochs=args.max_epochs, progress=say, launch=launch,
                    checkpoint=args.checkpoint)
     if res is None:
         return 0
@@ -113,23 +122,46 @@ def _launch(args):
     """The data-parallel launch the options ask for (None: one process), checked before any work."""
     from ..errors import EegloopError
 
-    if args.nproc is None and args.nnodes == 1 and args.rdzv_endpoint is None and args.checkpoint is None:
-        return None
     if args.method == "riemann":
-        raise EegloopError("--nproc/--nnodes/--rdzv-endpoint/--checkpoint: data-parallel training is for the "
-                           "networks (--method conv1d or lstm), not the Riemannian pipeline")
-    from ..decoder.distributed import Launch
+        network_only = [o for o in _training_options(args) if o not in _BOTH]
+        if network_only:
+            raise EegloopError(f"{network_only[0]}: for the networks (--method conv1d, lstm, eegnet, ...), not the "
+                               "Riemannian pipeline (no seed, epochs or data-parallel launch)")
+    launched = args.nproc is not None or args.nnodes != 1 or args.rdzv_endpoint is not None
+    if not launched:
+        later = [name for name, on in (("--rdzv-id", args.rdzv_id is not None),
+                                       ("--rdzv-timeout", args.rdzv_timeout is not None)) if on]
+        if later:
+            raise EegloopError(f"{later[0]}: only with a data-parallel launch (--nproc N or --nnodes N "
+                               "--rdzv-endpoint HOST:PORT)")
+        if args.checkpoint is None:
+            return None
+    from ..decoder.distributed import Launch, check_checkpoint, check_ranks_here
 
     launch = Launch(nproc=args.nproc or 1, nnodes=args.nnodes, rdzv_endpoint=args.rdzv_endpoint,
-                    rdzv_id=args.rdzv_id)
+                    rdzv_id=args.rdzv_id or "eegloop-pretrain", join_timeout_s=args.rdzv_timeout or 300)
     try:
         launch.check()
+        check_ranks_here(launch.nproc)
+        if args.checkpoint is not None:
+            check_checkpoint(args.checkpoint)
     except ValueError as exc:
         raise EegloopError(str(exc)) from None
-    if args.checkpoint is not None:
-        from pathlib import Path
-
-        folder = Path(args.checkpoint).expanduser().parent
-        if not folder.is_dir():
-            raise EegloopError(f"--checkpoint: the folder {folder} does not exist")
     return launch
+
+
+#: the training options every method reads (the others are the networks')
+_BOTH = ("--subjects", "--all", "--exclude", "--name", "--no-align", "--protocol")
+
+
+def _training_options(args) -> list[str]:
+    """The options given that only training reads (networks' above all), in the order --help lists them."""
+    return [name for name, on in (("--subjects", args.subjects is not None), ("--all", args.all),
+                                  ("--exclude", bool(args.exclude)), ("--name", args.name is not None),
+                                  ("--no-align", args.no_align), ("--protocol", args.protocol is not None),
+                                  ("--seed", args.seed is not None), ("--nproc", args.nproc is not None),
+                                  ("--nnodes", args.nnodes != 1), ("--rdzv-endpoint", args.rdzv_endpoint is not None),
+                                  ("--rdzv-id", args.rdzv_id is not None),
+                                  ("--rdzv-timeout", args.rdzv_timeout is not None),
+                                  ("--checkpoint", args.checkpoint is not None),
+                                  ("--max-epochs", args.max_epochs is not None)) if on]

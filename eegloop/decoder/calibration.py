@@ -214,6 +214,9 @@ def check_curve_request(db, subject: str, group: Optional[str]) -> None:
         return
     if not db.group_model_exists(group):
         raise EegloopError(f"--group-model: no group model named {group!r} (list them: eegloop pretrain --list)")
+    from .groupstart import warn_withdrawn
+
+    warn_withdrawn(db, db.get_group_model(group))
     if subject in db.get_group_model(group).subjects:
         raise EegloopError(f"--group-model: {group!r} was trained on {subject}'s epochs: its calibration curve would "
                            f"not be honest (pretrain one without it: eegloop pretrain --all --exclude {subject} ...)")
@@ -390,8 +393,13 @@ def plot_curve(curve: CalibrationCurve, path: Path) -> Path:
         ax.set_title(f"calibration curve: {curve.subject}")
         ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        from .._files import atomic_path
+
+        try:  # private (0600) like the JSON beside it, and whole or not at all
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=100, format="png")
+        finally:
+            plt.close(fig)
     return path
 
 

@@ -32,8 +32,10 @@ from typing import Optional
 import numpy as np
 
 from .._logging import logger
+from ..errors import EegloopError
 
-__all__ = ["Launch", "FitPlan", "FitOutcome", "fit_data_parallel", "write_training_data"]
+__all__ = ["Launch", "FitPlan", "FitOutcome", "fit_data_parallel", "write_training_data", "check_checkpoint",
+           "check_ranks_here", "ranks_here"]
 
 _ENDPOINT = re.compile(r"^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
 
@@ -50,6 +52,7 @@ class Launch:
     local_addr: Optional[str] = None  # this node's address as the others reach it; 127.0.0.1 on one machine
     backend: str = "auto"  # gloo on the CPU, nccl with GPUs
     max_restarts: int = 0
+    join_timeout_s: int = 300  # how long the rendezvous waits for every node before giving up (torchrun's 600)
 
     @property
     def world_size(self) -> int:
@@ -57,10 +60,10 @@ class Launch:
 
     def check(self) -> None:
         """ValueError, naming the option, for a launch that cannot run."""
-        for name in ("nproc", "nnodes", "max_restarts"):
+        for name in ("nproc", "nnodes", "max_restarts", "join_timeout_s"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "max_restarts" else 1):
-                raise ValueError(f"--{name.replace('_', '-')} must be a whole number of at least "
+                raise ValueError(f"--{name.replace('_s', '').replace('_', '-')} must be a whole number of at least "
                                  f"{0 if name == 'max_restarts' else 1}, not {v!r}")
         if self.backend not in ("auto", "gloo", "nccl"):
             raise ValueError(f"--backend must be auto, gloo or nccl, not {self.backend!r}")
@@ -73,6 +76,51 @@ class Launch:
             raise ValueError("--nnodes above 1 needs --rdzv-endpoint HOST:PORT: the address every node meets at")
         if not self.rdzv_id or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.rdzv_id):
             raise ValueError(f"--rdzv-id must be 1-64 letters, digits, '.', '_' or '-', not {self.rdzv_id!r}")
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_ranks_here(nproc: int) -> None:
+    """ValueError (naming ``--nproc``) for more ranks than this machine has GPUs or CPU cores: each rank is a whole
+    PyTorch process (~0.5 GB), so more only thrash, and a thousand exhaust the memory (the library's
+    :class:`Launch` leaves oversubscribing to its caller)."""
+    most = ranks_here()
+    if nproc > most:
+        raise ValueError(f"--nproc: {nproc} ranks, but this machine has {most} "
+                         f"{'GPUs' if _gpus() else 'CPU cores'} for them (at most {most} here)")
+
+
+def ranks_here() -> int:
+    """The most ranks this machine runs: one per GPU, else one per CPU core it may use (at least 2: two ranks
+    share a single core, slowly, for a test of the launch)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return _gpus() or max(2, cores)
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """ValueError (naming ``--checkpoint``) unless ``path`` is a new file in an existing folder or a checkpoint
+    this module wrote (read with ``torch.load(weights_only=True)``: tensors and numbers only, nothing executed)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ValueError(f"--checkpoint: {p} is a folder (give a file, e.g. {p / 'pretrain.pt'})")
+    if not p.parent.is_dir():
+        raise ValueError(f"--checkpoint: the folder {p.parent} does not exist")
+    if not p.exists():
+        return
+    import torch
+
+    try:
+        saved = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever the file is, one line naming the option
+        raise ValueError(f"--checkpoint: {p} is not a checkpoint eegloop wrote ({type(exc).__name__}); "
+                         "give a new file name to start afresh") from None
+    if not isinstance(saved, dict) or not {"model", "optimizer", "epochs_done", "losses"} <= set(saved):
+        raise ValueError(f"--checkpoint: {p} is not a checkpoint eegloop wrote (no model, optimizer, epochs_done, "
+                         "losses); give a new file name to start afresh")
 
 
 @dataclass(frozen=True)
@@ -162,7 +210,7 @@ def _launch(folder: str, plan: FitPlan, launch: Launch, backend: str) -> Optiona
                        rdzv_backend="c10d", rdzv_endpoint=launch.rdzv_endpoint or "127.0.0.1:0",
                        run_id=launch.rdzv_id, max_restarts=launch.max_restarts, start_method="spawn",
                        local_addr=launch.local_addr or ("127.0.0.1" if one_machine else None),
-                       monitor_interval=0.1)
+                       monitor_interval=0.1, rdzv_configs={"join_timeout": launch.join_timeout_s})
     env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // launch.nproc))}
     if one_machine:
         env["GLOO_SOCKET_IFNAME"] = "lo"  # the ranks talk over the loopback, never the machine's own address
@@ -171,8 +219,24 @@ def _launch(folder: str, plan: FitPlan, launch: Launch, backend: str) -> Optiona
         os.environ.setdefault(k, v)  # the ranks inherit them; a lab's own setting wins
     logger.info(f"data-parallel training: {launch.world_size} ranks ({launch.nnodes} node(s) x {launch.nproc}), "
                 f"{backend}, rendezvous {cfg.rdzv_endpoint}")
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError, RendezvousTimeoutError
+
     try:
         results = elastic_launch(cfg, _rank_main)(folder, plan, backend)
+    except RendezvousTimeoutError:
+        raise EegloopError(f"--rdzv-endpoint: no rendezvous at {cfg.rdzv_endpoint} within {launch.join_timeout_s} s"
+                           f" ({launch.nnodes} machines wanted; each runs this same command, --rdzv-timeout waits "
+                           "longer)") from None
+    except RendezvousError as exc:  # e.g. the endpoint refused: one line, not torch's traceback
+        raise EegloopError(f"--rdzv-endpoint: the rendezvous at {cfg.rdzv_endpoint} failed "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no detail'})"
+                           ) from None
+    except ChildFailedError as exc:
+        first = next(iter(exc.failures.values()), None)
+        detail = (first.message if first is not None and isinstance(first.message, str) else str(exc)).strip()
+        last = detail.splitlines()[-1][:300] if detail else "?"
+        raise EegloopError(f"data-parallel training failed on a rank: {last}") from None
     finally:
         for k, v in saved.items():
             if v is None:

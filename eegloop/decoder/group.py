@@ -386,6 +386,10 @@ def pretrain(db, subjects: Sequence[str], name: str, method: str = "riemann", al
     data = [_load_subject(db, code) for code in subjects]
     ref = protocol or data[0].protocol
     classes = _shared_classes(data)
+    named = set(ref.stimuli.classes)
+    if protocol is not None and named and not set(classes) <= named:  # empty: every sub-folder, named after it
+        raise EegloopError(f"--protocol: its classes ({', '.join(sorted(named))}) are not the subjects' "
+                           f"({', '.join(classes)}): a group model must name the classes it decodes as they are")
     grid = common_grid([d.es for d in data], ref.amplifier.channel_names)
     pre = _preprocessor(ref, grid, method)
     metric = ("riemann" if method == "riemann" else "euclid") if align else "none"

@@ -28,7 +28,8 @@ from .adapt import choose_weight, save_adapted, tuned_side
 from .modelio import TrainedModel, db_config, model_path, read_model_meta
 from .scoring import chance_levels, scores
 
-__all__ = ["group_for", "check_group_start", "blend_with_group", "zero_calibration", "group_line"]
+__all__ = ["group_for", "check_group_start", "check_not_trained_on", "blend_with_group", "zero_calibration",
+           "group_line", "warn_withdrawn"]
 
 
 def group_for(db, protocol: Protocol):
@@ -39,9 +40,39 @@ def group_for(db, protocol: Protocol):
         return None
     from .groupdecoder import GroupDecoder
 
+    if not db.group_model_exists(name):
+        raise EegloopError(f"decoder.group_model: no group model named {name!r} (list them: eegloop pretrain --list)")
     rec = db.get_group_model(name)
+    warn_withdrawn(db, rec)
     path = db.abspath(rec.checkpoint_path)
     return GroupDecoder(path), path
+
+
+def warn_withdrawn(db, rec) -> list[str]:
+    """The members of group model ``rec`` who have withdrawn their group consent since it was trained, said in one
+    warning line (the model still holds their data until deleted); returns their codes."""
+    gone = [m.code for m in rec.members if not db.subject_consent(m.code).group]
+    if gone:
+        logger.warning("group model %r holds the data of %s, who withdrew group consent: delete it "
+                       "(eegloop subject group-models %s --delete) and pretrain one without them",
+                       rec.name, ", ".join(gone), gone[0])
+    return gone
+
+
+def check_not_trained_on(db, protocol: Protocol, subject: str, session_ids) -> None:
+    """Before any fit: ``decoder.group_model`` never saw the epochs the subject's decoder trains on (one line
+    otherwise). The blend's weight is chosen and scored on those epochs, and zero calibration scores the group
+    model on them: a group model trained on them would make both scores its own training fit's."""
+    name = protocol.decoder.group_model
+    if not name or not db.group_model_exists(name):
+        return
+    member = next((m for m in db.get_group_model(name).members if m.code == subject), None)
+    shared = sorted(set(member.session_ids) & {int(i) for i in session_ids}) if member else []
+    if shared:
+        ids = ", ".join(str(i) for i in shared)
+        raise EegloopError(f"decoder.group_model: {name!r} was trained on {subject}'s session{'s' * (len(shared) > 1)}"
+                           f" {ids}, which this decoder trains on: its weight and scores would not be honest "
+                           f"(pretrain one without them: eegloop pretrain --all --exclude {subject} ...)")
 
 
 def _group_json(group, weight: float, how: str, reference, tuned=None) -> dict:
@@ -66,7 +97,8 @@ def blend_with_group(db, subject: str, session_ids, es: EpochSet, protocol: Prot
     how += note
     reference = group.reference(es)
     metrics = dict(metrics, group=_group_json(group, weight, how, reference, tuned),
-                   seconds=round(time.perf_counter() - t0, 2))
+                   seconds=round(time.perf_counter() - t0, 2),
+                   heldout_of="the subject's own model alone, before the group model was weighed")
     logger.info("blended with group model %s: %s", group.name, how)
     return _save(db, subject, session_ids, es, group, gpath, weight, how, reference, own_path, metrics, t0, tuned)
 
@@ -83,10 +115,15 @@ def zero_calibration(db, subject: str, session_ids, es: EpochSet, protocol: Prot
     proba = Adapted(list(es.class_ids), 1.0, None, 0, how, group).group_proba(es)
     held = scores(es.y, proba) if len(set(es.y.tolist())) > 1 else {}
     whole = "the subject's whole recording (aligned on it; its labels used only to score)"
+    seen = ([m.session_ids for m in db.get_group_model(group.name).members if m.code == subject]
+            if db.group_model_exists(group.name) else [])
+    never = ("a subject the group model never saw: an honest estimate" if not seen else
+             f"the group model saw other sessions of this subject ({', '.join(map(str, seen[0]))}), not these "
+             "epochs: a cross-session estimate, not a new subject's")
     metrics = {"method": f"group:{group.name}", "heldout": held, **chance_levels(es), "split": "subject",
                "heldout_optimistic": False,
                "early_stopping": {"how": whole, "optimistic": False, "optimistic_because": [],
-                                  "note": "a subject the group model never saw: an honest estimate"},
+                                  "note": never},
                "selection": {"winner": f"group:{group.name}", "metric": "", "split": "subject", "n_folds": 0,
                              "candidates": {}, "note": how, "seconds": 0.0},
                "rejection": rejection.to_json(), "feedback_cues_held_out": n_cues, "n_train": 0,

@@ -19,7 +19,7 @@ from ..protocol import Protocol
 from ..types import EpochSet
 from .fitting import Fitted, apply_bias, features_for, fit_method
 from .folds import InnerSplit, inner_validation
-from .groupstart import blend_with_group, group_for, zero_calibration
+from .groupstart import blend_with_group, check_not_trained_on, group_for, zero_calibration
 from .methods import feature_key, is_sklearn, stored_kind, student
 from .modelio import TrainedModel, db_config, model_path, read_model_meta, save_model
 from .preprocessing import Preprocessor
@@ -55,6 +55,7 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
     data = load_training_epochs(db, subject, session_ids, protocol, exclude_images)
     es, protocol = data.es, data.protocol
     group = group_for(db, protocol)  # decoder.group_model: start from it (:mod:`.groupstart`)
+    check_not_trained_on(db, protocol, subject, data.session_ids)
     zero = group is not None and protocol.decoder.group_weight == 1.0
     if not zero and (len(es.classes) < 2 or len(set(es.labels.tolist())) < 2):
         raise EegloopError(f"subject {subject!r}: epochs of only one class ({sorted(set(es.labels.tolist()))}); "
@@ -185,6 +186,11 @@ def heldout_line(m: dict) -> str:
     what = "early-stopping set" if m.get("epochs_run") is not None else "held-out set (then refitted on all)"
     optimistic = m.get("heldout_optimistic", True)  # a model saved before the flag: tuned on it, as networks are
     tuned = es.get("optimistic_because") or []
+    g = m.get("group") or {}
+    if g and not m.get("zero_calibration"):  # a blend: this score is its own side's, before the group was weighed
+        what = (f"the subject's own model alone (the saved model is group model {g.get('name')} at weight "
+                f"{g.get('weight', 0):g}{': the own model unused' if g.get('weight') == 1 else ''}; the blend's "
+                f"score is its inner folds'), its {what}")
     return (f"{what}, {es.get('how', '?')} ({m.get('n_heldout')} epochs): top1 {held['top1']:.3f} "
             f"(chance {m['chance_top1']:.3f}){extra}"
             + ((" — OPTIMISTIC, not an honest estimate" + (f": {', '.join(tuned)}" if tuned else ""))

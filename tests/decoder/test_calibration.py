@@ -86,6 +86,7 @@ def test_the_curve_json_line_and_plot(curve):
     # 4 blocks of 38 s left per fold: 2.5 minutes, so no 5-minute point
     assert [p["minutes"] for p in last["curve"]] == [0, 2, pytest.approx(4 * 20 * SOA / 60, abs=0.01)]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_mode & 0o777 == 0o600  # private, like the JSON beside it
     assert saved["group_model"] == "G" and saved["plot"] == str(png)
 
 
@@ -167,6 +168,9 @@ def test_loso_of_two_subjects_scores_each_with_a_group_of_the_other(root, capsys
     (["--loso", "--subjects", "A,B,C", "--budget", "10"], "--loso: not with --budget"),
     (["--zero-shot", "--loso", "--subjects", "A,B,C", "--workers", "2"], "--zero-shot --loso: not with --workers"),
     (["--calibration-curve", "--subject", "D", "--split", "random"], "--split: the calibration curve holds"),
+    (["--calibration-curve", "--subject", "D", "--sessions", "1"], "--calibration-curve: not with --sessions"),
+    (["--loso", "--subjects", "A,B", "--sessions", "1"], "--loso: not with --sessions"),
+    (["--zero-shot", "--loso", "--subjects", "A,B,C", "--sessions", "1"], "--zero-shot --loso: not with --sessions"),
     # zero-shot across subjects: the same consent rule, before any epoch or embedding is read
     (["--zero-shot", "--loso", "--subjects", "A,B,D"], "--subjects: holding A out leaves 1 subject(s) with group"),
     (["--zero-shot", "--loso", "--subjects", "A,D"], "--loso: needs at least 3 subjects"),

@@ -160,7 +160,14 @@ def test_unknown_subject_is_one_line_exit_2(built):
     (["--subjects", "A,B"], "--name: required to train a group model"),
     (["--subjects", "A,B", "--name", "G"], "--name: a group model named 'G' already exists"),
     (["--subjects", "A,B", "--exclude", "C", "--name", "X"], "--exclude: only with --all"),
-    (["--subjects", "A,B", "--name", "X", "--nproc", "2"], "data-parallel training is for the networks"),
+    (["--subjects", "A,B", "--name", "X", "--nproc", "2"], "--nproc: for the networks"),
+    (["--subjects", "A,B", "--name", "X", "--max-epochs", "3"], "--max-epochs: for the networks"),
+    (["--subjects", "A,B", "--name", "X", "--seed", "3"], "--seed: for the networks"),
+    (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--rdzv-id", "r1"], "--rdzv-id: only with a data-"),
+    (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--nproc", "1024"], "--nproc: 1024 ranks, but this"),
+    (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--checkpoint", "/tmp"], "--checkpoint: /tmp is a fo"),
+    (["--list", "--name", "X"], "--list: not with --name"),
+    (["--list", "--exclude", "Z"], "--list: not with --exclude"),
     (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--nnodes", "2"], "--nnodes above 1 needs --rdzv"),
     (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--rdzv-endpoint", "h"], "--rdzv-endpoint must be"),
     (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--checkpoint", "/no/such/x.pt"], "--checkpoint: the "),
@@ -300,7 +307,7 @@ def test_a_network_group_model_trains_data_parallel_with_a_checkpoint(built, tmp
 
 
 # -- withdrawal --------------------------------------------------------------------------------------------------
-def test_withdrawing_lists_and_deletes_every_group_model_with_the_subjects_data(built, cli, tmp_path):
+def test_withdrawing_lists_and_deletes_every_group_model_with_the_subjects_data(built, cli, tmp_path, caplog):
     """A withdrawing member's group models go, files and rows, and with them the group model tuned to another
     subject (D's blend keeps it in a file of its own, estimated from the members' epochs): D's model is named as
     one to train again, and loading it says so in one line; D's own model and everyone's epochs stay."""
@@ -322,6 +329,15 @@ def test_withdrawing_lists_and_deletes_every_group_model_with_the_subjects_data(
     r = cli(root, "subject", "consent", "A", "--group", "no")
     assert r.stdout.splitlines() == ["A: group consent no (was yes)", "2 group model(s) still hold A's data: G, U; "
                                      "delete them with: eegloop subject group-models A --delete"]
+    # until deleted, using a group model with A's data says so (one warning line), and still works
+    from eegloop.decoder.groupstart import group_for
+
+    db = Database(None, data_dir=root, create=False)
+    with caplog.at_level("WARNING", logger="eegloop"):
+        assert group_for(db, with_group("G")) is not None
+    db.close()
+    said = [r.getMessage() for r in caplog.records if "withdrew" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("group model 'G' holds the data of A, who withdrew group consent")
     r = cli(root, "subject", "group-models", "A")
     assert r.returncode == 0 and r.stdout.startswith("2 group model(s) hold A's data")
     assert sum(line.startswith(("G (id", "U (id")) for line in r.stdout.splitlines()) == 2
@@ -464,6 +480,61 @@ def test_train_starts_from_a_group_model_on_the_command_line(built, cli, tmp_pat
     assert r.returncode == 0, r.stderr
     assert ("started from group model G (riemann, aligned on 120 of the subject's epochs, tuned on 120 labelled "
             "epochs): weight 0.5, fixed") in r.stdout
+    # the held-out line is the own model's, before the group was weighed, and says so
+    held = next(line for line in r.stdout.splitlines() if "top1" in line)
+    assert held.startswith("the subject's own model alone (the saved model is group model G at weight 0.5")
+    # a group model trained on the epochs this decoder trains on: refused (its weight and scores would be its fit's)
+    before = dump(root)
+    r = cli(root, "train", "--subject", "A", "--no-teacher", "--group-model", "G")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "decoder.group_model: 'G' was trained on A's session" in r.stderr and "--exclude A" in r.stderr
+    assert dump(root) == before and not list((root / "models").glob("sub-A*"))
+
+
+def test_the_reference_protocol_must_name_the_subjects_classes(built, cli, tmp_path):
+    import yaml
+
+    root = clone(built[0], tmp_path)
+    before = dump(root)
+    other = {"stimuli": {"folder": "x", "classes": {"house": "house", "face": "face"}},
+             "paradigm": {"block_s": 10, "image_s": 0.5, "images_per_class": 60, "runs": 2, "order": "interleaved"},
+             "amplifier": {"channels": len(CHANNELS), "sfreq": 128, "channel_names": CHANNELS},
+             "epochs": {"tmin": -0.1, "tmax": 0.7, "margin_s": 0.5},
+             "preprocessing": {"notch_hz": None, "bandpass_hz": [1, 20], "standardize": False}}
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    r = cli(root, "pretrain", "--subjects", "A,B", "--name", "X", "--protocol", tmp_path / "other.yaml")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--protocol: its classes (face, house) are not the subjects' (" in r.stderr
+    assert dump(root) == before and not list((root / "models").glob("group-X*"))
+
+
+def test_a_rendezvous_nobody_joins_ends_in_one_line_after_its_timeout(built, cli, tmp_path):
+    """--nnodes 2 with no second machine: a line says where it waits and for how long, then one error line
+    (torch's elastic launcher, a real c10d rendezvous on 127.0.0.1), nothing stored."""
+    import socket
+
+    root = clone(built[0], tmp_path)
+    before = dump(root)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = cli(root, "pretrain", "--subjects", "A,C", "--name", "RZ", "--method", "conv1d", "--nnodes", "2",
+            "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-timeout", "3", "--max-epochs", "1")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"--rdzv-endpoint: no rendezvous at 127.0.0.1:{port} within 3 s (2 machines wanted" in r.stderr
+    assert f"meeting 1 other machine at 127.0.0.1:{port} (each runs this same command); giving up after 3 s" in r.stdout
+    assert dump(root) == before and not list((root / "models").glob("group-RZ*"))
+
+
+def test_a_checkpoint_that_is_not_one_is_refused_before_training(built, cli, tmp_path):
+    root = clone(built[0], tmp_path)
+    before = dump(root)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("garbage")
+    r = cli(root, "pretrain", "--subjects", "A,C", "--name", "X", "--method", "conv1d", "--checkpoint", junk)
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"--checkpoint: {junk} is not a checkpoint eegloop wrote" in r.stderr
+    assert dump(root) == before and junk.read_text() == "garbage" and sorted(tmp_path.iterdir()) == [root, junk]
 
 
 def test_braindecode_networks_train_as_group_models_and_as_a_subjects_decoder(built, tmp_path):
