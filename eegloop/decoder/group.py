@@ -126,6 +126,11 @@ def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = F
         if db.group_model_exists(name):
             raise EegloopError(f"--name: a group model named {name!r} already exists (choose another name, or "
                                "delete it first)")
+        # its folder (models/group-<name>) would be the other's on a case-insensitive file system (macOS, Windows)
+        twin = next((r.name for r in db.list_group_models() if r.name.casefold() == name.casefold()), None)
+        if twin is not None:
+            raise EegloopError(f"--name: {name!r} differs from the group model {twin!r} only in letter case (their "
+                               "folders would be one on a case-insensitive file system): choose another name")
     if method not in GROUP_METHODS:
         raise EegloopError(f"--method: a group model is one of {', '.join(GROUP_METHODS)}, got {method!r}")
     consent = {c.code: c for c in db.subject_consents()}

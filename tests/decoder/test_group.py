@@ -159,6 +159,7 @@ def test_unknown_subject_is_one_line_exit_2(built):
     (["--subjects", "A,B", "--all", "--name", "X"], "--all: not allowed with argument --subjects"),
     (["--subjects", "A,B"], "--name: required to train a group model"),
     (["--subjects", "A,B", "--name", "G"], "--name: a group model named 'G' already exists"),
+    (["--subjects", "A,B", "--name", "g"], "--name: 'g' differs from the group model 'G' only in letter case"),
     (["--subjects", "A,B", "--exclude", "C", "--name", "X"], "--exclude: only with --all"),
     (["--subjects", "A,B", "--name", "X", "--nproc", "2"], "--nproc: for the networks"),
     (["--subjects", "A,B", "--name", "X", "--max-epochs", "3"], "--max-epochs: for the networks"),
