@@ -229,7 +229,12 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     within one step of one fold's score: one pair of epochs) is kept (:func:`_steadiest`). The tuned model, fitted
     on the subject's few labelled epochs, must win by more than the inner folds resolve: on the real P300
     subjects, where it barely helps, the aligned-first order scored +.007 at 2 minutes on average where
-    alternating the two at each weight scored -.003 (BENCHMARKS.md)."""
+    alternating the two at each weight scored -.003 (BENCHMARKS.md).
+
+    A group of one subject (``group.n_subjects == 1``) earns no such lean: the best blend is kept. One other
+    person's model is no steadier than the subject's own few minutes (an average over heads is what makes a group
+    steadier); on the two real N170 subjects, each held out against the other, the lean kept blends that scored
+    .683 / .641 where the subject's own model scored .691 / .661, the best blend .691 / .655."""
     from .fitting import features_for, fit_method
     from .folds import inner_validation, make_folds
     from .methods import feature_key, is_network
@@ -283,10 +288,11 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     best = int(np.nanargmax(mean))
     g = grain[scored & np.isfinite(grain)]
     # one step of one fold, as a change of the folds' mean: a gap below it is no fold's verdict
-    j = _steadiest(table, mean, best, float(g.max() / scored.sum()) if len(g) else 0.0)
+    one = getattr(group, "n_subjects", None) == 1
+    j = best if one else _steadiest(table, mean, best, float(g.max() / scored.sum()) if len(g) else 0.0)
     name = lambda c: "own model alone" if c[0] == "own" else f"{c[0]} {c[1]:g}"  # noqa: E731
     near = (f", within one SE (or one pair of epochs) of the best, {name(columns[best])}: {mean[best]:.3f}"
-            if j != best else "")
+            if j != best else "; a group of one: the best blend, no lean toward it" if one else "")
     src, w = columns[j]
     tuned = (f"; the group model also tuned on each fold's training epochs ({n_tuned} of {len(folds)} folds)"
              if n_tuned else "")

@@ -228,6 +228,7 @@ class _Memo:
 
     def __init__(self, model):
         self.model, self.classes, self._seen = model, model.classes, {}
+        self.n_subjects = getattr(model, "n_subjects", None)
 
     def tuned(self, es: EpochSet):
         """The group model tuned on ``es`` (not remembered: each fold's calibration epochs differ)."""

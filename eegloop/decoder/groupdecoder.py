@@ -75,6 +75,8 @@ class GroupDecoder:
         from .stlda import TemporalPrior
 
         self.prior = TemporalPrior.from_json(self.meta.get("temporal_prior"))  # None: a model from before priors
+        #: how many subjects it learned from (None where it does not say: a model from before priors)
+        self.n_subjects = self.prior.n_subjects if self.prior is not None else None
         if self.meta["model"].get("kind") == "pipeline":
             from .pipelines import load_pipeline
 

@@ -266,9 +266,14 @@ def test_a_group_of_one_is_another_subjects_model_aligned_to_the_new_one(built, 
     assert db.get_group_model("ONE").subjects == ["A"]
     one, es = load_group_model(db, "ONE"), db.load_epochs("D")
     db.close()
-    assert one.prior is not None and one.prior.n_subjects == 1
+    assert one.prior is not None and one.prior.n_subjects == 1 and one.n_subjects == 1
     a = auc(one, es)
     assert a > 0.75, a
+    # D's quick-train from it: the inner folds keep their best blend, with no lean toward one other subject's model
+    r = cli(root, "train", "--subject", "D", "--no-teacher", "--group-model", "ONE")
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("started from group model ONE"))
+    assert "inner block-wise folds" in line and "a group of one: the best blend, no lean toward it" in line, line
 
 
 def test_a_network_group_model_is_euclidean_aligned_and_decodes(built, tmp_path):
