@@ -152,7 +152,7 @@ def _with_group(db, args):
     from dataclasses import replace
 
     from ..decoder import subject_protocol
-    from ..decoder.groupstart import check_group_start
+    from ..decoder.groupstart import check_group_start, check_not_trained_on
     from ..errors import EegloopError
 
     if args.group_model is None:
@@ -163,7 +163,9 @@ def _with_group(db, args):
     proto = subject_protocol(db, args.subject, args.sessions)[0]
     proto = replace(proto, decoder=replace(proto.decoder, group_model=args.group_model,
                                            group_weight=args.group_weight))
-    check_group_start(db, proto)
+    check_group_start(db, proto, warn=False)  # quick_train warns, after its own refusals
+    ids = args.sessions or [x.id for x in db.list_sessions(args.subject)]
+    check_not_trained_on(db, proto, args.subject, ids, option="--group-model")
     return proto
 
 

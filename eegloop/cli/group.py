@@ -24,7 +24,7 @@ def add_parser(commands, parents: Parents) -> None:
     c.add_argument("--exclude", type=CommaList(SUBJECT, "subject codes"), default=[],
                    help="with --all: comma-separated subjects to leave out")
     c.add_argument("--name", type=GROUP_NAME, help="the group model's name (required to train one)")
-    c.add_argument("--method", choices=list(GROUP_METHODS), default="riemann",
+    c.add_argument("--method", choices=list(GROUP_METHODS), default=None,
                    help="riemann (default: xDAWN covariances + tangent space + logistic regression, re-centred per "
                         "subject with pyriemann.transfer) or a network (Euclidean alignment per subject)")
     c.add_argument("--no-align", action="store_true", help="pool the subjects' epochs without aligning them "
@@ -63,6 +63,7 @@ def run(args) -> int:
         return list_group_models(open_db(args, create=False))
     if args.name is None:
         raise EegloopError("--name: required to train a group model (e.g. --name G1)")
+    args.method = args.method or "riemann"
     from ..decoder.group import plan_group, pretrain
 
     proto = None
@@ -151,12 +152,13 @@ def _launch(args):
 
 
 #: the training options every method reads (the others are the networks')
-_BOTH = ("--subjects", "--all", "--exclude", "--name", "--no-align", "--protocol")
+_BOTH = ("--subjects", "--all", "--method", "--exclude", "--name", "--no-align", "--protocol")
 
 
 def _training_options(args) -> list[str]:
     """The options given that only training reads (networks' above all), in the order --help lists them."""
     return [name for name, on in (("--subjects", args.subjects is not None), ("--all", args.all),
+                                  ("--method", args.method is not None),
                                   ("--exclude", bool(args.exclude)), ("--name", args.name is not None),
                                   ("--no-align", args.no_align), ("--protocol", args.protocol is not None),
                                   ("--seed", args.seed is not None), ("--nproc", args.nproc is not None),

@@ -229,12 +229,9 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     within one step of one fold's score: one pair of epochs) is kept (:func:`_steadiest`). The tuned model, fitted
     on the subject's few labelled epochs, must win by more than the inner folds resolve: on the real P300
     subjects, where it barely helps, the aligned-first order scored +.007 at 2 minutes on average where
-    alternating the two at each weight scored -.003 (BENCHMARKS.md).
-
-    A group of one subject (``group.n_subjects == 1``) earns no such lean: the best blend is kept. One other
-    person's model is no steadier than the subject's own few minutes (an average over heads is what makes a group
-    steadier); on the two real N170 subjects, each held out against the other, the lean kept blends that scored
-    .683 / .641 where the subject's own model scored .691 / .661, the best blend .691 / .655."""
+    alternating the two at each weight scored -.003 (BENCHMARKS.md). A group of one (``group.n_subjects == 1``)
+    earns no lean, the best blend is kept: one other person's model is no steadier than the subject's own minutes
+    (real N170, each held out against the other: .683 / .641 with the lean, .691 / .655 without, own .691 / .661)."""
     from .fitting import features_for, fit_method
     from .folds import inner_validation, make_folds
     from .methods import feature_key, is_network

@@ -214,12 +214,12 @@ def check_curve_request(db, subject: str, group: Optional[str]) -> None:
         return
     if not db.group_model_exists(group):
         raise EegloopError(f"--group-model: no group model named {group!r} (list them: eegloop pretrain --list)")
-    from .groupstart import warn_withdrawn
-
-    warn_withdrawn(db, db.get_group_model(group))
     if subject in db.get_group_model(group).subjects:
         raise EegloopError(f"--group-model: {group!r} was trained on {subject}'s epochs: its calibration curve would "
                            f"not be honest (pretrain one without it: eegloop pretrain --all --exclude {subject} ...)")
+    from .groupstart import warn_withdrawn
+
+    warn_withdrawn(db, db.get_group_model(group))  # after every refusal: a refused request prints one line
 
 
 class _Memo:

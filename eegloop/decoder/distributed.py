@@ -63,7 +63,8 @@ class Launch:
         for name in ("nproc", "nnodes", "max_restarts", "join_timeout_s"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "max_restarts" else 1):
-                raise ValueError(f"--{name.replace('_s', '').replace('_', '-')} must be a whole number of at least "
+                option = {"join_timeout_s": "rdzv-timeout"}.get(name, name.replace("_", "-"))
+                raise ValueError(f"--{option} must be a whole number of at least "
                                  f"{0 if name == 'max_restarts' else 1}, not {v!r}")
         if self.backend not in ("auto", "gloo", "nccl"):
             raise ValueError(f"--backend must be auto, gloo or nccl, not {self.backend!r}")
@@ -72,6 +73,13 @@ class Launch:
             if not m or not 0 < int(m.group(2)) < 65536:
                 raise ValueError(f"--rdzv-endpoint must be HOST:PORT (a port from 1 to 65535), "
                                  f"not {self.rdzv_endpoint!r}")
+            import socket
+
+            try:  # a host nobody can resolve is one line now, not a connection retried until the timeout
+                socket.getaddrinfo(m.group(1).strip("[]"), int(m.group(2)))
+            except (socket.gaierror, UnicodeError) as exc:
+                raise ValueError(f"--rdzv-endpoint: cannot resolve {m.group(1)!r} "
+                                 f"({getattr(exc, 'strerror', None) or exc})") from None
         elif self.nnodes > 1:
             raise ValueError("--nnodes above 1 needs --rdzv-endpoint HOST:PORT: the address every node meets at")
         if not self.rdzv_id or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.rdzv_id):
@@ -91,7 +99,7 @@ def check_ranks_here(nproc: int) -> None:
     most = ranks_here()
     if nproc > most:
         raise ValueError(f"--nproc: {nproc} ranks, but this machine has {most} "
-                         f"{'GPUs' if _gpus() else 'CPU cores'} for them (at most {most} here)")
+                         f"{'GPU' if _gpus() else 'CPU core'}{'s' * (most != 1)} for them (at most {most} here)")
 
 
 def ranks_here() -> int:
@@ -101,9 +109,10 @@ def ranks_here() -> int:
     return _gpus() or max(2, cores)
 
 
-def check_checkpoint(path: str | Path) -> None:
+def check_checkpoint(path: str | Path, plan: Optional["FitPlan"] = None) -> None:
     """ValueError (naming ``--checkpoint``) unless ``path`` is a new file in an existing folder or a checkpoint
-    this module wrote (read with ``torch.load(weights_only=True)``: tensors and numbers only, nothing executed)."""
+    this module wrote (read with ``torch.load(weights_only=True)``: tensors and numbers only, nothing executed)
+    and, given ``plan``, one of ``plan``'s network (its weights load into it)."""
     p = Path(path).expanduser()
     if p.is_dir():
         raise ValueError(f"--checkpoint: {p} is a folder (give a file, e.g. {p / 'pretrain.pt'})")
@@ -121,6 +130,15 @@ def check_checkpoint(path: str | Path) -> None:
     if not isinstance(saved, dict) or not {"model", "optimizer", "epochs_done", "losses"} <= set(saved):
         raise ValueError(f"--checkpoint: {p} is not a checkpoint eegloop wrote (no model, optimizer, epochs_done, "
                          "losses); give a new file name to start afresh")
+    if plan is not None:
+        from .methods import build_model
+
+        try:
+            build_model(plan.model_config).load_state_dict(saved["model"])
+        except (RuntimeError, KeyError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"--checkpoint: {p} holds another network's weights ({first}); give a new file name "
+                             "to start afresh") from None
 
 
 @dataclass(frozen=True)
@@ -179,6 +197,8 @@ def fit_data_parallel(data: str | Path | tuple[np.ndarray, np.ndarray], plan: Fi
     holds no rank 0 (``--nnodes`` > 1), the result is None: rank 0's node stores the model.
     """
     launch.check()
+    if plan.checkpoint:
+        check_checkpoint(plan.checkpoint, plan)
     if plan.batch_size % launch.world_size:
         raise ValueError(f"the batch ({plan.batch_size}) must split evenly over the {launch.world_size} ranks")
     if isinstance(data, tuple):
@@ -210,7 +230,8 @@ def _launch(folder: str, plan: FitPlan, launch: Launch, backend: str) -> Optiona
                        rdzv_backend="c10d", rdzv_endpoint=launch.rdzv_endpoint or "127.0.0.1:0",
                        run_id=launch.rdzv_id, max_restarts=launch.max_restarts, start_method="spawn",
                        local_addr=launch.local_addr or ("127.0.0.1" if one_machine else None),
-                       monitor_interval=0.1, rdzv_configs={"join_timeout": launch.join_timeout_s})
+                       monitor_interval=0.1, rdzv_configs={"join_timeout": launch.join_timeout_s,
+                                                           "read_timeout": launch.join_timeout_s})
     env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // launch.nproc))}
     if one_machine:
         env["GLOO_SOCKET_IFNAME"] = "lo"  # the ranks talk over the loopback, never the machine's own address
@@ -234,9 +255,12 @@ def _launch(folder: str, plan: FitPlan, launch: Launch, backend: str) -> Optiona
                            ) from None
     except ChildFailedError as exc:
         first = next(iter(exc.failures.values()), None)
-        detail = (first.message if first is not None and isinstance(first.message, str) else str(exc)).strip()
-        last = detail.splitlines()[-1][:300] if detail else "?"
-        raise EegloopError(f"data-parallel training failed on a rank: {last}") from None
+        msg = first.message if first is not None else None
+        if isinstance(msg, dict):  # torch's error file: {"message": ..., "extraInfo": {...}}
+            msg = msg.get("message")
+        lines = [x for x in str(msg or "").strip().splitlines() if x.strip(" =-")]
+        raise EegloopError(f"data-parallel training failed on rank {first.local_rank if first else '?'}: "
+                           f"{lines[-1][:300] if lines else f'exit code {first.exitcode if first else -1}'}") from None
     finally:
         for k, v in saved.items():
             if v is None:

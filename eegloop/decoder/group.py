@@ -249,7 +249,10 @@ def fit_group_network_parallel(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, 
     batch = max(world, training.batch_size // world * world)  # split evenly over the ranks
     plan = FitPlan(config, epochs=max_epochs or training.max_epochs, batch_size=min(batch, len(y) // world * world),
                    lr=training.lr, clip=training.grad_clip, seed=seed, checkpoint=checkpoint)
-    out = fit_data_parallel((X, y), plan, launch)  # written as float32 .npy for the ranks (one copy)
+    try:
+        out = fit_data_parallel((X, y), plan, launch)  # written as float32 .npy for the ranks (one copy)
+    except ValueError as exc:  # a checkpoint of another network, a batch the ranks cannot split: one line
+        raise EegloopError(str(exc)) from None
     if out is None:
         return None
     model = out.load_into(build_model(config))
@@ -393,7 +396,7 @@ def pretrain(db, subjects: Sequence[str], name: str, method: str = "riemann", al
     classes = _shared_classes(data)
     named = set(ref.stimuli.classes)
     if protocol is not None and named and not set(classes) <= named:  # empty: every sub-folder, named after it
-        raise EegloopError(f"--protocol: its classes ({', '.join(sorted(named))}) are not the subjects' "
+        raise EegloopError(f"--protocol: its stimuli.classes ({', '.join(sorted(named))}) are not the subjects' "
                            f"({', '.join(classes)}): a group model must name the classes it decodes as they are")
     grid = common_grid([d.es for d in data], ref.amplifier.channel_names)
     pre = _preprocessor(ref, grid, method)

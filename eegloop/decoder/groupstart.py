@@ -32,9 +32,10 @@ __all__ = ["group_for", "check_group_start", "check_not_trained_on", "blend_with
            "group_line", "warn_withdrawn"]
 
 
-def group_for(db, protocol: Protocol):
+def group_for(db, protocol: Protocol, warn: bool = True):
     """``decoder.group_model``'s decoder and its file, or None when the protocol names none (one line for an
-    unknown name)."""
+    unknown name); with ``warn``, one warning line if a member has withdrawn group consent since
+    (:func:`warn_withdrawn`)."""
     name = protocol.decoder.group_model
     if not name:
         return None
@@ -43,23 +44,29 @@ def group_for(db, protocol: Protocol):
     if not db.group_model_exists(name):
         raise EegloopError(f"decoder.group_model: no group model named {name!r} (list them: eegloop pretrain --list)")
     rec = db.get_group_model(name)
-    warn_withdrawn(db, rec)
+    if warn:
+        warn_withdrawn(db, rec)
     path = db.abspath(rec.checkpoint_path)
     return GroupDecoder(path), path
+
+
+_WARNED: set = set()
 
 
 def warn_withdrawn(db, rec) -> list[str]:
     """The members of group model ``rec`` who have withdrawn their group consent since it was trained, said in one
     warning line (the model still holds their data until deleted); returns their codes."""
     gone = [m.code for m in rec.members if not db.subject_consent(m.code).group]
-    if gone:
+    if gone and (rec.id, tuple(gone)) not in _WARNED:  # once per process: a visit checks, then trains
+        _WARNED.add((rec.id, tuple(gone)))
         logger.warning("group model %r holds the data of %s, who withdrew group consent: delete it "
                        "(eegloop subject group-models %s --delete) and pretrain one without them",
                        rec.name, ", ".join(gone), gone[0])
     return gone
 
 
-def check_not_trained_on(db, protocol: Protocol, subject: str, session_ids) -> None:
+def check_not_trained_on(db, protocol: Protocol, subject: str, session_ids,
+                         option: str = "decoder.group_model") -> None:
     """Before any fit: ``decoder.group_model`` never saw the epochs the subject's decoder trains on (one line
     otherwise). The blend's weight is chosen and scored on those epochs, and zero calibration scores the group
     model on them: a group model trained on them would make both scores its own training fit's."""
@@ -70,9 +77,10 @@ def check_not_trained_on(db, protocol: Protocol, subject: str, session_ids) -> N
     shared = sorted(set(member.session_ids) & {int(i) for i in session_ids}) if member else []
     if shared:
         ids = ", ".join(str(i) for i in shared)
-        raise EegloopError(f"decoder.group_model: {name!r} was trained on {subject}'s session{'s' * (len(shared) > 1)}"
-                           f" {ids}, which this decoder trains on: its weight and scores would not be honest "
-                           f"(pretrain one without them: eegloop pretrain --all --exclude {subject} ...)")
+        raise EegloopError(f"{option}: {name!r} was trained on {subject}'s session{'s' * (len(shared) > 1)} {ids},"
+                           f" which this decoder trains on: its weight and scores would not be honest (pretrain one "
+                           f"without them: eegloop pretrain --all --exclude {subject} ...; or train on other "
+                           "sessions: --sessions)")
 
 
 def _group_json(group, weight: float, how: str, reference, tuned=None) -> dict:
@@ -158,10 +166,10 @@ def group_line(metrics: dict) -> str | None:
             f"subject's epochs{tuned}): weight {g['weight']:g}, {g['how']}")
 
 
-def check_group_start(db, protocol: Protocol) -> None:
+def check_group_start(db, protocol: Protocol, warn: bool = True) -> None:
     """Before a visit starts: ``decoder.group_model`` exists and reads channels the amplifier records (one line
-    otherwise)."""
-    found = group_for(db, protocol)
+    otherwise; with ``warn``, one warning line for a member who withdrew consent)."""
+    found = group_for(db, protocol, warn=warn)
     if found is None:
         return
     group = found[0]

@@ -54,8 +54,8 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
     t0 = time.perf_counter()
     data = load_training_epochs(db, subject, session_ids, protocol, exclude_images)
     es, protocol = data.es, data.protocol
-    group = group_for(db, protocol)  # decoder.group_model: start from it (:mod:`.groupstart`)
     check_not_trained_on(db, protocol, subject, data.session_ids)
+    group = group_for(db, protocol)  # decoder.group_model: start from it (:mod:`.groupstart`)
     zero = group is not None and protocol.decoder.group_weight == 1.0
     if not zero and (len(es.classes) < 2 or len(set(es.labels.tolist())) < 2):
         raise EegloopError(f"subject {subject!r}: epochs of only one class ({sorted(set(es.labels.tolist()))}); "
@@ -187,14 +187,21 @@ def heldout_line(m: dict) -> str:
     optimistic = m.get("heldout_optimistic", True)  # a model saved before the flag: tuned on it, as networks are
     tuned = es.get("optimistic_because") or []
     g = m.get("group") or {}
-    if g and not m.get("zero_calibration"):  # a blend: this score is its own side's, before the group was weighed
-        what = (f"the subject's own model alone (the saved model is group model {g.get('name')} at weight "
-                f"{g.get('weight', 0):g}{': the own model unused' if g.get('weight') == 1 else ''}; the blend's "
-                f"score is its inner folds'), its {what}")
+    honest = " — held-out whole groups, used for nothing else"
+    if m.get("zero_calibration"):  # the group model alone on a subject it never saw (or saw other sessions of)
+        honest = f" — {es.get('note') or 'an honest estimate'}"
+    elif g:  # a blend: this score is its own side's, before the group was weighed
+        w = g.get("weight", 0)
+        saved = ("the saved model is the own model itself (group weight 0)" if w == 0 else
+                 f"the saved model is group model {g.get('name')} at weight {w:g}"
+                 + (": the own model unused" if w == 1 else ""))
+        scored = ("the blend itself not scored: its weight was fixed" if str(g.get("how", "")).startswith("fixed")
+                  else "the blend's score is its inner folds'")
+        what = f"the subject's own model alone ({saved}; {scored}), its {what}"
     return (f"{what}, {es.get('how', '?')} ({m.get('n_heldout')} epochs): top1 {held['top1']:.3f} "
             f"(chance {m['chance_top1']:.3f}){extra}"
             + ((" — OPTIMISTIC, not an honest estimate" + (f": {', '.join(tuned)}" if tuned else ""))
-               if optimistic else " — held-out whole groups, used for nothing else"))
+               if optimistic else honest))
 
 
 def heldout_tuning(method: str, pinned: str, pipeline: bool) -> list:

@@ -172,8 +172,8 @@ class WorkerRole(Role):
             try:
                 from .._files import private_file
 
+                private_file(path, create=True)  # 0600 before the first byte, as the feedback loop's images
                 img.image.save(path)
-                private_file(path)
             except OSError as exc:
                 logger.error("saving the feedback image %s: %s", path, exc)
 

@@ -169,6 +169,9 @@ def test_unknown_subject_is_one_line_exit_2(built):
     (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--checkpoint", "/tmp"], "--checkpoint: /tmp is a fo"),
     (["--list", "--name", "X"], "--list: not with --name"),
     (["--list", "--exclude", "Z"], "--list: not with --exclude"),
+    (["--list", "--method", "lstm"], "--list: not with --method"),
+    (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--nnodes", "2", "--rdzv-endpoint",
+      "nosuchhost.invalid:29500"], "--rdzv-endpoint: cannot resolve 'nosuchhost.invalid'"),
     (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--nnodes", "2"], "--nnodes above 1 needs --rdzv"),
     (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--rdzv-endpoint", "h"], "--rdzv-endpoint must be"),
     (["--subjects", "A,B", "--name", "X", "--method", "lstm", "--checkpoint", "/no/such/x.pt"], "--checkpoint: the "),
@@ -313,7 +316,8 @@ def test_a_network_group_model_trains_data_parallel_with_a_checkpoint(built, tmp
 
 
 # -- withdrawal --------------------------------------------------------------------------------------------------
-def test_withdrawing_lists_and_deletes_every_group_model_with_the_subjects_data(built, cli, tmp_path, caplog):
+def test_withdrawing_lists_and_deletes_every_group_model_with_the_subjects_data(built, cli, tmp_path, caplog,
+                                                                                 capsys):
     """A withdrawing member's group models go, files and rows, and with them the group model tuned to another
     subject (D's blend keeps it in a file of its own, estimated from the members' epochs): D's model is named as
     one to train again, and loading it says so in one line; D's own model and everyone's epochs stay."""
@@ -341,9 +345,13 @@ def test_withdrawing_lists_and_deletes_every_group_model_with_the_subjects_data(
     db = Database(None, data_dir=root, create=False)
     with caplog.at_level("WARNING", logger="eegloop"):
         assert group_for(db, with_group("G")) is not None
+        assert group_for(db, with_group("G")) is not None  # a visit checks, then trains: said once
     db.close()
     said = [r.getMessage() for r in caplog.records if "withdrew" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("group model 'G' holds the data of A, who withdrew group consent")
+    capsys.readouterr()  # the warnings above, written to stderr too
+    r = cli(root, "train", "--subject", "A", "--no-teacher", "--group-model", "G")  # refused: that line alone
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "was trained on A's session" in r.stderr
     r = cli(root, "subject", "group-models", "A")
     assert r.returncode == 0 and r.stdout.startswith("2 group model(s) hold A's data")
     assert sum(line.startswith(("G (id", "U (id")) for line in r.stdout.splitlines()) == 2
@@ -438,6 +446,9 @@ def test_zero_calibration_uses_no_label_and_scores_a_subject_the_model_never_saw
     assert not list(m.path.parent.glob("model-*"))  # no own model fitted
     expected = auc(group, es)
     assert m.metrics["heldout"]["auc"] == pytest.approx(expected, abs=1e-9) and expected > 0.8
+    from eegloop.decoder import heldout_line
+
+    assert heldout_line(m.metrics).endswith(" — a subject the group model never saw: an honest estimate")
     dec = OnlineDecoder(m.path)
     p = np.array([[dec.predict(x)[c] for c in dec.classes] for x in es.data[:8]])
     batch = group.predict_proba(es)[:8][:, [list(group.classes).index(c) for c in dec.classes]]
@@ -488,12 +499,13 @@ def test_train_starts_from_a_group_model_on_the_command_line(built, cli, tmp_pat
             "epochs): weight 0.5, fixed") in r.stdout
     # the held-out line is the own model's, before the group was weighed, and says so
     held = next(line for line in r.stdout.splitlines() if "top1" in line)
-    assert held.startswith("the subject's own model alone (the saved model is group model G at weight 0.5")
+    assert held.startswith("the subject's own model alone (the saved model is group model G at weight 0.5; the "
+                           "blend itself not scored: its weight was fixed)")
     # a group model trained on the epochs this decoder trains on: refused (its weight and scores would be its fit's)
     before = dump(root)
     r = cli(root, "train", "--subject", "A", "--no-teacher", "--group-model", "G")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "decoder.group_model: 'G' was trained on A's session" in r.stderr and "--exclude A" in r.stderr
+    assert "--group-model: 'G' was trained on A's session" in r.stderr and "--exclude A" in r.stderr
     assert dump(root) == before and not list((root / "models").glob("sub-A*"))
 
 
@@ -510,7 +522,7 @@ def test_the_reference_protocol_must_name_the_subjects_classes(built, cli, tmp_p
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
     r = cli(root, "pretrain", "--subjects", "A,B", "--name", "X", "--protocol", tmp_path / "other.yaml")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "--protocol: its classes (face, house) are not the subjects' (" in r.stderr
+    assert "--protocol: its stimuli.classes (face, house) are not the subjects' (" in r.stderr
     assert dump(root) == before and not list((root / "models").glob("group-X*"))
 
 
