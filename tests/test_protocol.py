@@ -75,6 +75,8 @@ def test_shipped_paper_protocols_name_the_eeg_imagenet_classes(name):
     [
         ({"paradigm": {"blok_s": 3}}, "paradigm.blok_s: unknown field (did you mean 'block_s'?)"),
         ({"paradigm": {"image_s": "fast"}}, "paradigm.image_s: must be a number, got 'fast'"),
+        ({"paradigm": {"image_s": "5e-1"}}, "paradigm.image_s: must be a number, got '5e-1' (YAML 1.1 reads 5e-1 as "
+                                            "text: write it with a point, e.g. 1.0e9)"),
         ({"paradigm": {"image_s": -0.5}}, "paradigm.image_s: must be > 0, got -0.5"),
         ({"paradigm": {"order": "random"}}, "paradigm.order: must be one of 'blocked', 'interleaved'"),
         ({"paradigm": {"runs": 1.5}}, "paradigm.runs: must be an integer, got 1.5"),

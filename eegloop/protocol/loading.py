@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -86,7 +87,10 @@ def _convert(value: Any, tp: Any, path: str, meta: dict) -> Any:
         except OverflowError:  # an integer too large for a float
             ok = False
         if not ok:
-            raise ProtocolError(f"{path}: must be a number, got {short_repr(value)}")
+            hint = ""
+            if isinstance(value, str) and re.fullmatch(r"[+-]?\d+[eE][+-]?\d+", value.strip()):
+                hint = f" (YAML 1.1 reads {value.strip()} as text: write it with a point, e.g. 1.0e9)"
+            raise ProtocolError(f"{path}: must be a number, got {short_repr(value)}{hint}")
         _check_range(float(value), path, meta)
         return float(value)
     if tp is str:
