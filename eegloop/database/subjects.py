@@ -35,7 +35,8 @@ def subject_row(s: Session, code: str) -> SubjectRow:
     """The row of subject ``code`` in unit of work ``s``; a one-line error naming the command to add it."""
     row = s.scalar(select(SubjectRow).where(SubjectRow.code == code))
     if row is None:
-        raise DatabaseError(f"unknown subject {code!r} (add it with: eegloop subject add {code})")
+        raise DatabaseError(f"unknown subject {code!r}" + (f" (add it with: eegloop subject add {code})"
+                            if re.fullmatch(r"[A-Za-z0-9]{1,64}", code) else ""))
     return row
 
 

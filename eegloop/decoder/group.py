@@ -35,6 +35,8 @@ through which their head sees the group's background (:mod:`.stlda`).
 """
 from __future__ import annotations
 
+import re
+
 import json
 import time
 from dataclasses import dataclass, field
@@ -136,7 +138,8 @@ def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = F
     consent = {c.code: c for c in db.subject_consents()}
     for code in list(subjects or ()) + list(exclude):
         if code not in consent:
-            raise EegloopError(f"unknown subject {code!r} (add it with: eegloop subject add {code})")
+            raise EegloopError(f"unknown subject {code!r}" + (f" (add it with: eegloop subject add {code})"
+                               if re.fullmatch(r"[A-Za-z0-9]{1,64}", code) else ""))
     if subjects is not None:
         if exclude:
             raise EegloopError("--exclude: only with --all (leave the subject out of --subjects instead)")
