@@ -35,9 +35,8 @@ through which their head sees the group's background (:mod:`.stlda`).
 """
 from __future__ import annotations
 
-import re
-
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
