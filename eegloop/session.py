@@ -212,6 +212,9 @@ def _run_visit(protocol: Protocol, subject: str, db: Database, simulate: bool, r
     session_id, done = None, set()
     if resume:
         session_id, done = resumable_session(db, subject, protocol)
+        from .decoder.groupstart import check_not_trained_on
+
+        check_not_trained_on(db, protocol, subject, [session_id])  # its quick-train would train on those epochs
         with SessionClaim(db, session_id):  # a second --resume of it refuses here, before anything starts
             pass
         say(f"resuming session {session_id}: {len(done)} complete block(s) are kept; the others are shown again")
