@@ -57,8 +57,9 @@ def warn_withdrawn(db, rec) -> list[str]:
     """The members of group model ``rec`` who have withdrawn their group consent since it was trained, said in one
     warning line (the model still holds their data until deleted); returns their codes."""
     gone = [m.code for m in rec.members if not db.subject_consent(m.code).group]
-    if gone and (rec.id, tuple(gone)) not in _WARNED:  # once per process: a visit checks, then trains
-        _WARNED.add((rec.id, tuple(gone)))
+    key = (str(getattr(db, "data_dir", "")), rec.id, tuple(gone))
+    if gone and key not in _WARNED:  # once per process and database: a visit checks, then trains
+        _WARNED.add(key)
         logger.warning("group model %r holds the data of %s, who withdrew group consent: delete it "
                        "(eegloop subject group-models %s --delete) and pretrain one without them",
                        rec.name, ", ".join(gone), gone[0])
