@@ -243,6 +243,14 @@ def _launch(folder: str, plan: FitPlan, launch: Launch, backend: str) -> Optiona
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousError, RendezvousTimeoutError
 
+    import logging
+
+    # torch's launcher logs a failed rank's whole traceback at ERROR: kept for --verbose debug, the one line is ours
+    quiet = {n: logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+             if n.startswith("torch.distributed.elastic")}
+    levels = {n: lg.level for n, lg in quiet.items()}
+    for lg in quiet.values():
+        lg.setLevel(logging.CRITICAL)
     try:
         results = elastic_launch(cfg, _rank_main)(folder, plan, backend)
     except RendezvousTimeoutError:
@@ -254,6 +262,7 @@ def _launch(folder: str, plan: FitPlan, launch: Launch, backend: str) -> Optiona
                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no detail'})"
                            ) from None
     except ChildFailedError as exc:
+        logger.debug("data-parallel training failed: %s", exc)
         first = next(iter(exc.failures.values()), None)
         msg = first.message if first is not None else None
         if isinstance(msg, dict):  # torch's error file: {"message": ..., "extraInfo": {...}}
@@ -262,6 +271,8 @@ def _launch(folder: str, plan: FitPlan, launch: Launch, backend: str) -> Optiona
         raise EegloopError(f"data-parallel training failed on rank {first.local_rank if first else '?'}: "
                            f"{lines[-1][:300] if lines else f'exit code {first.exitcode if first else -1}'}") from None
     finally:
+        for n, lg in quiet.items():
+            lg.setLevel(levels[n])
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -78,3 +78,28 @@ def test_the_batch_must_split_over_the_ranks(data, plan):
         fit_data_parallel(data, plan, Launch(nproc=3))
     with pytest.raises(ValueError, match="fewer than one batch"):
         fit_data_parallel(data, replace(plan, batch_size=256))
+
+
+@pytest.mark.slow
+def test_a_rank_that_fails_ends_in_one_line_naming_its_error(data, plan, capfd):
+    """Two real gloo ranks whose network cannot be built: the launcher's failure is one EegloopError naming the
+    rank's own error; torch's logged traceback stays out of stderr (eegloop's debug log keeps it)."""
+    from dataclasses import replace
+
+    from eegloop.errors import EegloopError
+
+    with pytest.raises(EegloopError, match=r"data-parallel training failed on rank \d: KeyError: 'nope'"):
+        fit_data_parallel(data, replace(plan, model_config={"kind": "nope"}), Launch(nproc=2))
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_checkpoint_of_another_network_is_refused_before_any_rank_starts(data, plan, one, tmp_path):
+    from dataclasses import replace
+
+    from eegloop.decoder.models import LSTMNet
+
+    ckpt = tmp_path / "g.pt"
+    fit_data_parallel(data, replace(with_checkpoint(plan, ckpt), epochs=1))
+    wider = LSTMNet(data[0].shape[1], 2, data[0].shape[2], hidden=16, layers=1, dropout=0.0, downsample=2)
+    with pytest.raises(ValueError, match="--checkpoint: .* holds another network's weights"):
+        fit_data_parallel(data, replace(with_checkpoint(plan, ckpt), model_config=wider.get_config()))
