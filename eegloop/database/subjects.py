@@ -15,7 +15,7 @@ from .engine import Repository
 from .models import SessionRow, SubjectRow, utcnow
 from .records import SubjectInfo
 
-__all__ = ["Subjects", "SubjectConsent", "check_subject_code", "subject_row"]
+__all__ = ["Subjects", "SubjectConsent", "check_subject_code", "subject_row", "unknown_subject"]
 
 _CODE = re.compile(r"\A[A-Za-z0-9]{1,64}\Z")  # letters and digits: a valid BIDS label ("sub-<label>")
 
@@ -31,12 +31,17 @@ def check_subject_code(code: str) -> str:
     return code
 
 
+def unknown_subject(code: str) -> str:
+    """The one-line message for a subject code the database lacks, naming the command to add it where
+    ``subject add`` would take the code (:func:`check_subject_code`)."""
+    return f"unknown subject {code!r}" + (f" (add it with: eegloop subject add {code})" if _CODE.match(code) else "")
+
+
 def subject_row(s: Session, code: str) -> SubjectRow:
     """The row of subject ``code`` in unit of work ``s``; a one-line error naming the command to add it."""
     row = s.scalar(select(SubjectRow).where(SubjectRow.code == code))
     if row is None:
-        raise DatabaseError(f"unknown subject {code!r}" + (f" (add it with: eegloop subject add {code})"
-                            if re.fullmatch(r"[A-Za-z0-9]{1,64}", code) else ""))
+        raise DatabaseError(unknown_subject(code))
     return row
 
 

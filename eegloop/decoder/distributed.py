@@ -22,6 +22,7 @@ trains:
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -242,8 +243,6 @@ def _launch(folder: str, plan: FitPlan, launch: Launch, backend: str) -> Optiona
                 f"{backend}, rendezvous {cfg.rdzv_endpoint}")
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousError, RendezvousTimeoutError
-
-    import logging
 
     # torch's launcher logs a failed rank's whole traceback at ERROR: kept for --verbose debug, the one line is ours
     quiet = {n: logging.getLogger(n) for n in list(logging.root.manager.loggerDict)

@@ -36,7 +36,6 @@ through which their head sees the group's background (:mod:`.stlda`).
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,8 +136,9 @@ def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = F
     consent = {c.code: c for c in db.subject_consents()}
     for code in list(subjects or ()) + list(exclude):
         if code not in consent:
-            raise EegloopError(f"unknown subject {code!r}" + (f" (add it with: eegloop subject add {code})"
-                               if re.fullmatch(r"[A-Za-z0-9]{1,64}", code) else ""))
+            from ..database.subjects import unknown_subject
+
+            raise EegloopError(unknown_subject(code))
     if subjects is not None:
         if exclude:
             raise EegloopError("--exclude: only with --all (leave the subject out of --subjects instead)")
