@@ -321,14 +321,21 @@ class VirtualAmplifier:
     def _marker_loop(self, worker: Worker) -> None:
         import pylsl
 
+        # a continuous resolver keeps sending query waves in the background: a string of short one-shot resolves
+        # can miss a stream for seconds on a loaded machine (one missed the test's 10 s in a CI run)
+        prop, value = (("source_id", self.marker_source_id) if self.marker_source_id
+                       else ("name", self.amp.marker_stream_name))
+        resolver = pylsl.ContinuousResolver(prop=prop, value=value)
         inlet = None
-        while not worker.stopping and inlet is None:
-            if self.marker_source_id:
-                found = pylsl.resolve_byprop("source_id", self.marker_source_id, minimum=1, timeout=0.5)
-            else:
-                found = pylsl.resolve_byprop("name", self.amp.marker_stream_name, minimum=1, timeout=0.5)
-            if found:
-                inlet = pylsl.StreamInlet(found[0], processing_flags=pylsl.proc_clocksync)
+        try:
+            while not worker.stopping and inlet is None:
+                found = resolver.results()
+                if found:
+                    inlet = pylsl.StreamInlet(found[0], processing_flags=pylsl.proc_clocksync)
+                else:
+                    worker.wait_stop(0.1)
+        finally:
+            del resolver
         if inlet is None:
             return
         inlet.open_stream(timeout=5.0)
