@@ -74,7 +74,7 @@ def run(args) -> int:
     launch = _launch(args)
     db = open_db(args, create=False)
     plan = plan_group(db, subjects=args.subjects, all_subjects=args.all, exclude=args.exclude, name=args.name,
-                      method=args.method)
+                      method=args.method, protocol=proto)
     for line in plan.lines():
         print(line)
     if launch is not None and launch.nnodes > 1:

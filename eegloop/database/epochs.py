@@ -68,6 +68,18 @@ class Epochs(Repository):
         with self.session() as s:
             return s.scalar(select(func.count(EpochRow.id)).where(EpochRow.session_id == session_id))
 
+    def labels(self, session_ids: Sequence[int], below_block: int | None = None) -> set[str]:
+        """The class labels of the sessions' training epochs (those of blocks whose accounting is complete, as
+        :meth:`load` reads them; ``below_block``: only blocks numbered below it), read without loading any epoch."""
+        if not session_ids:
+            return set()
+        with self.session() as s:
+            q = (select(EpochRow.label).distinct().join(BlockRow, BlockRow.id == EpochRow.block_id)
+                 .where(EpochRow.session_id.in_(list(session_ids)), BlockRow.status.in_(DONE_STATUSES)))
+            if below_block is not None:
+                q = q.where(EpochRow.block_index < below_block)
+            return set(s.scalars(q))
+
     def get(self, session_id: int, done_only: bool = False) -> list[Epoch]:
         """A session's stored epochs; ``done_only``: only those of blocks whose accounting is complete
         (what training and evaluation use)."""

@@ -182,6 +182,9 @@ class Database(Store):
     def count_epochs(self, session_id: int) -> int:
         return self._epochs.count(session_id)
 
+    def epoch_labels(self, session_ids: Sequence[int], below_block: int | None = None) -> set[str]:
+        return self._epochs.labels(session_ids, below_block)
+
     def get_epochs(self, session_id: int, done_only: bool = False) -> list[Epoch]:
         return self._epochs.get(session_id, done_only)
 

@@ -48,7 +48,7 @@ from ..errors import EegloopError
 from ..progress import Reporter, verbose
 from ..protocol import Protocol, TrainingConfig
 from ..protocol.schema import GROUP_NAME
-from ..types import EpochSet
+from ..types import FEEDBACK_BLOCK_BASE, EpochSet
 from .groupdecoder import GroupDecoder, load_group_model, predict_new_subject
 from .harmonise import Grid, align_subject, common_grid, harmonise, preprocess_and_align, recentre
 
@@ -106,7 +106,7 @@ class GroupPlan:
 
 
 def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = False, exclude: Sequence[str] = (),
-               name: str | None = None, method: str = "riemann") -> GroupPlan:
+               name: str | None = None, method: str = "riemann", protocol: Optional[Protocol] = None) -> GroupPlan:
     """Check a group model's request before any work; writes nothing.
 
     Parameters
@@ -118,6 +118,9 @@ def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = F
         Every subject with group consent (``--all``), less ``exclude``; the others are listed as skipped.
     name : str | None
         The group model's name: valid and not taken.
+    protocol : Protocol | None
+        The reference protocol (``--protocol``): the classes the subjects share must be among its
+        ``stimuli.classes`` (read from the database's labels, no epoch loaded).
     """
     if (subjects is None) == (not all_subjects):
         raise EegloopError("give either --subjects A,B,... or --all (not both)")
@@ -167,7 +170,29 @@ def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = F
     # aligned to the new one). The N170 recordings here have two subjects, so each is held out against the other
     if not plan.subjects:
         raise EegloopError("a group model needs at least 1 consenting subject with epochs, got 0")
+    _check_classes(db, plan.subjects, protocol)
     return plan
+
+
+def _check_classes(db, codes: Sequence[str], protocol: Optional[Protocol]) -> None:
+    """Refuse before any epoch is loaded: subjects sharing fewer than 2 classes, or classes the protocol lacks."""
+    present = {c: db.epoch_labels([s.id for s in db.list_sessions(c)], FEEDBACK_BLOCK_BASE) for c in codes}
+    shared = set.intersection(*present.values())
+    if len(shared) < 2:
+        raise EegloopError(_too_few_shared(present))
+    named = set(protocol.stimuli.classes) if protocol is not None else set()
+    if named and not shared <= named:  # empty: every sub-folder, named after it
+        raise EegloopError(_not_named(named, sorted(shared)))
+
+
+def _too_few_shared(present: dict) -> str:
+    have = "; ".join(f"{code}: {', '.join(sorted(p))}" for code, p in present.items())
+    return f"the subjects share fewer than 2 classes ({have}): nothing to train a group model on"
+
+
+def _not_named(named: set, classes) -> str:
+    return (f"--protocol: its stimuli.classes ({', '.join(sorted(named))}) are not the subjects' "
+            f"({', '.join(classes)}): a group model must name the classes it decodes as they are")
 
 
 def _count(n: int, noun: str) -> str:
@@ -392,14 +417,13 @@ def pretrain(db, subjects: Sequence[str], name: str, method: str = "riemann", al
     """
     t0 = time.perf_counter()
     say = Reporter(progress, bus=False)
-    plan_group(db, subjects=list(subjects), name=name, method=method)
+    plan_group(db, subjects=list(subjects), name=name, method=method, protocol=protocol)
     data = [_load_subject(db, code) for code in subjects]
     ref = protocol or data[0].protocol
     classes = _shared_classes(data)
     named = set(ref.stimuli.classes)
     if protocol is not None and named and not set(classes) <= named:  # empty: every sub-folder, named after it
-        raise EegloopError(f"--protocol: its stimuli.classes ({', '.join(sorted(named))}) are not the subjects' "
-                           f"({', '.join(classes)}): a group model must name the classes it decodes as they are")
+        raise EegloopError(_not_named(named, classes))
     grid = common_grid([d.es for d in data], ref.amplifier.channel_names)
     pre = _preprocessor(ref, grid, method)
     metric = ("riemann" if method == "riemann" else "euclid") if align else "none"
@@ -444,9 +468,8 @@ def _shared_classes(data: Sequence[_Subject]) -> dict:
     """The class ids every subject has epochs of (the first subject's order and names)."""
     present = [set(d.es.labels.tolist()) for d in data]
     classes = {c: n for c, n in data[0].es.classes.items() if all(c in p for p in present)}
-    if len(classes) < 2:
-        have = "; ".join(f"{d.code}: {', '.join(sorted(p))}" for d, p in zip(data, present))
-        raise EegloopError(f"the subjects share fewer than 2 classes ({have}): nothing to train a group model on")
+    if len(classes) < 2:  # plan_group checked the stored labels: here artifact rejection emptied a class
+        raise EegloopError(_too_few_shared({d.code: p for d, p in zip(data, present)}))
     return classes
 
 

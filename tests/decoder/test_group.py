@@ -523,6 +523,7 @@ def test_the_reference_protocol_must_name_the_subjects_classes(built, cli, tmp_p
     r = cli(root, "pretrain", "--subjects", "A,B", "--name", "X", "--protocol", tmp_path / "other.yaml")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "--protocol: its stimuli.classes (face, house) are not the subjects' (" in r.stderr
+    assert r.stdout == ""  # refused from the stored labels, before the plan is printed or an epoch is loaded
     assert dump(root) == before and not list((root / "models").glob("group-X*"))
 
 
