@@ -26,8 +26,8 @@ CHANNELS = ["Fz", "Cz", "Pz", "Oz", "P3", "P4"]
 PATTERN = np.array([0.2, 0.6, 1.0, 0.5, 0.7, 0.7])  # the response's topography, shared by every subject
 
 
-def group_protocol(sfreq: int, channels):
-    return protocol_from_dict({
+def group_protocol(sfreq: int, channels, **sections):
+    return protocol_from_dict({**sections,
         "stimuli": {"folder": "x", "classes": {"target": "target", "nontarget": "non-target"}},
         "paradigm": {"block_s": 10, "image_s": 0.5, "images_per_class": 60, "runs": 2, "order": "interleaved"},
         "amplifier": {"channels": len(channels), "sfreq": sfreq, "channel_names": list(channels)},
@@ -507,6 +507,31 @@ def test_train_starts_from_a_group_model_on_the_command_line(built, cli, tmp_pat
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "--group-model: 'G' was trained on A's session" in r.stderr and "--exclude A" in r.stderr
     assert dump(root) == before and not list((root / "models").glob("sub-A*"))
+
+
+def test_a_resumed_visit_refuses_a_group_model_trained_on_its_session(built, tmp_path):
+    """A visit interrupted in its recording, then a group model pretrained with the subject's sessions (that one
+    included): resuming the visit with that group model is refused in one line before anything starts (its
+    quick-train would weigh and score the group on epochs it was trained on). Nothing written."""
+    from eegloop.database import Database
+    from eegloop.decoder.group import pretrain
+    from eegloop.errors import EegloopError
+    from eegloop.session import run_visit
+
+    root = clone(built[0], tmp_path)
+    db = Database(None, data_dir=root)
+    try:
+        proto = group_protocol(128, CHANNELS, decoder={"group_model": "GR"})
+        sid = db.create_session("A", proto)  # the interrupted visit (no block complete)
+        pretrain(db, ["A", "B"], "GR", progress=lambda _: None)
+        assert sid in next(m for m in db.get_group_model("GR").members if m.code == "A").session_ids
+        before = dump(root)
+        with pytest.raises(EegloopError, match=rf"^decoder.group_model: 'GR' was trained on A's session {sid}, which "
+                                               r"this decoder trains on: .*--exclude A"):
+            run_visit(proto, "A", db, simulate=True, resume=True, progress=None)
+        assert dump(root) == before and db.get_session(sid).status == "created"
+    finally:
+        db.close()
 
 
 def test_the_reference_protocol_must_name_the_subjects_classes(built, cli, tmp_path):
