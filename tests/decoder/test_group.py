@@ -462,6 +462,32 @@ def test_zero_calibration_uses_no_label_and_scores_a_subject_the_model_never_saw
         OnlineDecoder(m.path)
 
 
+def test_another_session_of_a_member_is_blended_and_scored_as_a_cross_session_estimate(built, tmp_path):
+    """A, a member of G, records a second session: its decoder may start from G on that session alone (G never saw
+    those epochs), and zero calibration there says it is a cross-session estimate, not a new subject's."""
+    from eegloop.database import Database
+    from eegloop.decoder import heldout_line, quick_train
+    from eegloop.errors import EegloopError
+    from eegloop.recorder.importers import import_epochset
+
+    root = clone(built[0], tmp_path)
+    db = Database(None, data_dir=root, create=False)
+    try:
+        (old,) = next(m for m in db.get_group_model("G").members if m.code == "A").session_ids
+        new = import_epochset(db, "A", group_protocol(128, CHANNELS), subject_epochs(seed=11), source="simulated")
+        with pytest.raises(EegloopError, match="trained on A's session"):  # the member's own session: refused
+            quick_train(db, "A", session_ids=[old], protocol=with_group("G"), use_teacher=False, progress=False)
+        m = quick_train(db, "A", session_ids=[new], protocol=with_group("G"), use_teacher=False, progress=False)
+        assert m.metrics["group"]["name"] == "G" and db.latest_model("A").kind == "group_adapted"
+        z = quick_train(db, "A", session_ids=[new], protocol=with_group("G", 1.0), use_teacher=False,
+                        progress=False)
+        assert z.metrics["zero_calibration"] and z.metrics["n_heldout"] == len(db.load_epochs("A", [new]))
+        assert heldout_line(z.metrics).endswith(f" — the group model saw other sessions of this subject ({old}), not "
+                                                "these epochs: a cross-session estimate, not a new subject's")
+    finally:
+        db.close()
+
+
 def test_a_protocol_names_a_group_model_it_can_have(built, tmp_path):
     from eegloop.database import Database
     from eegloop.decoder import quick_train
