@@ -1,7 +1,7 @@
 """``eegloop protocol check|new|schema|show``: protocol files."""
 from __future__ import annotations
 
-from .common import PROTOCOL_FILE, Parents, action_parsers
+from .common import PROTOCOL_FILE, Parents, action_parsers, open_db
 from .types import OutputFile
 
 
@@ -46,17 +46,42 @@ def check(args) -> int:
 
             raise ProtocolError(f"{args.file}: stimuli.classes: --design-only needs the class list in the protocol")
         design = proto.design()
+        group = _group_model_line(args, proto)
         print(f"{args.file}: valid (design only; stimulus files not checked)")
         print(design.describe(proto.stimuli.classes))
+        if group:
+            print(group)
         return 0
     stim = load_stimuli(proto)
     design = proto.design(len(stim.classes))
     from ..montage import load_montage
 
     load_montage(proto.amplifier.montage, proto.base_dir)  # a montage that cannot be read: one line now
+    group = _group_model_line(args, proto)  # before "valid": a group model the visit would refuse is an error
     print(f"{args.file}: valid; {len(stim.images)} images in {len(stim.classes)} classes under {stim.root}")
     print(design.describe(stim.classes))
+    if group:
+        print(group)
     return 0
+
+
+def _group_model_line(args, proto) -> str | None:
+    """``decoder.group_model`` checked as the visit will check it, in the database of ``--db``/``--data`` when
+    there is one (one error line: unknown, or reading channels the amplifier lacks); where there is no database
+    yet, a line saying it was not checked."""
+    name = proto.decoder.group_model
+    if not name:
+        return None
+    from ..errors import EegloopError
+
+    try:
+        db = open_db(args, create=False)
+    except EegloopError as exc:
+        return f"decoder.group_model {name!r}: not checked ({str(exc).removeprefix('eegloop: error: ')})"
+    from ..decoder.groupstart import check_group_start
+
+    check_group_start(db, proto)
+    return f"decoder.group_model {name!r}: found, and it reads channels the amplifier records"
 
 
 def schema(args) -> int:

@@ -578,6 +578,33 @@ def test_the_reference_protocol_must_name_the_subjects_classes(built, cli, tmp_p
     assert dump(root) == before and not list((root / "models").glob("group-X*"))
 
 
+def test_protocol_check_looks_the_group_model_up_as_the_visit_will(built, cli, tmp_path):
+    """`protocol check` with decoder.group_model: found (one line), unknown (one error line, exit 2), reading a
+    channel the amplifier lacks (one error line), or not checked where there is no database yet."""
+    import yaml
+
+    def check(group, channels=CHANNELS, data=built[0]):
+        proto = {"stimuli": {"folder": "x", "classes": {"target": "target", "nontarget": "non-target"}},
+                 "paradigm": {"block_s": 10, "image_s": 0.5, "images_per_class": 60, "runs": 2},
+                 "amplifier": {"channels": len(channels), "sfreq": 128, "channel_names": list(channels)},
+                 "preprocessing": {"bandpass_hz": [1, 20]}, "decoder": {"group_model": group}}
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(proto))
+        return cli(data, "protocol", "check", tmp_path / "p.yaml", "--design-only")
+
+    r = check("G")
+    assert r.returncode == 0 and r.stdout.splitlines()[-1] == ("decoder.group_model 'G': found, and it reads "
+                                                               "channels the amplifier records"), r.stdout + r.stderr
+    for group, channels, says in (("NOPE", CHANNELS, "decoder.group_model: no group model named 'NOPE'"),
+                                  ("G", CHANNELS[:-1], "decoder.group_model: group model 'G' reads channel(s) P4")):
+        r = check(group, channels)
+        assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert says in r.stderr
+    r = check("G", data=tmp_path / "none")
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith("decoder.group_model 'G': not checked (no "
+                                                                      "eegloop database at ")
+    assert not (tmp_path / "none").exists()
+
+
 def test_a_rendezvous_nobody_joins_ends_in_one_line_after_its_timeout(built, cli, tmp_path):
     """--nnodes 2 with no second machine: a line says where it waits and for how long, then one error line
     (torch's elastic launcher, a real c10d rendezvous on 127.0.0.1), nothing stored."""
