@@ -152,8 +152,9 @@ def _with_group(db, args):
     from dataclasses import replace
 
     from ..decoder import subject_protocol
-    from ..decoder.groupstart import check_group_start, check_not_trained_on
+    from ..decoder.groupstart import check_group_classes, check_group_start, check_not_trained_on
     from ..errors import EegloopError
+    from ..types import FEEDBACK_BLOCK_BASE
 
     if args.group_model is None:
         raise EegloopError("--group-weight: given without --group-model (a weight of which group model?)")
@@ -163,8 +164,10 @@ def _with_group(db, args):
     proto = subject_protocol(db, args.subject, args.sessions)[0]
     proto = replace(proto, decoder=replace(proto.decoder, group_model=args.group_model,
                                            group_weight=args.group_weight))
-    check_group_start(db, proto, warn=False)  # quick_train warns, after its own refusals
     ids = args.sessions or [x.id for x in db.list_sessions(args.subject)]
+    check_group_classes(db, args.group_model, db.epoch_labels(ids, FEEDBACK_BLOCK_BASE), "--group-model",
+                        f"{args.subject}'s epochs")
+    check_group_start(db, proto, warn=False)  # quick_train warns, after its own refusals
     check_not_trained_on(db, proto, args.subject, ids, option="--group-model")
     return proto
 
@@ -413,7 +416,7 @@ def _evaluate_zero_shot_loso(db, args) -> int:
     if not args.subjects:
         raise EegloopError("--loso: needs --subjects A,B,C (at least 3)")
     subjects = _subjects(args, db)
-    train_on = plan_loso(db, subjects, min_train=2)  # before any work: who may train whose encoder (group consent)
+    train_on = plan_loso(db, subjects, min_train=2, same_classes=False)  # before any work: who may train whose encoder (group consent)
     progress = silent if args.json else say
     data, proto, test = {}, None, list(args.test_classes) if args.test_classes else None
     for subject in subjects:

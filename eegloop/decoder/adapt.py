@@ -295,7 +295,7 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
              if n_tuned else "")
     which = {"aligned": "the group model aligned", "tuned": "the group model tuned to the subject",
              "own": "the subject's own model"}[src]
-    return w, (f"group weight {w:g} ({which}) of {', '.join(f'{x:g}' for x in WEIGHTS)} on {len(folds)} inner "
+    return w, (f"chosen ({which}) among {', '.join(f'{x:g}' for x in WEIGHTS)} on {len(folds)} inner "
                f"{split}-wise folds ({metric} {mean[j]:.3f}{near}{tuned})"), src == "tuned"
 
 

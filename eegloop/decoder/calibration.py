@@ -217,8 +217,10 @@ def check_curve_request(db, subject: str, group: Optional[str]) -> None:
     if subject in db.get_group_model(group).subjects:
         raise EegloopError(f"--group-model: {group!r} was trained on {subject}'s epochs: its calibration curve would "
                            f"not be honest (pretrain one without it: eegloop pretrain --all --exclude {subject} ...)")
-    from .groupstart import warn_withdrawn
+    from .group import subject_labels
+    from .groupstart import check_group_classes, warn_withdrawn
 
+    check_group_classes(db, group, subject_labels(db, subject), "--group-model", f"{subject}'s epochs")
     warn_withdrawn(db, db.get_group_model(group))  # after every refusal: a refused request prints one line
 
 
@@ -446,11 +448,13 @@ class LosoReport:
         return "\n".join(rows)
 
 
-def plan_loso(db, subjects: Sequence[str], method: str = "riemann", min_train: int = 1) -> dict:
+def plan_loso(db, subjects: Sequence[str], method: str = "riemann", min_train: int = 1,
+              same_classes: bool = True) -> dict:
     """Before any work: each subject -> the subjects its group model is trained on (the others with group consent;
-    at least ``min_train``: a group model needs one, the zero-shot encoder two). One line naming ``--subjects``
-    otherwise."""
-    from .group import plan_group
+    at least ``min_train``: a group model needs one, the zero-shot encoder two). With ``same_classes`` (a group
+    classifier; not the zero-shot encoder) each held-out subject's classes must be among those its group shares.
+    One line naming ``--subjects`` otherwise."""
+    from .group import plan_group, subject_labels
 
     if len(subjects) < min_train + 1:
         raise EegloopError(f"--loso: needs at least {min_train + 1} subjects in --subjects (one held out, at least "
@@ -464,7 +468,14 @@ def plan_loso(db, subjects: Sequence[str], method: str = "riemann", min_train: i
             raise EegloopError(f"--subjects: holding {s} out leaves {len(others)} subject(s) with group consent "
                                f"({', '.join(others) or 'none'}); at least {min_train} needed (record consent "
                                "with: eegloop subject consent CODE --group yes)")
-        plan_group(db, subjects=others, method=method)
+        plan_group(db, subjects=others, method=method, same_classes=same_classes)
+        if same_classes:
+            shared = set.intersection(*(subject_labels(db, c) for c in others))
+            held = subject_labels(db, s)
+            if not held <= shared:
+                raise EegloopError(f"--subjects: {s}'s epochs are of {', '.join(sorted(held))}; the group model of "
+                                   f"{', '.join(others)} would decode {', '.join(sorted(shared))}: hold out "
+                                   "subjects of the same classes together")
         out[s] = others
     return out
 

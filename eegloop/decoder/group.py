@@ -106,7 +106,8 @@ class GroupPlan:
 
 
 def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = False, exclude: Sequence[str] = (),
-               name: str | None = None, method: str = "riemann", protocol: Optional[Protocol] = None) -> GroupPlan:
+               name: str | None = None, method: str = "riemann", protocol: Optional[Protocol] = None,
+               same_classes: bool = True) -> GroupPlan:
     """Check a group model's request before any work; writes nothing.
 
     Parameters
@@ -121,6 +122,9 @@ def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = F
     protocol : Protocol | None
         The reference protocol (``--protocol``): the classes the subjects share must be among its
         ``stimuli.classes`` (read from the database's labels, no epoch loaded).
+    same_classes : bool
+        The subjects must share at least 2 classes (a group classifier); False for the zero-shot encoder, whose
+        subjects may have seen other concepts.
     """
     if (subjects is None) == (not all_subjects):
         raise EegloopError("give either --subjects A,B,... or --all (not both)")
@@ -170,19 +174,26 @@ def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = F
     # aligned to the new one). The N170 recordings here have two subjects, so each is held out against the other
     if not plan.subjects:
         raise EegloopError("a group model needs at least 1 consenting subject with epochs, got 0")
-    _check_classes(db, plan.subjects, protocol)
+    if same_classes:
+        _check_classes(db, plan.subjects, protocol)
     return plan
 
 
 def _check_classes(db, codes: Sequence[str], protocol: Optional[Protocol]) -> None:
     """Refuse before any epoch is loaded: subjects sharing fewer than 2 classes, or classes the protocol lacks."""
-    present = {c: db.epoch_labels([s.id for s in db.list_sessions(c)], FEEDBACK_BLOCK_BASE) for c in codes}
+    present = {c: subject_labels(db, c) for c in codes}
     shared = set.intersection(*present.values())
     if len(shared) < 2:
         raise EegloopError(_too_few_shared(present))
     named = set(protocol.stimuli.classes) if protocol is not None else set()
     if named and not shared <= named:  # empty: every sub-folder, named after it
         raise EegloopError(_not_named(named, sorted(shared)))
+
+
+def subject_labels(db, code: str) -> set[str]:
+    """The classes of a subject's training epochs (recording blocks of every session), from the database's labels
+    (no epoch loaded)."""
+    return db.epoch_labels([s.id for s in db.list_sessions(code)], FEEDBACK_BLOCK_BASE)
 
 
 def _too_few_shared(present: dict) -> str:

@@ -28,8 +28,8 @@ from .adapt import choose_weight, save_adapted, tuned_side
 from .modelio import TrainedModel, db_config, model_path, read_model_meta
 from .scoring import chance_levels, scores
 
-__all__ = ["group_for", "check_group_start", "check_not_trained_on", "blend_with_group", "zero_calibration",
-           "group_line", "warn_withdrawn"]
+__all__ = ["group_for", "check_group_start", "check_not_trained_on", "check_group_classes", "blend_with_group",
+           "zero_calibration", "group_line", "warn_withdrawn"]
 
 
 def group_for(db, protocol: Protocol, warn: bool = True):
@@ -84,6 +84,19 @@ def check_not_trained_on(db, protocol: Protocol, subject: str, session_ids,
                            "sessions: --sessions)")
 
 
+def check_group_classes(db, name: str | None, have, option: str, whose: str) -> None:
+    """One line (naming ``option``) unless every class in ``have`` is one group model ``name`` decodes: a group
+    model of other classes (a face/house model for a target/non-target subject) would blend or score probabilities
+    of classes the subject never saw. ``whose``: what ``have`` is, in words ("p300s3's epochs")."""
+    if not name or not db.group_model_exists(name):
+        return
+    classes = list((db.get_group_model(name).config or {}).get("classes") or [])
+    other = sorted(set(have) - set(classes))
+    if classes and other:
+        raise EegloopError(f"{option}: group model {name!r} decodes {', '.join(classes)}, not {', '.join(other)} "
+                           f"({whose}: {', '.join(sorted(set(have)))}); pretrain one on subjects of those classes")
+
+
 def _group_json(group, weight: float, how: str, reference, tuned=None) -> dict:
     return {"name": group.name, "method": group.method, "alignment": group.alignment, "weight": float(weight),
             "how": how, "n_reference_epochs": int(reference.n_epochs),
@@ -100,7 +113,7 @@ def blend_with_group(db, subject: str, session_ids, es: EpochSet, protocol: Prot
         weight, how, use_tuned = choose_weight(group, es, protocol, own_method, list(es.class_ids),
                                                protocol.training.seed)
     else:  # a fixed weight: the tuned group model where it can be had
-        weight, how, use_tuned = float(fixed), f"fixed by decoder.group_weight ({fixed:g})", True
+        weight, how, use_tuned = float(fixed), "fixed (--group-weight or decoder.group_weight), not chosen", True
     # the group's prior fitted to all the subject's epochs, when the blend's group side is the tuned model
     tuned, note = tuned_side(group, es, weight > 0 and use_tuned)
     how += note
@@ -174,6 +187,8 @@ def check_group_start(db, protocol: Protocol, warn: bool = True) -> None:
     if found is None:
         return
     group = found[0]
+    check_group_classes(db, group.name, protocol.stimuli.classes, "decoder.group_model", "the protocol's "
+                        "stimuli.classes")  # none named (a sub-folder each): the quick-train checks the epochs
     have = list(protocol.amplifier.channel_names)
     missing = [c for c in group.grid.channel_names if have and c not in have]
     if missing:

@@ -19,7 +19,7 @@ from ..protocol import Protocol
 from ..types import EpochSet
 from .fitting import Fitted, apply_bias, features_for, fit_method
 from .folds import InnerSplit, inner_validation
-from .groupstart import blend_with_group, check_not_trained_on, group_for, zero_calibration
+from .groupstart import blend_with_group, check_group_classes, check_not_trained_on, group_for, zero_calibration
 from .methods import feature_key, is_sklearn, stored_kind, student
 from .modelio import TrainedModel, db_config, model_path, read_model_meta, save_model
 from .preprocessing import Preprocessor
@@ -55,6 +55,8 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
     data = load_training_epochs(db, subject, session_ids, protocol, exclude_images)
     es, protocol = data.es, data.protocol
     check_not_trained_on(db, protocol, subject, data.session_ids)
+    check_group_classes(db, protocol.decoder.group_model, es.labels.tolist(), "decoder.group_model",
+                        f"{subject}'s epochs")
     group = group_for(db, protocol)  # decoder.group_model: start from it (:mod:`.groupstart`)
     zero = group is not None and protocol.decoder.group_weight == 1.0
     if not zero and (len(es.classes) < 2 or len(set(es.labels.tolist())) < 2):

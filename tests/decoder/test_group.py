@@ -560,6 +560,67 @@ def test_a_resumed_visit_refuses_a_group_model_trained_on_its_session(built, tmp
         db.close()
 
 
+def test_a_group_model_of_other_classes_is_refused_everywhere_it_could_start_or_score(built, cli, tmp_path):
+    """F consents and is recorded on faces and houses; group model GF is trained on F alone. Starting D's decoder
+    from it (train, the protocol's decoder.group_model, zero calibration), its calibration curve, a protocol naming
+    target/non-target with it, and holding A out against F: each one line, exit 2, nothing written."""
+    import yaml
+
+    from eegloop.database import Database
+    from eegloop.decoder import quick_train
+    from eegloop.decoder.group import pretrain
+    from eegloop.errors import EegloopError
+    from eegloop.recorder.importers import import_epochset
+
+    root = clone(built[0], tmp_path)
+    db = Database(None, data_dir=root, create=False)
+    try:
+        es = subject_epochs(seed=9)
+        faces = EpochSet(es.data, np.where(es.labels == "target", "face", "house"), es.sfreq, es.tmin,
+                         es.channel_names, runs=es.runs, blocks=es.blocks, sessions=es.sessions)
+        proto = group_protocol(128, CHANNELS)
+        proto = proto.replace(stimuli=replace_classes(proto.stimuli, {"face": "face", "house": "house"}))
+        import_epochset(db, "F", proto, faces, source="simulated")
+        db.set_subject_consent("F", True)
+        pretrain(db, ["F"], "GF", progress=lambda _: None)
+        for weight in (None, 1.0):
+            with pytest.raises(EegloopError, match=r"^decoder.group_model: group model 'GF' decodes face, house, not "
+                                                   r"nontarget, target \(D's epochs: nontarget, target\); pretrain"):
+                quick_train(db, "D", protocol=with_group("GF", weight), use_teacher=False, progress=False)
+    finally:
+        db.close()
+    before = dump(root)
+    pfile = tmp_path / "p.yaml"
+    pfile.write_text(yaml.safe_dump({
+        "stimuli": {"folder": "x", "classes": {"target": "target", "nontarget": "non-target"}},
+        "paradigm": {"block_s": 10, "image_s": 0.5, "images_per_class": 60, "runs": 2},
+        "amplifier": {"channels": len(CHANNELS), "sfreq": 128, "channel_names": CHANNELS},
+        "preprocessing": {"bandpass_hz": [1, 20]}, "decoder": {"group_model": "GF"}}))
+    for args, says in (
+            (["train", "--subject", "D", "--no-teacher", "--group-model", "GF"],
+             "--group-model: group model 'GF' decodes face, house, not nontarget, target (D's epochs: nontarget, "
+             "target)"),
+            (["train", "--subject", "D", "--no-teacher", "--group-model", "GF", "--group-weight", "1"],
+             "--group-model: group model 'GF' decodes face, house"),
+            (["evaluate", "--calibration-curve", "--subject", "D", "--group-model", "GF"],
+             "--group-model: group model 'GF' decodes face, house, not nontarget, target (D's epochs"),
+            (["protocol", "check", pfile, "--design-only"],
+             "decoder.group_model: group model 'GF' decodes face, house, not nontarget, target (the protocol's "
+             "stimuli.classes: nontarget, target)"),
+            (["evaluate", "--loso", "--subjects", "A,F"],
+             "--subjects: A's epochs are of nontarget, target; the group model of F would decode face, house")):
+        r = cli(root, *args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert says in r.stderr and r.stdout == "", (args, r.stderr, r.stdout)
+    assert dump(root) == before
+
+
+def replace_classes(stimuli, classes):
+    from dataclasses import replace
+
+    return replace(stimuli, classes=classes)
+
+
 def test_the_reference_protocol_must_name_the_subjects_classes(built, cli, tmp_path):
     import yaml
 
