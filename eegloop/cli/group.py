@@ -145,7 +145,7 @@ def _launch(args):
         launch.check()
         check_ranks_here(launch.nproc)
         if args.checkpoint is not None:
-            check_checkpoint(args.checkpoint)
+            check_checkpoint(args.checkpoint, kind=args.method)
     except ValueError as exc:
         raise EegloopError(str(exc)) from None
     return launch

@@ -22,11 +22,13 @@ trains:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -110,10 +112,12 @@ def ranks_here() -> int:
     return _gpus() or max(2, cores)
 
 
-def check_checkpoint(path: str | Path, plan: Optional["FitPlan"] = None) -> None:
+def check_checkpoint(path: str | Path, plan: Optional["FitPlan"] = None, kind: str | None = None) -> None:
     """ValueError (naming ``--checkpoint``) unless ``path`` is a new file in an existing folder or a checkpoint
     this module wrote (read with ``torch.load(weights_only=True)``: tensors and numbers only, nothing executed)
-    and, given ``plan``, one of ``plan``'s network (its weights load into it)."""
+    and, given ``plan``, one of ``plan``'s network (its weights load into it) written for the same training (data
+    and settings: :func:`training_identity`), with no more epochs than ``plan`` asks for; given ``kind`` (the CLI,
+    before any epoch is loaded), one of that kind of network."""
     p = Path(path).expanduser()
     if p.is_dir():
         raise ValueError(f"--checkpoint: {p} is a folder (give a file, e.g. {p / 'pretrain.pt'})")
@@ -131,6 +135,10 @@ def check_checkpoint(path: str | Path, plan: Optional["FitPlan"] = None) -> None
     if not isinstance(saved, dict) or not {"model", "optimizer", "epochs_done", "losses"} <= set(saved):
         raise ValueError(f"--checkpoint: {p} is not a checkpoint eegloop wrote (no model, optimizer, epochs_done, "
                          "losses); give a new file name to start afresh")
+    held = saved.get("kind")
+    if kind is not None and held and held != kind:
+        raise ValueError(f"--checkpoint: {p} holds a {held} network's weights, not {kind}'s; give a new file name "
+                         "to start afresh")
     if plan is not None:
         from .methods import build_model
 
@@ -140,6 +148,12 @@ def check_checkpoint(path: str | Path, plan: Optional["FitPlan"] = None) -> None
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"--checkpoint: {p} holds another network's weights ({first}); give a new file name "
                              "to start afresh") from None
+    if plan is not None and plan.identity and saved.get("identity") != plan.identity:
+        raise ValueError(f"--checkpoint: {p} was written by another training (other subjects, sessions, seed or "
+                         "settings); give a new file name to start afresh, or rerun the command that wrote it")
+    if plan is not None and int(saved["epochs_done"]) > plan.epochs:
+        raise ValueError(f"--checkpoint: {p} holds {int(saved['epochs_done'])} finished epochs, more than the "
+                         f"{plan.epochs} asked for (--max-epochs); give a new file name, or at least that many")
 
 
 @dataclass(frozen=True)
@@ -155,6 +169,22 @@ class FitPlan:
     clip: float = 1.0
     seed: int = 0
     checkpoint: Optional[str] = None
+    identity: str = ""  # the data and settings trained on (:func:`training_identity`), written with each checkpoint
+
+
+def training_identity(folder: str | Path, plan: FitPlan) -> str:
+    """sha256 of what a checkpoint may be resumed for: the training data (``X.npy``, ``y.npy``) and every setting
+    of ``plan`` but its epoch count and checkpoint file (the network, batch, learning rate, clip and seed). A
+    checkpoint of other subjects, sessions or seed would otherwise carry their weights into a model whose
+    provenance names neither (and a member's withdrawal would not find it)."""
+    h = hashlib.sha256()
+    for name in ("X.npy", "y.npy"):
+        with open(Path(folder) / name, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    settings = {k: v for k, v in asdict(plan).items() if k not in ("epochs", "checkpoint", "identity")}
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 @dataclass
@@ -198,14 +228,15 @@ def fit_data_parallel(data: str | Path | tuple[np.ndarray, np.ndarray], plan: Fi
     holds no rank 0 (``--nnodes`` > 1), the result is None: rank 0's node stores the model.
     """
     launch.check()
-    if plan.checkpoint:
-        check_checkpoint(plan.checkpoint, plan)
     if plan.batch_size % launch.world_size:
         raise ValueError(f"the batch ({plan.batch_size}) must split evenly over the {launch.world_size} ranks")
     if isinstance(data, tuple):
         with tempfile.TemporaryDirectory(prefix="eegloop-ddp-") as tmp:
             return fit_data_parallel(write_training_data(tmp, *data), plan, launch)
     folder = str(Path(data).resolve())
+    if plan.checkpoint:  # its network, data and settings must be this training's (before any rank starts)
+        plan = replace(plan, identity=training_identity(folder, plan))
+        check_checkpoint(plan.checkpoint, plan)
     n = len(np.load(Path(folder) / "y.npy", mmap_mode="r"))
     if n < plan.batch_size:
         raise ValueError(f"{n} epochs are fewer than one batch ({plan.batch_size})")
@@ -336,7 +367,7 @@ def _train(folder: str, plan: FitPlan, rank: int, world: int, device: str) -> Op
         losses.append(float(total.item()) / (steps * world))
         if rank == 0:
             logger.info(f"data-parallel epoch {epoch + 1}/{plan.epochs}: loss {losses[-1]:.4f}")
-            _save(plan.checkpoint, model, opt, epoch + 1, losses)
+            _save(plan.checkpoint, model, opt, epoch + 1, losses, plan)
         if world > 1:
             dist.barrier()  # no rank starts an epoch its checkpoint has not recorded the previous one of
     if rank != 0:
@@ -345,15 +376,19 @@ def _train(folder: str, plan: FitPlan, rank: int, world: int, device: str) -> Op
     return FitOutcome(state=state, losses=losses, world_size=world, resumed_from=start)
 
 
-def _save(checkpoint: Optional[str], model, opt, epochs_done: int, losses: list[float]) -> None:
+def _save(checkpoint: Optional[str], model, opt, epochs_done: int, losses: list[float], plan: FitPlan) -> None:
     if not checkpoint:
         return
     import torch
 
     path = Path(checkpoint)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epochs_done": epochs_done,
-                "losses": list(losses)}, tmp)
+    # owner-only, as the models are: a checkpoint holds what the subjects' EEG taught the network
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epochs_done": epochs_done,
+                    "losses": list(losses), "identity": plan.identity,
+                    "kind": str(plan.model_config.get("kind", ""))}, fh)
     os.replace(tmp, path)  # a rank killed mid-write leaves the previous epoch's checkpoint whole
 
 

@@ -395,7 +395,9 @@ class GroupModel:
                  + f", from {_count(self.prior.n_subjects, 'subject')}"
                  if self.prior is not None else
                  "tuning prior: none (a new subject's labelled epochs can only be blended with it)"),
-                f"trained in {self.seconds:.1f} s"]
+                f"trained in {self.seconds:.1f} s" + (
+                    f" (resumed from its checkpoint after epoch {self.metrics['resumed_from']} of "
+                    f"{self.metrics.get('epochs_run')})" if self.metrics.get("resumed_from") else "")]
 
 
 @verbose

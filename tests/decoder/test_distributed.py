@@ -103,3 +103,23 @@ def test_a_checkpoint_of_another_network_is_refused_before_any_rank_starts(data,
     wider = LSTMNet(data[0].shape[1], 2, data[0].shape[2], hidden=16, layers=1, dropout=0.0, downsample=2)
     with pytest.raises(ValueError, match="--checkpoint: .* holds another network's weights"):
         fit_data_parallel(data, replace(with_checkpoint(plan, ckpt), model_config=wider.get_config()))
+
+
+def test_a_checkpoint_resumes_only_the_training_that_wrote_it(data, plan, tmp_path):
+    """Other data (another subject's epochs), another seed or learning rate, or fewer epochs than it already holds:
+    refused in one line before any rank starts (its weights would enter a model whose provenance names neither).
+    The same training resumes; the file is the owner's alone, as models are."""
+    from dataclasses import replace
+
+    ckpt = tmp_path / "c.pt"
+    fit_data_parallel(data, with_checkpoint(replace(plan, epochs=2), ckpt))
+    assert (ckpt.stat().st_mode & 0o777) == 0o600
+    X, y = data
+    for other, plan2, says in (
+            ((X[:-32], y[:-32]), plan, "written by another training"),
+            (data, replace(plan, seed=4), "written by another training"),
+            (data, replace(plan, lr=1e-3), "written by another training"),
+            (data, replace(plan, epochs=1), "holds 2 finished epochs, more than the 1 asked for")):
+        with pytest.raises(ValueError, match=f"^--checkpoint: .*{says}"):
+            fit_data_parallel(other, with_checkpoint(plan2, ckpt))
+    assert fit_data_parallel(data, with_checkpoint(plan, ckpt)).resumed_from == 2

@@ -315,6 +315,31 @@ def test_a_network_group_model_trains_data_parallel_with_a_checkpoint(built, tmp
     np.testing.assert_allclose(p[0], p[1], atol=1e-6)
 
 
+def test_a_checkpoint_carries_no_other_training_into_a_group_model(built, cli, tmp_path):
+    """pretrain --checkpoint of another network's file: refused before any epoch is loaded (nothing printed); of
+    the same network trained on other subjects or another seed: refused before training (their weights would
+    enter a model whose provenance names neither, and a withdrawal would not find it). Nothing stored."""
+    root = clone(built[0], tmp_path)
+    ckpt = tmp_path / "g.pt"
+    common = ["--method", "conv1d", "--max-epochs", "1", "--checkpoint", ckpt]
+    r = cli(root, "pretrain", "--subjects", "A,C", "--name", "P1", *common)
+    assert r.returncode == 0 and ckpt.is_file(), r.stderr
+    before = dump(root)
+    for args, says in ((["--subjects", "A,C", "--name", "P2", "--method", "lstm", "--max-epochs", "1", "--checkpoint",
+                         ckpt], "holds a conv1d network's weights, not lstm's"),
+                       (["--subjects", "A,B", "--name", "P3", *common], "was written by another training"),
+                       (["--subjects", "A,C", "--name", "P4", "--seed", "5", *common],
+                        "was written by another training")):
+        r = cli(root, "pretrain", *args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"--checkpoint: {ckpt} {says}" in r.stderr, r.stderr
+        if "lstm" in args:
+            assert r.stdout == ""
+    assert dump(root) == before and not [p for p in (root / "models").glob("group-P[234]*")]
+    r = cli(root, "pretrain", "--subjects", "A,C", "--name", "P5", *common)  # the same training: resumed
+    assert r.returncode == 0 and "(resumed from its checkpoint after epoch 1 of 1)" in r.stdout, r.stderr
+
+
 # -- withdrawal --------------------------------------------------------------------------------------------------
 def test_withdrawing_lists_and_deletes_every_group_model_with_the_subjects_data(built, cli, tmp_path, caplog,
                                                                                  capsys):
