@@ -56,7 +56,9 @@ def _add_evaluate(commands, parents: Parents) -> None:
     c.add_argument("--budget", type=Number(0, 864_000, unit="seconds"), default=None, metavar="SECONDS",
                    help="wall-clock target per subject: the networks share what the other rows leave and a fit "
                         "that reaches its share stops, named in the output (default: the protocol's "
-                        "decoder.evaluate_budget_s, 150 s; 0: train every network fully)")
+                        "decoder.evaluate_budget_s, 150 s; 0: train every network fully and let auto's selection "
+                        "compare every candidate, whatever decoder.select_budget_s says: numbers that do not depend "
+                        "on the machine's speed)")
     c.add_argument("--ablation", choices=["teacher"],
                    help="teacher: each distilling method (auto, kd_*) also without the teacher on the same folds; "
                         "paired difference and its p")

@@ -128,6 +128,7 @@ class EvalReport:
     null: dict = field(default_factory=dict)  # method -> key metric of each label-shuffled refit
     rejection: Optional[dict] = None
     budget_stopped: dict = field(default_factory=dict)  # method -> folds whose training the time budget ended
+    select_skipped: dict = field(default_factory=dict)  # auto: candidate -> folds its selection's budget left it out
     fit_cap_s: dict = field(default_factory=dict)  # method -> seconds each of its fits was allowed
     alphas: dict = field(default_factory=dict)  # method -> distillation weight alpha per fold (1: no teacher)
     ablation: dict = field(default_factory=dict)  # method -> Ablation (evaluate(ablation="teacher"))
@@ -170,6 +171,8 @@ class EvalReport:
             d["rejection"] = self.rejection
         if self.budget_stopped:
             d["budget_stopped"] = dict(self.budget_stopped)
+        if self.select_skipped:
+            d["select_budget_skipped"] = dict(self.select_skipped)
         if self.alphas:
             d["alpha"] = {m: list(v) for m, v in self.alphas.items()}
         if self.ablation:
@@ -270,7 +273,8 @@ class _Plan:
                 for k, (tr_all, te) in enumerate(self.folds):
                     tl = (teacher_logits_for(self.teacher, les, tr_all)
                           if teach and self.teacher is not None and distils(m) else None)
-                    out.append(FitTask(self.subject, m, k, i, s + k, tr_all, te, perm, tl, teach, max_s, prec))
+                    out.append(FitTask(self.subject, m, k, i, s + k, tr_all, te, perm, tl, teach, max_s, prec,
+                                       None if self.budget else float("inf")))  # --budget 0: no time limit
         return out
 
 
@@ -400,6 +404,9 @@ def _fill(plan: _Plan, pairs: list, ablation) -> None:
             report.alphas[m] = alphas
         if m == "auto":
             report.selected = [r.method for _, r in main]
+            cut = [c for _, r in main for c in r.budget_skipped]
+            if cut:
+                report.select_skipped = {c: cut.count(c) for c in dict.fromkeys(cut)}
         report.seconds[m] = sum(r.seconds for t, r in mine if t.permutation == 0)
         if (0, False) in rows:
             off = rows[(0, False)]
@@ -472,6 +479,11 @@ def _final_notes(report: "EvalReport", methods: tuple, protocol: Protocol, budge
             + ", ".join(f"{m} {n}/{report.n_folds} folds (cap {report.fit_cap_s[m]:g} s a fit)"
                         for m, n in report.budget_stopped.items())
             + "; those rows are what the networks reach in that time: --budget 0 trains them fully")
+    if report.select_skipped:  # wall-clock: another run, or the same fits on a cluster, may compare more
+        report.notes.append(
+            f"auto: its selection's time budget ({protocol.decoder.select_budget_s:g} s, decoder.select_budget_s) "
+            "left out " + ", ".join(f"{c} in {n}/{report.n_folds} folds" for c, n in report.select_skipped.items())
+            + "; a run on another machine or load may compare more of them: --budget 0 compares every candidate")
 
 
 
@@ -604,7 +616,9 @@ def evaluate(es: EpochSet, protocol: Protocol, methods=None, split: str | None =
         The scikit-learn pipelines and ``auto`` run first; the networks then share what is left (at
         least 40 % of the budget), each fit capped at its share (checked between batches, best state
         kept). Fits the cap stopped are counted per method in ``report.budget_stopped`` and named in the
-        notes, never hidden.
+        notes, never hidden. ``auto``'s inner selection keeps ``decoder.select_budget_s`` (as a visit's
+        quick-train does) unless the budget is 0; the candidates it left out, per fold, are in
+        ``report.select_skipped`` and the notes.
     cluster, workers
         Where the fits run (:func:`evaluate_subjects`): a Dask scheduler's address ``tcp://HOST:PORT``, or a
         ``LocalCluster`` of ``workers`` processes; every fit's seed is its own, so the scores are a serial run's.

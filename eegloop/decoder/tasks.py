@@ -65,6 +65,7 @@ class FitTask:
     teach: bool = True
     max_s: Optional[float] = None  # the time budget's cap on a network fit
     precision: Optional[str] = None  # decoder training.precision fixed by the client ("auto" measured there)
+    select_budget_s: Optional[float] = None  # auto's inner selection: None, decoder.select_budget_s; inf, none
 
     @property
     def group(self) -> tuple:
@@ -82,6 +83,7 @@ class FitResult:
     stopped: Optional[str] = None  # how a network's training ended ("time_budget": the cap)
     alpha: Optional[float] = None  # distillation weight (1: plain cross-entropy; None: a pipeline)
     seconds: float = 0.0
+    budget_skipped: tuple = ()  # auto: the candidates its selection's time budget left out (wall-clock: say so)
 
 
 def labelled(es: EpochSet, permutation: Optional[np.ndarray]) -> EpochSet:
@@ -103,15 +105,18 @@ def run_fit(task: FitTask, data: SubjectData) -> FitResult:
     if task.method == "auto":
         from .selection import select_model
 
-        sel = select_model(es, protocol, data.feats, task.train, teacher_logits=task.teacher_logits, seed=task.seed)
+        sel = select_model(es, protocol, data.feats, task.train, teacher_logits=task.teacher_logits, seed=task.seed,
+                           budget_s=task.select_budget_s)
         fitted = sel.fit_winner(es, data.feats, task.train, protocol, task.teacher_logits, seed=task.seed)
+        skipped = tuple(n for n, c in sel.candidates.items() if "select_budget_s" in str(c.get("skipped", "")))
     else:
+        skipped = ()
         tr, va = inner_validation(es, task.train, data.split, task.seed)
         fitted = fit_method(task.method, es, data.feats, tr, va, protocol, task.teacher_logits, False, task.seed,
                             max_seconds=task.max_s)
     p = fitted.predict(data.feats[feature_key(fitted.method)][task.test], len(es.classes))
     return FitResult(p, fitted.history, fitted.method, fitted.info.get("stopped"), fitted.info.get("alpha"),
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, skipped)
 
 
 def default_workers(n_tasks: int) -> int:

@@ -277,6 +277,23 @@ def test_evaluate_time_budget_caps_network_fits_and_says_so():
     assert not full.budget_stopped and all(len(h) == 3 for h in full.histories["conv1d"])
 
 
+def test_auto_s_selection_budget_in_an_evaluation_is_named_and_lifted_by_budget_0():
+    """auto's inner selection keeps decoder.select_budget_s (wall-clock, as in a visit): the candidates it left
+    out are named with their folds in the notes and the JSON; budget 0 lifts it, and every candidate is compared
+    in every fold (numbers that do not depend on the machine's speed)."""
+    proto = sim_protocol(training={"n_folds": 2}, decoder={"select_budget_s": 0.001,
+                                                             "candidates": ["lda_windowed", "riemann"]})
+    es = simulate_epochs(proto, make_schedule(proto, fake_set(4, 30)))
+    rep = evaluate(es, proto, methods=["auto"], split="run")
+    assert rep.select_skipped == {"riemann": 2} and rep.selected == ["lda_windowed"] * 2
+    assert any(n.startswith("auto: its selection's time budget (0.001 s, decoder.select_budget_s) left out riemann "
+                            "in 2/2 folds") and "--budget 0 compares every candidate" in n for n in rep.notes)
+    assert rep.to_json()["select_budget_skipped"] == {"riemann": 2}
+    full = evaluate(es, proto, methods=["auto"], split="run", budget_s=0)
+    assert not full.select_skipped and "select_budget_skipped" not in full.to_json()
+    assert not any("selection's time budget" in n for n in full.notes)
+
+
 @pytest.mark.slow(weight=2)
 def test_cebra_knn_baseline_decodes():
     proto = sim_protocol()
