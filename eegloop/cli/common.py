@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 from ..errors import EegloopError
 from .types import (CommaList, DatabaseUrl, DataFolder, Host, InputFile, Integer, Number, Port, SubjectCode,
@@ -107,6 +108,11 @@ def action_parsers(commands, name: str, help: str, dest: str = "action", metavar
 def say(message: str) -> None:
     """A progress line, printed as it comes (the library's ``progress=`` callback)."""
     print(message, flush=True)
+
+
+def say_to_stderr(message: str) -> None:
+    """A progress line on stderr (``--json`` of a long command: the JSON alone on stdout, the progress still seen)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def silent(_message: str) -> None:

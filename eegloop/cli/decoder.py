@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import SESSION_ID, SUBJECT, Parents, open_db, say, silent
+from .common import SESSION_ID, SUBJECT, Parents, open_db, say, say_to_stderr, silent
 from ..protocol.schema import GROUP_NAME
 from .types import CommaList, Integer, Number, Text, UniqueItems
 
@@ -310,7 +310,7 @@ def _evaluate_group(db, args) -> int:
     from ..decoder.calibration import calibration_curve, loso, plot_curve
 
     subjects = _check_group_request(args, db)
-    progress = silent if args.json else say
+    progress = say_to_stderr if args.json else say  # minutes of fits: progress even when stdout is the JSON
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.loso:
         rep = loso(db, subjects, args.method or "riemann", args.permutations, progress=progress,

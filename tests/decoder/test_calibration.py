@@ -133,6 +133,7 @@ def test_loso_scores_each_subject_with_a_model_that_never_saw_it(root, capsys):
 
     rc, out, err = run_cli(capsys, root, "evaluate", "--loso", "--subjects", "A,B,C", "--permutations", "50", "--json")
     assert rc == 0, err
+    assert len(out.splitlines()) == 1 and len(err.splitlines()) >= 3  # the JSON alone on stdout; progress on stderr
     rep = json.loads(out.splitlines()[-1])
     rows = {r["subject"]: r for r in rep["subjects"]}
     assert {s: r["trained_on"] for s, r in rows.items()} == {"A": ["B", "C"], "B": ["A", "C"], "C": ["A", "B"]}
