@@ -130,7 +130,12 @@ def train(args) -> int:
         print(group_line(m))
     print(heldout_line(m))
     est = honest_estimate(db, args.subject, m["method"])
-    if est:
+    if m.get("zero_calibration"):
+        pass  # the line above is the estimate: the group model scored on epochs nothing was fitted to
+    elif m.get("group"):  # a blend: evaluate --subject scores the own methods, not the group model
+        print(f"honest estimate: run `eegloop evaluate --calibration-curve --subject {args.subject} --group-model "
+              f"{m['group']['name']}` (whole blocks or runs left out, with and without the group model)")
+    elif est:
         print(est)
     else:
         print(f"honest estimate: run `eegloop evaluate --subject {args.subject}` (whole blocks left out)")

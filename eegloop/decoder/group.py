@@ -99,7 +99,9 @@ class GroupPlan:
         no = [c for c, why in self.skipped if why == "no group consent"]
         if no:
             out.append(f"skipped for lack of group consent: {', '.join(no)}")
-        other = [f"{c} ({why})" for c, why in self.skipped if why != "no group consent"]
+        out += [f"left out by --exclude: {', '.join(c for c, why in self.skipped if why == '--exclude')}"] * any(
+            why == "--exclude" for _, why in self.skipped)
+        other = [f"{c} ({why})" for c, why in self.skipped if why not in ("no group consent", "--exclude")]
         if other:
             out.append(f"skipped: {', '.join(other)}")
         return out
@@ -162,8 +164,8 @@ def plan_group(db, subjects: Sequence[str] | None = None, all_subjects: bool = F
         used, skipped = [], []
         for code in sorted(consent):
             if code in exclude:
-                continue
-            if not consent[code].group:
+                skipped.append((code, "--exclude"))
+            elif not consent[code].group:
                 skipped.append((code, "no group consent"))
             elif not _has_epochs(db, code):
                 skipped.append((code, "no epochs"))

@@ -203,6 +203,10 @@ def test_all_uses_the_consenting_subjects_and_says_whom_it_skipped(built):
                for line in out)
     db = Database(None, data_dir=root, create=False)
     assert db.get_group_model("G").subjects == ["A", "B", "C"]
+    from eegloop.decoder.group import plan_group
+
+    assert plan_group(db, all_subjects=True, exclude=["B"]).lines() == [
+        "using 2 consenting subject(s): A, C", "skipped for lack of group consent: D", "left out by --exclude: B"]
     db.close()
 
 
@@ -552,6 +556,7 @@ def test_train_starts_from_a_group_model_on_the_command_line(built, cli, tmp_pat
     held = next(line for line in r.stdout.splitlines() if "top1" in line)
     assert held.startswith("the subject's own model alone (the saved model is group model G at weight 0.5; the "
                            "blend itself not scored: its weight was fixed)")
+    assert ("honest estimate: run `eegloop evaluate --calibration-curve --subject D --group-model G`" in r.stdout)
     # a group model trained on the epochs this decoder trains on: refused (its weight and scores would be its fit's)
     before = dump(root)
     r = cli(root, "train", "--subject", "A", "--no-teacher", "--group-model", "G")
