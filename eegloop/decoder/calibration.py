@@ -373,7 +373,8 @@ def subject_epochs(db, subject: str) -> tuple[EpochSet, Protocol]:
 
 
 def plot_curve(curve: CalibrationCurve, path: Path) -> Path:
-    """The curve drawn (matplotlib, Agg): score against minutes, with and without the group model, chance."""
+    """The curve drawn (matplotlib, Agg): score against minutes, with and without the group model (each point's
+    permutation p beside it), chance."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -390,6 +391,10 @@ def plot_curve(curve: CalibrationCurve, path: Path) -> Path:
             y = [np.nan if v is None else v for v in y]
             e = [np.nan if getattr(p, spread) is None else getattr(p, spread) for p in curve.points]
             ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
+            for xi, yi, pt in zip(x, y, curve.points):  # each point's permutation p beside it, where it was computed
+                pv = getattr(pt, "p_" + attr)
+                if pv is not None and np.isfinite(yi):
+                    ax.annotate(f"p {pv:.2g}", (xi, yi), textcoords="offset points", xytext=(4, 6), fontsize=7)
         ax.plot(x, [p.chance for p in curve.points], "k--", label="chance")
         ax.set_xlabel("minutes of the subject's own labelled data (whole blocks/runs)")
         ax.set_ylabel(curve.metric)

@@ -564,12 +564,14 @@ def _save_and_register(db, name, method, model, pre, classes, grid: Grid, bias, 
                       n_times=grid.n_times)
     meta = json.loads(path.with_suffix(".json").read_text())
     meta.update(format=GroupDecoder.FORMAT, group={"name": name, "alignment": provenance["alignment"],
-                                                   "grid": grid.to_json()})
+                                                   "grid": grid.to_json()},
+                provenance=provenance)  # beside the file too (subjects, sessions, epochs, consent, protocol hash)
     if prior is not None:
         meta["temporal_prior"] = prior.to_json()
     write_private_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
     try:
-        mid = db.add_group_model(name, method, path, {**provenance, "model": db_config(meta)}, metrics, members)
+        model_meta = {k: v for k, v in db_config(meta).items() if k != "provenance"}  # the rows keep it once
+        mid = db.add_group_model(name, method, path, {**provenance, "model": model_meta}, metrics, members)
     except BaseException:
         _remove_files(path)
         raise

@@ -228,6 +228,11 @@ def test_provenance_is_stored_and_listed(built, cli):
     assert [s["sfreq"] for s in cfg["subjects"]] == [128, 128, 256]
     assert {s["group_consent"] for s in cfg["subjects"]} == {"yes"}
     assert (built / rec.checkpoint_path).is_file() and rec.checkpoint_path.endswith(".skops")
+    import json
+
+    beside = json.loads((built / rec.checkpoint_path).with_suffix(".json").read_text())
+    # the same provenance beside the file (the database's adds the model's own JSON, which is that file)
+    assert beside["provenance"] == {k: v for k, v in cfg.items() if k != "model"}
     r = cli(built, "pretrain", "--list")
     assert r.returncode == 0
     listed = r.stdout.splitlines()
