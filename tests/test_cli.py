@@ -30,6 +30,21 @@ def test_design_only_ferrante():
     assert "classes:          40" in r.stdout and "2000" in r.stdout and "23.3 min" in r.stdout
 
 
+def test_design_only_says_what_calibration_min_cuts(tmp_path):
+    """session.calibration_min in `protocol check`: the block the recording ends after (whole blocks until that
+    many minutes of stimuli, as the visit counts them), or that it changes nothing."""
+    data = yaml.safe_load((REPO / "protocols" / "ferrante2023.yaml").read_text())
+    for minutes, says in ((5, "session.calibration_min 5: the recording ends after block 12 of 40 (5.0 of 16.7 min "
+                                "of stimuli); the quick-train and feedback follow"),
+                          (30, "session.calibration_min 30: the design holds 16.7 min of stimuli, so every block is "
+                               "shown (it changes nothing)")):
+        data.setdefault("session", {})["calibration_min"] = minutes
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+        r = eegloop("protocol", "check", "--design-only", tmp_path / "p.yaml", "--data", tmp_path / "d")
+        assert r.returncode == 0 and r.stdout.splitlines()[-1] == says, r.stdout + r.stderr
+    assert not (tmp_path / "d").exists()
+
+
 def test_missing_images_exit_nonzero():
     r = eegloop("protocol", "check", REPO / "protocols" / "ferrante2023.yaml")
     assert r.returncode != 0

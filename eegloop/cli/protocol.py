@@ -49,8 +49,9 @@ def check(args) -> int:
         group = _group_model_line(args, proto)
         print(f"{args.file}: valid (design only; stimulus files not checked)")
         print(design.describe(proto.stimuli.classes))
-        if group:
-            print(group)
+        for line in (_calibration_line(proto, design), group):
+            if line:
+                print(line)
         return 0
     stim = load_stimuli(proto)
     design = proto.design(len(stim.classes))
@@ -60,9 +61,28 @@ def check(args) -> int:
     group = _group_model_line(args, proto)  # before "valid": a group model the visit would refuse is an error
     print(f"{args.file}: valid; {len(stim.images)} images in {len(stim.classes)} classes under {stim.root}")
     print(design.describe(stim.classes))
-    if group:
-        print(group)
+    for line in (_calibration_line(proto, design), group):
+        if line:
+            print(line)
     return 0
+
+
+def _calibration_line(proto, design) -> str | None:
+    """What ``session.calibration_min`` does to this design (the visit's rule: whole blocks in order until that
+    many minutes of stimuli are in), or None when it is not set."""
+    import math
+
+    cap = proto.session.calibration_min
+    if cap is None:
+        return None
+    per_block = design.trials_per_block * proto.paradigm.image_s
+    total = design.n_trials * proto.paradigm.image_s
+    k = math.ceil(cap * 60 / per_block - 1e-9)
+    if k >= design.n_blocks:
+        return (f"session.calibration_min {cap:g}: the design holds {total / 60:.1f} min of stimuli, so every block "
+                "is shown (it changes nothing)")
+    return (f"session.calibration_min {cap:g}: the recording ends after block {k} of {design.n_blocks} "
+            f"({k * per_block / 60:.1f} of {total / 60:.1f} min of stimuli); the quick-train and feedback follow")
 
 
 def _group_model_line(args, proto) -> str | None:
