@@ -104,9 +104,11 @@ def _group_json(group, weight: float, how: str, reference, tuned=None) -> dict:
 
 
 def blend_with_group(db, subject: str, session_ids, es: EpochSet, protocol: Protocol, found, own_path,
-                     own_method: str, metrics: dict, t0: float) -> TrainedModel:
+                     own_method: str, metrics: dict, t0: float, register_own=None) -> TrainedModel:
     """The subject's own model (already saved at ``own_path``) blended with the group model ``found``
-    (:func:`group_for`); registered as the subject's latest model."""
+    (:func:`group_for`); registered as the subject's latest model. At weight 0 (chosen or fixed) the own model
+    itself is registered through ``register_own(metrics)`` (the group's choice in its metrics): a model that
+    does not use the group model must not depend on its file (a member's withdrawal would list it)."""
     group, gpath = found
     fixed = protocol.decoder.group_weight
     if fixed is None:
@@ -114,6 +116,13 @@ def blend_with_group(db, subject: str, session_ids, es: EpochSet, protocol: Prot
                                                protocol.training.seed)
     else:  # a fixed weight: the tuned group model where it can be had
         weight, how, use_tuned = float(fixed), "fixed (--group-weight or decoder.group_weight), not chosen", True
+    if weight == 0 and register_own is not None:
+        reference = group.reference(es)
+        metrics = dict(metrics, group=_group_json(group, 0.0, how, reference),
+                       seconds=round(time.perf_counter() - t0, 2),
+                       heldout_of="the subject's own model alone, before the group model was weighed")
+        logger.info("group model %s weighed 0: the subject's own model is saved (%s)", group.name, how)
+        return register_own(metrics)
     # the group's prior fitted to all the subject's epochs, when the blend's group side is the tuned model
     tuned, note = tuned_side(group, es, weight > 0 and use_tuned)
     how += note

@@ -75,7 +75,12 @@ def quick_train(db, subject: str, session_ids: Sequence[int] | None = None, prot
     path, mid = _save_and_register(db, subject, data.session_ids, es, protocol, fitted, metrics,
                                    distilled=tl is not None, register=group is None)
     if group is not None:
-        return blend_with_group(db, subject, data.session_ids, es, protocol, group, path, sel.winner, metrics, t0)
+        def register_own(m: dict) -> TrainedModel:  # the group weighed 0: the own model is the decoder
+            own = _register(db, subject, data.session_ids, path, m, stored_kind(fitted.method, tl is not None))
+            return TrainedModel(own, path, m, time.perf_counter() - t0, fitted.history)
+
+        return blend_with_group(db, subject, data.session_ids, es, protocol, group, path, sel.winner, metrics, t0,
+                                register_own)
     return TrainedModel(mid, path, metrics, time.perf_counter() - t0, fitted.history)
 
 
@@ -172,11 +177,14 @@ def _save_and_register(db, subject: str, session_ids: list, es: EpochSet, protoc
                       trained_images=list(es.images))  # every epoch's image, the early-stopping set's included
     if not register:
         return path, None
+    return path, _register(db, subject, session_ids, path, metrics, stored_kind(method, distilled))
+
+
+def _register(db, subject: str, session_ids: list, path, metrics: dict, kind: str) -> int:
     mid = db.add_model(subject, session_ids, path, config=db_config(read_model_meta(path)),
-                       metrics={k: v for k, v in metrics.items() if k != "history"},
-                       kind=stored_kind(method, distilled))
-    logger.info("model %d (%s) saved to %s", mid, method, path)
-    return path, mid
+                       metrics={k: v for k, v in metrics.items() if k != "history"}, kind=kind)
+    logger.info("model %d (%s) saved to %s", mid, metrics.get("method"), path)
+    return mid
 
 
 def heldout_line(m: dict) -> str:

@@ -522,6 +522,29 @@ def test_another_session_of_a_member_is_blended_and_scored_as_a_cross_session_es
         db.close()
 
 
+def test_a_group_weighed_0_leaves_the_own_model_free_of_it(built, tmp_path):
+    """Weight 0 (fixed here; the blend may choose it too): the subject's own model is registered as it is, the
+    group's choice in its metrics; nothing depends on the group model's file, so a member's withdrawal neither
+    lists it nor breaks it."""
+    from eegloop.database import Database
+    from eegloop.decoder import OnlineDecoder, heldout_line, quick_train
+    from eegloop.decoder.group import delete_group_models, dependent_models
+
+    root = clone(built[0], tmp_path)
+    db = Database(None, data_dir=root, create=False)
+    try:
+        m = quick_train(db, "D", protocol=with_group("G", 0.0), use_teacher=False, progress=False)
+        rec = db.latest_model("D")
+        assert rec.kind != "group_adapted" and rec.id == m.model_id and m.metrics["group"]["weight"] == 0
+        assert "the saved model is the own model itself (group weight 0)" in heldout_line(m.metrics)
+        assert not [x for deps in dependent_models(db, "A").values() for x, _ in deps if x.id == m.model_id]
+        delete_group_models(db, "A")
+        dec = OnlineDecoder(m.path)
+        assert dec.predict(db.load_epochs("D").data[0])
+    finally:
+        db.close()
+
+
 def test_a_protocol_names_a_group_model_it_can_have(built, tmp_path):
     from eegloop.database import Database
     from eegloop.decoder import quick_train
