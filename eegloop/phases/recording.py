@@ -232,6 +232,9 @@ class _Recording:
                                                    "frame_rate_hz": round(rig.display.frame_rate, 3)}))
             if p.paradigm.instructions:
                 BUS.publish(Phase("instructions", session_id=sid))
+                if p.paradigm.wait_for_space:  # else a terminal without a console shows nothing while it waits
+                    ctx.say("instructions on screen: waiting for the subject to press SPACE "
+                            "(paradigm.wait_for_space)")
                 rig.call(pres, ShowText(p.paradigm.instructions, wait_space=p.paradigm.wait_for_space,
                                         duration=None if p.paradigm.wait_for_space else 1.0))
             for run in self.todo:
