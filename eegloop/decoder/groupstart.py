@@ -29,7 +29,7 @@ from .modelio import TrainedModel, db_config, model_path, read_model_meta
 from .scoring import chance_levels, scores
 
 __all__ = ["group_for", "check_group_start", "check_not_trained_on", "check_group_classes", "blend_with_group",
-           "zero_calibration", "group_line", "warn_withdrawn"]
+           "zero_calibration", "group_line", "group_estimate_note", "warn_withdrawn"]
 
 
 def group_for(db, protocol: Protocol, warn: bool = True):
@@ -187,6 +187,18 @@ def group_line(metrics: dict) -> str | None:
     tuned = f", tuned on {g['tuned_on']} labelled epochs" if g.get("tuned_on") else ""
     return (f"started from group model {g['name']} ({g['method']}, aligned on {g['n_reference_epochs']} of the "
             f"subject's epochs{tuned}): weight {g['weight']:g}, {g['how']}")
+
+
+def group_estimate_note(metrics: dict, subject: str) -> str | None:
+    """Where a decoder that uses a group model (weight > 0) gets its honest estimate, in one sentence, or None: the
+    cross-validation a visit runs after its feedback block scores the subject's own decoder without the group."""
+    g = metrics.get("group") or {}
+    if not g or not g.get("weight"):
+        return None
+    return (f"The decoder the feedback used is group model {g.get('name')} at weight {g['weight']:g}; the "
+            "cross-validation after the feedback block scores the subject's own decoder without it. The group-based "
+            f"decoder's honest estimate: eegloop evaluate --calibration-curve --subject {subject} --group-model "
+            f"{g.get('name')} (whole blocks or runs out, with and without the group model).")
 
 
 def check_group_start(db, protocol: Protocol, warn: bool = True) -> None:

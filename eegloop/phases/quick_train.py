@@ -86,11 +86,13 @@ class _Training(Worker):
                 f"weights kept, epoch {tm.metrics.get('best_epoch')})"
                 if tm.metrics.get("stopped") == "time_budget" else "")
         ctx.say(f"quick-train: model {tm.model_id} in {ctx.trained.seconds:.1f} s{stop}; {heldout_line(tm.metrics)}")
-        from ..decoder.groupstart import group_line
+        from ..decoder.groupstart import group_estimate_note, group_line
 
         if group_line(tm.metrics):
             ctx.say(f"quick-train: {group_line(tm.metrics)}")
-        ctx.say(honest_estimate(ctx.db, ctx.subject, tm.metrics.get("method")) or "honest estimate: the "
+        note = group_estimate_note(tm.metrics, ctx.subject)
+        ctx.say(f"honest estimate: {note[0].lower()}{note[1:]}" if note else
+                honest_estimate(ctx.db, ctx.subject, tm.metrics.get("method")) or "honest estimate: the "
                 "cross-validation after the feedback block (whole blocks out)")
 
     def _encoder(self) -> None:

@@ -545,6 +545,29 @@ def test_a_group_weighed_0_leaves_the_own_model_free_of_it(built, tmp_path):
         db.close()
 
 
+def test_the_report_says_its_cross_validation_is_not_the_blends(built, tmp_path):
+    """A session whose decoder blends a group model: the report's quick-train paragraph says the cross-validation
+    scores the subject's own decoder without the group, and where the group-based decoder's estimate is."""
+    from eegloop.database import Database
+    from eegloop.decoder import quick_train
+    from eegloop.decoder.groupstart import group_estimate_note
+    from eegloop.report import write_report
+
+    root = clone(built[0], tmp_path)
+    db = Database(None, data_dir=root, create=False)
+    try:
+        m = quick_train(db, "D", protocol=with_group("G", 0.5), use_teacher=False, progress=False)
+        (sid,) = [s.id for s in db.list_sessions("D")]
+        db.update_session_info(sid, model_id=m.model_id)
+        html = write_report(db, sid, tmp_path / "report").read_text()
+    finally:
+        db.close()
+    assert ("The decoder the feedback used is group model G at weight 0.5; the cross-validation after the feedback "
+            "block scores the subject") in html
+    assert "eegloop evaluate --calibration-curve --subject D --group-model G" in html
+    assert group_estimate_note({"group": {"name": "G", "weight": 0}}, "D") is None  # the own model: no note
+
+
 def test_a_protocol_names_a_group_model_it_can_have(built, tmp_path):
     from eegloop.database import Database
     from eegloop.decoder import quick_train
