@@ -291,8 +291,8 @@ def _model_sections(plt, db: Database, info, ev, m) -> list[str]:
         honest = honest_estimate(db, info.subject, m.metrics.get("method"))
     from .decoder.groupstart import group_estimate_note
 
-    group_note = group_estimate_note(m.metrics, info.subject)  # the cross-validation is not the blend's
-    honest = f"{group_note} {honest or ''}".strip() if group_note else honest
+    # a decoder that uses a group model: the cross-validation is not its estimate (the note says where that is)
+    honest = group_estimate_note(m.metrics, info.subject) or honest
     sec.append(f"<h2>Quick-train (model {m.id}: {_e(m.metrics.get('method', m.kind))})</h2>"
                f"<p>{_e(quick_train_paragraph(m.metrics))}"
                + (f" {_e(honest)}" if honest else "") + "</p>")
