@@ -388,3 +388,15 @@ def test_stored_protocol_reads_back_what_a_session_stored(tmp_path):
     for text in ("timing: [1", "- a list", "", "amplifier: 5\ntiming: {static_offset_ms: huge}"):
         got = stored_protocol(text, tolerant=True)
         assert got.amplifier.montage == DEFAULT_MONTAGE and got.timing.static_offset_ms == 0.0
+
+
+def test_calibration_blocks_counts_whole_blocks_and_what_a_resume_kept():
+    """session.calibration_min's rule (the visit's and `protocol check`'s): whole blocks in order until that many
+    minutes of stimuli are in, the blocks a resumed session already has counted first."""
+    from eegloop.protocol.design import calibration_blocks
+
+    assert calibration_blocks(1, [25] * 4) == 3  # 25, 50, then 75 s >= 60 s
+    assert calibration_blocks(1, [25] * 4, have_s=50) == 1
+    assert calibration_blocks(1, [25] * 4, have_s=60) == 0
+    assert calibration_blocks(50, [25] * 4) == 4  # more than the design holds: every block
+    assert calibration_blocks(0.5, [30, 10]) == 1  # exactly reached by the first block

@@ -159,9 +159,9 @@ def _with_group(db, args):
     from dataclasses import replace
 
     from ..decoder import subject_protocol
+    from ..decoder.group import subject_labels
     from ..decoder.groupstart import check_group_classes, check_group_start, check_not_trained_on
     from ..errors import EegloopError
-    from ..types import FEEDBACK_BLOCK_BASE
 
     if args.group_model is None:
         raise EegloopError("--group-weight: given without --group-model (a weight of which group model?)")
@@ -172,7 +172,7 @@ def _with_group(db, args):
     proto = replace(proto, decoder=replace(proto.decoder, group_model=args.group_model,
                                            group_weight=args.group_weight))
     ids = args.sessions or [x.id for x in db.list_sessions(args.subject)]
-    check_group_classes(db, args.group_model, db.epoch_labels(ids, FEEDBACK_BLOCK_BASE), "--group-model",
+    check_group_classes(db, args.group_model, subject_labels(db, args.subject, ids), "--group-model",
                         f"{args.subject}'s epochs")
     check_group_start(db, proto, warn=False)  # quick_train warns, after its own refusals
     check_not_trained_on(db, proto, args.subject, ids, option="--group-model")

@@ -45,22 +45,18 @@ def check(args) -> int:
             from ..errors import ProtocolError
 
             raise ProtocolError(f"{args.file}: stimuli.classes: --design-only needs the class list in the protocol")
-        design = proto.design()
-        group = _group_model_line(args, proto)
-        print(f"{args.file}: valid (design only; stimulus files not checked)")
-        print(design.describe(proto.stimuli.classes))
-        for line in (_calibration_line(proto, design), group):
-            if line:
-                print(line)
-        return 0
-    stim = load_stimuli(proto)
-    design = proto.design(len(stim.classes))
-    from ..montage import load_montage
+        design, classes = proto.design(), proto.stimuli.classes
+        head = f"{args.file}: valid (design only; stimulus files not checked)"
+    else:
+        stim = load_stimuli(proto)
+        design, classes = proto.design(len(stim.classes)), stim.classes
+        from ..montage import load_montage
 
-    load_montage(proto.amplifier.montage, proto.base_dir)  # a montage that cannot be read: one line now
+        load_montage(proto.amplifier.montage, proto.base_dir)  # a montage that cannot be read: one line now
+        head = f"{args.file}: valid; {len(stim.images)} images in {len(stim.classes)} classes under {stim.root}"
     group = _group_model_line(args, proto)  # before "valid": a group model the visit would refuse is an error
-    print(f"{args.file}: valid; {len(stim.images)} images in {len(stim.classes)} classes under {stim.root}")
-    print(design.describe(stim.classes))
+    print(head)
+    print(design.describe(classes))
     for line in (_calibration_line(proto, design), group):
         if line:
             print(line)
@@ -70,14 +66,14 @@ def check(args) -> int:
 def _calibration_line(proto, design) -> str | None:
     """What ``session.calibration_min`` does to this design (the visit's rule: whole blocks in order until that
     many minutes of stimuli are in), or None when it is not set."""
-    import math
+    from ..protocol.design import calibration_blocks
 
     cap = proto.session.calibration_min
     if cap is None:
         return None
     per_block = design.trials_per_block * proto.paradigm.image_s
     total = design.n_trials * proto.paradigm.image_s
-    k = math.ceil(cap * 60 / per_block - 1e-9)
+    k = calibration_blocks(cap, [per_block] * design.n_blocks)
     if k >= design.n_blocks:
         return (f"session.calibration_min {cap:g}: the design holds {total / 60:.1f} min of stimuli, so every block "
                 "is shown (it changes nothing)")

@@ -465,6 +465,7 @@ def plan_loso(db, subjects: Sequence[str], method: str = "riemann", min_train: i
         raise EegloopError(f"--loso: needs at least {min_train + 1} subjects in --subjects (one held out, at least "
                            f"{min_train} to train on), got {len(subjects)}")
     consent = {c.code: c.group for c in db.subject_consents()}
+    labels = {}  # each subject's classes, read once
     out = {}
     for s in subjects:
         _check_has_epochs(db, s, "--subjects")
@@ -475,8 +476,11 @@ def plan_loso(db, subjects: Sequence[str], method: str = "riemann", min_train: i
                                "with: eegloop subject consent CODE --group yes)")
         plan_group(db, subjects=others, method=method, same_classes=same_classes)
         if same_classes:
-            shared = set.intersection(*(subject_labels(db, c) for c in others))
-            held = subject_labels(db, s)
+            for c in [s, *others]:
+                if c not in labels:
+                    labels[c] = subject_labels(db, c)
+            shared = set.intersection(*(labels[c] for c in others))
+            held = labels[s]
             if not held <= shared:
                 raise EegloopError(f"--subjects: {s}'s epochs are of {', '.join(sorted(held))}; the group model of "
                                    f"{', '.join(others)} would decode {', '.join(sorted(shared))}: hold out "

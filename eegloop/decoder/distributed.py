@@ -139,19 +139,20 @@ def check_checkpoint(path: str | Path, plan: Optional["FitPlan"] = None, kind: s
     if kind is not None and held and held != kind:
         raise ValueError(f"--checkpoint: {p} holds a {held} network's weights, not {kind}'s; give a new file name "
                          "to start afresh")
-    if plan is not None:
-        from .methods import build_model
+    if plan is None:
+        return
+    from .methods import build_model
 
-        try:
-            build_model(plan.model_config).load_state_dict(saved["model"])
-        except (RuntimeError, KeyError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"--checkpoint: {p} holds another network's weights ({first}); give a new file name "
-                             "to start afresh") from None
-    if plan is not None and plan.identity and saved.get("identity") != plan.identity:
+    try:
+        build_model(plan.model_config).load_state_dict(saved["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"--checkpoint: {p} holds another network's weights ({first}); give a new file name "
+                         "to start afresh") from None
+    if plan.identity and saved.get("identity") != plan.identity:
         raise ValueError(f"--checkpoint: {p} was written by another training (other subjects, sessions, seed or "
                          "settings); give a new file name to start afresh, or rerun the command that wrote it")
-    if plan is not None and int(saved["epochs_done"]) > plan.epochs:
+    if int(saved["epochs_done"]) > plan.epochs:
         raise ValueError(f"--checkpoint: {p} holds {int(saved['epochs_done'])} finished epochs, more than the "
                          f"{plan.epochs} asked for (--max-epochs); give a new file name, or at least that many")
 
@@ -381,15 +382,14 @@ def _save(checkpoint: Optional[str], model, opt, epochs_done: int, losses: list[
         return
     import torch
 
-    path = Path(checkpoint)
-    tmp = path.with_name(path.name + ".tmp")
-    # owner-only, as the models are: a checkpoint holds what the subjects' EEG taught the network
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
+    from .._files import atomic_path
+
+    # owner-only, as the models are (a checkpoint holds what the subjects' EEG taught the network), and renamed
+    # into place whole: a rank killed mid-write leaves the previous epoch's checkpoint as it was
+    with atomic_path(checkpoint) as tmp:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epochs_done": epochs_done,
                     "losses": list(losses), "identity": plan.identity,
-                    "kind": str(plan.model_config.get("kind", ""))}, fh)
-    os.replace(tmp, path)  # a rank killed mid-write leaves the previous epoch's checkpoint whole
+                    "kind": str(plan.model_config.get("kind", ""))}, tmp)
 
 
 def _resume(checkpoint: Optional[str], model, opt) -> tuple[int, list[float]]:

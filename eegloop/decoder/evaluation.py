@@ -10,6 +10,7 @@ control.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -404,9 +405,7 @@ def _fill(plan: _Plan, pairs: list, ablation) -> None:
             report.alphas[m] = alphas
         if m == "auto":
             report.selected = [r.method for _, r in main]
-            cut = [c for _, r in main for c in r.budget_skipped]
-            if cut:
-                report.select_skipped = {c: cut.count(c) for c in dict.fromkeys(cut)}
+            report.select_skipped = dict(Counter(c for _, r in main for c in r.budget_skipped))
         report.seconds[m] = sum(r.seconds for t, r in mine if t.permutation == 0)
         if (0, False) in rows:
             off = rows[(0, False)]

@@ -99,8 +99,9 @@ class GroupPlan:
         no = [c for c, why in self.skipped if why == "no group consent"]
         if no:
             out.append(f"skipped for lack of group consent: {', '.join(no)}")
-        out += [f"left out by --exclude: {', '.join(c for c, why in self.skipped if why == '--exclude')}"] * any(
-            why == "--exclude" for _, why in self.skipped)
+        excluded = [c for c, why in self.skipped if why == "--exclude"]
+        if excluded:
+            out.append(f"left out by --exclude: {', '.join(excluded)}")
         other = [f"{c} ({why})" for c, why in self.skipped if why not in ("no group consent", "--exclude")]
         if other:
             out.append(f"skipped: {', '.join(other)}")
@@ -192,10 +193,10 @@ def _check_classes(db, codes: Sequence[str], protocol: Optional[Protocol]) -> No
         raise EegloopError(_not_named(named, sorted(shared)))
 
 
-def subject_labels(db, code: str) -> set[str]:
-    """The classes of a subject's training epochs (recording blocks of every session), from the database's labels
-    (no epoch loaded)."""
-    return db.epoch_labels([s.id for s in db.list_sessions(code)], FEEDBACK_BLOCK_BASE)
+def subject_labels(db, code: str, session_ids: Sequence[int] | None = None) -> set[str]:
+    """The classes of a subject's training epochs (recording blocks of every session, or of ``session_ids``), from
+    the database's labels (no epoch loaded)."""
+    return db.epoch_labels(session_ids or [s.id for s in db.list_sessions(code)], FEEDBACK_BLOCK_BASE)
 
 
 def _too_few_shared(present: dict) -> str:
@@ -435,10 +436,7 @@ def pretrain(db, subjects: Sequence[str], name: str, method: str = "riemann", al
     plan_group(db, subjects=list(subjects), name=name, method=method, protocol=protocol)
     data = [_load_subject(db, code) for code in subjects]
     ref = protocol or data[0].protocol
-    classes = _shared_classes(data)
-    named = set(ref.stimuli.classes)
-    if protocol is not None and named and not set(classes) <= named:  # empty: every sub-folder, named after it
-        raise EegloopError(_not_named(named, classes))
+    classes = _shared_classes(data)  # plan_group checked them against --protocol from the stored labels
     grid = common_grid([d.es for d in data], ref.amplifier.channel_names)
     pre = _preprocessor(ref, grid, method)
     metric = ("riemann" if method == "riemann" else "euclid") if align else "none"

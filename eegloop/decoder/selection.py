@@ -52,6 +52,7 @@ class Selection:
     split: str
     n_folds: int
     candidates: dict = field(default_factory=dict)  # name -> {"score", "folds", "seconds"} or {"skipped": why}
+    # (with "budget": True where the time budget skipped it)
     note: str = ""
     seconds: float = 0.0
 
@@ -64,6 +65,10 @@ class Selection:
         """The inverse of :meth:`to_json` (a model's stored ``metrics["selection"]``)."""
         return cls(d.get("winner", ""), d.get("metric", ""), d.get("split", ""), int(d.get("n_folds") or 0),
                    dict(d.get("candidates") or {}), d.get("note") or "", float(d.get("seconds") or 0.0))
+
+    def budget_skipped(self) -> tuple:
+        """The candidates the time budget (``decoder.select_budget_s``, wall-clock) left out."""
+        return tuple(n for n, c in self.candidates.items() if c.get("budget"))
 
     def describe(self) -> str:
         rows = []
@@ -226,6 +231,8 @@ def select_model(es: EpochSet, protocol: Protocol, feats: dict, train_idx=None, 
         if (why is None and spent >= budget and any("score" in c for c in sel.candidates.values())
                 and not folded.has(name)):  # an ensemble's member, fitted already, costs nothing more
             why = f"decoder.select_budget_s ({budget:g} s) spent after {spent:.0f} s"
+            sel.candidates[name] = {"skipped": why, "budget": True}
+            continue
         if why:
             sel.candidates[name] = {"skipped": why}
             continue
@@ -236,7 +243,7 @@ def select_model(es: EpochSet, protocol: Protocol, feats: dict, train_idx=None, 
             left = budget - (time.perf_counter() - t_start)
             if est > left:
                 sel.candidates[name] = {"skipped": f"about {est:.0f} s for {len(folds)} folds, {max(left, 0):.0f} s "
-                                                   f"of decoder.select_budget_s left"}
+                                                   f"of decoder.select_budget_s left", "budget": True}
                 say(f"selection: {name} skipped (about {est:.0f} s, {max(left, 0):.0f} s left)")
                 continue
         ps = folded.predictions(name)

@@ -108,7 +108,7 @@ def run_fit(task: FitTask, data: SubjectData) -> FitResult:
         sel = select_model(es, protocol, data.feats, task.train, teacher_logits=task.teacher_logits, seed=task.seed,
                            budget_s=task.select_budget_s)
         fitted = sel.fit_winner(es, data.feats, task.train, protocol, task.teacher_logits, seed=task.seed)
-        skipped = tuple(n for n, c in sel.candidates.items() if "select_budget_s" in str(c.get("skipped", "")))
+        skipped = sel.budget_skipped()
     else:
         skipped = ()
         tr, va = inner_validation(es, task.train, data.split, task.seed)

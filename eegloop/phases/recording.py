@@ -80,19 +80,19 @@ def _calibration_cap(ctx: VisitContext, todo: list) -> list:
     cap = ctx.protocol.session.calibration_min
     if cap is None:
         return todo
+    from ..protocol.design import calibration_blocks
+
     image_s = ctx.protocol.paradigm.image_s
     have = sum(len(b.trials) for b in ctx.schedule.blocks if b.block in ctx.skip_blocks) * image_s
-    kept, shown = [], have
+    blocks = [b for r in todo for b in r.blocks]
+    n = calibration_blocks(cap, [len(b.trials) * image_s for b in blocks], have)
+    kept, before = [], 0  # the first n blocks, in their runs
     for r in todo:
-        blocks = []
-        for b in r.blocks:
-            if shown >= cap * 60 - 1e-9:
-                break
-            blocks.append(b)
-            shown += len(b.trials) * image_s
-        if blocks:
-            kept.append(Run(run=r.run, blocks=tuple(blocks)))
-    left = sum(len(r.blocks) for r in todo) - sum(len(r.blocks) for r in kept)
+        if n > before:
+            kept.append(Run(run=r.run, blocks=r.blocks[:n - before]))
+        before += len(r.blocks)
+    shown = have + sum(len(b.trials) for b in blocks[:n]) * image_s
+    left = len(blocks) - n
     if left:
         ctx.say(f"calibration: session.calibration_min {cap:g} is reached after {shown / 60:.1f} min of stimuli; "
                 f"the {left} later block(s) are not shown")

@@ -5,7 +5,19 @@ from dataclasses import dataclass
 
 from ..errors import ProtocolError
 
-__all__ = ["Design"]
+__all__ = ["Design", "calibration_blocks"]
+
+
+def calibration_blocks(minutes: float, block_seconds, have_s: float = 0.0) -> int:
+    """How many of the blocks (each ``block_seconds`` of stimuli, in the order shown) ``session.calibration_min``
+    keeps: whole blocks until ``minutes`` of stimuli are in, ``have_s`` seconds (blocks already recorded) counted
+    first. The visit and ``protocol check`` both count this way."""
+    shown, k = have_s, 0
+    for s in block_seconds:
+        if shown >= minutes * 60 - 1e-9:
+            break
+        shown, k = shown + s, k + 1
+    return k
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ def test_two_gloo_ranks_train_what_one_process_trains(data, plan, one, tmp_path)
     for k in one.state:
         np.testing.assert_allclose(two.state[k], one.state[k], atol=1e-5, err_msg=k)
     assert (tmp_path / "g.pt").is_file() and not (tmp_path / "g.pt.tmp").exists()
+    assert not list(tmp_path.glob(".eegloop-tmp-*"))  # each epoch's file renamed into place whole
 
 
 def test_a_checkpoint_resumes_after_its_last_epoch(data, plan, one, tmp_path):
