@@ -12,7 +12,7 @@ the registry, :mod:`.methods`):
   correlation between windows, and each rhythm's own topography, are kept.
 - ``logreg_windowed``: the same features, L2 logistic regression, balanced class weights.
 - ``riemann``: xDAWN-filtered ERP covariances (pyriemann ``XdawnCovariances``,
-  OAS shrinkage) -> tangent space -> logistic regression (the eeg-notebooks/MOABB pipeline).
+  OAS shrinkage, computed over the whole stack of epochs: :mod:`.xdawncov`) -> tangent space -> logistic regression (the eeg-notebooks/MOABB pipeline).
 - ``vote``: ``lda_windowed``, ``logreg_windowed`` and ``riemann``, each fitted on the same epochs, their class probabilities averaged
   (scikit-learn's soft ``VotingClassifier``). No one of them wins on every subject and inner folds rarely tell
   which will (the note on :mod:`.selection`); the average is never far from the best of them.
@@ -179,13 +179,14 @@ def make_pipeline_for(method: str, sfreq: float, n_chans: int, n_classes: int, n
     if method == "cebra_knn":
         return make_pipeline(WindowMeans(width), StandardScaler(), CebraKNN())
     if method == "riemann":
-        from pyriemann.estimation import XdawnCovariances
         from pyriemann.tangentspace import TangentSpace
+
+        from .xdawncov import XdawnOASCovariances
 
         nf = _xdawn_filters(n_chans, n_classes)
         if nf < 1:
             raise EegloopError(f"riemann: {skip_reason(method, n_chans, n_classes)}")
-        return make_pipeline(XdawnCovariances(nfilter=nf, estimator="oas"), TangentSpace(metric="riemann"),
+        return make_pipeline(XdawnOASCovariances(nfilter=nf, estimator="oas"), TangentSpace(metric="riemann"),
                              LogisticRegression(C=1.0, **lr))
     if method in ENSEMBLES:  # a soft vote: the mean of its members' probabilities (members that fit this shape)
         from sklearn.ensemble import VotingClassifier
@@ -212,7 +213,7 @@ def predict_pipeline(pipe, X: np.ndarray, n_classes: int) -> np.ndarray:
 TRUSTED_TYPES = frozenset({
     "eegloop.decoder.pipelines.WindowMeans", "eegloop.decoder.pipelines.LogPower",
     "eegloop.decoder.pipelines.Flatten", "eegloop.decoder.stlda.SpatioTemporalLDA",
-    "pyriemann.estimation.XdawnCovariances",
+    "pyriemann.estimation.XdawnCovariances", "eegloop.decoder.xdawncov.XdawnOASCovariances",
     "pyriemann.spatialfilters.Xdawn", "pyriemann.tangentspace.TangentSpace",
     "sklearn.utils._bunch.Bunch",  # a VotingClassifier's named_estimators_ (a dict with attribute access)
 })

@@ -70,3 +70,27 @@ def test_training_epochs_leave_out_the_excluded_images(tmp_path):
     shown = int(np.isin(every.es.images, list(cues)).sum())
     assert held.n_excluded == shown > 0 and len(held.es) == len(es) - shown
     assert not set(held.es.images.tolist()) & cues and held.protocol is proto
+
+
+def test_riemann_covariances_are_pyriemanns_computed_over_the_stack(tmp_path):
+    """The riemann pipeline's xDAWN covariances (XdawnOASCovariances, OAS over the whole stack at once) are
+    pyriemann's per-epoch scikit-learn OAS, and the pipeline saves and loads as a trusted model."""
+    from pyriemann.estimation import XdawnCovariances
+    from sklearn.covariance import oas
+
+    from eegloop.decoder.pipelines import load_pipeline, make_pipeline_for, save_pipeline
+    from eegloop.decoder.xdawncov import XdawnOASCovariances, oas_stack
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((60, 5, 90)) * rng.uniform(0.5, 20, (1, 5, 1))  # channels of unequal power
+    X[:3] = 0.0  # all-zero epochs: scikit-learn's zero denominator (shrinkage 1)
+    y = np.repeat([0, 1, 2], 20)
+    for stack in (X, X[:, :1]):  # one channel: scikit-learn's own branch (the variance)
+        np.testing.assert_allclose(oas_stack(stack), np.stack([oas(x.T)[0] for x in stack]), rtol=1e-12, atol=1e-9)
+    theirs = XdawnCovariances(nfilter=2, estimator="oas").fit(X, y).transform(X)
+    ours = XdawnOASCovariances(nfilter=2, estimator="oas").fit(X, y).transform(X)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12 * np.abs(theirs).max())
+    pipe = make_pipeline_for("riemann", 128.0, 5, 3, len(X)).fit(X, y)
+    assert isinstance(pipe.steps[0][1], XdawnOASCovariances)
+    save_pipeline(pipe, tmp_path / "r.skops")
+    np.testing.assert_array_equal(load_pipeline(tmp_path / "r.skops").predict_proba(X), pipe.predict_proba(X))
