@@ -58,7 +58,8 @@ def _add_evaluate(commands, parents: Parents) -> None:
                         "that reaches its share stops, named in the output (default: the protocol's "
                         "decoder.evaluate_budget_s, 150 s; 0: train every network fully and let auto's selection "
                         "compare every candidate, whatever decoder.select_budget_s says: numbers that do not depend "
-                        "on the machine's speed)")
+                        "on the machine's speed). With --calibration-curve: the comparison's budget in each fit "
+                        "(default decoder.select_budget_s; 0: none)")
     c.add_argument("--ablation", choices=["teacher"],
                    help="teacher: each distilling method (auto, kd_*) also without the teacher on the same folds; "
                         "paired difference and its p")
@@ -280,8 +281,8 @@ def _check_group_request(args, db) -> list[str]:
     mode = "--calibration-curve" if args.calibration_curve else "--loso"
     others = [name for name, on in (("--zero-shot", args.zero_shot), ("--methods", args.methods),
                                     ("--baselines", args.baselines), ("--ablation", args.ablation),
-                                    ("--shuffle-labels", args.shuffle_labels), ("--budget", args.budget is not None))
-              if on]
+                                    ("--shuffle-labels", args.shuffle_labels),
+                                    ("--budget", args.budget is not None and args.loso)) if on]
     if others:
         raise EegloopError(f"{mode}: not with {others[0]} (it scores the protocol's default and the group model, "
                            "here)")
@@ -322,7 +323,7 @@ def _evaluate_group(db, args) -> int:
                    cluster=args.cluster, workers=args.workers)
         return _write_and_show(args, rep, private_dir(db.data_dir / "reports") / f"loso-{stamp}.json")
     curve = calibration_curve(db, subjects[0], args.group_model, args.split, args.folds, args.permutations,
-                              progress=progress, cluster=args.cluster, workers=args.workers)
+                              progress=progress, cluster=args.cluster, workers=args.workers, budget_s=args.budget)
     out = private_dir(db.data_dir / "reports")
     path = out / f"calibration-{subjects[0]}-{stamp}.json"
     curve.png = plot_curve(curve, path.with_suffix(".png"))

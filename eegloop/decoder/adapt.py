@@ -83,6 +83,7 @@ class Adapted:
     group: object = None  # GroupDecoder | None
     own: object = None  # fitting.Fitted | None
     protocol: Optional[Protocol] = None
+    budget_skipped: tuple = ()  # the candidates auto's time budget left out of the own model's selection
 
     def group_proba(self, es: EpochSet) -> np.ndarray:
         """The group model's probabilities for ``es`` (aligned on ``es``), columns in :attr:`classes`' order."""
@@ -117,7 +118,8 @@ def in_class_order(raw: np.ndarray, order: list, classes: list) -> np.ndarray:
     return np.where(s > 0, p / np.where(s > 0, s, 1), 1.0 / len(classes))
 
 
-def adapt(group, labelled: EpochSet, protocol: Protocol, seed: int = 0, base: Optional[Adapted] = None) -> Adapted:
+def adapt(group, labelled: EpochSet, protocol: Protocol, seed: int = 0, base: Optional[Adapted] = None,
+          budget_s: Optional[float] = None) -> Adapted:
     """A candidate for one subject: ``group`` (a :class:`~.group.GroupDecoder`, or None) adapted with the
     subject's ``labelled`` epochs (possibly none).
 
@@ -133,24 +135,32 @@ def adapt(group, labelled: EpochSet, protocol: Protocol, seed: int = 0, base: Op
         The subject's protocol (its preprocessing, ``decoder.model`` and inner folds).
     base : Adapted | None
         ``adapt(None, labelled, protocol)`` already made: its own model is reused, not refitted.
+    budget_s : float | None
+        The wall-clock budget of ``auto``'s comparison of candidates (None: ``decoder.select_budget_s``); ``inf``:
+        none, and a network refitted on the blend's inner folds is trained fully (numbers that do not depend on
+        the machine's speed). The candidates the budget left out are in :attr:`Adapted.budget_skipped`.
     """
     classes = list(labelled.class_ids)
+    skipped: tuple = ()
     if base is not None and base.n_labelled == len(labelled):
         own, method, how = base.own, base.method, base.how if base.own is None else None
+        skipped = base.budget_skipped
     else:
-        own, method, how = _fit_own(labelled, protocol, seed)
+        own, method, how, skipped = _fit_own(labelled, protocol, seed, budget_s)
     if group is None and own is None:
         raise EegloopError(f"no group model, and {how}")
     if own is None:  # nothing to weigh the tuned model against: the aligned one, first in the order of preference
         return Adapted(classes, 1.0, None, len(labelled), f"zero calibration: the group model alone ({how})", group,
-                       None, protocol)
+                       None, protocol, skipped)
     if group is None:
-        return Adapted(classes, 0.0, method, len(labelled), "the per-subject default alone", None, own, protocol)
-    weight, how, use_tuned = choose_weight(group, labelled, protocol, method, classes, seed)
+        return Adapted(classes, 0.0, method, len(labelled), "the per-subject default alone", None, own, protocol,
+                       skipped)
+    weight, how, use_tuned = choose_weight(group, labelled, protocol, method, classes, seed,
+                                           full=budget_s is not None and budget_s == float("inf"))
     tuned, note = tuned_side(group, labelled, use_tuned)
     how += note
     side = tuned if tuned is not None else group
-    return Adapted(classes, weight, method, len(labelled), how, side, own, protocol)
+    return Adapted(classes, weight, method, len(labelled), how, side, own, protocol, skipped)
 
 
 def tuned_side(group, es: EpochSet, wanted: bool):
@@ -178,27 +188,29 @@ def tune(group, es: EpochSet):
         return None
 
 
-def _fit_own(es: EpochSet, protocol: Protocol, seed: int):
-    """The per-subject default fitted on ``es``: (Fitted, method, None), or (None, None, why) when it cannot be."""
+def _fit_own(es: EpochSet, protocol: Protocol, seed: int, budget_s: Optional[float] = None):
+    """The per-subject default fitted on ``es``: (Fitted, method, None, the candidates the selection's time budget
+    left out), or (None, None, why, ()) when it cannot be."""
     from .fitting import features_for
     from .folds import inner_validation
     from .selection import select_model
 
     if len(es) < 4 or len(np.unique(es.labels)) < 2:
-        return None, None, f"{len(es)} labelled epochs of {len(np.unique(es.labels))} class(es): no own model"
+        return None, None, f"{len(es)} labelled epochs of {len(np.unique(es.labels))} class(es): no own model", ()
     method = protocol.decoder.model
     feats = features_for(es, protocol, [method])
     try:
         if method == "auto":
-            sel = select_model(es, protocol, feats, seed=seed)
-            return sel.fit_winner(es, feats, np.arange(len(es)), protocol, seed=seed), sel.winner, None
+            sel = select_model(es, protocol, feats, seed=seed, budget_s=budget_s)
+            fitted = sel.fit_winner(es, feats, np.arange(len(es)), protocol, seed=seed)
+            return fitted, sel.winner, None, sel.budget_skipped()
         from .fitting import fit_method
 
         tr, va = inner_validation(es, np.arange(len(es)), protocol.training.split, seed)
-        return fit_method(method, es, feats, tr, va, protocol, seed=seed), method, None
+        return fit_method(method, es, feats, tr, va, protocol, seed=seed), method, None, ()
     except (ValueError, np.linalg.LinAlgError, EegloopError) as exc:
         logger.info("adapt: the subject's own model could not be fitted on %d epochs: %s", len(es), exc)
-        return None, None, f"no own model could be fitted on {len(es)} epochs ({str(exc)[:80]})"
+        return None, None, f"no own model could be fitted on {len(es)} epochs ({str(exc)[:80]})", ()
 
 
 def key_score(y: np.ndarray, proba: np.ndarray) -> float:
@@ -218,12 +230,13 @@ def key_score(y: np.ndarray, proba: np.ndarray) -> float:
     return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
 
 
-def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes: list, seed: int):
+def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes: list, seed: int,
+                  full: bool = False):
     """The group's weight whose blend scores best on inner block/run-wise folds of ``es`` (the own model refitted
     on each fold's training groups; the winning method kept, not re-selected per fold), and which group model:
     as it is (aligned on the subject's epochs) or, where it keeps a prior, tuned to the fold's training epochs.
 
-    Returns ``(weight, how, tuned)``: ``tuned`` says whether the blend's group side is the tuned model. The blends
+    Returns ``(weight, how, tuned)``, ``tuned``: the blend's group side is the tuned model. ``full``: no time limit. The blends
     are compared in this order of preference — the aligned group model at each weight from 1 down, then the tuned
     one likewise, last the subject's own model alone — and the first within one standard error of the best (or
     within one step of one fold's score: one pair of epochs) is kept (:func:`_steadiest`). The tuned model, fitted
@@ -247,8 +260,8 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     columns = [(src, w) for src in ("aligned", "tuned") for w in WEIGHTS[:-1]] + [("own", 0.0)]
     table = np.full((len(folds), len(columns)), np.nan)
     grain = np.full(len(folds), np.nan)  # per fold: the smallest step its score can take (:func:`_grain`)
-    budget = protocol.training.budget_s  # a network refitted per fold shares the training's time budget
-    per_fold = budget / len(folds) if budget > 0 and is_network(method) else None
+    budget = protocol.training.budget_s  # a network refitted per fold shares the training's (wall-clock) budget
+    per_fold = budget / len(folds) if budget > 0 and is_network(method) and not full else None  # full: no limit
     view = Adapted(classes, 1.0, None, 0, "", group)
     n_tuned = 0
     for k, (tr_all, te) in enumerate(folds):

@@ -137,6 +137,7 @@ class CurvePoint:
     spread_with: Optional[float] = None
     weights: list = field(default_factory=list)  # the group's weight in each fold's blend
     tuned: list = field(default_factory=list)  # per fold: whether the blend's group side was the tuned model
+    budget_skipped: dict = field(default_factory=dict)  # candidate -> folds (true labels) auto's time budget skipped it
 
 
 @dataclass
@@ -153,6 +154,7 @@ class CalibrationCurve:
     plan: CalibrationPlan
     seconds: float = 0.0
     png: Optional[Path] = None
+    budget_s: Optional[float] = None  # auto's comparison budget in each fit (None: the protocol's; 0: none)
 
     def to_json(self) -> dict:
         """What ``evaluate --calibration-curve --json`` prints (``minutes`` of ``all``: the minutes it spans)."""
@@ -169,7 +171,7 @@ class CalibrationCurve:
         from dataclasses import asdict
 
         return {**self.to_json(), "group_model": self.group, "split": self.split, "n_folds": self.n_folds,
-                "permutations": self.permutations, "seconds": round(self.seconds, 2),
+                "permutations": self.permutations, "seconds": round(self.seconds, 2), "budget_s": self.budget_s,
                 "points": [asdict(p) for p in self.points],
                 "folds": [{"test": f.test.tolist(), "calibration": {str(k): v.tolist() for k, v in f.calibration.items()},
                            "minutes": {str(k): round(v, 3) for k, v in f.minutes.items()}} for f in self.plan.folds]}
@@ -196,7 +198,23 @@ class CalibrationCurve:
         rows.append("minutes (in brackets: the recorded minutes used, mean over folds) of whole blocks/runs from the "
                     "start; ± the fold-to-fold standard deviation; p: permutation p (labels shuffled, refitted); "
                     "group weight per fold, 't': the group model tuned to the subject")
+        skipped = self.budget_note()
+        if skipped:
+            rows.append(skipped)
         return "\n".join(rows)
+
+    def budget_note(self) -> str:
+        """The candidates auto's wall-clock budget left out (and where), or ''."""
+        total: dict = {}
+        for p in self.points:
+            for name, n in p.budget_skipped.items():
+                total.setdefault(name, []).append(f"{n} at {p.minutes if p.minutes == 'all' else f'{p.minutes:g}'}")
+        if not total:
+            return ""
+        where = "; ".join(f"{name} in {', '.join(v)}" for name, v in total.items())
+        return (f"the per-subject default's comparison ran out of its time budget (decoder.select_budget_s, "
+                f"wall-clock) and left out {where} of the {self.n_folds} folds (points in minutes): these numbers "
+                f"depend on this machine's speed; --budget 0 compares every candidate")
 
 
 def fold_weights(weights, tuned=()) -> str:
@@ -250,9 +268,10 @@ def _check_has_epochs(db, subject: str, option: str) -> None:
         raise EegloopError(f"{option}: {subject} has no epochs (record or import a session first)")
 
 
-def _fold_scores(group, es: EpochSet, cal, te, protocol: Protocol, seed: int) -> tuple:
+def _fold_scores(group, es: EpochSet, cal, te, protocol: Protocol, seed: int, budget_s: Optional[float]) -> tuple:
     """One fold's scores without and with the group model (NaN where nothing can be fitted; without at 0 minutes:
-    None) and the group's weight in the blend."""
+    None), the group's weight in the blend, whether its group side is the tuned model, and the candidates auto's
+    time budget left out of the subject's own model."""
     from .adapt import adapt, key_score
     from .groupdecoder import TunedGroup
 
@@ -262,40 +281,62 @@ def _fold_scores(group, es: EpochSet, cal, te, protocol: Protocol, seed: int) ->
     base = None
     if len(cal):
         try:
-            base = adapt(None, es.subset(cal), protocol, seed=seed)
+            base = adapt(None, es.subset(cal), protocol, seed=seed, budget_s=budget_s)
             without = key_score(test.y, base.predict_proba(test))
         except EegloopError:
             without = float("nan")
     if group is not None:
-        cand = adapt(group, es.subset(cal), protocol, seed=seed, base=base)
+        cand = adapt(group, es.subset(cal), protocol, seed=seed, base=base, budget_s=budget_s)
         with_, weight = key_score(test.y, cand.predict_proba(test)), cand.weight
         tuned = isinstance(cand.group, TunedGroup)
-    return without, with_, weight, tuned
+    return without, with_, weight, tuned, base.budget_skipped if base is not None else ()
 
 
-def _point(group, es: EpochSet, plan: CalibrationPlan, m, protocol: Protocol, chance: float, perms: list,
-           seed: int) -> CurvePoint:
-    """One point of the curve: every fold with the true labels, then under each label shuffle."""
-    from .scoring import permutation_pvalue
+@dataclass
+class _Pass:
+    """One point of the curve under one labelling (the true labels, or shuffle ``shuffle``): every fold's scores."""
+
+    minutes: object
+    shuffle: Optional[int]  # None: the true labels; else the shuffle's index
+    without: np.ndarray
+    with_: np.ndarray
+    sides: list  # per fold: (the group's weight, tuned)
+    skipped: list  # per fold: the candidates the time budget left out
+
+
+def _pass(group, es: EpochSet, plan: CalibrationPlan, m, protocol: Protocol, shuffle: Optional[int], perm,
+          seed: int, budget_s: Optional[float]) -> _Pass:
+    """Every fold of point ``m`` with the labels permuted by ``perm`` (None: the true labels): one task."""
     from .tasks import labelled
 
-    def run(les):
-        out = [_fold_scores(group, les, f.calibration[m], f.test, protocol, seed + k) for k, f in enumerate(plan.folds)]
-        return ([np.array([np.nan if r[i] is None else r[i] for r in out], float) for i in (0, 1)],
-                [(r[2], r[3]) for r in out])
+    les = labelled(es, perm)
+    out = [_fold_scores(group, les, f.calibration[m], f.test, protocol, seed + k, budget_s)
+           for k, f in enumerate(plan.folds)]
+    col = [np.array([np.nan if r[i] is None else r[i] for r in out], float) for i in (0, 1)]
+    return _Pass(m, shuffle, col[0], col[1], [(r[2], r[3]) for r in out], [r[4] for r in out])
 
-    (without, with_), sides = run(es)
-    col = 1 if group is not None else 0
-    p = None
-    if perms and not (group is None and m == 0):
-        p = permutation_pvalue(_mean((without, with_)[col]), [_mean(run(labelled(es, q))[0][col]) for q in perms])
-    folds = plan.folds
+
+def _point(true: _Pass, shuffled: list, plan: CalibrationPlan, chance: float, has_group: bool) -> CurvePoint:
+    """One point of the curve from its passes: means over the folds, their spread, and each column's permutation p
+    (the same shuffles refit both: the per-subject default's is free beside the group's)."""
+    from collections import Counter
+
+    from .scoring import permutation_pvalue
+
+    m, folds = true.minutes, plan.folds
+
+    def p(attr):
+        return permutation_pvalue(_mean(getattr(true, attr)), [_mean(getattr(s, attr)) for s in shuffled])
+
+    p_without = p("without") if shuffled and m != 0 else None
+    p_with = p("with_") if shuffled and has_group else None
     return CurvePoint(m, float(np.mean([f.minutes[m] for f in folds])),
                       float(np.mean([len(f.calibration[m]) for f in folds])),
-                      None if m == 0 else _mean(without), None if group is None else _mean(with_), chance,
-                      p if group is not None else None, p if group is None else None,
-                      None if m == 0 else _spread(without), None if group is None else _spread(with_),
-                      [w for w, _ in sides if w is not None], [t for w, t in sides if w is not None])
+                      None if m == 0 else _mean(true.without), _mean(true.with_) if has_group else None, chance,
+                      p_with, p_without, None if m == 0 else _spread(true.without),
+                      _spread(true.with_) if has_group else None,
+                      [w for w, _ in true.sides if w is not None], [t for w, t in true.sides if w is not None],
+                      dict(Counter(n for names in true.skipped for n in names)))
 
 
 def _fmt(v) -> str:
@@ -314,7 +355,7 @@ def _spread(v: np.ndarray) -> float:
 def calibration_curve(db, subject: str, group: Optional[str] = None, split: str | None = None,
                       n_folds: int | None = None, permutations: int = 10, seed: int = 0,
                       progress: Optional[Callable[[str], None]] = None, cluster=None,
-                      workers: Optional[int] = None) -> CalibrationCurve:
+                      workers: Optional[int] = None, budget_s: Optional[float] = None) -> CalibrationCurve:
     """The subject's score against minutes of their own data, with and without the group model ``group``.
 
     Parameters
@@ -326,9 +367,14 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
     split, n_folds
         The test folds (default: the subject's protocol's ``training.split`` and ``n_folds``).
     permutations : int
-        Label shuffles per point for the permutation p (each refits every fold).
+        Label shuffles per point for the permutation p (each refits every fold; both columns get their p).
     cluster, workers
-        Where the points run (one task each): as :func:`loso`; default this process, one after another.
+        Where the fits run: as :func:`loso`; default this process, one after another. Each point under each
+        labelling (the true labels, then each shuffle) is one task: the curve comes first, then its p values.
+    budget_s : float | None
+        The wall-clock budget of ``auto``'s comparison in each fit (None: the protocol's
+        ``decoder.select_budget_s``; 0: none, every candidate compared and every network trained fully: the
+        same numbers on any machine, serial or on a cluster). The candidates it left out are counted per point.
     """
     import time
 
@@ -346,20 +392,68 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
     chance = chance_levels(es)[f"chance_{metric}"]
     rng = np.random.default_rng(seed + 1000)
     perms = [rng.permutation(len(es)) for _ in range(permutations)]
+    budget = None if budget_s is None else (budget_s or float("inf"))
     from ..cluster import open_executor
 
-    def done(_i, p):
-        m = p.minutes
-        say(f"{subject}: {m if m == 'all' else f'{m:g}'} minutes ({p.minutes_used:.1f}): {metric} without the group "
-            f"model {_fmt(p.without_group)}, with it {_fmt(p.with_group)} (chance {chance:.3f})")
-
-    with open_executor(cluster, workers, preload=_preload(protocol.decoder.model)) as ex:  # one task per point
+    with open_executor(cluster, workers, preload=_preload(protocol.decoder.model)) as ex:
         shared = [ex.share(v) for v in (es, plan, protocol)]
         shared_model = ex.share(model) if model is not None else None
-        points = ex.map(_point, [(shared_model, shared[0], shared[1], m, shared[2], chance, perms, seed)
-                                 for m in plan.points], done)
+        # the true labels at every point first (the curve), then each point's shuffles (its p)
+        calls = [(m, None, None) for m in plan.points]
+        calls += [(m, q, perms[q]) for m in plan.points for q in range(permutations)
+                  if not (group is None and m == 0)]  # nothing is fitted or scored there
+        progress_of = _CurveProgress(say, subject, metric, chance, plan, permutations,
+                                     len(calls) - len(plan.points), ex.describe())
+        passes = ex.map(_pass, [(shared_model, shared[0], shared[1], m, shared[2], q, perm, seed, budget)
+                                for m, q, perm in calls], progress_of)
+    by_point = {m: [r for r in passes if r.minutes == m] for m in plan.points}
+    points = [_point(next(r for r in rs if r.shuffle is None), [r for r in rs if r.shuffle is not None], plan,
+                     chance, group is not None) for m, rs in by_point.items()]
     return CalibrationCurve(subject, metric, group, split, len(plan.folds), permutations, points, plan,
-                            time.perf_counter() - t0)
+                            time.perf_counter() - t0, budget_s=budget_s)
+
+
+class _CurveProgress:
+    """The curve's progress lines as its tasks finish: each point's scores, then the label shuffles (how many
+    are done, about how long the rest will take) and each point's p once its last shuffle is in."""
+
+    def __init__(self, say, subject: str, metric: str, chance: float, plan: CalibrationPlan, permutations: int,
+                 n_shuffles: int, where: str):
+        import time
+
+        self.say, self.subject, self.metric, self.chance, self.plan = say, subject, metric, chance, plan
+        self.permutations, self.n_shuffles, self.t0 = permutations, n_shuffles, time.perf_counter()
+        self.done_shuffles, self.true, self.null = 0, {}, {}
+        then = (f", then {permutations} label shuffle{'s' * (permutations != 1)} of each ({n_shuffles} refits) for "
+                "the permutation p" if n_shuffles else "")
+        say(f"{subject}: calibration curve: {len(plan.points)} points{then}; {where}")
+
+    def __call__(self, _i, r: _Pass) -> None:
+        import time
+
+        name = r.minutes if r.minutes == "all" else f"{r.minutes:g}"
+        if r.shuffle is None:
+            self.true[r.minutes] = r
+            used = np.mean([f.minutes[r.minutes] for f in self.plan.folds])
+            self.say(f"{self.subject}: {name} minutes ({used:.1f}): {self.metric} without the group model "
+                     f"{_fmt(_mean(r.without))}, with it {_fmt(_mean(r.with_))} (chance {self.chance:.3f})")
+            return
+        self.done_shuffles += 1
+        self.null.setdefault(r.minutes, []).append(r)
+        left = self.n_shuffles - self.done_shuffles
+        done = len(self.true) + self.done_shuffles  # every task refits the same folds: about the same cost
+        eta = (time.perf_counter() - self.t0) / done * left
+        eta = "" if not left else f", about {eta / 60:.0f} min left" if eta >= 90 else f", about {eta:.0f} s left"
+        self.say(f"{self.subject}: label shuffle {self.done_shuffles} of {self.n_shuffles} done ({name} minutes)"
+                 f"{eta}")
+        null, true = self.null[r.minutes], self.true.get(r.minutes)
+        if len(null) == self.permutations and true is not None:
+            from .scoring import permutation_pvalue
+
+            ps = [f"{label} {permutation_pvalue(_mean(getattr(true, a)), [_mean(getattr(n, a)) for n in null]):.3f}"
+                  for a, label in (("without", "without the group model"), ("with_", "with it"))
+                  if np.isfinite(getattr(true, a)).any()]
+            self.say(f"{self.subject}: {name} minutes: permutation p {', '.join(ps)} ({len(null)} label shuffles)")
 
 
 def subject_epochs(db, subject: str) -> tuple[EpochSet, Protocol]:

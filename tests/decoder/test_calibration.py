@@ -118,6 +118,46 @@ def test_the_group_model_scores_above_chance_at_zero_minutes(curve):
     assert all(p["p_with_group"] == pytest.approx(1 / 3, abs=1e-3) for p in curve[0]["curve"])
 
 
+def test_both_columns_get_a_permutation_p_from_the_same_shuffles(curve):
+    """Each shuffle refits the per-subject default as well as the blend: its p comes at no extra fit (saved in the
+    report's JSON; the --json line keeps its keys)."""
+    points = curve[1]["points"]
+    assert points[0]["p_without_group"] is None  # 0 minutes: nothing of the subject's own is fitted
+    for p in points[1:]:
+        assert p["p_without_group"] in (pytest.approx(1 / 3), pytest.approx(2 / 3), pytest.approx(1.0))
+    assert all(p["budget_skipped"] == {} for p in points)  # lda_windowed: no comparison, nothing skipped
+
+
+def test_the_curve_names_what_autos_time_budget_left_out(tmp_path, capsys):
+    """auto's comparison has a wall-clock budget (decoder.select_budget_s): the candidates it left out are counted
+    per point and named under the table; --budget 0 compares every candidate in every fit."""
+    from dataclasses import replace
+
+    from eegloop.database import Database
+    from eegloop.recorder.importers import import_epochset
+
+    proto = cal_protocol()
+    proto = replace(proto, decoder=replace(proto.decoder, model="auto",
+                                           candidates=["lda_windowed", "logreg_windowed", "riemann"]))
+    db = Database(None, data_dir=tmp_path)
+    import_epochset(db, "F", proto, timed_epochs(21), source="simulated")
+    db.close()
+    saved = []
+    for budget in ("0.000001", "0"):
+        rc, out, err = run_cli(capsys, tmp_path, "evaluate", "--calibration-curve", "--subject", "F", "--permutations",
+                               "1", "--budget", budget)
+        assert rc == 0, err
+        saved.append(json.loads(sorted((tmp_path / "reports").glob("calibration-F-*.json"))[-1].read_text()))
+        note = [line for line in out.splitlines() if "time budget" in line]
+        if budget == "0":
+            assert not note and all(p["budget_skipped"] == {} for p in saved[-1]["points"])
+        else:  # the first candidate is always scored; the budget was spent before the others
+            assert len(note) == 1 and "logreg_windowed in 3 at 2, 3 at all" in note[0] and "--budget 0" in note[0]
+            assert [p["budget_skipped"] for p in saved[-1]["points"][1:]] == [{"logreg_windowed": 3, "riemann": 3}] * 2
+        assert "label shuffle 2 of 2 done" in out and "2 minutes: permutation p without the group model" in out
+    assert [s["budget_s"] for s in saved] == [1e-6, 0]
+
+
 def test_cli_curve_without_group_model_prints_a_table(root, capsys):
     rc, out, err = run_cli(capsys, root, "evaluate", "--calibration-curve", "--subject", "D", "--permutations", "0")
     assert rc == 0, err
