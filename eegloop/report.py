@@ -292,7 +292,7 @@ def _model_sections(plt, db: Database, info, ev, m) -> list[str]:
     from .decoder.groupstart import group_estimate_note
 
     # a decoder that uses a group model: the cross-validation is not its estimate (the note says where that is)
-    honest = group_estimate_note(m.metrics, info.subject) or honest
+    honest = group_estimate_note(m.metrics, info.subject, blend=(ev or {}).get("group_blend")) or honest
     sec.append(f"<h2>Quick-train (model {m.id}: {_e(m.metrics.get('method', m.kind))})</h2>"
                f"<p>{_e(quick_train_paragraph(m.metrics))}"
                + (f" {_e(honest)}" if honest else "") + "</p>")

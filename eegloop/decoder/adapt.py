@@ -123,6 +123,9 @@ def adapt(group, labelled: EpochSet, protocol: Protocol, seed: int = 0, base: Op
     """A candidate for one subject: ``group`` (a :class:`~.group.GroupDecoder`, or None) adapted with the
     subject's ``labelled`` epochs (possibly none).
 
+    A weight the protocol fixes (``decoder.group_weight``) is kept, as quick-train keeps it: 1 is zero
+    calibration (the subject's labels unused), another number blends the tuned group model at that weight.
+
     Parameters
     ----------
     group : GroupDecoder | None
@@ -141,6 +144,10 @@ def adapt(group, labelled: EpochSet, protocol: Protocol, seed: int = 0, base: Op
         the machine's speed). The candidates the budget left out are in :attr:`Adapted.budget_skipped`.
     """
     classes = list(labelled.class_ids)
+    fixed = protocol.decoder.group_weight if group is not None else None
+    if fixed == 1.0:  # the protocol's zero calibration: the group model alone, as quick-train makes it
+        return Adapted(classes, 1.0, None, len(labelled), "zero calibration (decoder.group_weight 1): the group "
+                       "model alone, the subject's labels unused", group, None, protocol)
     skipped: tuple = ()
     if base is not None and base.n_labelled == len(labelled):
         own, method, how = base.own, base.method, base.how if base.own is None else None
@@ -155,8 +162,11 @@ def adapt(group, labelled: EpochSet, protocol: Protocol, seed: int = 0, base: Op
     if group is None:
         return Adapted(classes, 0.0, method, len(labelled), "the per-subject default alone", None, own, protocol,
                        skipped)
-    weight, how, use_tuned = choose_weight(group, labelled, protocol, method, classes, seed,
-                                           full=budget_s is not None and budget_s == float("inf"))
+    if fixed is not None:  # quick-train's rule (groupstart.blend_with_group): the tuned model where it can be had
+        weight, how, use_tuned = float(fixed), "fixed (decoder.group_weight), not chosen", fixed > 0
+    else:
+        weight, how, use_tuned = choose_weight(group, labelled, protocol, method, classes, seed,
+                                               full=budget_s is not None and budget_s == float("inf"))
     tuned, note = tuned_side(group, labelled, use_tuned)
     how += note
     side = tuned if tuned is not None else group

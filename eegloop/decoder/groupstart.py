@@ -29,7 +29,7 @@ from .modelio import TrainedModel, db_config, model_path, read_model_meta
 from .scoring import chance_levels, scores
 
 __all__ = ["group_for", "check_group_start", "check_not_trained_on", "check_group_classes", "blend_with_group",
-           "zero_calibration", "group_line", "group_estimate_note", "warn_withdrawn"]
+           "zero_calibration", "group_line", "group_estimate_note", "warn_withdrawn", "blend_cross_validation"]
 
 
 def group_for(db, protocol: Protocol, warn: bool = True):
@@ -189,16 +189,64 @@ def group_line(metrics: dict) -> str | None:
             f"subject's epochs{tuned}): weight {g['weight']:g}, {g['how']}")
 
 
-def group_estimate_note(metrics: dict, subject: str) -> str | None:
-    """Where a decoder that uses a group model (weight > 0) gets its honest estimate, in one sentence, or None: the
-    cross-validation a visit runs after its feedback block scores the subject's own decoder without the group."""
+def group_estimate_note(metrics: dict, subject: str, blend: dict | None = None, pending: bool = False) -> str | None:
+    """Where a decoder that uses a group model (weight > 0) gets its honest estimate, in one sentence, or None.
+
+    ``blend``: the visit's cross-validation of that decoder (:func:`blend_cross_validation`), whose score it
+    gives; ``pending``: that cross-validation is still to come (after the feedback block). Neither: the visit's
+    cross-validation scored the subject's own decoder alone, and the calibration curve is named."""
     g = metrics.get("group") or {}
     if not g or not g.get("weight"):
         return None
-    return (f"The decoder the feedback used is group model {g.get('name')} at weight {g['weight']:g}; the "
-            "cross-validation after the feedback block scores the subject's own decoder without it. The group-based "
-            f"decoder's honest estimate: eegloop evaluate --calibration-curve --subject {subject} --group-model "
-            f"{g.get('name')} (whole blocks or runs out, with and without the group model).")
+    head = f"The decoder the feedback used is group model {g.get('name')} at weight {g['weight']:g}"
+    if blend and "error" not in blend:
+        b, unit = blend, blend["split"]
+        return (f"{head}; its honest estimate, the same procedure refitted on each of {b['n_folds']} {unit}-wise "
+                f"folds (whole {unit}s out; the subject's own default, the group's weight and side chosen again on "
+                f"each fold's training {unit}s): {b['metric']} {_num(b['with_group'], b['spread_with'])}, the "
+                f"subject's own default alone on the same folds {_num(b['without_group'], b['spread_without'])} "
+                f"(chance {b['chance']:.3f}).")
+    if pending:
+        return (f"{head}; the cross-validation after the feedback block scores it, refitted on each fold's training "
+                "blocks, beside the subject's own decoder alone.")
+    return (f"{head}; the cross-validation after the feedback block scores the subject's own decoder without it. "
+            f"The group-based decoder's honest estimate: eegloop evaluate --calibration-curve --subject {subject} "
+            f"--group-model {g.get('name')} (whole blocks or runs out, with and without the group model).")
+
+
+def _num(v, spread) -> str:
+    if v is None or v != v:
+        return "-"
+    return f"{v:.3f}" + (f" ± {spread:.3f}" if spread is not None and spread == spread else "")
+
+
+def blend_cross_validation(es: EpochSet, protocol: Protocol, group, seed: int = 0) -> dict:
+    """The decoder a visit's feedback used when it started from ``group``, cross-validated: on each of the
+    protocol's folds (``training.split``, ``n_folds``: whole blocks or runs out) the same procedure as quick-train
+    (:func:`~.adapt.adapt`: the subject's own default fitted, the group's weight and side chosen on the fold's
+    training part) is refitted on the other blocks and scored on the held-out ones, beside the subject's own default
+    alone on the same folds (the calibration curve's "all" point). ``{"error": why}`` where no such folds exist."""
+    from .calibration import _mean, _pass, _spread, plan_calibration
+    from .scoring import key_metric
+
+    try:
+        plan = plan_calibration(es, protocol.training.split, protocol.training.n_folds, protocol.paradigm.image_s,
+                                seed, minutes=())
+        r = _pass(group, es, plan, "all", protocol, None, None, seed, None)
+    except EegloopError as exc:  # NoHonestFoldError, a random split, too few blocks
+        return {"error": str(exc), "group_model": group.name}
+    metric = key_metric(len(es.classes))
+
+    def num(v):  # NaN (nothing could be fitted) as null: the evaluation is stored as JSON
+        return None if v is None or v != v else round(float(v), 4)
+
+    return {"group_model": group.name, "metric": metric, "split": plan.split, "n_folds": len(plan.folds),
+            "with_group": num(_mean(r.with_)), "spread_with": num(_spread(r.with_)),
+            "without_group": num(_mean(r.without)), "spread_without": num(_spread(r.without)),
+            "chance": num(chance_levels(es)[f"chance_{metric}"]), "folds_with": [num(v) for v in r.with_],
+            "folds_without": [num(v) for v in r.without], "weights": [w for w, _ in r.sides],
+            "tuned": [bool(t) for _, t in r.sides],
+            "budget_skipped": sorted({n for names in r.skipped for n in names})}
 
 
 def check_group_start(db, protocol: Protocol, warn: bool = True) -> None:

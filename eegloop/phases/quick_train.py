@@ -90,7 +90,7 @@ class _Training(Worker):
 
         if group_line(tm.metrics):
             ctx.say(f"quick-train: {group_line(tm.metrics)}")
-        note = group_estimate_note(tm.metrics, ctx.subject)
+        note = group_estimate_note(tm.metrics, ctx.subject, pending=ctx.protocol.decoder.group_weight != 1.0)
         ctx.say(f"honest estimate: {note[0].lower()}{note[1:]}" if note else
                 honest_estimate(ctx.db, ctx.subject, tm.metrics.get("method")) or "honest estimate: the "
                 "cross-validation after the feedback block (whole blocks out)")

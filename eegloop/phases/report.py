@@ -23,6 +23,9 @@ class EvaluationPhase(VisitPhase):
         ctx.say("cross-validating (whole blocks left out) for the report; the subject is done")
         BUS.publish(Phase("evaluation", "cross-validating for the report", session_id=ctx.session_id))
         ctx.evaluation = _evaluate_for_report(ctx.db, ctx.subject, ctx.session_id, ctx.protocol, ctx.say)
+        blend = _cross_validate_blend(ctx.db, ctx.subject, ctx.session_id, ctx.protocol, ctx.say)
+        if blend is not None:
+            ctx.evaluation = {**ctx.evaluation, "group_blend": blend}
         ctx.db.set_session_status(ctx.session_id, SessionStatus.COMPLETED, ended=True,
                                   evaluation=ctx.evaluation)  # merged
 
@@ -62,3 +65,37 @@ def _evaluate_for_report(db: Database, subject: str, session_id: int, protocol: 
     return {**rep.to_json(), "main_method": main_method(protocol), "summary": rep.summary(),
             "confusion": rep.confusion, "classes": rep.classes, "chance": rep.chance, "notes": rep.notes,
             "folds": rep.methods}
+
+
+def _cross_validate_blend(db: Database, subject: str, session_id: int, protocol: Protocol, say) -> dict | None:
+    """With ``decoder.group_model`` (a weight chosen or fixed below 1), the decoder the feedback used is a blend
+    with the group model, not the subject's own model the report's cross-validation scores: the same procedure
+    refitted on each fold (:func:`~eegloop.decoder.groupstart.blend_cross_validation`). None without a group model,
+    and at weight 1 (zero calibration: the quick-train's score used no label of the subject's)."""
+    from ..decoder.groupstart import blend_cross_validation, group_for
+
+    if not protocol.decoder.group_model or protocol.decoder.group_weight == 1.0:
+        return None
+    found = group_for(db, protocol, warn=False)
+    if found is None:
+        return None
+    from ..decoder.rejection import reject_artifacts
+
+    es = db.load_epochs(subject, [session_id])
+    es = es.subset(np.flatnonzero(es.blocks < FEEDBACK_BLOCK_BASE))
+    rej = reject_artifacts(es, protocol)  # as quick-train and the curve reject them
+    es = es.subset(rej.kept) if rej.n_rejected else es
+    say(f"cross-validating the decoder the feedback used (group model {found[0].name} blended, refitted on each "
+        "fold) for the report")
+    b = blend_cross_validation(es, protocol, found[0], seed=protocol.training.seed)
+    if "error" in b:
+        say(f"the group-based decoder could not be cross-validated: {b['error']}")
+    else:
+        def num(v, s):
+            return "-" if v is None else f"{v:.3f}" + (f" ± {s:.3f}" if s is not None else "")
+
+        say(f"group-based decoder, {b['n_folds']} {b['split']}-wise folds: {b['metric']} "
+            f"{num(b['with_group'], b['spread_with'])}; the subject's own default alone on the same folds "
+            f"{num(b['without_group'], b['spread_without'])} (chance {b['chance']:.3f}; group weight per fold "
+            f"{', '.join(f'{w:g}' for w in b['weights'])})")
+    return b

@@ -568,6 +568,46 @@ def test_the_report_says_its_cross_validation_is_not_the_blends(built, tmp_path)
     assert group_estimate_note({"group": {"name": "G", "weight": 0}}, "D") is None  # the own model: no note
 
 
+def test_the_visits_cross_validation_scores_the_blend_it_used(built, tmp_path):
+    """After the feedback a visit cross-validates the decoder the feedback used (the blend, refitted on each fold:
+    the subject's own model, the group's weight and side chosen again on the fold's training blocks) beside the
+    subject's own model alone on the same folds; the report gives that estimate. At weight 1 nothing is refitted
+    (the quick-train's score used none of the subject's labels)."""
+    import json
+
+    from eegloop.database import Database
+    from eegloop.decoder import quick_train
+    from eegloop.phases.report import _cross_validate_blend, _evaluate_for_report
+    from eegloop.report import write_report
+
+    root = clone(built[0], tmp_path)
+    db = Database(None, data_dir=root, create=False)
+    lines: list = []
+    try:
+        p = with_group("G")
+        m = quick_train(db, "D", protocol=p, use_teacher=False, progress=False)
+        (sid,) = [s.id for s in db.list_sessions("D")]
+        blend = _cross_validate_blend(db, "D", sid, p, lines.append)
+        assert _cross_validate_blend(db, "D", sid, with_group("G", 1.0), lines.append) is None
+        fixed = _cross_validate_blend(db, "D", sid, with_group("G", 0.5), lambda _line: None)
+        assert fixed["weights"] == [0.5] * p.training.n_folds  # a fixed weight is what each fold keeps, as quick-train
+        ev = _evaluate_for_report(db, "D", sid, p, lambda _line: None)  # the subject's own model's, as a visit's
+        db.set_session_status(sid, "completed", model_id=m.model_id, evaluation={**ev, "group_blend": blend})
+        html = write_report(db, sid, tmp_path / "report").read_text()
+    finally:
+        db.close()
+    n = p.training.n_folds
+    assert blend["group_model"] == "G" and (blend["split"], blend["n_folds"]) == ("block", n)
+    assert len(blend["folds_with"]) == len(blend["folds_without"]) == len(blend["weights"]) == n
+    assert blend["with_group"] > 0.7 and blend["chance"] == 0.5  # shared patterns: the blend decodes D
+    assert all(0.0 <= w <= 1.0 for w in blend["weights"])
+    json.dumps(blend, allow_nan=False)  # stored in the session's JSON
+    assert lines[0].startswith("cross-validating the decoder the feedback used (group model G")
+    assert lines[1].startswith(f"group-based decoder, {n} block-wise folds: auc {blend['with_group']:.3f}")
+    assert (f"its honest estimate, the same procedure refitted on each of {n} block-wise folds" in html
+            and f"auc {blend['with_group']:.3f} ± {blend['spread_with']:.3f}" in html)
+
+
 def test_a_protocol_names_a_group_model_it_can_have(built, tmp_path):
     from eegloop.database import Database
     from eegloop.decoder import quick_train
