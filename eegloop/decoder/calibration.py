@@ -19,7 +19,8 @@ points the subject has data for), with and without a group model:
 :func:`loso` scores each of several subjects with a group model trained in memory on the others that gave group
 consent (:func:`~.group.fit_group_in_memory`; nothing stored), zero calibration (aligned on the subject's own
 unlabelled epochs), chance and a permutation p (the model never saw the subject's labels: shuffling them needs no
-refit).
+refit). :func:`blend_cross_validation` is the curve's "all" point on a visit's session: the group-based decoder
+the feedback used, refitted on each of the protocol's folds.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from ..types import EpochSet
 
 __all__ = ["CURVE_MINUTES", "CalibrationFold", "CalibrationPlan", "CurvePoint", "CalibrationCurve",
            "plan_calibration", "calibration_curve", "subject_epochs", "plot_curve", "check_curve_request", "LosoRow",
-           "LosoReport", "plan_loso", "loso", "fold_weights"]
+           "LosoReport", "plan_loso", "loso", "fold_weights", "blend_cross_validation"]
 
 #: the calibration curve's points, minutes of the subject's own data (and "all")
 CURVE_MINUTES = (0, 2, 5, 10, 20)
@@ -172,7 +173,7 @@ class CalibrationCurve:
 
         return {**self.to_json(), "group_model": self.group, "split": self.split, "n_folds": self.n_folds,
                 "permutations": self.permutations, "seconds": round(self.seconds, 2), "budget_s": self.budget_s,
-                "points": [asdict(p) for p in self.points],
+                "points": [_no_nan(asdict(p)) for p in self.points],
                 "folds": [{"test": f.test.tolist(), "calibration": {str(k): v.tolist() for k, v in f.calibration.items()},
                            "minutes": {str(k): round(v, 3) for k, v in f.minutes.items()}} for f in self.plan.folds]}
 
@@ -186,7 +187,7 @@ class CalibrationCurve:
 
         g = self.group or "none"
         rows = [f"calibration curve of {self.subject}: {self.metric}, {self.n_folds} {self.split}-wise test folds "
-                f"(whole {self.split}s held out), group model {g}, {self.permutations} label shuffles",
+                f"(whole {self.split}s held out), group model {g}, {_shuffles(self.permutations)}",
                 f"{'minutes':>14}  {'epochs':>6}  {'without group':>13}  {'p':>5}  {'with group':>13}  {'p':>5}  "
                 f"{'chance':>6}  group weight"]
         for p in self.points:
@@ -212,9 +213,19 @@ class CalibrationCurve:
         if not total:
             return ""
         where = "; ".join(f"{name} in {', '.join(v)}" for name, v in total.items())
-        return (f"the per-subject default's comparison ran out of its time budget (decoder.select_budget_s, "
-                f"wall-clock) and left out {where} of the {self.n_folds} folds (points in minutes): these numbers "
-                f"depend on this machine's speed; --budget 0 compares every candidate")
+        whose = "decoder.select_budget_s" if self.budget_s is None else f"--budget {self.budget_s:g} s"
+        return (f"the per-subject default's comparison ran out of its time budget ({whose}, wall-clock) and left "
+                f"out {where} of the {self.n_folds} folds (points in minutes): these numbers depend on this "
+                f"machine's speed; --budget 0 compares every candidate")
+
+
+def _no_nan(obj):
+    """``obj`` with every NaN float as None: the report's JSON is read by strict parsers (NaN is not JSON)."""
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_nan(v) for v in obj]
+    return None if isinstance(obj, float) and obj != obj else obj
 
 
 def fold_weights(weights, tuned=()) -> str:
@@ -249,6 +260,7 @@ class _Memo:
     def __init__(self, model):
         self.model, self.classes, self._seen = model, model.classes, {}
         self.n_subjects = getattr(model, "n_subjects", None)
+        self.prior = getattr(model, "prior", None)  # whether it can be tuned (adapt's words when it cannot)
 
     def tuned(self, es: EpochSet):
         """The group model tuned on ``es`` (not remembered: each fold's calibration epochs differ)."""
@@ -325,8 +337,10 @@ def _point(true: _Pass, shuffled: list, plan: CalibrationPlan, chance: float, ha
 
     m, folds = true.minutes, plan.folds
 
-    def p(attr):
-        return permutation_pvalue(_mean(getattr(true, attr)), [_mean(getattr(s, attr)) for s in shuffled])
+    def p(attr):  # none where the true labels' score is missing (nothing could be fitted): no p of nothing
+        observed = _mean(getattr(true, attr))
+        return None if observed != observed else permutation_pvalue(observed, [_mean(getattr(s, attr))
+                                                                               for s in shuffled])
 
     p_without = p("without") if shuffled and m != 0 else None
     p_with = p("with_") if shuffled and has_group else None
@@ -381,21 +395,25 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
     from .group import load_group_model
     from .scoring import chance_levels, key_metric
 
+    from ..cluster import open_executor
+    from .trainingset import subject_protocol
+
     t0 = time.perf_counter()
     say = Reporter(progress, bus=False)
+    if budget_s is not None and not 0 <= budget_s <= 864_000:  # also NaN
+        raise EegloopError(f"budget_s: 0 to 864000 seconds (0: none), got {budget_s!r}")
     check_curve_request(db, subject, group)
-    es, protocol = subject_epochs(db, subject)
-    split = split or protocol.training.split
-    plan = plan_calibration(es, split, n_folds or protocol.training.n_folds, protocol.paradigm.image_s, seed)
-    model = _Memo(load_group_model(db, group)) if group else None
-    metric = key_metric(len(es.classes))
-    chance = chance_levels(es)[f"chance_{metric}"]
-    rng = np.random.default_rng(seed + 1000)
-    perms = [rng.permutation(len(es)) for _ in range(permutations)]
     budget = None if budget_s is None else (budget_s or float("inf"))
-    from ..cluster import open_executor
-
-    with open_executor(cluster, workers, preload=_preload(protocol.decoder.model)) as ex:
+    # the scheduler first: one that never answers is one line before any epoch is read
+    with open_executor(cluster, workers, preload=_preload(subject_protocol(db, subject)[0].decoder.model)) as ex:
+        es, protocol = subject_epochs(db, subject)
+        split = split or protocol.training.split
+        plan = plan_calibration(es, split, n_folds or protocol.training.n_folds, protocol.paradigm.image_s, seed)
+        model = _Memo(load_group_model(db, group)) if group else None
+        metric = key_metric(len(es.classes))
+        chance = chance_levels(es)[f"chance_{metric}"]
+        rng = np.random.default_rng(seed + 1000)
+        perms = [rng.permutation(len(es)) for _ in range(permutations)]
         shared = [ex.share(v) for v in (es, plan, protocol)]
         shared_model = ex.share(model) if model is not None else None
         # the true labels at every point first (the curve), then each point's shuffles (its p)
@@ -403,7 +421,7 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
         calls += [(m, q, perms[q]) for m in plan.points for q in range(permutations)
                   if not (group is None and m == 0)]  # nothing is fitted or scored there
         progress_of = _CurveProgress(say, subject, metric, chance, plan, permutations,
-                                     len(calls) - len(plan.points), ex.describe())
+                                     len(calls) - len(plan.points), ex.describe(), group is not None)
         passes = ex.map(_pass, [(shared_model, shared[0], shared[1], m, shared[2], q, perm, seed, budget)
                                 for m, q, perm in calls], progress_of)
     by_point = {m: [r for r in passes if r.minutes == m] for m in plan.points}
@@ -414,18 +432,19 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
 
 
 class _CurveProgress:
-    """The curve's progress lines as its tasks finish: each point's scores, then the label shuffles (how many
-    are done, about how long the rest will take) and each point's p once its last shuffle is in."""
+    """The curve's progress lines as its tasks finish: each point's scores, the label shuffles (how many are
+    done, about how long the rest will take) and each point's p once its true labels' pass and its last shuffle
+    are both in (in either order: on a cluster a point's shuffles may finish before its true pass)."""
 
     def __init__(self, say, subject: str, metric: str, chance: float, plan: CalibrationPlan, permutations: int,
-                 n_shuffles: int, where: str):
+                 n_shuffles: int, where: str, has_group: bool):
         import time
 
         self.say, self.subject, self.metric, self.chance, self.plan = say, subject, metric, chance, plan
         self.permutations, self.n_shuffles, self.t0 = permutations, n_shuffles, time.perf_counter()
-        self.done_shuffles, self.true, self.null = 0, {}, {}
-        then = (f", then {permutations} label shuffle{'s' * (permutations != 1)} of each ({n_shuffles} refits) for "
-                "the permutation p" if n_shuffles else "")
+        self.has_group, self.done_shuffles, self.true, self.null = has_group, 0, {}, {}
+        then = (f", then {_shuffles(permutations)} of each ({n_shuffles} refits) for the permutation p"
+                if n_shuffles else "")
         say(f"{subject}: calibration curve: {len(plan.points)} points{then}; {where}")
 
     def __call__(self, _i, r: _Pass) -> None:
@@ -437,23 +456,26 @@ class _CurveProgress:
             used = np.mean([f.minutes[r.minutes] for f in self.plan.folds])
             self.say(f"{self.subject}: {name} minutes ({used:.1f}): {self.metric} without the group model "
                      f"{_fmt(_mean(r.without))}, with it {_fmt(_mean(r.with_))} (chance {self.chance:.3f})")
-            return
-        self.done_shuffles += 1
-        self.null.setdefault(r.minutes, []).append(r)
-        left = self.n_shuffles - self.done_shuffles
-        done = len(self.true) + self.done_shuffles  # every task refits the same folds: about the same cost
-        eta = (time.perf_counter() - self.t0) / done * left
-        eta = "" if not left else f", about {eta / 60:.0f} min left" if eta >= 90 else f", about {eta:.0f} s left"
-        self.say(f"{self.subject}: label shuffle {self.done_shuffles} of {self.n_shuffles} done ({name} minutes)"
-                 f"{eta}")
-        null, true = self.null[r.minutes], self.true.get(r.minutes)
-        if len(null) == self.permutations and true is not None:
-            from .scoring import permutation_pvalue
+        else:
+            self.done_shuffles += 1
+            self.null.setdefault(r.minutes, []).append(r)
+            left = self.n_shuffles - self.done_shuffles
+            done = len(self.true) + self.done_shuffles  # every task refits the same folds: about the same cost
+            eta = (time.perf_counter() - self.t0) / done * left
+            eta = "" if not left else f", about {eta / 60:.0f} min left" if eta >= 90 else f", about {eta:.0f} s left"
+            self.say(f"{self.subject}: label shuffle {self.done_shuffles} of {self.n_shuffles} done ({name} minutes)"
+                     f"{eta}")
+        null, true = self.null.get(r.minutes, []), self.true.get(r.minutes)
+        if self.permutations and len(null) == self.permutations and true is not None:
+            pt = _point(true, null, self.plan, self.chance, self.has_group)  # the p the table will give
+            ps = [f"{label} {v:.3f}" for v, label in ((pt.p_without_group, "without the group model"),
+                                                      (pt.p_with_group, "with it")) if v is not None]
+            if ps:
+                self.say(f"{self.subject}: {name} minutes: permutation p {', '.join(ps)} ({_shuffles(len(null))})")
 
-            ps = [f"{label} {permutation_pvalue(_mean(getattr(true, a)), [_mean(getattr(n, a)) for n in null]):.3f}"
-                  for a, label in (("without", "without the group model"), ("with_", "with it"))
-                  if np.isfinite(getattr(true, a)).any()]
-            self.say(f"{self.subject}: {name} minutes: permutation p {', '.join(ps)} ({len(null)} label shuffles)")
+
+def _shuffles(n: int) -> str:
+    return f"{n} label shuffle{'s' * (n != 1)}"
 
 
 def subject_epochs(db, subject: str) -> tuple[EpochSet, Protocol]:
@@ -503,6 +525,34 @@ def plot_curve(curve: CalibrationCurve, path: Path) -> Path:
         finally:
             plt.close(fig)
     return path
+
+
+def blend_cross_validation(es: EpochSet, protocol: Protocol, group, seed: int = 0) -> dict:
+    """The decoder a visit's feedback used when it started from ``group``, cross-validated: on each of the
+    protocol's folds (``training.split``, ``n_folds``: whole blocks or runs out) the same procedure as quick-train
+    (:func:`~.adapt.adapt`: the subject's own default fitted, the group's weight and side chosen on the fold's
+    training part) is refitted on the other blocks and scored on the held-out ones, beside the subject's own default
+    alone on the same folds (the calibration curve's "all" point). ``{"error": why}`` where no such folds exist."""
+    from .scoring import chance_levels, key_metric
+
+    try:
+        plan = plan_calibration(es, protocol.training.split, protocol.training.n_folds, protocol.paradigm.image_s,
+                                seed, minutes=())
+        r = _pass(group, es, plan, "all", protocol, None, None, seed, None)
+    except EegloopError as exc:  # NoHonestFoldError, a random split, too few blocks
+        return {"error": str(exc), "group_model": group.name}
+    metric = key_metric(len(es.classes))
+
+    def num(v):  # NaN (nothing could be fitted) as null: the evaluation is stored as JSON
+        return None if v is None or v != v else round(float(v), 4)
+
+    return {"group_model": group.name, "metric": metric, "split": plan.split, "n_folds": len(plan.folds),
+            "with_group": num(_mean(r.with_)), "spread_with": num(_spread(r.with_)),
+            "without_group": num(_mean(r.without)), "spread_without": num(_spread(r.without)),
+            "chance": num(chance_levels(es)[f"chance_{metric}"]), "folds_with": [num(v) for v in r.with_],
+            "folds_without": [num(v) for v in r.without], "weights": [w for w, _ in r.sides],
+            "tuned": [bool(t) for _, t in r.sides],
+            "budget_skipped": sorted({n for names in r.skipped for n in names})}
 
 
 # -- leave one subject out -------------------------------------------------------------------------------------
@@ -597,9 +647,10 @@ def loso(db, subjects: Sequence[str], method: str = "riemann", permutations: int
 
     say = Reporter(progress, bus=False)
     plan = plan_loso(db, subjects, method)
-    members = dict(zip(subjects, load_members(db, subjects)))
-    held = {s: subject_epochs(db, s)[0] for s in plan}
+    # the scheduler first: one that never answers is one line before any epoch is read
     with open_executor(cluster, workers, preload=_preload(method)) as ex:
+        members = dict(zip(subjects, load_members(db, subjects)))
+        held = {s: subject_epochs(db, s)[0] for s in plan}
         say(f"leave one subject out: {len(plan)} {method} group models, {ex.describe()}")
         shared = {c: ex.share(d) for c, d in members.items()}
         calls = [(s, ex.share(held[s]), [shared[o] for o in others], method, permutations, seed)
@@ -638,5 +689,5 @@ def _loso_row(s: str, es: EpochSet, others: list, method: str, permutations: int
     score = key_score(y, proba)
     rng = np.random.default_rng(seed + 1000)
     null = [key_score(y[rng.permutation(len(y))], proba) for _ in range(permutations)]
-    p = permutation_pvalue(score, null) if permutations else None
+    p = permutation_pvalue(score, null) if permutations and score == score else None  # NaN: one class, no score
     return LosoRow(s, list(model.subjects), float(score), chance_levels(es)[f"chance_{metric}"], p, len(es)), metric

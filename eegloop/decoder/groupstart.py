@@ -29,7 +29,7 @@ from .modelio import TrainedModel, db_config, model_path, read_model_meta
 from .scoring import chance_levels, scores
 
 __all__ = ["group_for", "check_group_start", "check_not_trained_on", "check_group_classes", "blend_with_group",
-           "zero_calibration", "group_line", "group_estimate_note", "warn_withdrawn", "blend_cross_validation"]
+           "zero_calibration", "group_line", "group_estimate_note", "warn_withdrawn"]
 
 
 def group_for(db, protocol: Protocol, warn: bool = True):
@@ -192,7 +192,7 @@ def group_line(metrics: dict) -> str | None:
 def group_estimate_note(metrics: dict, subject: str, blend: dict | None = None, pending: bool = False) -> str | None:
     """Where a decoder that uses a group model (weight > 0) gets its honest estimate, in one sentence, or None.
 
-    ``blend``: the visit's cross-validation of that decoder (:func:`blend_cross_validation`), whose score it
+    ``blend``: the visit's cross-validation of that decoder (:func:`~.calibration.blend_cross_validation`), whose score it
     gives; ``pending``: that cross-validation is still to come (after the feedback block). Neither: the visit's
     cross-validation scored the subject's own decoder alone, and the calibration curve is named."""
     g = metrics.get("group") or {}
@@ -218,35 +218,6 @@ def _num(v, spread) -> str:
     if v is None or v != v:
         return "-"
     return f"{v:.3f}" + (f" ± {spread:.3f}" if spread is not None and spread == spread else "")
-
-
-def blend_cross_validation(es: EpochSet, protocol: Protocol, group, seed: int = 0) -> dict:
-    """The decoder a visit's feedback used when it started from ``group``, cross-validated: on each of the
-    protocol's folds (``training.split``, ``n_folds``: whole blocks or runs out) the same procedure as quick-train
-    (:func:`~.adapt.adapt`: the subject's own default fitted, the group's weight and side chosen on the fold's
-    training part) is refitted on the other blocks and scored on the held-out ones, beside the subject's own default
-    alone on the same folds (the calibration curve's "all" point). ``{"error": why}`` where no such folds exist."""
-    from .calibration import _mean, _pass, _spread, plan_calibration
-    from .scoring import key_metric
-
-    try:
-        plan = plan_calibration(es, protocol.training.split, protocol.training.n_folds, protocol.paradigm.image_s,
-                                seed, minutes=())
-        r = _pass(group, es, plan, "all", protocol, None, None, seed, None)
-    except EegloopError as exc:  # NoHonestFoldError, a random split, too few blocks
-        return {"error": str(exc), "group_model": group.name}
-    metric = key_metric(len(es.classes))
-
-    def num(v):  # NaN (nothing could be fitted) as null: the evaluation is stored as JSON
-        return None if v is None or v != v else round(float(v), 4)
-
-    return {"group_model": group.name, "metric": metric, "split": plan.split, "n_folds": len(plan.folds),
-            "with_group": num(_mean(r.with_)), "spread_with": num(_spread(r.with_)),
-            "without_group": num(_mean(r.without)), "spread_without": num(_spread(r.without)),
-            "chance": num(chance_levels(es)[f"chance_{metric}"]), "folds_with": [num(v) for v in r.with_],
-            "folds_without": [num(v) for v in r.without], "weights": [w for w, _ in r.sides],
-            "tuned": [bool(t) for _, t in r.sides],
-            "budget_skipped": sorted({n for names in r.skipped for n in names})}
 
 
 def check_group_start(db, protocol: Protocol, warn: bool = True) -> None:

@@ -70,9 +70,10 @@ def _evaluate_for_report(db: Database, subject: str, session_id: int, protocol: 
 def _cross_validate_blend(db: Database, subject: str, session_id: int, protocol: Protocol, say) -> dict | None:
     """With ``decoder.group_model`` (a weight chosen or fixed below 1), the decoder the feedback used is a blend
     with the group model, not the subject's own model the report's cross-validation scores: the same procedure
-    refitted on each fold (:func:`~eegloop.decoder.groupstart.blend_cross_validation`). None without a group model,
+    refitted on each fold (:func:`~eegloop.decoder.calibration.blend_cross_validation`). None without a group model,
     and at weight 1 (zero calibration: the quick-train's score used no label of the subject's)."""
-    from ..decoder.groupstart import blend_cross_validation, group_for
+    from ..decoder.calibration import blend_cross_validation
+    from ..decoder.groupstart import group_for
 
     if not protocol.decoder.group_model or protocol.decoder.group_weight == 1.0:
         return None

@@ -246,3 +246,45 @@ def test_the_session_report_draws_the_subjects_latest_curve(curve, root, tmp_pat
             if p[key] is not None:
                 assert f"<td>{p[key]:.3f}" in page, key
     assert "Calibration curve" not in other  # A's curve was never drawn
+
+
+def test_a_missing_score_has_no_p_the_saved_json_is_strict_and_each_p_is_said_in_any_order():
+    """A point whose per-subject default could be fitted in no fold has no score, so no p (not the smallest p a
+    shuffle count gives); the report's JSON holds no NaN; a point's p line comes once its true pass and all its
+    shuffles are in, whichever finishes last (on a cluster shuffles may finish first)."""
+    from eegloop.decoder.calibration import (CalibrationCurve, CalibrationFold, CalibrationPlan, _CurveProgress,
+                                             _Pass, _point)
+
+    nan = float("nan")
+    folds = [CalibrationFold(np.arange(3), np.arange(3, 9), {2: np.arange(3, 5), "all": np.arange(3, 9)},
+                             {2: 2.0, "all": 6.0}) for _ in range(2)]
+    plan = CalibrationPlan("block", [2, "all"], folds)
+    sides, skipped = [(1.0, False)] * 2, [(), ()]
+    true = _Pass(2, None, np.array([nan, nan]), np.array([0.51, nan]), sides, skipped)
+    shuffled = [_Pass(2, q, np.array([0.6, 0.7]), np.array([0.9, 0.95]), sides, skipped) for q in range(3)]
+    pt = _point(true, shuffled, plan, 0.5, True)
+    assert pt.without_group != pt.without_group and pt.p_without_group is None
+    assert pt.p_with_group == pytest.approx(1.0)  # every shuffle scored above 0.51
+    saved = json.dumps(CalibrationCurve("X", "auc", "G", "block", 2, 3, [pt], plan).full_json())
+    json.loads(saved, parse_constant=lambda c: pytest.fail(f"{c} in the report's JSON"))
+    for order in (shuffled + [true], [true] + shuffled):
+        lines: list = []
+        progress = _CurveProgress(lines.append, "X", "auc", 0.5, plan, 3, 3, "here", True)
+        for r in order:
+            progress(0, r)
+        said = [line for line in lines if "minutes: permutation p" in line]
+        assert said == ["X: 2 minutes: permutation p with it 1.000 (3 label shuffles)"]
+
+
+@pytest.mark.parametrize("budget", [-1.0, float("nan"), 1e9])
+def test_the_python_api_refuses_a_budget_the_cli_would(root, budget):
+    from eegloop.database import Database
+    from eegloop.decoder.calibration import calibration_curve
+    from eegloop.errors import EegloopError
+
+    db = Database(None, data_dir=root, create=False)
+    try:
+        with pytest.raises(EegloopError, match="budget_s: 0 to 864000 seconds"):
+            calibration_curve(db, "D", budget_s=budget, permutations=0)
+    finally:
+        db.close()
