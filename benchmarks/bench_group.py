@@ -168,7 +168,8 @@ def _curve_rows(curve) -> list[dict]:
     """The curve's JSON points with the minutes used and the fold-to-fold spreads beside."""
     rows = curve.to_json()["curve"]
     for r, p in zip(rows, curve.points):
-        r.update(point=p.minutes, minutes_used=round(p.minutes_used, 2), spread_without=_num(p.spread_without),
+        r.update(point=p.minutes, minutes_used=round(p.minutes_used, 2), p_without_group=_num(p.p_without_group),
+                 spread_without=_num(p.spread_without),
                  spread_with=_num(p.spread_with), group_weights=list(p.weights), group_tuned=list(p.tuned))
     return rows
 
@@ -182,13 +183,13 @@ def _table(subject: str, curve, peer: list[dict]) -> str:
     rows = [f"{subject}: {curve.metric}, {curve.n_folds} {curve.split}-wise folds, group model {curve.group}, "
             f"{curve.permutations} label shuffles",
             f"{'minutes (used)':>14}  {'without group':>13}  {'with group':>13}  {'peer':>13}  {'chance':>6}  "
-            f"{'p_with':>6}  group weights"]
+            f"{'p_wo':>6}  {'p_with':>6}  group weights"]
     for r, q in zip(_curve_rows(curve), peer):
         name = ("all" if r["point"] == "all" else f"{r['point']:g}") + f" ({r['minutes_used']:.1f})"
-        p = "-" if r["p_with_group"] is None else f"{r['p_with_group']:.3f}"
+        p, pw = ("-" if r[k] is None else f"{r[k]:.3f}" for k in ("p_with_group", "p_without_group"))
         rows.append(f"{name:>14}  "
                     f"{c(r['without_group'], r['spread_without']):>13}  {c(r['with_group'], r['spread_with']):>13}  "
-                    f"{c(q['peer'], q['spread']):>13}  {r['chance']:>6.3f}  {p:>6}  "
+                    f"{c(q['peer'], q['spread']):>13}  {r['chance']:>6.3f}  {pw:>6}  {p:>6}  "
                     f"{fold_weights(r['group_weights'], r.get('group_tuned') or [])}")
     return "\n".join(rows)
 
