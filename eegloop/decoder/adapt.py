@@ -246,15 +246,15 @@ def choose_weight(group, es: EpochSet, protocol: Protocol, method: str, classes:
     on each fold's training groups; the winning method kept, not re-selected per fold), and which group model:
     as it is (aligned on the subject's epochs) or, where it keeps a prior, tuned to the fold's training epochs.
 
-    Returns ``(weight, how, tuned)``, ``tuned``: the blend's group side is the tuned model. ``full``: no time limit. The blends
-    are compared in this order of preference — the aligned group model at each weight from 1 down, then the tuned
-    one likewise, last the subject's own model alone — and the first within one standard error of the best (or
-    within one step of one fold's score: one pair of epochs) is kept (:func:`_steadiest`). The tuned model, fitted
-    on the subject's few labelled epochs, must win by more than the inner folds resolve: on the real P300
-    subjects, where it barely helps, the aligned-first order scored +.007 at 2 minutes on average where
-    alternating the two at each weight scored -.003 (BENCHMARKS.md). A group of one (``group.n_subjects == 1``)
-    earns no lean, the best blend is kept: one other person's model is no steadier than the subject's own minutes
-    (real N170, each held out against the other: .683 / .641 with the lean, .691 / .655 without, own .691 / .661)."""
+    Returns ``(weight, how, tuned)``, ``tuned``: the blend's group side is the tuned model (``full``: no time limit
+    on networks). The blends are compared in this order of preference — the aligned group model at each weight from 1
+    down, then the tuned one likewise, last the subject's own model alone — and the first within one standard error
+    of the best (or within one step of one fold's score: one pair of epochs) is kept (:func:`_steadiest`). The tuned
+    model, fitted on the subject's few labelled epochs, must win by more than the inner folds resolve: on the real
+    P300 subjects, where it barely helps, the aligned-first order scored +.007 at 2 minutes on average where
+    alternating the two at each weight scored -.003 (BENCHMARKS.md). A group of one (``group.n_subjects == 1``) earns
+    no lean, the best blend is kept: one other person's model is no steadier than the subject's own minutes (real
+    N170, each held out against the other: .683 / .641 with the lean, .691 / .655 without, own .691 / .661)."""
     from .fitting import features_for, fit_method
     from .folds import inner_validation, make_folds
     from .methods import feature_key, is_network

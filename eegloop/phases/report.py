@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._logging import logger
 from ..bus import BUS, Finished, Phase
+from ..errors import EegloopError
 from ..database import Database, SessionStatus
 from ..protocol import Protocol
 from ..types import FEEDBACK_BLOCK_BASE
@@ -77,7 +79,11 @@ def _cross_validate_blend(db: Database, subject: str, session_id: int, protocol:
 
     if not protocol.decoder.group_model or protocol.decoder.group_weight == 1.0:
         return None
-    found = group_for(db, protocol, warn=False)
+    try:
+        found = group_for(db, protocol, warn=False)
+    except EegloopError as exc:  # deleted since the quick-train (a member withdrew): said, the visit completes
+        say(f"the group-based decoder could not be cross-validated: {exc}")
+        return {"error": str(exc), "group_model": protocol.decoder.group_model}
     if found is None:
         return None
     from ..decoder.rejection import reject_artifacts
@@ -88,7 +94,11 @@ def _cross_validate_blend(db: Database, subject: str, session_id: int, protocol:
     es = es.subset(rej.kept) if rej.n_rejected else es
     say(f"cross-validating the decoder the feedback used (group model {found[0].name} blended, refitted on each "
         "fold) for the report")
-    b = blend_cross_validation(es, protocol, found[0], seed=protocol.training.seed)
+    try:
+        b = blend_cross_validation(es, protocol, found[0], seed=protocol.training.seed)
+    except Exception as exc:  # an extra estimate: the visit's data and feedback are saved, it must not fail them
+        logger.exception("cross-validating the group-based decoder")
+        b = {"error": f"{type(exc).__name__}: {exc}"[:300], "group_model": found[0].name}
     if "error" in b:
         say(f"the group-based decoder could not be cross-validated: {b['error']}")
     else:

@@ -589,6 +589,9 @@ def test_the_visits_cross_validation_scores_the_blend_it_used(built, tmp_path):
         (sid,) = [s.id for s in db.list_sessions("D")]
         blend = _cross_validate_blend(db, "D", sid, p, lines.append)
         assert _cross_validate_blend(db, "D", sid, with_group("G", 1.0), lines.append) is None
+        said: list = []  # a group model deleted since the quick-train (a withdrawal): said, the visit completes
+        assert "no group model named 'GONE'" in _cross_validate_blend(db, "D", sid, with_group("GONE"), said.append)[
+            "error"] and said and said[0].startswith("the group-based decoder could not be cross-validated")
         fixed = _cross_validate_blend(db, "D", sid, with_group("G", 0.5), lambda _line: None)
         assert fixed["weights"] == [0.5] * p.training.n_folds  # a fixed weight is what each fold keeps, as quick-train
         ev = _evaluate_for_report(db, "D", sid, p, lambda _line: None)  # the subject's own model's, as a visit's
