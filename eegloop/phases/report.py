@@ -108,5 +108,7 @@ def _cross_validate_blend(db: Database, subject: str, session_id: int, protocol:
         say(f"group-based decoder, {b['n_folds']} {b['split']}-wise folds: {b['metric']} "
             f"{num(b['with_group'], b['spread_with'])}; the subject's own default alone on the same folds "
             f"{num(b['without_group'], b['spread_without'])} (chance {b['chance']:.3f}; group weight per fold "
-            f"{', '.join(f'{w:g}' for w in b['weights'])})")
+            f"{', '.join(f'{w:g}' for w in b['weights'])})"
+            + (f"; decoder.select_budget_s left {', '.join(b['budget_skipped'])} out of some folds' comparison"
+               if b.get("budget_skipped") else ""))
     return b
