@@ -12,7 +12,7 @@ Three parts, chosen with ``--part`` (default: all):
   with and without it (whole runs held out: ``--split run``). On the very same folds and calibration epochs
   (the curve's ``plan``) this script fits the peer pipeline itself: pyriemann ``XdawnCovariances`` +
   ``TangentSpace`` + scikit-learn ``LogisticRegression``. Then zero calibration with a usable permutation p:
-  :func:`eegloop.decoder.calibration.loso` (each subject's whole data scored by a group model of the others).
+  :func:`eegloop.decoder.loso.loso` (each subject's whole data scored by a group model of the others).
   The two N170 subjects (``../shared/data/n170``, ``protocols/n170.yaml``) likewise, each held out against a
   group of one: the other (N170 s11 has a single file: its curve holds whole blocks out).
 - ``population``: 10 subjects of the simulator's population (``amplifier.simulate.subject``), ~20 minutes each;
@@ -248,7 +248,7 @@ def real(args) -> dict:
     """Leave one subject out (P300: of three; N170: of two): a group model on the others, the subject's curve with
     and without it, the peer; then zero calibration with its permutation p."""
     from eegloop.database import Database
-    from eegloop.decoder.calibration import loso
+    from eegloop.decoder.loso import loso
 
     if not (DATA / "p300").is_dir() or not (DATA / "n170").is_dir():
         raise SystemExit(f"--part real: the shared recordings are not at {DATA} (../shared beside the repo)")

@@ -271,7 +271,8 @@ def evaluate(args) -> int:
 
 def _check_group_request(args, db) -> list[str]:
     """``--calibration-curve`` / ``--loso``: the options they take, checked before any work; the subjects."""
-    from ..decoder.calibration import check_curve_request, plan_loso
+    from ..decoder.calibration import check_curve_request
+    from ..decoder.loso import plan_loso
     from ..errors import EegloopError
 
     if args.group_model and not args.calibration_curve:
@@ -313,7 +314,8 @@ def _evaluate_group(db, args) -> int:
     from datetime import datetime
 
     from .._files import private_dir, write_private_text
-    from ..decoder.calibration import calibration_curve, loso, plot_curve
+    from ..decoder.calibration import calibration_curve, plot_curve
+    from ..decoder.loso import loso
 
     subjects = _check_group_request(args, db)
     progress = say_to_stderr if args.json else say  # minutes of fits: progress even when stdout is the JSON
@@ -409,7 +411,7 @@ def _evaluate_zero_shot_loso(db, args) -> int:
 
     from .._files import private_dir
     from ..decoder import stimulus_embeddings_for
-    from ..decoder.calibration import plan_loso
+    from ..decoder.loso import plan_loso
     from ..decoder.zeroshot_subjects import zero_shot_loso
     from ..errors import EegloopError
 

@@ -123,7 +123,7 @@ def zero_shot_loso(subjects: dict[str, tuple[EpochSet, dict]], protocol: Protoco
         The control: training epochs get randomly permuted images' embeddings (should score chance).
     train_on : dict | None
         Subject -> the subjects its encoder may train on (e.g. only those with group consent:
-        :func:`eegloop.decoder.calibration.plan_loso`); default: every other subject.
+        :func:`eegloop.decoder.loso.plan_loso`); default: every other subject.
     """
     from .zeroshot import _held_out_classes, _with_known_images
 

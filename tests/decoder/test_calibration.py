@@ -169,7 +169,7 @@ def test_cli_curve_without_group_model_prints_a_table(root, capsys):
 
 def test_loso_scores_each_subject_with_a_model_that_never_saw_it(root, capsys):
     from eegloop.database import Database
-    from eegloop.decoder.calibration import plan_loso
+    from eegloop.decoder.loso import plan_loso
 
     rc, out, err = run_cli(capsys, root, "evaluate", "--loso", "--subjects", "A,B,C", "--permutations", "50", "--json")
     assert rc == 0, err
