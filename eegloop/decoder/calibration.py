@@ -401,8 +401,9 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
         raise EegloopError(f"budget_s: 0 to 864000 seconds (0: none), got {budget_s!r}")
     check_curve_request(db, subject, group)
     budget = None if budget_s is None else (budget_s or float("inf"))
+    preload = _preload(subject_protocol(db, subject)[0].decoder.model)
     # the scheduler first: one that never answers is one line before any epoch is read
-    with open_executor(cluster, workers, preload=_preload(subject_protocol(db, subject)[0].decoder.model)) as ex:
+    with open_executor(cluster, workers, preload=preload) as ex:
         es, protocol = subject_epochs(db, subject)
         split = split or protocol.training.split
         plan = plan_calibration(es, split, n_folds or protocol.training.n_folds, protocol.paradigm.image_s, seed)
@@ -411,21 +412,52 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
         chance = chance_levels(es)[f"chance_{metric}"]
         rng = np.random.default_rng(seed + 1000)
         perms = [rng.permutation(len(es)) for _ in range(permutations)]
-        shared = [ex.share(v) for v in (es, plan, protocol)]
-        shared_model = ex.share(model) if model is not None else None
         # the true labels at every point first (the curve), then each point's shuffles (its p)
-        calls = [(m, None, None) for m in plan.points]
-        calls += [(m, q, perms[q]) for m in plan.points for q in range(permutations)
-                  if not (group is None and m == 0)]  # nothing is fitted or scored there
-        progress_of = _CurveProgress(say, subject, metric, chance, plan, permutations,
-                                     len(calls) - len(plan.points), ex.describe(), group is not None)
-        passes = ex.map(_pass, [(shared_model, shared[0], shared[1], m, shared[2], q, perm, seed, budget)
-                                for m, q, perm in calls], progress_of)
+        shuffles = [(m, q, perms[q]) for m in plan.points for q in range(permutations)
+                    if not (group is None and m == 0)]  # nothing is fitted or scored there
+        progress_of = _CurveProgress(say, subject, metric, chance, plan, permutations, len(shuffles), ex.describe(),
+                                     group is not None)
+        inputs = _share(ex, (model, es, plan, protocol))
+        t1 = time.perf_counter()
+        passes = _run_passes(ex, inputs, [(m, None, None) for m in plan.points], seed, budget, progress_of)
+        per_pass = (time.perf_counter() - t1) / len(plan.points)
+        with _shuffle_executor(ex, cluster is not None or workers is not None, len(shuffles), per_pass,
+                               preload) as ex2:
+            if ex2.client is not ex.client:  # a LocalCluster opened for them: the inputs sent to its workers
+                say(f"{subject}: the label-shuffled refits {ex2.describe()}")
+                inputs = _share(ex2, (model, es, plan, protocol))
+            passes += _run_passes(ex2, inputs, shuffles, seed, budget, progress_of)
     by_point = {m: [r for r in passes if r.minutes == m] for m in plan.points}
     points = [_point(next(r for r in rs if r.shuffle is None), [r for r in rs if r.shuffle is not None], plan,
                      chance, group is not None) for m, rs in by_point.items()]
     return CalibrationCurve(subject, metric, group, split, len(plan.folds), permutations, points, plan,
                             time.perf_counter() - t0, budget_s=budget_s)
+
+
+def _share(ex, inputs: tuple) -> tuple:
+    """The curve's inputs (the group model, epochs, plan, protocol) as ``ex``'s tasks get them (sent once)."""
+    return tuple(None if v is None else ex.share(v) for v in inputs)
+
+
+def _run_passes(ex, inputs: tuple, calls: list, seed: int, budget, progress) -> list:
+    """Every ``(minutes, shuffle, permutation)`` call as a :func:`_pass` task on ``ex`` (``inputs``: :func:`_share`'s)."""
+    if not calls:
+        return []
+    model, es, plan, protocol = inputs
+    return ex.map(_pass, [(model, es, plan, m, protocol, q, perm, seed, budget) for m, q, perm in calls], progress)
+
+
+def _shuffle_executor(ex, chosen: bool, n: int, per_pass_s: float, preload: tuple):
+    """Where the ``n`` label-shuffled passes run: where the curve ran (``--cluster``/``--workers`` given, a client,
+    one core, or under :data:`~.tasks.CLUSTER_WORTH_S` of passes at the measured pace), else a Dask LocalCluster
+    of one worker per core, as ``evaluate`` opens for a permutation test (not closed with the curve's executor)."""
+    from ..cluster import open_executor
+    from .tasks import CLUSTER_WORTH_S, default_workers
+
+    k = default_workers(n)
+    if chosen or ex.client is not None or k < 2 or per_pass_s * n < CLUSTER_WORTH_S:
+        return open_executor(ex)
+    return open_executor(workers=k, preload=preload)
 
 
 class _CurveProgress:

@@ -27,8 +27,8 @@ from .folds import InnerSplit, NoHonestFoldError, inflation, inner_validation, m
 from .methods import METHODS, PAPER_NAMES, distils, get_method, is_network
 from .rejection import Rejection, reject_artifacts
 from .scoring import chance_levels, key_metric, paired_sign_flip, permutation_pvalue, scores
-from .tasks import (FitResult, FitTask, SubjectData, default_workers, fixed_precision, labelled, preload_for,
-                    run_fit)
+from .tasks import (CLUSTER_WORTH_S, FitResult, FitTask, SubjectData, default_workers, fixed_precision, labelled,
+                    preload_for, run_fit)
 
 __all__ = ["NoHonestFoldError", "make_folds", "scores", "evaluate", "evaluate_subjects", "EvalInput", "EvalReport",
            "METHODS", "PAPER_NAMES",
@@ -486,9 +486,6 @@ def _final_notes(report: "EvalReport", methods: tuple, protocol: Protocol, budge
 
 
 
-#: serial seconds of fitting below which a LocalCluster is not worth opening: on 2 cores (AMD EPYC) one took ~7 s
-#: wall and ~10 CPU-seconds to start with its workers' imports, before its first fit
-CLUSTER_WORTH_S = 20.0
 
 
 def _executor(cluster, workers, plans: dict, permutations: int,

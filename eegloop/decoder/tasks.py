@@ -22,7 +22,7 @@ from .fitting import fit_method
 from .folds import inner_validation
 from .methods import build_network, feature_key, get_method, is_network
 
-__all__ = ["SubjectData", "FitTask", "FitResult", "run_fit", "labelled", "default_workers", "fixed_precision",
+__all__ = ["SubjectData", "FitTask", "FitResult", "run_fit", "labelled", "default_workers", "CLUSTER_WORTH_S", "fixed_precision",
            "preload_for"]
 
 
@@ -117,6 +117,11 @@ def run_fit(task: FitTask, data: SubjectData) -> FitResult:
     p = fitted.predict(data.feats[feature_key(fitted.method)][task.test], len(es.classes))
     return FitResult(p, fitted.history, fitted.method, fitted.info.get("stopped"), fitted.info.get("alpha"),
                      time.perf_counter() - t0, skipped)
+
+
+#: serial seconds of fitting below which a LocalCluster is not worth opening: on 2 cores (AMD EPYC) one took ~7 s
+#: wall and ~10 CPU-seconds to start with its workers' imports, before its first fit
+CLUSTER_WORTH_S = 20.0
 
 
 def default_workers(n_tasks: int) -> int:
