@@ -452,12 +452,17 @@ def _shuffle_executor(ex, chosen: bool, n: int, per_pass_s: float, preload: tupl
     one core, or under :data:`~.tasks.CLUSTER_WORTH_S` of passes at the measured pace), else a Dask LocalCluster
     of one worker per core, as ``evaluate`` opens for a permutation test (not closed with the curve's executor)."""
     from ..cluster import open_executor
+
+    k = _shuffle_workers(chosen or ex.client is not None, n, per_pass_s)
+    return open_executor(workers=k, preload=preload) if k else open_executor(ex)
+
+
+def _shuffle_workers(chosen: bool, n: int, per_pass_s: float) -> int:
+    """:func:`_shuffle_executor`'s rule: the LocalCluster's workers, or 0 to stay where the curve ran."""
     from .tasks import CLUSTER_WORTH_S, default_workers
 
     k = default_workers(n)
-    if chosen or ex.client is not None or k < 2 or per_pass_s * n < CLUSTER_WORTH_S:
-        return open_executor(ex)
-    return open_executor(workers=k, preload=preload)
+    return 0 if chosen or k < 2 or per_pass_s * n < CLUSTER_WORTH_S else k
 
 
 class _CurveProgress:

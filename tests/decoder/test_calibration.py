@@ -288,3 +288,18 @@ def test_the_python_api_refuses_a_budget_the_cli_would(root, budget):
             calibration_curve(db, "D", budget_s=budget, permutations=0)
     finally:
         db.close()
+
+
+def test_long_label_shuffles_go_to_a_local_cluster_unless_told_where(monkeypatch):
+    """The curve's shuffles leave this process by default only where they would take over CLUSTER_WORTH_S here at
+    the measured pace (as evaluate's permutation test), and never when --cluster or --workers said where."""
+    from eegloop.decoder.calibration import _shuffle_workers
+    from eegloop.decoder.tasks import CLUSTER_WORTH_S
+
+    monkeypatch.setenv("EEGLOOP_JOBS", "4")
+    assert _shuffle_workers(False, 50, 2 * CLUSTER_WORTH_S / 50) == 4
+    assert _shuffle_workers(False, 3, CLUSTER_WORTH_S) == 3  # never more workers than shuffles
+    assert _shuffle_workers(False, 50, 0.5 * CLUSTER_WORTH_S / 50) == 0  # a short test: here
+    assert _shuffle_workers(True, 50, CLUSTER_WORTH_S) == 0  # --workers / --cluster given
+    monkeypatch.setenv("EEGLOOP_JOBS", "1")
+    assert _shuffle_workers(False, 50, CLUSTER_WORTH_S) == 0  # one core
