@@ -311,18 +311,23 @@ class _Pass:
     with_: np.ndarray
     sides: list  # per fold: (the group's weight, tuned)
     skipped: list  # per fold: the candidates the time budget left out
+    seconds: float = 0.0  # the task's own time (the progress's estimate of what is left)
 
 
 def _pass(group, es: EpochSet, plan: CalibrationPlan, m, protocol: Protocol, shuffle: Optional[int], perm,
           seed: int, budget_s: Optional[float]) -> _Pass:
     """Every fold of point ``m`` with the labels permuted by ``perm`` (None: the true labels): one task."""
+    import time
+
     from .tasks import labelled
 
+    t0 = time.perf_counter()
     les = labelled(es, perm)
     out = [_fold_scores(group, les, f.calibration[m], f.test, protocol, seed + k, budget_s)
            for k, f in enumerate(plan.folds)]
     col = [np.array([np.nan if r[i] is None else r[i] for r in out], float) for i in (0, 1)]
-    return _Pass(m, shuffle, col[0], col[1], [(r[2], r[3]) for r in out], [r[4] for r in out])
+    return _Pass(m, shuffle, col[0], col[1], [(r[2], r[3]) for r in out], [r[4] for r in out],
+                 time.perf_counter() - t0)
 
 
 def _point(true: _Pass, shuffled: list, plan: CalibrationPlan, chance: float, has_group: bool) -> CurvePoint:
@@ -477,6 +482,7 @@ class _CurveProgress:
         self.say, self.subject, self.metric, self.chance, self.plan = say, subject, metric, chance, plan
         self.permutations, self.n_shuffles, self.t0 = permutations, n_shuffles, time.perf_counter()
         self.has_group, self.done_shuffles, self.true, self.null = has_group, 0, {}, {}
+        self._t_shuffles: Optional[float] = None
         then = (f", then {_shuffles(permutations)} of each ({n_shuffles} refits) for the permutation p"
                 if n_shuffles else "")
         say(f"{subject}: calibration curve: {len(plan.points)} points{then}; {where}")
@@ -494,8 +500,7 @@ class _CurveProgress:
             self.done_shuffles += 1
             self.null.setdefault(r.minutes, []).append(r)
             left = self.n_shuffles - self.done_shuffles
-            done = len(self.true) + self.done_shuffles  # every task refits the same folds: about the same cost
-            eta = (time.perf_counter() - self.t0) / done * left
+            eta = self._left_s(time.perf_counter())
             eta = "" if not left else f", about {eta / 60:.0f} min left" if eta >= 90 else f", about {eta:.0f} s left"
             self.say(f"{self.subject}: label shuffle {self.done_shuffles} of {self.n_shuffles} done ({name} minutes)"
                      f"{eta}")
@@ -506,6 +511,22 @@ class _CurveProgress:
                                                       (pt.p_with_group, "with it")) if v is not None]
             if ps:
                 self.say(f"{self.subject}: {name} minutes: permutation p {', '.join(ps)} ({_shuffles(len(null))})")
+
+
+    def _left_s(self, now: float) -> float:
+        """Seconds left: the shuffles' elapsed time scaled by the work left over the work done, a shuffle costing
+        what its point's true-labels pass cost (a 20-minute point's folds cost more than a 2-minute point's)."""
+        def cost(m):
+            t = self.true.get(m)
+            return t.seconds if t is not None else float(np.mean([p.seconds for p in self.true.values()] or [1.0]))
+
+        if self._t_shuffles is None:  # the shuffles' start: the first one's end less its own time
+            self._t_shuffles = now - min(p.seconds for ps in self.null.values() for p in ps)
+        done = sum(cost(m) * len(ps) for m, ps in self.null.items())
+        n_per = self.permutations
+        left = sum(cost(m) * (n_per - len(self.null.get(m, []))) for m in self.plan.points
+                   if not (m == 0 and not self.has_group))
+        return (now - self._t_shuffles) * left / max(done, 1e-9)
 
 
 def _shuffles(n: int) -> str:

@@ -303,3 +303,19 @@ def test_long_label_shuffles_go_to_a_local_cluster_unless_told_where(monkeypatch
     assert _shuffle_workers(True, 50, CLUSTER_WORTH_S) == 0  # --workers / --cluster given
     monkeypatch.setenv("EEGLOOP_JOBS", "1")
     assert _shuffle_workers(False, 50, CLUSTER_WORTH_S) == 0  # one core
+
+
+def test_the_time_left_weighs_each_shuffle_by_its_points_cost():
+    """A 20-minute point's shuffle refits more than a 2-minute point's: the time left counts each remaining
+    shuffle at its point's true-labels pass's cost, scaled by the pace the finished shuffles kept."""
+    from eegloop.decoder.calibration import CalibrationFold, CalibrationPlan, _CurveProgress, _Pass
+
+    fold = CalibrationFold(np.arange(2), np.arange(2, 6), {}, {0: 0.0, 2: 2.0, "all": 4.0})
+    plan = CalibrationPlan("block", [0, 2, "all"], [fold])
+    progress = _CurveProgress(lambda _line: None, "X", "auc", 0.5, plan, 3, 9, "here", True)
+    one = np.array([0.6])
+    for m, s in ((0, 1.0), (2, 2.0), ("all", 10.0)):
+        progress(0, _Pass(m, None, one, one, [(1.0, False)], [()], s))
+    progress.null[2] = [_Pass(2, 0, one, one, [(1.0, False)], [()], 2.0)]
+    # started 2 s before now, 2 s of work done; left: 3 x 1 + 2 x 2 + 3 x 10 = 37 s at that pace
+    assert progress._left_s(now=100.0) == pytest.approx(37.0)
