@@ -206,14 +206,14 @@ class CalibrationCurve:
         total: dict = {}
         for p in self.points:
             for name, n in p.budget_skipped.items():
-                total.setdefault(name, []).append(f"{n} at {p.minutes if p.minutes == 'all' else f'{p.minutes:g}'}")
+                at = "all" if p.minutes == "all" else f"{p.minutes:g} min"
+                total.setdefault(name, []).append(f"{at}: {n} of {self.n_folds} folds")
         if not total:
             return ""
-        where = "; ".join(f"{name} in {', '.join(v)}" for name, v in total.items())
+        where = "; ".join(f"{name} ({', '.join(v)})" for name, v in total.items())
         whose = "decoder.select_budget_s" if self.budget_s is None else f"--budget {self.budget_s:g} s"
         return (f"the per-subject default's comparison ran out of its time budget ({whose}, wall-clock) and left "
-                f"out {where} of the {self.n_folds} folds (points in minutes): these numbers depend on this "
-                f"machine's speed; --budget 0 compares every candidate")
+                f"out {where}: these numbers depend on this machine's speed; --budget 0 compares every candidate")
 
 
 def _no_nan(obj):

@@ -152,7 +152,7 @@ def test_the_curve_names_what_autos_time_budget_left_out(tmp_path, capsys):
         if budget == "0":
             assert not note and all(p["budget_skipped"] == {} for p in saved[-1]["points"])
         else:  # the first candidate is always scored; the budget was spent before the others
-            assert len(note) == 1 and "logreg_windowed in 3 at 2, 3 at all" in note[0] and "--budget 0" in note[0]
+            assert len(note) == 1 and "logreg_windowed (2 min: 3 of 3 folds, all: 3 of 3 folds)" in note[0] and "--budget 0" in note[0]
             assert [p["budget_skipped"] for p in saved[-1]["points"][1:]] == [{"logreg_windowed": 3, "riemann": 3}] * 2
         assert "label shuffle 2 of 2 done" in out and "2 minutes: permutation p without the group model" in out
     assert [s["budget_s"] for s in saved] == [1e-6, 0]
