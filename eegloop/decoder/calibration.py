@@ -385,8 +385,11 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
     permutations : int
         Label shuffles per point for the permutation p (each refits every fold; both columns get their p).
     cluster, workers
-        Where the fits run: as :func:`loso`; default this process, one after another. Each point under each
-        labelling (the true labels, then each shuffle) is one task: the curve comes first, then its p values.
+        Where the fits run, as :func:`~.loso.loso`: a scheduler's address or client, or a ``LocalCluster`` of
+        ``workers`` processes (0: here). Each point under each labelling (the true labels, each shuffle) is one
+        task, all sent at once to a cluster. Neither given: the curve here, one point after another, then its
+        shuffles on a ``LocalCluster`` of one worker per core where they would take over
+        :data:`~.tasks.CLUSTER_WORTH_S` here, else here too.
     budget_s : float | None
         The wall-clock budget of ``auto``'s comparison in each fit (None: the protocol's
         ``decoder.select_budget_s``; 0: none, every candidate compared and every network trained fully: the
@@ -394,10 +397,9 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
     """
     import time
 
+    from ..cluster import open_executor
     from .group import load_group_model
     from .scoring import chance_levels, key_metric
-
-    from ..cluster import open_executor
     from .trainingset import subject_protocol
 
     t0 = time.perf_counter()
@@ -423,8 +425,11 @@ def calibration_curve(db, subject: str, group: Optional[str] = None, split: str 
         progress_of = _CurveProgress(say, subject, metric, chance, plan, permutations, len(shuffles), ex.describe(),
                                      group is not None)
         inputs = _share(ex, (model, es, plan, protocol))
+        true = [(m, None, None) for m in plan.points]
         t1 = time.perf_counter()
-        passes = _run_passes(ex, inputs, [(m, None, None) for m in plan.points], seed, budget, progress_of)
+        if ex.client is not None:  # a cluster: every task at once (its workers never wait for the curve's end)
+            shuffles, true = [], true + shuffles
+        passes = _run_passes(ex, inputs, true, seed, budget, progress_of)
         per_pass = (time.perf_counter() - t1) / len(plan.points)
         with _shuffle_executor(ex, cluster is not None or workers is not None, len(shuffles), per_pass,
                                preload) as ex2:
