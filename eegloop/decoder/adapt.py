@@ -166,7 +166,7 @@ def adapt(group, labelled: EpochSet, protocol: Protocol, seed: int = 0, base: Op
         weight, how, use_tuned = float(fixed), "fixed (decoder.group_weight), not chosen", fixed > 0
     else:
         weight, how, use_tuned = choose_weight(group, labelled, protocol, method, classes, seed,
-                                               full=budget_s is not None and budget_s == float("inf"))
+                                               full=budget_s == float("inf"))
     tuned, note = tuned_side(group, labelled, use_tuned)
     how += note
     side = tuned if tuned is not None else group

@@ -16,8 +16,8 @@ points the subject has data for), with and without a group model:
   alike, the same shuffle), everything refitted, ``permutations`` times. A shuffle of the calibration labels
   alone would leave the group model's zero-calibration score untouched: it tests the score, not the labels' use.
 
-Leave-one-subject-out scores are :mod:`.loso`'s. :func:`blend_cross_validation` is the curve's "all" point on a visit's session: the group-based decoder
-the feedback used, refitted on each of the protocol's folds.
+Leave-one-subject-out scores are :mod:`.loso`'s. :func:`blend_cross_validation` is the curve's "all" point on a
+visit's session: the group-based decoder the feedback used, refitted on each of the protocol's folds.
 """
 from __future__ import annotations
 
@@ -156,13 +156,10 @@ class CalibrationCurve:
 
     def to_json(self) -> dict:
         """What ``evaluate --calibration-curve --json`` prints (``minutes`` of ``all``: the minutes it spans)."""
-        def num(v):
-            return None if v is None or v != v else round(float(v), 4)
-
         return {"subject": self.subject, "metric": self.metric,
                 "curve": [{"minutes": p.minutes if p.minutes != "all" else round(p.minutes_used, 2),
-                           "without_group": num(p.without_group), "with_group": num(p.with_group),
-                           "chance": num(p.chance), "p_with_group": num(p.p_with_group)} for p in self.points]}
+                           "without_group": _rounded(p.without_group), "with_group": _rounded(p.with_group),
+                           "chance": _rounded(p.chance), "p_with_group": _rounded(p.p_with_group)} for p in self.points]}
 
     def full_json(self) -> dict:
         """Everything, for the report folder."""
@@ -214,6 +211,11 @@ class CalibrationCurve:
         whose = "decoder.select_budget_s" if self.budget_s is None else f"--budget {self.budget_s:g} s"
         return (f"the per-subject default's comparison ran out of its time budget ({whose}, wall-clock) and left "
                 f"out {where}: these numbers depend on this machine's speed; --budget 0 compares every candidate")
+
+
+def _rounded(v) -> Optional[float]:
+    """A score for JSON: 4 decimals, None for none or NaN (nothing could be fitted)."""
+    return None if v is None or v != v else round(float(v), 4)
 
 
 def _no_nan(obj):
@@ -458,12 +460,11 @@ def _run_passes(ex, inputs: tuple, calls: list, seed: int, budget, progress) -> 
 
 
 def _shuffle_executor(ex, chosen: bool, n: int, per_pass_s: float, preload: tuple):
-    """Where the ``n`` label-shuffled passes run: where the curve ran (``--cluster``/``--workers`` given, a client,
-    one core, or under :data:`~.tasks.CLUSTER_WORTH_S` of passes at the measured pace), else a Dask LocalCluster
+    """Where the ``n`` label-shuffled passes run: where the curve ran (``--cluster``/``--workers`` given, one core, or under :data:`~.tasks.CLUSTER_WORTH_S` of passes at the measured pace), else a Dask LocalCluster
     of one worker per core, as ``evaluate`` opens for a permutation test (not closed with the curve's executor)."""
     from ..cluster import open_executor
 
-    k = _shuffle_workers(chosen or ex.client is not None, n, per_pass_s)
+    k = _shuffle_workers(chosen, n, per_pass_s)  # a client exists only where --cluster/--workers chose one
     return open_executor(workers=k, preload=preload) if k else open_executor(ex)
 
 
@@ -516,7 +517,6 @@ class _CurveProgress:
                                                       (pt.p_with_group, "with it")) if v is not None]
             if ps:
                 self.say(f"{self.subject}: {name} minutes: permutation p {', '.join(ps)} ({_shuffles(len(null))})")
-
 
     def _left_s(self, now: float) -> float:
         """Seconds left: the shuffles' elapsed time scaled by the work left over the work done, a shuffle costing
@@ -602,15 +602,11 @@ def blend_cross_validation(es: EpochSet, protocol: Protocol, group, seed: int = 
     except EegloopError as exc:  # NoHonestFoldError, a random split, too few blocks
         return {"error": str(exc), "group_model": group.name}
     metric = key_metric(len(es.classes))
-
-    def num(v):  # NaN (nothing could be fitted) as null: the evaluation is stored as JSON
-        return None if v is None or v != v else round(float(v), 4)
-
     return {"group_model": group.name, "metric": metric, "split": plan.split, "n_folds": len(plan.folds),
-            "with_group": num(_mean(r.with_)), "spread_with": num(_spread(r.with_)),
-            "without_group": num(_mean(r.without)), "spread_without": num(_spread(r.without)),
-            "chance": num(chance_levels(es)[f"chance_{metric}"]), "folds_with": [num(v) for v in r.with_],
-            "folds_without": [num(v) for v in r.without], "weights": [w for w, _ in r.sides],
+            "with_group": _rounded(_mean(r.with_)), "spread_with": _rounded(_spread(r.with_)),
+            "without_group": _rounded(_mean(r.without)), "spread_without": _rounded(_spread(r.without)),
+            "chance": _rounded(chance_levels(es)[f"chance_{metric}"]), "folds_with": [_rounded(v) for v in r.with_],
+            "folds_without": [_rounded(v) for v in r.without], "weights": [w for w, _ in r.sides],
             "tuned": [bool(t) for _, t in r.sides],
             "budget_skipped": sorted({n for names in r.skipped for n in names})}
 

@@ -485,9 +485,6 @@ def _final_notes(report: "EvalReport", methods: tuple, protocol: Protocol, budge
             + "; a run on another machine or load may compare more of them: --budget 0 compares every candidate")
 
 
-
-
-
 def _executor(cluster, workers, plans: dict, permutations: int,
               probe: Optional[Callable[[], tuple[float, int]]] = None) -> Executor:
     """Where the fits run: ``cluster``/``workers`` as given; by default a Dask LocalCluster of one worker per core

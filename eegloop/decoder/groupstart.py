@@ -29,7 +29,7 @@ from .modelio import TrainedModel, db_config, model_path, read_model_meta
 from .scoring import chance_levels, scores
 
 __all__ = ["group_for", "check_group_start", "check_not_trained_on", "check_group_classes", "blend_with_group",
-           "zero_calibration", "group_line", "group_estimate_note", "warn_withdrawn"]
+           "zero_calibration", "group_line", "group_estimate_note", "warn_withdrawn", "score_text"]
 
 
 def group_for(db, protocol: Protocol, warn: bool = True):
@@ -203,8 +203,8 @@ def group_estimate_note(metrics: dict, subject: str, blend: dict | None = None, 
         b, unit = blend, blend["split"]
         return (f"{head}; its honest estimate, the same procedure refitted on each of {b['n_folds']} {unit}-wise "
                 f"folds (whole {unit}s out; the subject's own default, the group's weight and side chosen again on "
-                f"each fold's training {unit}s): {b['metric']} {_num(b['with_group'], b['spread_with'])}, the "
-                f"subject's own default alone on the same folds {_num(b['without_group'], b['spread_without'])} "
+                f"each fold's training {unit}s): {b['metric']} {score_text(b['with_group'], b['spread_with'])}, the "
+                f"subject's own default alone on the same folds {score_text(b['without_group'], b['spread_without'])} "
                 f"(chance {b['chance']:.3f}).")
     if pending:
         return (f"{head}; the cross-validation after the feedback block scores it, refitted on each fold's training "
@@ -214,7 +214,8 @@ def group_estimate_note(metrics: dict, subject: str, blend: dict | None = None, 
             f"--group-model {g.get('name')} (whole blocks or runs out, with and without the group model).")
 
 
-def _num(v, spread) -> str:
+def score_text(v, spread) -> str:
+    """A score with its fold-to-fold spread, as the visit's line and the report give it ("0.612 ± 0.040"; "-")."""
     if v is None or v != v:
         return "-"
     return f"{v:.3f}" + (f" ± {spread:.3f}" if spread is not None and spread == spread else "")

@@ -11,8 +11,9 @@ the registry, :mod:`.methods`):
   instead of the identity (:mod:`.stlda`: a spatial covariance per temporal component): the background's
   correlation between windows, and each rhythm's own topography, are kept.
 - ``logreg_windowed``: the same features, L2 logistic regression, balanced class weights.
-- ``riemann``: xDAWN-filtered ERP covariances (pyriemann ``XdawnCovariances``,
-  OAS shrinkage, computed over the whole stack of epochs: :mod:`.xdawncov`) -> tangent space -> logistic regression (the eeg-notebooks/MOABB pipeline).
+- ``riemann``: xDAWN-filtered ERP covariances (pyriemann ``XdawnCovariances``, OAS shrinkage, computed over the
+  whole stack of epochs: :mod:`.xdawncov`) -> tangent space -> logistic regression (the eeg-notebooks/MOABB
+  pipeline).
 - ``vote``: ``lda_windowed``, ``logreg_windowed`` and ``riemann``, each fitted on the same epochs, their class probabilities averaged
   (scikit-learn's soft ``VotingClassifier``). No one of them wins on every subject and inner folds rarely tell
   which will (the note on :mod:`.selection`); the average is never far from the best of them.

@@ -22,8 +22,8 @@ from .fitting import fit_method
 from .folds import inner_validation
 from .methods import build_network, feature_key, get_method, is_network
 
-__all__ = ["SubjectData", "FitTask", "FitResult", "run_fit", "labelled", "default_workers", "CLUSTER_WORTH_S", "fixed_precision",
-           "preload_for"]
+__all__ = ["SubjectData", "FitTask", "FitResult", "run_fit", "labelled", "default_workers", "CLUSTER_WORTH_S",
+           "fixed_precision", "preload_for"]
 
 
 def preload_for(methods=None) -> tuple:

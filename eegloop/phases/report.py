@@ -24,8 +24,9 @@ class EvaluationPhase(VisitPhase):
     def run(self, ctx: VisitContext) -> None:
         ctx.say("cross-validating (whole blocks left out) for the report; the subject is done")
         BUS.publish(Phase("evaluation", "cross-validating for the report", session_id=ctx.session_id))
-        ctx.evaluation = _evaluate_for_report(ctx.db, ctx.subject, ctx.session_id, ctx.protocol, ctx.say)
-        blend = _cross_validate_blend(ctx.db, ctx.subject, ctx.session_id, ctx.protocol, ctx.say)
+        es = _recording_epochs(ctx.db, ctx.subject, ctx.session_id)  # read once for both cross-validations
+        ctx.evaluation = _evaluate_for_report(ctx.db, es, ctx.protocol, ctx.say)
+        blend = _cross_validate_blend(ctx.db, es, ctx.protocol, ctx.say)
         if blend is not None:
             ctx.evaluation = {**ctx.evaluation, "group_blend": blend}
         ctx.db.set_session_status(ctx.session_id, SessionStatus.COMPLETED, ended=True,
@@ -47,13 +48,18 @@ class ReportPhase(VisitPhase):
         BUS.publish(Finished("completed", ctx.session_id, str(ctx.report)))
 
 
-def _evaluate_for_report(db: Database, subject: str, session_id: int, protocol: Protocol, say) -> dict:
+def _recording_epochs(db: Database, subject: str, session_id: int):
+    """The session's recording-block epochs (not the feedback block's cues)."""
+    es = db.load_epochs(subject, [session_id])
+    return es.subset(np.flatnonzero(es.blocks < FEEDBACK_BLOCK_BASE))
+
+
+def _evaluate_for_report(db: Database, es, protocol: Protocol, say) -> dict:
+    """The report's cross-validation of the session's recording epochs ``es`` (:func:`_recording_epochs`)."""
     from ..decoder import evaluate, fit_teacher
     from ..decoder.evaluation import NoHonestFoldError, main_method
     from ..errors import ModelNotAvailableError
 
-    es = db.load_epochs(subject, [session_id])
-    es = es.subset(np.flatnonzero(es.blocks < FEEDBACK_BLOCK_BASE))  # recording blocks only, not feedback cues
     teacher = None
     try:
         teacher = fit_teacher(db, protocol, es)
@@ -69,13 +75,13 @@ def _evaluate_for_report(db: Database, subject: str, session_id: int, protocol: 
             "folds": rep.methods}
 
 
-def _cross_validate_blend(db: Database, subject: str, session_id: int, protocol: Protocol, say) -> dict | None:
+def _cross_validate_blend(db: Database, es, protocol: Protocol, say) -> dict | None:
     """With ``decoder.group_model`` (a weight chosen or fixed below 1), the decoder the feedback used is a blend
     with the group model, not the subject's own model the report's cross-validation scores: the same procedure
     refitted on each fold (:func:`~eegloop.decoder.calibration.blend_cross_validation`). None without a group model,
     and at weight 1 (zero calibration: the quick-train's score used no label of the subject's)."""
     from ..decoder.calibration import blend_cross_validation
-    from ..decoder.groupstart import group_for
+    from ..decoder.groupstart import group_for, score_text
 
     if not protocol.decoder.group_model or protocol.decoder.group_weight == 1.0:
         return None
@@ -88,8 +94,6 @@ def _cross_validate_blend(db: Database, subject: str, session_id: int, protocol:
         return None
     from ..decoder.rejection import reject_artifacts
 
-    es = db.load_epochs(subject, [session_id])
-    es = es.subset(np.flatnonzero(es.blocks < FEEDBACK_BLOCK_BASE))
     rej = reject_artifacts(es, protocol)  # as quick-train and the curve reject them
     es = es.subset(rej.kept) if rej.n_rejected else es
     say(f"cross-validating the decoder the feedback used (group model {found[0].name} blended, refitted on each "
@@ -102,12 +106,9 @@ def _cross_validate_blend(db: Database, subject: str, session_id: int, protocol:
     if "error" in b:
         say(f"the group-based decoder could not be cross-validated: {b['error']}")
     else:
-        def num(v, s):
-            return "-" if v is None else f"{v:.3f}" + (f" ± {s:.3f}" if s is not None else "")
-
         say(f"group-based decoder, {b['n_folds']} {b['split']}-wise folds: {b['metric']} "
-            f"{num(b['with_group'], b['spread_with'])}; the subject's own default alone on the same folds "
-            f"{num(b['without_group'], b['spread_without'])} (chance {b['chance']:.3f}; group weight per fold "
+            f"{score_text(b['with_group'], b['spread_with'])}; the subject's own default alone on the same folds "
+            f"{score_text(b['without_group'], b['spread_without'])} (chance {b['chance']:.3f}; group weight per fold "
             f"{', '.join(f'{w:g}' for w in b['weights'])})"
             + (f"; decoder.select_budget_s left {', '.join(b['budget_skipped'])} out of some folds' comparison"
                if b.get("budget_skipped") else ""))

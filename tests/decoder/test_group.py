@@ -577,7 +577,7 @@ def test_the_visits_cross_validation_scores_the_blend_it_used(built, tmp_path):
 
     from eegloop.database import Database
     from eegloop.decoder import quick_train
-    from eegloop.phases.report import _cross_validate_blend, _evaluate_for_report
+    from eegloop.phases.report import _cross_validate_blend, _evaluate_for_report, _recording_epochs
     from eegloop.report import write_report
 
     root = clone(built[0], tmp_path)
@@ -587,14 +587,15 @@ def test_the_visits_cross_validation_scores_the_blend_it_used(built, tmp_path):
         p = with_group("G")
         m = quick_train(db, "D", protocol=p, use_teacher=False, progress=False)
         (sid,) = [s.id for s in db.list_sessions("D")]
-        blend = _cross_validate_blend(db, "D", sid, p, lines.append)
-        assert _cross_validate_blend(db, "D", sid, with_group("G", 1.0), lines.append) is None
+        es = _recording_epochs(db, "D", sid)
+        blend = _cross_validate_blend(db, es, p, lines.append)
+        assert _cross_validate_blend(db, es, with_group("G", 1.0), lines.append) is None
         said: list = []  # a group model deleted since the quick-train (a withdrawal): said, the visit completes
-        assert "no group model named 'GONE'" in _cross_validate_blend(db, "D", sid, with_group("GONE"), said.append)[
+        assert "no group model named 'GONE'" in _cross_validate_blend(db, es, with_group("GONE"), said.append)[
             "error"] and said and said[0].startswith("the group-based decoder could not be cross-validated")
-        fixed = _cross_validate_blend(db, "D", sid, with_group("G", 0.5), lambda _line: None)
+        fixed = _cross_validate_blend(db, es, with_group("G", 0.5), lambda _line: None)
         assert fixed["weights"] == [0.5] * p.training.n_folds  # a fixed weight is what each fold keeps, as quick-train
-        ev = _evaluate_for_report(db, "D", sid, p, lambda _line: None)  # the subject's own model's, as a visit's
+        ev = _evaluate_for_report(db, es, p, lambda _line: None)  # the subject's own model's, as a visit's
         db.set_session_status(sid, "completed", model_id=m.model_id, evaluation={**ev, "group_blend": blend})
         html = write_report(db, sid, tmp_path / "report").read_text()
     finally:
